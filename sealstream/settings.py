@@ -1,0 +1,154 @@
+"""The one settings object every sealstream component reads.
+
+Values come, highest priority first, from environment variables
+``SEALSTREAM_<FIELD>`` (for example ``SEALSTREAM_KAFKA_PORT=19092``), then from
+an optional TOML file (``$SEALSTREAM_CONFIG``, else ``./sealstream.toml`` when
+present), then from the local defaults below, which match ``sealstream stack up``.
+The same code runs against remote clusters: set the ``*_url``/``*_bootstrap``
+fields instead of the local ports.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "load_settings", "TOPICS"]
+
+#: The project's Kafka topics (see DESIGN.md, "One message, end to end").
+TOPICS = (
+    "iiot.timeseries.raw",
+    "iiot.images.raw",
+    "iiot.video.raw",
+    "iiot.deadletter",
+    "iiot.sealed",
+    "iiot.anchors",
+    "iiot.alerts",
+)
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sealstream"
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("SEALSTREAM_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("sealstream.toml")
+    return local if local.exists() else None
+
+
+class Settings(BaseSettings):
+    """Every knob of the local stack and of the components that talk to it."""
+
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_", frozen=True, extra="ignore")
+
+    # Where things live.
+    home: Path = Field(Path(".sealstream"), description="state directory: data, logs, pid files")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="downloads and builds shared by stacks")
+    host: str = Field("127.0.0.1", description="address every local service binds to")
+    auto_install: bool = Field(True, description="let `stack up` apt-get install missing Debian packages (as root)")
+
+    # Kafka (KRaft, combined broker + controller).
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_metrics_port: int = 9404
+    kafka_bootstrap_servers: str | None = Field(None, description="defaults to host:kafka_port")
+    kafka_heap: str = "1g"
+    kafka_partitions: int = Field(3, ge=1, description="partitions of the raw ingest topics")
+    kafka_internal_partitions: int = Field(1, ge=1, description="partitions of deadletter/sealed/anchors/alerts")
+    kafka_max_message_bytes: int = 1_048_588
+    kafka_video_max_message_bytes: int = Field(16 * 1024 * 1024, description="max message size of iiot.video.raw")
+
+    # MinIO.
+    minio_port: int = 9000
+    minio_console_port: int = 9001
+    minio_endpoint: str | None = Field(None, description="defaults to host:minio_port")
+    minio_root_user: str = "sealstream"
+    minio_root_password: str = "sealstream-dev-secret"
+    minio_secure: bool = False
+    minio_bucket: str = Field("sealstream", description="bucket for raw/<sha256> and manifests/<batch_id>")
+
+    # PostgreSQL (+ TimescaleDB when the extension is available).
+    pg_port: int = 5433
+    pg_user: str = "sealstream"
+    pg_password: str = "sealstream"
+    pg_database: str = "sealstream"
+    pg_dsn: str | None = Field(None, description="defaults to the local cluster's DSN")
+    pg_os_user: str = Field("postgres", description="OS user that runs the local cluster when started as root")
+
+    # Prometheus.
+    prometheus_port: int = 9090
+    prometheus_url: str | None = None
+    prometheus_scrape_interval: str = "5s"
+
+    # Logging.
+    log_format: str = Field("text", pattern="^(text|json)$")
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    # Derived addresses: one place that knows how the local defaults combine.
+    @cached_property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka_bootstrap_servers or f"{self.host}:{self.kafka_port}"
+
+    @cached_property
+    def minio_address(self) -> str:
+        return self.minio_endpoint or f"{self.host}:{self.minio_port}"
+
+    @cached_property
+    def postgres_dsn(self) -> str:
+        if self.pg_dsn:
+            return self.pg_dsn
+        return (
+            f"postgresql://{self.pg_user}:{self.pg_password}@{self.host}:{self.pg_port}/{self.pg_database}"
+        )
+
+    @cached_property
+    def prometheus_base_url(self) -> str:
+        return (self.prometheus_url or f"http://{self.host}:{self.prometheus_port}").rstrip("/")
+
+    def topic_partitions(self, topic: str) -> int:
+        return self.kafka_partitions if topic.endswith(".raw") else self.kafka_internal_partitions
+
+    def topic_configs(self, topic: str) -> dict[str, str]:
+        size = self.kafka_video_max_message_bytes if topic == "iiot.video.raw" else self.kafka_max_message_bytes
+        return {"max.message.bytes": str(size)}
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as JSON-friendly values, secrets masked."""
+        data = self.model_dump(mode="json")
+        for key in ("minio_root_password", "pg_password"):
+            data[key] = "***"
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and file), with explicit overrides on top."""
+    return Settings(**overrides)
