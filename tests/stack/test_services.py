@@ -1,0 +1,169 @@
+"""The stack's real services answer the clients the project uses."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from infra import Stack
+from sealstream.settings import TOPICS, Settings
+
+pytestmark = pytest.mark.services
+
+TOPIC = "iiot.alerts"
+
+
+def _end_offset(settings: Settings, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        tp = TopicPartition(topic, 0)
+        return consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
+
+
+def test_kafka_python_produce_and_consume(stack: Stack, settings: Settings) -> None:
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    start = _end_offset(settings, TOPIC)
+    marker = uuid.uuid4().bytes
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    meta = producer.send(TOPIC, key=b"test-device", value=marker, headers=[("sig", b"\x01\x02")],
+                         partition=0).get(timeout=30)
+    producer.close()
+    assert meta.offset >= start
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=15_000)
+    tp = TopicPartition(TOPIC, 0)
+    consumer.assign([tp])
+    consumer.seek(tp, meta.offset)
+    record = next(iter(consumer))
+    consumer.close()
+    assert (record.key, record.value, record.headers) == (b"test-device", marker, [("sig", b"\x01\x02")])
+
+
+def test_aiokafka_produce_and_consume(stack: Stack, settings: Settings) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    async def roundtrip() -> tuple[bytes, bytes]:
+        marker = uuid.uuid4().bytes
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            meta = await producer.send_and_wait(TOPIC, marker, key=b"aio-device", partition=0)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(TOPIC, 0)
+            consumer.assign([tp])
+            consumer.seek(tp, meta.offset)
+            msg = await asyncio.wait_for(consumer.getone(), timeout=15)
+        finally:
+            await consumer.stop()
+        return marker, msg.value
+
+    sent, received = asyncio.run(roundtrip())
+    assert received == sent
+
+
+def test_topics_exist_with_settings(stack: Stack, settings: Settings) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        described = {t["name"]: t for t in admin.describe_topics(list(TOPICS))}
+        assert set(described) == set(TOPICS)
+        for topic in TOPICS:
+            assert len(described[topic]["partitions"]) == settings.topic_partitions(topic), topic
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "iiot.video.raw")])
+        entry = configs["topic"]["iiot.video.raw"]["max.message.bytes"]
+        assert int(entry["value"]) == settings.kafka_video_max_message_bytes
+        assert settings.kafka_video_max_message_bytes > settings.kafka_max_message_bytes
+        # auto-create is off: producing to an unknown topic must not create it
+        assert "no.such.topic" not in admin.list_topics()
+    finally:
+        admin.close()
+
+
+def test_minio_put_stat_get(stack: Stack, settings: Settings) -> None:
+    client = stack.minio.client()
+    key = f"tests/{uuid.uuid4().hex}"
+    body = b"x" * 300_000 + uuid.uuid4().bytes
+    client.put_object(settings.minio_bucket, key, io.BytesIO(body), len(body),
+                      metadata={"sha256": "test"}, content_type="application/octet-stream")
+    try:
+        stat = client.stat_object(settings.minio_bucket, key)
+        assert stat.size == len(body)
+        assert stat.metadata.get("x-amz-meta-sha256") == "test"
+        resp = client.get_object(settings.minio_bucket, key)
+        try:
+            assert resp.read() == body
+        finally:
+            resp.close()
+            resp.release_conn()
+    finally:
+        client.remove_object(settings.minio_bucket, key)
+
+
+def test_postgres_copy_100k_rows(stack: Stack, settings: Settings) -> None:
+    import psycopg
+
+    table = f"copy_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (ts timestamptz, device text, sensor text, value double precision)")
+        try:
+            with conn.cursor() as cur, cur.copy(f"COPY {table} (ts, device, sensor, value) FROM STDIN") as copy:
+                for i in range(100_000):
+                    copy.write_row((f"2026-01-01T00:00:00Z", f"dev-{i % 10}", "temperature", i * 0.5))
+            count, total = conn.execute(f"SELECT count(*), sum(value) FROM {table}").fetchone()
+            assert count == 100_000
+            assert total == pytest.approx(sum(i * 0.5 for i in range(100_000)))
+        finally:
+            conn.execute(f"DROP TABLE {table}")
+
+
+def test_prometheus_targets_up(stack: Stack, settings: Settings) -> None:
+    wanted = {"prometheus", "kafka", "minio"}
+    deadline = time.monotonic() + 60
+    health: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{settings.prometheus_base_url}/api/v1/targets", timeout=5) as resp:
+            targets = json.load(resp)["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        if all(health.get(job) == "up" for job in wanted):
+            break
+        time.sleep(1)
+    assert {job: health.get(job) for job in wanted} == {job: "up" for job in wanted}
+
+
+def test_status_json_reports_every_service(stack: Stack) -> None:
+    proc = subprocess.run([sys.executable, "-m", "sealstream", "stack", "status", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    rows = {r["name"]: r for r in data["services"]}
+    assert set(rows) == {"postgres", "minio", "kafka", "prometheus"}
+    assert all(r["state"] == "running" and r["pid"] for r in rows.values())
+    assert "PostgreSQL" in rows["postgres"]["detail"] or "timescaledb" in rows["postgres"]["detail"]
+    assert rows["kafka"]["version"].startswith("4.")
+
+
+def test_second_up_starts_nothing(stack: Stack) -> None:
+    pids = {r.name: r.pid for r in stack.status()}
+    rows = stack.up()
+    assert {r.name: r.pid for r in rows} == pids
+    recorded = json.loads((stack.home / "stack.json").read_text())
+    assert recorded["started"] == []
