@@ -202,8 +202,8 @@ class PostgreSQL(Service):
         import psycopg
 
         s = self.settings
-        return psycopg.connect(host=s.host, port=s.pg_port, user=s.pg_user, password=s.pg_password,
-                               dbname=dbname or s.pg_database, connect_timeout=3, autocommit=True)
+        return psycopg.connect(s.postgres_dsn, dbname=dbname or s.pg_database, connect_timeout=3,
+                               autocommit=True)
 
     def flavour(self) -> str:
         """``timescaledb <version>`` or ``plain PostgreSQL`` (what the migrations will use)."""

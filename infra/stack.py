@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sealstream.settings import Settings, load_settings
 
-from ._errors import StackError
+from ._errors import ServiceFailedError, StackError
 from ._service import Service, ServiceStatus
 from .kafka import Kafka
 from .minio import MinIO
@@ -85,6 +85,18 @@ class Stack:
             self._record({"up_seconds": round(elapsed, 2), "started": [s.name for s in stopped]})
             log.info("stack up in %.1f s", elapsed, extra={"started": [s.name for s in stopped]})
         return self.status()
+
+    def provision(self, progress: Progress | None = None) -> None:
+        """Create topics, bucket and database on already-running services (local or remote)."""
+        say = progress or (lambda _msg: None)
+        for svc in self.services:
+            say(f"provisioning {svc.name} at {svc.address()}")
+            health = svc.health()
+            if not health.ok:
+                raise ServiceFailedError(f"{svc.name} at {svc.address()} is not healthy ({health.detail}); "
+                                         "start it, or point the SEALSTREAM_* settings at a running one.",
+                                         service=svc.name)
+            svc.provision()
 
     def down(self, progress: Progress | None = None) -> list[str]:
         """Stop, cleanly and in reverse order, only the processes this stack started."""

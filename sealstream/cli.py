@@ -152,6 +152,23 @@ def stack_up(obj: _Context, as_json: bool) -> None:
     out.print(f"stack up in {took:.1f} s; state in {st.home}")
 
 
+@stack.command("provision")
+@click.pass_obj
+def stack_provision(obj: _Context) -> None:
+    """Create topics, bucket and database on services that already run elsewhere.
+
+    For Docker (infra/compose.yaml) or remote clusters: point SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS,
+    SEALSTREAM_MINIO_ENDPOINT, SEALSTREAM_PG_DSN and SEALSTREAM_PROMETHEUS_URL at them first.
+    """
+    from infra import Stack, StackError
+
+    try:
+        with _progress(True) as say:
+            Stack(obj.settings).provision(progress=say)
+    except StackError as exc:
+        _fail(exc, False)
+
+
 @stack.command("down")
 @click.option("--json", "as_json", is_flag=True, help="print what was stopped as JSON")
 @click.pass_obj
