@@ -56,7 +56,7 @@ def _bytes32(name: str, value: object, size: int = 32) -> None:
 
 
 def _text(name: str, value: object, limit: int) -> None:
-    if type(value) is not str or len(value) > limit or not _PRINTABLE.match(value):
+    if type(value) is not str or len(value) > limit or not _PRINTABLE.fullmatch(value):
         raise ReceiptError(f"{name} must be 1..{limit} printable ASCII chars without spaces, got {value!r}")
 
 

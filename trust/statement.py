@@ -41,7 +41,7 @@ VERSION = 1
 KINDS = frozenset({"timeseries", "image", "video"})
 SIGNING_CONTEXT = b"sealstream/statement/v1\x00"
 _MAX_INT = (1 << 63) - 1
-_CONTENT_TYPE = re.compile(r"^[\x21-\x7e]+(?:[ ]?[\x21-\x7e]+)*$")
+_CONTENT_TYPE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 _FIELDS = ("v", "device", "seq", "ts", "kind", "content_type", "size", "payload_sha256")
 
 #: Kafka header names, in the order `to_kafka_headers` writes them.
@@ -109,7 +109,7 @@ class Statement:
         if (
             type(self.content_type) is not str
             or len(self.content_type) > 255
-            or not _CONTENT_TYPE.match(self.content_type)
+            or not _CONTENT_TYPE.fullmatch(self.content_type)
         ):
             raise _invalid(f"content_type must be 1..255 printable ASCII chars, got {self.content_type!r}")
         if type(self.payload_sha256) is not bytes or len(self.payload_sha256) != 32:
@@ -216,13 +216,13 @@ def _malformed(name: str, why: str) -> StatementError:
 
 
 def _parse_int(name: str, raw: bytes) -> int:
-    if not _DECIMAL.match(raw):
+    if not _DECIMAL.fullmatch(raw):
         raise _malformed(name, f"not a canonical decimal integer: {raw[:40]!r}")
     return int(raw)
 
 
 def _parse_hex(name: str, raw: bytes, size: int) -> bytes:
-    if len(raw) != 2 * size or not _HEX.match(raw):
+    if len(raw) != 2 * size or not _HEX.fullmatch(raw):
         raise _malformed(name, f"want {2 * size} lowercase hex digits")
     return bytes.fromhex(raw.decode("ascii"))
 
