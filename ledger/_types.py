@@ -1,0 +1,493 @@
+"""Ledger values: transactions, blocks, certificates, sealer sets, genesis.
+
+All values are frozen dataclasses with a canonical wire form
+(`to_wire()` -> a value `trust.canonical.encode` accepts, `from_wire()` back),
+and every hash or signature is taken over `trust.canonical` bytes with a
+domain-separation tag, so one value has exactly one hash.
+
+Times are integer milliseconds (canonical encoding has no floats).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, NewType, Sequence
+
+from trust import canonical
+from trust._hashes import sha256
+from trust.identity import KeyPair, is_did, verify_signature
+
+from ._merkle import leaf_hash, merkle_root
+from .errors import CertificateError, WireError
+
+__all__ = [
+    "NodeId",
+    "TxId",
+    "BlockHash",
+    "StateRoot",
+    "Hash",
+    "Transaction",
+    "BlockHeader",
+    "Block",
+    "CommitCertificate",
+    "SealerSet",
+    "GenesisNode",
+    "Params",
+    "Genesis",
+    "Verifier",
+    "commit_signing_bytes",
+    "epoch_of",
+    "is_epoch_end",
+    "quorum_size",
+    "fault_tolerance",
+]
+
+#: A node's ``did:key`` id (its Ed25519 public key, see `trust.identity`).
+NodeId = NewType("NodeId", str)
+#: SHA-256 of a transaction's canonical signed body.
+TxId = NewType("TxId", bytes)
+#: SHA-256 of a block header's canonical bytes (`BlockHeader.header_hash`).
+BlockHash = NewType("BlockHash", bytes)
+#: Root of the application state after a block (the executor's digest).
+StateRoot = NewType("StateRoot", bytes)
+#: Any other 32-byte SHA-256 digest.
+Hash = NewType("Hash", bytes)
+
+#: `verify(did, message, signature) -> bool`; injectable so a host can cache.
+Verifier = Callable[[str, bytes, bytes], bool]
+
+_TX_TAG = "sealstream/tx/v1"
+_HEADER_TAG = "sealstream/header/v1"
+_SEALERS_TAG = "sealstream/sealers/v1"
+_GENESIS_TAG = "sealstream/genesis/v1"
+#: Domain tag of every signed consensus message (see `ledger.messages`).
+MSG_TAG = "sealstream/pbft/v1"
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise WireError(what)
+
+
+def _is_hash(v: object) -> bool:
+    return type(v) is bytes and len(v) == 32
+
+
+def _as_int(v: object, what: str, minimum: int = 0) -> int:
+    _need(type(v) is int and v >= minimum, f"{what} must be an int >= {minimum}")
+    return v  # type: ignore[return-value]
+
+
+def fault_tolerance(n: int) -> int:
+    """f: the number of Byzantine sealers a set of `n` tolerates (n >= 3f+1)."""
+    return (n - 1) // 3
+
+
+def quorum_size(n: int) -> int:
+    """Quorum: ceil((n+f+1)/2); equals 2f+1 when n = 3f+1 (PBFT §4).
+
+    Any two quorums intersect in at least f+1 sealers, hence in an honest one,
+    also when n is not of the form 3f+1.
+    """
+    f = fault_tolerance(n)
+    return (n + f + 2) // 2
+
+
+def epoch_of(height: int, epoch_length: int) -> int:
+    """Epoch of block `height` (>= 1): blocks 1..E are epoch 0, and so on."""
+    return (height - 1) // epoch_length
+
+
+def is_epoch_end(height: int, epoch_length: int) -> bool:
+    """True for the last block of an epoch; its header names the next set."""
+    return height % epoch_length == 0
+
+
+# ---------------------------------------------------------------- transactions
+
+
+@dataclass(frozen=True, eq=False)
+class Transaction:
+    """A client request: `kind` + canonical `payload`, signed by `submitter`.
+
+    Each (submitter, nonce) commits at most once, and a nonce must be above
+    the submitter's highest committed nonce minus `Params.nonce_window`
+    (replay protection that tolerates out-of-order commits).
+    """
+
+    submitter: str
+    nonce: int
+    kind: str
+    payload: Any
+    signature: bytes
+    tx_id: TxId = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tx_id", TxId(sha256(canonical.encode(self.to_wire()))))
+
+    @staticmethod
+    def signing_bytes_for(submitter: str, nonce: int, kind: str, payload: Any) -> bytes:
+        """Bytes the submitter signs."""
+        return canonical.encode(
+            [_TX_TAG, {"submitter": submitter, "nonce": nonce, "kind": kind, "payload": payload}]
+        )
+
+    def signing_bytes(self) -> bytes:
+        return self.signing_bytes_for(self.submitter, self.nonce, self.kind, self.payload)
+
+    @classmethod
+    def create(cls, key: KeyPair, nonce: int, kind: str, payload: Any) -> "Transaction":
+        """Build and sign a transaction with `key` (its did is the submitter)."""
+        sig = key.sign(cls.signing_bytes_for(key.did, nonce, kind, payload))
+        return cls(key.did, nonce, kind, payload, sig)
+
+    def verify_signature(self, verify: Verifier | None = None) -> bool:
+        """True iff the submitter's signature is valid (False for a bad did too)."""
+        if not is_did(self.submitter):
+            return False
+        v = verify or verify_signature
+        return v(self.submitter, self.signing_bytes(), self.signature)
+
+    @property
+    def leaf(self) -> bytes:
+        """RFC 9162 leaf hash of this transaction in its block's tx tree."""
+        return leaf_hash(self.tx_id)
+
+    def to_wire(self) -> dict:
+        return {
+            "submitter": self.submitter,
+            "nonce": self.nonce,
+            "kind": self.kind,
+            "payload": self.payload,
+            "sig": self.signature,
+        }
+
+    @classmethod
+    def from_wire(cls, w: Any) -> "Transaction":
+        _need(isinstance(w, dict) and set(w) == {"submitter", "nonce", "kind", "payload", "sig"}, "bad tx")
+        _need(isinstance(w["submitter"], str), "tx submitter must be text")
+        _as_int(w["nonce"], "tx nonce")
+        _need(isinstance(w["kind"], str), "tx kind must be text")
+        _need(type(w["sig"]) is bytes, "tx sig must be bytes")
+        return cls(w["submitter"], w["nonce"], w["kind"], w["payload"], w["sig"])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Transaction) and other.tx_id == self.tx_id
+
+    def __hash__(self) -> int:
+        return hash(self.tx_id)
+
+
+# ---------------------------------------------------------------- sealer sets
+
+
+@dataclass(frozen=True)
+class SealerSet:
+    """The ordered sealers of one epoch; they run PBFT for that epoch's blocks.
+
+    Primary of view v is ``members[v % n]`` (`primary`): the view number is
+    global and monotonic across epochs, the set is the epoch's. Order matters
+    (the reputation rules of the next issue sort it), so it is hashed as is.
+    """
+
+    members: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        _need(len(self.members) >= 1, "a sealer set needs members")
+        _need(len(set(self.members)) == len(self.members), "duplicate sealer")
+
+    @property
+    def n(self) -> int:
+        return len(self.members)
+
+    @property
+    def f(self) -> int:
+        return fault_tolerance(self.n)
+
+    @property
+    def quorum(self) -> int:
+        return quorum_size(self.n)
+
+    def primary(self, view: int) -> str:
+        return self.members[view % self.n]
+
+    def __contains__(self, node: object) -> bool:
+        return node in self.members
+
+    def index(self, node: str) -> int:
+        return self.members.index(node)
+
+    def hash(self) -> Hash:
+        return Hash(sha256(canonical.encode([_SEALERS_TAG, list(self.members)])))
+
+    def to_wire(self) -> list:
+        return list(self.members)
+
+    @classmethod
+    def from_wire(cls, w: Any) -> "SealerSet":
+        _need(isinstance(w, list) and all(isinstance(m, str) for m in w), "bad sealer set")
+        return cls(tuple(w))
+
+
+# ---------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    """What a commit certificate signs (through `header_hash`).
+
+    `tx_root` is the RFC 9162 root over the leaf hashes of the tx ids,
+    `state_root` the executor's state digest *after* this block,
+    `view`/`proposer` the view and primary that first proposed it (kept when a
+    new primary re-proposes it after a view change, so the hash never
+    changes), `sealer_set_hash` the hash of the set certifying it, and
+    `next_sealers` — set only on the last block of an epoch — the set of the
+    next epoch, so a light client can follow set changes from genesis.
+    """
+
+    height: int
+    prev_hash: BlockHash
+    tx_root: Hash
+    state_root: StateRoot
+    epoch: int
+    view: int
+    proposer: str
+    time: int
+    sealer_set_hash: Hash
+    next_sealers: SealerSet | None = None
+
+    def to_wire(self) -> dict:
+        return {
+            "height": self.height,
+            "prev": self.prev_hash,
+            "tx_root": self.tx_root,
+            "state_root": self.state_root,
+            "epoch": self.epoch,
+            "view": self.view,
+            "proposer": self.proposer,
+            "time": self.time,
+            "sealers": self.sealer_set_hash,
+            "next_sealers": None if self.next_sealers is None else self.next_sealers.to_wire(),
+        }
+
+    @classmethod
+    def from_wire(cls, w: Any) -> "BlockHeader":
+        keys = {"height", "prev", "tx_root", "state_root", "epoch", "view", "proposer", "time",
+                "sealers", "next_sealers"}
+        _need(isinstance(w, dict) and set(w) == keys, "bad header")
+        for k in ("prev", "tx_root", "state_root", "sealers"):
+            _need(_is_hash(w[k]), f"header {k} must be a 32-byte hash")
+        _need(isinstance(w["proposer"], str), "header proposer must be text")
+        nxt = w["next_sealers"]
+        return cls(
+            _as_int(w["height"], "height"), BlockHash(w["prev"]), Hash(w["tx_root"]),
+            StateRoot(w["state_root"]), _as_int(w["epoch"], "epoch"), _as_int(w["view"], "view"),
+            w["proposer"], _as_int(w["time"], "time"), Hash(w["sealers"]),
+            None if nxt is None else SealerSet.from_wire(nxt),
+        )
+
+    def header_hash(self) -> BlockHash:
+        return _header_hash(self)
+
+
+def _header_hash(h: BlockHeader) -> BlockHash:
+    cached = h.__dict__.get("_hash")
+    if cached is None:
+        cached = BlockHash(sha256(canonical.encode([_HEADER_TAG, h.to_wire()])))
+        object.__setattr__(h, "_hash", cached)
+    return cached
+
+
+def tx_root_of(txs: Sequence[Transaction]) -> Hash:
+    """RFC 9162 root over the transactions' leaf hashes (empty tree allowed)."""
+    return Hash(merkle_root([t.leaf for t in txs]))
+
+
+@dataclass(frozen=True)
+class Block:
+    """A header and the transactions its `tx_root` commits to."""
+
+    header: BlockHeader
+    txs: tuple[Transaction, ...]
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def block_hash(self) -> BlockHash:
+        return self.header.header_hash()
+
+    def tx_root_ok(self) -> bool:
+        return tx_root_of(self.txs) == self.header.tx_root
+
+    def to_wire(self) -> dict:
+        return {"header": self.header.to_wire(), "txs": [t.to_wire() for t in self.txs]}
+
+    @classmethod
+    def from_wire(cls, w: Any) -> "Block":
+        _need(isinstance(w, dict) and set(w) == {"header", "txs"} and isinstance(w["txs"], list), "bad block")
+        return cls(BlockHeader.from_wire(w["header"]), tuple(Transaction.from_wire(t) for t in w["txs"]))
+
+
+def commit_signing_bytes(chain_id: str, view: int, height: int, digest: bytes, signer: str) -> bytes:
+    """Bytes a sealer signs in a COMMIT; the same signatures form certificates."""
+    return canonical.encode(
+        [MSG_TAG, chain_id, "commit", {"view": view, "height": height, "digest": digest, "sender": signer}]
+    )
+
+
+@dataclass(frozen=True)
+class CommitCertificate:
+    """Quorum of COMMIT signatures (PBFT §4.2) over one block's header hash.
+
+    Signatures bind `(chain_id, view, height, block_hash, signer)`; the view is
+    part of what is signed because PBFT counts commits per view.
+    """
+
+    height: int
+    view: int
+    block_hash: BlockHash
+    signatures: tuple[tuple[str, bytes], ...]
+
+    def signers(self) -> list[str]:
+        return [s for s, _ in self.signatures]
+
+    def verify(self, chain_id: str, sealers: SealerSet, verify: Verifier | None = None) -> None:
+        """Raise `CertificateError` unless a quorum of distinct sealers signed."""
+        v = verify or verify_signature
+        seen: set[str] = set()
+        for signer, sig in self.signatures:
+            if signer not in sealers:
+                raise CertificateError(f"height {self.height}: {signer} is not a sealer")
+            if signer in seen:
+                raise CertificateError(f"height {self.height}: duplicate signer {signer}")
+            if not v(signer, commit_signing_bytes(chain_id, self.view, self.height, self.block_hash, signer), sig):
+                raise CertificateError(f"height {self.height}: bad signature from {signer}")
+            seen.add(signer)
+        if len(seen) < sealers.quorum:
+            raise CertificateError(
+                f"height {self.height}: {len(seen)} signatures, quorum is {sealers.quorum}"
+            )
+
+    def to_wire(self) -> dict:
+        return {
+            "height": self.height,
+            "view": self.view,
+            "hash": self.block_hash,
+            "sigs": [[s, g] for s, g in self.signatures],
+        }
+
+    @classmethod
+    def from_wire(cls, w: Any) -> "CommitCertificate":
+        _need(isinstance(w, dict) and set(w) == {"height", "view", "hash", "sigs"}, "bad certificate")
+        _need(_is_hash(w["hash"]) and isinstance(w["sigs"], list), "bad certificate")
+        sigs = []
+        for p in w["sigs"]:
+            _need(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and type(p[1]) is bytes,
+                  "bad certificate signature")
+            sigs.append((p[0], p[1]))
+        return cls(_as_int(w["height"], "height"), _as_int(w["view"], "view"), BlockHash(w["hash"]), tuple(sigs))
+
+
+# ---------------------------------------------------------------- genesis
+
+
+@dataclass(frozen=True)
+class GenesisNode:
+    """A ledger node: its did (public key) and a human name."""
+
+    did: str
+    name: str = ""
+
+    def to_wire(self) -> dict:
+        return {"did": self.did, "name": self.name}
+
+
+@dataclass(frozen=True)
+class Params:
+    """Consensus parameters fixed at genesis (times in milliseconds).
+
+    `max_block_txs`/`block_time_ms`: a block is cut when this many requests
+    wait or the oldest has waited this long. `checkpoint_interval` is PBFT's K;
+    `log_window` is L, the distance between low and high watermarks (PBFT
+    §4.3, L = 2K by default). `view_change_timeout_ms` is the first view-change
+    timeout; it doubles with each consecutive view change (PBFT §4.5.2).
+    """
+
+    max_block_txs: int = 256
+    block_time_ms: int = 50
+    checkpoint_interval: int = 10
+    log_window: int = 0  # 0 -> 2 * checkpoint_interval
+    view_change_timeout_ms: int = 1000
+    max_view_change_timeout_ms: int = 60_000
+    epoch_length: int = 1000
+    status_interval_ms: int = 500
+    fetch_timeout_ms: int = 1000
+    fetch_batch: int = 64
+    max_clock_drift_ms: int = 10_000
+    nonce_window: int = 1024
+
+    @property
+    def window(self) -> int:
+        return self.log_window or 2 * self.checkpoint_interval
+
+    def to_wire(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_wire(cls, w: Any) -> "Params":
+        _need(isinstance(w, dict) and set(w) <= set(cls.__dataclass_fields__), "bad params")
+        return cls(**{k: _as_int(v, k) for k, v in w.items()})
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """Chain id, all nodes (sealers and backups), the epoch-0 sealer set, params."""
+
+    chain_id: str
+    nodes: tuple[GenesisNode, ...]
+    sealers: SealerSet
+    params: Params = Params()
+    time: int = 0
+
+    def __post_init__(self) -> None:
+        dids = [n.did for n in self.nodes]
+        _need(len(set(dids)) == len(dids), "duplicate genesis node")
+        _need(all(is_did(d) for d in dids), "genesis node ids must be did:key ids")
+        _need(all(s in dids for s in self.sealers.members), "sealers must be genesis nodes")
+        _need(self.params.epoch_length >= 1 and self.params.checkpoint_interval >= 1, "bad params")
+
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(n.did for n in self.nodes)
+
+    def to_wire(self) -> dict:
+        return {
+            "chain_id": self.chain_id,
+            "nodes": [n.to_wire() for n in self.nodes],
+            "sealers": self.sealers.to_wire(),
+            "params": self.params.to_wire(),
+            "time": self.time,
+        }
+
+    @classmethod
+    def from_wire(cls, w: Any) -> "Genesis":
+        _need(isinstance(w, dict) and set(w) == {"chain_id", "nodes", "sealers", "params", "time"}, "bad genesis")
+        nodes = []
+        for n in w["nodes"]:
+            _need(isinstance(n, dict) and set(n) == {"did", "name"}, "bad genesis node")
+            nodes.append(GenesisNode(n["did"], n["name"]))
+        return cls(w["chain_id"], tuple(nodes), SealerSet.from_wire(w["sealers"]),
+                   Params.from_wire(w["params"]), _as_int(w["time"], "time"))
+
+    def genesis_hash(self) -> BlockHash:
+        """prev_hash of block 1."""
+        return BlockHash(sha256(canonical.encode([_GENESIS_TAG, self.to_wire()])))
+
+    @classmethod
+    def create(cls, chain_id: str, nodes: Iterable[str], n_sealers: int | None = None,
+               params: Params | None = None, time: int = 0) -> "Genesis":
+        """Genesis with the first `n_sealers` of `nodes` as epoch-0 sealers."""
+        ids = list(nodes)
+        k = len(ids) if n_sealers is None else n_sealers
+        return cls(chain_id, tuple(GenesisNode(d, f"node{i}") for i, d in enumerate(ids)),
+                   SealerSet(tuple(ids[:k])), params or Params(), time)
