@@ -72,6 +72,7 @@ from .identity import (
 from .merkle import (
     EMPTY_ROOT,
     CompactRange,
+    InclusionVerifier,
     MerkleTree,
     TreeHead,
     consistency_proof,
@@ -109,7 +110,7 @@ __all__ = [
     # merkle
     "EMPTY_ROOT", "leaf_hash", "leaf_hashes", "node_hash", "root", "inclusion_proof",
     "consistency_proof", "root_from_inclusion_proof", "verify_inclusion", "verify_consistency",
-    "MerkleTree", "CompactRange", "TreeHead",
+    "MerkleTree", "CompactRange", "TreeHead", "InclusionVerifier",
     # receipts
     "SealReceipt", "AnchorRef", "seal_receipt", "verify_receipt",
     # verification

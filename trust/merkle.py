@@ -36,6 +36,7 @@ __all__ = [
     "root_from_inclusion_proof",
     "verify_inclusion",
     "verify_consistency",
+    "InclusionVerifier",
     "MerkleTree",
     "CompactRange",
     "TreeHead",
@@ -47,6 +48,7 @@ __all__ = [
 _sha256 = hashlib.sha256
 _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
+_HASH_LEN_SET = {HASH_SIZE}
 
 #: Root of the empty tree: SHA-256 of the empty string (RFC 9162 §2.1.1).
 EMPTY_ROOT: RootHash = RootHash(_sha256(b"").digest())
@@ -220,19 +222,22 @@ class MerkleTree:
             raise ProofError(f"size {size} exceeds the tree size {self.size}")
         if not index < size:
             raise ProofError(f"index {index} must be < size {size}")
+        # Walk up the level view of the tree (RFC 9162 §2.1.3.1 bottom-up):
+        # at level j the sibling of our node is either a stored complete
+        # node, the partial right-edge node (folded), or absent (our node is
+        # the last one and is promoted unchanged).
         path = []
-        lo, hi = 0, size
-        rh = self._range_hash
-        while hi - lo > 1:
-            k = 1 << ((hi - lo - 1).bit_length() - 1)  # largest power of 2 < n
-            mid = lo + k
-            if index < mid:
-                path.append(rh(mid, hi))
-                hi = mid
-            else:
-                path.append(rh(lo, mid))
-                lo = mid
-        path.reverse()
+        levels = self._levels
+        j = 0
+        while (size - 1) >> j:
+            s = (index >> j) ^ 1
+            start = s << j
+            if start < size:
+                if start + (1 << j) <= size:
+                    path.append(levels[j][s])
+                else:
+                    path.append(self._range_hash(start, size))
+            j += 1
         return path
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
@@ -319,23 +324,27 @@ def root_from_inclusion_proof(
         raise InclusionError(f"index {index} must be < size {size}")
     if type(leaf_hash) is not bytes or len(leaf_hash) != HASH_SIZE:
         raise InclusionError(f"leaf hash must be {HASH_SIZE} bytes")
-    _check_proof(proof, InclusionError)
+    if proof and set(map(len, proof)) != _HASH_LEN_SET:
+        raise InclusionError(f"every proof element must be a {HASH_SIZE}-byte hash")
     fn, sn = index, size - 1
     r = leaf_hash
     sha, p = _sha256, _NODE_PREFIX
-    for h in proof:
-        if sn == 0:
-            raise InclusionError("audit path is too long")
-        if fn & 1 or fn == sn:
-            r = sha(p + h + r).digest()
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = sha(p + r + h).digest()
-        fn >>= 1
-        sn >>= 1
+    try:
+        for h in proof:
+            if sn == 0:
+                raise InclusionError("audit path is too long")
+            if fn & 1 or fn == sn:
+                r = sha(p + h + r).digest()
+                if not fn & 1:
+                    while fn and not fn & 1:
+                        fn >>= 1
+                        sn >>= 1
+            else:
+                r = sha(p + r + h).digest()
+            fn >>= 1
+            sn >>= 1
+    except TypeError:
+        raise InclusionError("proof elements must be bytes") from None
     if sn != 0:
         raise InclusionError("audit path is too short")
     return RootHash(r)
@@ -352,6 +361,73 @@ def verify_inclusion(
         raise InclusionError(f"root must be {HASH_SIZE} bytes")
     if root_from_inclusion_proof(leaf_hash, index, size, proof) != root:
         raise InclusionError(f"audit path for leaf {index} of {size} does not lead to the root")
+
+
+class InclusionVerifier:
+    """Verifies many inclusion proofs against one tree head, sharing work.
+
+    Same verdicts as `verify_inclusion` (the property tests check this), but
+    nodes already proven to lead to the root are remembered by position:
+    a later proof that reaches such a node with the same hash *and* whose
+    remaining path equals the proven one is accepted there without rehashing
+    the path to the root; a different hash at a proven position fails at
+    once.  Proof elements are split per RFC 9162 §2.1.3.2 into the part
+    inside the complete subtree (bits of the index) and the right border.
+    Meant for a verifier that checks a whole batch.
+    """
+
+    __slots__ = ("size", "root", "_nodes", "_max_nodes")
+
+    def __init__(self, size: int, root: bytes, *, max_nodes: int = 1 << 20) -> None:
+        if type(size) is not int or size < 1:
+            raise InclusionError(f"size must be a positive int, got {size!r}")
+        if type(root) is not bytes or len(root) != HASH_SIZE:
+            raise InclusionError(f"root must be {HASH_SIZE} bytes")
+        self.size = size
+        self.root = root
+        self._nodes: dict[int, tuple[bytes, tuple[bytes, ...]]] = {}
+        self._max_nodes = max_nodes
+
+    def verify(self, leaf_hash: bytes, index: int, proof: Sequence[bytes]) -> None:
+        """Raise `InclusionError` unless `leaf_hash` is leaf `index`."""
+        size = self.size
+        if type(index) is not int or not 0 <= index < size:
+            raise InclusionError(f"index {index!r} must be an int in [0, {size})")
+        if type(leaf_hash) is not bytes or len(leaf_hash) != HASH_SIZE:
+            raise InclusionError(f"leaf hash must be {HASH_SIZE} bytes")
+        inner = (index ^ (size - 1)).bit_length()
+        if len(proof) != inner + bin(index >> inner).count("1"):
+            raise InclusionError(f"audit path for leaf {index} of {size} has the wrong length")
+        if proof and set(map(len, proof)) != _HASH_LEN_SET:
+            raise InclusionError(f"every proof element must be a {HASH_SIZE}-byte hash")
+        nodes = self._nodes
+        sha, p = _sha256, _NODE_PREFIX
+        r = leaf_hash
+        seen = []
+        try:
+            for i in range(inner):
+                h = proof[i]
+                if index >> i & 1:
+                    r = sha(p + h + r).digest()
+                else:
+                    r = sha(p + r + h).digest()
+                key = ((index >> (i + 1)) << 7) | (i + 1)
+                known = nodes.get(key)
+                if known is not None:
+                    if known[0] == r and tuple(proof[i + 1 :]) == known[1][i + 1 :]:
+                        return
+                    raise InclusionError(f"audit path for leaf {index} of {size} does not lead to the root")
+                seen.append((key, r))
+            for h in proof[inner:]:
+                r = sha(p + h + r).digest()
+        except TypeError:
+            raise InclusionError("proof elements must be bytes") from None
+        if r != self.root:
+            raise InclusionError(f"audit path for leaf {index} of {size} does not lead to the root")
+        if len(nodes) + len(seen) <= self._max_nodes:
+            stored = tuple(proof)
+            for key, value in seen:
+                nodes[key] = (value, stored)
 
 
 def verify_consistency(

@@ -140,3 +140,32 @@ def test_sizes_up_to_300_against_reference():
         root = tree.root_at(size)
         for index in range(size):
             verify_inclusion(hashes[index], index, size, tree.inclusion_proof(index, size), root)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=6), min_size=1, max_size=70), st.data())
+def test_batch_verifier_agrees_with_verify_inclusion(data, draw):
+    hashes = [ref_leaf(d) for d in data]
+    tree = MerkleTree(hashes)
+    n = len(hashes)
+    verifier = merkle.InclusionVerifier(n, tree.root())
+    for _ in range(30):
+        index = draw.draw(st.integers(0, n - 1))
+        proof = tree.inclusion_proof(index)
+        if proof and draw.draw(st.booleans()):
+            e = draw.draw(st.integers(0, len(proof) - 1))
+            b = bytearray(proof[e])
+            b[draw.draw(st.integers(0, 31))] ^= 1 << draw.draw(st.integers(0, 7))
+            proof[e] = bytes(b)
+        claimed = draw.draw(st.sampled_from([index, (index + 1) % n, index]))
+        try:
+            verify_inclusion(hashes[index], claimed, n, proof, tree.root())
+            want = True
+        except InclusionError:
+            want = False
+        try:
+            verifier.verify(hashes[index], claimed, proof)
+            got = True
+        except InclusionError:
+            got = False
+        assert got == want

@@ -293,3 +293,21 @@ def test_compact_range_from_state_resumes():
     assert cr.root() == ROOTS[5]  # the original is unaffected
     with pytest.raises(ProofError):
         CompactRange.from_state(5, cr.peaks[:1])
+
+
+def test_batch_verifier_corruption_matrix():
+    """InclusionVerifier gives the same verdicts, also after nodes are cached."""
+    tree = MerkleTree(LEAF_HASHES)
+    for size in range(1, 9):
+        verifier = merkle.InclusionVerifier(size, ROOTS[size])
+        for rounds in range(2):  # second round: every upper node is cached
+            for index in range(size):
+                proof = tree.inclusion_proof(index, size)
+                verifier.verify(LEAF_HASHES[index], index, proof)
+                for desc, (leaf, i, n, pr, root) in inclusion_probes(index, size, proof, ROOTS[size], LEAF_HASHES[index]):
+                    v = verifier if (n, root) == (size, ROOTS[size]) else None
+                    if v is None:
+                        continue  # size/root probes are covered by verify_inclusion
+                    with pytest.raises(InclusionError):
+                        v.verify(leaf, i, pr)
+                        pytest.fail(f"batch verifier accepted {desc!r} for {index} of {size}")
