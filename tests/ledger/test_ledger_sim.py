@@ -1,0 +1,51 @@
+"""Seeded Twins-style simulation of the real replica core (see `ledger.sim`).
+
+Default: SEALSTREAM_SIM_SEEDS seeds (1500) starting at SEALSTREAM_SIM_START (0).
+Replay one seed: SEALSTREAM_SIM_SEED=123 .venv/bin/pytest tests/ledger/test_ledger_sim.py
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ledger.sim import InvariantViolation, run_seed, scenario
+
+ONE = os.environ.get("SEALSTREAM_SIM_SEED")
+COUNT = int(os.environ.get("SEALSTREAM_SIM_SEEDS", "1500"))
+START = int(os.environ.get("SEALSTREAM_SIM_START", "0"))
+CHUNK = 100
+
+
+def _run(seeds: range | list[int]) -> None:
+    failures = []
+    for seed in seeds:
+        try:
+            run_seed(seed)
+        except InvariantViolation as exc:
+            failures.append(f"{exc}\n  scenario: {scenario(seed)}\n"
+                            f"  replay: SEALSTREAM_SIM_SEED={seed} .venv/bin/pytest tests/ledger/test_ledger_sim.py")
+        except Exception as exc:  # a crash of the core is a failure too
+            failures.append(f"seed {seed}: {type(exc).__name__}: {exc}\n"
+                            f"  replay: SEALSTREAM_SIM_SEED={seed} .venv/bin/pytest tests/ledger/test_ledger_sim.py")
+    if failures:
+        print("\n".join(failures))
+        pytest.fail(f"{len(failures)} failing seed(s):\n" + "\n".join(failures[:5]), pytrace=False)
+
+
+if ONE is not None:
+
+    def test_one_seed() -> None:
+        _run([int(ONE)])
+
+else:
+
+    @pytest.mark.parametrize("chunk", range(START, START + COUNT, CHUNK), ids=lambda c: f"seeds{c}")
+    def test_seeds(chunk: int) -> None:
+        _run(range(chunk, min(chunk + CHUNK, START + COUNT)))
+
+
+def test_same_seed_same_run() -> None:
+    a, b = run_seed(7), run_seed(7)
+    assert a.steps == b.steps and a.committed == b.committed
