@@ -38,6 +38,7 @@ from .consensus import (
 )
 from .errors import CertificateError, LedgerError, StoreError, WireError
 from .executor import BlockContext, Execution, Executor, KVExecutor
+from .light_client import LightClient, LightClientError, TxProof, tx_proof, verify_chain
 from .messages import decode_message, encode_message
 
 __all__ = [
@@ -57,6 +58,8 @@ __all__ = [
     "GenesisNode",
     "KVExecutor",
     "LedgerError",
+    "LightClient",
+    "LightClientError",
     "MessageReceived",
     "NodeId",
     "Params",
@@ -72,9 +75,12 @@ __all__ = [
     "TimerFired",
     "Transaction",
     "TxId",
+    "TxProof",
     "WireError",
     "decode_message",
     "encode_message",
     "epoch_of",
     "quorum_size",
+    "tx_proof",
+    "verify_chain",
 ]

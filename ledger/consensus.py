@@ -756,6 +756,13 @@ class Replica:
             self.nonces.record(tx.submitter, tx.nonce)
         if hdr.next_sealers is not None:
             self.sealer_sets[hdr.epoch + 1] = hdr.next_sealers
+            if not replay and self.me not in hdr.next_sealers and self.mempool:
+                # leaving the sealer set: hand pending requests to the new sealers
+                nxt = self._others(hdr.next_sealers.members)
+                for tx, _ in self.mempool.values():
+                    if nxt:
+                        self._out.append(Broadcast(self._signed(Request(self.me, tx)), nxt))
+                self.mempool.clear()
         if self.archive is not None:
             for old in [k for k in self.blocks if k < h - self.params.window]:
                 del self.blocks[old]

@@ -84,6 +84,7 @@ class SimConfig:
     crash: int = 0  # nodes crashed (and restarted) during chaos
     twins: bool = False
     equivocate: bool = False
+    executor: Any = KVExecutor  # factory: () -> Executor
     params: Params = field(default_factory=lambda: Params(
         max_block_txs=4, block_time_ms=30, checkpoint_interval=3, view_change_timeout_ms=300,
         max_view_change_timeout_ms=5000, status_interval_ms=250, fetch_timeout_ms=300, fetch_batch=8,
@@ -157,7 +158,7 @@ class Simulation:
         inst.incarnation += 1
         inst.alive = True
         inst.timers.clear()
-        inst.replica = Replica(self.genesis, inst.node_id, _cached_signer(inst.key), executor=KVExecutor(),
+        inst.replica = Replica(self.genesis, inst.node_id, _cached_signer(inst.key), executor=self.cfg.executor(),
                                verify=self.verify, committed=list(inst.persisted), now=self.now)
         self._effects(inst, inst.replica.start())
 
