@@ -3,7 +3,7 @@
 Pure parts (no I/O): values (`Transaction`, `Block`, `CommitCertificate`,
 `Genesis`, `SealerSet`), consensus messages, the sans-I/O `Replica`, the
 `Executor` interface with a key/value default, the light client and the
-deterministic simulator. I/O lives at the edges: `ledger.store` (SQLite).
+deterministic simulator. I/O lives at the edges: `ledger.store.BlockStore` (SQLite, imported on demand).
 """
 
 from ._types import (

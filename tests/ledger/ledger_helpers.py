@@ -41,3 +41,34 @@ def heights(sim: Simulation) -> dict[str, int]:
 
 
 __all__ = ["Client", "cluster", "heights", "key", "Params"]
+
+
+def make_chain(n_blocks: int, txs_per_block: int = 3, n_sealers: int = 4, seed: str = "chain"):
+    """A valid chain built without consensus (for store/light-client tests):
+    returns (genesis, [(block, cert, results)], sealer keys)."""
+    from ledger import Block, BlockHeader, CommitCertificate, Genesis, KVExecutor
+    from ledger._types import commit_signing_bytes, epoch_of, is_epoch_end, tx_root_of
+    from ledger.executor import BlockContext
+
+    keys = [key(f"{seed}-sealer-{i}") for i in range(n_sealers)]
+    genesis = Genesis.create(f"{seed}-chain", [k.did for k in keys])
+    ex = KVExecutor()
+    c = Client(f"{seed}-client")
+    prev = genesis.genesis_hash()
+    out = []
+    p = genesis.params
+    for h in range(1, n_blocks + 1):
+        txs = tuple(c.tx(i, k=f"k{h % 7}") for i in range(txs_per_block))
+        e = epoch_of(h, p.epoch_length)
+        ctx = BlockContext(h, e, h * 10, keys[0].did, is_epoch_end(h, p.epoch_length), genesis.sealers)
+        run = ex.execute(ctx, txs)
+        ex.apply(run)
+        hdr = BlockHeader(h, prev, tx_root_of(txs), run.state_root, e, 0, keys[0].did, h * 10,
+                          genesis.sealers.hash(), run.next_sealers)
+        block = Block(hdr, txs)
+        bh = block.block_hash()
+        sigs = tuple(sorted((k.did, k.sign(commit_signing_bytes(genesis.chain_id, 0, h, bh, k.did)))
+                            for k in keys[:3]))
+        out.append((block, CommitCertificate(h, 0, bh, sigs), run.results))
+        prev = bh
+    return genesis, out, keys
