@@ -415,6 +415,7 @@ class InclusionVerifier:
                 known = nodes.get(key)
                 if known is not None:
                     if known[0] == r and tuple(proof[i + 1 :]) == known[1][i + 1 :]:
+                        self._remember(seen, proof)  # proven too, via this node
                         return
                     raise InclusionError(f"audit path for leaf {index} of {size} does not lead to the root")
                 seen.append((key, r))
@@ -424,7 +425,11 @@ class InclusionVerifier:
             raise InclusionError("proof elements must be bytes") from None
         if r != self.root:
             raise InclusionError(f"audit path for leaf {index} of {size} does not lead to the root")
-        if len(nodes) + len(seen) <= self._max_nodes:
+        self._remember(seen, proof)
+
+    def _remember(self, seen: list[tuple[int, bytes]], proof: Sequence[bytes]) -> None:
+        nodes = self._nodes
+        if seen and len(nodes) + len(seen) <= self._max_nodes:
             stored = tuple(proof)
             for key, value in seen:
                 nodes[key] = (value, stored)
