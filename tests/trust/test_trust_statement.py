@@ -282,3 +282,14 @@ def test_matches_payload():
     assert stmt.matches_payload(b"\xff\xd8data")
     assert not stmt.matches_payload(b"\xff\xd8dat")
     assert not stmt.matches_payload(b"\xff\xd8datb")
+
+
+def test_docs_quote_the_committed_vectors():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "formats.md").read_text()
+    flat = "".join(doc.split())
+    case = V["statements"][1]
+    for value in (case["canonical"], case["statement_hash"], case["leaf_hash"], case["signature"],
+                  case["receipt_json"], V["anchors"][1]["json"], V["device"]["did"], V["device"]["seed"]):
+        assert "".join(value.split()) in flat, value[:40]
