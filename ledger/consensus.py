@@ -266,6 +266,7 @@ class Replica:
         self.view_changes: dict[int, dict[str, ViewChange]] = {}
         self.new_view_msg: NewView | None = None
         self.nv_slot: tuple[int, int, bytes] | None = None
+        self.nv_floor = 0  # heights <= this were committed before the current view
         self._sent_new_view: set[int] = set()
         self._view_timer: tuple | None = None
         # normal-case log for heights above `height`
@@ -615,6 +616,10 @@ class Replica:
             if pp is None:
                 return
             nv = self.nv_slot == (v, h, pp.digest)
+            if h <= self.nv_floor:
+                # NEW-VIEW proved a block is committed here: only state transfer fills it
+                self._drop("below_new_view_floor")
+                return
             ex = self._validate(pp, fresh=not nv)
             if ex is None:
                 if pp.sender != self.me:
@@ -678,6 +683,8 @@ class Replica:
             return
         if self.nv_slot is not None and self.nv_slot[0] == self.view and self.nv_slot[1] >= h:
             return
+        if h <= self.nv_floor:
+            return  # catch up by state transfer first
         if h > self.high_watermark:
             return
         p = self.params
@@ -1041,6 +1048,7 @@ class Replica:
         self._enter_view(v)
         self.new_view_msg = msg
         max_c, best, top = self._select(msg.view_changes)
+        self.nv_floor = max_c
         if max_c > self.height:
             self._note_height(top.sender, max_c)
         if pp is not None:
@@ -1057,6 +1065,7 @@ class Replica:
             self._view_timer = None
         if v != self.view:
             self.nv_slot = None
+            self.nv_floor = 0
             self.new_view_msg = None
         self.view = v
         self.changing = False

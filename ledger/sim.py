@@ -352,14 +352,15 @@ def scenario(seed: int) -> SimConfig:
     r = random.Random(seed * 7919 + 1)
     kind = r.choice(["clean", "lossy", "lossy", "partition", "crash", "crash", "twins", "equivocate"])
     cfg = SimConfig(seed=seed)
+    cfg.n_sealers = r.choice([4, 4, 4, 5, 7])
     cfg.n_backups = r.choice([0, 0, 0, 1, 2])
-    cfg.n_txs = r.randint(1, 10)
+    cfg.n_txs = r.randint(1, 14)
     cfg.max_delay = r.choice([5, 20, 60, 150])
     cfg.dup = r.choice([0.0, 0.05, 0.2])
     if kind in ("lossy", "partition", "crash"):
         cfg.drop = r.choice([0.02, 0.1, 0.25])
     cfg.partition = kind == "partition" or (kind == "crash" and r.random() < 0.3)
-    cfg.crash = 1 if kind == "crash" else 0
+    cfg.crash = (1 if cfg.n_sealers < 7 else r.choice([1, 2])) if kind == "crash" else 0
     cfg.twins = kind == "twins"
     cfg.equivocate = kind == "equivocate"
     return cfg
@@ -393,6 +394,7 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> Simulation:
         sim.at(start, split)
         sim.at(r.randint(start, cfg.chaos_ms), lambda: setattr(sim, "partitioned", False))
     crashed: list[_Instance] = []
+    cfg.crash = min(cfg.crash, max(0, (cfg.n_sealers - 1) // 3 - len(sim.byzantine)))
     for _ in range(cfg.crash):
         victim = r.choice([i for i in sim.instances if i.honest])
         t0 = r.randint(0, cfg.chaos_ms)
