@@ -1,0 +1,192 @@
+"""The MinIO/S3 blob store: content-addressed payloads and batch manifests.
+
+Object layout in one bucket:
+
+- ``raw/<sha256 hex>``     every accepted payload, byte for byte;
+- ``manifests/<batch_id>`` the batch's leaf list (`storage.manifest`, JSON).
+
+Every object carries its SHA-256 (lowercase hex) in the user metadata
+``x-amz-meta-sha256``.  Writes are idempotent: `put_raw` stats first and does
+nothing when the object exists with the same digest; a manifest is immutable
+(another content under the same batch id is a `BlobConflict`).  Reads verify:
+`get_raw` hashes what it read and raises `BlobDigestMismatch` naming the key
+when the bytes are not what the key promises.  SDK and network errors become
+`BlobStoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Optional, Union
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+
+from trust._hashes import sha256
+
+from .errors import BlobConflict, BlobDigestMismatch, BlobError, BlobNotFound, BlobStoreUnavailable
+from .manifest import Manifest
+from .records import manifest_key, raw_key
+
+__all__ = ["BlobStore", "DIGEST_METADATA"]
+
+#: User-metadata name of the object digest (sent as ``x-amz-meta-sha256``).
+DIGEST_METADATA = "sha256"
+_DIGEST_HEADER = "x-amz-meta-" + DIGEST_METADATA
+_MISSING = {"NoSuchKey", "NoSuchObject"}
+
+
+def _hex_digest(digest: Union[bytes, str]) -> str:
+    if isinstance(digest, bytes) and len(digest) == 32:
+        return digest.hex()
+    if isinstance(digest, str) and len(digest) == 64:
+        try:
+            bytes.fromhex(digest)
+            return digest.lower()
+        except ValueError:
+            pass
+    raise ValueError(f"want a SHA-256 digest (32 bytes or 64 hex digits), got {digest!r}")
+
+
+class BlobStore:
+    """One bucket of a MinIO/S3 endpoint."""
+
+    def __init__(self, client: Minio, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    @classmethod
+    def connect(
+        cls, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = False,
+        timeout: float = 30.0, retries: int = 3,
+    ) -> "BlobStore":
+        """A store for `bucket` at `endpoint` (``host:port``); creates the bucket if missing."""
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(5.0, timeout), read=timeout),
+            retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+            maxsize=16,
+        )
+        store = cls(Minio(endpoint, access_key, secret_key, secure=secure, http_client=http), bucket)
+        store.ensure_bucket()
+        return store
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "BlobStore":
+        """From an object with sealstream's ``minio_*`` settings fields."""
+        return cls.connect(
+            settings.minio_address, settings.minio_root_user, settings.minio_root_password,
+            settings.minio_bucket, secure=settings.minio_secure,
+        )
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _unavailable(self, key: str, exc: Exception) -> BlobStoreUnavailable:
+        return BlobStoreUnavailable(key, f"blob store {self.bucket}/{key}: {exc}")
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket unless it exists (safe when racing another worker)."""
+        try:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+        except S3Error as exc:
+            if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise self._unavailable("", exc) from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable("", exc) from exc
+
+    def _stat_digest(self, key: str) -> Optional[str]:
+        """The digest metadata of `key` ('' when absent), None when there is no object."""
+        try:
+            stat = self.client.stat_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                return None
+            raise self._unavailable(key, exc) from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable(key, exc) from exc
+        return (stat.metadata or {}).get(_DIGEST_HEADER, "")
+
+    def _put(self, key: str, data: bytes, content_type: str, digest: str) -> None:
+        try:
+            self.client.put_object(
+                self.bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+                metadata={DIGEST_METADATA: digest},
+            )
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable(key, exc) from exc
+
+    def _get(self, key: str) -> tuple[bytes, str]:
+        """Bytes and digest metadata of `key`."""
+        response = None
+        try:
+            response = self.client.get_object(self.bucket, key)
+            data = response.read()
+            meta = response.headers.get(_DIGEST_HEADER, "")
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise BlobNotFound(key) from None
+            raise self._unavailable(key, exc) from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable(key, exc) from exc
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+        return data, meta
+
+    # -- raw payloads -------------------------------------------------------
+
+    def put_raw(self, payload: bytes, content_type: str = "application/octet-stream") -> str:
+        """Archive `payload` at ``raw/<sha256>`` unless it is there already; the key."""
+        digest = sha256(payload).hex()
+        key = "raw/" + digest
+        if self._stat_digest(key) != digest:
+            self._put(key, payload, content_type, digest)
+        return key
+
+    def has_raw(self, digest: Union[bytes, str]) -> bool:
+        """True when an object exists at ``raw/<digest>`` (content not checked)."""
+        key = "raw/" + _hex_digest(digest)
+        return self._stat_digest(key) is not None
+
+    def get_raw(self, digest: Union[bytes, str]) -> bytes:
+        """The payload with this SHA-256, verified: `BlobDigestMismatch` if the
+        stored bytes hash to anything else, `BlobNotFound` if absent."""
+        expected = _hex_digest(digest)
+        key = raw_key(bytes.fromhex(expected))
+        data, _ = self._get(key)
+        actual = sha256(data).hex()
+        if actual != expected:
+            raise BlobDigestMismatch(key, expected, actual)
+        return data
+
+    # -- manifests ----------------------------------------------------------
+
+    def put_manifest(self, manifest: Manifest) -> str:
+        """Store a (checked) manifest at ``manifests/<batch_id>``; the key.
+        Idempotent for the same manifest; `BlobConflict` for another one."""
+        manifest.check()
+        data = manifest.to_bytes()
+        digest = sha256(data).hex()
+        key = manifest_key(manifest.batch_id)
+        existing = self._stat_digest(key)
+        if existing == digest:
+            return key
+        if existing is not None:
+            raise BlobConflict(key, f"manifest {key!r} already exists with other contents (sha256 {existing})")
+        self._put(key, data, "application/json", digest)
+        return key
+
+    def get_manifest(self, batch_id: str) -> Manifest:
+        """The manifest of `batch_id`, checked against its digest metadata and its root."""
+        key = manifest_key(batch_id)
+        data, expected = self._get(key)
+        actual = sha256(data).hex()
+        if actual != expected:
+            raise BlobDigestMismatch(key, expected or "(no digest metadata)", actual)
+        manifest = Manifest.from_bytes(data)
+        if manifest.batch_id != batch_id:
+            raise BlobError(key, f"manifest {key!r} is for batch {manifest.batch_id!r}")
+        manifest.check()
+        return manifest

@@ -1,0 +1,105 @@
+"""Read what the writers stored: readings by device and time, statements,
+blobs, batches, their leaves, and the batch of a record."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from typing import Iterator, Optional
+
+from psycopg_pool import ConnectionPool
+
+from trust._hashes import StatementHash
+
+from . import _rows
+from .db import db_errors
+from .records import BatchMembership, BatchRecord, BlobRecord, Reading, StatementRecord
+
+__all__ = ["Reader"]
+
+_cursor_ids = itertools.count()
+
+
+class Reader:
+    """Queries through a connection pool (thread-safe)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def readings(
+        self, device: str, start: datetime, end: datetime, *, chunk: int = 10_000
+    ) -> Iterator[Reading]:
+        """Readings of `device` with ``start <= time < end``, ordered by
+        ``(time, statement_hash, row_index)``, streamed through a server-side
+        cursor `chunk` rows at a time (memory stays flat for any range).
+        The connection is held until the iterator is exhausted or closed."""
+        name = f"readings_{next(_cursor_ids)}"
+        with db_errors(f"read readings of {device}"), self._pool.connection() as conn, conn.transaction():
+            with conn.cursor(name=name) as cur:
+                cur.itersize = chunk
+                cur.execute(
+                    f"SELECT {_rows.READING_COLS} FROM readings "
+                    "WHERE device = %s AND time >= %s AND time < %s "
+                    "ORDER BY time, statement_hash, row_index",
+                    (device, start, end),
+                )
+                for row in cur:
+                    yield _rows.reading_from_row(row)
+
+    def statement(self, statement_hash: bytes) -> Optional[StatementRecord]:
+        """The stored statement with this hash, or None."""
+        with db_errors("read statement"), self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_rows.STATEMENT_READ_COLS} FROM statements WHERE statement_hash = %s",
+                (statement_hash,),
+            ).fetchone()
+        return _rows.statement_from_row(row) if row else None
+
+    def blob(self, statement_hash: bytes) -> Optional[BlobRecord]:
+        """The blob row of an image/video statement, or None."""
+        with db_errors("read blob"), self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_rows.BLOB_COLS}, stored_at FROM blobs WHERE statement_hash = %s",
+                (statement_hash,),
+            ).fetchone()
+        return _rows.blob_from_row(row) if row else None
+
+    def batch(self, batch_id: str) -> Optional[BatchRecord]:
+        """The batch with this id, or None."""
+        with db_errors(f"read batch {batch_id!r}"), self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_rows.BATCH_COLS} FROM batches WHERE batch_id = %s", (batch_id,)
+            ).fetchone()
+        return _rows.batch_from_row(row) if row else None
+
+    def batch_leaves(self, batch_id: str) -> list[StatementHash]:
+        """The statement hashes of a batch in leaf order (empty if unknown)."""
+        with db_errors(f"read leaves of batch {batch_id!r}"), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT statement_hash FROM batch_leaves WHERE batch_id = %s ORDER BY leaf_index",
+                (batch_id,),
+            ).fetchall()
+        return [StatementHash(bytes(r[0])) for r in rows]
+
+    def batch_of(self, statement_hash: bytes) -> Optional[BatchMembership]:
+        """The batch holding a statement and its leaf index, or None if not batched yet."""
+        cols = ", ".join("b." + c.strip() for c in _rows.BATCH_COLS.split(","))
+        with db_errors("find the batch of a statement"), self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {cols}, l.leaf_index FROM batch_leaves l JOIN batches b USING (batch_id) "
+                "WHERE l.statement_hash = %s",
+                (statement_hash,),
+            ).fetchone()
+        if row is None:
+            return None
+        return BatchMembership(_rows.batch_from_row(row[:-1]), row[-1])
+
+    def open_batches(self, limit: int = 100) -> list[BatchRecord]:
+        """Batches not anchored yet, oldest first (what an anchor agent resumes)."""
+        with db_errors("read open batches"), self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_rows.BATCH_COLS} FROM batches WHERE anchor_state <> 'anchored' "
+                "ORDER BY created_at, batch_id LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [_rows.batch_from_row(r) for r in rows]
