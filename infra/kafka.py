@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ._errors import MissingToolError
@@ -30,6 +31,18 @@ def _pinned(prop: str) -> str:
     if not match:  # pragma: no cover - the pom ships with the package
         raise RuntimeError(f"{prop} missing from {KAFKA_POM}")
     return match.group(1)
+
+
+def new_cluster_id(random_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, an id starting with ``-`` is drawn again:
+    the storage tool's argument parser would read it as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_uuid().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class Kafka(Service):
@@ -149,7 +162,7 @@ class Kafka(Service):
         self.write_if_changed(props, self._server_properties())
         if not (self.data_dir / "meta.properties").exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             run_checked(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
                 service=self.name,
