@@ -29,8 +29,8 @@ def statement_record(
 
 def readings(start: datetime, n: int, step: timedelta = timedelta(milliseconds=10)) -> pa.RecordBatch:
     """`n` rows cycling the four sensors, `step` apart from `start`."""
-    base = int(start.timestamp() * 1_000_000)
-    us = int(step / timedelta(microseconds=1))
+    base = (start - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    us = step // timedelta(microseconds=1)
     return pa.RecordBatch.from_pydict({
         "ts": pa.array([base + i * us for i in range(n)], pa.timestamp("us", tz="UTC")),
         "sensor": pa.array([SENSORS[i % 4] for i in range(n)], pa.string()),

@@ -112,12 +112,12 @@ def test_copy_100k_readings_twice_never_duplicates(writer: Writer, reader: Reade
 
 def test_readers_return_exactly_what_was_written_in_order(writer: Writer, reader: Reader) -> None:
     device = KeyPair.generate()
-    start = utc(2031, 3, 4, 5, 6, 7)
+    start = utc(2031, 3, 4, 5, 6, 7, 123_457)  # microseconds survive exactly
     parts = []
     for seq in (1, 2):
         record, _ = statement_record(seq, key=device)
         writer.write_statements([record])
-        parts.append(ReadingsPart(device.did, record.hash, readings(start + timedelta(seconds=seq), 50)))
+        parts.append(ReadingsPart(device.did, record.hash, readings(start + timedelta(seconds=seq), 50, timedelta(microseconds=1_001))))
     assert writer.write_readings(parts).inserted == 100
     got = list(reader.readings(device.did, start, start + timedelta(hours=1)))
     want = sorted(
