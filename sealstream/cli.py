@@ -119,14 +119,40 @@ def _status_table(rows: list[Any]) -> Table:
 
 
 def _fail(exc: Exception, as_json: bool) -> None:
+    """Print a boundary error as one sentence (and JSON with --json), exit 1."""
     from infra import StackError
+    from storage import StorageError
 
     if isinstance(exc, StackError):
-        if as_json:
-            _emit_json(exc.to_dict())
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(1)
-    raise exc
+        data = exc.to_dict()
+    elif isinstance(exc, StorageError):
+        data = {"error": type(exc).__name__, "service": "postgres", "message": str(exc)}
+    else:
+        raise exc
+    if as_json:
+        _emit_json(data)
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    sys.exit(1)
+
+
+def _with_schema(rows: list[Any], settings: Settings) -> list[Any]:
+    """Add the schema version and flavour to the postgres row when it runs."""
+    import dataclasses
+
+    from storage import StorageError, storage_status
+
+    out = []
+    for r in rows:
+        if r.name == "postgres" and r.state == "running":
+            try:
+                st = storage_status(settings.postgres_dsn)
+                schema = (f"schema v{st.version}/{st.latest} ({st.flavour or 'not migrated'})"
+                          + (f", pending {', '.join(st.pending)}" if st.pending else ""))
+            except StorageError as exc:
+                schema = f"schema unknown ({exc})"
+            r = dataclasses.replace(r, detail=f"{r.detail}; {schema}")
+        out.append(r)
+    return out
 
 
 @stack.command("up")
@@ -136,14 +162,19 @@ def stack_up(obj: _Context, as_json: bool) -> None:
     """Install what is missing, start the services, wait until all are healthy."""
     from infra import Stack, StackError
 
+    from storage import StorageError, migrate
+
     st = Stack(obj.settings)
     began = time.monotonic()
     try:
         with _progress(not as_json) as say:
-            rows = st.up(progress=say)
-    except StackError as exc:
+            st.up(progress=say)
+            say("migrating the database schema")
+            migrate(obj.settings.postgres_dsn)
+    except (StackError, StorageError) as exc:
         _fail(exc, as_json)
         return
+    rows = _with_schema(st.status(), obj.settings)
     took = time.monotonic() - began
     if as_json:
         _emit_json({"seconds": round(took, 2), "home": str(st.home), "services": [r.to_dict() for r in rows]})
@@ -199,7 +230,7 @@ def stack_status(obj: _Context, as_json: bool) -> None:
     from infra import Stack
 
     st = Stack(obj.settings)
-    rows = st.status()
+    rows = _with_schema(st.status(), obj.settings)
     if as_json:
         _emit_json({"home": str(st.home), "services": [r.to_dict() for r in rows]})
     else:
@@ -234,6 +265,59 @@ def stack_logs(obj: _Context, service: str, lines: int, follow: bool) -> None:
                     time.sleep(0.5)
         except KeyboardInterrupt:
             pass
+
+
+# -- db ------------------------------------------------------------------------------------
+@cli.group()
+def db() -> None:
+    """The PostgreSQL/TimescaleDB schema (tables readings, statements, blobs, batches, ...).
+
+    The flavour is chosen at the first migration: TimescaleDB hypertables when the
+    extension is available, native range partitioning otherwise, with the same table and
+    view names. `sealstream stack up` migrates too.
+    """
+
+
+@db.command("migrate")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.pass_obj
+def db_migrate(obj: _Context, as_json: bool) -> None:
+    """Apply pending migrations (safe to run from many workers at once)."""
+    from storage import StorageError, migrate
+
+    try:
+        report = migrate(obj.settings.postgres_dsn)
+    except StorageError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit_json({"flavour": report.flavour, "applied": list(report.applied), "version": report.version})
+    elif report.applied:
+        out.print(f"applied {', '.join(report.applied)}; schema v{report.version} ({report.flavour})")
+    else:
+        out.print(f"schema v{report.version} ({report.flavour}) is up to date")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@click.pass_obj
+def db_status(obj: _Context, as_json: bool) -> None:
+    """Schema flavour, version and pending migrations. Exit 3 when migrations are pending."""
+    from storage import StorageError, storage_status
+
+    try:
+        st = storage_status(obj.settings.postgres_dsn)
+    except StorageError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit_json({"flavour": st.flavour, "version": st.version, "latest": st.latest,
+                    "pending": list(st.pending)})
+    else:
+        out.print(f"flavour {st.flavour or 'not migrated'}; schema v{st.version} of {st.latest}; "
+                  f"pending: {', '.join(st.pending) or 'none'}")
+    if st.pending:
+        sys.exit(3)
 
 
 def main() -> None:

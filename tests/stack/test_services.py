@@ -167,3 +167,27 @@ def test_second_up_starts_nothing(stack: Stack) -> None:
     assert {r.name: r.pid for r in rows} == pids
     recorded = json.loads((stack.home / "stack.json").read_text())
     assert recorded["started"] == []
+
+
+def test_stack_up_migrates_and_db_commands_report_it(stack: Stack, settings: Settings) -> None:
+    import psycopg
+
+    up = subprocess.run([sys.executable, "-m", "sealstream", "stack", "up", "--json"],
+                        capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr
+    postgres = next(r for r in json.loads(up.stdout)["services"] if r["name"] == "postgres")
+    proc = subprocess.run([sys.executable, "-m", "sealstream", "db", "status", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["pending"] == [] and status["version"] == status["latest"] >= 2
+    expected = "timescaledb" if postgres["detail"].startswith("timescaledb") else "partitioned"
+    assert status["flavour"] == expected
+    assert f"schema v{status['version']}/{status['latest']} ({expected})" in postgres["detail"]
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        names = {r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+    assert {"readings", "statements", "blobs", "batches", "batch_leaves"} <= names
+    again = subprocess.run([sys.executable, "-m", "sealstream", "db", "migrate", "--json"],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and json.loads(again.stdout)["applied"] == []
