@@ -40,7 +40,7 @@ counted.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Union
 
 from trust.identity import verify_signature
@@ -462,7 +462,7 @@ class Replica:
             return
         self._on_request(msg.tx, None, relay=False)
 
-    def _slot_ok(self, view: int, height: int, sender: str, kind: str) -> SealerSet | None:
+    def _slot_ok(self, view: int, height: int, sender: str) -> SealerSet | None:
         """Common checks of normal-case messages (§4.2): view, watermarks, sender."""
         if height <= self.height:
             self._drop("stale_height")
@@ -490,7 +490,7 @@ class Replica:
         return sealers
 
     def _on_preprepare(self, msg: PrePrepare) -> None:
-        sealers = self._slot_ok(msg.view, msg.height, msg.sender, "preprepare")
+        sealers = self._slot_ok(msg.view, msg.height, msg.sender)
         if sealers is None:
             return
         if msg.sender != sealers.primary(msg.view):
@@ -521,7 +521,7 @@ class Replica:
                 break
 
     def _on_prepare(self, msg: Prepare) -> None:
-        sealers = self._slot_ok(msg.view, msg.height, msg.sender, "prepare")
+        sealers = self._slot_ok(msg.view, msg.height, msg.sender)
         if sealers is None:
             return
         primary = sealers.primary(msg.view)
@@ -542,7 +542,7 @@ class Replica:
         self._progress()
 
     def _on_commit(self, msg: Commit) -> None:
-        sealers = self._slot_ok(msg.view, msg.height, msg.sender, "commit")
+        sealers = self._slot_ok(msg.view, msg.height, msg.sender)
         if sealers is None:
             return
         if not self._check_sig(msg):

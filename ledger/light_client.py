@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from ._merkle import InclusionError, inclusion_proof, verify_inclusion
+from ._merkle import InclusionError, inclusion_proof, leaf_hash, verify_inclusion
 from ._types import (
     Block,
     BlockHash,
@@ -44,6 +44,7 @@ __all__ = [
     "LightClient",
     "tx_proof",
     "verify_tx_in_header",
+    "verify_chain",
 ]
 
 
@@ -113,8 +114,6 @@ def verify_tx_in_header(header: BlockHeader, tx: Transaction | bytes, proof: TxP
     tx_id = tx.tx_id if isinstance(tx, Transaction) else tx
     if proof.height != header.height:
         raise TxInclusionError(f"proof is for height {proof.height}", height=header.height)
-    from ._merkle import leaf_hash
-
     try:
         verify_inclusion(leaf_hash(tx_id), proof.index, proof.size, list(proof.path), header.tx_root)
     except InclusionError as exc:
@@ -215,6 +214,3 @@ def verify_chain(genesis: Genesis, items: Sequence[tuple[BlockHeader, CommitCert
     lc = LightClient(genesis, verify)
     lc.add_chain(items)
     return lc
-
-
-__all__.append("verify_chain")

@@ -24,7 +24,7 @@ from typing import Any
 
 from trust.identity import KeyPair, verify_signature
 
-from ._types import Block, BlockHeader, CommitCertificate, Genesis, Params, Transaction
+from ._types import Block, CommitCertificate, Genesis, Params, Transaction
 from .consensus import (
     Broadcast,
     CancelTimer,
@@ -409,7 +409,3 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> Simulation:
     sim.run_until(cfg.max_ms, stop_when_done=True)
     sim.check_liveness()
     return sim
-
-
-# keep the header type importable for tests that build blocks by hand
-_ = BlockHeader
