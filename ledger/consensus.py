@@ -114,10 +114,16 @@ class TimerFired:
 
 @dataclass(frozen=True)
 class RequestSubmitted:
-    """A client hands `tx` to this node; replies go to `client` (opaque to the core)."""
+    """A client hands `tx` to this node; replies go to `client` (opaque to the core).
+
+    `relay=False` when the client sends the request to every sealer itself (the
+    client library does), so sealers need not relay it to each other; requests
+    that wait longer than a block time still reach the primary on status ticks.
+    """
 
     tx: Transaction
     client: Any = None
+    relay: bool = True
 
 
 @dataclass(frozen=True)
@@ -220,6 +226,9 @@ class Replica:
     checks others (injectable so a host can cache). `committed` replays
     persisted blocks on restart; a restarted replica takes no part in the
     view it crashed in (it cannot know what it sent), only in later ones.
+    `min_view` is the highest view the host persisted before sending in it
+    (see `ledger.node`), so that "the view it crashed in" is known even when
+    no block was committed in that view.
     """
 
     def __init__(
@@ -233,6 +242,7 @@ class Replica:
         committed: Iterable[tuple[Block, CommitCertificate]] = (),
         archive: BlockSource | None = None,
         now: int = 0,
+        min_view: int = 0,
     ) -> None:
         self.genesis = genesis
         self.params = genesis.params
@@ -298,8 +308,8 @@ class Replica:
             if not self._apply_certified(block, cert, replay=True):
                 raise CertificateError(f"persisted block {block.height} does not verify")
         self._out = []
-        if self.last_cert is not None:
-            self.view = self.last_cert.view
+        if self.last_cert is not None or min_view > 0:
+            self.view = max(min_view, 0 if self.last_cert is None else self.last_cert.view)
             self.silent_below = self.view + 1
 
     # ------------------------------------------------------------ helpers
@@ -380,7 +390,7 @@ class Replica:
         elif isinstance(event, TimerFired):
             self._on_timer(event.timer_id)
         elif isinstance(event, RequestSubmitted):
-            self._on_request(event.tx, event.client, relay=True)
+            self._on_request(event.tx, event.client, relay=event.relay)
         return self._take()
 
     def _take(self) -> list[Effect]:

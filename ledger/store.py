@@ -116,6 +116,16 @@ class BlockStore:
                                  [(t.tx_id, h, i) for i, t in enumerate(block.txs)])
         self._height, self._tip = h, bh
 
+    def put_state(self, key: str, value: Any) -> None:
+        """Durably record a small piece of replica state (e.g. the last view it entered)."""
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                             (f"state.{key}", canonical.encode(value)))
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (f"state.{key}",)).fetchone()
+        return default if row is None else canonical.decode(row[0])
+
     def put_checkpoint(self, cert: CheckpointCertificate) -> None:
         with self._tx():
             self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",

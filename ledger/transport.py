@@ -230,6 +230,8 @@ class Transport:
             self.drops[exc.reason] += 1
         except (OSError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            pass  # close(): end quietly (asyncio logs a handler task that ends cancelled)
         finally:
             writer.close()
             if task is not None:
