@@ -1,0 +1,311 @@
+"""A ledger node process: the sans-I/O `Replica` wired to TCP, SQLite, timers and HTTP.
+
+Run as ``python -m ledger.node --root DIR --node NAME`` (`ledger.cluster` and
+``sealstream ledger up`` do). The node:
+
+* loads genesis, its key (0600) and the peers' addresses from the state
+  directory (`ledger.layout`), opens its `BlockStore` and rebuilds the replica
+  from the persisted blocks (the store also serves as its archive);
+* feeds `Tick(now_ms)` before every event, decodes frames (a malformed one is
+  dropped and counted as ``malformed``), and turns a `Request` whose sender is
+  not a node (a client) into `RequestSubmitted(tx, client=connection)`;
+* carries out effects in order: `CommitBlock` is appended (fsync) to the
+  store before anything after it runs; `Reply` becomes a signed `TxReply`
+  frame on the client's connection; timers are `loop.call_later` handles;
+* persists the highest view it entered *before* sending anything in it, so a
+  restarted replica knows which view it must sit out (`Replica(min_view=)`);
+* serves `ledger.http_api` on its HTTP port, logs JSON lines to stderr and
+  shuts down cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ._types import epoch_of
+from .consensus import (
+    Broadcast,
+    CancelTimer,
+    CommitBlock,
+    Effect,
+    Event,
+    MessageReceived,
+    Replica,
+    Reply,
+    RequestSubmitted,
+    Send,
+    SetTimer,
+    Tick,
+    TimerFired,
+)
+from .errors import WireError
+from .http_api import make_app
+from .layout import LedgerLayout
+from .messages import Request, decode_message, encode_message
+from .metrics import NodeMetrics
+from .replies import TxReply
+from .store import BlockStore
+from .transport import Connection, Peer, Transport
+from ._verify import CachedVerifier
+
+__all__ = ["Node", "main"]
+
+log = logging.getLogger("sealstream.ledger.node")
+
+_VIEW_KEY = "view"
+_ARRIVAL_TTL_S = 600.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Node:
+    """One replica process's event loop side (construct, then `await run()`)."""
+
+    def __init__(self, layout: LedgerLayout, name: str) -> None:
+        self.layout = layout
+        self.name = name
+        self.address = layout.address(name)
+        self.genesis = layout.genesis()
+        self.key = layout.node_key(name)
+        self.did = self.key.did
+        self._node_set = frozenset(self.genesis.node_ids())
+        layout.node_dir(name).mkdir(parents=True, exist_ok=True)
+        self.store = BlockStore.open(layout.store_path(name), self.genesis)
+        min_view = int(self.store.get_state(_VIEW_KEY, 0))
+        self.replica = Replica(self.genesis, self.did, self.key.sign, verify=CachedVerifier(),
+                               committed=self.store.blocks(), archive=self.store, now=now_ms(), min_view=min_view)
+        self._saved_view = max(min_view, self.replica.view)
+        peers = [Peer(a.did, a.host, a.p2p_port) for a in layout.addresses()]
+        self.transport = Transport(chain_id=self.genesis.chain_id, node_id=self.did, host=self.address.host,
+                                   port=self.address.p2p_port, peers=peers, on_frame=self._on_frame)
+        self.drops: Counter[str] = Counter()
+        self.committed_tx = 0
+        self.started = time.time()
+        self.metrics = NodeMetrics(name, self._metric_values)
+        self._timers: dict[tuple, asyncio.TimerHandle] = {}
+        self._arrived: dict[bytes, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._logged_view = self.replica.view
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Start the transport, the HTTP API and the replica; return after SIGTERM."""
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stop.set)
+        await self.transport.start()
+        self._runner = web.AppRunner(make_app(self), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.address.host, self.address.http_port).start()
+        log.info("node started", extra={"node": self.name, "did": self.did, "height": self.replica.height,
+                                        "view": self.replica.view, "p2p_port": self.address.p2p_port,
+                                        "http_port": self.address.http_port, "sealer": self.replica.is_sealer})
+        self._execute(self.replica.start())
+        housekeeping = asyncio.create_task(self._housekeeping())
+        try:
+            await self._stop.wait()
+        finally:
+            housekeeping.cancel()
+            await self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        log.info("node stopping", extra={"node": self.name, "height": self.replica.height})
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        await self.transport.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.store.close()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            cutoff = time.monotonic() - _ARRIVAL_TTL_S
+            for tid in [t for t, at in self._arrived.items() if at < cutoff]:
+                del self._arrived[tid]
+            log.info("status", extra={"node": self.name, "height": self.replica.height, "view": self.replica.view,
+                                      "peers": len(self.transport.connected), "mempool": len(self.replica.mempool)})
+
+    # ------------------------------------------------------------ input
+
+    def _on_frame(self, conn: Connection, frame: bytes) -> None:
+        try:
+            msg = decode_message(frame)
+        except WireError:
+            self.drops["malformed"] += 1
+            return
+        if isinstance(msg, Request) and msg.sender not in self._node_set:
+            # a client: the tx signature is what counts (the core checks it)
+            if msg.tx.submitter != msg.sender:
+                self.drops["bad_request"] += 1
+                return
+            self._arrived.setdefault(msg.tx.tx_id, time.monotonic())
+            # clients send to every sealer themselves, so sealers need not relay
+            self.dispatch(RequestSubmitted(msg.tx, conn, relay=not self.replica.is_sealer))
+            return
+        self.dispatch(MessageReceived(conn.remote, msg))
+
+    def dispatch(self, event: Event) -> None:
+        self.replica.handle(Tick(now_ms()))
+        self._execute(self.replica.handle(event))
+
+    def _fire(self, timer_id: tuple) -> None:
+        self._timers.pop(timer_id, None)
+        self.dispatch(TimerFired(timer_id))
+
+    # ------------------------------------------------------------ effects
+
+    def _execute(self, effects: list[Effect]) -> None:
+        r = self.replica
+        if r.view > self._saved_view:
+            # before anything is sent in the new view: a restart must sit it out
+            self.store.put_state(_VIEW_KEY, r.view)
+            self._saved_view = r.view
+        if r.view != self._logged_view:
+            log.info("view changed", extra={"node": self.name, "view": r.view, "primary_did": r.primary,
+                                            "height": r.height})
+            self._logged_view = r.view
+        for e in effects:
+            if isinstance(e, Send):
+                self.transport.send(e.to, encode_message(e.msg))
+            elif isinstance(e, Broadcast):
+                data = encode_message(e.msg)
+                for to in e.to:
+                    self.transport.send(to, data)
+            elif isinstance(e, SetTimer):
+                old = self._timers.pop(e.timer_id, None)
+                if old is not None:
+                    old.cancel()
+                assert self._loop is not None
+                self._timers[e.timer_id] = self._loop.call_later(e.delay / 1000, self._fire, e.timer_id)
+            elif isinstance(e, CancelTimer):
+                old = self._timers.pop(e.timer_id, None)
+                if old is not None:
+                    old.cancel()
+            elif isinstance(e, CommitBlock):
+                self._commit(e)
+            elif isinstance(e, Reply):
+                self._reply(e)
+
+    def _commit(self, e: CommitBlock) -> None:
+        self.store.append(e.block, e.cert, e.results)  # fsynced before any later effect
+        self.committed_tx += len(e.block.txs)
+        now = time.monotonic()
+        for tx in e.block.txs:
+            t = self._arrived.pop(tx.tx_id, None)
+            if t is not None:
+                self.metrics.commit_latency.observe(now - t)
+        log.debug("committed", extra={"node": self.name, "height": e.block.height, "txs": len(e.block.txs),
+                                      "view": e.cert.view})
+
+    def _reply(self, e: Reply) -> None:
+        if isinstance(e.result, dict) and "error" in e.result:
+            self._arrived.pop(e.tx_id, None)
+        conn = e.client
+        if isinstance(conn, Connection) and not conn.closed:
+            conn.send(TxReply(self.did, e.tx_id, e.result).sign(self.genesis.chain_id, self.key.sign).encode())
+
+    # ------------------------------------------------------------ status
+
+    def all_drops(self) -> dict[str, int]:
+        """Replica, transport and node drops, reasons in snake_case."""
+        out: Counter[str] = Counter()
+        for src in (self.replica.drops, self.transport.drops, self.drops):
+            for reason, n in src.items():
+                out[reason.replace("-", "_")] += n
+        return dict(out)
+
+    def _metric_values(self) -> dict[str, Any]:
+        r = self.replica
+        return {"height": r.height, "view": r.view, "sealers": r.sealers.n, "is_sealer": int(r.is_sealer),
+                "peers_connected": len(self.transport.connected), "view_changes": r.view_change_count,
+                "committed_tx": self.committed_tx, "drops": self.all_drops()}
+
+    def status(self) -> dict[str, Any]:
+        r = self.replica
+        names = {n.did: n.name for n in self.genesis.nodes}
+        return {
+            "node": self.name,
+            "did": self.did,
+            "chain_id": self.genesis.chain_id,
+            "height": r.height,
+            "tip": r.last_hash.hex(),
+            "view": r.view,
+            "changing_view": r.changing,
+            "primary": names.get(r.primary, r.primary),
+            "primary_did": r.primary,
+            "role": "primary" if r.primary == self.did and r.is_sealer else ("sealer" if r.is_sealer else "backup"),
+            "is_sealer": r.is_sealer,
+            "epoch": epoch_of(r.height + 1, r.params.epoch_length),
+            "sealers": [names.get(s, s) for s in r.sealers.members],
+            "sealer_dids": list(r.sealers.members),
+            "stable_checkpoint": r.stable,
+            "mempool": len(r.mempool),
+            "peers_connected": sorted(names.get(p, p) for p in self.transport.connected),
+            "peers_total": len(self.transport.peers),
+            "committed_tx": self.committed_tx,
+            "view_changes": r.view_change_count,
+            "drops": self.all_drops(),
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+
+
+# ---------------------------------------------------------------- process entry
+
+
+class _JsonLines(logging.Formatter):
+    _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+                                 "logger": record.name, "msg": record.getMessage()}
+        entry.update({k: v for k, v in vars(record).items() if k not in self._STD})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ledger.node", description="Run one ledger node.")
+    ap.add_argument("--root", required=True, type=Path, help="ledger state directory (see ledger.layout)")
+    ap.add_argument("--node", required=True, help="node name, e.g. node0")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonLines())
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    try:
+        asyncio.run(_amain(args.root, args.node))
+    except OSError as exc:
+        log.error("node failed to start", extra={"node": args.node, "error": str(exc)})
+        return 2
+    return 0
+
+
+async def _amain(root: Path, name: str) -> None:
+    node = Node(LedgerLayout(root), name)
+    await node.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
