@@ -1,0 +1,439 @@
+"""Client library: submit signed transactions and read the chain over HTTP.
+
+`AsyncLedgerClient` (asyncio) and `LedgerClient` (sync, thread-safe: it runs
+an `AsyncLedgerClient` on a private event-loop thread).
+
+Submitting (`submit(kind, payload)`):
+
+1. sign a `Transaction` with the submitter key and a fresh nonce (a counter
+   started at the current time in microseconds, so restarts of a client with
+   the same key keep moving forward);
+2. send a `Request` frame (after a HELLO) to every sealer of the genesis set
+   — each sealer that holds the request replies, so f+1 can match;
+3. wait for f+1 *matching* `TxReply`s, each signed by a distinct sealer and
+   verified against genesis; a result is a `Receipt`, an error (for example
+   ``replay``) raises `TxRefused` with that code;
+4. if no decision after `retry_after` seconds, re-send to *all* nodes (backups
+   relay to the sealers) and keep doing so until `timeout` (`SubmitTimeout`).
+
+Concurrent submits of one transaction share one wait (deduplicated by tx id),
+and each node's vote counts once. Nonces must stay within the ledger's
+anti-replay window (`Params.nonce_window`, 1024 by default) of the highest
+committed one, so keep fewer than that many transactions of one key in flight.
+
+Reads (`get_status`, `get_block`, `get_headers`, `get_tx`, `verified_tx`) use
+the nodes' HTTP API; `verified_tx` checks every header certificate from
+genesis with the light client and the tx's inclusion proof.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Coroutine, Iterable, TypeVar
+
+import aiohttp
+
+from trust.identity import KeyPair
+
+from ._types import Block, BlockHeader, CommitCertificate, Genesis, Transaction
+from .errors import LedgerError, WireError
+from .layout import LedgerLayout, NodeAddress
+from .light_client import LightClient, TxProof
+from .messages import Request, encode_message
+from .replies import TxReply
+from ._verify import CachedVerifier
+from .transport import FrameError, hello, read_frame, write_frame
+from .views import decode_block_view, decode_header_view, decode_tx_view
+
+__all__ = [
+    "LedgerClientError",
+    "SubmitTimeout",
+    "TxRefused",
+    "NodeUnavailable",
+    "Receipt",
+    "TxRecord",
+    "AsyncLedgerClient",
+    "LedgerClient",
+]
+
+T = TypeVar("T")
+_MAX_FRAME = 16 * 1024 * 1024
+
+
+class LedgerClientError(LedgerError):
+    """Base of every error the client library raises."""
+
+
+class SubmitTimeout(LedgerClientError):
+    """No f+1 matching replies arrived in time."""
+
+
+class TxRefused(LedgerClientError):
+    """f+1 sealers refused the transaction; `code` is their error (e.g. ``replay``)."""
+
+    def __init__(self, code: str, tx_id: bytes) -> None:
+        self.code = code
+        self.tx_id = tx_id
+        super().__init__(f"transaction {tx_id.hex()[:16]} refused by the ledger: {code}")
+
+
+class NodeUnavailable(LedgerClientError):
+    """No node answered an HTTP query (or all answered with an error)."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof-of-commit as seen by the client: f+1 sealers signed the same result."""
+
+    tx_id: bytes
+    height: int
+    index: int
+    block_hash: bytes
+    result: Any
+    nodes: tuple[str, ...]
+    tx: Transaction | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    """A committed transaction as served by `/tx/{id}`."""
+
+    tx: Transaction
+    height: int
+    index: int
+    result: Any
+    proof: TxProof
+
+
+class _Wait:
+    """Votes for one transaction: node -> result bytes, until f+1 match."""
+
+    def __init__(self, tx: Transaction, loop: asyncio.AbstractEventLoop) -> None:
+        self.tx = tx
+        self.future: asyncio.Future[Receipt] = loop.create_future()
+        self.votes: dict[str, bytes] = {}
+        self.results: dict[bytes, Any] = {}
+
+
+class _Link:
+    """One TCP connection to a node's p2p port; replies are read by a task."""
+
+    def __init__(self, client: "AsyncLedgerClient", addr: NodeAddress) -> None:
+        self.client = client
+        self.addr = addr
+        self.writer: asyncio.StreamWriter | None = None
+        self.reader_task: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Lock = asyncio.Lock()
+        self.down_until = 0.0
+
+    async def send(self, frame: bytes) -> bool:
+        if self.writer is None or self.writer.is_closing():
+            if time.monotonic() < self.down_until:
+                return False
+            async with self._connecting:
+                if self.writer is None or self.writer.is_closing():
+                    try:
+                        reader, writer = await asyncio.wait_for(
+                            asyncio.open_connection(self.addr.host, self.addr.p2p_port), 2.0)
+                    except (OSError, asyncio.TimeoutError):
+                        self.down_until = time.monotonic() + 0.5
+                        return False
+                    write_frame(writer, hello(self.client.genesis.chain_id, self.client.key.did))
+                    self.writer = writer
+                    self.reader_task = asyncio.ensure_future(self._read(reader))
+        assert self.writer is not None
+        try:
+            write_frame(self.writer, frame)
+            await self.writer.drain()
+        except (OSError, ConnectionError):
+            self.writer.close()
+            return False
+        return True
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                frame = await read_frame(reader, _MAX_FRAME)
+                if frame is None:
+                    break
+                self.client._on_reply(frame)
+        except (FrameError, OSError, ConnectionError):
+            pass
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+
+    async def close(self) -> None:
+        if self.reader_task is not None:
+            self.reader_task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class AsyncLedgerClient:
+    """Submit transactions and query nodes from asyncio code (see module doc)."""
+
+    def __init__(self, genesis: Genesis, nodes: Iterable[NodeAddress], key: KeyPair, *,
+                 timeout: float = 15.0, retry_after: float = 2.0, http_timeout: float = 10.0) -> None:
+        self.genesis = genesis
+        self.nodes = list(nodes)
+        self.key = key
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self.http_timeout = http_timeout
+        self.sealers = genesis.sealers
+        self.voters = frozenset(self.sealers.members)
+        self.need = self.sealers.f + 1
+        self._nonce = itertools.count(time.time_ns() // 1000)
+        self._waits: dict[bytes, _Wait] = {}
+        self._links: dict[str, _Link] = {}
+        self._verify = CachedVerifier(10_000)
+        self._session: aiohttp.ClientSession | None = None
+        self.replies_rejected = 0
+
+    @classmethod
+    def from_layout(cls, root: str | Path, key: KeyPair | None = None, **kw: Any) -> "AsyncLedgerClient":
+        """A client for the ledger in state directory `root` (its client key by default)."""
+        layout = LedgerLayout(Path(root))
+        return cls(layout.genesis(), layout.addresses(), key or layout.client_key(), **kw)
+
+    async def close(self) -> None:
+        for link in self._links.values():
+            await link.close()
+        self._links.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> "AsyncLedgerClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------ submitting
+
+    def make_tx(self, kind: str, payload: Any, nonce: int | None = None) -> Transaction:
+        """A transaction signed by this client's key (fresh nonce unless given)."""
+        return Transaction.create(self.key, next(self._nonce) if nonce is None else nonce, kind, payload)
+
+    async def submit(self, kind: str, payload: Any) -> Receipt:
+        """Sign and submit one transaction; return once f+1 sealers report it committed."""
+        return await self.submit_tx(self.make_tx(kind, payload))
+
+    async def submit_tx(self, tx: Transaction) -> Receipt:
+        """Submit an already signed transaction (it may be someone else's)."""
+        wait = self._waits.get(tx.tx_id)
+        if wait is not None:
+            return await asyncio.shield(wait.future)
+        wait = _Wait(tx, asyncio.get_running_loop())
+        self._waits[tx.tx_id] = wait
+        try:
+            return await self._drive(wait)
+        finally:
+            self._waits.pop(tx.tx_id, None)
+
+    async def _drive(self, wait: _Wait) -> Receipt:
+        frame = encode_message(Request(self.key.did, wait.tx).sign(self.genesis.chain_id, self.key.sign))
+        deadline = time.monotonic() + self.timeout
+        targets = [a for a in self.nodes if a.did in self.voters]
+        while True:
+            await asyncio.gather(*(self._link(a).send(frame) for a in targets))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            done, _ = await asyncio.wait({wait.future}, timeout=min(self.retry_after, left))
+            if done:
+                return wait.future.result()
+            targets = self.nodes  # retry: broadcast to every node
+            if time.monotonic() >= deadline:
+                break
+        counts = sorted(_count(wait.votes).values(), reverse=True)
+        raise SubmitTimeout(
+            f"transaction {wait.tx.tx_id.hex()[:16]} not confirmed by {self.need} matching sealers within "
+            f"{self.timeout:g} s (best agreement {counts[0] if counts else 0}); check `sealstream ledger status`")
+
+    def _link(self, addr: NodeAddress) -> _Link:
+        link = self._links.get(addr.name)
+        if link is None:
+            link = self._links[addr.name] = _Link(self, addr)
+        return link
+
+    def _on_reply(self, frame: bytes) -> None:
+        try:
+            reply = TxReply.decode(frame)
+        except WireError:
+            self.replies_rejected += 1
+            return
+        wait = self._waits.get(reply.tx_id)
+        if wait is None or wait.future.done() or reply.node in wait.votes:
+            return
+        if reply.node not in self.voters or not reply.verify(self.genesis.chain_id, self._verify):
+            self.replies_rejected += 1
+            return
+        key = reply.result_key()
+        wait.votes[reply.node] = key
+        wait.results[key] = reply.result
+        nodes = tuple(sorted(n for n, k in wait.votes.items() if k == key))
+        if len(nodes) < self.need:
+            return
+        res = reply.result
+        if reply.error is not None:
+            wait.future.set_exception(TxRefused(reply.error, reply.tx_id))
+            wait.future.exception()  # retrieved: sharers re-raise it themselves
+            return
+        if not (isinstance(res, dict) and isinstance(res.get("height"), int)):
+            wait.future.set_exception(LedgerClientError(f"unexpected reply {res!r}"))
+            wait.future.exception()
+            return
+        wait.future.set_result(Receipt(reply.tx_id, res["height"], res.get("index", 0), res.get("block") or b"",
+                                       res.get("result"), nodes, wait.tx))
+
+    # ------------------------------------------------------------ HTTP reads
+
+    def _address(self, node: str | None) -> list[NodeAddress]:
+        if node is None:
+            return self.nodes
+        got = [a for a in self.nodes if a.name == node or a.did == node]
+        if not got:
+            raise LedgerClientError(f"no node named {node!r}")
+        return got
+
+    async def _get(self, path: str, node: str | None = None, *, allow_404: bool = False) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.http_timeout))
+        errors = []
+        for addr in self._address(node):
+            try:
+                async with self._session.get(addr.http_url + path) as resp:
+                    body = await resp.json(content_type=None)
+                    if resp.status == 200:
+                        return body
+                    if resp.status == 404 and allow_404:
+                        return None
+                    errors.append(f"{addr.name}: HTTP {resp.status} {body.get('message', '')}".strip())
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                errors.append(f"{addr.name}: {type(exc).__name__} {exc}".strip())
+        raise NodeUnavailable(f"GET {path} failed on every node ({'; '.join(errors)}); "
+                              "is the ledger up (`sealstream ledger status`)?")
+
+    async def get_status(self, node: str | None = None) -> dict:
+        """`/status` of `node` (name or did), or of the first node that answers."""
+        return await self._get("/status", node)
+
+    async def get_block(self, height: int, node: str | None = None) -> tuple[Block, CommitCertificate]:
+        return decode_block_view(await self._get(f"/blocks/{height}", node))
+
+    async def get_headers(self, start: int = 1, end: int | None = None,
+                          node: str | None = None) -> list[tuple[BlockHeader, CommitCertificate]]:
+        """Headers with certificates `start..end` (default: to the tip), paging as needed."""
+        out: list[tuple[BlockHeader, CommitCertificate]] = []
+        h = start
+        while end is None or h <= end:
+            q = f"/headers?from={h}" + ("" if end is None else f"&to={end}")
+            page = await self._get(q, node)
+            items = [decode_header_view(v) for v in page["headers"]]
+            if not items:
+                break
+            out.extend(items)
+            h = items[-1][0].height + 1
+        return out
+
+    async def get_tx(self, tx_id: bytes | str, node: str | None = None) -> TxRecord | None:
+        """The committed transaction with its inclusion proof, or None if not committed there."""
+        text = tx_id.hex() if isinstance(tx_id, bytes) else tx_id
+        v = await self._get(f"/tx/{text}", node, allow_404=True)
+        if v is None:
+            return None
+        tx, result, proof = decode_tx_view(v)
+        return TxRecord(tx, proof.height, proof.index, result, proof)
+
+    async def verified_tx(self, tx_id: bytes | str, node: str | None = None) -> tuple[TxRecord, BlockHeader]:
+        """`get_tx`, then check the header chain from genesis and the inclusion proof."""
+        rec = await self.get_tx(tx_id, node)
+        if rec is None:
+            raise LedgerClientError(f"transaction {tx_id!r} is not committed on {node or 'any node'}")
+        lc = LightClient.from_genesis(self.genesis)
+        lc.add_chain(await self.get_headers(1, rec.height, node))
+        return rec, lc.verify_tx(rec.tx, rec.proof)
+
+
+def _count(votes: dict[str, bytes]) -> dict[bytes, int]:
+    out: dict[bytes, int] = {}
+    for k in votes.values():
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
+class LedgerClient:
+    """Blocking twin of `AsyncLedgerClient` (safe to share between threads)."""
+
+    def __init__(self, genesis: Genesis, nodes: Iterable[NodeAddress], key: KeyPair, **kw: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ledger-client", daemon=True)
+        self._thread.start()
+        self._async = self._call(self._make(genesis, list(nodes), key, kw))
+
+    @staticmethod
+    async def _make(genesis: Genesis, nodes: list[NodeAddress], key: KeyPair, kw: dict) -> AsyncLedgerClient:
+        return AsyncLedgerClient(genesis, nodes, key, **kw)
+
+    @classmethod
+    def from_layout(cls, root: str | Path, key: KeyPair | None = None, **kw: Any) -> "LedgerClient":
+        layout = LedgerLayout(Path(root))
+        return cls(layout.genesis(), layout.addresses(), key or layout.client_key(), **kw)
+
+    def _call(self, coro: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+
+    @property
+    def genesis(self) -> Genesis:
+        return self._async.genesis
+
+    @property
+    def key(self) -> KeyPair:
+        return self._async.key
+
+    def make_tx(self, kind: str, payload: Any, nonce: int | None = None) -> Transaction:
+        return self._async.make_tx(kind, payload, nonce)
+
+    def submit(self, kind: str, payload: Any) -> Receipt:
+        return self._call(self._async.submit(kind, payload))
+
+    def submit_tx(self, tx: Transaction) -> Receipt:
+        return self._call(self._async.submit_tx(tx))
+
+    def get_status(self, node: str | None = None) -> dict:
+        return self._call(self._async.get_status(node))
+
+    def get_block(self, height: int, node: str | None = None) -> tuple[Block, CommitCertificate]:
+        return self._call(self._async.get_block(height, node))
+
+    def get_headers(self, start: int = 1, end: int | None = None,
+                    node: str | None = None) -> list[tuple[BlockHeader, CommitCertificate]]:
+        return self._call(self._async.get_headers(start, end, node))
+
+    def get_tx(self, tx_id: bytes | str, node: str | None = None) -> TxRecord | None:
+        return self._call(self._async.get_tx(tx_id, node))
+
+    def verified_tx(self, tx_id: bytes | str, node: str | None = None) -> tuple[TxRecord, BlockHeader]:
+        return self._call(self._async.verified_tx(tx_id, node))
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._call(self._async.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def __enter__(self) -> "LedgerClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,275 @@
+"""`LocalCluster`: N ledger node processes on loopback, from one state directory.
+
+The one place that knows how to initialise, start, stop, kill and restart
+local nodes; ``sealstream ledger init|up|down|status``, the real-cluster tests
+and the benchmark target (`ledger.bench`) all use it.
+
+Each node is ``python -m ledger.node --root ROOT --node NAME`` in its own
+session, its output appended to ``ROOT/logs/NAME.log`` and its pid in
+``ROOT/run/NAME.pid``. A pid file only counts while the process's command
+line still names ROOT, so `stop` never signals an unrelated process that
+reused a stale pid. Ports: node i listens on ``base_port + 2i`` (p2p) and
+``base_port + 2i + 1`` (HTTP); ``base_port=0`` picks free ports.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ._types import Params
+from .client import AsyncLedgerClient, LedgerClient
+from .errors import LedgerError
+from .layout import LedgerLayout, NodeAddress, init_layout
+
+__all__ = ["ClusterError", "LocalCluster", "free_ports"]
+
+
+class ClusterError(LedgerError):
+    """A local node could not be started, stopped or reached; the message names the fix."""
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` distinct ports that were free a moment ago (held together while choosing)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def _wait(pred: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if pred():
+                return True
+        except ClusterError:
+            raise
+        except Exception:  # noqa: BLE001 - a failing probe is "not yet"
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+class LocalCluster:
+    """Local node processes of the ledger in `root` (see module doc)."""
+
+    def __init__(self, root: str | Path, *, n_nodes: int = 4, n_sealers: int | None = None,
+                 params: Params | None = None, host: str = "127.0.0.1", base_port: int = 0,
+                 port_setting: str = "SEALSTREAM_LEDGER_BASE_PORT", log_level: str = "INFO") -> None:
+        self.root = Path(root).resolve()
+        self.layout = LedgerLayout(self.root)
+        self.n_nodes = n_nodes
+        self.n_sealers = n_nodes if n_sealers is None else n_sealers
+        self.params = params or Params()
+        self.host = host
+        self.base_port = base_port
+        self.port_setting = port_setting
+        self.log_level = log_level
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # ------------------------------------------------------------ setup
+
+    def init(self, force: bool = False) -> LedgerLayout:
+        """Write keys, genesis and addresses (`ledger.layout.init_layout`)."""
+        if self.base_port:
+            ports = [(self.base_port + 2 * i, self.base_port + 2 * i + 1) for i in range(self.n_nodes)]
+        else:
+            flat = free_ports(2 * self.n_nodes, self.host)
+            ports = [(flat[2 * i], flat[2 * i + 1]) for i in range(self.n_nodes)]
+        if force:
+            self.stop()
+        return init_layout(self.root, n_nodes=self.n_nodes, n_sealers=self.n_sealers, ports=ports,
+                           host=self.host, params=self.params, force=force)
+
+    def addresses(self) -> list[NodeAddress]:
+        return self.layout.addresses()
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.addresses()]
+
+    # ------------------------------------------------------------ processes
+
+    def pid(self, name: str) -> int | None:
+        """Pid of node `name` if it runs (and is ours), else None."""
+        proc = self._procs.get(name)
+        if proc is not None:
+            if proc.poll() is None:
+                return proc.pid
+            del self._procs[name]
+        try:
+            pid = int(self.layout.pid_path(name).read_text().split()[0])
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            return None
+        if state == "Z" or str(self.root).encode() not in cmd or f"--node {name}".encode() not in cmd:
+            return None
+        return pid
+
+    def start(self, names: Iterable[str] | None = None, *, wait: bool = True, timeout: float = 30.0,
+              progress: Callable[[str], None] | None = None) -> None:
+        """Start the named nodes (default: all not running) and wait until they answer."""
+        addrs = {a.name: a for a in self.addresses()}
+        todo = [n for n in (names or addrs) if self.pid(n) is None]
+        for name in todo:
+            a = addrs[name]
+            for port, what in ((a.p2p_port, "p2p"), (a.http_port, "HTTP")):
+                if not _port_free(a.host, port):
+                    raise ClusterError(
+                        f"Port {port} on {a.host}, needed by ledger {name} ({what}), is already in use; "
+                        f"stop that process or set {self.port_setting} to a free port and run "
+                        f"`sealstream ledger init --force` again.")
+        for name in todo:
+            self._spawn(name)
+            if progress:
+                progress(f"started ledger {name}")
+        if wait and todo:
+            self.wait_ready(todo, timeout=timeout, progress=progress)
+
+    def _spawn(self, name: str) -> None:
+        log_path = self.layout.log_path(name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "ledger.node", "--root", str(self.root), "--node", name,
+                "--log-level", self.log_level]
+        env = dict(os.environ)
+        repo = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True, close_fds=True)
+        self._procs[name] = proc
+        pid_path = self.layout.pid_path(name)
+        pid_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pid_path.with_suffix(".tmp")
+        tmp.write_text(f"{proc.pid}\n")
+        tmp.replace(pid_path)
+
+    def wait_ready(self, names: Iterable[str] | None = None, *, timeout: float = 30.0,
+                   progress: Callable[[str], None] | None = None) -> None:
+        """Until each node answers `/status` and has its peer links up."""
+        deadline = time.monotonic() + timeout
+        for name in list(names or self.names):
+            if progress:
+                progress(f"waiting for ledger {name}")
+
+            def ready() -> bool:
+                if self.pid(name) is None:
+                    raise ClusterError(f"ledger {name} exited; see {self.layout.log_path(name)}")
+                st = self.status(name)
+                return st is not None and len(st["peers_connected"]) >= st["peers_total"]
+
+            if not _wait(ready, max(0.1, deadline - time.monotonic())):
+                raise ClusterError(f"ledger {name} did not become ready within {timeout:g} s; "
+                                   f"see {self.layout.log_path(name)}")
+
+    def stop(self, names: Iterable[str] | None = None, timeout: float = 10.0) -> list[str]:
+        """SIGTERM the named nodes (default all), SIGKILL after `timeout`; returns who was stopped."""
+        try:
+            names = list(names or self.names)
+        except LedgerError:
+            return []
+        pids = {n: p for n in names if (p := self.pid(n)) is not None}
+        for pid in pids.values():
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, pid in pids.items():
+            if not _wait(lambda: self._gone(name), max(0.0, deadline - time.monotonic())):
+                _signal(pid, signal.SIGKILL)
+                _wait(lambda: self._gone(name), 5.0)
+        for name in names:
+            self.layout.pid_path(name).unlink(missing_ok=True)
+        return list(pids)
+
+    def _gone(self, name: str) -> bool:
+        proc = self._procs.get(name)
+        if proc is not None:
+            proc.poll()
+        return self.pid(name) is None
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` (SIGKILL by default) to node `name` and wait until it is gone."""
+        pid = self.pid(name)
+        if pid is None:
+            raise ClusterError(f"ledger {name} is not running")
+        _signal(pid, sig)
+        if not _wait(lambda: self._gone(name), 10.0):
+            raise ClusterError(f"ledger {name} (pid {pid}) did not exit after signal {sig}")
+
+    def restart(self, name: str, *, timeout: float = 30.0) -> None:
+        if self.pid(name) is not None:
+            self.stop([name])
+        self.start([name], timeout=timeout)
+
+    # ------------------------------------------------------------ queries
+
+    def status(self, name: str, timeout: float = 2.0) -> dict | None:
+        """`/status` of node `name`, or None if it does not answer."""
+        a = self.layout.address(name)
+        try:
+            with urllib.request.urlopen(f"{a.http_url}/status", timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except (OSError, ValueError):
+            return None
+
+    def statuses(self) -> dict[str, dict | None]:
+        return {n: self.status(n) for n in self.names}
+
+    def http_get(self, name: str, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        a = self.layout.address(name)
+        try:
+            with urllib.request.urlopen(f"{a.http_url}{path}", timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def client(self, **kw: Any) -> LedgerClient:
+        """A blocking client with the ledger's client key (close it when done)."""
+        return LedgerClient.from_layout(self.root, **kw)
+
+    def aclient(self, **kw: Any) -> AsyncLedgerClient:
+        """An asyncio client; create it inside the loop that will use it."""
+        return AsyncLedgerClient.from_layout(self.root, **kw)
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
