@@ -30,6 +30,14 @@ DEFAULT_SEALERS = 4
 _CHECK_EVERY = 128  # verifications between clock reads
 
 
+def _init_worker() -> None:
+    """Workers leave Ctrl-C to the parent and die quietly on Pool.terminate()'s SIGTERM."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _worker(args: tuple[int, float, float, int]) -> int:
     """Verify signatures from `start_at` (time.monotonic) for `seconds`; return the count."""
     msg_size, start_at, seconds, seed = args
@@ -99,7 +107,7 @@ def measure_ceiling(
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     rates: list[float] = []
-    with ctx.Pool(procs) as pool:
+    with ctx.Pool(procs, initializer=_init_worker) as pool:
         # Warm the pool (imports, key setup paths) outside the measured windows.
         pool.map(_worker, [(msg_size, time.monotonic(), 0.05, i + 1) for i in range(procs)])
         for _ in range(runs):
