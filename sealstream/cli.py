@@ -320,6 +320,10 @@ def db_status(obj: _Context, as_json: bool) -> None:
         sys.exit(3)
 
 
+from ._ledger_cli import ledger  # noqa: E402
+cli.add_command(ledger)
+
+
 def main() -> None:
     cli(prog_name="sealstream")
 

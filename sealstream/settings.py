@@ -94,6 +94,16 @@ class Settings(BaseSettings):
     prometheus_url: str | None = None
     prometheus_scrape_interval: str = "5s"
 
+    # Ledger (local cluster of `sealstream ledger up`; state in <home>/ledger).
+    ledger_base_port: int = Field(7100, ge=0, le=65534,
+                                  description="node i listens on base+2i (p2p) and base+2i+1 (HTTP); read by `ledger init`")
+    ledger_nodes: int = Field(4, ge=1, description="nodes created by `ledger init`")
+    ledger_sealers: int = Field(4, ge=1, description="of which the first K are sealers")
+    ledger_max_block_txs: int = Field(256, ge=1, description="a block is cut when this many requests wait")
+    ledger_block_time_ms: int = Field(50, ge=1, description="... or when the oldest has waited this long")
+    ledger_checkpoint_interval: int = Field(10, ge=1, description="PBFT checkpoint every K blocks")
+    ledger_view_change_timeout_ms: int = Field(1000, ge=10, description="first view-change timeout (doubles)")
+
     # Logging.
     log_format: str = Field("text", pattern="^(text|json)$")
     log_level: str = "INFO"
@@ -133,6 +143,11 @@ class Settings(BaseSettings):
     @cached_property
     def prometheus_base_url(self) -> str:
         return (self.prometheus_url or f"http://{self.host}:{self.prometheus_port}").rstrip("/")
+
+    @cached_property
+    def ledger_home(self) -> Path:
+        """State directory of the local ledger cluster (see `ledger.layout`)."""
+        return self.home / "ledger"
 
     def topic_partitions(self, topic: str) -> int:
         return self.kafka_partitions if topic.endswith(".raw") else self.kafka_internal_partitions

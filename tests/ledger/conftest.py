@@ -1,24 +1,39 @@
-"""Make `import ledger` resolve to the package, not to this test folder.
+"""Fixtures for the real-cluster tests: node processes over TCP on loopback.
 
-tests/conftest.py (without tests/__init__.py) puts tests/ on sys.path, where
-tests/ledger/ would be found as a namespace package named `ledger` before the
-editable install's finder runs; put the repository root first (same fix as
-tests/trust/conftest.py). Also puts this folder on the path for
-`ledger_helpers`.
+Every cluster lives in its own temporary state directory on free ports, and
+its processes are always stopped at teardown (SIGTERM, then SIGKILL).
+(`pyproject.toml` puts the repository root on sys.path, so `import ledger`
+finds the package, and pytest puts this folder there for `ledger_helpers`.)
 """
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-_HERE = str(Path(__file__).resolve().parent)
-_ROOT = str(Path(__file__).resolve().parents[2])
-for p in (_HERE, _ROOT):
-    if p in sys.path:
-        sys.path.remove(p)
-    sys.path.insert(0, p)
-for name in ("ledger", "trust"):
-    mod = sys.modules.get(name)
-    if mod is not None and getattr(mod, "__file__", None) is None:
-        del sys.modules[name]  # a namespace package picked up from tests/
+import pytest
+
+from ledger import Params
+from ledger.cluster import LocalCluster
+
+#: Consensus parameters of the test clusters: quick blocks and view changes.
+CLUSTER_PARAMS = Params(max_block_txs=128, block_time_ms=20, checkpoint_interval=10,
+                        view_change_timeout_ms=800, status_interval_ms=300, fetch_timeout_ms=800)
+
+
+@pytest.fixture
+def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LocalCluster]]:
+    """`make_cluster(n_nodes, n_sealers)`: a started cluster, stopped at teardown."""
+    started: list[LocalCluster] = []
+
+    def make(n_nodes: int, n_sealers: int, params: Params = CLUSTER_PARAMS) -> LocalCluster:
+        root: Path = tmp_path_factory.mktemp(f"ledger{n_nodes}")
+        c = LocalCluster(root, n_nodes=n_nodes, n_sealers=n_sealers, params=params)
+        started.append(c)
+        c.init()
+        c.start(timeout=30)
+        return c
+
+    yield make
+    for c in started:
+        c.stop(timeout=5)
