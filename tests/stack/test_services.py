@@ -191,3 +191,15 @@ def test_stack_up_migrates_and_db_commands_report_it(stack: Stack, settings: Set
     again = subprocess.run([sys.executable, "-m", "sealstream", "db", "migrate", "--json"],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and json.loads(again.stdout)["applied"] == []
+
+
+def test_logs_prints_the_end_of_a_service_log(stack: Stack) -> None:
+    proc = subprocess.run([sys.executable, "-m", "sealstream", "stack", "logs", "kafka", "-n", "5"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert 0 < len(lines) <= 5
+    assert lines == stack.kafka.tail_log(5)[-len(lines):]
+    unknown = subprocess.run([sys.executable, "-m", "sealstream", "stack", "logs", "grafana"],
+                             capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "postgres" in unknown.stderr  # click names the valid choices
