@@ -3,7 +3,12 @@
 Pure parts (no I/O): values (`Transaction`, `Block`, `CommitCertificate`,
 `Genesis`, `SealerSet`), consensus messages, the sans-I/O `Replica`, the
 `Executor` interface with a key/value default, the light client and the
-deterministic simulator. I/O lives at the edges: `ledger.store.BlockStore` (SQLite, imported on demand).
+deterministic simulator. I/O lives at the edges, imported on demand:
+`ledger.store.BlockStore` (SQLite), `ledger.transport` (asyncio TCP),
+`ledger.node` (a node process with its HTTP API and metrics),
+`ledger.client` (`LedgerClient`, `AsyncLedgerClient`), `ledger.cluster`
+(`LocalCluster`: N local node processes) and `ledger.bench` (the benchmark
+target).
 """
 
 from ._types import (
@@ -38,8 +43,10 @@ from .consensus import (
 )
 from .errors import CertificateError, LedgerError, StoreError, WireError
 from .executor import BlockContext, Execution, Executor, KVExecutor
+from .layout import LayoutError, LedgerLayout, NodeAddress
 from .light_client import LightClient, LightClientError, TxProof, tx_proof, verify_chain
 from .messages import decode_message, encode_message
+from .replies import TxReply
 
 __all__ = [
     "Block",
@@ -57,10 +64,13 @@ __all__ = [
     "Genesis",
     "GenesisNode",
     "KVExecutor",
+    "LayoutError",
+    "LedgerLayout",
     "LedgerError",
     "LightClient",
     "LightClientError",
     "MessageReceived",
+    "NodeAddress",
     "NodeId",
     "Params",
     "Replica",
@@ -76,6 +86,7 @@ __all__ = [
     "Transaction",
     "TxId",
     "TxProof",
+    "TxReply",
     "WireError",
     "decode_message",
     "encode_message",
