@@ -46,7 +46,7 @@ from .executor import BlockContext, Execution, Executor, KVExecutor
 from .layout import LayoutError, LedgerLayout, NodeAddress
 from .light_client import LightClient, LightClientError, TxProof, tx_proof, verify_chain
 from .messages import decode_message, encode_message
-from .replies import TxReply
+from .replies import TxReplies
 
 __all__ = [
     "Block",
@@ -86,7 +86,7 @@ __all__ = [
     "Transaction",
     "TxId",
     "TxProof",
-    "TxReply",
+    "TxReplies",
     "WireError",
     "decode_message",
     "encode_message",

@@ -10,8 +10,8 @@ Submitting (`submit(kind, payload)`):
    the same key keep moving forward);
 2. send a `Request` frame (after a HELLO) to every sealer of the genesis set
    — each sealer that holds the request replies, so f+1 can match;
-3. wait for f+1 *matching* `TxReply`s, each signed by a distinct sealer and
-   verified against genesis; a result is a `Receipt`, an error (for example
+3. wait for f+1 *matching* answers in `TxReplies` frames, each frame signed by
+   a distinct sealer and verified against genesis; a result is a `Receipt`, an error (for example
    ``replay``) raises `TxRefused` with that code;
 4. if no decision after `retry_after` seconds, re-send to *all* nodes (backups
    relay to the sealers) and keep doing so until `timeout` (`SubmitTimeout`).
@@ -45,7 +45,7 @@ from .errors import LedgerError, WireError
 from .layout import LedgerLayout, NodeAddress
 from .light_client import LightClient, TxProof
 from .messages import Request, encode_message
-from .replies import TxReply
+from .replies import TxReplies, result_error, result_key
 from ._verify import CachedVerifier
 from .transport import FrameError, hello, read_frame, write_frame
 from .views import decode_block_view, decode_header_view, decode_tx_view
@@ -117,7 +117,6 @@ class _Wait:
         self.tx = tx
         self.future: asyncio.Future[Receipt] = loop.create_future()
         self.votes: dict[str, bytes] = {}
-        self.results: dict[bytes, Any] = {}
 
 
 class _Link:
@@ -266,32 +265,36 @@ class AsyncLedgerClient:
 
     def _on_reply(self, frame: bytes) -> None:
         try:
-            reply = TxReply.decode(frame)
+            replies = TxReplies.decode(frame)
         except WireError:
             self.replies_rejected += 1
             return
-        wait = self._waits.get(reply.tx_id)
-        if wait is None or wait.future.done() or reply.node in wait.votes:
+        waits = [(self._waits.get(t), t, r) for t, r in replies.items]
+        if not any(w is not None and not w.future.done() for w, _, _ in waits):
             return
-        if reply.node not in self.voters or not reply.verify(self.genesis.chain_id, self._verify):
+        if replies.node not in self.voters or not replies.verify(self.genesis.chain_id, self._verify):
             self.replies_rejected += 1
             return
-        key = reply.result_key()
-        wait.votes[reply.node] = key
-        wait.results[key] = reply.result
+        for wait, tx_id, result in waits:
+            if wait is not None and not wait.future.done() and replies.node not in wait.votes:
+                self._vote(wait, replies.node, tx_id, result)
+
+    def _vote(self, wait: _Wait, node: str, tx_id: bytes, res: Any) -> None:
+        key = result_key(res)
+        wait.votes[node] = key
         nodes = tuple(sorted(n for n, k in wait.votes.items() if k == key))
         if len(nodes) < self.need:
             return
-        res = reply.result
-        if reply.error is not None:
-            wait.future.set_exception(TxRefused(reply.error, reply.tx_id))
+        code = result_error(res)
+        if code is not None:
+            wait.future.set_exception(TxRefused(code, tx_id))
             wait.future.exception()  # retrieved: sharers re-raise it themselves
             return
         if not (isinstance(res, dict) and isinstance(res.get("height"), int)):
             wait.future.set_exception(LedgerClientError(f"unexpected reply {res!r}"))
             wait.future.exception()
             return
-        wait.future.set_result(Receipt(reply.tx_id, res["height"], res.get("index", 0), res.get("block") or b"",
+        wait.future.set_result(Receipt(tx_id, res["height"], res.get("index", 0), res.get("block") or b"",
                                        res.get("result"), nodes, wait.tx))
 
     # ------------------------------------------------------------ HTTP reads

@@ -10,8 +10,8 @@ Run as ``python -m ledger.node --root DIR --node NAME`` (`ledger.cluster` and
   dropped and counted as ``malformed``), and turns a `Request` whose sender is
   not a node (a client) into `RequestSubmitted(tx, client=connection)`;
 * carries out effects in order: `CommitBlock` is appended (fsync) to the
-  store before anything after it runs; `Reply` becomes a signed `TxReply`
-  frame on the client's connection; timers are `loop.call_later` handles;
+  store before anything after it runs; `Reply`s are gathered per client
+  connection into one signed `TxReplies` frame; timers are `loop.call_later` handles;
 * persists the highest view it entered *before* sending anything in it, so a
   restarted replica knows which view it must sit out (`Replica(min_view=)`);
 * serves `ledger.http_api` on its HTTP port, logs JSON lines to stderr and
@@ -54,7 +54,7 @@ from .http_api import make_app
 from .layout import LedgerLayout
 from .messages import Request, decode_message, encode_message
 from .metrics import NodeMetrics
-from .replies import TxReply
+from .replies import TxReplies
 from .store import BlockStore
 from .transport import Connection, Peer, Transport
 from ._verify import CachedVerifier
@@ -185,6 +185,7 @@ class Node:
             log.info("view changed", extra={"node": self.name, "view": r.view, "primary_did": r.primary,
                                             "height": r.height})
             self._logged_view = r.view
+        replies: dict[Connection, list[tuple[bytes, Any]]] = {}
         for e in effects:
             if isinstance(e, Send):
                 self.transport.send(e.to, encode_message(e.msg))
@@ -205,7 +206,11 @@ class Node:
             elif isinstance(e, CommitBlock):
                 self._commit(e)
             elif isinstance(e, Reply):
-                self._reply(e)
+                self._reply(e, replies)
+        for conn, items in replies.items():
+            # one signature per client connection and event (e.g. all its txs in a block)
+            if not conn.closed:
+                conn.send(TxReplies(self.did, tuple(items)).sign(self.genesis.chain_id, self.key.sign).encode())
 
     def _commit(self, e: CommitBlock) -> None:
         self.store.append(e.block, e.cert, e.results)  # fsynced before any later effect
@@ -218,12 +223,11 @@ class Node:
         log.debug("committed", extra={"node": self.name, "height": e.block.height, "txs": len(e.block.txs),
                                       "view": e.cert.view})
 
-    def _reply(self, e: Reply) -> None:
+    def _reply(self, e: Reply, replies: dict[Connection, list[tuple[bytes, Any]]]) -> None:
         if isinstance(e.result, dict) and "error" in e.result:
             self._arrived.pop(e.tx_id, None)
-        conn = e.client
-        if isinstance(conn, Connection) and not conn.closed:
-            conn.send(TxReply(self.did, e.tx_id, e.result).sign(self.genesis.chain_id, self.key.sign).encode())
+        if isinstance(e.client, Connection):
+            replies.setdefault(e.client, []).append((e.tx_id, e.result))
 
     # ------------------------------------------------------------ status
 

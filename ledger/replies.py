@@ -1,10 +1,13 @@
-"""The signed reply a node sends to a client for one transaction.
+"""The signed replies a node sends to a client.
 
 A client submits a `messages.Request` (sender = its submitter did) on its own
-TCP connection and reads `TxReply` frames back on it. Each reply is signed by
-the node's key over ``canonical.encode([MSG_TAG, chain_id, "reply", body])``,
-so the client can count f+1 *matching* replies from distinct genesis nodes
-without trusting any one connection. `result` is what the core answered:
+TCP connection and reads `TxReplies` frames back on it. A frame carries the
+answers for every transaction of that connection that one event settled
+(typically all of the client's transactions in a block), signed once by the
+node's key over ``canonical.encode([MSG_TAG, chain_id, "replies", body])``:
+one signature per block and connection instead of one per transaction. The
+client counts f+1 *matching* answers per transaction from distinct sealers,
+so it never trusts any one connection. An answer is what the core replied:
 ``{height, index, block, result}`` once committed, or ``{"error": code}``
 when refused (``replay``, ``bad-signature``, ...).
 """
@@ -19,27 +22,36 @@ from trust import canonical
 from ._types import MSG_TAG, Verifier, _need
 from .errors import WireError
 
-__all__ = ["TxReply", "REPLY_KIND"]
+__all__ = ["TxReplies", "REPLIES_KIND", "result_key", "result_error"]
 
-REPLY_KIND = "reply"
+REPLIES_KIND = "replies"
+
+
+def result_key(result: Any) -> bytes:
+    """Canonical bytes of an answer: two answers *match* when these are equal."""
+    return canonical.encode(result)
+
+
+def result_error(result: Any) -> str | None:
+    """The refusal code of an answer, or None for a commit."""
+    return result["error"] if isinstance(result, dict) and isinstance(result.get("error"), str) else None
 
 
 @dataclass(frozen=True)
-class TxReply:
-    """Node `node`'s answer `result` for transaction `tx_id`."""
+class TxReplies:
+    """Node `node`'s answers `items` = ((tx_id, result), ...), signed once."""
 
     node: str
-    tx_id: bytes
-    result: Any
+    items: tuple[tuple[bytes, Any], ...]
     sig: bytes = b""
 
     def body(self) -> dict:
-        return {"node": self.node, "tx_id": self.tx_id, "result": self.result}
+        return {"node": self.node, "items": [[t, r] for t, r in self.items]}
 
     def signing_bytes(self, chain_id: str) -> bytes:
-        return canonical.encode([MSG_TAG, chain_id, REPLY_KIND, self.body()])
+        return canonical.encode([MSG_TAG, chain_id, REPLIES_KIND, self.body()])
 
-    def sign(self, chain_id: str, signer: Callable[[bytes], bytes]) -> "TxReply":
+    def sign(self, chain_id: str, signer: Callable[[bytes], bytes]) -> "TxReplies":
         return replace(self, sig=signer(self.signing_bytes(chain_id)))
 
     def verify(self, chain_id: str, verify: Verifier) -> bool:
@@ -48,26 +60,21 @@ class TxReply:
         except ValueError:
             return False
 
-    def result_key(self) -> bytes:
-        """Canonical bytes of the result: replies *match* when these are equal."""
-        return canonical.encode(self.result)
-
-    @property
-    def error(self) -> str | None:
-        r = self.result
-        return r["error"] if isinstance(r, dict) and isinstance(r.get("error"), str) else None
-
     def encode(self) -> bytes:
-        return canonical.encode({"kind": REPLY_KIND, "body": self.body(), "sig": self.sig})
+        return canonical.encode({"kind": REPLIES_KIND, "body": self.body(), "sig": self.sig})
 
     @classmethod
-    def decode(cls, data: bytes) -> "TxReply":
+    def decode(cls, data: bytes) -> "TxReplies":
         try:
             w = canonical.decode(data)
         except ValueError as exc:
             raise WireError(f"not canonical: {exc}") from None
-        _need(isinstance(w, dict) and w.get("kind") == REPLY_KIND and type(w.get("sig")) is bytes, "not a reply")
+        _need(isinstance(w, dict) and w.get("kind") == REPLIES_KIND and type(w.get("sig")) is bytes, "not replies")
         b = w["body"]
-        _need(isinstance(b, dict) and set(b) == {"node", "tx_id", "result"}, "bad reply body")
-        _need(isinstance(b["node"], str) and type(b["tx_id"]) is bytes, "bad reply body")
-        return cls(b["node"], b["tx_id"], b["result"], w["sig"])
+        _need(isinstance(b, dict) and set(b) == {"node", "items"} and isinstance(b["node"], str)
+              and isinstance(b["items"], list), "bad replies body")
+        items = []
+        for it in b["items"]:
+            _need(isinstance(it, list) and len(it) == 2 and type(it[0]) is bytes, "bad reply item")
+            items.append((it[0], it[1]))
+        return cls(b["node"], tuple(items), w["sig"])
