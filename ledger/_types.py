@@ -11,11 +11,13 @@ Times are integer milliseconds (canonical encoding has no floats).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Iterable, NewType, Sequence
 
 from trust import canonical
 from trust._hashes import sha256
-from trust.identity import KeyPair, is_did, verify_signature
+from trust.identity import KeyPair, verify_signature
+from trust.identity import is_did as _is_did_uncached
 
 from ._merkle import leaf_hash, merkle_root
 from .errors import CertificateError, WireError
@@ -62,6 +64,16 @@ _SEALERS_TAG = "sealstream/sealers/v1"
 _GENESIS_TAG = "sealstream/genesis/v1"
 #: Domain tag of every signed consensus message (see `ledger.messages`).
 MSG_TAG = "sealstream/pbft/v1"
+
+
+def is_did(value: object) -> bool:
+    """`trust.identity.is_did`, memoised: ids repeat and their check decodes base58 twice."""
+    return isinstance(value, str) and _is_did_cached(value)
+
+
+@lru_cache(maxsize=65536)
+def _is_did_cached(value: str) -> bool:
+    return _is_did_uncached(value)
 
 
 def _need(cond: bool, what: str) -> None:
