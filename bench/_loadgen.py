@@ -78,6 +78,8 @@ class LoadResult:
     total_submitted: int = 0  # including warm-up and failures
     hit_max_txs: bool = False
     window_s: float | None = None  # measured window actually used (< duration if max_txs hit)
+    client_cpu_s: float = 0.0  # CPU time of this process (load generator + client library) during the run
+    wall_s: float = 0.0
     errors: Counter = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
@@ -116,6 +118,9 @@ class LoadResult:
             "total_submitted": self.total_submitted,
             "hit_max_txs": self.hit_max_txs,
             "window_s": self.duration_s if self.window_s is None else self.window_s,
+            "client_cpu_s": round(self.client_cpu_s, 3),
+            "wall_s": round(self.wall_s, 3),
+            "client_cores": round(self.client_cpu_s / self.wall_s, 3) if self.wall_s else None,
             "errors": dict(self.errors),
         }
 
@@ -205,11 +210,16 @@ def run_closed_loop(
     run_id = run_id or os.urandom(4).hex()
     make_payload(run_id, clients, 10**9, tx_size)  # validates tx_size early
     res = LoadResult(target, clients, tx_size, duration, warmup)
-    if asubmit is not None:
-        if not inspect.iscoroutinefunction(asubmit):
-            raise TypeError("asubmit must be an async function")
-        return asyncio.run(_run_async(asubmit, aclose, res, run_id, drain, tx_timeout, max_txs))
-    return _run_threads(submit, res, run_id, drain, max_txs)  # type: ignore[arg-type]
+    if asubmit is not None and not inspect.iscoroutinefunction(asubmit):
+        raise TypeError("asubmit must be an async function")
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    try:
+        if asubmit is not None:
+            return asyncio.run(_run_async(asubmit, aclose, res, run_id, drain, tx_timeout, max_txs))
+        return _run_threads(submit, res, run_id, drain, max_txs)  # type: ignore[arg-type]
+    finally:
+        res.client_cpu_s = time.process_time() - cpu0
+        res.wall_s = time.monotonic() - wall0
 
 
 async def _run_async(asubmit, aclose, res: LoadResult, run_id: str, drain: float, tx_timeout: float, max_txs: int) -> LoadResult:

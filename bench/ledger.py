@@ -142,8 +142,16 @@ def run_cometbft(args: argparse.Namespace) -> dict[str, Any]:
         "kind": "peer",
         "nodes": 4,
         "timeout_commit": args.cometbft_timeout_commit,
+        "create_empty_blocks": args.cometbft_empty_blocks,
+        "gossip_sleep": args.cometbft_gossip_sleep,
     }
-    target = CometBFTTarget(clients=args.clients, timeout_commit=args.cometbft_timeout_commit, keep=args.keep)
+    target = CometBFTTarget(
+        clients=args.clients,
+        timeout_commit=args.cometbft_timeout_commit,
+        create_empty_blocks=args.cometbft_empty_blocks,
+        lan_sleep=args.cometbft_gossip_sleep,
+        keep=args.keep,
+    )
     try:
         row.update(drive(target, 4, 4, args))
     except KeyboardInterrupt:
@@ -256,15 +264,26 @@ def format_report(rep: dict[str, Any]) -> str:
     out.append(c["formula"])
     out.append(f"  per-run verifications/s: {', '.join(f'{v:,.0f}' for v in c['runs_verifications_per_s'])}")
     if peer and "unavailable" not in peer:
-        runs = peer["runs"]
         out.append(
-            f"CometBFT: timeout_commit {peer['timeout_commit']}, broadcast_tx_commit, testnet ready in {peer['start_s']} s; "
-            f"peer/ceiling {_f(r['peer_over_ceiling'], '.2f')}; per run: "
-            + "; ".join(f"{x['succeeded']}/{x['submitted']} ok, {x['tx_per_s']:,.0f} tx/s" for x in runs)
+            f"CometBFT: timeout_commit {peer['timeout_commit']}, gossip sleep/flush {peer['gossip_sleep']}, create_empty_blocks {str(peer['create_empty_blocks']).lower()}, broadcast_tx_commit, testnet ready in {peer['start_s']} s; "
+            f"peer/ceiling {_f(r['peer_over_ceiling'], '.2f')}"
         )
-        errs = {k: v for x in runs for k, v in x["errors"].items()}
+    for o in [*rep["ours"], *([peer] if peer else [])]:
+        if "unavailable" in o:
+            continue
+        out.append(
+            f"  {o['config']} per run: "
+            + "; ".join(
+                f"{x['succeeded']}/{x['submitted']} ok, {x['tx_per_s']:,.0f} tx/s, load generator {_f(x['client_cores'], '.2f')} cores"
+                for x in o["runs"]
+            )
+        )
+        errs: dict[str, int] = {}
+        for x in o["runs"]:
+            for k, v in x["errors"].items():
+                errs[k] = errs.get(k, 0) + v
         if errs:
-            out.append(f"  CometBFT errors: {errs}")
+            out.append(f"    errors: {errs}")
     out.append("Targets (issue 4):")
     out.append(_target_line(">= 60% of the ceiling at 4 nodes", r["ours_4_over_ceiling"], TARGETS["ceiling_ratio_4_nodes"], lambda v: f"{100 * v:.0f}%"))
     out.append(_target_line("16 nodes >= 90% of 4-node tx/s", r["ours_16_over_ours_4"], TARGETS["scaling_16_over_4"], lambda v: f"{100 * v:.0f}%"))
@@ -300,7 +319,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sealers", type=int, default=4, help="sealers (default 4); the rest are backups")
     ap.add_argument("--target", default=DEFAULT_TARGET_SPEC, help=f"module:factory of our LedgerTarget (default {DEFAULT_TARGET_SPEC})")
     ap.add_argument("--peer", choices=["cometbft"], default=None, help="also run a 4-validator CometBFT testnet")
-    ap.add_argument("--cometbft-timeout-commit", default="50ms", help="CometBFT consensus.timeout_commit (default 50ms = our block_time_ms)")
+    ap.add_argument("--cometbft-timeout-commit", default="10ms", help="CometBFT consensus.timeout_commit (default 10ms)")
+    ap.add_argument(
+        "--cometbft-gossip-sleep",
+        default="1ms",
+        help="CometBFT consensus.peer_gossip_sleep_duration and p2p.flush_throttle_timeout (default 1ms)",
+    )
+    ap.add_argument(
+        "--cometbft-empty-blocks",
+        action="store_true",
+        help="CometBFT create_empty_blocks = true (default false: like our ledger, no blocks when idle)",
+    )
     ap.add_argument("--ceiling-seconds", type=float, default=2.0, help="seconds per ceiling run (default 2)")
     ap.add_argument("--ceiling-runs", type=int, default=5, help="ceiling runs, median quoted (default 5)")
     ap.add_argument("--keep", action="store_true", help="keep the CometBFT testnet directory (for debugging)")
