@@ -4,10 +4,12 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test install up down status bench-merkle clean-state
 
-## demo: the main job: install what is missing, bring the stack up, print its status
+## demo: the main job: install what is missing, bring the stack and a 4-node ledger up, print their status
 demo: install
 	$(SEALSTREAM) stack up
+	$(SEALSTREAM) ledger up
 	$(SEALSTREAM) stack status
+	$(SEALSTREAM) ledger status
 
 ## test: install what is missing, bring the stack up, run every test against it
 test: install
@@ -21,7 +23,7 @@ up: install
 	$(SEALSTREAM) stack up
 
 down:
-	@[ -x $(SEALSTREAM) ] && $(SEALSTREAM) stack down || true
+	@[ -x $(SEALSTREAM) ] && { $(SEALSTREAM) ledger down; $(SEALSTREAM) stack down; } || true
 
 status: install
 	$(SEALSTREAM) stack status

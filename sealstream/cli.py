@@ -66,6 +66,9 @@ def cli(ctx: click.Context) -> None:
       sealstream stack status    what runs where, versions and health (--json for scripts)
       sealstream stack logs kafka -n 50
       sealstream stack down      stop what `up` started; data is kept
+      sealstream db status       the database schema: flavour and version
+      sealstream ledger up       a local 4-node PBFT ledger (keys and genesis made on first use)
+      sealstream ledger status   height, view, role and peers of each node
 
     Every setting comes from an environment variable SEALSTREAM_<NAME> (or a
     TOML file in $SEALSTREAM_CONFIG / ./sealstream.toml); `sealstream settings`
