@@ -80,7 +80,7 @@ class CeilingResult:
     def formula(self) -> str:
         return (
             f"ceiling = Ed25519 verifications/s on {self.procs} process(es) "
-            f"({self.msg_size} B messages, median of {len(self.runs_verifications_per_s)} x "
+            f"({self.msg_size} B messages, median of {len(self.runs_verifications_per_s)} windows of "
             f"{self.seconds_per_run:g} s) / sealers verifying each tx = "
             f"{self.verifications_per_s:,.0f} / {self.sealers} = {self.ceiling_tx_per_s:,.0f} tx/s"
         )
@@ -89,6 +89,15 @@ class CeilingResult:
         d = asdict(self)
         d["formula"] = self.formula
         return d
+
+
+def merge(*results: CeilingResult) -> CeilingResult:
+    """One ceiling from several measurements (e.g. before and after the cluster runs): median of all windows."""
+    first = results[0]
+    rates = [r for res in results for r in res.runs_verifications_per_s]
+    if any((r.procs, r.msg_size, r.sealers, r.seconds_per_run) != (first.procs, first.msg_size, first.sealers, first.seconds_per_run) for r in results):
+        raise ValueError("merge() needs measurements with the same settings")
+    return CeilingResult(statistics.median(rates), rates, first.procs, first.cpu_count, first.seconds_per_run, first.msg_size, first.sealers)
 
 
 def measure_ceiling(

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from bench import ledger as bench_ledger
-from bench._ceiling import measure_ceiling
+from bench._ceiling import measure_ceiling, merge
 from bench._loadgen import make_payload, run_closed_loop
 from bench._target import TargetUnavailable, load_target
 
@@ -27,6 +27,8 @@ def test_ceiling_structure() -> None:
     assert c.ceiling_tx_per_s == pytest.approx(c.verifications_per_s / 4)
     assert c.procs == c.cpu_count >= 1
     assert "/ 4 =" in c.formula and "verifications/s" in c.formula
+    both = merge(c, c)
+    assert len(both.runs_verifications_per_s) == 4 and both.sealers == 4
 
 
 def test_report_without_our_cluster() -> None:
@@ -40,6 +42,7 @@ def test_report_without_our_cluster() -> None:
         assert "tx_per_s" not in o  # never fake numbers
     assert [p["tx_per_s"] for p in rep["paper"]] == [14604.0, 13471.0]
     assert rep["ceiling"]["sealers"] == 4 and rep["ceiling"]["ceiling_tx_per_s"] > 0
+    assert len(rep["ceiling"]["runs_verifications_per_s"]) == 2  # one window before, one after
     assert rep["peer"] is None
     assert rep["ratios"]["ours_4_over_ceiling"] is None
     json.dumps(rep, default=str)
