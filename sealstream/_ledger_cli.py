@@ -14,15 +14,16 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from ._output import emit_json as _emit
+from ._output import err as _err
+from ._output import fail
+from ._output import out as _out
 from .settings import Settings, load_settings
 
 __all__ = ["ledger"]
 
-_err = Console(stderr=True, soft_wrap=True)
-_out = Console(width=None if sys.stdout.isatty() else 160)
 JOB = "sealstream-ledger"
 
 
@@ -43,15 +44,8 @@ def _cluster(s: Settings, n_nodes: int | None = None, n_sealers: int | None = No
                         base_port=s.ledger_base_port)
 
 
-def _emit(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
 def _fail(exc: Exception, as_json: bool) -> None:
-    if as_json:
-        _emit({"error": type(exc).__name__, "message": str(exc)})
-    _err.print(f"[bold red]error:[/] {exc}", highlight=False)
-    sys.exit(1)
+    fail({"error": type(exc).__name__, "message": str(exc)}, as_json)
 
 
 def _say(enabled: bool) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -10,19 +9,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from ._output import emit_json as _emit_json
+from ._output import err, fail, out
 from .settings import Settings, load_settings
 
 __all__ = ["main"]
-
-err = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 160)
-
-
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 @contextmanager
@@ -127,15 +120,10 @@ def _fail(exc: Exception, as_json: bool) -> None:
     from storage import StorageError
 
     if isinstance(exc, StackError):
-        data = exc.to_dict()
-    elif isinstance(exc, StorageError):
-        data = {"error": type(exc).__name__, "service": "postgres", "message": str(exc)}
-    else:
-        raise exc
-    if as_json:
-        _emit_json(data)
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
-    sys.exit(1)
+        fail(exc.to_dict(), as_json)
+    if isinstance(exc, StorageError):
+        fail({"error": type(exc).__name__, "service": "postgres", "message": str(exc)}, as_json)
+    raise exc
 
 
 def _with_schema(rows: list[Any], settings: Settings) -> list[Any]:
