@@ -101,7 +101,7 @@ def _enc(out: bytearray, value: Any, depth: int) -> None:
             raise CanonicalError(f"nesting deeper than {MAX_DEPTH}")
         _head(out, 4, len(value))
         for item in value:
-            _enc(out, item, depth + 1)
+            _fast(out, item, depth + 1)
     elif t is dict or isinstance(value, dict):
         if depth >= MAX_DEPTH:
             raise CanonicalError(f"nesting deeper than {MAX_DEPTH}")
@@ -109,15 +109,96 @@ def _enc(out: bytearray, value: Any, depth: int) -> None:
         _head(out, 5, len(items))
         for kb, v in items:
             out += kb
-            _enc(out, v, depth + 1)
+            _fast(out, v, depth + 1)
     else:
         raise CanonicalError(f"cannot encode {t.__name__}")
+
+
+# Fast path (speed only, same output and errors): exact built-in types are
+# dispatched without the isinstance chain, small heads come from a table and
+# the encoded form of map keys is memoised. Anything unusual (subclasses,
+# surrogates, out-of-range ints, too deep) goes through `_enc` above, which
+# defines the behaviour.
+_SMALL_HEADS = [bytes([i]) for i in range(256)]  # index: major << 5 | argument (< 24)
+_KEY_MEMO: dict[str, bytes] = {}
+_KEY_MEMO_MAX = 4096
+
+
+def _key_bytes(key: object) -> bytes:
+    kb = _KEY_MEMO.get(key) if type(key) is str else None  # type: ignore[arg-type]
+    if kb is None:
+        kb = _encode_key(key)
+        if len(_KEY_MEMO) < _KEY_MEMO_MAX and len(kb) <= 64:
+            _KEY_MEMO[key] = kb  # type: ignore[index]
+    return kb
+
+
+def _key0(item: tuple[bytes, Any]) -> bytes:
+    return item[0]
+
+
+def _fast(out: bytearray, value: Any, depth: int) -> None:
+    t = type(value)
+    if t is str:
+        if value.isascii():
+            n = len(value)
+            if n < 24:
+                out += _SMALL_HEADS[96 + n]
+            else:
+                _head(out, 3, n)
+            out += value.encode("ascii")
+        else:
+            _enc(out, value, depth)
+    elif t is int:
+        if 0 <= value < 24:
+            out += _SMALL_HEADS[value]
+        else:
+            _enc(out, value, depth)
+    elif t is bytes:
+        n = len(value)
+        if n < 24:
+            out += _SMALL_HEADS[64 + n]
+        else:
+            _head(out, 2, n)
+        out += value
+    elif t is dict:
+        if depth >= MAX_DEPTH:
+            raise CanonicalError(f"nesting deeper than {MAX_DEPTH}")
+        n = len(value)
+        if n < 24:
+            out += _SMALL_HEADS[160 + n]
+        else:
+            _head(out, 5, n)
+        if n:
+            items = [(_key_bytes(k), v) for k, v in value.items()]
+            items.sort(key=_key0)
+            d = depth + 1
+            for kb, v in items:
+                out += kb
+                _fast(out, v, d)
+    elif t is list or t is tuple:
+        if depth >= MAX_DEPTH:
+            raise CanonicalError(f"nesting deeper than {MAX_DEPTH}")
+        n = len(value)
+        if n < 24:
+            out += _SMALL_HEADS[128 + n]
+        else:
+            _head(out, 4, n)
+        d = depth + 1
+        for item in value:
+            _fast(out, item, d)
+    elif value is None:
+        out.append(0xF6)
+    elif t is bool:
+        out.append(0xF5 if value else 0xF4)
+    else:
+        _enc(out, value, depth)
 
 
 def encode(value: Any) -> bytes:
     """Return the canonical bytes of `value` (see module docstring)."""
     out = bytearray()
-    _enc(out, value, 0)
+    _fast(out, value, 0)
     return bytes(out)
 
 
@@ -181,7 +262,7 @@ def _dec(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
         if major == 4:
             items = []
             for _ in range(n):
-                item, pos = _dec(data, pos, depth + 1)
+                item, pos = _dec_fast(data, pos, depth + 1)
                 items.append(item)
             return items, pos
         result: dict[str, Any] = {}
@@ -199,9 +280,85 @@ def _dec(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
                     f"map key {key!r} at {kstart} is out of order or duplicated"
                 )
             prev = kraw
-            result[key], pos = _dec(data, pos, depth + 1)
+            result[key], pos = _dec_fast(data, pos, depth + 1)
         return result, pos
     raise CanonicalError(f"tags are not supported (0x{ib:02x} at {pos - 1})")
+
+
+_KEY_TEXT: dict[bytes, str] = {}
+
+
+def _dec_fast(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    """`_dec` with the common cases inlined (speed only): heads with a small
+    argument and text map keys seen before. Everything else, including every
+    error, is decided by `_dec`."""
+    ib = data[pos] if pos < len(data) else 256
+    ai = ib & 0x1F
+    if ai >= 24 or ib >= 0xE0:
+        return _dec(data, pos, depth)
+    major = ib >> 5
+    pos += 1
+    if major == 0:
+        return ai, pos
+    if major == 2 or major == 3:
+        end = pos + ai
+        if end > len(data):
+            raise CanonicalError("truncated input")
+        raw = data[pos:end]
+        if major == 2:
+            return raw, end
+        try:
+            return raw.decode("utf-8"), end
+        except UnicodeDecodeError as exc:
+            raise CanonicalError(f"invalid UTF-8 text: {exc}") from None
+    if major == 4:
+        if depth >= MAX_DEPTH:
+            raise CanonicalError(f"nesting deeper than {MAX_DEPTH}")
+        if ai > len(data) - pos:
+            raise CanonicalError("truncated input")
+        items = []
+        d = depth + 1
+        for _ in range(ai):
+            item, pos = _dec_fast(data, pos, d)
+            items.append(item)
+        return items, pos
+    if major == 5:
+        if depth >= MAX_DEPTH:
+            raise CanonicalError(f"nesting deeper than {MAX_DEPTH}")
+        if ai > len(data) - pos:
+            raise CanonicalError("truncated input")
+        result: dict[str, Any] = {}
+        prev = b""
+        d = depth + 1
+        end_of_data = len(data)
+        for _ in range(ai):
+            if pos >= end_of_data:
+                raise CanonicalError("truncated input")
+            kb = data[pos]
+            if kb >> 5 != 3:
+                raise CanonicalError(f"map key at {pos} is not text")
+            kstart = pos
+            if kb & 0x1F < 24:
+                pos = kstart + 1 + (kb & 0x1F)
+                if pos > end_of_data:
+                    raise CanonicalError("truncated input")
+                kraw = data[kstart:pos]
+                key = _KEY_TEXT.get(kraw)
+                if key is None:
+                    key, _ = _dec(data, kstart, d)
+                    if len(_KEY_TEXT) < 4096:
+                        _KEY_TEXT[kraw] = key
+            else:
+                key, pos = _dec(data, kstart, d)
+                kraw = data[kstart:pos]
+            if kraw <= prev:
+                raise CanonicalError(
+                    f"map key {key!r} at {kstart} is out of order or duplicated"
+                )
+            prev = kraw
+            result[key], pos = _dec_fast(data, pos, d)
+        return result, pos
+    return _dec(data, pos - 1, depth)
 
 
 def decode(data: bytes) -> Any:
@@ -209,7 +366,7 @@ def decode(data: bytes) -> Any:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CanonicalError(f"expected bytes, not {type(data).__name__}")
     data = bytes(data)
-    value, pos = _dec(data, 0, 0)
+    value, pos = _dec_fast(data, 0, 0)
     if pos != len(data):
         raise CanonicalError(f"{len(data) - pos} trailing bytes")
     return value
