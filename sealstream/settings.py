@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     ledger_checkpoint_interval: int = Field(10, ge=1, description="PBFT checkpoint every K blocks")
     ledger_view_change_timeout_ms: int = Field(1000, ge=10, description="first view-change timeout (doubles)")
 
+    # Device payload limits (bytes, per kind): the simulator's `oversized` fault exceeds them and the
+    # ingest agent dead-letters payloads above them. Each stays below its topic's max.message.bytes.
+    max_timeseries_bytes: int = Field(512 * 1024, ge=1, description="largest accepted time-series payload")
+    max_image_bytes: int = Field(1_000_000, ge=1, description="largest accepted image payload")
+    max_video_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest accepted video chunk")
+    max_clock_skew_ms: int = Field(300_000, ge=0, description="largest accepted |statement ts - ingest time|")
+
     # Logging.
     log_format: str = Field("text", pattern="^(text|json)$")
     log_level: str = "INFO"
