@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     max_video_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest accepted video chunk")
     max_clock_skew_ms: int = Field(300_000, ge=0, description="largest accepted |statement ts - ingest time|")
 
+    devices_kafka_client: str = Field("auto", pattern="^(auto|confluent|kafka-python)$",
+                                      description="producer of `devices run`: auto = confluent-kafka if installed")
+
     # Logging.
     log_format: str = Field("text", pattern="^(text|json)$")
     log_level: str = "INFO"
