@@ -135,7 +135,24 @@ class Transaction:
     tx_id: TxId = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tx_id", TxId(sha256(canonical.encode(self.to_wire()))))
+        raw = canonical.encode(self.to_wire())
+        object.__setattr__(self, "_raw", raw)
+        object.__setattr__(self, "tx_id", TxId(sha256(raw)))
+
+    @property
+    def raw(self) -> bytes:
+        """The canonical bytes of `to_wire()`, encoded once; `tx_id` is their sha256.
+
+        Blocks and requests carry a transaction as these bytes (a CBOR byte
+        string), so a node hashes and decodes each transaction once however
+        many messages hold it (`from_bytes`)."""
+        return self.__dict__["_raw"]
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Transaction":
+        """The transaction whose canonical bytes are `raw` (memoised: equal bytes, one object)."""
+        _need(type(raw) is bytes, "tx must be canonical bytes")
+        return _tx_from_bytes(raw)
 
     @staticmethod
     def signing_bytes_for(submitter: str, nonce: int, kind: str, payload: Any) -> bytes:
@@ -145,7 +162,11 @@ class Transaction:
         )
 
     def signing_bytes(self) -> bytes:
-        return self.signing_bytes_for(self.submitter, self.nonce, self.kind, self.payload)
+        got = self.__dict__.get("_signing")
+        if got is None:
+            got = self.signing_bytes_for(self.submitter, self.nonce, self.kind, self.payload)
+            object.__setattr__(self, "_signing", got)
+        return got
 
     @classmethod
     def create(cls, key: KeyPair, nonce: int, kind: str, payload: Any) -> "Transaction":
@@ -188,6 +209,26 @@ class Transaction:
 
     def __hash__(self) -> int:
         return hash(self.tx_id)
+
+
+@lru_cache(maxsize=32768)
+def _tx_from_bytes(raw: bytes) -> Transaction:
+    try:
+        w = canonical.decode(raw)
+    except ValueError as exc:
+        raise WireError(f"tx is not canonical: {exc}") from None
+    _need(isinstance(w, dict) and set(w) == {"submitter", "nonce", "kind", "payload", "sig"}, "bad tx")
+    _need(isinstance(w["submitter"], str), "tx submitter must be text")
+    _as_int(w["nonce"], "tx nonce")
+    _need(isinstance(w["kind"], str), "tx kind must be text")
+    _need(type(w["sig"]) is bytes, "tx sig must be bytes")
+    # `raw` decoded strictly, so it is exactly encode(to_wire()): no need to re-encode it
+    tx = object.__new__(Transaction)
+    for name, value in (("submitter", w["submitter"]), ("nonce", w["nonce"]), ("kind", w["kind"]),
+                        ("payload", w["payload"]), ("signature", w["sig"]), ("_raw", raw),
+                        ("tx_id", TxId(sha256(raw)))):
+        object.__setattr__(tx, name, value)
+    return tx
 
 
 # ---------------------------------------------------------------- sealer sets
@@ -333,12 +374,14 @@ class Block:
         return tx_root_of(self.txs) == self.header.tx_root
 
     def to_wire(self) -> dict:
-        return {"header": self.header.to_wire(), "txs": [t.to_wire() for t in self.txs]}
+        """Header as a map; each tx as its canonical bytes (`Transaction.raw`)."""
+        return {"header": self.header.to_wire(), "txs": [t.raw for t in self.txs]}
 
     @classmethod
     def from_wire(cls, w: Any) -> "Block":
         _need(isinstance(w, dict) and set(w) == {"header", "txs"} and isinstance(w["txs"], list), "bad block")
-        return cls(BlockHeader.from_wire(w["header"]), tuple(Transaction.from_wire(t) for t in w["txs"]))
+        txs = tuple(Transaction.from_bytes(t) if type(t) is bytes else Transaction.from_wire(t) for t in w["txs"])
+        return cls(BlockHeader.from_wire(w["header"]), txs)
 
 
 def commit_signing_bytes(chain_id: str, view: int, height: int, digest: bytes, signer: str) -> bytes:

@@ -84,6 +84,7 @@ __all__ = [
     "MessageReceived",
     "TimerFired",
     "RequestSubmitted",
+    "RequestsSubmitted",
     "Tick",
     "Event",
     "Send",
@@ -127,13 +128,24 @@ class RequestSubmitted:
 
 
 @dataclass(frozen=True)
+class RequestsSubmitted:
+    """A client hands several transactions at once (one frame); each is handled
+    as by `RequestSubmitted`, and the primary considers cutting a block once,
+    after all of them."""
+
+    txs: tuple[Transaction, ...]
+    client: Any = None
+    relay: bool = True
+
+
+@dataclass(frozen=True)
 class Tick:
     """The host's current time in milliseconds (the core never reads a clock)."""
 
     now: int
 
 
-Event = Union[MessageReceived, TimerFired, RequestSubmitted, Tick]
+Event = Union[MessageReceived, TimerFired, RequestSubmitted, RequestsSubmitted, Tick]
 
 # ---------------------------------------------------------------- effects
 
@@ -304,6 +316,7 @@ class Replica:
         self._cut_armed = False
         self._out: list[Effect] = []
         self._verified: dict[tuple[str, bytes, bytes], bool] = {}
+        self._backups_memo: dict[tuple[str, ...], list[str]] = {}
         for block, cert in committed:
             if not self._apply_certified(block, cert, replay=True):
                 raise CertificateError(f"persisted block {block.height} does not verify")
@@ -391,6 +404,13 @@ class Replica:
             self._on_timer(event.timer_id)
         elif isinstance(event, RequestSubmitted):
             self._on_request(event.tx, event.client, relay=event.relay)
+        elif isinstance(event, RequestsSubmitted):
+            added = False
+            for tx in event.txs:
+                added = self._on_request(tx, event.client, relay=event.relay, propose=False) or added
+            if added:
+                self._arm_view_timer()
+                self._maybe_propose()
         return self._take()
 
     def _take(self) -> list[Effect]:
@@ -408,7 +428,8 @@ class Replica:
             return "bad-signature"
         return None
 
-    def _on_request(self, tx: Transaction, client: Any, relay: bool) -> None:
+    def _on_request(self, tx: Transaction, client: Any, relay: bool, propose: bool = True) -> bool:
+        """Admit a client request; True iff it entered this sealer's mempool."""
         tid = tx.tx_id
         if client is not None:
             lst = self.clients.setdefault(tid, [])
@@ -418,24 +439,26 @@ class Replica:
             self._drop("duplicate_request")
             if client is not None:
                 self._out.append(Reply(client, tid, self._result_of(tid)))
-            return
+            return False
         if tid in self.mempool:
             self._drop("duplicate_request")
-            return
+            return False
         err = self._check_tx(tx)
         if err is not None:
             self._drop(f"request_{err}")
             if client is not None:
                 self._out.append(Reply(client, tid, {"error": err}))
                 self.clients.pop(tid, None)
-            return
+            return False
         if relay:
             self._broadcast_sealers(self._signed(Request(self.me, tx)))
         if not self.is_sealer:
-            return
+            return False
         self.mempool[tid] = (tx, self.now)
-        self._arm_view_timer()
-        self._maybe_propose()
+        if propose:
+            self._arm_view_timer()
+            self._maybe_propose()
+        return True
 
     def _result_of(self, tid: bytes) -> Any:
         h, i = self.tx_index[tid]
@@ -698,11 +721,15 @@ class Replica:
         if h > self.high_watermark:
             return
         p = self.params
-        oldest = min(t for _, t in self.mempool.values())
+        # entries are inserted with a non-decreasing `now`, so the first is the oldest
+        oldest = next(iter(self.mempool.values()))[1]
         wait = oldest + p.block_time_ms - self.now
         if len(self.mempool) < p.max_block_txs and wait > 0:
-            self._out.append(SetTimer(_timer(_CUT), wait))
-            self._cut_armed = True
+            # an armed cut timer fires no later than this one would: the oldest
+            # request only gets younger
+            if not self._cut_armed:
+                self._out.append(SetTimer(_timer(_CUT), wait))
+                self._cut_armed = True
             return
         self._propose(h)
 
@@ -819,14 +846,27 @@ class Replica:
         self._maybe_propose()
 
     def _push_to_backups(self, block: Block, cert: CommitCertificate, sealers: SealerSet) -> None:
-        """Each backup gets the block from f+1 sealers (at least one honest)."""
-        backups = [n for n in self.nodes if n not in sealers]
+        """Each backup gets each block from one sealer, `(j + height) % n` for backup j.
+
+        A block carries its certificate, so one copy is enough for safety, and
+        sealers share the pushes evenly. If that sealer is faulty, the backup
+        still learns of the height from the next block (pushed by another
+        sealer) or from any node's Status heartbeat, and fetches the block
+        (state transfer): a faulty sender delays a backup, never stalls it.
+        """
+        backups = self._backups_of(sealers)
         if not backups:
             return
-        i, n = sealers.index(self.me), sealers.n
-        to = tuple(b for j, b in enumerate(backups) if (j - i) % n <= sealers.f)
+        i, n, h = sealers.index(self.me), sealers.n, block.height
+        to = tuple(b for j, b in enumerate(backups) if (j + h) % n == i)
         if to:
             self._out.append(Broadcast(self._signed(CommittedBlock(self.me, block, cert)), to))
+
+    def _backups_of(self, sealers: SealerSet) -> list[str]:
+        got = self._backups_memo.get(sealers.members)
+        if got is None:
+            got = self._backups_memo[sealers.members] = [n for n in self.nodes if n not in sealers]
+        return got
 
     def _gc_height(self, h: int) -> None:
         for d in (self.proposals,):

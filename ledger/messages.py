@@ -34,6 +34,7 @@ from .errors import CertificateError, WireError
 __all__ = [
     "Message",
     "Request",
+    "ClientRequests",
     "PrePrepare",
     "Prepare",
     "Commit",
@@ -102,11 +103,35 @@ class Request(Message):
     sig: bytes = b""
 
     def signed_body(self) -> dict:
-        return {"sender": self.sender, "tx": self.tx.to_wire()}
+        return {"sender": self.sender, "tx": self.tx.raw}
 
     @classmethod
     def _from(cls, b: dict, sig: bytes, extra: dict) -> "Request":
-        return cls(b["sender"], Transaction.from_wire(b["tx"]), sig)
+        return cls(b["sender"], Transaction.from_bytes(b["tx"]), sig)
+
+
+@dataclass(frozen=True)
+class ClientRequests(Message):
+    """Several transactions from one client in one frame (the client library
+    gathers what it submits within one event-loop turn).
+
+    Only nodes receive it, from clients; it is not signed (`sig` is empty):
+    what counts is each transaction's own submitter signature, which the core
+    checks like any request's. `sender` is the submitter of every tx in it.
+    """
+
+    KIND: ClassVar[str] = "requests"
+    sender: str
+    txs: tuple[Transaction, ...]
+    sig: bytes = b""
+
+    def signed_body(self) -> dict:
+        return {"sender": self.sender, "txs": [t.raw for t in self.txs]}
+
+    @classmethod
+    def _from(cls, b: dict, sig: bytes, extra: dict) -> "ClientRequests":
+        _need(isinstance(b["txs"], list), "bad requests")
+        return cls(b["sender"], tuple(Transaction.from_bytes(t) for t in b["txs"]), sig)
 
 
 @dataclass(frozen=True)
@@ -443,7 +468,7 @@ class CommittedBlock(Message):
 
 _KINDS: dict[str, type[Message]] = {
     c.KIND: c
-    for c in (Request, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Status, FetchBlocks,
+    for c in (Request, ClientRequests, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Status, FetchBlocks,
               Blocks, CommittedBlock)
 }
 

@@ -33,6 +33,7 @@ from .consensus import (
     Replica,
     Reply,
     RequestSubmitted,
+    RequestsSubmitted,
     Send,
     SetTimer,
     Tick,
@@ -239,6 +240,14 @@ class Simulation:
             for inst in self._deliver_to(nid):
                 self._push(self.now, "submit", (inst, inst.incarnation, tx))
 
+    def submit_many(self, txs: list[Transaction], to: list[str]) -> None:
+        """Hand `txs` to each node of `to` in one event (`RequestsSubmitted`, as a client frame does)."""
+        for tx in txs:
+            self.submitted[tx.tx_id] = tx
+        for nid in to:
+            for inst in self._deliver_to(nid):
+                self._push(self.now, "submit", (inst, inst.incarnation, tuple(txs)))
+
     def step(self) -> bool:
         if not self._queue:
             return False
@@ -263,7 +272,10 @@ class Simulation:
                     return True
                 self._effects(inst, rep.handle(TimerFired(tid)))
             elif kind == "submit":
-                self._effects(inst, rep.handle(RequestSubmitted(payload[2], client="sim")))
+                if isinstance(payload[2], tuple):
+                    self._effects(inst, rep.handle(RequestsSubmitted(payload[2], client="sim")))
+                else:
+                    self._effects(inst, rep.handle(RequestSubmitted(payload[2], client="sim")))
         self.check()
         return True
 
@@ -375,13 +387,22 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> Simulation:
     clients = [KeyPair.from_seed(hashlib.sha256(f"client-{seed}-{c}".encode()).digest()) for c in range(2)]
     nonces = [0, 0]
     majority = len(honest_ids) // 2 + 1
+    batch: list[tuple[Transaction, int, list[str]]] = []
     for j in range(cfg.n_txs):
         c = r.randrange(2)
         nonces[c] += 1
         tx = Transaction.create(clients[c], nonces[c], "kv.put", {"key": f"k{j % 3}", "value": j})
         t = r.randint(0, cfg.chaos_ms)
         to = r.sample(honest_ids, r.randint(majority, len(honest_ids)))
-        sim.at(t, lambda tx=tx, to=to: sim.submit(tx, to))
+        if seed % 3 == 2:
+            # a third of the seeds hand requests over in batches of up to 3 (one client frame)
+            batch.append((tx, t, to))
+            if len(batch) == 3 or j == cfg.n_txs - 1:
+                txs, t0, to0 = [b[0] for b in batch], batch[0][1], batch[0][2]
+                sim.at(t0, lambda txs=txs, to=to0: sim.submit_many(txs, to))
+                batch = []
+        else:
+            sim.at(t, lambda tx=tx, to=to: sim.submit(tx, to))
     if cfg.partition:
         start = r.randint(0, cfg.chaos_ms // 2)
 
