@@ -8,8 +8,11 @@ Submitting (`submit(kind, payload)`):
 1. sign a `Transaction` with the submitter key and a fresh nonce (a counter
    started at the current time in microseconds, so restarts of a client with
    the same key keep moving forward);
-2. send a `Request` frame (after a HELLO) to every sealer of the genesis set
-   — each sealer that holds the request replies, so f+1 can match;
+2. send it (after a HELLO) to every sealer of the genesis set — each sealer
+   that holds the request replies, so f+1 can match. Transactions submitted
+   within one event-loop turn share one `ClientRequests` frame per node
+   (each keeps its own signature; the frame itself is not signed), so many
+   concurrent submits cost one write and one decode per node, not one each;
 3. wait for f+1 *matching* answers in `TxReplies` frames, each frame signed by
    a distinct sealer and verified against genesis; a result is a `Receipt`, an error (for example
    ``replay``) raises `TxRefused` with that code;
@@ -38,14 +41,15 @@ from typing import Any, Awaitable, Coroutine, Iterable, TypeVar
 
 import aiohttp
 
+from trust import canonical
 from trust.identity import KeyPair
 
 from ._types import Block, BlockHeader, CommitCertificate, Genesis, Transaction
 from .errors import LedgerError, WireError
 from .layout import LedgerLayout, NodeAddress
 from .light_client import LightClient, TxProof
-from .messages import Request, encode_message
-from .replies import TxReplies, result_error, result_key
+from .messages import ClientRequests, encode_message
+from .replies import TxReplies, result_error
 from ._verify import CachedVerifier
 from .transport import FrameError, hello, read_frame, write_frame
 from .views import decode_block_view, decode_header_view, decode_tx_view
@@ -63,6 +67,8 @@ __all__ = [
 
 T = TypeVar("T")
 _MAX_FRAME = 16 * 1024 * 1024
+#: most transactions in one `ClientRequests` frame
+MAX_BATCH = 1024
 
 
 class LedgerClientError(LedgerError):
@@ -194,6 +200,10 @@ class AsyncLedgerClient:
         self._verify = CachedVerifier(10_000)
         self._session: aiohttp.ClientSession | None = None
         self.replies_rejected = 0
+        self._outbox: dict[str, list[Transaction]] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._sending: set[asyncio.Future[Any]] = set()
+        self.frames_sent = 0
 
     @classmethod
     def from_layout(cls, root: str | Path, key: KeyPair | None = None, **kw: Any) -> "AsyncLedgerClient":
@@ -202,6 +212,12 @@ class AsyncLedgerClient:
         return cls(layout.genesis(), layout.addresses(), key or layout.client_key(), **kw)
 
     async def close(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._outbox.clear()
+        for fut in list(self._sending):
+            fut.cancel()
         for link in self._links.values():
             await link.close()
         self._links.clear()
@@ -237,12 +253,31 @@ class AsyncLedgerClient:
         finally:
             self._waits.pop(tx.tx_id, None)
 
+    def _enqueue(self, targets: Iterable[NodeAddress], tx: Transaction) -> None:
+        """Queue `tx` for each target; queued txs leave in one frame per node at the next loop turn."""
+        for a in targets:
+            self._outbox.setdefault(a.name, []).append(tx)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        outbox, self._outbox = self._outbox, {}
+        by_name = {a.name: a for a in self.nodes}
+        for name, txs in outbox.items():
+            link = self._link(by_name[name])
+            for i in range(0, len(txs), MAX_BATCH):
+                frame = encode_message(ClientRequests(self.key.did, tuple(txs[i:i + MAX_BATCH])))
+                self.frames_sent += 1
+                fut = asyncio.ensure_future(link.send(frame))
+                self._sending.add(fut)
+                fut.add_done_callback(self._sending.discard)
+
     async def _drive(self, wait: _Wait) -> Receipt:
-        frame = encode_message(Request(self.key.did, wait.tx).sign(self.genesis.chain_id, self.key.sign))
         deadline = time.monotonic() + self.timeout
         targets = [a for a in self.nodes if a.did in self.voters]
         while True:
-            await asyncio.gather(*(self._link(a).send(frame) for a in targets))
+            self._enqueue(targets, wait.tx)
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -279,11 +314,17 @@ class AsyncLedgerClient:
             if wait is not None and not wait.future.done() and replies.node not in wait.votes:
                 self._vote(wait, replies.node, tx_id, result)
 
-    def _vote(self, wait: _Wait, node: str, tx_id: bytes, res: Any) -> None:
-        key = result_key(res)
+    def _vote(self, wait: _Wait, node: str, tx_id: bytes, key: bytes) -> None:
+        """`key`: the canonical bytes of `node`'s answer (answers match when equal)."""
         wait.votes[node] = key
         nodes = tuple(sorted(n for n, k in wait.votes.items() if k == key))
         if len(nodes) < self.need:
+            return
+        try:
+            res = canonical.decode(key)
+        except ValueError:
+            wait.future.set_exception(LedgerClientError(f"undecodable reply from {nodes}"))
+            wait.future.exception()
             return
         code = result_error(res)
         if code is not None:

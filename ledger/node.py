@@ -44,6 +44,7 @@ from .consensus import (
     Replica,
     Reply,
     RequestSubmitted,
+    RequestsSubmitted,
     Send,
     SetTimer,
     Tick,
@@ -52,7 +53,7 @@ from .consensus import (
 from .errors import WireError
 from .http_api import make_app
 from .layout import LedgerLayout
-from .messages import Request, decode_message, encode_message
+from .messages import ClientRequests, Request, decode_message, encode_message
 from .metrics import NodeMetrics
 from .replies import TxReplies
 from .store import BlockStore
@@ -163,6 +164,20 @@ class Node:
             # clients send to every sealer themselves, so sealers need not relay
             self.dispatch(RequestSubmitted(msg.tx, conn, relay=not self.replica.is_sealer))
             return
+        if isinstance(msg, ClientRequests):
+            if msg.sender in self._node_set:
+                self.drops["bad_request"] += 1
+                return
+            txs = tuple(tx for tx in msg.txs if tx.submitter == msg.sender)
+            if len(txs) != len(msg.txs):
+                self.drops["bad_request"] += len(msg.txs) - len(txs)
+            if not txs:
+                return
+            now = time.monotonic()
+            for tx in txs:
+                self._arrived.setdefault(tx.tx_id, now)
+            self.dispatch(RequestsSubmitted(txs, conn, relay=not self.replica.is_sealer))
+            return
         self.dispatch(MessageReceived(conn.remote, msg))
 
     def dispatch(self, event: Event) -> None:
@@ -210,7 +225,7 @@ class Node:
         for conn, items in replies.items():
             # one signature per client connection and event (e.g. all its txs in a block)
             if not conn.closed:
-                conn.send(TxReplies(self.did, tuple(items)).sign(self.genesis.chain_id, self.key.sign).encode())
+                conn.send(TxReplies.of(self.did, items).sign(self.genesis.chain_id, self.key.sign).encode())
 
     def _commit(self, e: CommitBlock) -> None:
         self.store.append(e.block, e.cert, e.results)  # fsynced before any later effect

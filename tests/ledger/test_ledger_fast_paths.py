@@ -1,0 +1,202 @@
+"""The throughput paths: transactions as canonical bytes (encoded and decoded
+once), client request batches, one-copy backup pushes, and signed replies
+encoded once. Each must be exactly equivalent to the slow form it replaces."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger import Block, CommitCertificate, Transaction
+from ledger._types import tx_root_of
+from ledger.consensus import MessageReceived, Reply, RequestsSubmitted, RequestSubmitted, Tick
+from ledger.errors import WireError
+from ledger.messages import ClientRequests, CommittedBlock, Request, decode_message, encode_message
+from ledger.replies import REPLIES_KIND, TxReplies
+from ledger._types import MSG_TAG
+from ledger_helpers import Client, cluster, heights
+from trust import canonical
+from trust._hashes import sha256
+
+
+def _run(sim, t):
+    sim.run_until(sim.now + t)
+
+
+# ---------------------------------------------------------------- transactions as bytes
+
+
+def test_tx_raw_is_its_canonical_encoding_and_from_bytes_is_memoised():
+    c = Client("fast-raw")
+    tx = c.tx({"nested": [1, b"x", None, True]})
+    assert tx.raw == canonical.encode(tx.to_wire())
+    assert tx.tx_id == sha256(tx.raw)
+    again = Transaction.from_bytes(bytes(tx.raw))
+    assert again == tx and again.tx_id == tx.tx_id and again.payload == tx.payload
+    assert Transaction.from_bytes(bytes(tx.raw)) is again  # one object per byte string
+    assert again.signing_bytes() == tx.signing_bytes() and again.verify_signature()
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"\xa0", b"\x01", canonical.encode({"submitter": "x", "nonce": -1, "kind": "k", "payload": 0, "sig": b""}),
+    canonical.encode({"submitter": "x", "nonce": 1, "kind": "k", "payload": 0}),
+    canonical.encode({"submitter": "x", "nonce": 1, "kind": "k", "payload": 0, "sig": "s"}),
+    b"\xa5" + canonical.encode({"submitter": "x", "nonce": 1, "kind": "k", "payload": 0, "sig": b""})[1:] + b"\x00",
+])
+def test_from_bytes_refuses_what_from_wire_refuses_and_non_canonical_bytes(raw):
+    with pytest.raises(WireError):
+        Transaction.from_bytes(raw)
+
+
+def test_non_canonical_tx_bytes_are_refused():
+    tx = Client("fast-noncanon").tx(5)
+    w = tx.to_wire()
+    # nonce with a non-minimal head: same value, other bytes, so another tx id
+    bad = bytearray(tx.raw)
+    nonce_enc = canonical.encode(w["nonce"])
+    i = bytes(bad).index(canonical.encode("nonce") + nonce_enc) + len(canonical.encode("nonce"))
+    bad[i:i + len(nonce_enc)] = b"\x1b" + w["nonce"].to_bytes(8, "big")
+    with pytest.raises(WireError):
+        Transaction.from_bytes(bytes(bad))
+
+
+def test_block_wire_carries_tx_bytes_and_accepts_the_map_form_of_old_stores():
+    c = Client("fast-block")
+    txs = tuple(c.tx(i) for i in range(3))
+    sim = cluster()
+    for tx in txs:
+        sim.submit(tx, sim.ids)
+    _run(sim, 2000)
+    block, cert = sim.instances[0].replica.block_at(1)
+    w = block.to_wire()
+    assert all(type(t) is bytes for t in w["txs"])
+    back = Block.from_wire(canonical.decode(canonical.encode(w)))
+    assert back.block_hash() == block.block_hash() and back.txs == block.txs and back.tx_root_ok()
+    legacy = {"header": w["header"], "txs": [t.to_wire() for t in block.txs]}
+    old = Block.from_wire(canonical.decode(canonical.encode(legacy)))
+    assert [t.tx_id for t in old.txs] == [t.tx_id for t in block.txs]
+    assert tx_root_of(old.txs) == block.header.tx_root
+
+
+def test_a_node_decodes_a_tx_once_for_its_request_and_its_block():
+    c = Client("fast-once")
+    tx = c.tx(1)
+    req = decode_message(encode_message(Request(c.key.did, tx)))
+    sim = cluster()
+    sim.submit(tx, sim.ids)
+    _run(sim, 2000)
+    block, cert = sim.instances[0].replica.block_at(1)
+    msg = decode_message(encode_message(CommittedBlock(sim.instances[0].node_id, block, cert)))
+    assert msg.block.txs[0] is req.tx
+
+
+# ---------------------------------------------------------------- request batches
+
+
+def test_client_requests_round_trip():
+    c = Client("fast-batch")
+    txs = tuple(c.tx(i) for i in range(5))
+    msg = decode_message(encode_message(ClientRequests(c.key.did, txs)))
+    assert isinstance(msg, ClientRequests) and msg.txs == txs and msg.sender == c.key.did
+
+
+def test_a_batch_is_one_event_one_block_and_refusals_are_answered():
+    sim = cluster(max_block_txs=64)
+    c = Client("fast-batch-event")
+    good = [c.tx(i) for i in range(10)]
+    forged = Transaction(good[0].submitter, 999, "kv.put", {"key": "k", "value": 0}, b"\x00" * 64)
+    primary = sim.instances[0].replica
+    primary.handle(Tick(sim.now))
+    out = primary.handle(RequestsSubmitted(tuple(good) + (forged, good[3]), client="c1"))
+    assert len(primary.mempool) == 10
+    assert [e.result for e in out if isinstance(e, Reply)] == [{"error": "bad-signature"}]
+    assert primary.drops["duplicate_request"] == 1
+    # the same txs reach every sealer in one batch each; they commit in one block
+    for inst in sim.instances[1:]:
+        inst.replica.handle(Tick(sim.now))
+        sim._effects(inst, inst.replica.handle(RequestsSubmitted(tuple(good), client="c1")))
+    sim._effects(sim.instances[0], primary.handle(Tick(sim.now + 100)))
+    sim.submitted.update({t.tx_id: t for t in good})
+    _run(sim, 3000)
+    assert set(heights(sim).values()) == {1}
+    block, _ = primary.block_at(1)
+    assert {t.tx_id for t in block.txs} == {t.tx_id for t in good}
+
+
+def test_a_batch_in_the_simulator_commits_everywhere():
+    sim = cluster(n_backups=1)
+    c = Client("fast-batch-sim")
+    sim.submit_many([c.tx(i) for i in range(7)], sim.ids)
+    _run(sim, 3000)
+    sim.check_liveness()
+    assert len(set(heights(sim).values())) == 1
+
+
+def test_cut_timer_is_armed_once_while_requests_wait():
+    sim = cluster(max_block_txs=100, block_time_ms=50)
+    c = Client("fast-cut")
+    primary = sim.instances[0].replica
+    primary.handle(Tick(sim.now))
+    armed = 0
+    for i in range(5):
+        out = primary.handle(RequestSubmitted(c.tx(i), client=None))
+        armed += sum(1 for e in out if type(e).__name__ == "SetTimer" and e.timer_id[0] == "cut")
+    assert armed == 1
+
+
+# ---------------------------------------------------------------- backups
+
+
+def test_each_backup_gets_each_block_once_and_sealers_share_the_pushes():
+    sim = cluster(n_backups=4)
+    c = Client("fast-fanout")
+    pushes: dict[str, int] = {}
+    orig = sim._effects
+
+    def spy(inst, effects):
+        for e in effects:
+            if type(e).__name__ == "Broadcast" and isinstance(e.msg, CommittedBlock):
+                pushes[inst.name] = pushes.get(inst.name, 0) + len(e.to)
+        return orig(inst, effects)
+
+    sim._effects = spy
+    for round_ in range(4):
+        sim.submit(c.tx(round_), sim.ids)
+        _run(sim, 1000)
+    assert set(heights(sim).values()) == {4}
+    assert sum(pushes.values()) == 4 * 4  # 4 blocks x 4 backups, one copy each
+    assert len(pushes) == 4 and set(pushes.values()) == {4}  # every sealer pushed its share
+    for inst in sim.instances[4:]:
+        assert inst.replica.drops["stale_height"] == 0
+
+
+def test_a_backup_whose_pushing_sealer_is_down_still_catches_up():
+    sim = cluster(n_backups=4)
+    c = Client("fast-fanout-crash")
+    sim.crash(sim.instances[3])  # a non-primary sealer: a quarter of the pushes never happen
+    for round_ in range(6):
+        sim.submit(c.tx(round_), [i.node_id for i in sim.instances if i.alive])
+        _run(sim, 1500)
+    _run(sim, 3000)
+    hs = heights(sim)
+    assert len(set(hs.values())) == 1 and min(hs.values()) == 6, hs
+
+
+# ---------------------------------------------------------------- replies
+
+
+def test_replies_bytes_equal_the_plain_canonical_forms():
+    c = Client("fast-replies")
+    answers = [(b"\x01" * 32, {"height": 3, "index": 0, "block": b"\x02" * 32, "result": {"ok": True}}),
+               (b"\x03" * 32, {"error": "replay"})]
+    r = TxReplies.of(c.key.did, answers).sign("chain-x", c.key.sign)
+    body = {"node": c.key.did, "items": [[t, canonical.encode(a)] for t, a in answers]}
+    assert r.signing_bytes("chain-x") == canonical.encode([MSG_TAG, "chain-x", REPLIES_KIND, body])
+    frame = r.encode()
+    assert frame == canonical.encode({"kind": REPLIES_KIND, "body": body, "sig": r.sig})
+    back = TxReplies.decode(frame)
+    assert back.__dict__["_body"] == canonical.encode(body)  # the slice, not a re-encoding
+    assert back.answers() == answers and back.verify("chain-x", lambda d, m, s: c.key.did == d and
+                                                     m == r.signing_bytes("chain-x") and s == r.sig)
+    with pytest.raises(WireError):
+        TxReplies.decode(canonical.encode({"kind": REPLIES_KIND, "sig": r.sig,
+                                           "body": {"node": c.key.did, "items": [[b"\x01" * 32, answers[0][1]]]}}))
