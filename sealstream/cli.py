@@ -313,6 +313,8 @@ def db_status(obj: _Context, as_json: bool) -> None:
 
 from ._ledger_cli import ledger  # noqa: E402
 cli.add_command(ledger)
+from ._devices_cli import devices  # noqa: E402
+cli.add_command(devices)
 
 
 def main() -> None:
