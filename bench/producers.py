@@ -29,6 +29,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -82,13 +83,13 @@ def build(workload: str, n: int) -> list[OutMessage]:
     if workload == "small":
         for i in range(n):
             msg = seal(kp, i, t0 + i, Payload("timeseries", TS_TYPE, timeseries_batch(1, "bench", i, t0 + i)))
-            msgs.append(OutMessage(**{**msg.__dict__, "topic": TOPICS["small"]}))
+            msgs.append(replace(msg, topic=TOPICS["small"]))
     else:
         base = pad_jpeg(jpeg_frame(1, "bench", 0, t0), LARGE_BYTES)
         for i in range(n):
             data = base[:-3] + bytes([i % 256]) + base[-2:]  # distinct payloads, same size
             msg = seal(kp, i, t0 + i, Payload("image", "image/jpeg", data))
-            msgs.append(OutMessage(**{**msg.__dict__, "topic": TOPICS["large"]}))
+            msgs.append(replace(msg, topic=TOPICS["large"]))
     return msgs
 
 

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -162,17 +162,17 @@ class Simulator:
             seq = self._rogue_seq.get(rogue.did, 0)
             self._rogue_seq[rogue.did] = seq + 1
             msg = seal(rogue, seq, now, generate(kind, cfg.seed, f"rogue-{kind_info(kind).short}", seq, now))
-            return OutMessage(**{**msg.__dict__, "fault": fault})
+            return replace(msg, fault=fault)
         seq = seqs.take(dev.did)
         name = dev.spec.name
         if fault == "oversized":
             limit = max_payload_bytes(self.settings, kind)
             msg = seal(dev.keypair, seq, now, generate_oversized(kind, cfg.seed, name, seq, now, limit))
-            return OutMessage(**{**msg.__dict__, "fault": fault})
+            return replace(msg, fault=fault)
         if fault == "clock-skew":
             ts = now + F.skew_ms(self.settings.max_clock_skew_ms)
             msg = seal(dev.keypair, seq, ts, generate(kind, cfg.seed, name, seq, ts))
-            return OutMessage(**{**msg.__dict__, "fault": fault})
+            return replace(msg, fault=fault)
         msg = seal(dev.keypair, seq, now, generate(kind, cfg.seed, name, seq, now))
         if fault is None:
             self._last[dev.did] = msg
