@@ -139,3 +139,27 @@ def test_cli_run_and_list(dev_settings, monkeypatch) -> None:
     assert res.exit_code == 1 and "does not exist" in res.output
     res = runner.invoke(cli, ["devices", "run", "--factory", "plant-cli", "--fault", "nope:1", "--count", "1"])
     assert res.exit_code == 1 and "unknown fault" in res.output
+
+
+def test_kafka_python_fallback_produces_the_same_records(dev_settings) -> None:
+    summary = run(dev_settings, RunConfig("plant-kp", devices=1, rate=0, count=6, seed=1, client="kafka-python"))
+    assert summary.client == "kafka-python" and summary.delivered == 6 and summary.errors == 0
+    sent = list(read_sent_log(summary.sent_log, summary.run_id))
+    records = read_records(dev_settings, positions(sent))
+    for r in sent:
+        rec = records[(r.topic, r.partition, r.offset)]
+        assert statement_of(rec).hash().hex() == r.statement_hash and statement_of(rec).matches_payload(rec.value)
+
+
+def test_one_simulator_per_factory(dev_settings) -> None:
+    from pipelines.devices import FactoryError
+    from pipelines.devices.simulator import _FactoryLock
+
+    factory = Factory.ensure(dev_settings, "plant-lock", 1)
+    held = _FactoryLock(factory.path / ".lock")
+    try:
+        with pytest.raises(FactoryError, match="another simulator"):
+            run(dev_settings, RunConfig("plant-lock", devices=1, rate=0, count=1))
+    finally:
+        held.release()
+    assert run(dev_settings, RunConfig("plant-lock", devices=1, rate=0, count=1)).delivered == 1
