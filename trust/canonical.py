@@ -144,6 +144,9 @@ def _fast(out: bytearray, value: Any, depth: int) -> None:
             n = len(value)
             if n < 24:
                 out += _SMALL_HEADS[96 + n]
+            elif n < 0x100:
+                out += _SMALL_HEADS[0x78]
+                out += _SMALL_HEADS[n]
             else:
                 _head(out, 3, n)
             out += value.encode("ascii")
@@ -158,6 +161,12 @@ def _fast(out: bytearray, value: Any, depth: int) -> None:
         n = len(value)
         if n < 24:
             out += _SMALL_HEADS[64 + n]
+        elif n < 0x100:
+            out += _SMALL_HEADS[0x58]
+            out += _SMALL_HEADS[n]
+        elif n < 0x10000:
+            out += _SMALL_HEADS[0x59]
+            out += n.to_bytes(2, "big")
         else:
             _head(out, 2, n)
         out += value
@@ -295,6 +304,25 @@ def _dec_fast(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     ib = data[pos] if pos < len(data) else 256
     ai = ib & 0x1F
     if ai >= 24 or ib >= 0xE0:
+        if (ib == 0x58 or ib == 0x78 or ib == 0x59 or ib == 0x79) and pos + 3 <= len(data):
+            # byte or text string with a 1- or 2-byte length (minimal: >= 24 / >= 0x100)
+            if ai == 24:
+                n = data[pos + 1]
+                start = pos + 2
+                ok = n >= 24
+            else:
+                n = (data[pos + 1] << 8) | data[pos + 2]
+                start = pos + 3
+                ok = n >= 0x100
+            end = start + n
+            if ok and end <= len(data):
+                raw = data[start:end]
+                if ib < 0x60:
+                    return raw, end
+                try:
+                    return raw.decode("utf-8"), end
+                except UnicodeDecodeError:
+                    pass  # `_dec` raises the error
         return _dec(data, pos, depth)
     major = ib >> 5
     pos += 1

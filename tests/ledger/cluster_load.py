@@ -20,6 +20,7 @@ class Load:
         self.timeout = timeout
         self.receipts: list[Receipt] = []
         self.errors: Counter[str] = Counter()
+        self.frames_sent = 0  # request frames the client wrote (all nodes)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
@@ -55,4 +56,5 @@ class Load:
         try:
             await asyncio.gather(*(one(i) for i in range(self.clients)))
         finally:
+            self.frames_sent = client.frames_sent
             await client.close()

@@ -36,6 +36,15 @@ def test_tx_raw_is_its_canonical_encoding_and_from_bytes_is_memoised():
     assert again.signing_bytes() == tx.signing_bytes() and again.verify_signature()
 
 
+@pytest.mark.parametrize("payload", [0, None, "", "x" * 300, {"a": [1, 2, {"b": b"\x00" * 40}]}, [True, False, -5]])
+def test_signing_bytes_sliced_from_raw_equal_the_encoded_signed_body(payload):
+    c = Client("fast-signing")
+    tx = c.tx(payload)
+    for t in (tx, Transaction.from_bytes(bytes(tx.raw))):
+        assert t.signing_bytes() == Transaction.signing_bytes_for(t.submitter, t.nonce, t.kind, t.payload)
+    assert tx.verify_signature()
+
+
 @pytest.mark.parametrize("raw", [
     b"", b"\xa0", b"\x01", canonical.encode({"submitter": "x", "nonce": -1, "kind": "k", "payload": 0, "sig": b""}),
     canonical.encode({"submitter": "x", "nonce": 1, "kind": "k", "payload": 0}),
