@@ -317,6 +317,30 @@ from ._devices_cli import devices  # noqa: E402
 cli.add_command(devices)
 
 
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@click.pass_obj
+def status_cmd(obj: _Context, as_json: bool) -> None:
+    """Everything at a glance: the stack's services (with the schema flavour) and the ledger's nodes.
+
+    Exit code 0 when every service and every initialised ledger node runs, 3 otherwise.
+    """
+    from infra import Stack
+
+    from ._ledger_cli import _cluster, _rows, _table
+
+    services = _with_schema(Stack(obj.settings).status(), obj.settings)
+    cluster = _cluster(obj.settings)
+    nodes = _rows(cluster) if cluster.layout.exists() else []
+    if as_json:
+        _emit_json({"services": [r.to_dict() for r in services], "ledger": nodes})
+    else:
+        out.print(_status_table(services))
+        out.print(_table(nodes) if nodes else "ledger: not initialised (sealstream ledger up)")
+    if any(r.state != "running" for r in services) or any(n["state"] != "running" for n in nodes):
+        sys.exit(3)
+
+
 def main() -> None:
     cli(prog_name="sealstream")
 

@@ -203,3 +203,15 @@ def test_logs_prints_the_end_of_a_service_log(stack: Stack) -> None:
     unknown = subprocess.run([sys.executable, "-m", "sealstream", "stack", "logs", "grafana"],
                              capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "postgres" in unknown.stderr  # click names the valid choices
+
+
+def test_top_level_status_shows_services_and_ledger(stack: Stack) -> None:
+    proc = subprocess.run([sys.executable, "-m", "sealstream", "status", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    data = json.loads(proc.stdout)
+    assert [r["name"] for r in data["services"]] == ["postgres", "minio", "kafka", "prometheus"]
+    assert all(r["state"] == "running" for r in data["services"])
+    assert "schema v" in data["services"][0]["detail"]
+    assert isinstance(data["ledger"], list)
+    all_running = all(n["state"] == "running" for n in data["ledger"])
+    assert proc.returncode == (0 if all_running else 3)
