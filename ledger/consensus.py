@@ -31,7 +31,7 @@ Protocol summary (section numbers are the TOCS paper's):
   a message for a later height, a checkpoint or commit certificate above it)
   fetches blocks with certificates and applies them after verifying.
 * Backups (nodes outside the epoch's sealer set) apply `CommittedBlock`
-  pushes from f+1 sealers after verifying the certificate.
+  pushes (one sealer per backup and block) after verifying the certificate.
 
 Invalid input never raises: the message is dropped and `drops[reason]`
 counted.
