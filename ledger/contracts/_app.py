@@ -1,0 +1,454 @@
+"""The contract framework: `ContractApp`, the ledger's deterministic `Executor`.
+
+Contracts are Python shipped with the ledger (no user code). A transaction's
+``kind`` is ``<contract>.<method>`` (``registry.register_device``,
+``anchors.anchor``); `ContractApp` hands it to that contract's method with a
+`TxContext` (the block context, the tx, its index in the block and a
+read/write view of the state) and records one result per transaction:
+
+* ``{"ok": True, ...}`` when the method returns (its dict is merged in);
+* ``{"ok": False, "code": "STABLE_CODE", "message": "..."}`` when it raises
+  `Refused`, when the kind or payload is not understood (``UNKNOWN_KIND``,
+  ``BAD_PAYLOAD``) or, as a last resort, when a contract has a bug
+  (``INTERNAL``, with the exception's type name only, so the text is the same
+  on every node). Nothing raises out of `execute`, and a refused transaction
+  changes nothing: each tx writes into its own buffer, merged into the
+  block's writes only when it succeeds.
+
+State is a map ``text key -> canonical bytes of the value`` (one encoding per
+value, so the bytes, not Python objects, are what nodes agree on). Reads go
+through the tx's buffer, then the block's writes, then the committed map.
+
+State root (see `_smt`): a compacted sparse Merkle tree over
+``sha256(key utf-8) -> sha256(value bytes)``; the header's state root is
+``sha256(canonical([STATE_TAG, tree root]))``. It is
+
+* *incremental*: `execute` updates only the paths of the keys the block
+  changed (path copying, the committed tree is shared, not copied);
+* *deterministic*: the tree's shape and hashes are a function of the final
+  key/value map only, not of the order of writes or of which node computed
+  it, and the values are canonical bytes;
+* *verifiable*: `ContractState.prove(key)` gives a membership or absence
+  proof that `verify_state_proof` checks against a header's state root, and
+  a from-scratch recomputation (`recompute_root`) must equal it (tested).
+
+The five stages of the ICB paper's transaction sequencing (Xia et al.) map
+onto the existing core as follows:
+
+1. **Request** — the client signs a `Transaction` (submitter did, nonce,
+   kind, payload) and sends it to the sealers (`ledger.client`); the core
+   checks the signature and nonce window (`Replica`, `RequestSubmitted`).
+2. **Preparation** — the primary orders pending requests into a block,
+   executes it with `ContractApp.execute` and puts the state root and
+   results' effects into the header (`Replica` cutting a block, PRE-PREPARE).
+3. **Validation** — every sealer re-executes the block on its committed
+   state with `execute` (which never changes that state) and accepts the
+   proposal only if the state root (and, at an epoch end, the next sealer
+   set) match the header (`Replica._validate_block`).
+4. **Submission** — with a quorum of COMMITs the block is committed with its
+   certificate; the core calls `ContractApp.apply` with the same
+   `Execution` and persists the block and results (`CommitBlock`).
+5. **Response** — each node returns the tx's result (`{"ok": ...}` or the
+   refusal code) to the client, which accepts it once f+1 sealers agree
+   (`Reply`, `TxReplies`, `Receipt.result`).
+
+Contracts only ever see data from the block and the state, so every node
+executes the same transactions in the same order with the same results.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from trust import canonical
+from trust._hashes import sha256
+from trust.identity import is_did
+
+from .._types import Genesis, SealerSet, StateRoot, Transaction
+from ..errors import LedgerError
+from ..executor import BlockContext, Execution
+from . import _smt
+
+__all__ = [
+    "STATE_TAG",
+    "Refused",
+    "TxContext",
+    "ContractState",
+    "ContractApp",
+    "ContractsGenesis",
+    "GenesisOrg",
+    "GenesisEntity",
+    "recompute_root",
+    "state_root_of",
+    "verify_state_proof",
+    "ok",
+    "refusal",
+]
+
+#: Domain tag of the contracts' state root (the version of the state layout).
+STATE_TAG = "sealstream/contracts/state/v1"
+_DELETED = None
+
+
+class Refused(Exception):
+    """A deterministic refusal: the tx is recorded with ``code`` and ``message``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+def ok(**fields: Any) -> dict:
+    return {"ok": True, **fields}
+
+
+def refusal(code: str, message: str) -> dict:
+    return {"ok": False, "code": code, "message": message}
+
+
+def _key_hash(key: str) -> bytes:
+    return sha256(key.encode("utf-8"))
+
+
+def state_root_of(tree_root: bytes) -> StateRoot:
+    """Header state root of a tree root."""
+    return StateRoot(sha256(canonical.encode([STATE_TAG, tree_root])))
+
+
+def recompute_root(state: Mapping[str, bytes]) -> StateRoot:
+    """The state root of a whole map computed from scratch (for tests and audits)."""
+    tree = _smt.build((_key_hash(k), sha256(v)) for k, v in state.items())
+    return state_root_of(_smt.root_of(tree))
+
+
+def verify_state_proof(state_root: bytes, key: str, value: bytes | None, proof: dict) -> None:
+    """Raise `_smt.ProofError` unless `proof` (from `ContractState.prove`) shows
+    that under `state_root` the key holds the canonical bytes `value` (None: absent)."""
+    tree_root = proof.get("tree_root") if isinstance(proof, dict) else None
+    if type(tree_root) is not bytes or state_root_of(tree_root) != state_root:
+        raise _smt.ProofError("the proof's tree root does not give the state root")
+    _smt.verify_proof(tree_root, _key_hash(key), None if value is None else sha256(value), proof)
+
+
+# ---------------------------------------------------------------- state views
+
+
+class ContractState:
+    """Read-only view of committed state (the query API; safe to share).
+
+    `get` decodes a fresh value each time, so callers cannot alter the state.
+    """
+
+    def __init__(self, data: Mapping[str, bytes], tree: _smt.Node, height: int) -> None:
+        self._data = data
+        self._tree = tree
+        self.height = height
+
+    @property
+    def root(self) -> StateRoot:
+        return state_root_of(_smt.root_of(self._tree))
+
+    def raw(self, key: str) -> bytes | None:
+        return self._data.get(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self._data.get(key)
+        return default if raw is None else canonical.decode(raw)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        """(key, value) for keys starting with `prefix`, in key order (a scan: queries only)."""
+        for k in sorted(k for k in self._data if k.startswith(prefix)):
+            yield k, canonical.decode(self._data[k])
+
+    def prove(self, key: str) -> dict:
+        """``{key, value (canonical bytes | None), tree_root, siblings, leaf}`` for `verify_state_proof`."""
+        p = _smt.prove(self._tree, _key_hash(key))
+        return {"key": key, "value": self._data.get(key), "tree_root": _smt.root_of(self._tree), **p}
+
+
+class _TxView:
+    """What a contract reads and writes while running one transaction."""
+
+    __slots__ = ("_base", "_block", "writes")
+
+    def __init__(self, base: Mapping[str, bytes], block: dict[str, bytes | None]) -> None:
+        self._base = base
+        self._block = block
+        self.writes: dict[str, bytes | None] = {}
+
+    def raw(self, key: str) -> bytes | None:
+        w = self.writes
+        if key in w:
+            return w[key]
+        b = self._block
+        if key in b:
+            return b[key]
+        return self._base.get(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self.raw(key)
+        return default if raw is None else canonical.decode(raw)
+
+    def __contains__(self, key: str) -> bool:
+        return self.raw(key) is not None
+
+    def put(self, key: str, value: Any) -> None:
+        self.writes[key] = canonical.encode(value)
+
+    def delete(self, key: str) -> None:
+        self.writes[key] = _DELETED
+
+
+@dataclass(frozen=True)
+class TxContext:
+    """One transaction as a contract method sees it."""
+
+    block: BlockContext
+    index: int
+    tx: Transaction
+    state: _TxView
+
+    @property
+    def height(self) -> int:
+        return self.block.height
+
+    @property
+    def submitter(self) -> str:
+        return self.tx.submitter
+
+
+#: A contract method: (ctx, payload dict) -> extra result fields (or None); raises `Refused`.
+Method = Callable[[TxContext, dict], "dict | None"]
+
+
+# ---------------------------------------------------------------- genesis
+
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+
+
+@dataclass(frozen=True)
+class GenesisOrg:
+    id: str
+    name: str
+    admin: str
+
+    def to_wire(self) -> dict:
+        return {"id": self.id, "name": self.name, "admin": self.admin}
+
+
+@dataclass(frozen=True)
+class GenesisEntity:
+    """A node, device or gateway registered at height 0."""
+
+    id: str
+    type: str
+    org: str
+    key: str
+
+    def to_wire(self) -> dict:
+        return {"id": self.id, "type": self.type, "org": self.org, "key": self.key}
+
+
+@dataclass(frozen=True)
+class ContractsGenesis:
+    """The contracts' state at height 0: the consortium admin, orgs, entities.
+
+    Wire form (JSON-friendly, no byte strings)::
+
+        {"admin": did, "orgs": [{id, name, admin}], "entities": [{id, type, org, key}]}
+    """
+
+    admin: str
+    orgs: tuple[GenesisOrg, ...] = ()
+    entities: tuple[GenesisEntity, ...] = ()
+
+    def __post_init__(self) -> None:
+        ids = ["consortium"] + [o.id for o in self.orgs] + [e.id for e in self.entities]
+        keys = [self.admin] + [o.admin for o in self.orgs] + [e.key for e in self.entities]
+        orgs = {o.id for o in self.orgs}
+        if len(set(ids)) != len(ids) or not all(_ID.fullmatch(i) for i in ids):
+            raise LedgerError("contracts genesis: ids must be distinct, valid and not 'consortium'")
+        if not all(is_did(k) for k in keys):
+            raise LedgerError("contracts genesis: admin and entity keys must be did:key ids")
+        if any(e.type not in ("node", "device", "gateway") or e.org not in orgs for e in self.entities):
+            raise LedgerError("contracts genesis: entities must be node/device/gateway of a genesis org")
+        # org and entity keys are bound once each; the consortium key is not indexed,
+        # so the consortium admin may also administer one genesis org
+        bound = keys[1:]
+        if len(set(bound)) != len(bound):
+            raise LedgerError("contracts genesis: a key may be bound to one entity only")
+
+    def to_wire(self) -> dict:
+        return {"admin": self.admin, "orgs": [o.to_wire() for o in self.orgs],
+                "entities": [e.to_wire() for e in self.entities]}
+
+    @classmethod
+    def from_wire(cls, w: Any) -> "ContractsGenesis":
+        try:
+            if not isinstance(w, dict) or not set(w) <= {"admin", "orgs", "entities"}:
+                raise TypeError
+            orgs = tuple(GenesisOrg(o["id"], o["name"], o["admin"]) for o in w.get("orgs", []))
+            ents = tuple(GenesisEntity(e["id"], e["type"], e["org"], e["key"]) for e in w.get("entities", []))
+            return cls(w["admin"], orgs, ents)
+        except (KeyError, TypeError):
+            raise LedgerError("bad contracts genesis: want {admin, orgs, entities}") from None
+
+    @classmethod
+    def for_ledger(cls, genesis: Genesis, admin: str, org: str = "operator",
+                   org_name: str = "ledger operator") -> "ContractsGenesis":
+        """Default: one org (administered by `admin`) holding every genesis node,
+        named by its genesis name (or ``node<i>``)."""
+        ents = tuple(GenesisEntity(n.name or f"node{i}", "node", org, n.did) for i, n in enumerate(genesis.nodes))
+        return cls(admin, (GenesisOrg(org, org_name, admin),), ents)
+
+
+# ---------------------------------------------------------------- the app
+
+
+@dataclass(frozen=True)
+class _Pending:
+    base: Any  # the committed tree this execution started from
+    writes: dict
+    tree: _smt.Node
+    height: int
+
+
+class ContractApp:
+    """The contracts as one `ledger.executor.Executor`.
+
+    `contracts` maps a contract name to ``{method name: Method}``; by default
+    `registry` and `anchors`. `genesis` fills the height-0 state through each
+    contract module's ``genesis_writes``.
+    """
+
+    def __init__(self, genesis: ContractsGenesis,
+                 contracts: Mapping[str, Mapping[str, Method]] | None = None) -> None:
+        from . import anchors, registry
+
+        self.genesis = genesis
+        self.contracts: dict[str, Mapping[str, Method]] = dict(
+            contracts if contracts is not None else {"registry": registry.METHODS, "anchors": anchors.METHODS})
+        data = {k: canonical.encode(v) for k, v in registry.genesis_writes(genesis)}
+        self._data: dict[str, bytes] = data
+        self._tree: _smt.Node = _smt.build((_key_hash(k), sha256(v)) for k, v in data.items())
+        self._root = state_root_of(_smt.root_of(self._tree))
+        self.height = 0
+
+    # ------------------------------------------------------------ Executor
+
+    def state_root(self) -> StateRoot:
+        return self._root
+
+    def execute(self, ctx: BlockContext, txs: Sequence[Transaction]) -> Execution:
+        block: dict[str, bytes | None] = {}
+        results = []
+        for i, tx in enumerate(txs):
+            view = _TxView(self._data, block)
+            result = self._run(TxContext(ctx, i, tx, view))
+            if result["ok"]:
+                block.update(view.writes)
+            results.append(result)
+        changes = []
+        for k, v in block.items():
+            if v is None and k not in self._data:
+                continue
+            if v is not None and self._data.get(k) == v:
+                continue
+            changes.append((_key_hash(k), None if v is None else sha256(v)))
+        tree = _smt.update(self._tree, changes)
+        nxt = self.next_sealers(ctx, block) if ctx.epoch_end else None
+        pending = _Pending(self._tree, block, tree, ctx.height)
+        return Execution(state_root_of(_smt.root_of(tree)), tuple(results), nxt, pending)
+
+    def apply(self, execution: Execution) -> None:
+        p = execution.pending
+        if not isinstance(p, _Pending) or p.base is not self._tree:
+            raise LedgerError("execution was not computed on the committed state")
+        data = self._data
+        for k, v in p.writes.items():
+            if v is None:
+                data.pop(k, None)
+            else:
+                data[k] = v
+        self._tree = p.tree
+        self._root = execution.state_root
+        self.height = p.height
+
+    def next_sealers(self, ctx: BlockContext, writes: Mapping[str, bytes | None]) -> SealerSet:
+        """Sealer set of epoch `ctx.epoch + 1`: unchanged until reputation lands."""
+        return ctx.sealers
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def state(self) -> ContractState:
+        """The committed state (read-only)."""
+        return ContractState(self._data, self._tree, self.height)
+
+    def snapshot(self) -> dict[str, bytes]:
+        """A copy of the committed map (tests, audits, `recompute_root`)."""
+        return dict(self._data)
+
+    # ------------------------------------------------------------ dispatch
+
+    def _run(self, tc: TxContext) -> dict:
+        kind = tc.tx.kind
+        contract, _, method = kind.partition(".")
+        fn = self.contracts.get(contract, {}).get(method) if method else None
+        if fn is None:
+            return refusal("UNKNOWN_KIND", f"no contract method for kind {kind[:64]!r}")
+        if not isinstance(tc.tx.payload, dict):
+            return refusal("BAD_PAYLOAD", f"{kind}: payload must be a map")
+        try:
+            extra = fn(tc, tc.tx.payload)
+        except Refused as r:
+            return refusal(r.code, r.message)
+        except Exception as exc:  # noqa: BLE001 - a contract bug must not split the nodes
+            return refusal("INTERNAL", f"{kind}: contract error {type(exc).__name__}")
+        return ok(**(extra or {}))
+
+
+# ---------------------------------------------------------------- payload checks
+
+
+def check_fields(payload: dict, required: Iterable[str], optional: Iterable[str] = ()) -> None:
+    """Refuse (``BAD_PAYLOAD``) unless `payload` has exactly these fields."""
+    req = set(required)
+    allowed = req | set(optional)
+    missing = sorted(req - set(payload))
+    extra = sorted(k for k in payload if k not in allowed)
+    if missing:
+        raise Refused("BAD_PAYLOAD", f"missing field(s): {', '.join(missing)}")
+    if extra:
+        raise Refused("BAD_PAYLOAD", f"unknown field(s): {', '.join(str(e)[:32] for e in extra)}")
+
+
+def check_id(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise Refused("BAD_PAYLOAD", f"{field} must match {_ID.pattern}")
+    return value
+
+
+def check_did(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not is_did(value):
+        raise Refused("BAD_PAYLOAD", f"{field} must be an Ed25519 did:key id")
+    return value
+
+
+def check_text(value: Any, field: str, max_len: int = 128) -> str:
+    if not isinstance(value, str) or len(value) > max_len:
+        raise Refused("BAD_PAYLOAD", f"{field} must be text of at most {max_len} characters")
+    return value
+
+
+def check_int(value: Any, field: str, lo: int = 0, hi: int = (1 << 63) - 1) -> int:
+    if type(value) is not int or not lo <= value <= hi:
+        raise Refused("BAD_PAYLOAD", f"{field} must be an integer in [{lo}, {hi}]")
+    return value
