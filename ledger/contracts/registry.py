@@ -70,7 +70,7 @@ __all__ = [
 CONSORTIUM = "consortium"
 #: Types an org admin registers.
 ENTITY_TYPES = ("node", "device", "gateway")
-_END = (1 << 63) - 1  # a position after every tx of a block
+_END = 1 << 63  # a position after every tx of a block
 
 
 def ent_key(entity_id: str) -> str:
@@ -109,7 +109,7 @@ def get_entity(reader: Any, entity_id: str) -> dict | None:
 def _key_at(rec: dict, pos: tuple[int, int]) -> str | None:
     key = None
     for did, h, i in rec["keys"]:
-        if (h, i) <= pos:
+        if (h, i) < pos:
             key = did
     return key
 
@@ -132,7 +132,8 @@ class Resolution:
 
     ``status`` is ``active``, ``revoked`` (from the revocation of the entity or
     of its org on; `key` is still the key it had then), ``unregistered``
-    (before its registration) or ``unknown`` (no such entity)."""
+    (before its registration) or ``unknown`` (no such entity); `resolve_key`
+    adds ``not_current``."""
 
     id: str
     type: str | None
@@ -163,8 +164,9 @@ class Resolution:
 
 
 def resolve(reader: Any, entity_id: str, height: int, index: int | None = None) -> Resolution:
-    """`entity_id`'s key and status after block `height` (or just before tx
-    `index` of that block, when given), from the stored key history.
+    """`entity_id`'s key and status after block `height` (or, with `index`, as
+    tx `index` of that block saw it: after txs 0..index-1), from the stored
+    key history.
 
     A revocation at height r makes the entity resolve as revoked at every
     height >= r; heights before r still resolve to the key in force then."""
@@ -174,19 +176,20 @@ def resolve(reader: Any, entity_id: str, height: int, index: int | None = None) 
         return Resolution(entity_id, None, None, None, "unknown", height, index, None, None)
     reg = tuple(rec["registered"])
     revoked = _revoked_at(reader, rec)
-    if pos < reg:
+    if pos <= reg:
         status, key = "unregistered", None
     else:
         key = _key_at(rec, pos)
-        status = "revoked" if revoked is not None and pos >= revoked else "active"
+        status = "revoked" if revoked is not None and revoked < pos else "active"
     return Resolution(entity_id, rec["type"], rec["org"] or None, key, status, height, index, reg, revoked)
 
 
 def resolve_key(reader: Any, did: str, height: int, index: int | None = None) -> Resolution | None:
     """Resolution of the entity `did` is bound to, as of `height`; None if the
     key was never bound. ``valid`` is True only if `did` was that entity's key
-    in force at that position and the entity was active (a rotated-away key
-    resolves with the entity's key of the time, so ``key != did``)."""
+    in force at that position and the entity was active; an active entity
+    whose key then was another one (`did` rotated away, or not yet rotated
+    in) resolves with status ``not_current`` and the key of the time."""
     if not isinstance(did, str):
         return None
     entity_id = reader.get(did_key(did))
@@ -194,7 +197,7 @@ def resolve_key(reader: Any, did: str, height: int, index: int | None = None) ->
         return None
     r = resolve(reader, entity_id, height, index)
     if r.status == "active" and r.key != did:
-        return Resolution(r.id, r.type, r.org, r.key, "rotated", r.height, r.index, r.registered, r.revoked)
+        return Resolution(r.id, r.type, r.org, r.key, "not_current", r.height, r.index, r.registered, r.revoked)
     return r
 
 
