@@ -90,6 +90,28 @@ __all__ = [
 #: Domain tag of the contracts' state root (the version of the state layout).
 STATE_TAG = "sealstream/contracts/state/v1"
 _DELETED = None
+_PEEK_MAX = 8192
+
+
+class _DecodeCache:
+    """Decoded values by their canonical bytes, shared: for read-only use (`peek`).
+
+    Equal bytes decode to equal values, so a hit and a miss give the same
+    answer as long as nobody mutates what `peek` returned."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: dict[bytes, Any] = {}
+
+    def __call__(self, raw: bytes) -> Any:
+        d = self._d
+        got = d.get(raw, d)
+        if got is d:
+            if len(d) >= _PEEK_MAX:
+                d.clear()
+            got = d[raw] = canonical.decode(raw)
+        return got
 
 
 class Refused(Exception):
@@ -142,10 +164,12 @@ class ContractState:
     `get` decodes a fresh value each time, so callers cannot alter the state.
     """
 
-    def __init__(self, data: Mapping[str, bytes], tree: _smt.Node, height: int) -> None:
+    def __init__(self, data: Mapping[str, bytes], tree: _smt.Node, height: int,
+                 cache: _DecodeCache | None = None) -> None:
         self._data = data
         self._tree = tree
         self.height = height
+        self._peek = cache or _DecodeCache()
 
     @property
     def root(self) -> StateRoot:
@@ -157,6 +181,11 @@ class ContractState:
     def get(self, key: str, default: Any = None) -> Any:
         raw = self._data.get(key)
         return default if raw is None else canonical.decode(raw)
+
+    def peek(self, key: str, default: Any = None) -> Any:
+        """Like `get`, but the value may be shared: never modify it."""
+        raw = self._data.get(key)
+        return default if raw is None else self._peek(raw)
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
@@ -175,12 +204,14 @@ class ContractState:
 class _TxView:
     """What a contract reads and writes while running one transaction."""
 
-    __slots__ = ("_base", "_block", "writes")
+    __slots__ = ("_base", "_block", "writes", "_peek")
 
-    def __init__(self, base: Mapping[str, bytes], block: dict[str, bytes | None]) -> None:
+    def __init__(self, base: Mapping[str, bytes], block: dict[str, bytes | None],
+                 cache: _DecodeCache | None = None) -> None:
         self._base = base
         self._block = block
         self.writes: dict[str, bytes | None] = {}
+        self._peek = cache or _DecodeCache()
 
     def raw(self, key: str) -> bytes | None:
         w = self.writes
@@ -194,6 +225,11 @@ class _TxView:
     def get(self, key: str, default: Any = None) -> Any:
         raw = self.raw(key)
         return default if raw is None else canonical.decode(raw)
+
+    def peek(self, key: str, default: Any = None) -> Any:
+        """Like `get`, but the value may be shared: never modify it (read-only lookups)."""
+        raw = self.raw(key)
+        return default if raw is None else self._peek(raw)
 
     def __contains__(self, key: str) -> bool:
         return self.raw(key) is not None
@@ -340,6 +376,7 @@ class ContractApp:
         self._tree: _smt.Node = _smt.build((_key_hash(k), sha256(v)) for k, v in data.items())
         self._root = state_root_of(_smt.root_of(self._tree))
         self.height = 0
+        self._cache = _DecodeCache()
 
     # ------------------------------------------------------------ Executor
 
@@ -350,7 +387,7 @@ class ContractApp:
         block: dict[str, bytes | None] = {}
         results = []
         for i, tx in enumerate(txs):
-            view = _TxView(self._data, block)
+            view = _TxView(self._data, block, self._cache)
             result = self._run(TxContext(ctx, i, tx, view))
             if result["ok"]:
                 block.update(view.writes)
@@ -390,7 +427,7 @@ class ContractApp:
     @property
     def state(self) -> ContractState:
         """The committed state (read-only)."""
-        return ContractState(self._data, self._tree, self.height)
+        return ContractState(self._data, self._tree, self.height, self._cache)
 
     def snapshot(self) -> dict[str, bytes]:
         """A copy of the committed map (tests, audits, `recompute_root`)."""

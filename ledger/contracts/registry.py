@@ -102,8 +102,14 @@ def genesis_writes(g: ContractsGenesis) -> Iterator[tuple[str, Any]]:
 
 
 def get_entity(reader: Any, entity_id: str) -> dict | None:
-    """The record of `entity_id` (``reader``: a `ContractState` or a tx view)."""
+    """The record of `entity_id` (``reader``: a `ContractState` or a tx view); a fresh copy."""
     return reader.get(ent_key(entity_id)) if isinstance(entity_id, str) else None
+
+
+def _peek_entity(reader: Any, entity_id: str) -> dict | None:
+    """Like `get_entity` but possibly shared (read-only use)."""
+    peek = getattr(reader, "peek", reader.get)
+    return peek(ent_key(entity_id)) if isinstance(entity_id, str) else None
 
 
 def _key_at(rec: dict, pos: tuple[int, int]) -> str | None:
@@ -120,7 +126,7 @@ def _revoked_at(reader: Any, rec: dict) -> tuple[int, int] | None:
     if rec["revoked"] is not None:
         marks.append(tuple(rec["revoked"]))
     if rec["type"] in ENTITY_TYPES:
-        org = get_entity(reader, rec["org"])
+        org = _peek_entity(reader, rec["org"])
         if org is not None and org["revoked"] is not None:
             marks.append(tuple(org["revoked"]))
     return min(marks) if marks else None
@@ -171,7 +177,7 @@ def resolve(reader: Any, entity_id: str, height: int, index: int | None = None) 
     A revocation at height r makes the entity resolve as revoked at every
     height >= r; heights before r still resolve to the key in force then."""
     pos = (height, _END if index is None else index)
-    rec = get_entity(reader, entity_id)
+    rec = _peek_entity(reader, entity_id)
     if rec is None:
         return Resolution(entity_id, None, None, None, "unknown", height, index, None, None)
     reg = tuple(rec["registered"])
@@ -236,11 +242,11 @@ def _need_entity(tc: TxContext, entity_id: str) -> dict:
 
 
 def _consortium_key(tc: TxContext) -> str:
-    return _current_key(_need_entity(tc, CONSORTIUM))
+    return _current_key(_peek_entity(tc.state, CONSORTIUM))
 
 
 def _active_org(tc: TxContext, org_id: str) -> dict:
-    org = get_entity(tc.state, org_id)
+    org = _peek_entity(tc.state, org_id)  # read only
     if org is None or org["type"] != "org":
         raise Refused("NOT_FOUND", f"no organisation {org_id!r}")
     return org
@@ -261,7 +267,7 @@ def register_org(tc: TxContext, p: dict) -> dict:
     oid, name, admin = check_id(p["id"], "id"), check_text(p["name"], "name"), check_did(p["admin"], "admin")
     if tc.submitter != _consortium_key(tc):
         raise Refused("FORBIDDEN", "only the consortium admin registers organisations")
-    if get_entity(tc.state, oid) is not None:
+    if ent_key(oid) in tc.state:
         raise Refused("ALREADY_EXISTS", f"entity {oid!r} exists")
     if did_key(admin) in tc.state:
         raise Refused("KEY_IN_USE", "this key is already bound to an entity")
@@ -280,7 +286,7 @@ def _register(type_: str):
             raise Refused("FORBIDDEN", f"only the admin of {org_id!r} registers its {type_}s")
         if org["revoked"] is not None:
             raise Refused("ORG_REVOKED", f"organisation {org_id!r} is revoked")
-        if get_entity(tc.state, eid) is not None:
+        if ent_key(eid) in tc.state:
             raise Refused("ALREADY_EXISTS", f"entity {eid!r} exists")
         _bind_key(tc, key, eid)
         tc.state.put(ent_key(eid), _record(type_, org_id, name, key, _pos(tc)))
