@@ -92,6 +92,8 @@ __all__ = [
     "SetTimer",
     "CancelTimer",
     "CommitBlock",
+    "Persist",
+    "SafetyState",
     "Reply",
     "Effect",
     "Equivocation",
@@ -193,7 +195,72 @@ class Reply:
     result: Any
 
 
-Effect = Union[Send, Broadcast, SetTimer, CancelTimer, CommitBlock, Reply]
+Vote = tuple[int, int, bytes]  # (view, height, digest)
+
+
+def _vote_wire(v: Vote | None) -> Any:
+    return None if v is None else [v[0], v[1], v[2]]
+
+
+def _vote_from(w: Any) -> Vote | None:
+    if w is None:
+        return None
+    if (not isinstance(w, list) or len(w) != 3 or type(w[0]) is not int or type(w[1]) is not int
+            or type(w[2]) is not bytes or w[0] < 0 or w[1] < 0):
+        raise ValueError("bad vote in safety state")
+    return (w[0], w[1], w[2])
+
+
+@dataclass(frozen=True)
+class SafetyState:
+    """What a replica must remember across a crash so it never contradicts what it signed.
+
+    `view`/`changing`: the highest view it entered (and whether it was still
+    changing into it, i.e. had sent VIEW-CHANGE(view) without a NEW-VIEW);
+    `nv_floor`/`nv_slot`: what the NEW-VIEW that installed `view` constrains
+    (no proposal at heights <= nv_floor; at nv_slot's height only its digest);
+    `preprepare`/`prepare`/`commit`: the last (view, height, digest) it signed
+    a PRE-PREPARE (also inside a NEW-VIEW), PREPARE and COMMIT for (blocks are
+    decided one at a time, so the last of each kind is all that can still
+    matter); `prepared`: its prepared certificate, reported in VIEW-CHANGEs.
+    """
+
+    view: int = 0
+    changing: bool = False
+    nv_floor: int = 0
+    nv_slot: Vote | None = None
+    preprepare: Vote | None = None
+    prepare: Vote | None = None
+    commit: Vote | None = None
+    prepared: PreparedCertificate | None = None
+
+    def to_wire(self) -> dict:
+        return {"view": self.view, "changing": self.changing, "nv_floor": self.nv_floor,
+                "nv_slot": _vote_wire(self.nv_slot), "preprepare": _vote_wire(self.preprepare),
+                "prepare": _vote_wire(self.prepare), "commit": _vote_wire(self.commit),
+                "prepared": None if self.prepared is None else self.prepared.to_wire()}
+
+    @classmethod
+    def from_wire(cls, w: Any) -> "SafetyState":
+        if not isinstance(w, dict) or set(w) != {"view", "changing", "nv_floor", "nv_slot", "preprepare",
+                                                 "prepare", "commit", "prepared"}:
+            raise ValueError("bad safety state")
+        if type(w["view"]) is not int or type(w["nv_floor"]) is not int or type(w["changing"]) is not bool:
+            raise ValueError("bad safety state")
+        return cls(w["view"], w["changing"], w["nv_floor"], _vote_from(w["nv_slot"]), _vote_from(w["preprepare"]),
+                   _vote_from(w["prepare"]), _vote_from(w["commit"]),
+                   None if w["prepared"] is None else PreparedCertificate.from_wire(w["prepared"]))
+
+
+@dataclass(frozen=True)
+class Persist:
+    """Durably record `state` (fsync) before the effects after it: they are
+    messages signed on the strength of it (see `SafetyState`)."""
+
+    state: SafetyState
+
+
+Effect = Union[Send, Broadcast, SetTimer, CancelTimer, CommitBlock, Persist, Reply]
 
 
 @dataclass(frozen=True)
@@ -222,6 +289,20 @@ _STATUS = "status"
 _FETCH = "fetch"
 _MAX_FUTURE_VIEWS = 64
 _RELAY_BATCH = 64
+#: flood limits: most bytes of log entries buffered per (sender, view); the
+#: message limit is `Replica.max_held_msgs` (4 L + 16 by default)
+MAX_HELD_BYTES = 32 * 1024 * 1024
+_SMALL_MSG = 200
+_CHECKPOINTS = -1  # the (sender, view) bucket of checkpoints, which have no view
+
+
+def _block_cost(block: Block) -> int:
+    return 256 + sum(len(tx.raw) for tx in block.txs)
+
+
+def _vc_cost(vc: ViewChange) -> int:
+    return _SMALL_MSG + (0 if vc.prepared is None else _block_cost(vc.prepared.block)) + (
+        0 if vc.cert is None else 100 * len(vc.cert.signatures))
 
 
 def _timer(name: str, *args: Any) -> tuple:
@@ -236,11 +317,14 @@ class Replica:
 
     `signer(bytes) -> signature` signs as `node_id`; `verify(did, msg, sig)`
     checks others (injectable so a host can cache). `committed` replays
-    persisted blocks on restart; a restarted replica takes no part in the
-    view it crashed in (it cannot know what it sent), only in later ones.
-    `min_view` is the highest view the host persisted before sending in it
-    (see `ledger.node`), so that "the view it crashed in" is known even when
-    no block was committed in that view.
+    persisted blocks on restart. `safety` is the last `SafetyState` the host
+    persisted (the `Persist` effects): with it a restarted replica rejoins
+    the view it crashed in, refusing to sign any PREPARE/COMMIT that
+    conflicts with one it signed before (it only never proposes again in that
+    view). Without it (`safety=None`, e.g. a store written before it existed)
+    it takes no part in the view it crashed in: `min_view` is then the
+    highest view a host recorded, and the replica sits out
+    `max(min_view, last certificate's view)`.
     """
 
     def __init__(
@@ -255,6 +339,7 @@ class Replica:
         archive: BlockSource | None = None,
         now: int = 0,
         min_view: int = 0,
+        safety: SafetyState | None = None,
     ) -> None:
         self.genesis = genesis
         self.params = genesis.params
@@ -285,6 +370,7 @@ class Replica:
         self.changing = False
         self.vc_count = 0
         self.silent_below = 0
+        self.no_propose_view = -1  # the view a restarted replica rejoined: it proposes nothing in it
         self.view_changes: dict[int, dict[str, ViewChange]] = {}
         self.new_view_msg: NewView | None = None
         self.nv_slot: tuple[int, int, bytes] | None = None
@@ -299,6 +385,12 @@ class Replica:
         self.sent_prepare: set[tuple[int, int]] = set()
         self.sent_commit: set[tuple[int, int]] = set()
         self.prepared: PreparedCertificate | None = None
+        # the last (view, height, digest) signed per kind, persisted before sending
+        self.vote_pp: Vote | None = None
+        self.vote_prepare: Vote | None = None
+        self.vote_commit: Vote | None = None
+        self._persisted: SafetyState | None = None
+        self.restored = False
         self._executions: dict[bytes, Execution | None] = {}
         # checkpoints (§4.3)
         self.checkpoints: dict[int, dict[bytes, dict[str, bytes]]] = {}
@@ -317,13 +409,110 @@ class Replica:
         self._out: list[Effect] = []
         self._verified: dict[tuple[str, bytes, bytes], bool] = {}
         self._backups_memo: dict[tuple[str, ...], list[str]] = {}
+        # per-sender flood limits: buffered log entries per (sender, view)
+        self._held: dict[tuple[str, int], list[int]] = {}
+        self._held_dirty = False
+        self.max_held_msgs = 4 * self.params.window + 16
+        self.max_held_bytes = MAX_HELD_BYTES
         for block, cert in committed:
             if not self._apply_certified(block, cert, replay=True):
                 raise CertificateError(f"persisted block {block.height} does not verify")
         self._out = []
-        if self.last_cert is not None or min_view > 0:
+        if safety is not None:
+            self._restore(safety)
+        elif self.last_cert is not None or min_view > 0:
             self.view = max(min_view, 0 if self.last_cert is None else self.last_cert.view)
             self.silent_below = self.view + 1
+
+    def _restore(self, s: SafetyState) -> None:
+        """Rejoin after a crash from the persisted `SafetyState` (see the class doc)."""
+        cert_view = 0 if self.last_cert is None else self.last_cert.view
+        if cert_view > s.view:
+            # entered a later view through a certificate and crashed before
+            # persisting it: nothing was signed in that view
+            self.view = cert_view
+        else:
+            self.view = s.view
+            self.changing = s.changing and self.is_sealer
+            if not self.changing:
+                self.nv_floor, self.nv_slot = s.nv_floor, s.nv_slot
+        self.vote_pp, self.vote_prepare, self.vote_commit = s.preprepare, s.prepare, s.commit
+        if s.prepared is not None and s.prepared.height == self.height + 1:
+            self.prepared = s.prepared
+        # it may have proposed (or sent a NEW-VIEW) in this view: never again
+        self.no_propose_view = self.view
+        self.restored = True
+        self._persisted = s
+
+    def safety_state(self) -> SafetyState:
+        """What `Persist` records now."""
+        return SafetyState(self.view, self.changing, self.nv_floor, self.nv_slot, self.vote_pp,
+                           self.vote_prepare, self.vote_commit, self.prepared)
+
+    def _persist(self) -> None:
+        """Emit `Persist` if the safety state changed; it precedes every send that relies on it."""
+        p = self._persisted
+        if (p is not None and p.view == self.view and p.changing == self.changing and p.nv_floor == self.nv_floor
+                and p.nv_slot == self.nv_slot and p.preprepare == self.vote_pp and p.prepare == self.vote_prepare
+                and p.commit == self.vote_commit and p.prepared is self.prepared):
+            return
+        st = self.safety_state()
+        self._persisted = st
+        if self._out and isinstance(self._out[-1], Persist):
+            self._out[-1] = Persist(st)  # nothing was sent in between: one write suffices
+        else:
+            self._out.append(Persist(st))
+
+    # ------------------------------------------------------------ flood limits
+
+    def _hold(self, sender: str, view: int, cost: int = _SMALL_MSG) -> bool:
+        """Account one more buffered log entry of `sender` in `view`; False (dropped
+        as ``sender_quota``) once it would exceed `max_held_msgs` or `max_held_bytes`."""
+        if self._held_dirty:
+            self._recount_held()
+        key = (sender, view)
+        got = self._held.get(key)
+        if got is None:
+            got = self._held[key] = [0, 0]
+        if got[0] >= self.max_held_msgs or got[1] + cost > self.max_held_bytes:
+            self._drop("sender_quota")
+            return False
+        got[0] += 1
+        got[1] += cost
+        return True
+
+    def _recount_held(self) -> None:
+        """Recompute the per-(sender, view) accounts after the log was truncated."""
+        held: dict[tuple[str, int], list[int]] = {}
+
+        def add(sender: str, view: int, cost: int) -> None:
+            if sender != self.me:
+                got = held.get((sender, view))
+                if got is None:
+                    got = held[(sender, view)] = [0, 0]
+                got[0] += 1
+                got[1] += cost
+
+        for (v, _), pp in self.proposals.items():
+            add(pp.sender, v, _block_cost(pp.block))
+        for d in (self.prepares, self.commits):
+            for (v, _, _), sigs in d.items():
+                for sender in sigs:
+                    add(sender, v, _SMALL_MSG)
+        for v, vcs in self.view_changes.items():
+            for sender, vc in vcs.items():
+                add(sender, v, _vc_cost(vc))
+        for by_digest in self.checkpoints.values():
+            for sigs in by_digest.values():
+                for sender in sigs:
+                    add(sender, _CHECKPOINTS, _SMALL_MSG)
+        self._held = held
+        self._held_dirty = False
+
+    @staticmethod
+    def _may_sign(last: Vote | None, view: int, height: int, digest: bytes) -> bool:
+        """False if `last` is a vote for the same (view, height) and another digest."""
+        return last is None or last[0] != view or last[1] != height or last[2] == digest
 
     # ------------------------------------------------------------ helpers
 
@@ -391,6 +580,11 @@ class Replica:
         """Effects to run once when the host starts this replica."""
         self._out = []
         self._out.append(SetTimer(_timer(_STATUS), self.params.status_interval_ms))
+        if self.changing and self.me not in self.view_changes.get(self.view, {}):
+            # restarted while changing into `view`: say so again (same prepared
+            # certificate, a commit certificate at least as high; `_send_status` sends it)
+            self.view_changes.setdefault(self.view, {})[self.me] = self._own_view_change(self.view)
+            self._vc_quorum_check(self.view)
         self._send_status()
         return self._take()
 
@@ -546,6 +740,8 @@ class Replica:
             else:
                 self._drop("duplicate")
             return
+        if not self._hold(msg.sender, msg.view, _block_cost(msg.block)):
+            return
         self.proposals[key] = msg
         # prepares seen earlier may already prove a conflicting proposal
         for (v, h, d), pps in list(self.pp_sigs.items()):
@@ -564,7 +760,13 @@ class Replica:
         if not self._check_sig(msg):
             return
         key = (msg.view, msg.height, msg.digest)
-        self.prepares.setdefault(key, {})[msg.sender] = msg.sig
+        sigs = self.prepares.get(key)
+        if sigs is None or msg.sender not in sigs:
+            if not self._hold(msg.sender, msg.view):
+                return
+            if sigs is None:
+                sigs = self.prepares[key] = {}
+        sigs[msg.sender] = msg.sig
         have = self.proposals.get((msg.view, msg.height))
         if key not in self.pp_sigs and self._verify(
             primary, preprepare_signing_bytes(self.chain_id, msg.view, msg.height, msg.digest, primary), msg.pp_sig
@@ -580,7 +782,14 @@ class Replica:
             return
         if not self._check_sig(msg):
             return
-        self.commits.setdefault((msg.view, msg.height, msg.digest), {})[msg.sender] = msg.sig
+        key = (msg.view, msg.height, msg.digest)
+        sigs = self.commits.get(key)
+        if sigs is None or msg.sender not in sigs:
+            if not self._hold(msg.sender, msg.view):
+                return
+            if sigs is None:
+                sigs = self.commits[key] = {}
+        sigs[msg.sender] = msg.sig
         self._progress()
 
     def _equivocation(self, node: str, view: int, height: int, da: bytes, sa: bytes, db: bytes, sb: bytes) -> None:
@@ -649,6 +858,11 @@ class Replica:
             if pp is None:
                 return
             nv = self.nv_slot == (v, h, pp.digest)
+            if not nv and self.nv_slot is not None and self.nv_slot[0] == v and self.nv_slot[1] == h:
+                # the NEW-VIEW of this view fixed another block here (a restarted
+                # replica no longer holds that proposal, only its digest)
+                self._drop("conflicts_new_view")
+                return
             if h <= self.nv_floor:
                 # NEW-VIEW proved a block is committed here: only state transfer fills it
                 self._drop("below_new_view_floor")
@@ -664,7 +878,12 @@ class Replica:
             if v < self.silent_below:
                 return
             if self.me != primary and (v, h) not in self.sent_prepare:
+                if not self._may_sign(self.vote_prepare, v, h, pp.digest):
+                    self._drop("conflicting_vote")  # it prepared another block here before a restart
+                    return
                 self.sent_prepare.add((v, h))
+                self.vote_prepare = (v, h, pp.digest)
+                self._persist()
                 prep = self._signed(Prepare(self.me, v, h, pp.digest, pp.sig))
                 self.prepares.setdefault(key, {})[self.me] = prep.sig
                 self._broadcast_sealers(prep)
@@ -674,7 +893,12 @@ class Replica:
             if self.prepared is None or self.prepared.height != h or self.prepared.view < v:
                 self.prepared = PreparedCertificate(v, pp.block, pp.sig, tuple(sorted(prepares.items())))
             if (v, h) not in self.sent_commit:
+                if not self._may_sign(self.vote_commit, v, h, pp.digest):
+                    self._drop("conflicting_vote")
+                    return
                 self.sent_commit.add((v, h))
+                self.vote_commit = (v, h, pp.digest)
+                self._persist()  # the prepared certificate and the vote, before the COMMIT leaves
                 com = self._signed(Commit(self.me, v, h, pp.digest))
                 self.commits.setdefault(key, {})[self.me] = com.sig
                 self._broadcast_sealers(com)
@@ -709,7 +933,8 @@ class Replica:
 
     def _maybe_propose(self) -> None:
         """Primary: cut a block when full or when the oldest request is old enough."""
-        if not self.is_sealer or self.changing or self.primary != self.me or self.view < self.silent_below:
+        if (not self.is_sealer or self.changing or self.primary != self.me or self.view < self.silent_below
+                or self.view == self.no_propose_view):
             return
         h = self.height + 1
         if (self.view, h) in self.proposals or not self.mempool:
@@ -754,6 +979,11 @@ class Replica:
         header = BlockHeader(h, self.last_hash, tx_root_of(txs), ex.state_root, epoch, self.view, self.me, t,
                              sealers.hash(), ex.next_sealers)
         block = Block(header, tuple(txs))
+        digest = block.block_hash()
+        if not self._may_sign(self.vote_pp, self.view, h, digest):
+            return
+        self.vote_pp = (self.view, h, digest)
+        self._persist()
         pp = self._signed(PrePrepare(self.me, self.view, h, block))
         self._executions[pp.digest] = ex
         self.proposals[(self.view, h)] = pp
@@ -880,6 +1110,7 @@ class Replica:
         if self.prepared is not None and self.prepared.height <= h:
             self.prepared = None
         self._executions.clear()
+        self._held_dirty = True
 
     # ------------------------------------------------------------ checkpoints
 
@@ -896,7 +1127,10 @@ class Replica:
             return
         if not self._check_sig(msg):
             return
-        self.checkpoints.setdefault(msg.height, {}).setdefault(msg.digest, {})[msg.sender] = msg.sig
+        sigs = self.checkpoints.setdefault(msg.height, {}).setdefault(msg.digest, {})
+        if msg.sender not in sigs and not self._hold(msg.sender, _CHECKPOINTS):
+            return
+        sigs[msg.sender] = msg.sig
         self._check_stable(msg.height, msg.digest)
 
     def _check_stable(self, h: int, digest: bytes) -> None:
@@ -913,6 +1147,7 @@ class Replica:
         # truncate the log below the low watermark (§4.3)
         for k in [k for k in self.checkpoints if k < h]:
             del self.checkpoints[k]
+        self._held_dirty = True
         if h > self.height:
             for s in sigs:
                 self._note_height(s, h)
@@ -948,12 +1183,16 @@ class Replica:
         self.vc_count += 1
         self.view_change_count += 1
         self.nv_slot = None
-        prepared = self.prepared if self.prepared is not None and self.prepared.height == self.height + 1 else None
-        vc = self._signed(ViewChange(self.me, new_view, self.last_cert, prepared))
+        self._persist()  # a restart must not send anything in the views it left
+        vc = self._own_view_change(new_view)
         self.view_changes.setdefault(new_view, {})[self.me] = vc
         self._broadcast_sealers(vc)
         self._vc_quorum_check(new_view)
         self._try_new_view(new_view)
+
+    def _own_view_change(self, new_view: int) -> ViewChange:
+        prepared = self.prepared if self.prepared is not None and self.prepared.height == self.height + 1 else None
+        return self._signed(ViewChange(self.me, new_view, self.last_cert, prepared))
 
     def _vc_quorum_check(self, v: int) -> None:
         """Start the timer for view v once a quorum of VIEW-CHANGE(v) is in (§4.5.2)."""
@@ -1009,6 +1248,8 @@ class Replica:
         if not self._valid_view_change(msg, sealers):
             self._drop("bad_view_change")
             return
+        if not self._hold(msg.sender, msg.new_view, _vc_cost(msg)):
+            return
         self.view_changes.setdefault(msg.new_view, {})[msg.sender] = msg
         if msg.height > self.height:
             self._note_height(msg.sender, msg.height)
@@ -1042,7 +1283,7 @@ class Replica:
         return top.height, best, top
 
     def _try_new_view(self, v: int) -> None:
-        if v != self.view or not self.changing or v in self._sent_new_view:
+        if v != self.view or not self.changing or v in self._sent_new_view or v == self.no_propose_view:
             return
         sealers = self.sealers
         if sealers.primary(v) != self.me:
@@ -1054,6 +1295,11 @@ class Replica:
         _, best, _ = self._select(chosen)
         pp = None
         if best is not None:
+            digest = best.block.block_hash()
+            if not self._may_sign(self.vote_pp, v, best.height, digest):
+                return
+            self.vote_pp = (v, best.height, digest)
+            self._persist()
             pp = self._signed(PrePrepare(self.me, v, best.height, best.block))
         nv = self._signed(NewView(self.me, v, chosen, pp))
         self._sent_new_view.add(v)
@@ -1095,7 +1341,7 @@ class Replica:
 
     def _install_new_view(self, msg: NewView, pp: PrePrepare | None) -> None:
         v = msg.view
-        self._enter_view(v)
+        self._enter_view(v, persist=False)
         self.new_view_msg = msg
         max_c, best, top = self._select(msg.view_changes)
         self.nv_floor = max_c
@@ -1105,11 +1351,12 @@ class Replica:
             self.nv_slot = (v, pp.height, pp.digest)
             if pp.height > self.height:
                 self.proposals[(v, pp.height)] = pp
+        self._persist()
         self._restart_view_timer()
         self._progress()
         self._maybe_propose()
 
-    def _enter_view(self, v: int) -> None:
+    def _enter_view(self, v: int, persist: bool = True) -> None:
         if self._view_timer is not None:
             self._out.append(CancelTimer(self._view_timer))
             self._view_timer = None
@@ -1126,6 +1373,9 @@ class Replica:
         for d in (self.prepares, self.pp_sigs):
             for k in [k for k in d if k[0] < v]:
                 del d[k]
+        self._held_dirty = True
+        if persist:
+            self._persist()
         self._restart_view_timer()
 
     # ------------------------------------------------------------ timers

@@ -12,8 +12,13 @@ Run as ``python -m ledger.node --root DIR --node NAME`` (`ledger.cluster` and
 * carries out effects in order: `CommitBlock` is appended (fsync) to the
   store before anything after it runs; `Reply`s are gathered per client
   connection into one signed `TxReplies` frame; timers are `loop.call_later` handles;
-* persists the highest view it entered *before* sending anything in it, so a
-  restarted replica knows which view it must sit out (`Replica(min_view=)`);
+* carries out `Persist(state)` by writing the replica's `SafetyState` (view,
+  NEW-VIEW constraints, the last PRE-PREPARE/PREPARE/COMMIT it signed and its
+  prepared certificate) to the store's state table, fsynced, before the
+  effects after it (the messages it guards) run; a restarted replica is
+  rebuilt with `Replica(safety=...)` and rejoins the view it crashed in
+  (stores from before this only recorded the view: `Replica(min_view=)`
+  then sits that view out);
 * serves `ledger.http_api` on its HTTP port, logs JSON lines to stderr and
   shuts down cleanly on SIGTERM/SIGINT.
 """
@@ -39,12 +44,14 @@ from .consensus import (
     CancelTimer,
     CommitBlock,
     Effect,
+    Persist,
     Event,
     MessageReceived,
     Replica,
     Reply,
     RequestSubmitted,
     RequestsSubmitted,
+    SafetyState,
     Send,
     SetTimer,
     Tick,
@@ -64,7 +71,8 @@ __all__ = ["Node", "main"]
 
 log = logging.getLogger("sealstream.ledger.node")
 
-_VIEW_KEY = "view"
+_VIEW_KEY = "view"  # legacy: the highest view entered (stores written before SafetyState)
+_SAFETY_KEY = "safety"
 _ARRIVAL_TTL_S = 600.0
 
 
@@ -86,9 +94,12 @@ class Node:
         layout.node_dir(name).mkdir(parents=True, exist_ok=True)
         self.store = BlockStore.open(layout.store_path(name), self.genesis)
         min_view = int(self.store.get_state(_VIEW_KEY, 0))
+        saved = self.store.get_state(_SAFETY_KEY)
+        safety = None if saved is None else SafetyState.from_wire(saved)
         self.replica = Replica(self.genesis, self.did, self.key.sign, verify=CachedVerifier(),
-                               committed=self.store.blocks(), archive=self.store, now=now_ms(), min_view=min_view)
-        self._saved_view = max(min_view, self.replica.view)
+                               committed=self.store.blocks(), archive=self.store, now=now_ms(), min_view=min_view,
+                               safety=safety)
+        self.persists = 0
         peers = [Peer(a.did, a.host, a.p2p_port) for a in layout.addresses()]
         self.transport = Transport(chain_id=self.genesis.chain_id, node_id=self.did, host=self.address.host,
                                    port=self.address.p2p_port, peers=peers, on_frame=self._on_frame)
@@ -192,10 +203,6 @@ class Node:
 
     def _execute(self, effects: list[Effect]) -> None:
         r = self.replica
-        if r.view > self._saved_view:
-            # before anything is sent in the new view: a restart must sit it out
-            self.store.put_state(_VIEW_KEY, r.view)
-            self._saved_view = r.view
         if r.view != self._logged_view:
             log.info("view changed", extra={"node": self.name, "view": r.view, "primary_did": r.primary,
                                             "height": r.height})
@@ -220,6 +227,10 @@ class Node:
                     old.cancel()
             elif isinstance(e, CommitBlock):
                 self._commit(e)
+            elif isinstance(e, Persist):
+                # fsynced before the messages after it are handed to the transport
+                self.store.put_state(_SAFETY_KEY, e.state.to_wire())
+                self.persists += 1
             elif isinstance(e, Reply):
                 self._reply(e, replies)
         for conn, items in replies.items():

@@ -2,14 +2,23 @@
 
 Drives the real `Replica` with a simulated network: messages are delayed,
 dropped, duplicated and reordered; nodes crash and restart (a restart is a
-new `Replica` built from the blocks the node persisted); partitions come and
+new `Replica` built from the blocks and the last `SafetyState` the node
+persisted, round-tripped through its canonical bytes as a node's SQLite
+state table would). A crash can also strike in the middle of one event's
+effects: right after a `Persist` (before the messages it guards leave),
+or part-way through a broadcast (after some recipients got a PREPARE/COMMIT
+and before the next `Persist`); the effects after it are lost, as a
+SIGKILL would lose them. Partitions come and
 heal; Byzantine nodes are *twins* (two replicas sharing one key) or an
 *equivocating primary* (sends conflicting signed proposals). Everything is
 drawn from `random.Random(seed)`, so a seed replays a run exactly.
 
 `Simulation.check()` asserts the invariants after every step: no two honest
 replicas commit different blocks at one height, heights never go backwards,
-every commit certificate verifies; `check_liveness()` asserts that every
+every commit certificate verifies, no honest node (across its restarts)
+signs two PRE-PREPAREs, PREPAREs or COMMITs with different digests for one
+(view, height), and every such message leaves only after a `Persist`
+recording it; `check_liveness()` asserts that every
 request submitted to an honest majority is committed on every honest replica
 once the network has healed.
 """
@@ -22,6 +31,7 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from trust import canonical
 from trust.identity import KeyPair, verify_signature
 
 from ._types import Block, CommitCertificate, Genesis, Params, Transaction
@@ -30,10 +40,12 @@ from .consensus import (
     CancelTimer,
     CommitBlock,
     MessageReceived,
+    Persist,
     Replica,
     Reply,
     RequestSubmitted,
     RequestsSubmitted,
+    SafetyState,
     Send,
     SetTimer,
     Tick,
@@ -41,7 +53,7 @@ from .consensus import (
 )
 from .errors import LedgerError
 from .executor import KVExecutor
-from .messages import Message, PrePrepare
+from .messages import Commit, Message, NewView, PrePrepare, Prepare
 
 __all__ = ["SimConfig", "Simulation", "InvariantViolation", "CachingVerifier", "scenario", "run_seed"]
 
@@ -102,6 +114,8 @@ class _Instance:
     alive: bool = True
     incarnation: int = 0
     persisted: list[tuple[Block, CommitCertificate]] = field(default_factory=list)
+    safety: SafetyState | None = None  # the last Persist that completed
+    crash_mode: str | None = None  # "after_persist" | "mid_send": crash inside the next such effect
     timers: dict[tuple, int] = field(default_factory=dict)
     honest: bool = True
     group: int = 0
@@ -132,6 +146,9 @@ class Simulation:
         self.submitted: dict[bytes, Transaction] = {}
         self.steps = 0
         self.log: list[str] = []
+        self.signed: dict[tuple[str, str, int, int], bytes] = {}  # (node, kind, view, height) -> digest
+        self.mid_effect_crashes = 0
+        self.rejoined = 0  # restarts that rejoined the view they crashed in (from a SafetyState)
         for i, key in enumerate(self.keys):
             self.instances.append(_Instance(f"n{i}", key.did, key))
         if cfg.twins:
@@ -159,8 +176,14 @@ class Simulation:
         inst.incarnation += 1
         inst.alive = True
         inst.timers.clear()
+        safety = None
+        if inst.safety is not None:
+            # what a node reads back from its SQLite state table
+            safety = SafetyState.from_wire(canonical.decode(canonical.encode(inst.safety.to_wire())))
         inst.replica = Replica(self.genesis, inst.node_id, _cached_signer(inst.key), executor=self.cfg.executor(),
-                               verify=self.verify, committed=list(inst.persisted), now=self.now)
+                               verify=self.verify, committed=list(inst.persisted), now=self.now, safety=safety)
+        if safety is not None and inst.incarnation > 1:
+            self.rejoined += 1
         self._effects(inst, inst.replica.start())
 
     def _deliver_to(self, node_id: str) -> list[_Instance]:
@@ -179,14 +202,59 @@ class Simulation:
                 delay = self.rng.randint(self.cfg.min_delay, self.cfg.max_delay)
                 self._push(self.now + delay, "msg", (dst, dst.incarnation, src.node_id, msg))
 
+    def _signed_check(self, inst: _Instance, msg: Message, first: bool = True) -> None:
+        """Honest nodes never sign conflicting votes, and persist each before it
+        first leaves (`first=False`: a NEW-VIEW forwarded to a late replica)."""
+        if not inst.honest or getattr(msg, "sender", None) != inst.node_id:
+            return
+        if isinstance(msg, NewView):
+            if msg.preprepare is None:
+                return
+            msg = msg.preprepare
+        if isinstance(msg, PrePrepare):
+            kind, vote, field_ = "preprepare", (msg.view, msg.height, msg.digest), "preprepare"
+        elif isinstance(msg, Prepare):
+            kind, vote, field_ = "prepare", (msg.view, msg.height, msg.digest), "prepare"
+        elif isinstance(msg, Commit):
+            kind, vote, field_ = "commit", (msg.view, msg.height, msg.digest), "commit"
+        else:
+            return
+        key = (inst.node_id, kind, vote[0], vote[1])
+        have = self.signed.setdefault(key, vote[2])
+        if have != vote[2]:
+            self._fail(f"SAFETY: {inst.name} signed two {kind}s for view {vote[0]} height {vote[1]}")
+        st = inst.safety
+        if not first:
+            return
+        if st is None or getattr(st, field_) != vote or st.view < vote[0]:
+            self._fail(f"{inst.name} sent a {kind} {vote[:2]} that its persisted state does not record")
+
     def _effects(self, inst: _Instance, effects: list) -> None:
         for e in effects:
+            if not inst.alive:
+                return  # crashed part-way: the rest of this event's effects are lost
             if isinstance(e, Send):
+                self._signed_check(inst, e.msg, first=not isinstance(e.msg, NewView))
+                if inst.crash_mode == "mid_send" and isinstance(e.msg, (Prepare, Commit, PrePrepare)):
+                    self._crash_now(inst, "before a send")
+                    return
                 self._send(inst, e.to, e.msg)
+            elif isinstance(e, Persist):
+                inst.safety = e.state
+                if inst.crash_mode == "after_persist":
+                    self._crash_now(inst, "after a persist")
             elif isinstance(e, Broadcast):
+                self._signed_check(inst, e.msg)
                 if inst.equivocate and isinstance(e.msg, PrePrepare):
                     self._equivocate(inst, e)
                     continue
+                if inst.crash_mode == "mid_send" and isinstance(e.msg, (Prepare, Commit, PrePrepare, NewView)):
+                    # some recipients get it, then the node dies before its next Persist
+                    k = self.rng.randint(0, len(e.to))
+                    for to in e.to[:k]:
+                        self._send(inst, to, e.msg)
+                    self._crash_now(inst, f"after sending {type(e.msg).__name__} to {k}/{len(e.to)}")
+                    return
                 for to in e.to:
                     self._send(inst, to, e.msg)
             elif isinstance(e, SetTimer):
@@ -295,9 +363,26 @@ class Simulation:
     def crash(self, inst: _Instance) -> None:
         inst.alive = False
         inst.replica = None
+        inst.crash_mode = None
         self.log.append(f"t={self.now} crash {inst.name}")
 
+    def _crash_now(self, inst: _Instance, where: str) -> None:
+        self.mid_effect_crashes += 1
+        self.log.append(f"t={self.now} crash {inst.name} {where}")
+        self.crash(inst)
+
+    def crash_inside(self, inst: _Instance, mode: str, within: int = 400) -> None:
+        """Crash `inst` inside the next effect of `mode` ("after_persist" or
+        "mid_send"), or at an event boundary after `within` ms if none comes."""
+        if not inst.alive:
+            return
+        inst.crash_mode = mode
+        inc = inst.incarnation
+        self.at(self.now + within, lambda: self.crash(inst) if inst.alive and inst.incarnation == inc else None)
+
     def restart(self, inst: _Instance) -> None:
+        if inst.alive and inst.crash_mode is not None:
+            self.crash(inst)  # an armed crash that has not struck yet
         if not inst.alive:
             self.log.append(f"t={self.now} restart {inst.name} at {len(inst.persisted)}")
             self._boot(inst)
@@ -420,7 +505,11 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> Simulation:
         victim = r.choice([i for i in sim.instances if i.honest])
         t0 = r.randint(0, cfg.chaos_ms)
         t1 = r.randint(t0, cfg.chaos_ms + 500)
-        sim.at(t0, lambda v=victim: sim.crash(v))
+        mode = r.choice(["boundary", "after_persist", "mid_send"])
+        if mode == "boundary":
+            sim.at(t0, lambda v=victim: sim.crash(v))
+        else:
+            sim.at(t0, lambda v=victim, m=mode: sim.crash_inside(v, m))
         sim.at(t1, lambda v=victim: sim.restart(v))
         crashed.append(victim)
     sim.at(cfg.chaos_ms, sim.heal)

@@ -232,7 +232,11 @@ def test_restart_replays_persisted_blocks():
     sim.restart(inst)
     r = inst.replica
     assert (r.height, r.executor.state_root(), r.last_hash) == before
-    assert r.silent_below == r.view + 1
+    # with its persisted SafetyState it rejoins the view it crashed in (proposing nothing in it)
+    assert r.restored and r.silent_below == 0 and r.no_propose_view == r.view
+    # without one (a store from before SafetyState) it sits that view out
+    legacy = Replica(sim.genesis, inst.node_id, inst.key.sign, committed=list(inst.persisted))
+    assert legacy.silent_below == legacy.view + 1 and not legacy.restored
 
 
 def test_backups_apply_pushed_blocks_and_reject_forged_certificates():
