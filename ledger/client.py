@@ -8,16 +8,28 @@ Submitting (`submit(kind, payload)`):
 1. sign a `Transaction` with the submitter key and a fresh nonce (a counter
    started at the current time in microseconds, so restarts of a client with
    the same key keep moving forward);
-2. send it (after a HELLO) to every sealer of the genesis set — each sealer
+2. send it (after a HELLO) to every sealer of the current set (the latest
+   the client has verified, see below) — each sealer
    that holds the request replies, so f+1 can match. Transactions submitted
    within one event-loop turn share one `ClientRequests` frame per node
    (each keeps its own signature; the frame itself is not signed), so many
    concurrent submits cost one write and one decode per node, not one each;
 3. wait for f+1 *matching* answers in `TxReplies` frames, each frame signed by
-   a distinct sealer and verified against genesis; a result is a `Receipt`, an error (for example
-   ``replay``) raises `TxRefused` with that code;
+   a distinct genesis node (signature verified against its did) that is a
+   sealer *at the committing height* (f of that height's set); a result is a
+   `Receipt`, an error (for example ``replay``) raises `TxRefused` with that
+   code (refusals carry no height: they are counted against the latest set
+   the client has verified);
 4. if no decision after `retry_after` seconds, re-send to *all* nodes (backups
    relay to the sealers) and keep doing so until `timeout` (`SubmitTimeout`).
+
+Sealer sets: the client follows the chain like a light client
+(`self.light`, a `LightClient` from genesis). An answer for height h in an
+epoch whose set it does not know yet makes it fetch and verify the headers
+up to the end of the previous epoch (`next_sealers` there names the set),
+trying node after node; votes wait meanwhile. A retry also brings the
+followed chain up to a node's tip (`refresh_sealers()`), so the targets of
+the next submits are the current sealers. Within epoch 0 nothing is fetched.
 
 Concurrent submits of one transaction share one wait (deduplicated by tx id),
 and each node's vote counts once. Nonces must stay within the ledger's
@@ -44,10 +56,10 @@ import aiohttp
 from trust import canonical
 from trust.identity import KeyPair
 
-from ._types import Block, BlockHeader, CommitCertificate, Genesis, Transaction
+from ._types import Block, BlockHeader, CommitCertificate, Genesis, SealerSet, Transaction, epoch_of
 from .errors import LedgerError, WireError
 from .layout import LedgerLayout, NodeAddress
-from .light_client import LightClient, TxProof
+from .light_client import LightClient, LightClientError, TxProof
 from .messages import ClientRequests, encode_message
 from .replies import TxReplies, result_error
 from ._verify import CachedVerifier
@@ -123,6 +135,8 @@ class _Wait:
         self.tx = tx
         self.future: asyncio.Future[Receipt] = loop.create_future()
         self.votes: dict[str, bytes] = {}
+        self.decoded: dict[bytes, Any] = {}
+        self.not_sealers: set[str] = set()  # voters that were not sealers at the committing height
 
 
 class _Link:
@@ -191,13 +205,16 @@ class AsyncLedgerClient:
         self.timeout = timeout
         self.retry_after = retry_after
         self.http_timeout = http_timeout
-        self.sealers = genesis.sealers
-        self.voters = frozenset(self.sealers.members)
-        self.need = self.sealers.f + 1
+        self._node_dids = frozenset(genesis.node_ids())
+        self._verify = CachedVerifier(10_000)
+        self.light = LightClient.from_genesis(genesis, verify=self._verify)
+        self.not_sealer_votes = 0  # answers from nodes that were not sealers at the committing height
+        self.header_errors = 0  # header pages that did not verify (a faulty node, or none reachable)
+        self._sync_target = 0
+        self._sync_task: asyncio.Task[None] | None = None
         self._nonce = itertools.count(time.time_ns() // 1000)
         self._waits: dict[bytes, _Wait] = {}
         self._links: dict[str, _Link] = {}
-        self._verify = CachedVerifier(10_000)
         self._session: aiohttp.ClientSession | None = None
         self.replies_rejected = 0
         self._outbox: dict[str, list[Transaction]] = {}
@@ -211,7 +228,28 @@ class AsyncLedgerClient:
         layout = LedgerLayout(Path(root))
         return cls(layout.genesis(), layout.addresses(), key or layout.client_key(), **kw)
 
+    @property
+    def sealers(self) -> SealerSet:
+        """The latest sealer set this client has verified (genesis until it follows a rotation)."""
+        sets = self.light.sealer_sets
+        return sets[max(sets)]
+
+    @property
+    def voters(self) -> frozenset[str]:
+        return frozenset(self.sealers.members)
+
+    @property
+    def need(self) -> int:
+        return self.sealers.f + 1
+
+    def sealers_at(self, height: int) -> SealerSet | None:
+        """The verified sealer set of `height`'s epoch, or None if not followed that far yet."""
+        return self.light.sealer_sets.get(epoch_of(max(height, 1), self.genesis.params.epoch_length))
+
     async def close(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            self._sync_task = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -285,6 +323,7 @@ class AsyncLedgerClient:
             if done:
                 return wait.future.result()
             targets = self.nodes  # retry: broadcast to every node
+            self._want_sync(None)  # and follow the chain to a tip: the sealers may have changed
             if time.monotonic() >= deadline:
                 break
         counts = sorted(_count(wait.votes).values(), reverse=True)
@@ -307,7 +346,7 @@ class AsyncLedgerClient:
         waits = [(self._waits.get(t), t, r) for t, r in replies.items]
         if not any(w is not None and not w.future.done() for w, _, _ in waits):
             return
-        if replies.node not in self.voters or not replies.verify(self.genesis.chain_id, self._verify):
+        if replies.node not in self._node_dids or not replies.verify(self.genesis.chain_id, self._verify):
             self.replies_rejected += 1
             return
         for wait, tx_id, result in waits:
@@ -317,12 +356,39 @@ class AsyncLedgerClient:
     def _vote(self, wait: _Wait, node: str, tx_id: bytes, key: bytes) -> None:
         """`key`: the canonical bytes of `node`'s answer (answers match when equal)."""
         wait.votes[node] = key
-        nodes = tuple(sorted(n for n, k in wait.votes.items() if k == key))
-        if len(nodes) < self.need:
+        self._tally(wait, key)
+
+    def _tally(self, wait: _Wait, key: bytes) -> None:
+        """Decide `wait` if f+1 sealers of the committing height gave answer `key`."""
+        if key in wait.decoded:
+            res = wait.decoded[key]
+        else:
+            try:
+                res = canonical.decode(key)
+            except ValueError:
+                res = _UNDECODABLE
+            wait.decoded[key] = res
+        height = res.get("height") if isinstance(res, dict) and result_error(res) is None else None
+        if isinstance(height, int) and height >= 1:
+            sealers = self.sealers_at(height)
+            if sealers is None:
+                self._want_sync(height)  # votes stay; re-tallied once the headers are verified
+                return
+        else:
+            sealers = self.sealers
+        agree: list[str] = []
+        for n, k in wait.votes.items():
+            if k == key:
+                if n in sealers:
+                    agree.append(n)
+                elif n not in wait.not_sealers:
+                    wait.not_sealers.add(n)
+                    self.not_sealer_votes += 1
+        nodes = tuple(sorted(agree))
+        if len(nodes) < sealers.f + 1:
             return
-        try:
-            res = canonical.decode(key)
-        except ValueError:
+        tx_id = wait.tx.tx_id
+        if res is _UNDECODABLE:
             wait.future.set_exception(LedgerClientError(f"undecodable reply from {nodes}"))
             wait.future.exception()
             return
@@ -337,6 +403,57 @@ class AsyncLedgerClient:
             return
         wait.future.set_result(Receipt(tx_id, res["height"], res.get("index", 0), res.get("block") or b"",
                                        res.get("result"), nodes, wait.tx))
+
+    # ------------------------------------------------------------ following sealer sets
+
+    def _want_sync(self, height: int | None) -> None:
+        """Follow headers far enough to know the set of `height` (None: to a node's tip)."""
+        if height is None:
+            target = -1
+        else:
+            L = self.genesis.params.epoch_length
+            target = epoch_of(height, L) * L  # its epoch's set is named by the header at this height
+            if target <= self.light.height:
+                return
+        self._sync_target = target if target < 0 or self._sync_target < 0 else max(self._sync_target, target)
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.ensure_future(self._sync())
+
+    async def refresh_sealers(self, up_to: int | None = None) -> SealerSet:
+        """Verify headers from where the client is to `up_to` (default: a node's tip); the latest set."""
+        end = None if up_to is None else up_to
+        if end is not None and end <= self.light.height:
+            return self.sealers
+        for addr in self.nodes:
+            try:
+                self.light.add_chain(await self.get_headers(self.light.height + 1, end, addr.name))
+            except (LedgerClientError, LightClientError):
+                self.header_errors += 1
+                continue
+            if end is None or self.light.height >= end:
+                break
+        return self.sealers
+
+    async def _sync(self) -> None:
+        try:
+            for attempt in range(20):
+                target, self._sync_target = self._sync_target, 0
+                await self.refresh_sealers(None if target < 0 else target)
+                self._retally()
+                if target >= 0 and self.light.height < target:
+                    self._sync_target = max(self._sync_target, target) if self._sync_target >= 0 else -1
+                if self._sync_target == 0 or not any(not w.future.done() for w in self._waits.values()):
+                    return
+                await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
+        finally:
+            self._sync_task = None
+
+    def _retally(self) -> None:
+        for wait in list(self._waits.values()):
+            for key in set(wait.votes.values()):
+                if wait.future.done():
+                    break
+                self._tally(wait, key)
 
     # ------------------------------------------------------------ HTTP reads
 
@@ -405,6 +522,9 @@ class AsyncLedgerClient:
         lc = LightClient.from_genesis(self.genesis)
         lc.add_chain(await self.get_headers(1, rec.height, node))
         return rec, lc.verify_tx(rec.tx, rec.proof)
+
+
+_UNDECODABLE = object()
 
 
 def _count(votes: dict[str, bytes]) -> dict[bytes, int]:
