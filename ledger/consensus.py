@@ -2,8 +2,12 @@
 
 `Replica.handle(event) -> list[Effect]` is the whole interface: the host feeds
 messages, timer expiries, client requests and the time (`Tick`), and carries
-out the effects *in order* (persist a `CommitBlock` before sending what
-follows it). Nothing in here reads a clock, opens a socket, starts a thread or
+out the effects *in order* (make a `CommitBlock` or a `Persist` durable
+before sending what follows it: `Persist(SafetyState)` precedes every
+PRE-PREPARE, PREPARE, COMMIT and VIEW-CHANGE the replica signs, so a replica
+restarted with `Replica(safety=...)` rejoins its view without ever signing
+a conflicting vote). Per-sender flood limits bound the log entries buffered
+per (sender, view) (`sender_quota` drops). Nothing in here reads a clock, opens a socket, starts a thread or
 draws a random number, so a seeded simulator replays any run exactly.
 
 Protocol summary (section numbers are the TOCS paper's):
