@@ -1,19 +1,23 @@
 """The ledger's contracts: deterministic Python run by `ContractApp` (an `Executor`).
 
-`_app` holds the framework (dispatch by kind, per-tx atomic writes, refusal
-codes, the incremental sparse-Merkle state root), `registry` the identities
-and key resolution as of a height, `anchors` the batch roots. See
-docs/contracts.md.
+`_app` holds the framework (dispatch by kind, the pre-dispatch fee hook,
+per-tx atomic writes, refusal codes, the incremental sparse-Merkle state
+root), `registry` the identities and key resolution as of a height,
+`anchors` the batch roots, `tokens` the accounts, fees by kind and the
+history of every charge. See docs/contracts.md.
 """
 
 from __future__ import annotations
 
-from . import anchors, registry
+from . import anchors, registry, tokens
 from ._app import (
+    AUTO,
+    GENEROUS_BALANCE,
     STATE_TAG,
     ContractApp,
     ContractsGenesis,
     ContractState,
+    FeeHook,
     GenesisEntity,
     GenesisOrg,
     Refused,
@@ -26,10 +30,13 @@ from ._smt import ProofError
 from .registry import Resolution, resolve, resolve_key
 
 __all__ = [
+    "AUTO",
+    "GENEROUS_BALANCE",
     "STATE_TAG",
     "ContractApp",
     "ContractsGenesis",
     "ContractState",
+    "FeeHook",
     "GenesisEntity",
     "GenesisOrg",
     "ProofError",
@@ -42,5 +49,6 @@ __all__ = [
     "resolve",
     "resolve_key",
     "state_root_of",
+    "tokens",
     "verify_state_proof",
 ]

@@ -15,6 +15,12 @@ read/write view of the state) and records one result per transaction:
   changes nothing: each tx writes into its own buffer, merged into the
   block's writes only when it succeeds.
 
+Before the method runs, the *fee hook* (`tokens.charge` by default) charges
+the tx's fee by kind to its submitter's account in that same buffer, or
+refuses it with ``INSUFFICIENT_QUOTA``: a refused tx, whatever refused it,
+is never charged, and a successful one commits fee and effect together
+(its result then carries ``charged``).
+
 State is a map ``text key -> canonical bytes of the value`` (one encoding per
 value, so the bytes, not Python objects, are what nodes agree on). Reads go
 through the tx's buffer, then the block's writes, then the committed map.
@@ -72,6 +78,9 @@ from ..executor import BlockContext, Execution
 from . import _smt
 
 __all__ = [
+    "AUTO",
+    "GENEROUS_BALANCE",
+    "FeeHook",
     "STATE_TAG",
     "Refused",
     "TxContext",
@@ -261,6 +270,10 @@ class TxContext:
 
 #: A contract method: (ctx, payload dict) -> extra result fields (or None); raises `Refused`.
 Method = Callable[[TxContext, dict], "dict | None"]
+#: The pre-dispatch fee hook: (ctx) -> fee charged in the tx's buffer; raises `Refused`.
+FeeHook = Callable[[TxContext], int]
+#: `ContractApp(fee_hook=AUTO)`: `tokens.charge` when a tokens contract is installed.
+AUTO = object()
 
 
 # ---------------------------------------------------------------- genesis
@@ -292,24 +305,51 @@ class GenesisEntity:
         return {"id": self.id, "type": self.type, "org": self.org, "key": self.key}
 
 
+#: Starting balance `ContractsGenesis.for_ledger` gives the consortium, the
+#: operator org and each genesis node (10**12: a million txs a second for ~11 days).
+GENEROUS_BALANCE = 10 ** 12
+_MAX_INT = (1 << 63) - 1
+
+
+def _pairs(value: Any, what: str) -> tuple[tuple[str, int], ...]:
+    """A map or pairs of ``name -> int`` as sorted pairs (one form, so equal geneses compare equal)."""
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = tuple(sorted((k, v) for k, v in items))
+    except (TypeError, ValueError):
+        raise LedgerError(f"contracts genesis: {what} must map names to integers") from None
+    if len({k for k, _ in pairs}) != len(pairs) or not all(
+            isinstance(k, str) and type(v) is int and 0 <= v <= _MAX_INT for k, v in pairs):
+        raise LedgerError(f"contracts genesis: {what} must map distinct names to integers in [0, 2**63-1]")
+    return pairs
+
+
 @dataclass(frozen=True)
 class ContractsGenesis:
-    """The contracts' state at height 0: the consortium admin, orgs, entities.
+    """The contracts' state at height 0: the consortium admin, orgs, entities,
+    token balances and the fee schedule.
 
     Wire form (JSON-friendly, no byte strings)::
 
-        {"admin": did, "orgs": [{id, name, admin}], "entities": [{id, type, org, key}]}
+        {"admin": did, "orgs": [{id, name, admin}], "entities": [{id, type, org, key}],
+         "balances": {account id: amount}, "fees"?: {kind pattern: fee}}
+
+    `balances` name ``consortium`` or genesis org/entity ids; `fees` None
+    (absent on the wire) means `tokens.DEFAULT_FEES`. Both may be given as
+    maps; they are kept as sorted ``(name, int)`` pairs.
     """
 
     admin: str
     orgs: tuple[GenesisOrg, ...] = ()
     entities: tuple[GenesisEntity, ...] = ()
+    balances: tuple[tuple[str, int], ...] = ()
+    fees: tuple[tuple[str, int], ...] | None = None
 
     def __post_init__(self) -> None:
         ids = ["consortium"] + [o.id for o in self.orgs] + [e.id for e in self.entities]
         keys = [self.admin] + [o.admin for o in self.orgs] + [e.key for e in self.entities]
         orgs = {o.id for o in self.orgs}
-        if len(set(ids)) != len(ids) or not all(_ID.fullmatch(i) for i in ids):
+        if len(set(ids)) != len(ids) or not all(isinstance(i, str) and _ID.fullmatch(i) for i in ids):
             raise LedgerError("contracts genesis: ids must be distinct, valid and not 'consortium'")
         if not all(is_did(k) for k in keys):
             raise LedgerError("contracts genesis: admin and entity keys must be did:key ids")
@@ -320,29 +360,51 @@ class ContractsGenesis:
         bound = keys[1:]
         if len(set(bound)) != len(bound):
             raise LedgerError("contracts genesis: a key may be bound to one entity only")
+        balances = _pairs(self.balances, "balances")
+        if not {k for k, _ in balances} <= set(ids):
+            raise LedgerError("contracts genesis: balances must name 'consortium' or genesis orgs/entities")
+        if sum(v for _, v in balances) > _MAX_INT:
+            raise LedgerError("contracts genesis: total balances must not exceed 2**63-1")
+        object.__setattr__(self, "balances", balances)
+        if self.fees is not None:
+            from .tokens import valid_kind_pattern
+
+            fees = _pairs(self.fees, "fees")
+            if not all(valid_kind_pattern(k) for k, _ in fees):
+                raise LedgerError("contracts genesis: fee kinds must be '*', '<contract>.*' or '<contract>.<method>'")
+            object.__setattr__(self, "fees", fees)
 
     def to_wire(self) -> dict:
-        return {"admin": self.admin, "orgs": [o.to_wire() for o in self.orgs],
-                "entities": [e.to_wire() for e in self.entities]}
+        w = {"admin": self.admin, "orgs": [o.to_wire() for o in self.orgs],
+             "entities": [e.to_wire() for e in self.entities], "balances": dict(self.balances)}
+        if self.fees is not None:
+            w["fees"] = dict(self.fees)
+        return w
 
     @classmethod
     def from_wire(cls, w: Any) -> "ContractsGenesis":
         try:
-            if not isinstance(w, dict) or not set(w) <= {"admin", "orgs", "entities"}:
+            if not isinstance(w, dict) or not set(w) <= {"admin", "orgs", "entities", "balances", "fees"}:
                 raise TypeError
             orgs = tuple(GenesisOrg(o["id"], o["name"], o["admin"]) for o in w.get("orgs", []))
             ents = tuple(GenesisEntity(e["id"], e["type"], e["org"], e["key"]) for e in w.get("entities", []))
-            return cls(w["admin"], orgs, ents)
+            balances, fees = w.get("balances", {}), w.get("fees")
+            if not isinstance(balances, dict) or not (fees is None or isinstance(fees, dict)):
+                raise TypeError
+            return cls(w["admin"], orgs, ents, balances, fees)
         except (KeyError, TypeError):
-            raise LedgerError("bad contracts genesis: want {admin, orgs, entities}") from None
+            raise LedgerError("bad contracts genesis: want {admin, orgs, entities, balances?, fees?}") from None
 
     @classmethod
     def for_ledger(cls, genesis: Genesis, admin: str, org: str = "operator",
-                   org_name: str = "ledger operator") -> "ContractsGenesis":
+                   org_name: str = "ledger operator", balance: int = GENEROUS_BALANCE,
+                   fees: Mapping[str, int] | None = None) -> "ContractsGenesis":
         """Default: one org (administered by `admin`) holding every genesis node,
-        named by its genesis name (or ``node<i>``)."""
+        named by its genesis name (or ``node<i>``); the consortium, the org and
+        each node start with `balance` tokens; `fees` None: the default schedule."""
         ents = tuple(GenesisEntity(n.name or f"node{i}", "node", org, n.did) for i, n in enumerate(genesis.nodes))
-        return cls(admin, (GenesisOrg(org, org_name, admin),), ents)
+        balances = {i: balance for i in ["consortium", org] + [e.id for e in ents]} if balance else {}
+        return cls(admin, (GenesisOrg(org, org_name, admin),), ents, balances, fees)
 
 
 # ---------------------------------------------------------------- the app
@@ -360,18 +422,31 @@ class ContractApp:
     """The contracts as one `ledger.executor.Executor`.
 
     `contracts` maps a contract name to ``{method name: Method}``; by default
-    `registry` and `anchors`. `genesis` fills the height-0 state through each
-    contract module's ``genesis_writes``.
+    `registry`, `anchors` and `tokens`. `genesis` fills the height-0 state
+    through the ``genesis_writes`` of `registry` and `tokens`.
+
+    `fee_hook` runs before every dispatched method, in the tx's own buffer: it
+    returns the fee it charged (added to the result as ``charged`` when > 0)
+    or raises `Refused` (``INSUFFICIENT_QUOTA``), and its writes commit only
+    together with the method's, so a tx refused by its contract is not
+    charged. By default it is `tokens.charge` whenever a ``tokens`` contract
+    is installed, and none otherwise.
     """
 
     def __init__(self, genesis: ContractsGenesis,
-                 contracts: Mapping[str, Mapping[str, Method]] | None = None) -> None:
-        from . import anchors, registry
+                 contracts: Mapping[str, Mapping[str, Method]] | None = None,
+                 fee_hook: "FeeHook | None | object" = AUTO) -> None:
+        from . import anchors, registry, tokens
 
         self.genesis = genesis
         self.contracts: dict[str, Mapping[str, Method]] = dict(
-            contracts if contracts is not None else {"registry": registry.METHODS, "anchors": anchors.METHODS})
-        data = {k: canonical.encode(v) for k, v in registry.genesis_writes(genesis)}
+            contracts if contracts is not None
+            else {"registry": registry.METHODS, "anchors": anchors.METHODS, "tokens": tokens.METHODS})
+        if fee_hook is AUTO:
+            fee_hook = tokens.charge if "tokens" in self.contracts else None
+        self.fee_hook: FeeHook | None = fee_hook
+        writes = [*registry.genesis_writes(genesis), *tokens.genesis_writes(genesis)]
+        data = {k: canonical.encode(v) for k, v in writes}
         self._data: dict[str, bytes] = data
         self._tree: _smt.Node = _smt.build((_key_hash(k), sha256(v)) for k, v in data.items())
         self._root = state_root_of(_smt.root_of(self._tree))
@@ -444,12 +519,17 @@ class ContractApp:
         if not isinstance(tc.tx.payload, dict):
             return refusal("BAD_PAYLOAD", f"{kind}: payload must be a map")
         try:
+            # the fee first, into the same buffer: refused below -> not charged either
+            charged = self.fee_hook(tc) if self.fee_hook is not None else 0
             extra = fn(tc, tc.tx.payload)
         except Refused as r:
             return refusal(r.code, r.message)
         except Exception as exc:  # noqa: BLE001 - a contract bug must not split the nodes
             return refusal("INTERNAL", f"{kind}: contract error {type(exc).__name__}")
-        return ok(**(extra or {}))
+        res = ok(**(extra or {}))
+        if charged:
+            res["charged"] = charged
+        return res
 
 
 # ---------------------------------------------------------------- payload checks

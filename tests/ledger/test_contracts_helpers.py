@@ -23,11 +23,21 @@ BETA = key("beta-admin")
 NODE0 = key("node0")
 
 
-def default_genesis() -> ContractsGenesis:
+#: Every fee 0. The registry/anchors/app/sim tests check each contract's own
+#: rules (who may register, rotate, anchor), which a key without tokens (any
+#: key registered after genesis, any unregistered key) would otherwise meet as
+#: INSUFFICIENT_QUOTA first; fees and quotas are tested in test_contracts_tokens.py.
+FREE = {"*": 0}
+
+
+def default_genesis(fees: dict | None = FREE, balances: dict | None = None) -> ContractsGenesis:
+    """acme (admin ACME, with node0) and beta (admin BETA); `fees` None: the default schedule."""
     return ContractsGenesis(
         ADMIN.did,
         (GenesisOrg("acme", "Acme Forge", ACME.did), GenesisOrg("beta", "Beta Mills", BETA.did)),
         (GenesisEntity("node0", "node", "acme", NODE0.did),),
+        balances or {},
+        fees,
     )
 
 
