@@ -507,13 +507,23 @@ class Params:
 
 @dataclass(frozen=True)
 class Genesis:
-    """Chain id, all nodes (sealers and backups), the epoch-0 sealer set, params."""
+    """Chain id, all nodes (sealers and backups), the epoch-0 sealer set, params,
+    and the application the chain runs.
+
+    `app` is ``""`` for the default key/value app (`KVExecutor`) or
+    ``"contracts:<sha256 hex>"`` naming the contracts genesis (`ContractApp`)
+    by its hash (`ledger.layout.contracts_genesis_hash`). It is in the wire
+    form, hence in `genesis_hash` (block 1's prev_hash), only when non-empty,
+    so chains created before it keep their genesis hash, and nodes (or light
+    clients) with a different contracts genesis cannot share a chain.
+    """
 
     chain_id: str
     nodes: tuple[GenesisNode, ...]
     sealers: SealerSet
     params: Params = Params()
     time: int = 0
+    app: str = ""
 
     def __post_init__(self) -> None:
         dids = [n.did for n in self.nodes]
@@ -521,28 +531,34 @@ class Genesis:
         _need(all(is_did(d) for d in dids), "genesis node ids must be did:key ids")
         _need(all(s in dids for s in self.sealers.members), "sealers must be genesis nodes")
         _need(self.params.epoch_length >= 1 and self.params.checkpoint_interval >= 1, "bad params")
+        _need(isinstance(self.app, str) and len(self.app) <= 256, "genesis app must be short text")
 
     def node_ids(self) -> tuple[str, ...]:
         return tuple(n.did for n in self.nodes)
 
     def to_wire(self) -> dict:
-        return {
+        w = {
             "chain_id": self.chain_id,
             "nodes": [n.to_wire() for n in self.nodes],
             "sealers": self.sealers.to_wire(),
             "params": self.params.to_wire(),
             "time": self.time,
         }
+        if self.app:
+            w["app"] = self.app
+        return w
 
     @classmethod
     def from_wire(cls, w: Any) -> "Genesis":
-        _need(isinstance(w, dict) and set(w) == {"chain_id", "nodes", "sealers", "params", "time"}, "bad genesis")
+        base = {"chain_id", "nodes", "sealers", "params", "time"}
+        _need(isinstance(w, dict) and (set(w) == base or set(w) == base | {"app"}), "bad genesis")
+        _need(w.get("app", "x") != "", "bad genesis: an empty app is omitted")
         nodes = []
         for n in w["nodes"]:
             _need(isinstance(n, dict) and set(n) == {"did", "name"}, "bad genesis node")
             nodes.append(GenesisNode(n["did"], n["name"]))
         return cls(w["chain_id"], tuple(nodes), SealerSet.from_wire(w["sealers"]),
-                   Params.from_wire(w["params"]), _as_int(w["time"], "time"))
+                   Params.from_wire(w["params"]), _as_int(w["time"], "time"), w.get("app", ""))
 
     def genesis_hash(self) -> BlockHash:
         """prev_hash of block 1."""
