@@ -1,6 +1,7 @@
 """`LedgerBenchTarget`: our cluster behind the benchmark's target interface (`bench/_target.py`).
 
-`start(n_nodes, n_sealers)` initialises a fresh `LocalCluster` in a temporary
+`start(n_nodes, n_sealers)` initialises a fresh `LocalCluster` running the
+key/value app (``app="kv"``, not the default contracts) in a temporary
 directory and waits until every node is ready; `asubmit(tx)` / `submit(tx)`
 wrap the load generator's opaque ``key=value`` bytes as a signed ``kv.put``
 transaction and return once f+1 sealers replied with matching signed results
@@ -47,7 +48,7 @@ class LedgerBenchTarget:
         self.stop()
         self._dir = Path(tempfile.mkdtemp(prefix="sealstream-bench-"))
         self.cluster = LocalCluster(self._dir, n_nodes=n_nodes, n_sealers=n_sealers, params=self.params,
-                                    log_level="WARNING")
+                                    log_level="WARNING", app="kv")
         try:
             self.cluster.init()
             self.cluster.start(timeout=60)

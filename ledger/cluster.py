@@ -85,7 +85,8 @@ class LocalCluster:
 
     def __init__(self, root: str | Path, *, n_nodes: int = 4, n_sealers: int | None = None,
                  params: Params | None = None, host: str = "127.0.0.1", base_port: int = 0,
-                 port_setting: str = "SEALSTREAM_LEDGER_BASE_PORT", log_level: str = "INFO") -> None:
+                 port_setting: str = "SEALSTREAM_LEDGER_BASE_PORT", log_level: str = "INFO",
+                 app: str = "contracts") -> None:
         self.root = Path(root).resolve()
         self.layout = LedgerLayout(self.root)
         self.n_nodes = n_nodes
@@ -95,12 +96,14 @@ class LocalCluster:
         self.base_port = base_port
         self.port_setting = port_setting
         self.log_level = log_level
+        self.app = app  # for `init` only: a started ledger runs what its genesis names
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # ------------------------------------------------------------ setup
 
     def init(self, force: bool = False) -> LedgerLayout:
-        """Write keys, genesis and addresses (`ledger.layout.init_layout`)."""
+        """Write keys, genesis and addresses, and for app "contracts" the admin key and
+        ``contracts.json`` (`ledger.layout.init_layout`)."""
         if self.base_port:
             ports = [(self.base_port + 2 * i, self.base_port + 2 * i + 1) for i in range(self.n_nodes)]
         else:
@@ -109,7 +112,7 @@ class LocalCluster:
         if force:
             self.stop()
         return init_layout(self.root, n_nodes=self.n_nodes, n_sealers=self.n_sealers, ports=ports,
-                           host=self.host, params=self.params, force=force)
+                           host=self.host, params=self.params, force=force, app=self.app)
 
     def addresses(self) -> list[NodeAddress]:
         return self.layout.addresses()
@@ -254,7 +257,7 @@ class LocalCluster:
             return exc.code, exc.read()
 
     def client(self, **kw: Any) -> LedgerClient:
-        """A blocking client with the ledger's client key (close it when done)."""
+        """A blocking client with the ledger's client key (or ``key=``; close it when done)."""
         return LedgerClient.from_layout(self.root, **kw)
 
     def aclient(self, **kw: Any) -> AsyncLedgerClient:

@@ -6,6 +6,10 @@ Run as ``python -m ledger.node --root DIR --node NAME`` (`ledger.cluster` and
 * loads genesis, its key (0600) and the peers' addresses from the state
   directory (`ledger.layout`), opens its `BlockStore` and rebuilds the replica
   from the persisted blocks (the store also serves as its archive);
+* runs the app the genesis names (`LedgerLayout.executor`): `ContractApp`
+  from ``contracts.json`` when ``Genesis.app`` is ``contracts:<hash>`` — and
+  refuses to start (exit 2, one log line saying why) when that file is missing
+  or its hash differs — else `KVExecutor`;
 * feeds `Tick(now_ms)` before every event, decodes frames (a malformed one is
   dropped and counted as ``malformed``), and turns a `Request` whose sender is
   not a node (a client) into `RequestSubmitted(tx, client=connection)`;
@@ -57,7 +61,7 @@ from .consensus import (
     Tick,
     TimerFired,
 )
-from .errors import WireError
+from .errors import LedgerError, WireError
 from .http_api import make_app
 from .layout import LedgerLayout
 from .messages import ClientRequests, Request, decode_message, encode_message
@@ -91,14 +95,16 @@ class Node:
         self.key = layout.node_key(name)
         self.did = self.key.did
         self._node_set = frozenset(self.genesis.node_ids())
+        self.app = layout.app()
+        self.executor = layout.executor(self.genesis)  # checks contracts.json against the genesis first
         layout.node_dir(name).mkdir(parents=True, exist_ok=True)
         self.store = BlockStore.open(layout.store_path(name), self.genesis)
         min_view = int(self.store.get_state(_VIEW_KEY, 0))
         saved = self.store.get_state(_SAFETY_KEY)
         safety = None if saved is None else SafetyState.from_wire(saved)
-        self.replica = Replica(self.genesis, self.did, self.key.sign, verify=CachedVerifier(),
-                               committed=self.store.blocks(), archive=self.store, now=now_ms(), min_view=min_view,
-                               safety=safety)
+        self.replica = Replica(self.genesis, self.did, self.key.sign, executor=self.executor,
+                               verify=CachedVerifier(), committed=self.store.blocks(), archive=self.store,
+                               now=now_ms(), min_view=min_view, safety=safety)
         self.persists = 0
         peers = [Peer(a.did, a.host, a.p2p_port) for a in layout.addresses()]
         self.transport = Transport(chain_id=self.genesis.chain_id, node_id=self.did, host=self.address.host,
@@ -125,7 +131,8 @@ class Node:
         self._runner = web.AppRunner(make_app(self), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.address.host, self.address.http_port).start()
-        log.info("node started", extra={"node": self.name, "did": self.did, "height": self.replica.height,
+        log.info("node started", extra={"node": self.name, "did": self.did, "app": self.app,
+                                        "height": self.replica.height,
                                         "view": self.replica.view, "p2p_port": self.address.p2p_port,
                                         "http_port": self.address.http_port, "sealer": self.replica.is_sealer})
         self._execute(self.replica.start())
@@ -278,8 +285,10 @@ class Node:
             "node": self.name,
             "did": self.did,
             "chain_id": self.genesis.chain_id,
+            "app": self.app,
             "height": r.height,
             "tip": r.last_hash.hex(),
+            "state_root": bytes(self.executor.state_root()).hex(),
             "view": r.view,
             "changing_view": r.changing,
             "primary": names.get(r.primary, r.primary),
@@ -326,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     try:
         asyncio.run(_amain(args.root, args.node))
-    except OSError as exc:
+    except (OSError, LedgerError) as exc:
         log.error("node failed to start", extra={"node": args.node, "error": str(exc)})
         return 2
     return 0

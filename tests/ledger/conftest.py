@@ -23,12 +23,15 @@ CLUSTER_PARAMS = Params(max_block_txs=128, block_time_ms=20, checkpoint_interval
 
 @pytest.fixture
 def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LocalCluster]]:
-    """`make_cluster(n_nodes, n_sealers)`: a started cluster, stopped at teardown."""
+    """`make_cluster(n_nodes, n_sealers, app="kv")`: a started cluster, stopped at teardown.
+
+    The consensus tests load it with ``kv.put`` (app "kv"); pass ``app="contracts"``
+    for `ContractApp` (then ``keys/admin.key`` is the consortium admin)."""
     started: list[LocalCluster] = []
 
-    def make(n_nodes: int, n_sealers: int, params: Params = CLUSTER_PARAMS) -> LocalCluster:
+    def make(n_nodes: int, n_sealers: int, params: Params = CLUSTER_PARAMS, app: str = "kv") -> LocalCluster:
         root: Path = tmp_path_factory.mktemp(f"ledger{n_nodes}")
-        c = LocalCluster(root, n_nodes=n_nodes, n_sealers=n_sealers, params=params)
+        c = LocalCluster(root, n_nodes=n_nodes, n_sealers=n_sealers, params=params, app=app)
         started.append(c)
         c.init()
         c.start(timeout=30)
