@@ -50,9 +50,11 @@ entity), ``INSUFFICIENT_BALANCE`` (allocating more than ``from`` holds),
 
 State: ``tok/fees`` -> ``{kind pattern: fee}``; ``tok/supply`` ->
 ``{minted, consumed}``; ``tok/acct/<id>`` -> ``{balance, charges, spent}``;
-``tok/use/<id>/<seq as 16 hex digits>`` -> ``{kind, fee, height, index,
-tx_id, time, submitter}``, seq counting the account's charges from 0 (so
-`consumption` reads a range by binary search on height, no scan).
+``tok/use/<id>/<seq as 16 hex digits>`` -> ``[kind, fee, height, index,
+tx_id, time]`` (a list: one of these is written per charged tx), seq
+counting the account's charges from 0, so `consumption` reads a range by
+binary search on height, no scan. Who signed is not stored: it is the
+account's key as of ``(height, index)``, which `consumption` resolves.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from ._app import (
     check_id,
     check_int,
 )
+from .registry import resolve
 
 __all__ = [
     "METHODS",
@@ -200,7 +203,8 @@ def accounts(state: ContractState) -> list[tuple[str, dict]]:
 def consumption(reader: Any, account_id: str, since_height: int | None = None, limit: int = 100,
                 after: int | None = None) -> list[dict]:
     """The charges of `account_id` in commit order, oldest first: each
-    ``{account, seq, kind, fee, height, index, tx_id, time, submitter}``.
+    ``{account, seq, kind, fee, height, index, tx_id, time, submitter}``
+    (`submitter`: the account's key as tx `index` of block `height` saw it).
 
     `since_height` keeps charges made at that height or later; `after` (a
     ``seq`` from an earlier page) continues a listing; at most `limit`
@@ -215,13 +219,16 @@ def consumption(reader: Any, account_id: str, since_height: int | None = None, l
         hi = n
         while lo < hi:  # first seq whose height >= since_height (heights never decrease)
             mid = (lo + hi) // 2
-            if _peek(reader, use_key(account_id, mid))["height"] < since_height:
+            if _peek(reader, use_key(account_id, mid))[2] < since_height:
                 lo = mid + 1
             else:
                 hi = mid
     out = []
     for seq in range(lo, min(n, lo + limit)):
-        out.append({"account": account_id, "seq": seq, **reader.get(use_key(account_id, seq))})
+        kind, fee, height, index, tx_id, time = _peek(reader, use_key(account_id, seq))
+        out.append({"account": account_id, "seq": seq, "kind": kind, "fee": fee, "height": height,
+                    "index": index, "tx_id": tx_id, "time": time,
+                    "submitter": resolve(reader, account_id, height, index).key})
     return out
 
 
@@ -251,8 +258,7 @@ def charge(tc: TxContext) -> int:
     rec = _empty() if rec is None else rec
     seq = rec["charges"]
     st.put(acct_key(who), {"balance": have - fee, "charges": seq + 1, "spent": rec["spent"] + fee})
-    st.put(use_key(who, seq), {"kind": kind, "fee": fee, "height": tc.height, "index": tc.index,
-                               "tx_id": tc.tx.tx_id, "time": tc.block.time, "submitter": did})
+    st.put(use_key(who, seq), [kind, fee, tc.height, tc.index, tc.tx.tx_id, tc.block.time])
     sup = _peek(st, SUPPLY_KEY)
     st.put(SUPPLY_KEY, {"minted": sup["minted"], "consumed": sup["consumed"] + fee})
     return fee
