@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from ledger import Genesis
+from ledger import Genesis, Transaction
 from ledger.contracts import GENEROUS_BALANCE, ContractApp, ContractsGenesis, Refused, recompute_root, tokens
 from ledger.contracts.anchors import get_batch
 from ledger.contracts.tokens import DEFAULT_FEES, balance, consumption, fee_for, supply, tokens_json
@@ -445,3 +445,43 @@ def test_random_token_workloads(seed: int) -> None:
     assert a.app.snapshot() == b.app.snapshot()
     assert codes.get(None, 0) > 10 and codes.get("INSUFFICIENT_QUOTA", 0) > 3, codes
     assert {"FORBIDDEN", "BAD_PAYLOAD"} <= set(codes), codes
+
+
+# ---------------------------------------------------------------- under real replicas
+
+
+@pytest.mark.parametrize("seed", [0, 2, 8, 12])
+def test_fees_under_the_simulator(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sim test's workload with the default fees and mints for its gateways: every
+    honest node ends with byte-identical balances, history, roots and results."""
+    import test_contracts_sim as sim_test
+
+    base = sim_test._workload
+
+    def workload(s: int):
+        out = base(s)
+        mint = [Transaction.create(ADMIN, n, "tokens.mint", {"account": gw, "amount": 4})
+                for n, gw in enumerate(["gw-a", "gw-b", "gw-a", "gw-b"], start=1)]
+        return out + [(150, mint[0]), (150, mint[1]), (800, mint[2]), (800, mint[3])]
+
+    monkeypatch.setattr(sim_test, "default_genesis", funded)
+    monkeypatch.setattr(sim_test, "_workload", workload)
+    sim = sim_test._run(seed)
+    live = sim.honest_live()
+    apps = [i.replica.executor for i in live]
+    ref = apps[0]
+    assert ref.state_root() == recompute_root(ref.snapshot())
+    txs = list(sim.submitted)
+    results = [live[0].replica._results[t] for t in txs]
+    for inst, app in zip(live, apps):
+        assert app.snapshot() == ref.snapshot() and [inst.replica._results[t] for t in txs] == results
+    st = ref.state
+    charged = {t: r["charged"] for t, r in zip(txs, results) if "charged" in r}
+    history = {e["tx_id"]: e["fee"] for acc, _ in tokens.accounts(st) for e in consumption(st, acc, limit=1000)}
+    assert history == charged and len(charged) >= 4
+    for tid, r in zip(txs, results):   # each charged tx's entry sits at the position the replicas indexed it at
+        if "charged" in r:
+            e = next(e for acc, _ in tokens.accounts(st) for e in consumption(st, acc, limit=1000) if e["tx_id"] == tid)
+            assert (e["height"], e["index"]) == live[0].replica.tx_index[tid]
+    c = Chain(ref)
+    check_conservation(c)
