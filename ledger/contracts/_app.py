@@ -376,7 +376,9 @@ class ContractsGenesis:
 
     def to_wire(self) -> dict:
         w = {"admin": self.admin, "orgs": [o.to_wire() for o in self.orgs],
-             "entities": [e.to_wire() for e in self.entities], "balances": dict(self.balances)}
+             "entities": [e.to_wire() for e in self.entities]}
+        if self.balances:  # only when set, so a genesis without tokens fields keeps its wire form
+            w["balances"] = dict(self.balances)
         if self.fees is not None:
             w["fees"] = dict(self.fees)
         return w
