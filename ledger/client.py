@@ -39,6 +39,16 @@ committed one, so keep fewer than that many transactions of one key in flight.
 Reads (`get_status`, `get_block`, `get_headers`, `get_tx`, `verified_tx`) use
 the nodes' HTTP API; `verified_tx` checks every header certificate from
 genesis with the light client and the tx's inclusion proof.
+
+Contracts reads (ledgers running `ContractApp`, see docs/contracts.md):
+`resolve(id, height=None)` and `resolve_key(did, height=None)` (registry,
+as of a height), `get_anchor(batch_id)` and `anchors_by_root(root)`
+(anchors), `get_state_proof(key)` and `verified_state(key)` (a state value
+proven against the state root of a header verified from genesis). Without a
+`node`, a lookup that one node answers 404 asks the next ones (it may lag)
+and gives None only when none has it. Contract transactions are ordinary
+`submit(kind, payload)` calls (bytes fields as `bytes`); a refusal is a
+`Receipt` whose ``result`` is ``{"ok": False, "code": ..., "message": ...}``.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ import asyncio
 import itertools
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Coroutine, Iterable, TypeVar
@@ -72,6 +83,7 @@ __all__ = [
     "TxRefused",
     "NodeUnavailable",
     "Receipt",
+    "StateProof",
     "TxRecord",
     "AsyncLedgerClient",
     "LedgerClient",
@@ -115,6 +127,26 @@ class Receipt:
     result: Any
     nodes: tuple[str, ...]
     tx: Transaction | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def refusal(self) -> tuple[str, str] | None:
+        """``(code, message)`` when a contract refused the tx (``{"ok": false, ...}``;
+        the tx is committed all the same, its nonce used), else None."""
+        r = self.result
+        if isinstance(r, dict) and r.get("ok") is False:
+            return str(r.get("code", "")), str(r.get("message", ""))
+        return None
+
+
+@dataclass(frozen=True)
+class StateProof:
+    """A contracts state value with its proof as served by `/state/proof` (not yet verified)."""
+
+    key: str
+    value: bytes | None  # canonical bytes, None when absent
+    height: int
+    header_hash: bytes | None
+    proof: dict
 
 
 @dataclass(frozen=True)
@@ -465,21 +497,33 @@ class AsyncLedgerClient:
             raise LedgerClientError(f"no node named {node!r}")
         return got
 
-    async def _get(self, path: str, node: str | None = None, *, allow_404: bool = False) -> Any:
+    async def _get(self, path: str, node: str | None = None, *, allow_404: bool = False,
+                   ask_all: bool = False) -> Any:
+        """GET `path` from `node` or node after node until one answers 200. With
+        `allow_404`, a 404 gives None — at once, or with `ask_all` only once no
+        node has it (a lagging node may not have committed it yet)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.http_timeout))
         errors = []
+        missing = False
         for addr in self._address(node):
             try:
                 async with self._session.get(addr.http_url + path) as resp:
                     body = await resp.json(content_type=None)
                     if resp.status == 200:
                         return body
-                    if resp.status == 404 and allow_404:
-                        return None
-                    errors.append(f"{addr.name}: HTTP {resp.status} {body.get('message', '')}".strip())
+                    if resp.status == 404 and allow_404 and not (isinstance(body, dict)
+                                                                 and body.get("error") == "no-contracts"):
+                        if not ask_all:
+                            return None
+                        missing = True
+                        continue
+                    message = body.get("message", "") if isinstance(body, dict) else ""
+                    errors.append(f"{addr.name}: HTTP {resp.status} {message}".strip())
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
                 errors.append(f"{addr.name}: {type(exc).__name__} {exc}".strip())
+        if missing:
+            return None
         raise NodeUnavailable(f"GET {path} failed on every node ({'; '.join(errors)}); "
                               "is the ledger up (`sealstream ledger status`)?")
 
@@ -524,7 +568,84 @@ class AsyncLedgerClient:
         return rec, lc.verify_tx(rec.tx, rec.proof)
 
 
+    # ------------------------------------------------------------ contracts (HTTP reads)
+
+    async def resolve(self, entity_id: str, height: int | None = None, index: int | None = None,
+                      node: str | None = None) -> dict | None:
+        """``GET /registry/{id}``: ``{state_height, resolution, entity}`` as of `height`
+        (default: the node's height), or None if no node knows the id."""
+        q = _query(height=height, index=index)
+        return await self._get(f"/registry/{_quote(entity_id)}{q}", node, allow_404=True, ask_all=node is None)
+
+    async def resolve_key(self, did: str, height: int | None = None, index: int | None = None,
+                          node: str | None = None) -> dict | None:
+        """``GET /registry/key/{did}``: ``{state_height, resolution}``, or None if never bound."""
+        q = _query(height=height, index=index)
+        return await self._get(f"/registry/key/{_quote(did)}{q}", node, allow_404=True, ask_all=node is None)
+
+    async def get_anchor(self, batch_id: str, node: str | None = None) -> dict | None:
+        """``GET /anchors/{batch_id}``: the anchored batch (root hex, tree size, gateway,
+        window, height, index, tx_id, ...), or None if no node has it."""
+        return await self._get(f"/anchors/{_quote(batch_id)}", node, allow_404=True, ask_all=node is None)
+
+    async def anchors_by_root(self, root: bytes | str, node: str | None = None) -> list[dict]:
+        """``GET /anchors/root/{hex}``: every batch anchored with `root`, in commit order
+        (empty if no node has one)."""
+        text = root.hex() if isinstance(root, bytes) else root
+        body = await self._get(f"/anchors/root/{_quote(text)}", node, allow_404=True, ask_all=node is None)
+        return [] if body is None else list(body["batches"])
+
+    async def get_state_proof(self, key: str, node: str | None = None) -> StateProof:
+        """``GET /state/proof?key=``: the value of state `key` and its proof, unverified."""
+        v = await self._get(f"/state/proof{_query(key=key)}", node)
+        try:
+            proof = canonical.decode(bytes.fromhex(v["canonical"]["proof"]))
+            value = proof["value"]
+            if not (isinstance(proof, dict) and proof.get("key") == key and v["key"] == key
+                    and (value is None or type(value) is bytes)):
+                raise TypeError("proof for another key")
+            hh = v["header_hash"]
+            return StateProof(key, value, int(v["height"]), None if hh is None else bytes.fromhex(hh), proof)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LedgerClientError(f"bad state proof for {key!r}: {exc}") from None
+
+    async def verified_state(self, key: str, node: str | None = None) -> tuple[bytes | None, BlockHeader]:
+        """The canonical bytes of state `key` (None: absent), proven against the state
+        root of a header this client verified from genesis (certificates checked
+        by a fresh light client); raises `LedgerClientError` if anything fails."""
+        from .contracts import ProofError, verify_state_proof
+
+        sp = await self.get_state_proof(key, node)
+        if sp.height < 1 or sp.header_hash is None:
+            raise LedgerClientError("the ledger has no block yet: nothing to verify a state proof against")
+        lc = LightClient.from_genesis(self.genesis, verify=self._verify)
+        try:
+            lc.add_chain(await self.get_headers(1, sp.height, node))
+        except LightClientError as exc:
+            raise LedgerClientError(f"headers up to {sp.height} do not verify: {exc}") from None
+        if lc.height < sp.height:
+            raise LedgerClientError(f"headers up to {sp.height} were not served")
+        header = lc.headers[sp.height]
+        if header.header_hash() != sp.header_hash:
+            raise LedgerClientError(f"the proof names header {sp.header_hash.hex()[:16]} but the verified "
+                                    f"header at {sp.height} is {header.header_hash().hex()[:16]}")
+        try:
+            verify_state_proof(header.state_root, key, sp.value, sp.proof)
+        except ProofError as exc:
+            raise LedgerClientError(f"state proof for {key!r} does not verify: {exc}") from None
+        return sp.value, header
+
+
 _UNDECODABLE = object()
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def _query(**params: Any) -> str:
+    given = {k: v for k, v in params.items() if v is not None}
+    return "?" + urllib.parse.urlencode(given) if given else ""
 
 
 def _count(votes: dict[str, bytes]) -> dict[bytes, int]:
@@ -587,6 +708,26 @@ class LedgerClient:
 
     def verified_tx(self, tx_id: bytes | str, node: str | None = None) -> tuple[TxRecord, BlockHeader]:
         return self._call(self._async.verified_tx(tx_id, node))
+
+    def resolve(self, entity_id: str, height: int | None = None, index: int | None = None,
+                node: str | None = None) -> dict | None:
+        return self._call(self._async.resolve(entity_id, height, index, node))
+
+    def resolve_key(self, did: str, height: int | None = None, index: int | None = None,
+                    node: str | None = None) -> dict | None:
+        return self._call(self._async.resolve_key(did, height, index, node))
+
+    def get_anchor(self, batch_id: str, node: str | None = None) -> dict | None:
+        return self._call(self._async.get_anchor(batch_id, node))
+
+    def anchors_by_root(self, root: bytes | str, node: str | None = None) -> list[dict]:
+        return self._call(self._async.anchors_by_root(root, node))
+
+    def get_state_proof(self, key: str, node: str | None = None) -> StateProof:
+        return self._call(self._async.get_state_proof(key, node))
+
+    def verified_state(self, key: str, node: str | None = None) -> tuple[bytes | None, BlockHeader]:
+        return self._call(self._async.verified_state(key, node))
 
     def close(self) -> None:
         if self._loop.is_closed():

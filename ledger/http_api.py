@@ -10,7 +10,23 @@ Read-only and served from the node's own event loop and block store.
 | ``GET /tx/{id}`` | the tx, its height, index, result and RFC 9162 inclusion proof |
 | ``GET /metrics`` | Prometheus text format (`ledger.metrics`) |
 
-Errors are JSON ``{"error": code, "message": sentence}`` with 400 or 404.
+Contracts (nodes running `ContractApp`; a KV ledger answers 404 ``no-contracts``),
+answered from the node's committed state, whose height is ``state_height``:
+
+| route | answer |
+|---|---|
+| ``GET /registry/{id}?height=&index=`` | ``{state_height, resolution, entity}``: `registry.resolve` as of `height` (default: the node's height; with `index`, as that tx of the block saw it) and the full record (`registry.entity_json`) |
+| ``GET /registry/key/{did}?height=&index=`` | ``{state_height, resolution}``: `registry.resolve_key` (``valid``, or ``not_current``, ``revoked``) |
+| ``GET /anchors/{batch_id}`` | ``{state_height, ...anchors.batch_json}``: root, tree size, gateway, window, and the height/index/tx_id of its commit |
+| ``GET /anchors/root/{hex}`` | ``{state_height, root, batches: [batch_json, ...]}`` in commit order (404 if none) |
+| ``GET /state/proof?key=`` | ``{key, height, header_hash, state_root, value, decoded, proof, canonical}``: a `ContractState.prove` proof for `verify_state_proof` against the state root of the header at `height` (the node's height; ``header_hash`` null at 0) |
+
+A batch id goes percent-encoded into the path (``quote(id, safe="")``, as
+`ledger.client` does; it may hold ``/``), which keeps ``/anchors/root%2F...``
+apart from ``/anchors/root/{hex}``; unencoded, ``root/<x>`` is still read as a
+batch id when x is not 64 hex digits. A `height` above the node's is ``503 behind`` (ask another node).
+
+Errors are JSON ``{"error": code, "message": sentence}`` with 400, 404 or 503.
 """
 
 from __future__ import annotations
@@ -20,8 +36,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from trust import canonical
+
 from .light_client import tx_proof
-from .views import block_view, header_view, tx_view
+from .views import block_view, header_view, jsonable, tx_view
 
 if TYPE_CHECKING:
     from .node import Node
@@ -96,10 +114,114 @@ def make_app(node: "Node") -> web.Application:
         body = generate_latest(node.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    # ------------------------------------------------------------ contracts
+    # Each handler reads the committed state without awaiting, so one answer
+    # comes from one state (the event loop applies blocks between requests).
+
+    def contracts() -> Any:
+        from .contracts import ContractApp
+
+        ex = getattr(node, "executor", None)
+        if not isinstance(ex, ContractApp):
+            raise web.HTTPNotFound(text='{"error": "no-contracts", "message": "this ledger runs the kv app, '
+                                   'not contracts"}', content_type="application/json")
+        return ex
+
+    def at(req: web.Request, app: Any) -> tuple[int, int | None]:
+        height = _int_arg(req.query.get("height"), "height", app.height)
+        if height > app.height:
+            raise web.HTTPServiceUnavailable(
+                text=f'{{"error": "behind", "message": "this node is at height {app.height}, '
+                     f'below {height}; ask another node"}}', content_type="application/json")
+        raw = req.query.get("index")
+        return height, None if raw is None or raw == "" else _int_arg(raw, "index", 0)
+
+    async def registry_entity(req: web.Request) -> web.Response:
+        from .contracts import registry
+
+        app = contracts()
+        entity_id = req.match_info["entity_id"]
+        height, index = at(req, app)
+        st = app.state
+        rec = registry.get_entity(st, entity_id)
+        if rec is None:
+            return _error(404, "not-found", f"no registry entity {entity_id[:140]!r}")
+        return web.json_response({"state_height": app.height,
+                                  "resolution": registry.resolve(st, entity_id, height, index).to_json(),
+                                  "entity": registry.entity_json(entity_id, rec)})
+
+    async def registry_key(req: web.Request) -> web.Response:
+        from .contracts import registry
+
+        app = contracts()
+        did = req.match_info["did"]
+        height, index = at(req, app)
+        r = registry.resolve_key(app.state, did, height, index)
+        if r is None:
+            return _error(404, "not-found", f"key {did[:140]!r} was never bound to an org or entity")
+        return web.json_response({"state_height": app.height, "resolution": r.to_json()})
+
+    async def anchor_by_id(req: web.Request, batch_id: str | None = None) -> web.Response:
+        from .contracts import anchors
+
+        app = contracts()
+        batch_id = req.match_info["batch_id"] if batch_id is None else batch_id
+        rec = anchors.get_batch(app.state, batch_id)
+        if rec is None:
+            return _error(404, "not-found", f"no anchored batch {batch_id[:140]!r}")
+        return web.json_response({"state_height": app.height, **anchors.batch_json(batch_id, rec)})
+
+    async def anchors_by_root(req: web.Request) -> web.Response:
+        from .contracts import anchors
+
+        app = contracts()
+        text = req.match_info["root"]
+        try:
+            root = bytes.fromhex(text)
+        except ValueError:
+            root = b""
+        if len(root) != 32 or len(text) != 64:
+            # not a root: an id that starts with "root/" (see the module doc)
+            return await anchor_by_id(req, "root/" + text)
+        found = anchors.batches_by_root(app.state, root)
+        if not found:
+            return _error(404, "not-found", f"no batch anchored with root {root.hex()}")
+        return web.json_response({"state_height": app.height, "root": root.hex(),
+                                  "batches": [anchors.batch_json(b, rec) for b, rec in found]})
+
+    async def state_proof(req: web.Request) -> web.Response:
+        app = contracts()
+        key = req.query.get("key")
+        if not key:
+            return _error(400, "bad-request", "give the state key to prove, e.g. ?key=reg/ent/node0")
+        height = app.height
+        st = app.state
+        proof = st.prove(key)
+        root = st.root
+        header = store.header(height) if height >= 1 else None
+        if height >= 1 and (header is None or header.state_root != root):
+            # the store and the app move together; if not, say so rather than serve an unverifiable proof
+            return _error(503, "behind", f"no stored header with this state root at height {height}; retry")
+        value = proof["value"]
+        return web.json_response({
+            "key": key, "height": height,
+            "header_hash": None if header is None else header.header_hash().hex(),
+            "state_root": bytes(root).hex(),
+            "value": None if value is None else value.hex(),
+            "decoded": None if value is None else jsonable(canonical.decode(value)),
+            "proof": jsonable(proof),
+            "canonical": {"proof": canonical.encode(proof).hex()},
+        })
+
     app = web.Application()
     app.router.add_get("/status", status)
     app.router.add_get("/blocks/{h}", block)
     app.router.add_get("/headers", headers)
     app.router.add_get("/tx/{tx_id}", tx)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/registry/key/{did}", registry_key)
+    app.router.add_get("/registry/{entity_id}", registry_entity)
+    app.router.add_get("/anchors/root/{root}", anchors_by_root)
+    app.router.add_get("/anchors/{batch_id:.+}", anchor_by_id)
+    app.router.add_get("/state/proof", state_proof)
     return app
