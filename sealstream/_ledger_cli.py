@@ -1,4 +1,5 @@
-"""``sealstream ledger ...``: a local cluster of ledger nodes (init, up, down, status, submit).
+"""``sealstream ledger ...``: a local cluster of ledger nodes (init, up, down, status, submit,
+registry, anchor).
 
 State lives in ``$SEALSTREAM_HOME/ledger`` (see `ledger.layout`); the processes
 are run by `ledger.cluster.LocalCluster`, the same code the tests and the
@@ -32,7 +33,7 @@ def _settings(ctx: click.Context) -> Settings:
     return obj.settings if obj is not None and hasattr(obj, "settings") else load_settings()
 
 
-def _cluster(s: Settings, n_nodes: int | None = None, n_sealers: int | None = None) -> Any:
+def _cluster(s: Settings, n_nodes: int | None = None, n_sealers: int | None = None, app: str = "contracts") -> Any:
     from ledger import Params
     from ledger.cluster import LocalCluster
 
@@ -41,7 +42,40 @@ def _cluster(s: Settings, n_nodes: int | None = None, n_sealers: int | None = No
                     view_change_timeout_ms=s.ledger_view_change_timeout_ms)
     return LocalCluster(s.ledger_home, n_nodes=n_nodes or s.ledger_nodes,
                         n_sealers=n_sealers or s.ledger_sealers, params=params, host=s.host,
-                        base_port=s.ledger_base_port)
+                        base_port=s.ledger_base_port, app=app)
+
+
+def _from_json(value: Any) -> Any:
+    """JSON -> tx payload: ``{"$hex": "00ff..."}`` (a map with that one key) becomes bytes."""
+    if isinstance(value, dict):
+        if set(value) == {"$hex"}:
+            text = value["$hex"]
+            if not isinstance(text, str):
+                raise ValueError('"$hex" needs a string of hex digits')
+            try:
+                return bytes.fromhex(text)
+            except ValueError:
+                raise ValueError(f'"$hex" value {text[:40]!r} is not hex digits') from None
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def _signer(layout: Any, who: str) -> Any:
+    """The key `submit --as` names: the layout's admin or client key, or a key file."""
+    from pathlib import Path
+
+    from trust.identity import load_keypair
+
+    if who == "admin":
+        return layout.admin_key()
+    if who == "client":
+        return layout.client_key()
+    path = Path(who).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--as {who}: not 'admin', 'client' or an existing key file")
+    return load_keypair(path)
 
 
 def _fail(exc: Exception, as_json: bool) -> None:
@@ -91,11 +125,18 @@ def ledger() -> None:
     """The consortium ledger: a local cluster of PBFT nodes on loopback.
 
     \b
-    sealstream ledger init --nodes 4 --sealers 4   keys (0600), genesis, addresses
+    sealstream ledger init --nodes 4 --sealers 4   keys (0600), genesis, contracts genesis, addresses
     sealstream ledger up                           start the nodes, wait, register with Prometheus
     sealstream ledger status                       height, view, role, peers, drops per node
-    sealstream ledger submit kv.put '{"key": "a", "value": 1}'
+    sealstream ledger submit --as admin registry.register_org \\
+        '{"id": "acme", "name": "ACME", "admin": "did:key:z6Mk..."}'
+    sealstream ledger registry acme --height 5     key and status as of a height
+    sealstream ledger anchor BATCH_ID              an anchored batch root
     sealstream ledger down                         stop the nodes; blocks are kept
+
+    The nodes run the contracts (registry, anchors; docs/contracts.md) with the
+    consortium admin key in keys/admin.key; `init --app kv` makes a key/value
+    ledger (kv.put) instead.
 
     State: $SEALSTREAM_HOME/ledger. Ports: SEALSTREAM_LEDGER_BASE_PORT (node i uses
     base+2i for p2p and base+2i+1 for HTTP, fixed at `init`).
@@ -106,13 +147,21 @@ def ledger() -> None:
 @click.option("--nodes", "n_nodes", type=int, default=None, help="number of nodes [SEALSTREAM_LEDGER_NODES]")
 @click.option("--sealers", "n_sealers", type=int, default=None,
               help="how many of them seal (the first K) [SEALSTREAM_LEDGER_SEALERS]")
+@click.option("--app", type=click.Choice(["contracts", "kv"]), default="contracts", show_default=True,
+              help="what the nodes run: the contracts (registry, anchors) or a key/value map (kv.put)")
 @click.option("--force", is_flag=True, help="replace an existing ledger (stops its nodes, deletes its blocks)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def ledger_init(ctx: click.Context, n_nodes: int | None, n_sealers: int | None, force: bool, as_json: bool) -> None:
-    """Write node keys, the genesis and the node addresses into the state directory."""
+def ledger_init(ctx: click.Context, n_nodes: int | None, n_sealers: int | None, app: str, force: bool,
+                as_json: bool) -> None:
+    """Write node keys, the genesis and the node addresses into the state directory.
+
+    With the contracts app (the default) also keys/admin.key, the consortium
+    admin, and contracts.json (org "operator", administered by that key,
+    holding the nodes), whose hash the genesis records.
+    """
     s = _settings(ctx)
-    cluster = _cluster(s, n_nodes, n_sealers)
+    cluster = _cluster(s, n_nodes, n_sealers, app)
     try:
         layout = cluster.init(force=force)
         addrs = cluster.addresses()
@@ -120,11 +169,16 @@ def ledger_init(ctx: click.Context, n_nodes: int | None, n_sealers: int | None, 
     except _boundary_errors() as exc:
         _fail(exc, as_json)
         return
+    admin = layout.admin_key().did if app == "contracts" else None
     if as_json:
         _emit({"home": str(layout.root), "chain_id": g.chain_id, "genesis_hash": g.genesis_hash().hex(),
+               "app": layout.app(), "app_hash": g.app.partition(":")[2] or None, "admin": admin,
                "sealers": len(g.sealers.members), "nodes": [a.__dict__ for a in addrs]})
         return
-    _out.print(f"ledger {g.chain_id}: {len(addrs)} nodes, {len(g.sealers.members)} sealers in {layout.root}")
+    _out.print(f"ledger {g.chain_id}: {len(addrs)} nodes, {len(g.sealers.members)} sealers, app {layout.app()} "
+               f"in {layout.root}")
+    if admin:
+        _out.print(f"consortium admin {admin} (keys/admin.key)")
     _out.print(f"genesis hash {g.genesis_hash().hex()}; next: sealstream ledger up")
 
 
@@ -203,35 +257,142 @@ def ledger_status(ctx: click.Context, as_json: bool) -> None:
         sys.exit(3)
 
 
-@ledger.command("submit")
+_PAYLOAD_HELP = """\b
+PAYLOAD is JSON. Byte fields (an anchor's root) are written {"$hex": "<hex digits>"}:
+a map whose only key is "$hex" becomes those bytes.
+"""
+
+
+@ledger.command("submit", epilog=_PAYLOAD_HELP)
 @click.argument("kind")
 @click.argument("payload")
+@click.option("--as", "signer", default="client", show_default=True, metavar="admin|client|KEYFILE",
+              help="who signs: the consortium admin (keys/admin.key), the ledger's client key, or a key file "
+                   "(trust.identity format, mode 0600)")
 @click.option("--timeout", default=15.0, show_default=True, help="seconds to wait for f+1 matching replies")
 @click.option("--json", "as_json", is_flag=True, help="print the receipt as JSON")
 @click.pass_context
-def ledger_submit(ctx: click.Context, kind: str, payload: str, timeout: float, as_json: bool) -> None:
-    """Submit one transaction KIND with JSON PAYLOAD, signed by the ledger's client key.
+def ledger_submit(ctx: click.Context, kind: str, payload: str, signer: str, timeout: float, as_json: bool) -> None:
+    """Submit one transaction KIND with JSON PAYLOAD; print its receipt once f+1 sealers agree.
 
-    Example: sealstream ledger submit kv.put '{"key": "a", "value": 1}'
+    \b
+    Examples:
+      sealstream ledger submit --as admin registry.register_org \\
+          '{"id": "acme", "name": "ACME", "admin": "did:key:z6Mk..."}'
+      sealstream ledger submit --as gw1.key anchors.anchor '{"batch_id": "b-1",
+          "root": {"$hex": "<64 hex digits>"}, "tree_size": 3, "gateway": "gw1", "window": [0, 1000]}'
+      sealstream ledger submit kv.put '{"key": "a", "value": 1}'      (a kv ledger)
+
+    A contract refusal (FORBIDDEN, DUPLICATE_BATCH, ...) is committed like any
+    tx but exits 1 with its code.
     """
     from ledger.client import LedgerClient
+    from ledger.views import jsonable
 
     try:
-        value = json.loads(payload)
+        value = _from_json(json.loads(payload))
     except ValueError as exc:
-        _fail(ValueError(f"PAYLOAD is not JSON ({exc.args[0]}); quote it, e.g. '{{\"key\": \"a\"}}'"), as_json)
+        msg = exc.args[0] if exc.args else str(exc)
+        _fail(ValueError(f"PAYLOAD is not JSON ({msg}); quote it, e.g. '{{\"key\": \"a\"}}'"), as_json)
         return
     cluster = _cluster(_settings(ctx))
     try:
-        with LedgerClient.from_layout(cluster.root, timeout=timeout) as client:
+        key = _signer(cluster.layout, signer)
+        with LedgerClient.from_layout(cluster.root, key=key, timeout=timeout) as client:
             r = client.submit(kind, value)
-    except _boundary_errors() as exc:
+    except (*_boundary_errors(), OSError) as exc:
         _fail(exc, as_json)
         return
     data = {"tx_id": r.tx_id.hex(), "height": r.height, "index": r.index, "block": r.block_hash.hex(),
-            "result": r.result, "confirmed_by": len(r.nodes)}
+            "submitter": key.did, "result": jsonable(r.result), "confirmed_by": len(r.nodes)}
+    if r.refusal is not None:
+        code, message = r.refusal
+        hint = ("; it was signed by the ledger's client key, which the registry does not know: "
+                "sign with --as admin or --as KEYFILE" if signer == "client"
+                and code in ("FORBIDDEN", "INSUFFICIENT_QUOTA") else "")
+        fail({"error": code, "message": f"refused with {code}: {message} (tx {data['tx_id'][:16]} committed at "
+                                        f"height {r.height}, index {r.index}){hint}", "receipt": data}, as_json)
     if as_json:
         _emit(data)
     else:
-        _out.print(f"committed tx {data['tx_id']} at height {r.height} (index {r.index}), result {r.result}, "
+        _out.print(f"committed tx {data['tx_id']} at height {r.height} (index {r.index}), result {data['result']}, "
                    f"confirmed by {len(r.nodes)} sealers")
+
+
+def _lookup_client(ctx: click.Context) -> Any:
+    from ledger.client import LedgerClient
+
+    cluster = _cluster(_settings(ctx))
+    return LedgerClient.from_layout(cluster.root)
+
+
+def _pos(p: dict | None) -> str:
+    return "-" if p is None else f"{p['height']}/{p['index']}"
+
+
+@ledger.command("registry")
+@click.argument("entity_id")
+@click.option("--height", type=click.IntRange(min=0), default=None,
+              help="resolve as of this height (default: the node's height)")
+@click.option("--index", type=click.IntRange(min=0), default=None,
+              help="with --height: as tx INDEX of that block saw it")
+@click.option("--json", "as_json", is_flag=True, help="print resolution and record as JSON")
+@click.pass_context
+def ledger_registry(ctx: click.Context, entity_id: str, height: int | None, index: int | None,
+                    as_json: bool) -> None:
+    """An org, node, device or gateway: its key and status as of a height, and its key history.
+
+    Status is active, revoked (from its or its org's revocation on),
+    unregistered (before its registration) or unknown. Exit 1 if no node knows ENTITY_ID.
+    """
+    try:
+        with _lookup_client(ctx) as client:
+            got = client.resolve(entity_id, height, index)
+    except _boundary_errors() as exc:
+        _fail(exc, as_json)
+        return
+    if got is None:
+        _fail(LookupError(f"no registry entity {entity_id!r} on any node; check the id "
+                          "(`sealstream ledger submit registry.register_...` adds one)"), as_json)
+        return
+    if as_json:
+        _emit(got)
+        return
+    r, e = got["resolution"], got["entity"]
+    at = f"height {r['height']}" + ("" if r["index"] is None else f" index {r['index']}")
+    colour = "green" if r["valid"] else "red"
+    _out.print(f"{e['type']} [bold]{e['id']}[/] (org {e['org'] or '-'}) as of {at}: "
+               f"[{colour}]{r['status']}[/], key {r['key'] or '-'}")
+    table = Table("key", "from (height/index)")
+    for k in e["keys"]:
+        table.add_row(k["key"], f"{k['height']}/{k['index']}")
+    _out.print(table)
+    _out.print(f"registered {_pos(e['registered'])}, revoked {_pos(e['revoked'])}"
+               + (f" ({e['reason']})" if e["reason"] else "") + f"; node state at height {got['state_height']}")
+
+
+@ledger.command("anchor")
+@click.argument("batch_id")
+@click.option("--json", "as_json", is_flag=True, help="print the anchor as JSON")
+@click.pass_context
+def ledger_anchor(ctx: click.Context, batch_id: str, as_json: bool) -> None:
+    """An anchored batch: its root, size, gateway, window and the height/index of its commit.
+
+    Exit 1 if no node has BATCH_ID.
+    """
+    try:
+        with _lookup_client(ctx) as client:
+            got = client.get_anchor(batch_id)
+    except _boundary_errors() as exc:
+        _fail(exc, as_json)
+        return
+    if got is None:
+        _fail(LookupError(f"no anchored batch {batch_id!r} on any node"), as_json)
+        return
+    if as_json:
+        _emit(got)
+        return
+    _out.print(f"batch [bold]{got['batch_id']}[/]: root {got['root']}, {got['tree_size']} leaves, "
+               f"window {got['window'][0]}..{got['window'][1]} ms")
+    _out.print(f"anchored by gateway {got['gateway']} (org {got['org']}) at height {got['height']}, "
+               f"index {got['index']}, tx {got['tx_id']}")

@@ -1,4 +1,5 @@
-"""`sealstream ledger init|up|status|submit|down` against real node processes."""
+"""`sealstream ledger init|up|status|submit|registry|anchor|down` against real node processes
+(the default contracts app: submit --as, {"$hex": ...} payloads, lookups)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 
 from ledger.cluster import LocalCluster, free_ports
 from sealstream.cli import cli
+from trust.identity import KeyPair, save_keypair
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -58,12 +60,59 @@ def test_cli_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert targets[0]["labels"]["job"] == "sealstream-ledger"
         assert targets[0]["targets"] == [f"127.0.0.1:{base + 2 * i + 1}" for i in range(4)]
 
-        r = run(cli, ["ledger", "submit", "kv.put", '{"key": "a", "value": 1}', "--json"])
-        assert r.exit_code == 0, r.output
-        receipt = json.loads(r.output)
-        assert receipt["height"] >= 1 and receipt["result"] == {"ok": True} and receipt["confirmed_by"] >= 2
+        assert init["app"] == "contracts" and init["admin"].startswith("did:key:")
+        assert (tmp_path / "ledger" / "contracts.json").exists()
+        org_key, gw_key = KeyPair.generate(), KeyPair.generate()
+        save_keypair(tmp_path / "acme.key", org_key)
+        save_keypair(tmp_path / "gw.key", gw_key)
+
+        def submit(*args: str) -> tuple[int, dict]:
+            r = run(cli, ["ledger", "submit", *args, "--json"])
+            return r.exit_code, json.loads(r.stdout)
+
+        code, receipt = submit("--as", "admin", "registry.register_org",
+                               json.dumps({"id": "acme", "name": "ACME", "admin": org_key.did}))
+        assert code == 0, receipt
+        assert receipt["height"] >= 1 and receipt["result"]["ok"] is True and receipt["confirmed_by"] >= 2
+        assert receipt["submitter"] == init["admin"]
+        assert submit("--as", "admin", "tokens.mint", '{"account": "acme", "amount": 10}')[0] == 0
+        code, receipt = submit("--as", str(tmp_path / "acme.key"), "registry.register_gateway",
+                               json.dumps({"id": "gw1", "org": "acme", "key": gw_key.did}))
+        assert code == 0 and receipt["result"] == {"ok": True, "id": "gw1", "type": "gateway", "charged": 1}, receipt
+        assert submit("--as", "admin", "tokens.mint", '{"account": "gw1", "amount": 5}')[0] == 0
+        root = "ab" * 32
+        anchor = json.dumps({"batch_id": "b-1", "root": {"$hex": root}, "tree_size": 2, "gateway": "gw1",
+                             "window": [0, 1000]})
+        code, anchored = submit("--as", str(tmp_path / "gw.key"), "anchors.anchor", anchor)
+        assert code == 0 and anchored["result"]["batch_id"] == "b-1", anchored
+        # refusals exit 1 with the code; the client key is not in the registry
+        code, dup = submit("--as", str(tmp_path / "gw.key"), "anchors.anchor", anchor)
+        assert code == 1 and dup["error"] == "DUPLICATE_BATCH" and dup["receipt"]["height"] > anchored["height"]
+        r = run(cli, ["ledger", "submit", "registry.revoke", '{"id": "gw1"}'])
+        assert r.exit_code == 1 and "--as admin" in r.output
         r = run(cli, ["ledger", "submit", "kv.put", "not json"])
         assert r.exit_code == 1 and "not JSON" in r.output
+        r = run(cli, ["ledger", "submit", "anchors.anchor", '{"root": {"$hex": "xyz"}}'])
+        assert r.exit_code == 1 and "not hex" in r.output
+        r = run(cli, ["ledger", "submit", "--as", str(tmp_path / "nope.key"), "kv.put", "{}"])
+        assert r.exit_code == 1 and "--as" in r.output
+
+        r = run(cli, ["ledger", "anchor", "b-1", "--json"])
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.output)
+        assert got["root"] == root and (got["height"], got["index"]) == (anchored["height"], anchored["index"])
+        r = run(cli, ["ledger", "anchor", "b-1"])
+        assert r.exit_code == 0 and f"height {anchored['height']}" in r.output
+        r = run(cli, ["ledger", "registry", "gw1", "--json"])
+        assert r.exit_code == 0
+        assert json.loads(r.output)["resolution"]["key"] == gw_key.did
+        r = run(cli, ["ledger", "registry", "gw1", "--height", "0"])
+        assert r.exit_code == 0 and "unregistered" in r.output
+        r = run(cli, ["ledger", "registry", "node0"])
+        assert r.exit_code == 0 and "active" in r.output
+        for args in (["registry", "nobody"], ["anchor", "nothing"]):
+            r = run(cli, ["ledger", *args])
+            assert r.exit_code == 1 and "on any node" in r.output
 
         r = run(cli, ["ledger", "status", "--json"])
         assert r.exit_code == 0
@@ -72,6 +121,13 @@ def test_cli_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
         r = run(cli, ["ledger", "down", "--json"])
         assert r.exit_code == 0 and sorted(json.loads(r.output)["stopped"]) == [f"node{i}" for i in range(4)]
+
+        # a key/value ledger instead (what the benchmark runs)
+        r = run(cli, ["ledger", "init", "--app", "kv", "--force", "--json"])
+        assert r.exit_code == 0, r.output
+        kv = json.loads(r.output)
+        assert kv["app"] == "kv" and kv["admin"] is None and kv["genesis_hash"] != init["genesis_hash"]
+        assert not (tmp_path / "ledger" / "contracts.json").exists() and not (keys / "admin.key").exists()
 
         # a taken port: one sentence naming the setting
         with socket.socket() as s:
