@@ -19,6 +19,9 @@ answered from the node's committed state, whose height is ``state_height``:
 | ``GET /registry/key/{did}?height=&index=`` | ``{state_height, resolution}``: `registry.resolve_key` (``valid``, or ``not_current``, ``revoked``) |
 | ``GET /anchors/{batch_id}`` | ``{state_height, ...anchors.batch_json}``: root, tree size, gateway, window, and the height/index/tx_id of its commit |
 | ``GET /anchors/root/{hex}`` | ``{state_height, root, batches: [batch_json, ...]}`` in commit order (404 if none) |
+| ``GET /tokens/accounts/{id}?since_height=&after=&limit=`` | ``{state_height, ...tokens.tokens_json}``: balance, charges, spent and a page of its consumption history (``next``: the `after` of the next page); 404 if no such account or entity |
+| ``GET /tokens/accounts`` | ``{state_height, accounts: [tokens.account_json, ...]}`` |
+| ``GET /tokens/fees`` | ``{state_height, fees, supply}`` (`tokens.fees_json`) |
 | ``GET /state/proof?key=`` | ``{key, height, header_hash, state_root, value, decoded, proof, canonical}``: a `ContractState.prove` proof for `verify_state_proof` against the state root of the header at `height` (the node's height; ``header_hash`` null at 0) |
 
 A batch id goes percent-encoded into the path (``quote(id, safe="")``, as
@@ -189,6 +192,34 @@ def make_app(node: "Node") -> web.Application:
         return web.json_response({"state_height": app.height, "root": root.hex(),
                                   "batches": [anchors.batch_json(b, rec) for b, rec in found]})
 
+    async def token_account(req: web.Request) -> web.Response:
+        from .contracts import registry, tokens
+
+        app = contracts()
+        account_id = req.match_info["account_id"]
+        since = req.query.get("since_height")
+        after = req.query.get("after")
+        limit = _int_arg(req.query.get("limit"), "limit", 100)
+        st = app.state
+        if tokens.account(st, account_id) is None and registry.get_entity(st, account_id) is None:
+            return _error(404, "not-found", f"no account or entity {account_id[:140]!r}")
+        body = tokens.tokens_json(st, account_id, None if not since else _int_arg(since, "since_height", 0),
+                                  limit, None if not after else _int_arg(after, "after", 0))
+        return web.json_response({"state_height": app.height, **body})
+
+    async def token_accounts(_req: web.Request) -> web.Response:
+        from .contracts import tokens
+
+        app = contracts()
+        return web.json_response({"state_height": app.height,
+                                  "accounts": [tokens.account_json(i, rec) for i, rec in tokens.accounts(app.state)]})
+
+    async def token_fees(_req: web.Request) -> web.Response:
+        from .contracts import tokens
+
+        app = contracts()
+        return web.json_response({"state_height": app.height, **tokens.fees_json(app.state)})
+
     async def state_proof(req: web.Request) -> web.Response:
         app = contracts()
         key = req.query.get("key")
@@ -223,5 +254,8 @@ def make_app(node: "Node") -> web.Application:
     app.router.add_get("/registry/{entity_id}", registry_entity)
     app.router.add_get("/anchors/root/{root}", anchors_by_root)
     app.router.add_get("/anchors/{batch_id:.+}", anchor_by_id)
+    app.router.add_get("/tokens/accounts", token_accounts)
+    app.router.add_get("/tokens/accounts/{account_id}", token_account)
+    app.router.add_get("/tokens/fees", token_fees)
     app.router.add_get("/state/proof", state_proof)
     return app

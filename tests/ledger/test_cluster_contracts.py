@@ -174,6 +174,20 @@ def test_contracts_on_four_nodes(make_cluster: Callable[..., LocalCluster]) -> N
     with c.client() as cl:
         assert cl.get_headers(h, h, node="node2")[0][0].state_root.hex() == sts["node0"]["state_root"]  # type: ignore
 
+    # tokens: acme paid 1 per registry tx (gateway, device, revoke; the refused ones nothing)
+    _, acct = _get(c, "node1", "/tokens/accounts/acme")
+    assert (acct["balance"], acct["charges"], acct["spent"]) == (100 - 10 - 3, 3, 3), acct
+    assert [e["kind"] for e in acct["consumption"]] == ["registry.register_gateway", "registry.register_device",
+                                                        "registry.revoke"]
+    assert acct["consumption"][-1]["height"] == r and acct["next"] is None
+    _, page = _get(c, "node2", "/tokens/accounts/acme?limit=1")
+    assert len(page["consumption"]) == 1 and page["next"] == 0
+    _, fees = _get(c, "node3", "/tokens/fees")
+    assert fees["fees"]["anchors.anchor"] == 1 and fees["supply"]["consumed"] >= 5
+    _, accts = _get(c, "node0", "/tokens/accounts")
+    assert {"acme", "globex", "gw1"} <= {a["account"] for a in accts["accounts"]}
+    assert _get(c, "node0", "/tokens/accounts/nobody")[0] == 404
+
     # unknown ids: 404 with a JSON error; bad input: 400; a height ahead: 503
     for path in ("/registry/nobody", f"/registry/key/{KeyPair.generate().did}", "/anchors/nothing"):
         status, body = _get(c, "node0", path)
