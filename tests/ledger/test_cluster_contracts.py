@@ -174,6 +174,13 @@ def test_contracts_on_four_nodes(make_cluster: Callable[..., LocalCluster]) -> N
     with c.client() as cl:
         assert cl.get_headers(h, h, node="node2")[0][0].state_root.hex() == sts["node0"]["state_root"]  # type: ignore
 
+    # a restarted node rebuilds the contract state by replaying its blocks: the same root
+    c.restart("node3")
+    assert wait_converged(c, names, min_height=h) == h
+    st3 = c.status("node3")
+    assert st3 is not None and st3["state_root"] == sts["node0"]["state_root"]  # type: ignore[index]
+    assert _get(c, "node3", "/registry/dev1")[1]["resolution"]["status"] == "revoked"
+
     # tokens: acme paid 1 per registry tx (gateway, device, revoke; the refused ones nothing)
     _, acct = _get(c, "node1", "/tokens/accounts/acme")
     assert (acct["balance"], acct["charges"], acct["spent"]) == (100 - 10 - 3, 3, 3), acct
