@@ -11,8 +11,9 @@ from rich.console import Console
 
 __all__ = ["err", "out", "emit_json", "fail"]
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(width=None if sys.stdout.isatty() else 160)
+# emoji=False: rich would otherwise print "did:key:z6Mk..." as "did🔑z6Mk...".
+err = Console(stderr=True, soft_wrap=True, emoji=False)
+out = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
 
 
 def emit_json(data: Any) -> None:
