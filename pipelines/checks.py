@@ -38,7 +38,7 @@ __all__ = ["REASONS", "TOPIC_KINDS", "Limits", "DeviceKey", "Accepted", "Rejecte
 #: Every dead-letter reason the ingest side emits (the simulator's fault names first).
 REASONS: tuple[str, ...] = (
     "bad-signature", "unknown-device", "replay", "corrupted-payload", "oversized", "clock-skew",
-    "malformed-headers", "revoked-device", "kind-topic-mismatch", "key-mismatch", "malformed-payload",
+    "malformed-headers", "revoked-device", "kind-topic-mismatch", "key-mismatch", "malformed-payload", "internal-error",
 )
 #: Raw topic -> the statement kind it carries.
 TOPIC_KINDS: dict[str, str] = {

@@ -315,6 +315,8 @@ from ._ledger_cli import ledger  # noqa: E402
 cli.add_command(ledger)
 from ._devices_cli import devices  # noqa: E402
 cli.add_command(devices)
+from ._pipeline_cli import pipeline  # noqa: E402
+cli.add_command(pipeline)
 
 
 @cli.command("status")

@@ -111,6 +111,20 @@ class Settings(BaseSettings):
     max_video_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest accepted video chunk")
     max_clock_skew_ms: int = Field(300_000, ge=0, description="largest accepted |statement ts - ingest time|")
 
+    # Pipeline worker (`sealstream pipeline worker`, pipelines/app.py).
+    pipeline_app_id: str = Field("sealstream-pipeline", description="Faust app id = Kafka consumer group of the workers")
+    pipeline_gateway: str = Field("gateway-0", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                                  description="gateway key name: <home>/gateway/<name>.key (created on first start)")
+    pipeline_metrics_port: int = Field(9410, ge=0, le=65535, description="worker /metrics port (0 = none)")
+    pipeline_directory: str = Field("ledger", pattern="^(ledger|manifest)$",
+                                    description="device directory: the ledger registry, or factory manifests (demo)")
+    pipeline_factories: str = Field("", description="comma-separated factories for pipeline_directory=manifest")
+    pipeline_directory_ttl_s: float = Field(30.0, ge=0, description="cache time of a ledger key resolution")
+    pipeline_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$",
+                                       description="where a new consumer group starts")
+    pipeline_session_timeout_s: float = Field(10.0, ge=6, description="Kafka group session timeout of a worker")
+    pipeline_max_poll_records: int = Field(50, ge=1, description="records per poll (video chunks are MBs)")
+
     devices_kafka_client: str = Field("auto", pattern="^(auto|confluent|kafka-python)$",
                                       description="producer of `devices run`: auto = confluent-kafka if installed")
 

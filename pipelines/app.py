@@ -1,0 +1,231 @@
+"""The Faust app of the pipeline worker: ingest -> store -> seal (DESIGN.md steps 4-6).
+
+One agent per raw topic (``iiot.timeseries.raw``, ``iiot.images.raw``,
+``iiot.video.raw``).  For each record the agent runs `IngestProcessor.process`
+in a thread (checks, MinIO archive, PostgreSQL writes, gateway receipt), then
+produces either the dead letter to ``iiot.deadletter`` (original key, value
+and headers plus ``ss-dlq-*``) or the seal to ``iiot.sealed`` (keyed by
+device), *waits for the broker's ack*, and only then lets Faust ack the
+event.  Faust commits acked offsets, so a crash at any point redelivers the
+record: at-least-once delivery + idempotent writes = exactly-once effect in
+PostgreSQL and MinIO.
+
+The per-device last seq (replay detection) is **not** a Faust table: Faust
+0.15's table recovery resumes fetching before it seeks to the committed
+offsets (faust-streaming/faust#596, open), and a worker restarted with a
+backlog skipped and re-processed records and stalled partitions in our tests.
+The database is the arbiter instead: ``statements`` has unique
+``(device, seq)``, a per-process cache sits over ``max(seq)``, and a stale
+cache is harmless because the writer reports a replayed seq as a conflict
+and the worker compares Kafka positions (see `pipelines.worker`).
+
+Infrastructure errors (PostgreSQL, MinIO, the ledger unreachable) are retried
+with backoff, never dead-lettered: the partition waits.  An unexpected
+exception on one record dead-letters it as ``internal-error`` (bytes kept) so
+one poison record cannot stall the pipeline.
+
+Faust state: ``store="memory://"`` (no tables; rocksdb is not installed),
+data dir ``<home>/pipeline/<app id>``.  Faust declares its internal topic
+(the assignor's leader topic) itself through the admin API, so broker-side
+auto-create can stay off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import faust
+
+from sealstream.settings import Settings
+from storage import StorageError
+
+from .checks import TOPIC_KINDS, Limits
+from .directory import DeviceDirectory, LedgerDirectory, ManifestDirectory
+from .metrics import PipelineMetrics
+from .worker import DeadLetter, IngestProcessor, RawRecord, Seal, gateway_key
+
+__all__ = ["build_app", "build_processor", "make_directory", "ensure_deadletter_size", "run_worker"]
+
+log = logging.getLogger("sealstream.pipeline")
+DEADLETTER = "iiot.deadletter"
+SEALED = "iiot.sealed"
+_RAW: dict = dict(key_type=bytes, value_type=bytes)  # app-wide serializers are "raw"
+_HEADROOM = 1024 * 1024  # headers and batch overhead above a payload limit
+
+
+def make_directory(settings: Settings, kind: Optional[str] = None, factories: tuple[str, ...] = ()) -> DeviceDirectory:
+    """The configured device directory: the ledger registry, or factory manifests (tests/demos)."""
+    kind = kind or settings.pipeline_directory
+    if kind == "manifest":
+        names = factories or tuple(n.strip() for n in settings.pipeline_factories.split(",") if n.strip())
+        if not names:
+            raise ValueError("the manifest directory needs factories: --factory NAME or SEALSTREAM_PIPELINE_FACTORIES")
+        log.warning("device directory: factory manifests %s (tests/demos only, no ledger)", ", ".join(names))
+        return ManifestDirectory.for_factories(settings, names)
+    return LedgerDirectory.from_layout(settings.ledger_home, ttl=settings.pipeline_directory_ttl_s)
+
+
+def build_processor(settings: Settings, directory: DeviceDirectory, metrics: Optional[PipelineMetrics] = None
+                    ) -> tuple[IngestProcessor, Any]:
+    """An `IngestProcessor` on the stack's PostgreSQL and MinIO; also returns the pool (close it)."""
+    from storage.blobs import BlobStore
+    from storage.db import open_pool
+    from storage.readers import Reader
+    from storage.writers import Writer
+
+    pool = open_pool(settings.postgres_dsn, max_size=4)
+    gw = gateway_key(Path(settings.home), settings.pipeline_gateway)
+
+    def stored_last_seq(did: str) -> Optional[int]:
+        with pool.connection() as conn:
+            return conn.execute("SELECT max(seq) FROM statements WHERE device = %s", (did,)).fetchone()[0]
+
+    proc = IngestProcessor(Writer(pool), Reader(pool), BlobStore.from_settings(settings), gw, directory.resolve,
+                           Limits.from_settings(settings),
+                           observe_store=metrics.store_seconds.observe if metrics else (lambda s: None),
+                           stored_last_seq=stored_last_seq)
+    return proc, pool
+
+
+def ensure_deadletter_size(settings: Settings) -> None:
+    """Raise ``iiot.deadletter``'s max.message.bytes to the largest raw topic's, so any raw record
+    (an oversized video chunk included) can be dead-lettered with its original bytes."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+    want = max(settings.kafka_video_max_message_bytes, settings.kafka_max_message_bytes)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    res = ConfigResource(ConfigResource.Type.TOPIC, DEADLETTER)
+    current = admin.describe_configs([res])[res].result(timeout=15)
+    if int(current["max.message.bytes"].value) >= want:
+        return
+    res.add_incremental_config(ConfigEntry("max.message.bytes", str(want),
+                                           incremental_operation=AlterConfigOpType.SET))
+    admin.incremental_alter_configs([res])[res].result(timeout=15)
+    log.info("raised %s max.message.bytes to %d", DEADLETTER, want)
+
+
+def _headers(message: Any) -> list[tuple[str, bytes]]:
+    h = message.headers or []
+    items = h.items() if isinstance(h, dict) else h
+    return [(k.decode() if isinstance(k, bytes) else k, v) for k, v in items]
+
+
+def build_app(settings: Settings, processor: IngestProcessor, metrics: Optional[PipelineMetrics] = None,
+              app_id: Optional[str] = None, offset_reset: Optional[str] = None) -> faust.App:
+    """The Faust app: one ingest agent per raw topic and the two output topics."""
+    app_id = app_id or settings.pipeline_app_id
+    max_bytes = settings.kafka_video_max_message_bytes + _HEADROOM
+    datadir = Path(settings.home).resolve() / "pipeline" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{b}" for b in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        datadir=str(datadir),
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        topic_partitions=settings.kafka_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset=offset_reset or settings.pipeline_offset_reset,
+        broker_max_poll_records=settings.pipeline_max_poll_records,
+        consumer_max_fetch_size=max_bytes,
+        producer_max_request_size=max_bytes,
+        producer_acks=-1,
+        broker_session_timeout=settings.pipeline_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.pipeline_session_timeout_s / 3),
+        broker_commit_interval=1.0,
+        table_standby_replicas=0,
+    )
+    deadletter = app.topic(DEADLETTER, **_RAW)
+    sealed = app.topic(SEALED, **_RAW)
+    metrics = metrics or PipelineMetrics()
+
+    async def produce(topic: Any, key: Optional[bytes], value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        fut = await topic.send(key=key, value=value, headers=headers)
+        await fut  # the broker acked it: only now may the source offset be committed
+
+    async def handle(event: Any) -> None:
+        msg = event.message
+        rec = RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"", _headers(msg),
+                        int(round(msg.timestamp * 1000)))
+        delay = 0.5
+        while True:
+            try:
+                result = await asyncio.to_thread(processor.process, rec)
+                break
+            except (StorageError, ConnectionError, TimeoutError, OSError) as exc:
+                log.warning("store failed, retrying in %.1f s: %s", delay, exc)
+                metrics.retries.inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception as exc:  # noqa: BLE001 - a poison record must not stall its partition
+                log.error("internal error on %s/%d/%d: %s", rec.topic, rec.partition, rec.offset,
+                          traceback.format_exc())
+                from .worker import _dead
+
+                result = _dead(rec, "internal-error", f"{type(exc).__name__}: {exc}")
+                break
+        if isinstance(result, DeadLetter):
+            await produce(deadletter, result.key, result.value, result.headers)
+            metrics.deadletters.labels(result.reason).inc()
+            return
+        assert isinstance(result, Seal)
+        await produce(sealed, result.key, result.value,
+                      [("ss-statement-hash", result.statement.hash().hex().encode("ascii"))])
+        kind = result.statement.kind
+        metrics.ingested.labels(kind).inc()
+        metrics.ingested_bytes.labels(kind).inc(len(rec.value))
+        if result.redelivery:
+            metrics.redeliveries.inc()
+
+    for topic_name, kind in TOPIC_KINDS.items():
+        topic = app.topic(topic_name, **_RAW)
+
+        async def agent(stream: Any) -> None:
+            async for event in stream.events():
+                await handle(event)
+
+        agent.__name__ = agent.__qualname__ = f"ingest_{kind}"
+        app.agent(topic, name=f"ingest-{kind}")(agent)
+    return app
+
+
+def run_worker(settings: Settings, directory: DeviceDirectory, *, app_id: Optional[str] = None,
+               metrics_port: Optional[int] = None, offset_reset: Optional[str] = None,
+               loglevel: str = "warn") -> None:
+    """Run one worker until SIGTERM/SIGINT (blocking)."""
+    from infra import register_targets
+
+    port = settings.pipeline_metrics_port if metrics_port is None else metrics_port
+    metrics = PipelineMetrics()
+    if port:
+        metrics.serve(port, settings.host)
+        _register(Path(settings.home).resolve(), f"{settings.host}:{port}", register_targets)
+    ensure_deadletter_size(settings)
+    processor, pool = build_processor(settings, directory, metrics)
+    log.info("gateway %s", processor.gateway.did)
+    app = build_app(settings, processor, metrics, app_id, offset_reset)
+    try:
+        faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    finally:
+        pool.close()
+
+
+def _register(home: Path, target: str, register_targets: Any) -> None:
+    """Add this worker's /metrics to the stack's Prometheus file_sd job (other workers' kept)."""
+    import json
+
+    path = home / "prometheus" / "targets" / "sealstream-pipeline.json"
+    targets = {target}
+    try:
+        for group in json.loads(path.read_text()):
+            targets.update(group.get("targets", []))
+    except (OSError, ValueError, AttributeError):
+        pass
+    register_targets(home, "sealstream-pipeline", sorted(targets))
