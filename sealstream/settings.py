@@ -177,7 +177,9 @@ class Settings(BaseSettings):
         return self.kafka_partitions if topic.endswith(".raw") else self.kafka_internal_partitions
 
     def topic_configs(self, topic: str) -> dict[str, str]:
-        size = self.kafka_video_max_message_bytes if topic == "iiot.video.raw" else self.kafka_max_message_bytes
+        # The dead-letter topic keeps rejected video chunks with their original bytes, so it needs the video size.
+        large = topic in ("iiot.video.raw", "iiot.deadletter")
+        size = self.kafka_video_max_message_bytes if large else self.kafka_max_message_bytes
         return {"max.message.bytes": str(size)}
 
     def public_dict(self) -> dict[str, Any]:

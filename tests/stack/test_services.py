@@ -91,6 +91,9 @@ def test_topics_exist_with_settings(stack: Stack, settings: Settings) -> None:
         configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "iiot.video.raw")])
         entry = configs["topic"]["iiot.video.raw"]["max.message.bytes"]
         assert int(entry["value"]) == settings.kafka_video_max_message_bytes
+        dead = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "iiot.deadletter")])
+        assert int(dead["topic"]["iiot.deadletter"]["max.message.bytes"]["value"]) == \
+            settings.kafka_video_max_message_bytes
         assert settings.kafka_video_max_message_bytes > settings.kafka_max_message_bytes
         # auto-create is off: producing to an unknown topic must not create it
         assert "no.such.topic" not in admin.list_topics()
