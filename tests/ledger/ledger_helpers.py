@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import replace
 
 
-from ledger import Params, Transaction
+from ledger import KVExecutor, Params, SealerSet, Transaction
 from ledger.sim import SimConfig, Simulation
 from trust.identity import KeyPair
 
@@ -72,3 +72,26 @@ def make_chain(n_blocks: int, txs_per_block: int = 3, n_sealers: int = 4, seed: 
         out.append((block, CommitCertificate(h, 0, bh, sigs), run.results))
         prev = bh
     return genesis, out, keys
+
+
+class Rotating(KVExecutor):
+    """Sealer set of epoch e+1: four of the five nodes, shifted by one each epoch."""
+
+    nodes: tuple[str, ...] = ()
+
+    def next_sealers(self, ctx, state):
+        e = ctx.epoch + 1
+        return SealerSet(tuple(self.nodes[(e + i) % len(self.nodes)] for i in range(4)))
+
+
+def rotating_cluster() -> Simulation:
+    """Five nodes (4 sealers + 1 backup) whose sealer set rotates every 3 blocks."""
+    sim = cluster(n_backups=1, max_block_txs=1, epoch_length=3, checkpoint_interval=2)
+    Rotating.nodes = tuple(sim.ids)
+    sim.cfg.executor = Rotating
+    for inst in sim.instances:  # reboot with the rotating executor, from nothing
+        sim.crash(inst)
+        inst.persisted.clear()
+        inst.safety = None
+        sim.restart(inst)
+    return sim

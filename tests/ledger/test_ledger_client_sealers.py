@@ -12,33 +12,16 @@ import asyncio
 
 import pytest
 
-from ledger import CommitCertificate, KVExecutor, SealerSet
+from ledger import CommitCertificate
 from ledger.client import AsyncLedgerClient, NodeUnavailable, _Wait
 from ledger.layout import NodeAddress
 from ledger.replies import TxReplies
-from ledger_helpers import Client, cluster, key
-
-
-class Rotating(KVExecutor):
-    """Sealer set of epoch e+1: four of the five nodes, shifted by one each epoch."""
-
-    nodes: tuple[str, ...] = ()
-
-    def next_sealers(self, ctx, state):
-        e = ctx.epoch + 1
-        return SealerSet(tuple(self.nodes[(e + i) % len(self.nodes)] for i in range(4)))
+from ledger_helpers import Client, key, rotating_cluster
 
 
 @pytest.fixture(scope="module")
 def chain():
-    sim = cluster(n_backups=1, max_block_txs=1, epoch_length=3, checkpoint_interval=2)
-    Rotating.nodes = tuple(sim.ids)
-    sim.cfg.executor = Rotating
-    for inst in sim.instances:  # reboot with the rotating executor
-        sim.crash(inst)
-        inst.persisted.clear()
-        inst.safety = None
-        sim.restart(inst)
+    sim = rotating_cluster()
     c = Client()
     txs = [c.tx(i) for i in range(11)]
     for tx in txs:

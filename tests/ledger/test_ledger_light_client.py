@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from ledger import CommitCertificate, KVExecutor, SealerSet
+from ledger import CommitCertificate
 from ledger.light_client import (
     CertificateInvalid,
     GenesisMismatch,
@@ -19,28 +19,12 @@ from ledger.light_client import (
     tx_proof,
     verify_chain,
 )
-from ledger_helpers import Client, cluster
-
-
-class Rotating(KVExecutor):
-    """Sealer set of epoch e+1: four of the five nodes, shifted by one each epoch."""
-
-    nodes: tuple[str, ...] = ()
-
-    def next_sealers(self, ctx, state):
-        e = ctx.epoch + 1
-        return SealerSet(tuple(self.nodes[(e + i) % len(self.nodes)] for i in range(4)))
+from ledger_helpers import Client, cluster, rotating_cluster
 
 
 @pytest.fixture(scope="module")
 def rotating_chain():
-    sim = cluster(n_backups=1, max_block_txs=1, epoch_length=3, checkpoint_interval=2)
-    Rotating.nodes = tuple(sim.ids)
-    sim.cfg.executor = Rotating
-    for inst in sim.instances:  # reboot with the rotating executor
-        sim.crash(inst)
-        inst.persisted.clear()
-        sim.restart(inst)
+    sim = rotating_cluster()
     c = Client()
     for i in range(11):
         sim.submit(c.tx(i), sim.ids)
