@@ -48,7 +48,7 @@ from .directory import DeviceDirectory, LedgerDirectory, ManifestDirectory
 from .metrics import PipelineMetrics
 from .worker import DeadLetter, IngestProcessor, RawRecord, Seal, gateway_key
 
-__all__ = ["build_app", "build_processor", "make_directory", "ensure_deadletter_size", "run_worker"]
+__all__ = ["build_app", "build_processor", "make_directory", "run_worker"]
 
 log = logging.getLogger("sealstream.pipeline")
 DEADLETTER = "iiot.deadletter"
@@ -89,23 +89,6 @@ def build_processor(settings: Settings, directory: DeviceDirectory, metrics: Opt
                            observe_store=metrics.store_seconds.observe if metrics else (lambda s: None),
                            stored_last_seq=stored_last_seq)
     return proc, pool
-
-
-def ensure_deadletter_size(settings: Settings) -> None:
-    """Raise ``iiot.deadletter``'s max.message.bytes to the largest raw topic's, so any raw record
-    (an oversized video chunk included) can be dead-lettered with its original bytes."""
-    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
-
-    want = max(settings.kafka_video_max_message_bytes, settings.kafka_max_message_bytes)
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    res = ConfigResource(ConfigResource.Type.TOPIC, DEADLETTER)
-    current = admin.describe_configs([res])[res].result(timeout=15)
-    if int(current["max.message.bytes"].value) >= want:
-        return
-    res.add_incremental_config(ConfigEntry("max.message.bytes", str(want),
-                                           incremental_operation=AlterConfigOpType.SET))
-    admin.incremental_alter_configs([res])[res].result(timeout=15)
-    log.info("raised %s max.message.bytes to %d", DEADLETTER, want)
 
 
 def _headers(message: Any) -> list[tuple[str, bytes]]:
@@ -207,7 +190,6 @@ def run_worker(settings: Settings, directory: DeviceDirectory, *, app_id: Option
     if port:
         metrics.serve(port, settings.host)
         _register(Path(settings.home).resolve(), f"{settings.host}:{port}", register_targets)
-    ensure_deadletter_size(settings)
     processor, pool = build_processor(settings, directory, metrics)
     log.info("gateway %s", processor.gateway.did)
     app = build_app(settings, processor, metrics, app_id, offset_reset)
