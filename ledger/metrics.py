@@ -18,20 +18,37 @@ latency is observed as it happens. Names (all ``sealstream_ledger_*``):
 
 Every series carries the ``node`` label (the node's name) so one Prometheus
 job can hold the whole cluster.
+
+``SEALSTREAM_METRICS=0`` (read here: `ledger` does not import `sealstream`)
+turns metrics off: the registry stays empty (``/metrics`` answers an empty
+page) and nothing is observed, for overhead measurements.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["NodeMetrics", "PREFIX", "LATENCY_BUCKETS"]
+__all__ = ["NodeMetrics", "PREFIX", "LATENCY_BUCKETS", "metrics_enabled"]
 
 PREFIX = "sealstream_ledger"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def metrics_enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """``SEALSTREAM_METRICS`` as `sealstream.settings.Settings.metrics` parses it (unset = on)."""
+    return environ.get("SEALSTREAM_METRICS", "1").strip().lower() not in ("0", "false", "off", "no", "n", "f")
+
+
+class _Unobserved:
+    """The histogram stand-in while metrics are off."""
+
+    def observe(self, amount: float) -> None:
+        pass
 
 
 class _Snapshot(Collector):
@@ -64,11 +81,14 @@ class _Snapshot(Collector):
 class NodeMetrics:
     """The registry of one node: a live snapshot collector plus the latency histogram."""
 
-    def __init__(self, node: str, read: Callable[[], Mapping[str, object]]) -> None:
+    def __init__(self, node: str, read: Callable[[], Mapping[str, object]], enabled: bool | None = None) -> None:
+        self.enabled = metrics_enabled() if enabled is None else enabled
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Snapshot(node, read))
-        self.commit_latency = Histogram(
-            f"{PREFIX}_commit_latency_seconds",
-            "Time from a client's request arriving at this node to the block holding it being committed here.",
-            ["node"], registry=self.registry, buckets=LATENCY_BUCKETS,
-        ).labels(node)
+        self.commit_latency: Histogram | _Unobserved = _Unobserved()
+        if self.enabled:
+            self.registry.register(_Snapshot(node, read))
+            self.commit_latency = Histogram(
+                f"{PREFIX}_commit_latency_seconds",
+                "Time from a client's request arriving at this node to the block holding it being committed here.",
+                ["node"], registry=self.registry, buckets=LATENCY_BUCKETS,
+            ).labels(node)

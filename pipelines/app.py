@@ -186,8 +186,12 @@ def run_worker(settings: Settings, directory: DeviceDirectory, *, app_id: Option
     from infra import register_targets
 
     port = settings.pipeline_metrics_port if metrics_port is None else metrics_port
-    metrics = PipelineMetrics()
-    if port:
+    metrics = PipelineMetrics.switched(settings.metrics)
+    if port and settings.metrics:
+        from .lag import ConsumerLag
+
+        metrics.registry.register(ConsumerLag(settings.kafka_bootstrap, app_id or settings.pipeline_app_id,
+                                              tuple(TOPIC_KINDS), offset_reset or settings.pipeline_offset_reset))
         metrics.serve(port, settings.host)
         _register(Path(settings.home).resolve(), f"{settings.host}:{port}", register_targets)
     processor, pool = build_processor(settings, directory, metrics)

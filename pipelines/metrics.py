@@ -1,10 +1,34 @@
-"""Prometheus metrics of the pipeline worker, served on ``/metrics``."""
+"""Prometheus metrics of the pipeline worker, served on ``/metrics``.
+
+``PipelineMetrics.switched(False)`` (``SEALSTREAM_METRICS=0``) hands out no-op
+metrics: nothing is updated and the worker serves no ``/metrics``. The consumer
+lag gauge is `pipelines.lag.ConsumerLag`, registered by the worker.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = ["PipelineMetrics"]
+
+
+class _Off:
+    """Every metric while metrics are off: labels(), inc() and observe() do nothing."""
+
+    def labels(self, *values: str) -> "_Off":
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
 
 
 class PipelineMetrics:
@@ -26,6 +50,17 @@ class PipelineMetrics:
                                        "archive + database writes of one record",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                                        registry=r)
+
+    @classmethod
+    def switched(cls, enabled: bool) -> "PipelineMetrics":
+        """The worker's metrics, or (``SEALSTREAM_METRICS=0``) the same attributes as no-ops on an empty registry."""
+        m = cls()
+        if not enabled:
+            for name, value in list(vars(m).items()):
+                if isinstance(value, (Counter, Gauge, Histogram)):
+                    m.registry.unregister(value)
+                    setattr(m, name, _Off())
+        return m
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)

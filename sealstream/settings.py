@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     devices_kafka_client: str = Field("auto", pattern="^(auto|confluent|kafka-python)$",
                                       description="producer of `devices run`: auto = confluent-kafka if installed")
 
+    # Metrics (ledger nodes read SEALSTREAM_METRICS themselves: `ledger` does not import `sealstream`).
+    metrics: bool = Field(True, description="Prometheus metrics of ledger nodes and pipeline workers; 0 = off "
+                                            "(no registry updates, no /metrics server; for overhead measurements)")
+
     # Logging.
     log_format: str = Field("text", pattern="^(text|json)$")
     log_level: str = "INFO"
