@@ -28,7 +28,24 @@ __all__ = [
     "ReceiptSignatureError",
     "AnchorMismatchError",
     "InclusionProofError",
+    "ManifestError",
+    "LeafError",
+    "DeviceKeyError",
+    "RowValueError",
+    "RowMissingError",
+    "RowUnsignedError",
+    "PayloadFormatError",
+    "LedgerEvidenceError",
+    "GenesisError",
+    "HeaderChainError",
+    "SealerSetHistoryError",
+    "CertificateQuorumError",
+    "TxInBlockError",
+    "AnchorTxError",
+    "RegistryProofError",
+    "EvidenceMissingError",
     "STEPS",
+    "CHAIN_STEPS",
 ]
 
 
@@ -145,6 +162,100 @@ class InclusionProofError(VerificationError):
     step = "inclusion"
 
 
+class ManifestError(VerificationError):
+    """The batch manifest is malformed, for another batch, or its leaves do not hash to its root."""
+
+    step = "manifest"
+
+
+class LeafError(VerificationError):
+    """The statement hash is not leaf `leaf_index` of the batch manifest."""
+
+    step = "leaf"
+
+
+class DeviceKeyError(VerificationError):
+    """The device's key was not registered and in force (or the device was revoked) at the anchor height."""
+
+    step = "device-key"
+
+
+class PayloadFormatError(VerificationError):
+    """A time-series payload is not a readable Arrow stream with ts, sensor, value."""
+
+    step = "payload-format"
+
+
+class RowValueError(VerificationError):
+    """A stored row differs from the row at its index in the signed payload."""
+
+    step = "row-value"
+
+
+class RowMissingError(VerificationError):
+    """A row of a signed payload is missing from the table."""
+
+    step = "row-missing"
+
+
+class RowUnsignedError(VerificationError):
+    """A stored row has no signed origin (unknown statement, or an index past the payload's rows)."""
+
+    step = "row-unsigned"
+
+
+class EvidenceMissingError(VerificationError):
+    """A piece of evidence the chain needs is absent (payload, statement, batch, anchor, ...)."""
+
+    step = "evidence"
+
+
+class LedgerEvidenceError(VerificationError):
+    """Base of the ledger half of the chain (root in ANCHOR tx .. sealer set from genesis)."""
+
+
+class GenesisError(LedgerEvidenceError):
+    """The genesis is not the trusted one (hash pin or checkpoint mismatch)."""
+
+    step = "genesis"
+
+
+class HeaderChainError(LedgerEvidenceError):
+    """A header does not extend the chain (height, prev_hash, time, epoch)."""
+
+    step = "header-chain"
+
+
+class SealerSetHistoryError(LedgerEvidenceError):
+    """A header names another sealer set than the one followed from genesis."""
+
+    step = "sealer-set"
+
+
+class CertificateQuorumError(LedgerEvidenceError):
+    """A header's commit certificate lacks a quorum of the sealer set, or a signature is bad or a non-sealer's."""
+
+    step = "certificate"
+
+
+class TxInBlockError(LedgerEvidenceError):
+    """The ANCHOR transaction is not in the block's tx_root (RFC 9162 proof)."""
+
+    step = "tx-in-block"
+
+
+class AnchorTxError(LedgerEvidenceError):
+    """The ANCHOR transaction (or the anchors state) does not name this batch, root and size."""
+
+    step = "anchor-tx"
+
+
+class RegistryProofError(LedgerEvidenceError):
+    """A registry state value does not verify against a certified header's state root."""
+
+    step = "registry-proof"
+
+
 #: Steps checked by `trust.verify`, in order.
 STEPS: tuple[str, ...] = (
     StatementFormatError.step,
@@ -156,4 +267,34 @@ STEPS: tuple[str, ...] = (
     ReceiptSignatureError.step,
     AnchorMismatchError.step,
     InclusionProofError.step,
+)
+
+
+#: Every step of the whole evidence chain in the order a verifier checks them
+#: (docs/verify.md): storage and record steps, then the ledger half.
+CHAIN_STEPS: tuple[str, ...] = (
+    EvidenceMissingError.step,
+    GenesisError.step,
+    HeaderChainError.step,
+    SealerSetHistoryError.step,
+    CertificateQuorumError.step,
+    RegistryProofError.step,
+    TxInBlockError.step,
+    AnchorTxError.step,
+    ManifestError.step,
+    StatementFormatError.step,
+    PayloadSizeError.step,
+    PayloadHashError.step,
+    DeviceKeyError.step,
+    DeviceSignatureError.step,
+    ReceiptFormatError.step,
+    StatementHashError.step,
+    ReceiptSignatureError.step,
+    LeafError.step,
+    AnchorMismatchError.step,
+    InclusionProofError.step,
+    PayloadFormatError.step,
+    RowValueError.step,
+    RowMissingError.step,
+    RowUnsignedError.step,
 )

@@ -24,7 +24,14 @@ inclusion           the leaf SHA-256(0x00 || statement hash) is leaf
 
 The ledger half of the chain (root in an ANCHOR tx, tx in a block, quorum
 certificate, sealer set from genesis) needs ledger data and lives in the
-ledger's light client; it raises `VerificationError` subclasses of its own.
+ledger's light client; downstream verifiers (pipelines.evidence) map its
+failures onto the `LedgerEvidenceError` steps of `trust.errors`.
+
+Batch-level helpers, for verifiers that hold a whole manifest rather than
+one inclusion proof: `check_manifest` (the leaves hash to the root: step
+``manifest``), `check_leaf` (statement hash is leaf i: step ``leaf``) and
+`check_device_key` (the registry said the device key was in force: step
+``device-key``).  `CHAIN_STEPS` lists every step of the whole chain.
 """
 
 from __future__ import annotations
@@ -34,7 +41,11 @@ from typing import Callable, Sequence, Union
 
 from ._hashes import sha256
 from .errors import (
+    CHAIN_STEPS,
     AnchorMismatchError,
+    DeviceKeyError,
+    LeafError,
+    ManifestError,
     DeviceSignatureError,
     IdentityError,
     InclusionError,
@@ -50,11 +61,21 @@ from .errors import (
     VerificationError,
     STEPS,
 )
-from .merkle import leaf_hash, verify_inclusion
+from .merkle import leaf_hash, leaf_hashes, root as merkle_root, verify_inclusion
 from .receipt import AnchorRef, SealReceipt, verify_receipt
 from .statement import Statement, verify_statement
 
-__all__ = ["VerificationResult", "verify_record", "check_record", "VerificationError", "STEPS"]
+__all__ = [
+    "VerificationResult",
+    "verify_record",
+    "check_record",
+    "check_manifest",
+    "check_leaf",
+    "check_device_key",
+    "VerificationError",
+    "STEPS",
+    "CHAIN_STEPS",
+]
 
 Key = Union[bytes, str, None]
 
@@ -201,3 +222,30 @@ def verify_record(
         return VerificationResult(tuple(passed), exc)
     return VerificationResult(tuple(passed))
 
+
+
+def check_manifest(leaves: Sequence[bytes], root: bytes, tree_size: int) -> None:
+    """Raise `ManifestError` unless `leaves` (statement hashes in leaf order)
+    are `tree_size` many and their RFC 9162 tree has `root`."""
+    if len(leaves) != tree_size:
+        raise ManifestError(f"manifest lists {len(leaves)} leaves, the batch has {tree_size}")
+    if tree_size == 0 or merkle_root(leaf_hashes(list(leaves))) != root:
+        raise ManifestError("the manifest's leaves do not hash to its root")
+
+
+def check_leaf(leaves: Sequence[bytes], leaf_index: int, statement_hash: bytes) -> None:
+    """Raise `LeafError` unless `statement_hash` is leaf `leaf_index` of `leaves`."""
+    if not 0 <= leaf_index < len(leaves):
+        raise LeafError(f"leaf index {leaf_index} outside the batch's {len(leaves)} leaves")
+    if leaves[leaf_index] != statement_hash:
+        raise LeafError(f"leaf {leaf_index} of the manifest is another statement")
+
+
+def check_device_key(device: str, status: str, key: str | None) -> str:
+    """The device key in force, given the registry's resolution of `device`'s
+    key as of the anchor height (`status` as `ledger.contracts.resolve_key`:
+    ``valid``/``active`` pass; ``revoked``, ``not_current``, ``unregistered``,
+    ``unknown`` fail with `DeviceKeyError`)."""
+    if status not in ("valid", "active") or key is None:
+        raise DeviceKeyError(f"device {device} resolves as {status} at the anchor height")
+    return key
