@@ -1,0 +1,227 @@
+"""Harness for the resilience tests: worker subprocesses, a background simulator run, and the
+"every accepted record stored exactly once" check against the simulator's sent-log.
+
+`WorkerProc` runs `sealstream pipeline worker --directory manifest` with the
+services of a given `Settings` (shared or private Kafka/MinIO), a fresh group
+and factory. `check_exactly_once` compares the sent-log with PostgreSQL, MinIO
+and `iiot.sealed`/`iiot.deadletter`: each delivered good record has one
+statement row, its Arrow rows or blob row, its object in MinIO with the right
+digest, byte-identical seals (redelivery may repeat one, never change it) and
+no dead letter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from devices_helpers import end_offsets, read_range, read_records
+from ledger.cluster import free_ports
+from pipelines.devices import RunConfig, RunSummary, SentRecord, read_sent_log, run
+from pipelines.devices.timeseries import read_timeseries
+from sealstream.settings import Settings
+from storage.blobs import BlobStore
+from storage.db import open_pool
+from trust._hashes import sha256
+
+__all__ = ["WorkerProc", "SimRun", "pin_offsets", "wait_stored", "check_exactly_once", "metric_total", "Outcome"]
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY = "gw-resilience"
+
+
+def pin_offsets(settings: Settings, group: str, offsets: dict, timeout: float = 40.0) -> None:
+    """Commit `offsets` for the (empty) consumer `group`, so its workers start exactly there."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            res = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(10)
+            errors = [tp.error for tp in res.topic_partitions if tp.error is not None]
+            if errors:
+                raise RuntimeError(f"offsets not altered: {errors[0]}")
+            return
+        except Exception:  # noqa: BLE001 - a member's session may still be open: retry until the deadline
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+class WorkerProc:
+    """One `sealstream pipeline worker` subprocess on the services of `settings`."""
+
+    def __init__(self, settings: Settings, app_id: str, factory: str, log: Path) -> None:
+        self.port = free_ports(1)[0]
+        env = dict(os.environ, SEALSTREAM_HOME=str(settings.home),
+                   SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap,
+                   SEALSTREAM_MINIO_ENDPOINT=settings.minio_address, SEALSTREAM_PG_DSN=settings.postgres_dsn,
+                   SEALSTREAM_PIPELINE_GATEWAY=GATEWAY, SEALSTREAM_PIPELINE_SESSION_TIMEOUT_S="6")
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", app_id, "--directory",
+             "manifest", "--factory", factory, "--metrics-port", str(self.port),
+             "--loglevel", os.environ.get("SS_TEST_WORKER_LOGLEVEL", "warn")],
+            cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+    def metrics(self) -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (a clean leave: the group rebalances at once), SIGKILL if it hangs."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def metric_total(text: str, name: str) -> float:
+    """Sum of every sample of metric `name` (all label sets) in a /metrics page."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class SimRun:
+    """The simulator in a background thread (so the test can break things while it produces)."""
+
+    def __init__(self, settings: Settings, config: RunConfig) -> None:
+        self.settings, self.config = settings, config
+        self.summary: Optional[RunSummary] = None
+        self.error: Optional[BaseException] = None
+        self.started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.summary = run(self.settings, self.config)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in join()
+            self.error = exc
+
+    def at(self, seconds: float) -> None:
+        """Sleep until `seconds` after the run started."""
+        time.sleep(max(0.0, self.started + seconds - time.monotonic()))
+
+    def join(self, timeout: float = 120.0) -> list[SentRecord]:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError("the simulator did not finish")
+        if self.error is not None:
+            raise self.error
+        assert self.summary is not None
+        return list(read_sent_log(Path(self.summary.sent_log), self.summary.run_id))
+
+
+def _stored_hashes(settings: Settings, dids: list[str]) -> set[str]:
+    with open_pool(settings.postgres_dsn, max_size=1) as pool, pool.connection() as conn:
+        rows = conn.execute("SELECT encode(statement_hash, 'hex') FROM statements WHERE device = ANY(%s)",
+                            (dids,)).fetchall()
+    return {r[0] for r in rows}
+
+
+def wait_stored(settings: Settings, good: list[SentRecord], workers: list[WorkerProc], timeout: float) -> None:
+    """Poll PostgreSQL until every good statement is stored (fails early if every worker died)."""
+    want = {r.statement_hash for r in good}
+    dids = sorted({r.device for r in good})
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = want - _stored_hashes(settings, dids)
+        if not missing:
+            return
+        if not any(w.alive() for w in workers):
+            raise AssertionError("every worker exited:\n" + "\n---\n".join(w.tail() for w in workers))
+        if time.monotonic() > deadline:
+            metrics = ""
+            for w in workers:
+                if w.alive():
+                    metrics += "\n".join(l for l in w.metrics().splitlines() if l.startswith("sealstream_"))
+            raise AssertionError(f"{len(missing)} of {len(want)} records not stored after {timeout:.0f} s\n"
+                                 + metrics + "\n" + "\n---\n".join(w.tail() for w in workers))
+        time.sleep(1.0)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `check_exactly_once` saw: records stored, seals read (with repeats), seal repeats."""
+
+    stored: int
+    seals: int
+    repeated_seals: int
+
+
+def check_exactly_once(settings: Settings, good: list[SentRecord], sealed_start: dict, dlq_start: dict,
+                       blobs: BlobStore, is_ours: Callable[[bytes], bool]) -> Outcome:
+    """Each good record stored exactly once, archived with its digest, sealed (identically), not dead-lettered."""
+    want = {r.statement_hash: r for r in good}
+    dids = sorted({r.device for r in good})
+    payloads = read_records(settings, [(r.topic, r.partition, r.offset) for r in good], timeout=60)
+    assert len(payloads) == len(good), "the sent-log names records Kafka does not have"
+    with open_pool(settings.postgres_dsn, max_size=1) as pool, pool.connection() as conn:
+        st = conn.execute("SELECT encode(statement_hash, 'hex'), kafka_topic, kafka_partition, kafka_offset, "
+                          "receipt_signature IS NOT NULL FROM statements WHERE device = ANY(%s)", (dids,)).fetchall()
+        rd = dict(conn.execute("SELECT encode(statement_hash, 'hex'), count(*) FROM readings "
+                               "WHERE device = ANY(%s) GROUP BY 1", (dids,)).fetchall())
+        bl = dict(conn.execute("SELECT encode(b.statement_hash, 'hex'), b.object_key FROM blobs b "
+                               "JOIN statements s USING (statement_hash) WHERE s.device = ANY(%s)",
+                               (dids,)).fetchall())
+    # -- statements: exactly the good set, each from its own Kafka position, each sealed
+    assert len(st) == len({r[0] for r in st}) == len(want), (len(st), len(want))
+    assert {r[0] for r in st} == set(want)
+    for h, topic, part, off, sealed in st:
+        r = want[h]
+        assert (topic, part, off) == (r.topic, r.partition, r.offset), h
+        assert sealed, f"statement {h} has no receipt"
+    # -- readings = the Arrow rows of the payload; blobs point at their object, which holds the payload
+    for r in good:
+        payload = payloads[(r.topic, r.partition, r.offset)].value
+        if r.kind == "timeseries":
+            assert rd.get(r.statement_hash) == read_timeseries(payload).num_rows, r.statement_hash
+            assert r.statement_hash not in bl
+        else:
+            assert bl.get(r.statement_hash) == "raw/" + sha256(payload).hex(), r.statement_hash
+            assert r.statement_hash not in rd
+        assert blobs.get_raw(sha256(payload)) == payload  # get_raw re-checks the digest
+    # -- seals: every statement sealed, repeats (redelivery) byte-identical; no dead letter of a good record
+    sealed = read_range(settings, sealed_start, end_offsets(settings, ["iiot.sealed"]), timeout=60)
+    by_hash: dict[str, set[bytes]] = {}
+    n = 0
+    for rec in sealed:
+        if rec.key is not None and is_ours(rec.key):
+            n += 1
+            by_hash.setdefault(json.loads(rec.value)["statement_hash"], set()).add(rec.value)
+    assert set(by_hash) == set(want), (len(set(want) - set(by_hash)), len(set(by_hash) - set(want)))
+    assert all(len(v) == 1 for v in by_hash.values()), "a statement was sealed with different bytes"
+    positions = {(r.topic, r.partition, r.offset) for r in good}
+    for rec in read_range(settings, dlq_start, end_offsets(settings, ["iiot.deadletter"]), timeout=60):
+        h = dict(rec.headers)
+        pos = (h["ss-dlq-topic"].decode(), int(h["ss-dlq-partition"]), int(h["ss-dlq-offset"]))
+        assert pos not in positions, f"good record {pos} dead-lettered: {h['ss-dlq-reason'].decode()}"
+    return Outcome(len(st), n, n - len(by_hash))
