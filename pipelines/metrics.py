@@ -50,6 +50,20 @@ class PipelineMetrics:
                                        "archive + database writes of one record",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                                        registry=r)
+        # Anchoring (pipelines.anchor): names are read by the dashboards, keep them exactly.
+        self.batches_anchored = Counter("sealstream_pipeline_batches_anchored",
+                                        "batches whose ANCHOR the ledger committed", registry=r)
+        self.batches_failed = Counter("sealstream_pipeline_batches_failed",
+                                      "ANCHOR submission attempts that failed (retried)", registry=r)
+        self.anchor_backlog = Gauge("sealstream_pipeline_anchor_backlog",
+                                    "sealed statements of this worker not yet in an anchored batch", registry=r)
+        self.anchor_seconds = Histogram("sealstream_pipeline_anchor_seconds", "ANCHOR submit -> ledger commit",
+                                        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                                        registry=r)
+        self.device_to_anchored = Histogram("sealstream_pipeline_device_to_anchored_seconds",
+                                            "statement ts -> its batch anchored",
+                                            buckets=(0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300),
+                                            registry=r)
 
     @classmethod
     def switched(cls, enabled: bool) -> "PipelineMetrics":

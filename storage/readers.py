@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 from psycopg_pool import ConnectionPool
 
@@ -94,12 +94,57 @@ class Reader:
             return None
         return BatchMembership(_rows.batch_from_row(row[:-1]), row[-1])
 
-    def open_batches(self, limit: int = 100) -> list[BatchRecord]:
-        """Batches not anchored yet, oldest first (what an anchor agent resumes)."""
+    def open_batches(self, limit: int = 100, gateway: Optional[str] = None) -> list[BatchRecord]:
+        """Batches not anchored yet, oldest first (what an anchor agent resumes);
+        with `gateway`, only that gateway's."""
+        where = "" if gateway is None else " AND gateway = %s"
+        params = (limit,) if gateway is None else (gateway, limit)
         with db_errors("read open batches"), self._pool.connection() as conn:
             rows = conn.execute(
-                f"SELECT {_rows.BATCH_COLS} FROM batches WHERE anchor_state <> 'anchored' "
+                f"SELECT {_rows.BATCH_COLS} FROM batches WHERE anchor_state <> 'anchored'{where} "
                 "ORDER BY created_at, batch_id LIMIT %s",
-                (limit,),
+                params,
             ).fetchall()
         return [_rows.batch_from_row(r) for r in rows]
+
+    def batched(self, statement_hashes: Iterable[bytes]) -> set[StatementHash]:
+        """Those of `statement_hashes` that are already a leaf of some batch."""
+        hashes = list({bytes(h) for h in statement_hashes})
+        if not hashes:
+            return set()
+        with db_errors("find batched statements"), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT statement_hash FROM batch_leaves WHERE statement_hash = ANY(%s)", (hashes,)
+            ).fetchall()
+        return {StatementHash(bytes(r[0])) for r in rows}
+
+    def statement_times(self, statement_hashes: Iterable[bytes]) -> dict[StatementHash, datetime]:
+        """``ts`` of those of `statement_hashes` that are stored statements."""
+        hashes = list({bytes(h) for h in statement_hashes})
+        if not hashes:
+            return {}
+        with db_errors("read statement times"), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT statement_hash, ts FROM statements WHERE statement_hash = ANY(%s)", (hashes,)
+            ).fetchall()
+        return {StatementHash(bytes(r[0])): r[1] for r in rows}
+
+    def leaf_times(self, batch_id: str) -> list[datetime]:
+        """The statement times (``ts``) of a batch's leaves, in leaf order."""
+        with db_errors(f"read leaf times of batch {batch_id!r}"), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT s.ts FROM batch_leaves l JOIN statements s USING (statement_hash) "
+                "WHERE l.batch_id = %s ORDER BY l.leaf_index",
+                (batch_id,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def open_leaves(self, gateway: str) -> int:
+        """Leaves in `gateway`'s batches that are not anchored yet."""
+        with db_errors("count open leaves"), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(tree_size), 0) FROM batches WHERE anchor_state <> 'anchored' "
+                "AND gateway = %s",
+                (gateway,),
+            ).fetchone()
+        return int(row[0])

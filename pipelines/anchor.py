@@ -1,0 +1,333 @@
+"""Anchoring (DESIGN.md step 7): sealed statements -> RFC 9162 batches -> ANCHOR on the ledger.
+
+`Anchorer` is the blocking, idempotent core; the Faust agent (`pipelines.app`)
+feeds it windows of ``iiot.sealed`` and tests call it directly::
+
+    anchorer = Anchorer.from_settings(settings, gateway="gw-1")
+    batches = anchorer.anchor_statements(hashes)   # stored statements -> anchored BatchRecords
+    anchorer.close()
+
+One batch, step by step (each step survives a crash at any point):
+
+1. `add(leaves)`: drop statements already in a batch, cut the rest (at most
+   `max_leaves` per batch, ordered by ``(ts, hash)``), and write each batch
+   and its leaves in one transaction, state ``pending``.  The id is a function
+   of the root (`pipelines._anchor_plan.batch_id_for`); a statement is in at
+   most one batch (unique in ``batch_leaves``), so a batch written
+   concurrently by another worker makes this one re-cut the rest.
+2. `submit(batch_id)`: write ``manifests/<batch_id>`` (immutable, idempotent);
+   resolve a batch left ``submitted`` by a crash by asking the ledger; claim
+   it (``pending|failed -> submitted``, one winner); ask the ledger again
+   (``anchors`` lookup by batch id) and only if it does not know the batch,
+   submit ANCHOR signed by the gateway key.  ``DUPLICATE_BATCH`` means
+   "already anchored": look it up and record it.  Any failure records
+   ``failed`` with the reason and raises `AnchorError`; the caller retries.
+3. On commit: `publish` (``iiot.anchors``), then ``anchored`` with
+   ``(height, tx_index)``.  The ledger refuses a second ANCHOR for one batch
+   id, so a batch is never anchored twice, whatever crashed where.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from storage import BatchConflict, InvalidTransition, Manifest, StorageError
+from storage.blobs import BlobStore
+from storage.readers import Reader
+from storage.records import BatchRecord, manifest_key, ms_to_datetime
+from storage.writers import Writer
+from trust._hashes import StatementHash
+
+from ._anchor_plan import (ANCHOR_KIND, AnchorCommit, BatchPlan, SealedLeaf, anchor_payload, anchor_value,
+                           plan_batch)
+from .metrics import PipelineMetrics
+
+__all__ = ["Anchorer", "AnchorError", "AnchorRefused", "AnchorUnavailable", "AnchorConflict", "AnchorCommit",
+           "SealedLeaf", "window_ms"]
+
+log = logging.getLogger("sealstream.pipeline.anchor")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: Test hook: pause (sleep forever) at a stage so a test can SIGKILL the worker exactly there.
+PAUSE_ENV, PAUSE_FILE_ENV = "SEALSTREAM_ANCHOR_TEST_PAUSE", "SEALSTREAM_ANCHOR_TEST_PAUSE_FILE"
+STAGES = ("manifest", "committed")
+
+
+class AnchorError(Exception):
+    """Anchoring a batch failed; the batch is kept (``failed``) and retried."""
+
+    def __init__(self, batch_id: str, message: str) -> None:
+        self.batch_id = batch_id
+        super().__init__(f"batch {batch_id!r}: {message}")
+
+
+class AnchorRefused(AnchorError):
+    """The ledger committed the ANCHOR as refused (`code`: e.g. INSUFFICIENT_QUOTA, UNKNOWN_GATEWAY)."""
+
+    def __init__(self, batch_id: str, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(batch_id, f"ledger refused ANCHOR: {code} {message}")
+
+
+class AnchorUnavailable(AnchorError):
+    """No answer from the ledger (timeout, nodes unreachable): the outcome is unknown until looked up."""
+
+
+class AnchorConflict(AnchorError):
+    """The ledger holds this batch id with another root or size (never resolved automatically)."""
+
+
+def window_ms(batch: BatchRecord) -> tuple[int, int]:
+    """A batch's window as ``[start_ms, end_ms]`` (the ANCHOR's ``window``)."""
+    one = timedelta(milliseconds=1)
+    return (batch.window_start - _EPOCH) // one, (batch.window_end - _EPOCH) // one
+
+
+def _pause(stage: str, batch_id: str) -> None:
+    """The test hook: if $SEALSTREAM_ANCHOR_TEST_PAUSE names `stage`, note the batch and hang."""
+    if os.environ.get(PAUSE_ENV) != stage:
+        return
+    marker = os.environ.get(PAUSE_FILE_ENV)
+    if marker:
+        Path(marker).write_text(batch_id)
+    log.warning("test hook: paused at %s of batch %s", stage, batch_id)
+    while True:
+        time.sleep(3600)
+
+
+class Anchorer:
+    """Batches sealed statements and anchors them for one gateway (blocking; thread-safe).
+
+    `ledger` is a `ledger.client.LedgerClient` whose key is the gateway's
+    registered key; `gateway` is the gateway's registry id (also the
+    ``batches.gateway`` column and the batch id prefix).  `publish(batch,
+    commit, value)` is called once the ledger committed a batch and before it
+    is recorded ``anchored`` (the agent produces `value` to ``iiot.anchors``).
+    """
+
+    def __init__(self, writer: Writer, reader: Reader, blobs: BlobStore, ledger: Any, gateway: str, *,
+                 max_leaves: int = 512, metrics: Optional[PipelineMetrics] = None,
+                 publish: Optional[Callable[[BatchRecord, AnchorCommit, bytes], None]] = None,
+                 retry_max_s: float = 30.0, on_close: Callable[[], None] = lambda: None) -> None:
+        self.writer, self.reader, self.blobs, self.ledger = writer, reader, blobs, ledger
+        self.gateway = gateway
+        self.max_leaves = max_leaves
+        self.metrics = metrics
+        self.publish = publish
+        self.retry_max_s = retry_max_s
+        self._on_close = on_close
+        self._lock = threading.Lock()  # one submission at a time per process
+        self._backoff: dict[str, tuple[float, float]] = {}  # batch id -> (next attempt, delay)
+        self.errors: dict[str, AnchorError] = {}  # batch id -> its last failure (cleared once anchored)
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, gateway: Optional[str] = None, ledger: Any = None,
+                      **kw: Any) -> "Anchorer":
+        """On the stack's PostgreSQL and MinIO and the ledger at ``settings.ledger_home``, signing with
+        the gateway key ``<home>/gateway/<gateway>.key`` (default ``settings.pipeline_gateway``)."""
+        from storage.db import open_pool
+
+        from .worker import gateway_key
+
+        name = gateway or settings.pipeline_gateway
+        pool = open_pool(settings.postgres_dsn, max_size=4)
+        owned = ledger is None
+        if owned:
+            from ledger.client import LedgerClient
+
+            ledger = LedgerClient.from_layout(settings.ledger_home, key=gateway_key(Path(settings.home), name))
+
+        def close() -> None:
+            pool.close()
+            if owned:
+                ledger.close()
+
+        kw.setdefault("max_leaves", settings.pipeline_anchor_max_leaves)
+        return cls(Writer(pool), Reader(pool), BlobStore.from_settings(settings), ledger, name,
+                   on_close=close, **kw)
+
+    def close(self) -> None:
+        self._on_close()
+
+    # -- 1. cut and record batches -------------------------------------------------
+
+    def add(self, leaves: Iterable[SealedLeaf]) -> list[BatchRecord]:
+        """Record pending batches for those of `leaves` not in any batch yet; the batches written."""
+        todo = {bytes(lf.statement_hash): lf for lf in leaves}
+        written: list[BatchRecord] = []
+        for _ in range(10):  # each conflict means another worker batched some of them: re-cut
+            for h in self.reader.batched(todo):
+                todo.pop(bytes(h), None)
+            if not todo:
+                return written
+            ordered = sorted(todo.values(), key=lambda lf: (lf.ts_ms, bytes(lf.statement_hash)))
+            try:
+                for i in range(0, len(ordered), self.max_leaves):
+                    plan = plan_batch(ordered[i:i + self.max_leaves], self.gateway)
+                    assert plan is not None
+                    written.append(self._write(plan))
+                    for h in plan.leaves:
+                        todo.pop(bytes(h), None)
+                return written
+            except BatchConflict as exc:
+                log.info("re-cutting a window: %s", exc)
+        raise AnchorError("?", f"could not cut a batch of {len(todo)} statements after 10 conflicts")
+
+    def _write(self, plan: BatchPlan) -> BatchRecord:
+        rec = BatchRecord(plan.batch_id, plan.root, plan.tree_size, ms_to_datetime(plan.window_start_ms),
+                          ms_to_datetime(plan.window_end_ms), manifest_key(plan.batch_id), self.gateway)
+        self.writer.write_batch(rec, plan.leaves)
+        log.info("batch %s: %d leaves pending", plan.batch_id, plan.tree_size)
+        return self.reader.batch(plan.batch_id) or rec
+
+    # -- 2./3. submit ----------------------------------------------------------------
+
+    def submit(self, batch_id: str) -> BatchRecord:
+        """Anchor one recorded batch (one attempt); the anchored record, or `AnchorError`."""
+        with self._lock:
+            return self._submit(batch_id)
+
+    def _submit(self, batch_id: str) -> BatchRecord:
+        batch = self.reader.batch(batch_id)
+        if batch is None:
+            raise AnchorError(batch_id, "no such batch")
+        if batch.anchor_state == "anchored":
+            return batch
+        manifest = Manifest.for_batch(batch, tuple(self.reader.batch_leaves(batch_id)))
+        self.blobs.put_manifest(manifest)
+        _pause("manifest", batch_id)
+        if batch.anchor_state == "submitted":
+            # Left by a crash (or another process of this gateway): never resubmit before asking the ledger.
+            found = self._lookup(batch)
+            if found is not None:
+                return self._record(batch, found)
+            batch = self.writer.mark_failed(batch_id, "submitted before a restart; not on the ledger")
+        try:
+            batch = self.writer.mark_submitted(batch_id)
+        except InvalidTransition:
+            current = self.reader.batch(batch_id)
+            if current is not None and current.anchor_state == "anchored":
+                return current
+            raise AnchorError(batch_id, "claimed by another submitter") from None
+        found = self._lookup(batch)
+        if found is not None:
+            return self._record(batch, found)
+        began = time.perf_counter()
+        try:
+            receipt = self.ledger.submit(ANCHOR_KIND, anchor_payload(batch.batch_id, batch.root, batch.tree_size,
+                                                                     self.gateway, window_ms(batch)))
+        except Exception as exc:  # noqa: BLE001 - any client error: the outcome is unknown, look it up
+            found = self._lookup(batch, quiet=True)
+            if found is not None:
+                return self._record(batch, found)
+            self._failed(batch_id, f"{type(exc).__name__}: {exc}")
+            raise AnchorUnavailable(batch_id, f"ANCHOR not confirmed: {type(exc).__name__}: {exc}") from exc
+        refusal = receipt.refusal
+        if refusal is None:
+            if self.metrics:
+                self.metrics.anchor_seconds.observe(time.perf_counter() - began)
+            commit = AnchorCommit(batch_id, batch.root, batch.tree_size, receipt.height, receipt.index,
+                                  receipt.tx_id.hex())
+            return self._record(batch, commit)
+        code, message = refusal
+        if code == "DUPLICATE_BATCH":
+            found = self._lookup(batch)
+            if found is not None:
+                return self._record(batch, found)
+        self._failed(batch_id, f"{code}: {message}")
+        raise AnchorRefused(batch_id, code, message)
+
+    def _lookup(self, batch: BatchRecord, quiet: bool = False) -> Optional[AnchorCommit]:
+        """The ledger's record of this batch id, if any; `AnchorConflict` if it has other contents."""
+        try:
+            doc = self.ledger.get_anchor(batch.batch_id)
+        except Exception as exc:  # noqa: BLE001
+            if quiet:
+                return None
+            self._failed(batch.batch_id, f"anchors lookup: {type(exc).__name__}: {exc}")
+            raise AnchorUnavailable(batch.batch_id, f"anchors lookup failed: {exc}") from exc
+        if doc is None:
+            return None
+        commit = AnchorCommit.from_lookup(doc)
+        if (commit.root, commit.tree_size) != (batch.root, batch.tree_size):
+            self._failed(batch.batch_id, "the ledger holds this batch id with another root")
+            raise AnchorConflict(batch.batch_id, f"the ledger anchored it with root {commit.root.hex()} "
+                                                 f"size {commit.tree_size}")
+        return commit
+
+    def _failed(self, batch_id: str, reason: str) -> None:
+        if self.metrics:
+            self.metrics.batches_failed.inc()
+        try:
+            self.writer.mark_failed(batch_id, reason[:500])
+        except StorageError as exc:
+            log.warning("could not record the failure of batch %s: %s", batch_id, exc)
+        log.warning("batch %s: %s", batch_id, reason)
+
+    def _record(self, batch: BatchRecord, commit: AnchorCommit) -> BatchRecord:
+        _pause("committed", batch.batch_id)
+        if self.publish is not None:
+            self.publish(batch, commit, anchor_value(commit, self.gateway, window_ms(batch), batch.manifest_key))
+        rec = self.writer.mark_anchored(batch.batch_id, commit.height, commit.tx_index)
+        self._backoff.pop(batch.batch_id, None)
+        self.errors.pop(batch.batch_id, None)
+        if self.metrics:
+            self.metrics.batches_anchored.inc()
+            now = datetime.now(timezone.utc)
+            for ts in self.reader.leaf_times(batch.batch_id):
+                self.metrics.device_to_anchored.observe(max(0.0, (now - ts).total_seconds()))
+        log.info("batch %s anchored at height %d tx %d", batch.batch_id, commit.height, commit.tx_index)
+        return rec
+
+    # -- whole backlog ------------------------------------------------------------------
+
+    def anchor_pending(self, *, respect_backoff: bool = False) -> list[BatchRecord]:
+        """One attempt at each of this gateway's batches not anchored yet (oldest first); the
+        ones anchored now.  Failures stay recorded for the next call; with `respect_backoff`
+        a batch that failed is retried only after its backoff (doubling up to `retry_max_s`)."""
+        done = []
+        now = time.monotonic()
+        for batch in self.reader.open_batches(limit=1000, gateway=self.gateway):
+            due, delay = self._backoff.get(batch.batch_id, (0.0, 0.0))
+            if respect_backoff and due > now:
+                continue
+            try:
+                done.append(self.submit(batch.batch_id))
+            except AnchorError as exc:
+                self.errors[batch.batch_id] = exc
+                delay = min(max(0.5, delay * 2), self.retry_max_s)
+                self._backoff[batch.batch_id] = (time.monotonic() + delay, delay)
+                log.warning("%s (retry in %.1f s)", exc, delay)
+        return done
+
+    def backlog(self, buffered: int = 0) -> int:
+        """Sealed statements not yet anchored: `buffered` (not cut yet) + leaves of open batches."""
+        n = buffered + self.reader.open_leaves(self.gateway)
+        if self.metrics:
+            self.metrics.anchor_backlog.set(n)
+        return n
+
+    def anchor_statements(self, hashes: Iterable[bytes]) -> list[BatchRecord]:
+        """Batch the given stored statements (those not in a batch yet) and anchor every open batch
+        of this gateway now; the batches holding `hashes`, anchored.  For tests and tools."""
+        wanted = {bytes(h) for h in hashes}
+        times = self.reader.statement_times(wanted)
+        missing = wanted - {bytes(h) for h in times}
+        if missing:
+            raise AnchorError("?", f"{len(missing)} statement(s) not stored, e.g. {sorted(missing)[0].hex()}")
+        self.add(SealedLeaf(StatementHash(h), (ts - _EPOCH) // timedelta(milliseconds=1)) for h, ts in times.items())
+        self.anchor_pending()
+        out: dict[str, BatchRecord] = {}
+        for h in wanted:
+            m = self.reader.batch_of(h)
+            assert m is not None
+            if m.batch.anchor_state != "anchored":
+                raise self.errors.get(m.batch.batch_id) or AnchorError(m.batch.batch_id,
+                                                                       f"not anchored: {m.batch.last_error}")
+            out[m.batch.batch_id] = m.batch
+        return sorted(out.values(), key=lambda b: (b.window_start, b.batch_id))
