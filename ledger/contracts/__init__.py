@@ -4,12 +4,13 @@
 per-tx atomic writes, refusal codes, the incremental sparse-Merkle state
 root), `registry` the identities and key resolution as of a height,
 `anchors` the batch roots, `tokens` the accounts, fees by kind and the
-history of every charge. See docs/contracts.md.
+history of every charge, `audit` the operator operations, declarative rules
+and the events they raise. See docs/contracts.md.
 """
 
 from __future__ import annotations
 
-from . import anchors, registry, tokens
+from . import anchors, audit, registry, tokens
 from ._app import (
     AUTO,
     GENEROUS_BALANCE,
@@ -44,6 +45,7 @@ __all__ = [
     "Resolution",
     "TxContext",
     "anchors",
+    "audit",
     "recompute_root",
     "registry",
     "resolve",

@@ -424,7 +424,7 @@ class ContractApp:
     """The contracts as one `ledger.executor.Executor`.
 
     `contracts` maps a contract name to ``{method name: Method}``; by default
-    `registry`, `anchors` and `tokens`. `genesis` fills the height-0 state
+    `registry`, `anchors`, `tokens` and `audit`. `genesis` fills the height-0 state
     through the ``genesis_writes`` of `registry` and `tokens`.
 
     `fee_hook` runs before every dispatched method, in the tx's own buffer: it
@@ -438,12 +438,13 @@ class ContractApp:
     def __init__(self, genesis: ContractsGenesis,
                  contracts: Mapping[str, Mapping[str, Method]] | None = None,
                  fee_hook: "FeeHook | None | object" = AUTO) -> None:
-        from . import anchors, registry, tokens
+        from . import anchors, audit, registry, tokens
 
         self.genesis = genesis
         self.contracts: dict[str, Mapping[str, Method]] = dict(
             contracts if contracts is not None
-            else {"registry": registry.METHODS, "anchors": anchors.METHODS, "tokens": tokens.METHODS})
+            else {"registry": registry.METHODS, "anchors": anchors.METHODS, "tokens": tokens.METHODS,
+                  "audit": audit.METHODS})
         if fee_hook is AUTO:
             fee_hook = tokens.charge if "tokens" in self.contracts else None
         self.fee_hook: FeeHook | None = fee_hook
