@@ -317,6 +317,8 @@ from ._devices_cli import devices  # noqa: E402
 cli.add_command(devices)
 from ._pipeline_cli import pipeline  # noqa: E402
 cli.add_command(pipeline)
+from ._dashboards_cli import dashboards  # noqa: E402
+cli.add_command(dashboards)
 
 
 @cli.command("status")

@@ -1,0 +1,86 @@
+"""Panel helpers shared by the three dashboards: PromQL and SQL targets, panel kinds, the grid.
+
+Every panel gets its datasource by fixed uid (`dashboards.datasources`), every
+target a ref id, and `board()` numbers the panels 1..n and lays them out left
+to right on Grafana's 24-column grid, so no two panels share an id.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus as pb
+from grafana_foundation_sdk.builders import stat as sb
+from grafana_foundation_sdk.builders import table as tb
+from grafana_foundation_sdk.builders import timeseries as tsb
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import prometheus as pm
+
+from ._sql import SqlQueryBuilder
+from .datasources import POSTGRES, PROMETHEUS
+
+__all__ = ["prom", "sql", "timeseries", "stat", "table", "board", "RATE"]
+
+#: The rate window of every PromQL panel (Grafana substitutes at least four scrape intervals).
+RATE = "$__rate_interval"
+_Panel = tsb.Panel | sb.Panel | tb.Panel
+
+
+def _ref(i: int) -> str:
+    return chr(ord("A") + i)
+
+
+def prom(expr: str, legend: str = "") -> pb.Dataquery:
+    """A range PromQL target on the sealstream Prometheus."""
+    q = pb.Dataquery().expr(expr).range().editor_mode(pm.QueryEditorMode.CODE).datasource(PROMETHEUS)
+    return q.legend_format(legend) if legend else q
+
+
+def sql(raw_sql: str, fmt: str = "table") -> SqlQueryBuilder:
+    """A raw-SQL target on the sealstream PostgreSQL (macros: ``$__timeFilter(col)``, ``$__timeGroupAlias``)."""
+    return SqlQueryBuilder().raw_sql(raw_sql.strip()).format(fmt).datasource(POSTGRES)  # type: ignore[arg-type]
+
+
+def _targets(panel: _Panel, targets: Sequence[pb.Dataquery | SqlQueryBuilder]) -> _Panel:
+    for i, t in enumerate(targets):
+        panel.with_target(t.ref_id(_ref(i)))
+    return panel
+
+
+def timeseries(title: str, description: str, unit: str, *targets: pb.Dataquery | SqlQueryBuilder,
+               postgres: bool = False) -> tsb.Panel:
+    p = (tsb.Panel().title(title).description(description).unit(unit)
+         .datasource(POSTGRES if postgres else PROMETHEUS).line_width(1).fill_opacity(10)
+         .legend(cb.VizLegendOptions().show_legend(True).display_mode(cm.LegendDisplayMode.TABLE)
+                 .placement(cm.LegendPlacement.BOTTOM).calcs(["lastNotNull", "max"])))
+    return _targets(p, targets)  # type: ignore[return-value]
+
+
+def stat(title: str, description: str, unit: str, *targets: pb.Dataquery | SqlQueryBuilder,
+         postgres: bool = False) -> sb.Panel:
+    p = (sb.Panel().title(title).description(description).unit(unit)
+         .datasource(POSTGRES if postgres else PROMETHEUS)
+         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+    return _targets(p, targets)  # type: ignore[return-value]
+
+
+def table(title: str, description: str, *targets: SqlQueryBuilder) -> tb.Panel:
+    p = tb.Panel().title(title).description(description).datasource(POSTGRES).show_header(True)
+    return _targets(p, targets)  # type: ignore[return-value]
+
+
+def board(uid: str, title: str, description: str, tags: Sequence[str],
+          panels: Sequence[tuple[_Panel, int, int]]) -> dm.Dashboard:
+    """The dashboard: ``panels`` are ``(panel, width, height)``, placed in order and numbered from 1."""
+    d = (db.Dashboard(title).uid(uid).description(description).tags(["sealstream", *tags])
+         .time("now-1h", "now").refresh("10s").timezone("utc").readonly())
+    x = y = row_h = 0
+    for n, (panel, w, h) in enumerate(panels, start=1):
+        if x + w > 24:
+            x, y, row_h = 0, y + row_h, 0
+        d.with_panel(panel.id(n).grid_pos(dm.GridPos(h=h, w=w, x=x, y=y)))
+        x, row_h = x + w, max(row_h, h)
+    return d.build()

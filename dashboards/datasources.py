@@ -1,0 +1,63 @@
+"""The two datasources every panel names by a fixed uid, and their Grafana definitions.
+
+Panels refer to ``sealstream-prometheus`` and ``sealstream-postgres`` only by
+uid, so the same dashboard JSON works wherever the datasources point: the
+provisioning YAML points them at the compose services (``prometheus:9090``,
+``postgres:5432``); `sealstream dashboards push` points them at the addresses
+in the settings (or the ones given on the command line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from grafana_foundation_sdk.models.dashboard import DataSourceRef
+
+from ._sql import POSTGRES_TYPE
+
+__all__ = ["PROMETHEUS", "POSTGRES", "FOLDER_UID", "FOLDER_TITLE", "Endpoints", "datasource_definitions"]
+
+PROMETHEUS = DataSourceRef(type_val="prometheus", uid="sealstream-prometheus")
+POSTGRES = DataSourceRef(type_val=POSTGRES_TYPE, uid="sealstream-postgres")
+FOLDER_UID = "sealstream"
+FOLDER_TITLE = "sealstream"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where Grafana reaches the data (as seen from the Grafana server)."""
+
+    prometheus_url: str = "http://prometheus:9090"
+    pg_host: str = "postgres:5432"
+    pg_database: str = "sealstream"
+    pg_user: str = "sealstream"
+    pg_password: str = "sealstream"
+    scrape_interval: str = "5s"
+
+    @classmethod
+    def from_settings(cls, settings: Any, prometheus_url: str | None = None, pg_dsn: str | None = None) -> "Endpoints":
+        """The stack's addresses from `sealstream.settings.Settings`, each overridable."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        pg = conninfo_to_dict(pg_dsn or settings.postgres_dsn)
+        return cls(prometheus_url=(prometheus_url or settings.prometheus_base_url).rstrip("/"),
+                   pg_host=f"{pg.get('host', settings.host)}:{pg.get('port', settings.pg_port)}",
+                   pg_database=str(pg.get("dbname", settings.pg_database)),
+                   pg_user=str(pg.get("user", settings.pg_user)),
+                   pg_password=str(pg.get("password", settings.pg_password)),
+                   scrape_interval=settings.prometheus_scrape_interval)
+
+
+def datasource_definitions(ep: Endpoints = Endpoints()) -> list[dict[str, Any]]:
+    """Both datasources in the shape of Grafana's API and of its provisioning files."""
+    return [
+        {"name": "sealstream-prometheus", "uid": PROMETHEUS.uid, "type": PROMETHEUS.type_val, "access": "proxy",
+         "url": ep.prometheus_url, "isDefault": True,
+         "jsonData": {"timeInterval": ep.scrape_interval, "httpMethod": "POST"}},
+        {"name": "sealstream-postgres", "uid": POSTGRES.uid, "type": POSTGRES.type_val, "access": "proxy",
+         "url": ep.pg_host, "user": ep.pg_user, "isDefault": False,
+         "jsonData": {"database": ep.pg_database, "sslmode": "disable", "postgresVersion": 1500,
+                      "timescaledb": False},
+         "secureJsonData": {"password": ep.pg_password}},
+    ]
