@@ -49,6 +49,8 @@ proven against the state root of a header verified from genesis). Without a
 and gives None only when none has it. Contract transactions are ordinary
 `submit(kind, payload)` calls (bytes fields as `bytes`); a refusal is a
 `Receipt` whose ``result`` is ``{"ok": False, "code": ..., "message": ...}``.
+Also `token_account`, `token_fees`, `audit_rules`, `audit_rule`, and
+`events(...)`: the audit events of ``GET /events`` (`ledger.events`).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Coroutine, Iterable, TypeVar
+from typing import Any, Awaitable, Coroutine, Iterable, Iterator, TypeVar
 
 import aiohttp
 
@@ -636,6 +638,36 @@ class AsyncLedgerClient:
         return sp.value, header
 
 
+    # ------------------------------------------------------------ tokens, audit rules, events
+
+    async def token_account(self, account: str, since_height: int | None = None, after: int | None = None,
+                            limit: int | None = None, node: str | None = None) -> dict | None:
+        """``GET /tokens/accounts/{id}``: balance, charges, spent and a page of its
+        consumption history (``next``: the `after` of the next page), or None if unknown."""
+        q = _query(since_height=since_height, after=after, limit=limit)
+        return await self._get(f"/tokens/accounts/{_quote(account)}{q}", node, allow_404=True, ask_all=node is None)
+
+    async def token_fees(self, node: str | None = None) -> dict:
+        """``GET /tokens/fees``: ``{state_height, fees, supply}``."""
+        return await self._get("/tokens/fees", node)
+
+    async def audit_rules(self, org: str | None = None, active: bool = False, node: str | None = None) -> list[dict]:
+        """``GET /audit/rules``: current versions of the audit rules (of `org`; only active ones)."""
+        body = await self._get(f"/audit/rules{_query(org=org, active=1 if active else None)}", node)
+        return list(body["rules"])
+
+    async def audit_rule(self, rule_id: str, node: str | None = None) -> dict | None:
+        """``GET /audit/rules/{id}``: ``{state_height, rule, versions}``, or None if unknown."""
+        return await self._get(f"/audit/rules/{_quote(rule_id)}", node, allow_404=True, ask_all=node is None)
+
+    def events(self, from_height: int = 0, after: int | None = None, **kw: Any) -> Any:
+        """Audit events from ``GET /events`` as an async iterator (`ledger.events.follow_events`:
+        ``follow``, ``verify``, ``tips``, ``node``)."""
+        from .events import follow_events
+
+        return follow_events(self, from_height, after, **kw)
+
+
 _UNDECODABLE = object()
 
 
@@ -728,6 +760,32 @@ class LedgerClient:
 
     def verified_state(self, key: str, node: str | None = None) -> tuple[bytes | None, BlockHeader]:
         return self._call(self._async.verified_state(key, node))
+
+    def token_account(self, account: str, since_height: int | None = None, after: int | None = None,
+                      limit: int | None = None, node: str | None = None) -> dict | None:
+        return self._call(self._async.token_account(account, since_height, after, limit, node))
+
+    def token_fees(self, node: str | None = None) -> dict:
+        return self._call(self._async.token_fees(node))
+
+    def audit_rules(self, org: str | None = None, active: bool = False, node: str | None = None) -> list[dict]:
+        return self._call(self._async.audit_rules(org, active, node))
+
+    def audit_rule(self, rule_id: str, node: str | None = None) -> dict | None:
+        return self._call(self._async.audit_rule(rule_id, node))
+
+    def events(self, from_height: int = 0, after: int | None = None, **kw: Any) -> Iterator[Any]:
+        """Blocking iterator over `AsyncLedgerClient.events` (same arguments)."""
+        agen = self._async.events(from_height, after, **kw)
+        try:
+            while True:
+                try:
+                    yield self._call(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                self._call(agen.aclose())
 
     def close(self) -> None:
         if self._loop.is_closed():

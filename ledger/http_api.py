@@ -22,6 +22,9 @@ answered from the node's committed state, whose height is ``state_height``:
 | ``GET /tokens/accounts/{id}?since_height=&after=&limit=`` | ``{state_height, ...tokens.tokens_json}``: balance, charges, spent and a page of its consumption history (``next``: the `after` of the next page); 404 if no such account or entity |
 | ``GET /tokens/accounts`` | ``{state_height, accounts: [tokens.account_json, ...]}`` |
 | ``GET /tokens/fees`` | ``{state_height, fees, supply}`` (`tokens.fees_json`) |
+| ``GET /audit/rules?org=&active=1`` | ``{state_height, rules: [audit.rule_json, ...]}`` (current versions, by id) |
+| ``GET /audit/rules/{id}`` | ``{state_height, rule, versions: [...]}``; 404 if unknown |
+| ``GET /events?from_height=&after=&follow=1`` | audit events as NDJSON, streamed (see `events` below) |
 | ``GET /state/proof?key=`` | ``{key, height, header_hash, state_root, value, decoded, proof, canonical}``: a `ContractState.prove` proof for `verify_state_proof` against the state root of the header at `height` (the node's height; ``header_hash`` null at 0) |
 
 A batch id goes percent-encoded into the path (``quote(id, safe="")``, as
@@ -30,10 +33,22 @@ apart from ``/anchors/root/{hex}``; unencoded, ``root/<x>`` is still read as a
 batch id when x is not 64 hex digits. A `height` above the node's is ``503 behind`` (ask another node).
 
 Errors are JSON ``{"error": code, "message": sentence}`` with 400, 404 or 503.
+
+``GET /events`` streams (chunked ``application/x-ndjson``, one JSON object a
+line) the audit events of the committed state, oldest first, from the first
+event at ``from_height`` or later (default 0) or, with ``after=SEQ``, after
+event SEQ: ``{"type": "event", ...audit.event_json}``. Without ``follow``
+it ends with ``{"type": "end", "height", "next"}`` (``next``: the seq to ask
+for next); with ``follow=1`` it stays open, sends new events as blocks
+commit and ``{"type": "tip", "height", "next"}`` at most once a second when
+the height moved (so a follower knows how far it has seen), and ends when
+the node stops. Each event names its state ``key`` for ``/state/proof``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -51,6 +66,9 @@ __all__ = ["make_app", "MAX_HEADERS"]
 
 #: Largest page of `/headers`.
 MAX_HEADERS = 256
+#: How often a following `/events` stream looks for new blocks (seconds), and sends a tip line at most.
+EVENTS_POLL_S = 0.05
+EVENTS_TIP_S = 1.0
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -220,6 +238,70 @@ def make_app(node: "Node") -> web.Application:
         app = contracts()
         return web.json_response({"state_height": app.height, **tokens.fees_json(app.state)})
 
+    # ------------------------------------------------------------ audit rules and events
+
+    async def audit_rules(req: web.Request) -> web.Response:
+        from .contracts import audit
+
+        app = contracts()
+        org = req.query.get("org") or None
+        active = req.query.get("active", "") in ("1", "true", "yes")
+        return web.json_response({"state_height": app.height, "rules": [
+            audit.rule_json(r) for r in audit.rules(app.state, org, active_only=active)]})
+
+    async def audit_rule(req: web.Request) -> web.Response:
+        from .contracts import audit
+
+        app = contracts()
+        rule_id = req.match_info["rule_id"]
+        st = app.state
+        cur = audit.get_rule(st, rule_id)
+        if cur is None:
+            return _error(404, "not-found", f"no audit rule {rule_id[:140]!r}")
+        return web.json_response({"state_height": app.height, "rule": audit.rule_json(cur),
+                                  "versions": [audit.rule_json(v) for v in audit.rule_versions(st, rule_id)]})
+
+    async def events(req: web.Request) -> web.StreamResponse:
+        from .contracts import audit
+
+        app = contracts()
+        from_height = _int_arg(req.query.get("from_height"), "from_height", 0)
+        raw_after = req.query.get("after")
+        follow = req.query.get("follow", "") in ("1", "true", "yes")
+        nxt = (_int_arg(raw_after, "after", 0) + 1 if raw_after not in (None, "")
+               else audit.first_seq(app.state, from_height))
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(req)
+        loop = asyncio.get_running_loop()
+        tip_at, tip_height = 0.0, -1
+        try:
+            while True:
+                # read synchronously: one state between awaits (events never change once written)
+                st, height = app.state, app.height
+                n = audit.event_count(st)
+                if nxt < n:
+                    batch = [audit.get_event(st, s) for s in range(nxt, min(n, nxt + 256))]
+                    nxt += len(batch)
+                    await resp.write(b"".join(
+                        json.dumps({"type": "event", **audit.event_json(e)}).encode() + b"\n" for e in batch))
+                    continue
+                if not follow:
+                    await resp.write(json.dumps({"type": "end", "height": height, "next": nxt}).encode() + b"\n")
+                    break
+                if height != tip_height and loop.time() - tip_at >= EVENTS_TIP_S:
+                    tip_at, tip_height = loop.time(), height
+                    await resp.write(json.dumps({"type": "tip", "height": height, "next": nxt}).encode() + b"\n")
+                try:
+                    await asyncio.wait_for(stopping.wait(), EVENTS_POLL_S)
+                    break
+                except asyncio.TimeoutError:
+                    pass
+            await resp.write_eof()
+        except ConnectionResetError:  # the follower went away
+            pass
+        return resp
+
     async def state_proof(req: web.Request) -> web.Response:
         app = contracts()
         key = req.query.get("key")
@@ -244,7 +326,13 @@ def make_app(node: "Node") -> web.Application:
             "canonical": {"proof": canonical.encode(proof).hex()},
         })
 
+    stopping = asyncio.Event()  # set when the node shuts down: following /events streams end
+
+    async def on_shutdown(_app: web.Application) -> None:
+        stopping.set()
+
     app = web.Application()
+    app.on_shutdown.append(on_shutdown)
     app.router.add_get("/status", status)
     app.router.add_get("/blocks/{h}", block)
     app.router.add_get("/headers", headers)
@@ -258,4 +346,7 @@ def make_app(node: "Node") -> web.Application:
     app.router.add_get("/tokens/accounts/{account_id}", token_account)
     app.router.add_get("/tokens/fees", token_fees)
     app.router.add_get("/state/proof", state_proof)
+    app.router.add_get("/audit/rules", audit_rules)
+    app.router.add_get("/audit/rules/{rule_id}", audit_rule)
+    app.router.add_get("/events", events)
     return app

@@ -92,6 +92,7 @@ __all__ = [
     "event_key",
     "event_count",
     "events",
+    "first_seq",
     "get_event",
     "get_rule",
     "rule_versions",
@@ -509,9 +510,10 @@ def get_event(reader: Any, seq: int) -> dict | None:
     return reader.get(event_key(seq)) if type(seq) is int and seq >= 0 else None
 
 
-def _first_at(reader: Any, height: int, n: int) -> int:
-    """The smallest seq whose event is at `height` or later (heights never decrease along seq)."""
-    lo, hi = 0, n
+def first_seq(reader: Any, height: int, n: int | None = None) -> int:
+    """The smallest seq whose event is at `height` or later (heights never decrease
+    along seq); `event_count` when there is none. `n`: the event count, if known."""
+    lo, hi = 0, event_count(reader) if n is None else n
     while lo < hi:
         mid = (lo + hi) // 2
         if _peek(reader, event_key(mid))["id"][0] < height:
@@ -525,7 +527,7 @@ def events(reader: Any, from_height: int = 0, after: int | None = None, limit: i
     """Events oldest first: those at `from_height` or later, or (with `after`, a seq)
     those after that one; at most `limit` (1..1000). A binary search plus point reads."""
     n = event_count(reader)
-    start = after + 1 if after is not None else _first_at(reader, from_height, n)
+    start = after + 1 if after is not None else first_seq(reader, from_height, n)
     limit = max(1, min(limit, MAX_EVENTS_PAGE))
     return [reader.get(event_key(s)) for s in range(max(0, start), min(n, start + limit))]
 
