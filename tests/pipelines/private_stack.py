@@ -83,6 +83,32 @@ class PrivateStack:
             svc.launch()
         svc.wait_healthy()
         svc.provision()
+        if name == "kafka":
+            self._wait_leaders()
+
+    def _wait_leaders(self, timeout: float = 60.0) -> None:
+        """Until every partition of the project's topics has a leader that answers (fresh or recovering log)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from sealstream.settings import TOPICS
+
+        c = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "private-stack-probe"})
+
+        def ready() -> bool:
+            md = c.list_topics(timeout=5)
+            for t in TOPICS:
+                parts = md.topics[t].partitions
+                if md.topics[t].error is not None or not parts:
+                    return False
+                for p in parts:
+                    c.get_watermark_offsets(TopicPartition(t, p), timeout=5)
+            return True
+
+        try:
+            if not wait_until(ready, timeout, interval=0.5):
+                raise RuntimeError(f"private Kafka topics have no leaders after {timeout:.0f} s")
+        finally:
+            c.close()
 
     def kill(self, name: str) -> None:
         """SIGKILL `name` (a crash: no clean shutdown) and wait until it is gone."""
