@@ -1,4 +1,4 @@
-"""Registering and funding a gateway on the ledger, so its ANCHOR txs are accepted.
+"""Registering and funding a gateway on the ledger, so its ANCHOR txs are accepted (and devices, for demos).
 
 docs/contracts.md: a gateway is ``registry.register_gateway {id, org, key}``
 submitted by its org's admin, and every paid tx (``anchors.anchor`` costs 1 by
@@ -14,11 +14,11 @@ is below `fund // 2`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from trust import canonical
 
-__all__ = ["GatewayRegistration", "GatewayError", "ensure_gateway", "token_balance"]
+__all__ = ["GatewayRegistration", "GatewayError", "ensure_gateway", "ensure_devices", "token_balance"]
 
 
 class GatewayError(Exception):
@@ -83,3 +83,20 @@ def ensure_gateway(admin: Any, gateway: str, did: str, *, org: str = "operator",
         result = _ok(admin.submit("tokens.mint", {"account": gateway, "amount": minted}), f"fund {gateway}")
         balance = int(result.get("balance", balance + minted))
     return GatewayRegistration(gateway, did, org, registered_now, minted, balance)
+
+
+def ensure_devices(admin: Any, devices: Iterable[tuple[str, str]], *, org: str = "operator") -> int:
+    """Register each ``(id, did)`` device in `org` unless the id is already registered with that key
+    (another key is a `GatewayError` KEY_MISMATCH); the number registered now."""
+    n = 0
+    for dev_id, did in devices:
+        found = admin.resolve(dev_id)
+        if found is not None:
+            key = (found.get("resolution") or {}).get("key")
+            if key != did:
+                raise GatewayError("KEY_MISMATCH", f"device {dev_id!r} is registered with key {key}, not {did}")
+            continue
+        _ok(admin.submit("registry.register_device", {"id": dev_id, "org": org, "key": did}),
+            f"register device {dev_id}")
+        n += 1
+    return n

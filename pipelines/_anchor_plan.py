@@ -32,10 +32,12 @@ class SealError(ValueError):
 
 @dataclass(frozen=True)
 class SealedLeaf:
-    """What anchoring needs of one seal: the statement hash (leaf data) and its ts (ms)."""
+    """What anchoring needs of one seal: the statement hash (leaf data), its ts (ms) and the
+    did of the gateway that sealed it (None when unknown)."""
 
     statement_hash: StatementHash
     ts_ms: int
+    gateway: Optional[str] = None
 
 
 def parse_sealed(value: bytes) -> SealedLeaf:
@@ -44,11 +46,12 @@ def parse_sealed(value: bytes) -> SealedLeaf:
         doc = json.loads(value)
         h = bytes.fromhex(doc["statement_hash"])
         ts = doc["ts"]
-    except (ValueError, TypeError, KeyError) as exc:
+        gateway = (doc.get("receipt") or {}).get("gateway")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise SealError(f"not an iiot.sealed value: {exc}") from None
-    if len(h) != 32 or type(ts) is not int:
+    if len(h) != 32 or type(ts) is not int or not (gateway is None or isinstance(gateway, str)):
         raise SealError("not an iiot.sealed value: statement_hash must be 32 bytes, ts an integer")
-    return SealedLeaf(StatementHash(h), ts)
+    return SealedLeaf(StatementHash(h), ts, gateway)
 
 
 def batch_id_for(gateway: str, root: bytes) -> str:

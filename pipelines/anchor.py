@@ -113,13 +113,15 @@ class Anchorer:
     def __init__(self, writer: Writer, reader: Reader, blobs: BlobStore, ledger: Any, gateway: str, *,
                  max_leaves: int = 512, metrics: Optional[PipelineMetrics] = None,
                  publish: Optional[Callable[[BatchRecord, AnchorCommit, bytes], None]] = None,
-                 retry_max_s: float = 30.0, on_close: Callable[[], None] = lambda: None) -> None:
+                 retry_max_s: float = 30.0, stale_s: float = 30.0, on_close: Callable[[], None] = lambda: None) -> None:
         self.writer, self.reader, self.blobs, self.ledger = writer, reader, blobs, ledger
         self.gateway = gateway
         self.max_leaves = max_leaves
         self.metrics = metrics
         self.publish = publish
         self.retry_max_s = retry_max_s
+        self.stale_s = stale_s
+        self._recovered = False  # the first anchor_pending resolves every `submitted` batch (crash leftovers)
         self._on_close = on_close
         self._lock = threading.Lock()  # one submission at a time per process
         self._backoff: dict[str, tuple[float, float]] = {}  # batch id -> (next attempt, delay)
@@ -160,6 +162,11 @@ class Anchorer:
         """Record pending batches for those of `leaves` not in any batch yet; the batches written."""
         todo = {bytes(lf.statement_hash): lf for lf in leaves}
         written: list[BatchRecord] = []
+        if todo:
+            stored = self.reader.statement_times(todo)
+            for h in [h for h in todo if h not in stored]:  # sealed against another database: not ours
+                log.warning("seal of statement %s: not in this database, not anchored here", h.hex())
+                del todo[h]
         for _ in range(10):  # each conflict means another worker batched some of them: re-cut
             for h in self.reader.batched(todo):
                 todo.pop(bytes(h), None)
@@ -289,13 +296,20 @@ class Anchorer:
     def anchor_pending(self, *, respect_backoff: bool = False) -> list[BatchRecord]:
         """One attempt at each of this gateway's batches not anchored yet (oldest first); the
         ones anchored now.  Failures stay recorded for the next call; with `respect_backoff`
-        a batch that failed is retried only after its backoff (doubling up to `retry_max_s`)."""
+        a batch that failed is retried only after its backoff (doubling up to `retry_max_s`).
+        The first call resolves every ``submitted`` batch (left by a crash); later calls leave a
+        ``submitted`` batch younger than `stale_s` to whoever claimed it."""
         done = []
         now = time.monotonic()
+        stale = datetime.now(timezone.utc) - timedelta(seconds=self.stale_s)
+        recovering, self._recovered = not self._recovered, True
         for batch in self.reader.open_batches(limit=1000, gateway=self.gateway):
             due, delay = self._backoff.get(batch.batch_id, (0.0, 0.0))
             if respect_backoff and due > now:
                 continue
+            if (batch.anchor_state == "submitted" and not recovering and batch.submitted_at is not None
+                    and batch.submitted_at > stale):
+                continue  # another process of this gateway is submitting it right now
             try:
                 done.append(self.submit(batch.batch_id))
             except AnchorError as exc:

@@ -48,7 +48,7 @@ from .directory import DeviceDirectory, LedgerDirectory, ManifestDirectory
 from .metrics import PipelineMetrics
 from .worker import DeadLetter, IngestProcessor, RawRecord, Seal, gateway_key
 
-__all__ = ["build_app", "build_processor", "make_directory", "run_worker"]
+__all__ = ["build_app", "build_processor", "make_anchorer", "make_directory", "run_worker"]
 
 log = logging.getLogger("sealstream.pipeline")
 DEADLETTER = "iiot.deadletter"
@@ -98,8 +98,10 @@ def _headers(message: Any) -> list[tuple[str, bytes]]:
 
 
 def build_app(settings: Settings, processor: IngestProcessor, metrics: Optional[PipelineMetrics] = None,
-              app_id: Optional[str] = None, offset_reset: Optional[str] = None) -> faust.App:
-    """The Faust app: one ingest agent per raw topic and the two output topics."""
+              app_id: Optional[str] = None, offset_reset: Optional[str] = None,
+              anchorer: Optional[Any] = None) -> faust.App:
+    """The Faust app: one ingest agent per raw topic and the two output topics; with an
+    `Anchorer`, also the anchor agent (``iiot.sealed`` -> ``iiot.anchors``, `pipelines._anchor_agent`)."""
     app_id = app_id or settings.pipeline_app_id
     max_bytes = settings.kafka_video_max_message_bytes + _HEADROOM
     datadir = Path(settings.home).resolve() / "pipeline" / app_id
@@ -176,13 +178,18 @@ def build_app(settings: Settings, processor: IngestProcessor, metrics: Optional[
 
         agent.__name__ = agent.__qualname__ = f"ingest_{kind}"
         app.agent(topic, name=f"ingest-{kind}")(agent)
+    if anchorer is not None:
+        from ._anchor_agent import add_anchor_agent
+
+        add_anchor_agent(app, anchorer, metrics, window_s=settings.pipeline_anchor_window_s, produce=produce)
     return app
 
 
 def run_worker(settings: Settings, directory: DeviceDirectory, *, app_id: Optional[str] = None,
                metrics_port: Optional[int] = None, offset_reset: Optional[str] = None,
-               loglevel: str = "warn") -> None:
-    """Run one worker until SIGTERM/SIGINT (blocking)."""
+               loglevel: str = "warn", anchor: bool = True) -> None:
+    """Run one worker until SIGTERM/SIGINT (blocking); `anchor`: also run the anchor agent
+    (if a ledger is set up at ``settings.ledger_home``, see `make_anchorer`)."""
     from infra import register_targets
 
     port = settings.pipeline_metrics_port if metrics_port is None else metrics_port
@@ -196,11 +203,39 @@ def run_worker(settings: Settings, directory: DeviceDirectory, *, app_id: Option
         _register(Path(settings.home).resolve(), f"{settings.host}:{port}", register_targets)
     processor, pool = build_processor(settings, directory, metrics)
     log.info("gateway %s", processor.gateway.did)
-    app = build_app(settings, processor, metrics, app_id, offset_reset)
+    anchorer = make_anchorer(settings, metrics) if anchor else None
+    app = build_app(settings, processor, metrics, app_id, offset_reset, anchorer)
     try:
         faust.Worker(app, loglevel=loglevel).execute_from_commandline()
     finally:
         pool.close()
+        if anchorer is not None:
+            anchorer.close()
+
+
+def make_anchorer(settings: Settings, metrics: Optional[PipelineMetrics] = None) -> Optional[Any]:
+    """The worker's `Anchorer`, or None (logged) when ``settings.ledger_home`` holds no ledger:
+    the worker then seals without anchoring, and its group reads ``iiot.sealed`` from where it
+    left off once started with a ledger.  Warns when the gateway is not registered there."""
+    from ledger.layout import LedgerLayout
+
+    from .anchor import Anchorer
+
+    if not LedgerLayout(settings.ledger_home).exists():
+        log.error("anchoring off: no ledger in %s (run `sealstream ledger up`, or pass --no-anchor)",
+                  settings.ledger_home)
+        return None
+    anchorer = Anchorer.from_settings(settings, metrics=metrics)
+    try:
+        found = anchorer.ledger.resolve(anchorer.gateway)
+    except Exception as exc:  # noqa: BLE001 - the ledger may come up later; anchoring retries
+        log.warning("gateway %s: ledger not reachable yet (%s)", anchorer.gateway, exc)
+        return anchorer
+    if found is None or (found.get("resolution") or {}).get("key") != anchorer.ledger.key.did:
+        log.warning("gateway %s (%s) is not registered with this key on the ledger: its batches fail and are "
+                    "retried until `sealstream pipeline register-gateway` is run", anchorer.gateway,
+                    anchorer.ledger.key.did)
+    return anchorer
 
 
 def _register(home: Path, target: str, register_targets: Any) -> None:

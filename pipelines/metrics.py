@@ -64,6 +64,9 @@ class PipelineMetrics:
                                             "statement ts -> its batch anchored",
                                             buckets=(0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300),
                                             registry=r)
+        self.anchor_skipped = Counter("sealstream_pipeline_anchor_skipped",
+                                      "seals not anchored here (malformed, or sealed by a gateway this ledger "
+                                      "does not know)", ["reason"], registry=r)
 
     @classmethod
     def switched(cls, enabled: bool) -> "PipelineMetrics":
