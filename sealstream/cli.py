@@ -317,6 +317,8 @@ from ._devices_cli import devices  # noqa: E402
 cli.add_command(devices)
 from ._pipeline_cli import pipeline  # noqa: E402
 cli.add_command(pipeline)
+from ._alerts_cli import alerts_bridge  # noqa: E402
+pipeline.add_command(alerts_bridge)
 from ._dashboards_cli import dashboards  # noqa: E402
 cli.add_command(dashboards)
 
