@@ -1,0 +1,236 @@
+"""Gather the `Evidence` of a blob, a row, a device's time range or a batch
+from PostgreSQL, MinIO and the ledger (the only I/O of downstream verification).
+
+Nothing collected is trusted: payloads and manifests are read as raw object
+bytes (a tampered object is not refused here but fails ``payload-hash`` /
+``manifest`` in `chain.verify`), inclusion proofs are built from the
+database's ``batch_leaves`` and checked against the ledger's root, ledger
+answers are headers, certificates, tx proofs and state proofs that the pure
+chain re-checks from the genesis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from minio.error import S3Error
+
+from ledger.client import LedgerClient
+from ledger.contracts.anchors import batch_key
+from ledger.contracts.registry import did_key, ent_key
+from storage.blobs import BlobStore
+from storage.readers import Reader
+from storage.records import manifest_key, raw_key
+from storage.verification import VerificationStore
+from trust import canonical, merkle
+
+from .model import AnchorTx, BatchEvidence, Evidence, LedgerEvidence, RecordEvidence, StateValue
+
+__all__ = ["Collector", "CollectError", "parse_row_key", "ROW_TABLES"]
+
+#: Tables `verify row` accepts and the form of their key.
+ROW_TABLES = {"readings": "<statement hash hex>:<row index>", "blobs": "<statement hash hex>",
+              "statements": "<statement hash hex>"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _micros(t: datetime) -> int:
+    """Exact µs since the epoch of an aware datetime."""
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+class CollectError(Exception):
+    """The subject cannot be found (unknown blob, batch, row, bad key): nothing to verify."""
+
+
+def parse_row_key(table: str, key: str) -> tuple[bytes, Optional[int]]:
+    """``(statement hash, row index or None)`` of a `verify row` key."""
+    if table not in ROW_TABLES:
+        raise CollectError(f"table must be one of {sorted(ROW_TABLES)}, not {table!r}")
+    parts = key.split(":")
+    want = 2 if table == "readings" else 1
+    if len(parts) != want or not _HEX64.match(parts[0]) or (want == 2 and not parts[1].isdigit()):
+        raise CollectError(f"a {table} key is {ROW_TABLES[table]}, got {key!r}")
+    return bytes.fromhex(parts[0]), (int(parts[1]) if want == 2 else None)
+
+
+@dataclass
+class Collector:
+    """Evidence from the services; `ledger` is any `LedgerClient` (reads only)."""
+
+    store: VerificationStore
+    reader: Reader
+    blobs: BlobStore
+    ledger: LedgerClient
+    progress: Optional[Callable[[str], None]] = None
+
+    def __post_init__(self) -> None:
+        self._state: dict[str, StateValue] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any, ledger: LedgerClient, pool: Any) -> "Collector":
+        return cls(VerificationStore(pool), Reader(pool), BlobStore.from_settings(settings), ledger)
+
+    def _say(self, msg: str) -> None:
+        if self.progress is not None:
+            self.progress(msg)
+
+    # -- raw objects ---------------------------------------------------------
+
+    def _object(self, key: str) -> Optional[bytes]:
+        """The object's bytes as stored (not checked: the chain checks them), None if absent."""
+        response = None
+        try:
+            response = self.blobs.client.get_object(self.blobs.bucket, key)
+            return response.read()
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                return None
+            raise
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+
+    # -- ledger --------------------------------------------------------------
+
+    def _state_value(self, key: str) -> StateValue:
+        sv = self._state.get(key)
+        if sv is None:
+            p = self.ledger.get_state_proof(key)
+            sv = StateValue(key, p.value, p.height, p.proof)
+            self._state[key] = sv
+        return sv
+
+    def _registry(self, did: str) -> None:
+        """State values resolving `did` as of any height: its key index, entity and org."""
+        sv = self._state_value(did_key(did))
+        if sv.value is None:
+            return
+        entity_id = canonical.decode(sv.value)
+        ent = self._state_value(ent_key(entity_id))
+        if ent.value is not None:
+            rec = canonical.decode(ent.value)
+            if isinstance(rec, dict) and isinstance(rec.get("org"), str) and rec["org"] != entity_id:
+                self._state_value(ent_key(rec["org"]))
+
+    def _anchor(self, batch_id: str) -> Optional[AnchorTx]:
+        self._state_value(batch_key(batch_id))
+        doc = self.ledger.get_anchor(batch_id)
+        if doc is None:
+            return None
+        rec = self.ledger.get_tx(doc["tx_id"])
+        if rec is None:
+            return None
+        return AnchorTx(batch_id, rec.tx.raw, rec.proof)
+
+    def _ledger(self, anchors: list[AnchorTx]) -> LedgerEvidence:
+        top = max([sv.height for sv in self._state.values()] + [a.proof.height for a in anchors] + [0])
+        self._say(f"headers 1..{top}")
+        headers = tuple(self.ledger.get_headers(1, top)) if top else ()
+        return LedgerEvidence(self.ledger.genesis, headers, tuple(anchors),
+                              tuple(sorted(self._state.values(), key=lambda s: s.key)))
+
+    # -- subjects ------------------------------------------------------------
+
+    def evidence(self, subject: dict, hashes: Iterable[bytes], *, rows: Any = None,
+                 window_us: Optional[tuple[Optional[int], Optional[int]]] = None,
+                 payload_override: Optional[bytes] = None) -> Evidence:
+        """The evidence of the statements `hashes` (and the stored `rows` under test)."""
+        wanted = list(dict.fromkeys(bytes(h) for h in hashes))
+        self._say(f"{len(wanted)} statement(s)")
+        stmts = self.store.statements(wanted)
+        members = self.store.memberships(stmts)
+        batch_ids = sorted({b for b, _ in members.values()})
+        trees: dict[str, Optional[merkle.MerkleTree]] = {}
+        batches, anchors = [], []
+        for b in batch_ids:
+            self._say(f"batch {b}")
+            leaves = self.reader.batch_leaves(b)
+            trees[b] = merkle.MerkleTree(merkle.leaf_hashes(leaves)) if leaves else None
+            batches.append(BatchEvidence(b, self._object(manifest_key(b))))
+            a = self._anchor(b)
+            if a is not None:
+                anchors.append(a)
+        records = []
+        payloads: dict[bytes, Optional[bytes]] = {}
+        for n, h in enumerate(wanted):
+            rec = stmts.get(h)
+            if rec is None:
+                continue
+            st = rec.statement
+            self._registry(st.device)
+            if payload_override is not None:
+                payload = payload_override
+            else:
+                if st.payload_sha256 not in payloads:
+                    payloads[st.payload_sha256] = self._object(raw_key(st.payload_sha256))
+                payload = payloads[st.payload_sha256]
+            batch_id, leaf = members.get(h, (None, None))
+            proof: tuple[bytes, ...] = ()
+            tree = trees.get(batch_id) if batch_id else None
+            if tree is not None and leaf is not None and leaf < tree.size:
+                proof = tuple(tree.inclusion_proof(leaf, tree.size))
+            records.append(RecordEvidence(st.to_bytes(), rec.signature,
+                                          None if rec.receipt is None else rec.receipt.to_bytes(),
+                                          payload, batch_id, leaf, proof))
+        return Evidence(subject, self._ledger(anchors), tuple(batches), tuple(records), rows, window_us)
+
+    def blob(self, target: str) -> Evidence:
+        """A blob by SHA-256, object key ``raw/<sha256>``, or a local file (its bytes are the payload)."""
+        override = None
+        path = Path(target)
+        if _HEX64.match(target):
+            digest = bytes.fromhex(target)
+        elif target.startswith("raw/") and _HEX64.match(target[4:]):
+            digest = bytes.fromhex(target[4:])
+        elif path.is_file():
+            override = path.read_bytes()
+            digest = hashlib.sha256(override).digest()
+        else:
+            raise CollectError(f"{target!r} is neither a SHA-256, a raw/<sha256> key nor a readable file")
+        hashes = self.store.statements_by_payload(digest)
+        if not hashes:
+            raise CollectError(f"no stored statement has payload sha256 {digest.hex()}")
+        subject = {"kind": "blob", "sha256": digest.hex(), "target": target, "statements": len(hashes)}
+        return self.evidence(subject, hashes, payload_override=override)
+
+    def row(self, table: str, key: str) -> Evidence:
+        """One row: a reading ``HASH:ROW`` (its values against the signed payload), a blob or a statement."""
+        h, index = parse_row_key(table, key)
+        subject = {"kind": "row", "table": table, "key": key}
+        if not self.store.statements([h]):
+            raise CollectError(f"no stored statement {h.hex()}")
+        if table == "readings":
+            return self.evidence(subject, [h], rows=self.store.row(h, index))
+        return self.evidence(subject, [h])
+
+    def range(self, device: str, start: datetime, end: datetime) -> Evidence:
+        """Every stored reading of `device` in ``[start, end)`` and every statement of it in that
+        window or owning one of those rows; each signed row in the window must be stored."""
+        self._say("readings")
+        rows = self.store.range_rows(device, start, end)
+        hashes = list(self.store.device_statements(device, start, end))
+        if rows.num_rows:
+            hashes += pc.unique(pc.dictionary_decode(rows.column("statement_hash").combine_chunks())
+                                if pa.types.is_dictionary(rows.schema.field("statement_hash").type)
+                                else rows.column("statement_hash")).to_pylist()
+        subject = {"kind": "range", "device": device, "from": start.isoformat(), "to": end.isoformat()}
+        lo, hi = _micros(start), _micros(end)
+        return self.evidence(subject, hashes, rows=rows, window_us=(lo, hi))
+
+    def batch(self, batch_id: str) -> Evidence:
+        """Every leaf of a batch, with all stored rows of its time series."""
+        if self.reader.batch(batch_id) is None:
+            raise CollectError(f"no batch {batch_id!r}")
+        hashes = self.reader.batch_leaves(batch_id)
+        subject = {"kind": "batch", "batch_id": batch_id}
+        return self.evidence(subject, hashes, rows=self.store.statement_rows(hashes), window_us=(None, None))

@@ -1,0 +1,150 @@
+"""Frozen values: everything a verifier needs for some records, and its verdict.
+
+An `Evidence` is self-contained: records (payload, statement, signature,
+receipt, leaf index, inclusion proof), the manifests of their batches, the
+rows a database claims for them, and the ledger half (genesis, headers with
+commit certificates, each batch's ANCHOR transaction with its tx proof, and
+registry/anchors state values with state proofs).  `collect` fills one from
+the services, `bundle` from a zip; `chain.verify` checks it with no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ledger._types import BlockHeader, CommitCertificate, Genesis
+from ledger.light_client import TxProof
+
+__all__ = [
+    "SUBJECT_KINDS",
+    "StateValue",
+    "AnchorTx",
+    "LedgerEvidence",
+    "BatchEvidence",
+    "RecordEvidence",
+    "Evidence",
+    "Failure",
+    "Report",
+]
+
+#: What a verification is about: one blob, one row, a device's time range, a batch.
+SUBJECT_KINDS = ("blob", "row", "range", "batch")
+
+
+@dataclass(frozen=True)
+class StateValue:
+    """A contracts state value (canonical bytes, None = absent) with its proof at `height`."""
+
+    key: str
+    value: Optional[bytes]
+    height: int
+    proof: dict = field(compare=False)
+
+
+@dataclass(frozen=True)
+class AnchorTx:
+    """The ANCHOR transaction of a batch (canonical tx bytes) and its RFC 9162 proof in its block."""
+
+    batch_id: str
+    tx: bytes
+    proof: TxProof
+
+
+@dataclass(frozen=True)
+class LedgerEvidence:
+    """The ledger half: genesis, certified headers 1..n, anchors and state values."""
+
+    genesis: Genesis
+    headers: tuple[tuple[BlockHeader, CommitCertificate], ...]
+    anchors: tuple[AnchorTx, ...] = ()
+    state: tuple[StateValue, ...] = ()
+
+    def anchor(self, batch_id: str) -> Optional[AnchorTx]:
+        return next((a for a in self.anchors if a.batch_id == batch_id), None)
+
+
+@dataclass(frozen=True)
+class BatchEvidence:
+    """A batch id and the bytes of its manifest object (None: the object is missing)."""
+
+    batch_id: str
+    manifest: Optional[bytes]
+
+
+@dataclass(frozen=True)
+class RecordEvidence:
+    """One signed record: canonical statement, device signature, seal receipt
+    (canonical bytes), payload (None: missing) and where it sits in its batch."""
+
+    statement: bytes
+    signature: bytes
+    receipt: Optional[bytes]
+    payload: Optional[bytes]
+    batch_id: Optional[str]
+    leaf_index: Optional[int]
+    proof: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one verification checks.
+
+    ``subject``: ``{"kind": blob|row|range|batch, ...}`` (JSON-friendly).
+    ``rows``: the stored time-series rows under test as an Arrow table with
+    the columns of `rows.ROW_SCHEMA` (None when the subject has no rows).
+    ``window_us``: for ranges, ``(from, to)`` in µs: every signed row in it
+    must be stored; for a batch, ``(None, None)`` (every row); for one row, None
+    (only the stored rows given are compared).
+    """
+
+    subject: dict
+    ledger: LedgerEvidence
+    batches: tuple[BatchEvidence, ...]
+    records: tuple[RecordEvidence, ...]
+    rows: Any = None
+    window_us: Optional[tuple[Optional[int], Optional[int]]] = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One broken link: the step (`trust.errors.CHAIN_STEPS`), why, and the evidence concerned."""
+
+    step: str
+    message: str
+    evidence: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"step": self.step, "message": self.message, "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
+class Report:
+    """The verdict: steps that passed, failures (first = the one to show), counts."""
+
+    subject: dict
+    passed: tuple[str, ...]
+    failures: tuple[Failure, ...]
+    counts: dict
+    genesis_hash: str = ""
+    ledger_height: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def failed_step(self) -> Optional[str]:
+        return self.failures[0].step if self.failures else None
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "subject": self.subject,
+            "failed_step": self.failed_step,
+            "passed": list(self.passed),
+            "failures": [f.to_json() for f in self.failures],
+            "counts": self.counts,
+            "genesis_hash": self.genesis_hash,
+            "ledger_height": self.ledger_height,
+        }

@@ -1,0 +1,139 @@
+"""Stored time-series rows against the signed Arrow payload they claim to come from.
+
+A row of ``readings`` is ``(time, device, sensor, value, statement_hash,
+row_index)``; it verifies when row `row_index` of the statement's signed
+Arrow payload has the same time (µs, as the writer stores it), sensor and
+value.  The comparison is vectorised (pyarrow compute), one statement at a
+time, so a range of a million rows costs a few array operations per payload.
+
+Failures, each with the step of `trust.errors`:
+
+- ``payload-format``: the payload is not an Arrow IPC stream with ts, sensor, value;
+- ``row-unsigned``: a stored row whose index is past the payload's rows (or
+  whose statement nobody signed: the caller reports those);
+- ``row-value``: time, sensor or value differ from the payload's row;
+- ``row-missing``: a payload row (inside the window) is not stored.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from trust.errors import PayloadFormatError, RowMissingError, RowUnsignedError, RowValueError
+
+from .model import Failure
+
+__all__ = ["ROW_SCHEMA", "payload_rows", "compare_rows", "empty_rows"]
+
+#: Columns of the stored rows under test (what `collect` reads from ``readings``).
+ROW_SCHEMA = pa.schema([
+    ("statement_hash", pa.binary(32)),
+    ("row_index", pa.int32()),
+    ("time_us", pa.int64()),
+    ("sensor", pa.string()),
+    ("value", pa.float64()),
+])
+_UTC_US = pa.timestamp("us", tz="UTC")
+_MAX_LISTED = 20
+
+
+def empty_rows() -> pa.Table:
+    return ROW_SCHEMA.empty_table()
+
+
+def payload_rows(payload: bytes) -> pa.Table:
+    """``time_us, sensor, value`` of a signed Arrow payload, in row order (the
+    same conversion as `storage.writers`: timestamps to UTC µs, integer ts = ms)."""
+    try:
+        table = pa.ipc.open_stream(pa.BufferReader(payload)).read_all()
+        ts = table.column("ts").combine_chunks()
+        if pa.types.is_integer(ts.type):
+            ts = ts.cast(pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+        elif pa.types.is_timestamp(ts.type):
+            if ts.type.tz is None:
+                ts = ts.cast(pa.timestamp(ts.type.unit, tz="UTC"))
+        else:
+            raise PayloadFormatError(f"ts has type {ts.type}")
+        return pa.table({
+            "time_us": pc.cast(ts, _UTC_US, safe=False).cast(pa.int64()),
+            "sensor": table.column("sensor").combine_chunks().cast(pa.string()),
+            "value": table.column("value").combine_chunks().cast(pa.float64()),
+        })
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, OSError) as exc:
+        raise PayloadFormatError(f"not an Arrow stream with ts, sensor, value: {exc}") from None
+
+
+def _eq(a: pa.Array, b: pa.Array) -> pa.Array:
+    """Element-wise equality where null == null (and NaN == NaN for floats)."""
+    same = pc.fill_null(pc.equal(a, b), False)
+    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+    out = pc.or_(same, both_null)
+    if pa.types.is_floating(a.type):
+        out = pc.or_(out, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
+    return out
+
+
+def compare_rows(
+    statement_hash: bytes,
+    signed: pa.Table,
+    stored: pa.Table,
+    window_us: Optional[tuple[Optional[int], Optional[int]]],
+) -> list[Failure]:
+    """Failures of the `stored` rows of one statement against its `signed` rows.
+
+    `stored` has the columns of `ROW_SCHEMA` (any order of rows).  With a
+    `window_us`, every signed row whose time is inside ``[from, to)`` (None:
+    unbounded) must be stored; without one only the given rows are compared.
+    """
+    h = statement_hash.hex()
+    failures: list[Failure] = []
+    n = signed.num_rows
+    idx = stored.column("row_index").combine_chunks().cast(pa.int64())
+    inside = pc.and_(pc.greater_equal(idx, 0), pc.less(idx, n))
+    if not pc.all(inside).as_py():
+        bad = pc.filter(idx, pc.invert(inside)).to_pylist()
+        failures.append(Failure(RowUnsignedError.step,
+                                f"{len(bad)} stored row(s) of statement {h} point past its {n} signed rows",
+                                {"statement_hash": h, "row_index": bad[:_MAX_LISTED]}))
+        stored = stored.filter(inside)
+        idx = stored.column("row_index").combine_chunks().cast(pa.int64())
+    if stored.num_rows:
+        want = signed.take(idx)
+        ok = None
+        for col in ("time_us", "sensor", "value"):
+            eq = _eq(stored.column(col).combine_chunks(), want.column(col).combine_chunks())
+            ok = eq if ok is None else pc.and_(ok, eq)
+        if not pc.all(ok).as_py():
+            bad_pos = pc.indices_nonzero(pc.invert(ok)).to_pylist()[:_MAX_LISTED]
+            diffs = []
+            for p in bad_pos:
+                i = idx[p].as_py()
+                diffs.append({
+                    "row_index": i,
+                    "stored": {c: stored.column(c)[p].as_py() for c in ("time_us", "sensor", "value")},
+                    "signed": {c: want.column(c)[p].as_py() for c in ("time_us", "sensor", "value")},
+                })
+            count = len(ok) - pc.sum(ok.cast(pa.int64())).as_py()
+            failures.append(Failure(RowValueError.step,
+                                    f"{count} stored row(s) of statement {h} differ from the signed payload",
+                                    {"statement_hash": h, "rows": diffs}))
+    if window_us is not None:
+        lo, hi = window_us
+        times = signed.column("time_us").combine_chunks()
+        need = pa.array([True] * n, pa.bool_())
+        if lo is not None:
+            need = pc.and_(need, pc.greater_equal(times, lo))
+        if hi is not None:
+            need = pc.and_(need, pc.less(times, hi))
+        needed = pc.indices_nonzero(need).cast(pa.int64())
+        if len(needed):
+            have = pc.is_in(needed, value_set=pc.unique(idx)) if len(idx) else pa.array([False] * len(needed))
+            if not pc.all(have).as_py():
+                missing = pc.filter(needed, pc.invert(have)).to_pylist()
+                failures.append(Failure(RowMissingError.step,
+                                        f"{len(missing)} signed row(s) of statement {h} are not stored",
+                                        {"statement_hash": h, "row_index": missing[:_MAX_LISTED]}))
+    return failures
