@@ -31,3 +31,129 @@ def test_untouched_batch_range_blob_row_verify(dataset) -> None:
             report.passed)
     rep = dataset.verify(col.batch(batch.batch_id))
     assert rep.counts["rows"] == 120 and {"row-value", "row-missing", "row-unsigned"} <= set(rep.passed)
+
+
+def _sql(dataset, query: str, params: tuple = ()) -> int:
+    with dataset.pool.connection() as conn:
+        return conn.execute(query, params).rowcount
+
+
+def _overwrite(dataset, key: str, data: bytes) -> None:
+    import io
+
+    dataset.blobs.client.put_object(dataset.blobs.bucket, key, io.BytesIO(data), len(data))
+
+
+def test_changed_reading_value_fails_row_value(dataset) -> None:
+    _, key = dataset.device()
+    batch, records = dataset.batch(key, n_ts=2, n_img=0, rows=20)
+    h = records[1].hash
+    assert _sql(dataset, "UPDATE readings SET value = value + 0.5 WHERE statement_hash = %s AND row_index = 7",
+                (h,)) == 1
+    col = dataset.collector()
+    for ev in (col.batch(batch.batch_id), col.row("readings", f"{h.hex()}:7")):
+        report = dataset.verify(ev)
+        assert report.failed_step == "row-value", report.to_json()
+        assert report.failures[0].evidence["rows"][0]["row_index"] == 7
+    assert dataset.verify(col.row("readings", f"{h.hex()}:6")).ok  # the other rows still verify
+
+
+def test_deleted_row_fails_row_missing(dataset) -> None:
+    _, key = dataset.device()
+    batch, records = dataset.batch(key, n_ts=2, n_img=0, rows=20)
+    assert _sql(dataset, "DELETE FROM readings WHERE statement_hash = %s AND row_index = 3",
+                (records[0].hash,)) == 1
+    col = dataset.collector()
+    rng = col.range(key.did, T0 - timedelta(seconds=10), T0 + timedelta(seconds=10))
+    for ev in (rng, col.batch(batch.batch_id), col.row("readings", f"{records[0].hash.hex()}:3")):
+        report = dataset.verify(ev)
+        assert report.failed_step == "row-missing", report.to_json()
+
+
+def test_inserted_unsigned_rows_fail_row_unsigned(dataset) -> None:
+    import os
+
+    _, key = dataset.device()
+    batch, records = dataset.batch(key, n_ts=1, n_img=0, rows=10)
+    # a row naming a statement nobody signed, and one past the signed rows of a real statement
+    _sql(dataset, "INSERT INTO readings VALUES (%s, %s, 'temperature', 99.0, %s, 0)",
+         (T0, key.did, os.urandom(32)))
+    col = dataset.collector()
+    report = dataset.verify(col.range(key.did, T0 - timedelta(seconds=10), T0 + timedelta(seconds=10)))
+    assert report.failed_step == "row-unsigned", report.to_json()
+    _, key2 = dataset.device()
+    batch2, records2 = dataset.batch(key2, n_ts=1, n_img=0, rows=10)
+    _sql(dataset, "INSERT INTO readings VALUES (%s, %s, 'temperature', 99.0, %s, 10)",
+         (T0, key2.did, records2[0].hash))
+    report = dataset.verify(col.batch(batch2.batch_id))
+    assert report.failed_step == "row-unsigned", report.to_json()
+
+
+def test_overwritten_object_fails_payload_hash(dataset) -> None:
+    _, key = dataset.device()
+    batch, records = dataset.batch(key, n_ts=1, n_img=1)
+    img = records[-1]
+    forged = bytearray(img.payload)
+    forged[-1] ^= 1
+    _overwrite(dataset, "raw/" + img.statement.payload_sha256.hex(), bytes(forged))
+    col = dataset.collector()
+    for ev in (col.blob(img.statement.payload_sha256.hex()), col.batch(batch.batch_id),
+               col.row("blobs", img.hash.hex())):
+        report = dataset.verify(ev)
+        assert report.failed_step == "payload-hash", report.to_json()
+        assert report.failures[0].evidence["statement_hash"] == img.hash.hex()
+
+
+def test_swapped_payloads_fail_payload_hash(dataset) -> None:
+    _, key = dataset.device()
+    batch, records = dataset.batch(key, n_ts=0, n_img=2)
+    a, b = records
+    _overwrite(dataset, "raw/" + a.statement.payload_sha256.hex(), b.payload)
+    _overwrite(dataset, "raw/" + b.statement.payload_sha256.hex(), a.payload)
+    report = dataset.verify(dataset.collector().batch(batch.batch_id))
+    assert [f.step for f in report.failures] == ["payload-hash", "payload-hash"], report.to_json()
+
+
+def test_rewritten_manifest_fails_manifest_or_anchor_root(dataset) -> None:
+    import json
+
+    from trust import merkle
+
+    _, key = dataset.device()
+    batch, records = dataset.batch(key, n_ts=2, n_img=1)
+    mkey = "manifests/" + batch.batch_id
+    doc = json.loads(dataset.collector()._object(mkey))
+    # 1. leaves reordered, root recomputed: a consistent tree, but not the anchored one
+    doc["leaves"] = doc["leaves"][::-1]
+    doc["root"] = merkle.root(merkle.leaf_hashes([bytes.fromhex(x) for x in doc["leaves"]])).hex()
+    _overwrite(dataset, mkey, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+    report = dataset.verify(dataset.collector().batch(batch.batch_id))
+    assert report.failed_step == "anchor-root", report.to_json()
+    # 2. a leaf replaced, root kept: the leaves no longer hash to the root
+    doc["leaves"][0] = "00" * 32
+    doc["root"] = batch.root.hex()
+    _overwrite(dataset, mkey, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+    report = dataset.verify(dataset.collector().blob(records[-1].statement.payload_sha256.hex()))
+    assert report.failed_step == "manifest", report.to_json()
+
+
+def test_revoked_device_later_statement_fails_device_key(dataset) -> None:
+    dev_id, key = dataset.device()
+    before, _ = dataset.batch(key, n_ts=1, n_img=1)
+    dataset.revoke(dev_id)
+    after, records = dataset.batch(key, n_ts=1, n_img=1, start_seq=10, t0=T0 + timedelta(minutes=5))
+    col = dataset.collector()
+    report = dataset.verify(col.batch(after.batch_id))
+    assert report.failed_step == "device-key", report.to_json()
+    assert "revoked" in report.failures[0].message
+    # anchored before the revocation: still verifies as of its anchor height
+    assert dataset.verify(col.batch(before.batch_id)).ok
+
+
+def test_unregistered_device_fails_device_key(dataset) -> None:
+    from trust.identity import KeyPair
+
+    stranger = KeyPair.generate()
+    batch, _ = dataset.batch(stranger, n_ts=1, n_img=0)
+    report = dataset.verify(dataset.collector().batch(batch.batch_id))
+    assert report.failed_step == "device-key" and "unknown" in report.failures[0].message, report.to_json()
