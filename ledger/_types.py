@@ -62,6 +62,7 @@ _TX_TAG = "sealstream/tx/v1"
 _HEADER_TAG = "sealstream/header/v1"
 _SEALERS_TAG = "sealstream/sealers/v1"
 _GENESIS_TAG = "sealstream/genesis/v1"
+_CERT_TAG = "sealstream/cert/v1"
 #: Domain tag of every signed consensus message (see `ledger.messages`).
 MSG_TAG = "sealstream/pbft/v1"
 # canonical heads shared by a tx's wire map and its signed body (`Transaction.signing_bytes`)
@@ -306,6 +307,10 @@ class BlockHeader:
     changes), `sealer_set_hash` the hash of the set certifying it, and
     `next_sealers` — set only on the last block of an epoch — the set of the
     next epoch, so a light client can follow set changes from genesis.
+    `last_commit_hash` (blocks >= 2) is `CommitCertificate.cert_hash` of the
+    certificate of block ``height - 1`` that the block carries
+    (`Block.last_commit`, as Tendermint's LastCommit): which sealers signed the
+    previous block is thereby on chain, the evidence reputation is computed from.
     """
 
     height: int
@@ -318,9 +323,10 @@ class BlockHeader:
     time: int
     sealer_set_hash: Hash
     next_sealers: SealerSet | None = None
+    last_commit_hash: Hash | None = None
 
     def to_wire(self) -> dict:
-        return {
+        w = {
             "height": self.height,
             "prev": self.prev_hash,
             "tx_root": self.tx_root,
@@ -332,21 +338,26 @@ class BlockHeader:
             "sealers": self.sealer_set_hash,
             "next_sealers": None if self.next_sealers is None else self.next_sealers.to_wire(),
         }
+        if self.last_commit_hash is not None:  # absent on block 1 (and on blocks made before it existed)
+            w["last_commit"] = self.last_commit_hash
+        return w
 
     @classmethod
     def from_wire(cls, w: Any) -> "BlockHeader":
         keys = {"height", "prev", "tx_root", "state_root", "epoch", "view", "proposer", "time",
                 "sealers", "next_sealers"}
-        _need(isinstance(w, dict) and set(w) == keys, "bad header")
+        _need(isinstance(w, dict) and (set(w) == keys or set(w) == keys | {"last_commit"}), "bad header")
         for k in ("prev", "tx_root", "state_root", "sealers"):
             _need(_is_hash(w[k]), f"header {k} must be a 32-byte hash")
+        lc = w.get("last_commit")
+        _need(lc is None or _is_hash(lc), "header last_commit must be a 32-byte hash")
         _need(isinstance(w["proposer"], str), "header proposer must be text")
         nxt = w["next_sealers"]
         return cls(
             _as_int(w["height"], "height"), BlockHash(w["prev"]), Hash(w["tx_root"]),
             StateRoot(w["state_root"]), _as_int(w["epoch"], "epoch"), _as_int(w["view"], "view"),
             w["proposer"], _as_int(w["time"], "time"), Hash(w["sealers"]),
-            None if nxt is None else SealerSet.from_wire(nxt),
+            None if nxt is None else SealerSet.from_wire(nxt), None if lc is None else Hash(lc),
         )
 
     def header_hash(self) -> BlockHash:
@@ -372,6 +383,7 @@ class Block:
 
     header: BlockHeader
     txs: tuple[Transaction, ...]
+    last_commit: "CommitCertificate | None" = None
 
     @property
     def height(self) -> int:
@@ -383,15 +395,26 @@ class Block:
     def tx_root_ok(self) -> bool:
         return tx_root_of(self.txs) == self.header.tx_root
 
+    def last_commit_ok(self) -> bool:
+        """The carried certificate of the previous block matches the header's hash of it."""
+        lc = self.last_commit
+        return self.header.last_commit_hash == (None if lc is None else lc.cert_hash())
+
     def to_wire(self) -> dict:
-        """Header as a map; each tx as its canonical bytes (`Transaction.raw`)."""
-        return {"header": self.header.to_wire(), "txs": [t.raw for t in self.txs]}
+        """Header as a map; each tx as its canonical bytes (`Transaction.raw`);
+        ``last_commit`` (the previous block's certificate) when carried."""
+        w = {"header": self.header.to_wire(), "txs": [t.raw for t in self.txs]}
+        if self.last_commit is not None:
+            w["last_commit"] = self.last_commit.to_wire()
+        return w
 
     @classmethod
     def from_wire(cls, w: Any) -> "Block":
-        _need(isinstance(w, dict) and set(w) == {"header", "txs"} and isinstance(w["txs"], list), "bad block")
+        _need(isinstance(w, dict) and set(w) in ({"header", "txs"}, {"header", "txs", "last_commit"})
+              and isinstance(w["txs"], list), "bad block")
         txs = tuple(Transaction.from_bytes(t) if type(t) is bytes else Transaction.from_wire(t) for t in w["txs"])
-        return cls(BlockHeader.from_wire(w["header"]), txs)
+        lc = w.get("last_commit")
+        return cls(BlockHeader.from_wire(w["header"]), txs, None if lc is None else CommitCertificate.from_wire(lc))
 
 
 def commit_signing_bytes(chain_id: str, view: int, height: int, digest: bytes, signer: str) -> bytes:
@@ -416,6 +439,14 @@ class CommitCertificate:
 
     def signers(self) -> list[str]:
         return [s for s, _ in self.signatures]
+
+    def cert_hash(self) -> Hash:
+        """sha256 of the canonical certificate (a header's `last_commit_hash`)."""
+        got = self.__dict__.get("_hash")
+        if got is None:
+            got = Hash(sha256(canonical.encode([_CERT_TAG, self.to_wire()])))
+            object.__setattr__(self, "_hash", got)
+        return got
 
     def verify(self, chain_id: str, sealers: SealerSet, verify: Verifier | None = None) -> None:
         """Raise `CertificateError` unless a quorum of distinct sealers signed."""
@@ -477,6 +508,14 @@ class Params:
     `log_window` is L, the distance between low and high watermarks (PBFT
     §4.3, L = 2K by default). `view_change_timeout_ms` is the first view-change
     timeout; it doubles with each consecutive view change (PBFT §4.5.2).
+
+    `last_commit_wait_ms`: after committing h, the primary waits up to this
+    long for the COMMITs of sealers missing from h's certificate before
+    proposing h+1, so that the certificate it carries in h+1 (the evidence
+    reputation counts) names every sealer that is online. `sealer_count` > 0
+    turns reputation on (the contracts app): every epoch's sealers are the
+    top `sealer_count` nodes by reputation; the ``rep_*`` fields are its
+    fixed-point rules (docs/contracts.md, "Reputation").
     """
 
     max_block_txs: int = 256
@@ -491,18 +530,39 @@ class Params:
     fetch_batch: int = 64
     max_clock_drift_ms: int = 10_000
     nonce_window: int = 1024
+    # -- reputation (docs/contracts.md, "Reputation"); in the wire form only when not the default
+    last_commit_wait_ms: int = 20
+    sealer_count: int = 0
+    rep_initial: int = 5_000
+    rep_max: int = 10_000
+    rep_floor: int = 2_000
+    rep_sign_reward: int = 10
+    rep_offline_after: int = 5
+    rep_offline_penalty: int = 1_000
+    rep_equivocation_penalty: int = 6_000
+    rep_heartbeat_reward: int = 50
+    rep_heartbeat_interval: int = 10
 
     @property
     def window(self) -> int:
         return self.log_window or 2 * self.checkpoint_interval
 
     def to_wire(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        # fields added after chains existed are written only when set, so those
+        # chains keep their genesis hash
+        return {k: getattr(self, k) for k in self.__dataclass_fields__
+                if k not in _LATER_PARAMS or getattr(self, k) != _LATER_PARAMS[k]}
 
     @classmethod
     def from_wire(cls, w: Any) -> "Params":
         _need(isinstance(w, dict) and set(w) <= set(cls.__dataclass_fields__), "bad params")
         return cls(**{k: _as_int(v, k) for k, v in w.items()})
+
+
+_LATER_PARAMS = {k: Params.__dataclass_fields__[k].default for k in (
+    "last_commit_wait_ms", "sealer_count", "rep_initial", "rep_max", "rep_floor", "rep_sign_reward",
+    "rep_offline_after", "rep_offline_penalty", "rep_equivocation_penalty", "rep_heartbeat_reward",
+    "rep_heartbeat_interval")}
 
 
 @dataclass(frozen=True)

@@ -361,6 +361,7 @@ class Replica:
         self.last_hash: BlockHash = genesis.genesis_hash()
         self.last_time = genesis.time
         self.last_cert: CommitCertificate | None = None
+        self._committed_at = 0
         self.blocks: dict[int, tuple[Block, CommitCertificate]] = {}
         self.sealer_sets: dict[int, SealerSet] = {0: genesis.sealers}
         self.nonces = NonceWindow(self.params.nonce_window)
@@ -781,6 +782,10 @@ class Replica:
         self._progress()
 
     def _on_commit(self, msg: Commit) -> None:
+        lc = self.last_cert
+        if lc is not None and msg.height == self.height and msg.digest == self.last_hash and msg.view == lc.view:
+            self._on_late_commit(msg)
+            return
         sealers = self._slot_ok(msg.view, msg.height, msg.sender)
         if sealers is None:
             return
@@ -829,7 +834,7 @@ class Replica:
                 return None
             if not block.txs or len(block.txs) > p.max_block_txs:
                 return None
-        if not block.tx_root_ok():
+        if not block.tx_root_ok() or not self._last_commit_ok(block, certified):
             return None
         seen: set[bytes] = set()
         in_block: set[tuple[str, int]] = set()
@@ -842,11 +847,42 @@ class Replica:
             in_block.add((tx.submitter, tx.nonce))
             if not certified and not tx.verify_signature(self._verify):
                 return None
-        ctx = BlockContext(h.height, h.epoch, h.time, h.proposer, is_epoch_end(h.height, p.epoch_length), sealers)
+        ctx = self._context(h.height, h.time, h.proposer, sealers, block.last_commit)
         ex = self.executor.execute(ctx, block.txs)
         if ex.state_root != h.state_root or ex.next_sealers != h.next_sealers:
             return None
         return ex
+
+    def _context(self, h: int, t: int, proposer: str, sealers: SealerSet,
+                 last_commit: CommitCertificate | None) -> BlockContext:
+        p = self.params
+        return BlockContext(h, epoch_of(h, p.epoch_length), t, proposer, is_epoch_end(h, p.epoch_length), sealers,
+                            self.genesis, self.last_hash, last_commit,
+                            self.sealers_at(h - 1) if last_commit is not None else None)
+
+    def _last_commit_ok(self, block: Block, certified: bool) -> bool:
+        """Block h (>= 2) carries a valid certificate of block h-1 (`Block.last_commit`).
+
+        Only a certified block may lack it (a block committed before blocks
+        carried it); one that carries it has it checked in full: 2f+1 valid
+        signatures of h-1's sealers over h-1's header hash."""
+        h = block.header
+        lc = block.last_commit
+        if not block.last_commit_ok():
+            return False
+        if lc is None:
+            return h.height == 1 or certified
+        if h.height == 1 or lc.height != h.height - 1 or lc.block_hash != h.prev_hash:
+            return False
+        prev = self.sealers_at(h.height - 1)
+        if prev is None:
+            return False
+        try:
+            lc.verify(self.chain_id, prev, self._verify)
+        except CertificateError:
+            self._drop("bad_last_commit")
+            return False
+        return True
 
     def _progress(self) -> None:
         """Advance the next height as far as the log allows (§4.2)."""
@@ -952,15 +988,45 @@ class Replica:
         p = self.params
         # entries are inserted with a non-decreasing `now`, so the first is the oldest
         oldest = next(iter(self.mempool.values()))[1]
-        wait = oldest + p.block_time_ms - self.now
-        if len(self.mempool) < p.max_block_txs and wait > 0:
+        wait = oldest + p.block_time_ms - self.now if len(self.mempool) < p.max_block_txs else 0
+        wait = max(wait, self._last_commit_wait())
+        if wait > 0:
             # an armed cut timer fires no later than this one would: the oldest
-            # request only gets younger
+            # request only gets younger, and a late COMMIT re-runs this at once
             if not self._cut_armed:
                 self._out.append(SetTimer(_timer(_CUT), wait))
                 self._cut_armed = True
             return
         self._propose(h)
+
+    def _last_commit_wait(self) -> int:
+        """How much longer to wait for COMMITs missing from the tip's certificate,
+        which the next block carries as evidence of who signed (`Params.last_commit_wait_ms`)."""
+        cert = self.last_cert
+        if cert is None or self.params.last_commit_wait_ms <= 0:
+            return 0
+        sealers = self.sealers_at(self.height)
+        if sealers is None or len(cert.signatures) >= sealers.n:
+            return 0
+        return self._committed_at + self.params.last_commit_wait_ms - self.now
+
+    def _on_late_commit(self, msg: Commit) -> None:
+        """A COMMIT for the tip that arrived after its certificate formed: add it
+        to `last_cert`, so the next block's `last_commit` counts this sealer too."""
+        cert = self.last_cert
+        assert cert is not None
+        sealers = self.sealers_at(msg.height)
+        if sealers is None or msg.sender not in sealers:
+            self._drop("not_sealer")
+            return
+        if msg.sender in cert.signers():
+            self._drop("duplicate")
+            return
+        if not self._check_sig(msg):
+            return
+        self.last_cert = CommitCertificate(cert.height, cert.view, cert.block_hash,
+                                           tuple(sorted((*cert.signatures, (msg.sender, msg.sig)))))
+        self._maybe_propose()
 
     def _propose(self, h: int) -> None:
         p = self.params
@@ -978,11 +1044,11 @@ class Replica:
             return
         epoch = epoch_of(h, p.epoch_length)
         t = max(self.now, self.last_time)
-        ctx = BlockContext(h, epoch, t, self.me, is_epoch_end(h, p.epoch_length), sealers)
-        ex = self.executor.execute(ctx, txs)
+        lc = self.last_cert if h > 1 else None
+        ex = self.executor.execute(self._context(h, t, self.me, sealers, lc), txs)
         header = BlockHeader(h, self.last_hash, tx_root_of(txs), ex.state_root, epoch, self.view, self.me, t,
-                             sealers.hash(), ex.next_sealers)
-        block = Block(header, tuple(txs))
+                             sealers.hash(), ex.next_sealers, None if lc is None else lc.cert_hash())
+        block = Block(header, tuple(txs), lc)
         digest = block.block_hash()
         if not self._may_sign(self.vote_pp, self.view, h, digest):
             return
@@ -1027,6 +1093,7 @@ class Replica:
         self.last_hash = block.block_hash()
         self.last_time = hdr.time
         self.last_cert = cert
+        self._committed_at = self.now
         self.blocks[h] = (block, cert)
         for i, tx in enumerate(block.txs):
             self.tx_index[tx.tx_id] = (h, i)

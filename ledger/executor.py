@@ -2,10 +2,12 @@
 
 The consensus core calls `execute()` speculatively to validate a proposal
 (PBFT's "Validation" stage: every sealer executes the block and checks the
-state root in the header), then `apply()` once the block commits. The next
-issue's contracts (registry, anchors, tokens, audit) and the reputation rules
-implement this same interface; `next_sealers` is where reputation chooses the
-sealer set of the following epoch.
+state root in the header), then `apply()` once the block commits. The contracts
+(`ledger.contracts.ContractApp`) implement this same interface. With
+`Params.sealer_count` > 0 both apps keep reputation in their state
+(`ledger.contracts.reputation`): counted from the previous block's
+certificate at the start of each block, and choosing the next sealer set at
+each epoch end.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Protocol, Sequence
 from trust import canonical
 from trust._hashes import sha256
 
-from ._types import SealerSet, StateRoot, Transaction
+from ._types import CommitCertificate, Genesis, SealerSet, StateRoot, Transaction
 
 __all__ = ["BlockContext", "Execution", "Executor", "KVExecutor"]
 
@@ -31,6 +33,19 @@ class BlockContext:
     proposer: str
     epoch_end: bool
     sealers: SealerSet
+    #: the chain's genesis (chain id, nodes, params: the reputation rules read them)
+    genesis: Genesis | None = None
+    #: hash of block ``height - 1`` (the genesis hash for block 1)
+    prev_hash: bytes = b""
+    #: the certificate of block ``height - 1`` this block carries (verified by the core)
+    last_commit: CommitCertificate | None = None
+    #: the sealer set that certified block ``height - 1``
+    last_sealers: SealerSet | None = None
+
+    @property
+    def reputation(self) -> bool:
+        """True when the chain chooses sealers by reputation (`Params.sealer_count` > 0)."""
+        return self.genesis is not None and self.genesis.params.sealer_count > 0
 
 
 @dataclass(frozen=True)
@@ -66,16 +81,27 @@ class KVExecutor:
 
     The state root is sha256 of the canonical map; results are
     ``{"ok": True}`` or ``{"error": reason}`` (a failed tx is still recorded).
-    The sealer set never changes.
+    The sealer set never changes unless the chain turns reputation on
+    (`Params.sealer_count` > 0): then the reputation table lives beside the
+    map (its entries are in the root) and ``reputation.*`` txs run the same
+    rules as in the contracts app, every genesis node being eligible.
     """
 
     def __init__(self) -> None:
+        from .contracts.reputation import History
+
         self.state: dict[str, Any] = {}
-        self._root = self._root_of(self.state)
+        self.rep: dict[str, bytes] = {}
+        #: reputation records after each block where they changed (``/reputation?height=``)
+        self.rep_history = History()
+        self.height = 0
+        self._root = self._root_of(self.state, self.rep)
 
     @staticmethod
-    def _root_of(state: dict[str, Any]) -> StateRoot:
-        return StateRoot(sha256(canonical.encode(["sealstream/kv/v1", state])))
+    def _root_of(state: dict[str, Any], rep: dict[str, bytes] | None = None) -> StateRoot:
+        if not rep:
+            return StateRoot(sha256(canonical.encode(["sealstream/kv/v1", state])))
+        return StateRoot(sha256(canonical.encode(["sealstream/kv/v2", state, rep])))
 
     def state_root(self) -> StateRoot:
         return self._root
@@ -83,22 +109,37 @@ class KVExecutor:
     def execute(self, ctx: BlockContext, txs: Sequence[Transaction]) -> Execution:
         state = dict(self.state)
         results = []
-        for tx in txs:
+        rep = None
+        if ctx.reputation:
+            from .contracts import reputation
+
+            rep = reputation.KVBook(self.rep, ctx)
+        for i, tx in enumerate(txs):
             p = tx.payload
             if tx.kind == "kv.put" and isinstance(p, dict) and isinstance(p.get("key"), str) and "value" in p:
                 state[p["key"]] = p["value"]
                 results.append({"ok": True})
             elif tx.kind == "kv.del" and isinstance(p, dict) and isinstance(p.get("key"), str):
                 results.append({"ok": state.pop(p["key"], None) is not None})
+            elif rep is not None and tx.kind.startswith("reputation."):
+                results.append(rep.run(i, tx))
             else:
                 results.append({"error": f"unsupported transaction kind {tx.kind!r}"})
-        nxt = self.next_sealers(ctx, state) if ctx.epoch_end else None
-        return Execution(self._root_of(state), tuple(results), nxt, state)
+        changed: dict[str, bytes | None] = {}
+        if rep is not None:
+            nxt = rep.next_sealers() if ctx.epoch_end else None
+            repmap = rep.merged()
+            changed = rep.changed()
+        else:
+            nxt = self.next_sealers(ctx, state) if ctx.epoch_end else None
+            repmap = self.rep
+        return Execution(self._root_of(state, repmap), tuple(results), nxt, (state, repmap, changed, ctx.height))
 
     def next_sealers(self, ctx: BlockContext, state: dict[str, Any]) -> SealerSet:
-        """Sealer set of epoch `ctx.epoch + 1`; override to rotate sealers."""
+        """Sealer set of epoch `ctx.epoch + 1` without reputation: unchanged; override to rotate."""
         return ctx.sealers
 
     def apply(self, execution: Execution) -> None:
-        self.state = execution.pending
+        self.state, self.rep, changed, self.height = execution.pending
         self._root = execution.state_root
+        self.rep_history.note(self.height, changed)

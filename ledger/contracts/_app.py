@@ -438,13 +438,15 @@ class ContractApp:
     def __init__(self, genesis: ContractsGenesis,
                  contracts: Mapping[str, Mapping[str, Method]] | None = None,
                  fee_hook: "FeeHook | None | object" = AUTO) -> None:
-        from . import anchors, audit, registry, tokens
+        from . import anchors, audit, registry, reputation, tokens
 
         self.genesis = genesis
         self.contracts: dict[str, Mapping[str, Method]] = dict(
             contracts if contracts is not None
             else {"registry": registry.METHODS, "anchors": anchors.METHODS, "tokens": tokens.METHODS,
-                  "audit": audit.METHODS})
+                  "audit": audit.METHODS, "reputation": reputation.METHODS})
+        #: reputation records after each block where they changed (``/reputation?height=``)
+        self.rep_history = reputation.History()
         if fee_hook is AUTO:
             fee_hook = tokens.charge if "tokens" in self.contracts else None
         self.fee_hook: FeeHook | None = fee_hook
@@ -464,6 +466,12 @@ class ContractApp:
     def execute(self, ctx: BlockContext, txs: Sequence[Transaction]) -> Execution:
         block: dict[str, bytes | None] = {}
         results = []
+        if ctx.reputation:  # last block's certificate counted before the txs (ledger/contracts/reputation.py)
+            from .reputation import begin_block
+
+            view = _TxView(self._data, block, self._cache)
+            begin_block(view, ctx)
+            block.update(view.writes)
         for i, tx in enumerate(txs):
             view = _TxView(self._data, block, self._cache)
             result = self._run(TxContext(ctx, i, tx, view))
@@ -495,9 +503,14 @@ class ContractApp:
         self._tree = p.tree
         self._root = execution.state_root
         self.height = p.height
+        self.rep_history.note(p.height, {k: v for k, v in p.writes.items() if k.startswith("rep/node/")})
 
     def next_sealers(self, ctx: BlockContext, writes: Mapping[str, bytes | None]) -> SealerSet:
-        """Sealer set of epoch `ctx.epoch + 1`: unchanged until reputation lands."""
+        """Sealer set of epoch `ctx.epoch + 1`: the top by reputation when the chain keeps it."""
+        if ctx.reputation:
+            from .reputation import next_sealers
+
+            return next_sealers(_TxView(self._data, dict(writes), self._cache), ctx)
         return ctx.sealers
 
     # ------------------------------------------------------------ queries
