@@ -1,0 +1,226 @@
+"""The untrusted baseline of bench/pipeline.py: the same Kafka -> MinIO / PostgreSQL COPY path as the
+trusted worker, with no signature check, no hashing, no seal and no anchoring.
+
+    .venv/bin/python bench/_pipeline_baseline.py --group G --dsn DSN --bucket B   # until SIGTERM
+
+What it keeps, so the ratio isolates the cost of trust:
+  * the consumer library: aiokafka 0.14, the client Faust runs on, same fetch
+    sizes and ``max_poll_records`` as the worker, offsets committed after the
+    writes (at-least-once);
+  * per-record work and concurrency: like the worker's three agents (one per
+    raw topic, one record at a time, each in a thread), each poll's records are
+    handled topic by topic in parallel threads, one record at a time;
+  * the writes: the payload to MinIO (one object per record; keyed by Kafka
+    position, ``raw/<topic>/<partition>/<offset>``, since content addressing
+    needs a hash), then one PostgreSQL transaction: time-series rows
+    Arrow -> CSV -> COPY into a staging table -> ``INSERT ... ON CONFLICT DO
+    NOTHING`` (idempotent like the trusted writer), and a ``records`` row.
+
+What it drops: the statement parse/canonical encoding, the device signature
+check, SHA-256 of the payload, the replay/seq and position checks, the
+gateway receipt, the ``statements`` row, ``iiot.sealed`` and anchoring.
+
+Tables live in schema ``baseline`` of the database given (the benchmark uses a
+throwaway one), never mixed with real data: ``baseline.readings`` (same
+columns as ``readings`` but keyed by Kafka position instead of statement
+hash, a plain table, not daily-partitioned) and ``baseline.records`` (one row
+per message, ``done_at`` = clock time at the end of its writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import signal
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.csv as pacsv  # noqa: E402
+
+__all__ = ["SCHEMA_SQL", "ensure_schema", "BaselineStore", "main"]
+
+RAW_TOPICS = ("iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw")
+_HEADROOM = 1024 * 1024
+
+SCHEMA_SQL = """
+CREATE SCHEMA IF NOT EXISTS baseline;
+CREATE TABLE IF NOT EXISTS baseline.readings (
+    time            timestamptz NOT NULL,
+    device          text NOT NULL,
+    sensor          text NOT NULL,
+    value           double precision,
+    kafka_topic     text NOT NULL,
+    kafka_partition int NOT NULL,
+    kafka_offset    bigint NOT NULL,
+    row_index       int NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS baseline_readings_key
+    ON baseline.readings (kafka_topic, kafka_partition, kafka_offset, row_index);
+CREATE INDEX IF NOT EXISTS baseline_readings_device_time_idx ON baseline.readings (device, time);
+CREATE INDEX IF NOT EXISTS baseline_readings_time_idx ON baseline.readings USING brin (time);
+CREATE TABLE IF NOT EXISTS baseline.records (
+    kafka_topic     text NOT NULL,
+    kafka_partition int NOT NULL,
+    kafka_offset    bigint NOT NULL,
+    device          text NOT NULL,
+    kind            text NOT NULL,
+    ts              timestamptz,
+    object_key      text NOT NULL,
+    size            bigint NOT NULL,
+    rows            int NOT NULL,
+    done_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (kafka_topic, kafka_partition, kafka_offset)
+);
+"""
+_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS baseline_stage (LIKE baseline.readings) ON COMMIT DELETE ROWS")
+_READING_COLS = "time, device, sensor, value, kafka_topic, kafka_partition, kafka_offset, row_index"
+
+
+def ensure_schema(dsn: str) -> None:
+    """Create schema ``baseline`` and its tables (idempotent)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SCHEMA_SQL)
+
+
+def _header(headers, name: str) -> str:
+    for k, v in headers or ():
+        if (k.decode() if isinstance(k, bytes) else k) == name:
+            return bytes(v).decode("ascii", "replace")
+    return ""
+
+
+class BaselineStore:
+    """Writes one raw record: object to MinIO, then rows + a record row in one transaction (blocking)."""
+
+    def __init__(self, dsn: str, endpoint: str, access_key: str, secret_key: str, bucket: str,
+                 secure: bool = False) -> None:
+        import urllib3
+        from minio import Minio
+
+        from storage.db import open_pool
+
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5.0, read=30.0), maxsize=8,
+                                   retries=urllib3.Retry(total=3, backoff_factor=0.2))
+        self.minio = Minio(endpoint, access_key, secret_key, secure=secure, http_client=http)
+        self.bucket = bucket
+        if not self.minio.bucket_exists(bucket):
+            self.minio.make_bucket(bucket)
+        self.pool = open_pool(dsn, max_size=4)
+
+    def store(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes, headers) -> None:
+        device = (key or b"").decode("ascii", "replace")
+        kind = _header(headers, "ss-kind")
+        ts = _header(headers, "ss-ts")
+        object_key = f"raw/{topic}/{partition}/{offset}"
+        self.minio.put_object(self.bucket, object_key, io.BytesIO(value), len(value),
+                              content_type=_header(headers, "ss-content-type") or "application/octet-stream")
+        csv = None
+        rows = 0
+        if kind == "timeseries":
+            table = pa.ipc.open_stream(pa.BufferReader(value)).read_all()
+            rows = table.num_rows
+            csv = _readings_csv(table, device, topic, partition, offset)
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor()
+            if csv is not None:
+                cur.execute(_STAGE)
+                with cur.copy(f"COPY baseline_stage ({_READING_COLS}) FROM STDIN (FORMAT csv)") as cp:
+                    cp.write(csv)
+                cur.execute(f"INSERT INTO baseline.readings ({_READING_COLS}) SELECT {_READING_COLS} "
+                            "FROM baseline_stage ON CONFLICT DO NOTHING")
+            cur.execute(
+                "INSERT INTO baseline.records (kafka_topic, kafka_partition, kafka_offset, device, kind, ts, "
+                "object_key, size, rows) VALUES (%s, %s, %s, %s, %s, to_timestamp(%s / 1000.0), %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (topic, partition, offset, device, kind, int(ts) if ts.isdigit() else None, object_key,
+                 len(value), rows))
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _readings_csv(table: pa.Table, device: str, topic: str, partition: int, offset: int) -> memoryview:
+    n = table.num_rows
+    out = pa.table({
+        "time": pc.cast(table.column("ts"), pa.timestamp("us", tz="UTC")),
+        "device": pa.repeat(pa.scalar(device), n),
+        "sensor": table.column("sensor").cast(pa.string()),
+        "value": table.column("value").cast(pa.float64()),
+        "kafka_topic": pa.repeat(pa.scalar(topic), n),
+        "kafka_partition": pa.repeat(pa.scalar(partition, pa.int32()), n),
+        "kafka_offset": pa.repeat(pa.scalar(offset, pa.int64()), n),
+        "row_index": pa.array(range(n), pa.int32()),
+    })
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(out, sink, pacsv.WriteOptions(include_header=False))
+    return memoryview(sink.getvalue())
+
+
+async def consume(store: BaselineStore, bootstrap: str, group: str, max_bytes: int, max_poll: int,
+                  session_timeout_s: float, stop: asyncio.Event) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *RAW_TOPICS, bootstrap_servers=bootstrap.split(","), group_id=group, enable_auto_commit=False,
+        auto_offset_reset="earliest", max_partition_fetch_bytes=max_bytes, fetch_max_bytes=max_bytes,
+        max_poll_records=max_poll, session_timeout_ms=int(session_timeout_s * 1000),
+        heartbeat_interval_ms=int(min(3.0, session_timeout_s / 3) * 1000))
+    await consumer.start()
+
+    def run_topic(records) -> None:
+        for r in records:
+            store.store(r.topic, r.partition, r.offset, r.key, r.value or b"", r.headers)
+
+    try:
+        while not stop.is_set():
+            got = await consumer.getmany(timeout_ms=500, max_records=max_poll)
+            if not got:
+                continue
+            by_topic: dict[str, list] = {}
+            for tp, records in got.items():
+                by_topic.setdefault(tp.topic, []).extend(records)
+            await asyncio.gather(*(asyncio.to_thread(run_topic, recs) for recs in by_topic.values()))
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sealstream.settings import load_settings
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--group", required=True, help="Kafka consumer group (pin its offsets first)")
+    p.add_argument("--dsn", required=True, help="PostgreSQL DSN (schema baseline is created there)")
+    p.add_argument("--bucket", required=True, help="MinIO bucket (created if missing)")
+    args = p.parse_args(argv)
+    s = load_settings()
+    ensure_schema(args.dsn)
+    store = BaselineStore(args.dsn, s.minio_address, s.minio_root_user, s.minio_root_password, args.bucket,
+                          s.minio_secure)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await consume(store, s.kafka_bootstrap, args.group, s.kafka_video_max_message_bytes + _HEADROOM,
+                      s.pipeline_max_poll_records, s.pipeline_session_timeout_s, stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

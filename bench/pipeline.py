@@ -1,0 +1,470 @@
+"""Benchmark the trusted pipeline against an untrusted baseline on the same load, in one run.
+
+    .venv/bin/python bench/pipeline.py [--devices 2] [--messages 300] [--repeats 3]
+                                       [--latency-seconds 8] [--latency-rate 1]
+                                       [--metrics on|off] [--profile] [--json]
+
+Throughput (drain): a fresh factory's fixed, bounded message set (the
+simulator, all three kinds, no faults) is preloaded into the raw topics once;
+then each consumer drains exactly that range from a fresh consumer group
+pinned at its start, into its own throwaway PostgreSQL database and MinIO
+bucket:
+  * trusted: `sealstream pipeline worker` (checks, hashing, MinIO archive,
+    statements/readings/blobs, gateway seal to iiot.sealed; anchoring when the
+    worker finds a ledger in its home: not in this benchmark's home, see
+    bench/README.md);
+  * baseline: bench/_pipeline_baseline.py, the same aiokafka -> MinIO ->
+    PostgreSQL COPY path with no signature check, hashing, sealing or anchoring.
+A drain's rate counts from the first record done to the last ((n-1) records
+over that span), so process start-up and group join are not timed: trusted
+"done" = the seal's Kafka timestamp (produced after every write), baseline
+"done" = clock time at the end of its transaction. Repeats alternate which
+consumer goes first; medians are quoted, with the ratio trusted/baseline
+(target >= 0.8).
+
+Latency (live): each consumer runs while the simulator produces at a paced
+rate well under capacity; device-to-stored = done time - the statement's
+device timestamp, p50/p99 over the paced records.
+
+--profile samples the trusted worker with py-spy during one extra drain (not
+timed) and prints where its active time goes. --metrics off runs the worker
+with SEALSTREAM_METRICS=0 (Settings.metrics, when the installed code has it).
+Everything it creates (home, databases, buckets, consumer groups' work) is
+removed at the end unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+from bench._pipeline_kafka import SealFollower, end_offsets, pin_offsets  # noqa: E402
+from bench._pipeline_profile import profile_summary  # noqa: E402
+
+ROOT = _HERE.parent
+RAW = ["iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw"]
+TARGET_RATIO = 0.8
+GATEWAY = "bench-gw"
+
+
+# -- the load ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Load:
+    """The preloaded message set: where it is, what it holds."""
+
+    start: dict
+    end: dict
+    factory: str
+    devices: list[str]
+    messages: int
+    by_kind: dict
+    blob_bytes: int
+    positions: list[tuple[str, int, int]]
+
+
+def _preload(s: Any, factory: str, devices_per_kind: int, messages: int, seed: int) -> Load:
+    from pipelines.devices import Factory, RunConfig, read_sent_log, run
+
+    fac = Factory.ensure(s, factory, devices_per_kind)
+    start = end_offsets(s.kafka_bootstrap, RAW)
+    summary = run(s, RunConfig(factory, devices=devices_per_kind, rate=0, count=messages, seed=seed))
+    sent = list(read_sent_log(Path(summary.sent_log), summary.run_id))
+    if summary.errors or any(r.error for r in sent):
+        raise SystemExit(f"preload failed: {summary.first_error}")
+    end = end_offsets(s.kafka_bootstrap, RAW)
+    by_kind: dict[str, int] = {}
+    for r in sent:
+        by_kind[r.kind] = by_kind.get(r.kind, 0) + 1
+    blob = sum(r.size for r in sent if r.kind != "timeseries")
+    return Load(start, end, factory, [d.did for d in fac.devices], len(sent), by_kind, blob,
+                [(r.topic, r.partition, r.offset) for r in sent])
+
+
+# -- throwaway stores --------------------------------------------------------------------------
+def _fresh_db(s: Any, tag: str) -> str:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    from storage import migrate
+
+    name = f"ss_bench_{tag}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(make_conninfo(s.postgres_dsn, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = make_conninfo(s.postgres_dsn, dbname=name)
+    migrate(dsn)
+    return dsn
+
+
+def _drop_db(s: Any, dsn: str) -> None:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(make_conninfo(s.postgres_dsn, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _drop_bucket(s: Any, bucket: str) -> None:
+    from minio import Minio
+    from minio.deleteobjects import DeleteObject
+
+    mc = Minio(s.minio_address, s.minio_root_user, s.minio_root_password, secure=s.minio_secure)
+    if not mc.bucket_exists(bucket):
+        return
+    objs = [DeleteObject(o.object_name) for o in mc.list_objects(bucket, recursive=True)]
+    for err in mc.remove_objects(bucket, objs):
+        print(f"warning: {err}", file=sys.stderr)
+    mc.remove_bucket(bucket)
+
+
+def _query(dsn: str, q: str, params: tuple = ()) -> Any:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(q, params).fetchone()
+
+
+# -- the two consumers -------------------------------------------------------------------------
+def _free_port() -> int:
+    from ledger.cluster import free_ports
+
+    return free_ports(1)[0]
+
+
+def _metrics_supported() -> bool:
+    from sealstream.settings import Settings
+
+    return "metrics" in Settings.model_fields
+
+
+class Consumer:
+    """One consumer process (trusted worker or baseline) on its own group, database and bucket."""
+
+    def __init__(self, kind: str, s: Any, load: Load, home: Path, metrics: str, log: Path,
+                 start: Optional[dict] = None) -> None:
+        self.kind, self.s, self.load = kind, s, load
+        self.group = f"ss-bench-{kind}-{uuid.uuid4().hex[:8]}"
+        self.dsn = _fresh_db(s, kind[0])
+        self.bucket = f"ss-bench-{kind}-{uuid.uuid4().hex[:8]}"
+        pin_offsets(s.kafka_bootstrap, self.group, start if start is not None else load.start)
+        self.sealed_start = end_offsets(s.kafka_bootstrap, ["iiot.sealed"])
+        env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_PG_DSN=self.dsn,
+                   SEALSTREAM_MINIO_BUCKET=self.bucket, SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
+                   SEALSTREAM_PIPELINE_GATEWAY=GATEWAY)
+        if metrics != "default" and _metrics_supported():
+            env["SEALSTREAM_METRICS"] = "1" if metrics == "on" else "0"
+        if kind == "trusted":
+            port = _free_port() if metrics != "off" else 0
+            argv = [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", self.group,
+                    "--directory", "manifest", "--factory", load.factory, "--metrics-port", str(port),
+                    "--loglevel", "warn"]
+            if _worker_has_anchor_flag():
+                argv.append("--no-anchor")
+        else:
+            from bench._pipeline_baseline import ensure_schema
+
+            ensure_schema(self.dsn)
+            argv = [sys.executable, str(_HERE / "_pipeline_baseline.py"), "--group", self.group, "--dsn", self.dsn,
+                    "--bucket", self.bucket]
+        self.log = log
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        self.follower = SealFollower(s.kafka_bootstrap, self.sealed_start, set(load.devices)) \
+            if kind == "trusted" else None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def done_times(self, positions: Optional[list] = None) -> dict[Any, tuple[int, int]]:
+        """Records done so far: key -> (device ts ms, done ms). Trusted: by statement hash; baseline: by position."""
+        if self.follower is not None:
+            self.follower.poll(0.3)
+            return {h: (x.device_ts_ms, x.sealed_ms) for h, x in self.follower.seen.items()}
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT kafka_topic, kafka_partition, kafka_offset, (extract(epoch FROM ts) * 1000)::bigint, "
+                "(extract(epoch FROM done_at) * 1000)::bigint FROM baseline.records WHERE device = ANY(%s)",
+                (self.load.devices,)).fetchall()
+        return {(t, p, o): (ts, done) for t, p, o, ts, done in rows}
+
+    def wait(self, n: int, timeout: float) -> dict[Any, tuple[int, int]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.done_times()
+            if len(got) >= n:
+                return got
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.kind} consumer exited {self.proc.returncode}:\n"
+                                 + self.log.read_text(errors="replace")[-3000:])
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{self.kind} consumer: {len(got)} of {n} records done after {timeout:.0f} s; "
+                                 f"log {self.log}")
+            time.sleep(0.3)
+
+    def counts(self) -> dict[str, int]:
+        """Rows this consumer wrote for the load's devices (a completeness check, both must agree)."""
+        if self.kind == "trusted":
+            recs = _query(self.dsn, "SELECT count(*) FROM statements WHERE device = ANY(%s)", (self.load.devices,))
+            rows = _query(self.dsn, "SELECT count(*) FROM readings WHERE device = ANY(%s)", (self.load.devices,))
+        else:
+            recs = _query(self.dsn, "SELECT count(*) FROM baseline.records WHERE device = ANY(%s)",
+                          (self.load.devices,))
+            rows = _query(self.dsn, "SELECT count(*) FROM baseline.readings WHERE device = ANY(%s)",
+                          (self.load.devices,))
+        return {"records": recs[0], "readings": rows[0]}
+
+    def close(self, keep: bool = False) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.follower is not None:
+            self.follower.close()
+        if not keep:
+            _drop_db(self.s, self.dsn)
+            _drop_bucket(self.s, self.bucket)
+
+
+_ANCHOR_FLAG: list[bool] = []
+
+
+def _worker_has_anchor_flag() -> bool:
+    """True when `pipeline worker` has --no-anchor (A1's anchor agent); asked once."""
+    if not _ANCHOR_FLAG:
+        out = subprocess.run([sys.executable, "-m", "sealstream", "pipeline", "worker", "--help"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60).stdout
+        _ANCHOR_FLAG.append("--no-anchor" in out)
+    return _ANCHOR_FLAG[0]
+
+
+# -- figures -----------------------------------------------------------------------------------
+@dataclass
+class Drain:
+    consumer: str
+    repeat: int
+    records: int
+    readings: int
+    seconds: float
+    records_per_s: float
+    readings_per_s: float
+    blob_mb_per_s: float
+    extra: dict = field(default_factory=dict)
+
+
+def _drain(kind: str, s: Any, load: Load, home: Path, args: argparse.Namespace, repeat: int,
+           profile_out: Optional[Path] = None) -> tuple[Drain, Optional[dict]]:
+    c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-{repeat}.log")
+    spy = None
+    try:
+        if profile_out is not None:
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(c.pid), "--rate", "200", "--format", "raw",
+                                    "--output", str(profile_out), "--nonblocking"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = c.wait(load.messages, args.timeout)
+        counts = c.counts()
+        if counts["records"] != load.messages:
+            raise SystemExit(f"{kind}: {counts['records']} records stored, {load.messages} sent")
+        times = [d for _, d in done.values()]
+        span = max(1e-3, (max(times) - min(times)) / 1000.0)
+        n = load.messages
+        frac = (n - 1) / n
+        drain = Drain(kind, repeat, n, counts["readings"], round(span, 3), (n - 1) / span,
+                      counts["readings"] * frac / span, load.blob_bytes * frac / span / 1e6)
+        if c.follower is not None:
+            drain.extra["repeated_seals"] = c.follower.repeats
+        prof = None
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+            prof = profile_summary(profile_out) if profile_out.exists() else {
+                "error": (spy.stderr.read() or b"").decode(errors="replace")[-500:]}
+        return drain, prof
+    finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+        c.close(args.keep)
+
+
+def _pct(values: list[float], q: float) -> Optional[float]:
+    if not values:
+        return None
+    v = sorted(values)
+    return round(v[min(len(v) - 1, int(round(q * (len(v) - 1))))], 1)
+
+
+def _latency(kind: str, s: Any, load: Load, home: Path, args: argparse.Namespace) -> dict:
+    """Live run: consumer up first (warm-up records stored), then a paced load; device-to-done p50/p99."""
+    from pipelines.devices import RunConfig, read_sent_log, run
+
+    here = end_offsets(s.kafka_bootstrap, RAW)
+    c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-latency.log", start=here)
+    try:
+        def paced(seconds: float, rate: float, count: Optional[int] = None) -> list:
+            summary = run(s, RunConfig(load.factory, devices=args.devices, rate=rate, duration=seconds, count=count,
+                                       seed=99))
+            return list(read_sent_log(Path(summary.sent_log), summary.run_id))
+
+        warm = paced(30, 0, count=3 * len(RAW))
+        c.wait(len(warm), args.timeout)
+        sent = paced(args.latency_seconds, args.latency_rate)
+        done = c.wait(len(warm) + len(sent), args.timeout)
+        if kind == "trusted":
+            lat = [done[r.statement_hash][1] - r.ts for r in sent]
+        else:
+            lat = [done[(r.topic, r.partition, r.offset)][1] - r.ts for r in sent]
+        return {"n": len(lat), "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
+                "rate_per_s": round(len(sent) / args.latency_seconds, 1)}
+    finally:
+        c.close(args.keep)
+
+
+def _median(drains: list[Drain], attr: str) -> Optional[float]:
+    vals = [getattr(d, attr) for d in drains]
+    return round(statistics.median(vals), 2) if vals else None
+
+
+def build_report(args: argparse.Namespace) -> dict:
+    from sealstream.settings import load_settings
+
+    base = load_settings()
+    home = Path(tempfile.mkdtemp(prefix="ss-bench-pipeline-"))
+    s = load_settings(home=home, kafka_bootstrap_servers=base.kafka_bootstrap, pg_dsn=base.postgres_dsn,
+                      minio_endpoint=base.minio_address)
+    load_before = os.getloadavg()
+    try:
+        load = _preload(s, f"bench-{uuid.uuid4().hex[:8]}", args.devices, args.messages, args.seed)
+        drains: list[Drain] = []
+        for r in range(args.repeats):
+            order = ["trusted", "baseline"] if r % 2 == 0 else ["baseline", "trusted"]
+            for kind in order:
+                d, _ = _drain(kind, s, load, home, args, r)
+                drains.append(d)
+                _say(args, f"repeat {r + 1}/{args.repeats} {kind:8s} {d.records_per_s:8.1f} rec/s "
+                           f"{d.readings_per_s:10.0f} readings/s {d.blob_mb_per_s:6.2f} blob MB/s ({d.seconds} s)")
+        trusted = [d for d in drains if d.consumer == "trusted"]
+        baseline = [d for d in drains if d.consumer == "baseline"]
+        readings = {d.readings for d in drains}
+        figures = {name: {k: _median(ds, k) for k in ("records_per_s", "readings_per_s", "blob_mb_per_s", "seconds")}
+                   for name, ds in (("trusted", trusted), ("baseline", baseline))}
+        per_repeat = [t.records_per_s / b.records_per_s for t, b in zip(trusted, baseline)]
+        ratio = round(figures["trusted"]["records_per_s"] / figures["baseline"]["records_per_s"], 3)
+        latency = {}
+        if args.latency_seconds > 0:
+            for kind in ("trusted", "baseline"):
+                latency[kind] = {"device_to_stored": _latency(kind, s, load, home, args)}
+                _say(args, f"latency {kind:8s} {latency[kind]['device_to_stored']}")
+            latency["trusted"]["device_to_anchored"] = None  # no ledger in the benchmark's home (README)
+        profile = None
+        if args.profile:
+            _, profile = _drain("trusted", s, load, home, args, -1, profile_out=home / "trusted.pyspy.txt")
+        return {
+            "load": {"messages": load.messages, "by_kind": load.by_kind, "devices": len(load.devices),
+                     "readings": sorted(readings), "blob_bytes": load.blob_bytes},
+            "repeats": args.repeats,
+            "runs": [d.__dict__ for d in drains],
+            "trusted": figures["trusted"], "baseline": figures["baseline"],
+            "ratio": {"records_per_s": ratio, "per_repeat": [round(x, 3) for x in per_repeat]},
+            "target_ratio": TARGET_RATIO, "target_met": ratio >= TARGET_RATIO,
+            "latency": latency,
+            "metrics": args.metrics if _metrics_supported() else "unsupported",
+            "anchoring": False,
+            "profile": profile,
+            "load_average": {"before": [round(x, 2) for x in load_before],
+                             "after": [round(x, 2) for x in os.getloadavg()]},
+        }
+    finally:
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _say(args: argparse.Namespace, msg: str) -> None:
+    if not args.json:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def format_report(rep: dict) -> str:
+    ld = rep["load"]
+    lines = [f"load: {ld['messages']} messages {ld['by_kind']} from {ld['devices']} devices; "
+             f"{'/'.join(map(str, ld['readings']))} readings; {ld['blob_bytes'] / 1e6:.2f} MB of blobs",
+             f"medians of {rep['repeats']} drain(s) each:",
+             f"{'':10s}{'records/s':>12s}{'readings/s':>14s}{'blob MB/s':>12s}{'drain s':>10s}"]
+    for name in ("trusted", "baseline"):
+        f = rep[name]
+        lines.append(f"{name:10s}{f['records_per_s']:12.1f}{f['readings_per_s']:14.0f}"
+                     f"{f['blob_mb_per_s']:12.2f}{f['seconds']:10.2f}")
+    r = rep["ratio"]
+    lines.append(f"ratio trusted/baseline: {r['records_per_s']:.2f} (per repeat {r['per_repeat']}); "
+                 f"target >= {rep['target_ratio']}: {'met' if rep['target_met'] else 'MISSED'}")
+    for name, lat in rep["latency"].items():
+        for what, v in lat.items():
+            if v is None:
+                lines.append(f"latency {name} {what}: not measured (no anchoring in this run)")
+            else:
+                lines.append(f"latency {name} {what}: p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms "
+                             f"({v['n']} records at {v['rate_per_s']}/s)")
+    lines.append(f"metrics: {rep['metrics']}; anchoring: {'on' if rep['anchoring'] else 'off'}; "
+                 f"load average before {rep['load_average']['before']} after {rep['load_average']['after']}")
+    prof = rep.get("profile")
+    if prof:
+        if "error" in prof:
+            lines.append(f"profile: py-spy failed: {prof['error']}")
+        else:
+            lines.append(f"profile of the trusted worker ({prof['samples']} active samples):")
+            lines.extend(f"  {share:5.1f}%  {name}" for name, share in prof["inclusive"])
+            lines.append("  top self time:")
+            lines.extend(f"  {share:5.1f}%  {name}" for name, share in prof["self"])
+    return "\n".join(lines)
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--devices", type=int, default=2, help="devices per kind (default 2)")
+    p.add_argument("--messages", type=int, default=300, help="preloaded messages, all kinds (default 300)")
+    p.add_argument("--repeats", type=int, default=3, help="drains per consumer; medians quoted (default 3)")
+    p.add_argument("--latency-seconds", type=float, default=8.0, help="paced live run per consumer, 0 = skip")
+    p.add_argument("--latency-rate", type=float, default=1.0, help="messages/s per device in the live run")
+    p.add_argument("--metrics", choices=["on", "off", "default"], default="default",
+                   help="worker metrics switch (SEALSTREAM_METRICS); default: the environment's")
+    p.add_argument("--profile", action="store_true", help="py-spy the trusted worker in one extra drain")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds a drain may take before giving up")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--keep", action="store_true", help="keep the databases, buckets and home")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = p.parse_args(argv)
+    if args.messages < 2 or args.repeats < 1 or args.devices < 1:
+        p.error("--messages >= 2, --repeats >= 1, --devices >= 1")
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    rep = build_report(args)
+    print(json.dumps(rep, indent=2, default=str) if args.json else format_report(rep))
+
+
+if __name__ == "__main__":
+    main()
