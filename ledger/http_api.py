@@ -326,6 +326,28 @@ def make_app(node: "Node") -> web.Application:
             "canonical": {"proof": canonical.encode(proof).hex()},
         })
 
+    async def reputation(req: web.Request) -> web.Response:
+        from .contracts import ContractApp
+        from .contracts.registry import resolve_key
+        from .contracts.reputation import report
+
+        r = node.replica
+        height = _int_arg(req.query.get("height"), "height", r.height)
+        if height > r.height:
+            return _error(503, "behind", f"this node is at height {r.height}, below {height}; ask another node")
+        ex = node.executor
+        ids = None
+        if isinstance(ex, ContractApp):
+            ids = {}
+            for n in node.genesis.nodes:
+                res = resolve_key(ex.state, n.did, height)
+                if res is not None:
+                    ids[n.did] = res.id
+        got = report(ex.rep_history, node.genesis, height, r.sealers_at(height + 1), ids)
+        if got is None:
+            return _error(410, "pruned", f"height {height} is older than the reputation history this node keeps")
+        return web.json_response({"node": node.name, "state_height": r.height, **got})
+
     stopping = asyncio.Event()  # set when the node shuts down: following /events streams end
 
     async def on_shutdown(_app: web.Application) -> None:
@@ -349,4 +371,5 @@ def make_app(node: "Node") -> web.Application:
     app.router.add_get("/audit/rules", audit_rules)
     app.router.add_get("/audit/rules/{rule_id}", audit_rule)
     app.router.add_get("/events", events)
+    app.router.add_get("/reputation", reputation)
     return app

@@ -14,6 +14,8 @@ latency is observed as it happens. Names (all ``sealstream_ledger_*``):
 | ``committed_tx_total`` | counter | transactions in blocks this process committed |
 | ``commit_latency_seconds`` | histogram | client request received here -> block committed here |
 | ``peers_connected`` | gauge | outbound peer links up |
+| ``reputation`` | gauge | this node's reputation score (committed state) |
+| ``sealer`` | gauge | 1 if this node is in the current sealer set |
 | ``dropped_messages_total{reason}`` | counter | frames/messages dropped, by reason |
 
 Every series carries the ``node`` label (the node's name) so one Prometheus
@@ -62,7 +64,9 @@ class _Snapshot(Collector):
         for name, doc in (("height", "Committed height."), ("view", "Current PBFT view."),
                           ("sealers", "Sealers deciding the next block."),
                           ("is_sealer", "1 if this node is a sealer for the next block."),
-                          ("peers_connected", "Outbound peer links that are up.")):
+                          ("peers_connected", "Outbound peer links that are up."),
+                          ("reputation", "This node's reputation score in the committed state (fixed point)."),
+                          ("sealer", "1 if this node is in the current sealer set (reputation-chosen).")):
             g = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=lab)
             g.add_metric([self.node], float(s[name]))  # type: ignore[arg-type]
             yield g

@@ -43,6 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from ._types import epoch_of
+from .contracts.reputation import Reporter, own_score
 from .consensus import (
     Broadcast,
     CancelTimer,
@@ -119,6 +120,8 @@ class Node:
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._logged_view = self.replica.view
+        # heartbeats while a backup and equivocation evidence, for reputation (no-op when it is off)
+        self.reporter = Reporter(self.key, nonce=time.time_ns() // 1000)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -244,6 +247,16 @@ class Node:
             # one signature per client connection and event (e.g. all its txs in a block)
             if not conn.closed:
                 conn.send(TxReplies.of(self.did, items).sign(self.genesis.chain_id, self.key.sign).encode())
+        own = self.reporter.due(r)
+        if own and self._loop is not None:
+            self._loop.call_soon(self._submit_own, own)
+
+    def _submit_own(self, txs: list) -> None:
+        """This node's reputation txs, signed by its key, relayed to the sealers like a client's."""
+        for tx in txs:
+            (log.info if tx.kind == "reputation.evidence" else log.debug)(
+                "reputation tx", extra={"node": self.name, "kind": tx.kind, "height": self.replica.height})
+            self.dispatch(RequestSubmitted(tx, None, relay=True))
 
     def _commit(self, e: CommitBlock) -> None:
         self.store.append(e.block, e.cert, e.results)  # fsynced before any later effect
@@ -275,6 +288,7 @@ class Node:
     def _metric_values(self) -> dict[str, Any]:
         r = self.replica
         return {"height": r.height, "view": r.view, "sealers": r.sealers.n, "is_sealer": int(r.is_sealer),
+                "reputation": own_score(self.executor.rep_history, self.genesis, self.did), "sealer": int(r.is_sealer),
                 "peers_connected": len(self.transport.connected), "view_changes": r.view_change_count,
                 "committed_tx": self.committed_tx, "drops": self.all_drops()}
 

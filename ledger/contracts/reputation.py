@@ -75,6 +75,8 @@ __all__ = [
     "History",
     "KVBook",
     "Reporter",
+    "report",
+    "own_score",
 ]
 
 NODE_PREFIX = "rep/node/"
@@ -420,3 +422,26 @@ class Reporter:
         self.last_ref = h
         out.append(self._tx("reputation.heartbeat", {"height": h, "hash": replica.last_hash}))
         return out
+
+
+def report(history: History, genesis: Any, height: int, sealers: SealerSet | None,
+           ids: Mapping[str, str] | None = None) -> dict | None:
+    """What ``GET /reputation?height=`` answers: the table after block `height`
+    (rows in genesis order, `sealers` the set deciding block ``height + 1``)
+    with its canonical bytes, identical on every node; None once pruned."""
+    recs = history.at(height)
+    if recs is None:
+        return None
+    rows = table(recs, genesis, sealers, ids)
+    names = {n.did: n.name for n in genesis.nodes}
+    p = genesis.params
+    return {"height": height, "enabled": p.sealer_count > 0, "sealer_count": p.sealer_count,
+            "floor": p.rep_floor, "max": p.rep_max,
+            "sealers": [] if sealers is None else [names.get(d, d) for d in sealers.members],
+            "rows": rows, "canonical": canonical.encode(rows).hex()}
+
+
+def own_score(history: History, genesis: Any, did: str) -> int:
+    """A node's current score (the ``sealstream_ledger_reputation`` gauge)."""
+    rec = history.current.get(did)
+    return genesis.params.rep_initial if rec is None else rec["score"]
