@@ -321,6 +321,11 @@ from ._alerts_cli import alerts_bridge  # noqa: E402
 pipeline.add_command(alerts_bridge)
 from ._dashboards_cli import dashboards  # noqa: E402
 cli.add_command(dashboards)
+from ._verify_cli import evidence, export, pipeline_verifier, verify  # noqa: E402
+cli.add_command(verify)
+cli.add_command(evidence)
+cli.add_command(export)
+pipeline.add_command(pipeline_verifier)
 
 
 @cli.command("status")

@@ -273,6 +273,8 @@ def verify(evidence: Evidence, *, trusted_genesis_hash: Optional[bytes] = None,
         if got is not None:
             batches[b.batch_id] = got
 
+    if subject.get("kind") == "batch":
+        _verify_complete(run, batches, evidence.records)
     signed_rows: dict[bytes, Any] = {}
     for n, rec_ev in enumerate(evidence.records):
         _verify_record(run, view, batches, rec_ev, signed_rows, evidence.rows is not None)
@@ -302,6 +304,20 @@ def _verify_batch(run: _Run, view: LedgerView, ledger: LedgerEvidence,
     except VerificationError as exc:
         run.fail(exc.step, str(exc), batch_id=b.batch_id)
         return None
+
+
+def _verify_complete(run: _Run, batches: dict, records: tuple[RecordEvidence, ...]) -> None:
+    """For a whole batch: every leaf of the manifest has its stored statement (the root is then
+    rebuilt from stored statements, not only from the manifest)."""
+    have = {sha256(r.statement) for r in records}
+    for batch_id, (_, manifest) in batches.items():
+        missing = [i for i, leaf in enumerate(manifest.leaves) if leaf not in have]
+        if missing:
+            run.fail(EvidenceMissingError.step, f"{len(missing)} leaf/leaves of batch {batch_id!r} have no stored "
+                     "statement", batch_id=batch_id, leaf_index=missing[:20],
+                     statement_hash=[manifest.leaves[i].hex() for i in missing[:20]])
+        else:
+            run.ok(EvidenceMissingError.step)
 
 
 def _verify_record(run: _Run, view: LedgerView, batches: dict, rec_ev: RecordEvidence,

@@ -1,0 +1,251 @@
+"""The verifier agent (DESIGN.md step 8, continuous): re-verify every anchored batch.
+
+`BatchVerifier.verify_batch(batch_id)` is the blocking core (tests call it
+directly): collect the batch's evidence from storage and the ledger
+(`pipelines.evidence.collect`), check it with the pure chain
+(`pipelines.evidence.chain`: leaves recomputed from the stored statements and
+archived payloads, each stored row against its signed payload, the root
+rebuilt from the manifest and matched with the ANCHOR tx, headers from the
+genesis), then in one transaction record the verdict in ``batch_verdicts``
+and, for a verified batch, its statements in ``verified_statements`` (what
+the ``verified_*`` views join).  A failed batch: each failure is published to
+``iiot.alerts`` and counted by step, and none of its rows shows in the views.
+
+The Faust app (`build_app`) runs one agent on ``iiot.anchors`` (value: the
+anchor agent's JSON, ``batch_id`` read from it), a timer that picks up
+anchored batches without a verdict (missed messages, a verifier started
+late) and a periodic audit that re-checks a random sample of batches
+verified before (`audit_sample` every `audit_interval_s`).
+
+Metrics (own registry): ``sealstream_verify_batches_total{verdict}``,
+``sealstream_verify_failures_total{step}``,
+``sealstream_verify_last_failure_timestamp_seconds``,
+``sealstream_verify_batch_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from storage.verification import BatchVerdict, VerificationStore, VerifiedStatement
+from trust._hashes import sha256
+from trust.statement import Statement
+
+from .evidence import chain
+from .evidence.collect import CollectError, Collector
+from .evidence.model import Evidence, Report
+from .evidence.rows import payload_rows
+
+__all__ = ["VerifyMetrics", "BatchVerifier", "alert_value", "build_app", "run_verifier", "ANCHORS_TOPIC",
+           "ALERTS_TOPIC"]
+
+log = logging.getLogger("sealstream.pipeline.verifier")
+ANCHORS_TOPIC = "iiot.anchors"
+ALERTS_TOPIC = "iiot.alerts"
+
+
+class VerifyMetrics:
+    """The verifier's Prometheus series, in their own registry."""
+
+    def __init__(self, registry: Optional[CollectorRegistry] = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.batches = Counter("sealstream_verify_batches_total", "Batches verified, by verdict",
+                               ["verdict"], registry=self.registry)
+        self.failures = Counter("sealstream_verify_failures_total",
+                                "Failures of the evidence chain, by the step that broke", ["step"],
+                                registry=self.registry)
+        self.last_failure = Gauge("sealstream_verify_last_failure_timestamp_seconds",
+                                  "Unix time of the last failed verification", registry=self.registry)
+        self.seconds = Histogram("sealstream_verify_batch_seconds", "Time to verify one batch",
+                                 registry=self.registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=host, registry=self.registry)
+
+
+def alert_value(batch_id: str, report: Report, audit: bool) -> bytes:
+    """The ``iiot.alerts`` value of a failed batch: compact sorted JSON."""
+    doc = {"v": 1, "source": "verifier", "kind": "verification-failure", "severity": "critical",
+           "batch_id": batch_id, "audit": audit, "step": report.failed_step,
+           "failures": [f.to_json() for f in report.failures[:20]], "failure_count": report.counts.get("failures"),
+           "ledger_height": report.ledger_height, "genesis_hash": report.genesis_hash,
+           "time": int(time.time() * 1000)}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def _verified_statements(evidence: Evidence) -> list[VerifiedStatement]:
+    out = []
+    for r in evidence.records:
+        timeseries = Statement.from_bytes(r.statement).kind == "timeseries"
+        rows = payload_rows(r.payload).num_rows if timeseries and r.payload is not None else 0
+        out.append(VerifiedStatement(sha256(r.statement), r.leaf_index or 0, rows))
+    return out
+
+
+@dataclass
+class BatchVerifier:
+    """Verify one batch and record the verdict (blocking, thread-safe through its pool)."""
+
+    collector: Collector
+    store: VerificationStore
+    trusted_genesis_hash: Optional[bytes] = None
+    metrics: Optional[VerifyMetrics] = None
+    alert: Optional[Callable[[str, bytes], None]] = None  # (key, value) -> produced to iiot.alerts
+
+    def verify_batch(self, batch_id: str, *, audit: bool = False) -> BatchVerdict:
+        started = time.monotonic()
+        evidence = self.collector.batch(batch_id)
+        report = chain.verify(evidence, trusted_genesis_hash=self.trusted_genesis_hash)
+        batch = self.collector.reader.batch(batch_id)
+        rows = 0 if evidence.rows is None else evidence.rows.num_rows
+        if report.ok:
+            verdict = BatchVerdict(batch_id, "verified", batch.root, batch.ledger_height or 0, batch.tx_index or 0,
+                                   len(evidence.records), rows, audit=audit)
+            self.store.record_verdict(verdict, _verified_statements(evidence))
+        else:
+            first = report.failures[0]
+            verdict = BatchVerdict(batch_id, "failed", batch.root, batch.ledger_height or 0, batch.tx_index or 0,
+                                   len(evidence.records), rows, failed_step=first.step,
+                                   detail=first.message[:2000], audit=audit)
+            self.store.record_verdict(verdict)
+            if self.alert is not None:
+                self.alert(batch_id, alert_value(batch_id, report, audit))
+            log.warning("batch %s failed verification at %s: %s", batch_id, first.step, first.message)
+        if self.metrics is not None:
+            self.metrics.batches.labels(verdict.verdict).inc()
+            self.metrics.seconds.observe(time.monotonic() - started)
+            if not report.ok:
+                for step in sorted({f.step for f in report.failures}):
+                    self.metrics.failures.labels(step).inc()
+                self.metrics.last_failure.set(time.time())
+        return verdict
+
+    def catch_up(self, limit: int = 100) -> list[BatchVerdict]:
+        """Verify anchored batches that have no verdict yet (oldest first)."""
+        return [self.verify_batch(b) for b in self.store.unverified_batches(limit)]
+
+    def audit(self, sample: int, older_than_s: float = 0.0) -> list[BatchVerdict]:
+        """Re-check a random sample of batches verified (or failed) before."""
+        return [self.verify_batch(b, audit=True) for b in self.store.audit_sample(sample, older_than_s)]
+
+
+def _batch_id(value: Optional[bytes]) -> Optional[str]:
+    try:
+        doc = json.loads(value or b"")
+        bid = doc.get("batch_id") if isinstance(doc, dict) else None
+        return bid if isinstance(bid, str) else None
+    except ValueError:
+        return None
+
+
+def build_app(settings: Any, verifier: BatchVerifier, *, app_id: str, audit_interval_s: float = 300.0,
+              audit_sample: int = 5, catch_up_s: float = 10.0) -> Any:
+    """The Faust app: the agent on ``iiot.anchors``, a catch-up timer and the audit timer."""
+    import faust
+
+    datadir = Path(settings.home).resolve() / "pipeline" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(app_id, broker=[f"kafka://{b}" for b in settings.kafka_bootstrap.split(",")],
+                    store="memory://", datadir=str(datadir), key_serializer="raw", value_serializer="raw",
+                    web_enabled=False, topic_allow_declare=False, topic_replication_factor=1,
+                    consumer_auto_offset_reset="earliest", broker_commit_interval=1.0,
+                    table_standby_replicas=0)
+    anchors = app.topic(ANCHORS_TOPIC, key_type=bytes, value_type=bytes)
+    alerts = app.topic(ALERTS_TOPIC, key_type=bytes, value_type=bytes)
+    pending: list[tuple[str, bytes]] = []
+
+    def queue_alert(key: str, value: bytes) -> None:  # called in a worker thread
+        pending.append((key, value))
+
+    verifier.alert = queue_alert
+
+    async def flush_alerts() -> None:
+        while pending:
+            key, value = pending.pop(0)
+            fut = await alerts.send(key=key.encode(), value=value,
+                                    headers=[("ss-rule", b"verification"), ("ss-severity", b"critical")])
+            await fut
+
+    async def run(fn: Callable[[], Any], what: str) -> Any:
+        delay = 0.5
+        while True:
+            try:
+                result = await asyncio.to_thread(fn)
+                await flush_alerts()
+                return result
+            except CollectError as exc:
+                log.error("%s: %s", what, exc)
+                return None
+            except Exception as exc:  # noqa: BLE001 - storage/ledger outages: retry, the offset waits
+                log.warning("%s failed, retrying in %.1f s: %s", what, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    @app.agent(anchors, name="verify-anchors")
+    async def verify_anchors(stream: Any) -> None:
+        async for event in stream.events():
+            bid = _batch_id(event.message.value)
+            if bid is None:
+                log.error("iiot.anchors %d/%d: no batch_id in the value", event.message.partition,
+                          event.message.offset)
+                continue
+            await run(lambda: verifier.verify_batch(bid), f"verify batch {bid}")
+
+    @app.timer(interval=catch_up_s)
+    async def catch_up() -> None:
+        await run(verifier.catch_up, "catch up unverified batches")
+
+    if audit_interval_s > 0:
+        @app.timer(interval=audit_interval_s)
+        async def audit() -> None:
+            await run(lambda: verifier.audit(audit_sample, older_than_s=audit_interval_s), "audit")
+
+    return app
+
+
+def make_verifier(settings: Any, ledger_root: Path, metrics: Optional[VerifyMetrics] = None
+                  ) -> tuple[BatchVerifier, Callable[[], None]]:
+    """A `BatchVerifier` on the stack's services and the ledger at `ledger_root` (genesis of its state
+    directory = the trust anchor), and a function closing what it opened."""
+    from ledger.client import LedgerClient
+    from ledger.layout import LedgerLayout
+    from storage.db import open_pool
+
+    client = LedgerClient.from_layout(ledger_root)
+    pool = open_pool(settings.postgres_dsn, max_size=4)
+    collector = Collector.from_settings(settings, client, pool)
+    pin = LedgerLayout(ledger_root).genesis().genesis_hash()
+
+    def close() -> None:
+        pool.close()
+        client.close()
+
+    return BatchVerifier(collector, collector.store, pin, metrics), close
+
+
+def run_verifier(settings: Any, *, app_id: str, ledger_root: Path, metrics_port: int = 0,
+                 audit_interval_s: float = 300.0, audit_sample: int = 5, loglevel: str = "warn") -> None:
+    """Run the verifier until SIGTERM/SIGINT (blocking)."""
+    import faust
+
+    from storage import migrate
+
+    migrate(settings.postgres_dsn)
+    metrics = VerifyMetrics()
+    if metrics_port:
+        metrics.serve(metrics_port, settings.host)
+    verifier, close = make_verifier(settings, ledger_root, metrics)
+    app = build_app(settings, verifier, app_id=app_id, audit_interval_s=audit_interval_s,
+                    audit_sample=audit_sample)
+    try:
+        faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    finally:
+        close()
