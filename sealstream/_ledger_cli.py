@@ -1,5 +1,5 @@
 """``sealstream ledger ...``: a local cluster of ledger nodes (init, up, down, status, submit,
-registry, anchor).
+registry, anchor, reputation).
 
 State lives in ``$SEALSTREAM_HOME/ledger`` (see `ledger.layout`); the processes
 are run by `ledger.cluster.LocalCluster`, the same code the tests and the
@@ -396,3 +396,50 @@ def ledger_anchor(ctx: click.Context, batch_id: str, as_json: bool) -> None:
                f"window {got['window'][0]}..{got['window'][1]} ms")
     _out.print(f"anchored by gateway {got['gateway']} (org {got['org']}) at height {got['height']}, "
                f"index {got['index']}, tx {got['tx_id']}")
+
+
+@ledger.command("reputation")
+@click.option("--height", type=click.IntRange(min=0), default=None,
+              help="the table after this block (default: the node's height)")
+@click.option("--node", default=None, help="ask this node only (default: the first that answers)")
+@click.option("--json", "as_json", is_flag=True, help="print the table as JSON (with its canonical bytes)")
+@click.pass_context
+def ledger_reputation(ctx: click.Context, height: int | None, node: str | None, as_json: bool) -> None:
+    """The reputation table: every node's score, miss streak, offences, and who seals next.
+
+    Scores change only from on-chain evidence (certificates, heartbeats,
+    equivocation evidence), so every node answers the same table for a
+    height (compare `canonical`). Examples:
+
+    \b
+      sealstream ledger reputation
+      sealstream ledger reputation --height 120 --json
+    """
+    cluster = _cluster(_settings(ctx))
+    path = "/reputation" + ("" if height is None else f"?height={height}")
+    got, why = None, "no node answered"
+    for name in [node] if node else cluster.names:
+        try:
+            code, body = cluster.http_get(name, path)
+        except OSError as exc:
+            why = f"{name}: {exc}"
+            continue
+        if code == 200:
+            got = json.loads(body)
+            break
+        why = f"{name}: HTTP {code} {body[:200].decode(errors='replace')}"
+    if got is None:
+        _fail(LookupError(f"no reputation table ({why}); is the ledger up? (`sealstream ledger up`)"), as_json)
+        return
+    if as_json:
+        _emit(got)
+        return
+    state = "on" if got["enabled"] else "off (sealer_count 0: the genesis set never changes)"
+    _out.print(f"reputation after block {got['height']} (node {got['node']}): {state}; "
+               f"floor {got['floor']}, max {got['max']}; sealers next: {', '.join(got['sealers'])}")
+    table = Table("node", "score", "missed", "offences", "last heartbeat", "sealer", "id")
+    for r in got["rows"]:
+        score = f"[red]{r['score']}[/]" if not r["above_floor"] else str(r["score"])
+        table.add_row(r["node"], score, str(r["missed"]), str(r["offences"]), str(r["heartbeat"] or "-"),
+                      "[green]yes[/]" if r["sealer"] else "-", r["id"] or "-")
+    _out.print(table)

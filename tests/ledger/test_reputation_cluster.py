@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from cluster_checks import metric, wait_converged
 from cluster_load import Load
 from conftest import CLUSTER_PARAMS
 from ledger.cluster import LocalCluster
+from sealstream.cli import cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -56,8 +59,21 @@ def _same_tables(c: LocalCluster, names: list[str]) -> int:
     return h
 
 
-def test_offline_sealer_replaced_and_regains_its_place(make_cluster: Callable[..., LocalCluster]) -> None:
-    c = make_cluster(7, 4, params=PARAMS, app="kv")
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
+    """7 nodes where `sealstream ledger` finds them (``$SEALSTREAM_HOME/ledger``), stopped at teardown."""
+    monkeypatch.setenv("SEALSTREAM_HOME", str(tmp_path))
+    c = LocalCluster(tmp_path / "ledger", n_nodes=7, n_sealers=4, params=PARAMS, app="kv")
+    try:
+        c.init()
+        c.start(timeout=30)
+        yield c
+    finally:
+        c.stop(timeout=5)
+
+
+def test_offline_sealer_replaced_and_regains_its_place(cluster: LocalCluster) -> None:
+    c = cluster
     names = c.names
     with Load(c, clients=8) as load:
         # two epochs in: every sealer has signed, the backups have sent heartbeats
@@ -92,5 +108,13 @@ def test_offline_sealer_replaced_and_regains_its_place(make_cluster: Callable[..
     assert metric(c, victim, "sealstream_ledger_sealer", node=victim) == 1
     assert metric(c, victim, "sealstream_ledger_reputation", node=victim) > 0
     assert metric(c, "node4", "sealstream_ledger_reputation", node="node4") > 0
+    # the CLI shows the same table
+    r = CliRunner().invoke(cli, ["ledger", "reputation", "--height", str(h), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["canonical"] == table["canonical"]
+    r = CliRunner().invoke(cli, ["ledger", "reputation"])
+    assert r.exit_code == 0 and victim in r.output and "sealers next" in r.output, r.output
+    r = CliRunner().invoke(cli, ["ledger", "reputation", "--height", "999999", "--json"])
+    assert r.exit_code == 1 and "behind" in r.output
     # (recorded for the report; never asserted: timings vary with the machine's load)
     print(f"replaced after {replaced_after:.1f}s, regained after {regained_after:.1f}s, height {h}")
