@@ -128,6 +128,7 @@ def build_app(settings: Settings, processor: IngestProcessor, metrics: Optional[
         table_standby_replicas=0,
     )
     deadletter = app.topic(DEADLETTER, **_RAW)
+    group = app_id.encode("utf-8")  # ss-dlq-group: which consumer group rejected it
     sealed = app.topic(SEALED, **_RAW)
     metrics = metrics or PipelineMetrics()
 
@@ -157,7 +158,7 @@ def build_app(settings: Settings, processor: IngestProcessor, metrics: Optional[
                 result = _dead(rec, "internal-error", f"{type(exc).__name__}: {exc}")
                 break
         if isinstance(result, DeadLetter):
-            await produce(deadletter, result.key, result.value, result.headers)
+            await produce(deadletter, result.key, result.value, result.headers + [("ss-dlq-group", group)])
             metrics.deadletters.labels(result.reason).inc()
             return
         assert isinstance(result, Seal)

@@ -313,6 +313,8 @@ def db_status(obj: _Context, as_json: bool) -> None:
 
 from ._ledger_cli import ledger  # noqa: E402
 cli.add_command(ledger)
+from ._demo_cli import demo  # noqa: E402
+cli.add_command(demo)
 from ._devices_cli import devices  # noqa: E402
 cli.add_command(devices)
 from ._pipeline_cli import pipeline  # noqa: E402

@@ -1,0 +1,415 @@
+"""``sealstream demo``: the whole path in one command, with a summary.
+
+Brings the stack up if its services are not healthy (``sealstream stack up``)
+and the 4-node ledger (``sealstream ledger up``; both run as they would from
+the shell, so there is one code path), registers the factory's devices and
+the workers' gateways on the ledger, starts pipeline workers as
+subprocesses in a fresh consumer group pinned to the current ends of the
+topics (so the numbers are this run's), runs the simulated factory for a
+bounded time, waits until everything sent is handled and anchored, prints the
+summary and stops the workers it started. The stack and the ledger keep
+running. Exit codes: 0 ok, 1 a step failed (one sentence naming it), 4 the
+run finished but not everything was handled/anchored within the drain time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ._output import emit_json, err, fail, out
+from .settings import Settings, load_settings
+
+__all__ = ["demo"]
+
+_ROOT = Path(__file__).resolve().parents[1]
+_RAW = ("iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw")
+
+
+class DemoError(Exception):
+    """A demo step failed; `step` names it."""
+
+    def __init__(self, step: str, message: str) -> None:
+        self.step = step
+        super().__init__(f"{step}: {message}")
+
+
+@dataclass
+class Summary:
+    factory: str
+    devices: int
+    workers: int
+    seconds: float
+    sent: int = 0
+    faults_injected: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0
+    rows: int = 0
+    blobs: int = 0
+    batches_anchored: int = 0
+    statements_anchored: int = 0
+    deadletters: dict[str, int] = field(default_factory=dict)
+    latency_p50_s: float | None = None
+    latency_p99_s: float | None = None
+    complete: bool = False
+    ledger_height: int | None = None
+    consumer_group: str = ""
+    gateways: list[str] = field(default_factory=list)
+    left_running: str = "the stack and the ledger keep running: `sealstream stack down`, `sealstream ledger down`"
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj = ctx.obj
+    return obj.settings if obj is not None and hasattr(obj, "settings") else load_settings()
+
+
+def _env(s: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a child ``sealstream``: ours, with the home made absolute (children run in the repo)."""
+    return dict(os.environ, SEALSTREAM_HOME=str(Path(s.home).resolve()), **extra)
+
+
+def _sealstream(s: Settings, args: list[str], step: str, timeout: float = 600) -> dict:
+    """Run ``sealstream ARGS --json`` (the same code path as from the shell); its JSON output."""
+    proc = subprocess.run([sys.executable, "-m", "sealstream", *args, "--json"], capture_output=True, text=True,
+                          cwd=_ROOT, env=_env(s), timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise DemoError(step, tail)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return {}
+
+
+def _stack_healthy(s: Settings) -> bool:
+    from infra import Stack
+
+    try:
+        return all(svc.health().ok for svc in Stack(s).services)
+    except Exception:  # noqa: BLE001 - anything wrong: let `stack up` say what
+        return False
+
+
+def _end_offsets(s: Settings, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"sealstream-demo-probe-{uuid.uuid4().hex}"})
+    try:
+        md = c.list_topics(timeout=10)
+        return {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                for t in topics for p in md.topics[t].partitions}
+    finally:
+        c.close()
+
+
+def _pin_group(s: Settings, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    """Commit `offsets` for the new (empty) consumer group `group`."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+    res = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(30)
+    bad = [tp.error for tp in res.topic_partitions if tp.error is not None]
+    if bad:
+        raise DemoError("pin consumer group", str(bad[0]))
+
+
+def _wait_group(s: Settings, group: str, members: int, procs: "_Workers", timeout: float = 60.0) -> bool:
+    """Wait until `group` is stable with `members` members (the workers joined and own partitions)."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs.check()
+        try:
+            desc = admin.describe_consumer_groups([group])[group].result(10)
+            if desc.state == ConsumerGroupState.STABLE and len(desc.members) >= members:
+                return True
+        except Exception:  # noqa: BLE001 - the group does not exist until the first worker joins
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _deadletters(s: Settings, start: dict, positions: set[tuple[str, int, int]], group: str) -> dict[str, int]:
+    """Dead letters of this run's records by reason: rejected by our workers (``ss-dlq-group``; a worker of
+    another group may read the same records) and matched by their source position."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    end = _end_offsets(s, ("iiot.deadletter",))
+    todo = {tp: hi for tp, hi in end.items() if hi > start.get(tp, 0)}
+    reasons: dict[str, int] = {}
+    seen: set[tuple[str, int, int]] = set()
+    if not todo:
+        return reasons
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"sealstream-demo-dlq-{uuid.uuid4().hex}",
+                  "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(t, p, start.get((t, p), 0)) for (t, p) in todo])
+        done: set = set()
+        deadline = time.monotonic() + 30
+        while len(done) < len(todo) and time.monotonic() < deadline:
+            for m in c.consume(500, 1.0):
+                if m.error() is not None:
+                    continue
+                h = {k: (v or b"").decode("utf-8", "replace") for k, v in (m.headers() or [])}
+                try:
+                    pos = (h["ss-dlq-topic"], int(h["ss-dlq-partition"]), int(h["ss-dlq-offset"]))
+                except (KeyError, ValueError):
+                    pos = None
+                if pos in positions and pos not in seen and h.get("ss-dlq-group") == group:  # a re-read record is dead-lettered again: once here
+                    seen.add(pos)
+                    reason = h.get("ss-dlq-reason", "?")
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                if m.offset() >= todo[(m.topic(), m.partition())] - 1:
+                    done.add((m.topic(), m.partition()))
+    finally:
+        c.close()
+    return reasons
+
+
+def _db_counts(pool: Any, good: list[bytes]) -> dict[str, Any]:
+    """Accepted statements, readings, blobs, anchored batches and latencies of `good` (statement hashes)."""
+    with pool.connection() as conn:
+        accepted = conn.execute("SELECT count(*) FROM statements WHERE statement_hash = ANY(%s)", (good,)).fetchone()[0]
+        rows = conn.execute("SELECT count(*) FROM readings WHERE statement_hash = ANY(%s)", (good,)).fetchone()[0]
+        blobs = conn.execute("SELECT count(*) FROM blobs WHERE statement_hash = ANY(%s)", (good,)).fetchone()[0]
+        anchored, batches, p50, p99 = conn.execute(
+            "SELECT count(*), count(DISTINCT b.batch_id), "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM b.anchored_at - s.ts)), "
+            "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM b.anchored_at - s.ts)) "
+            "FROM statements s JOIN batch_leaves l USING (statement_hash) JOIN batches b USING (batch_id) "
+            "WHERE b.anchor_state = 'anchored' AND s.statement_hash = ANY(%s)", (good,)).fetchone()
+    return {"accepted": accepted, "rows": rows, "blobs": blobs, "statements_anchored": anchored,
+            "batches_anchored": batches, "latency_p50_s": None if p50 is None else round(float(p50), 3),
+            "latency_p99_s": None if p99 is None else round(float(p99), 3)}
+
+
+class _Workers:
+    """Worker subprocesses started (and stopped) by the demo."""
+
+    def __init__(self, s: Settings, group: str, gateways: list[str], log_dir: Path) -> None:
+        from ledger.cluster import free_ports
+
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+        ports = free_ports(len(gateways))
+        for gw, port in zip(gateways, ports):
+            log = log_dir / f"worker-{gw}.log"
+            env = _env(s, SEALSTREAM_PIPELINE_GATEWAY=gw)
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", group, "--directory", "ledger",
+                 "--metrics-port", str(port)],
+                cwd=_ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True))
+            self.logs.append(log)
+
+    def check(self) -> None:
+        for p, log in zip(self.procs, self.logs):
+            if p.poll() is not None:
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+                raise DemoError("pipeline worker", f"exited {p.returncode}: {tail[0]} (log: {log})")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+
+def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers: int, factory: str,
+             faults: bool, drain: float, say: Any, on_tick: Any = None) -> Summary:
+    """The demo (blocking); `say(text)` reports steps, `on_tick(elapsed, sent, stats)` progress."""
+    from ledger.client import LedgerClient
+    from ledger.layout import LedgerLayout
+    from pipelines._anchor_ledger import ensure_devices, ensure_gateway
+    from pipelines.devices import FAULTS, Factory, FaultPlan, RunConfig, read_sent_log, run
+    from pipelines.worker import gateway_key
+    from storage.db import open_pool
+
+    if _stack_healthy(s):
+        say("stack: every service healthy")
+    else:
+        say("stack: starting (sealstream stack up)")
+        _sealstream(s, ["stack", "up"], "stack up")
+    say("ledger: sealstream ledger up")
+    _sealstream(s, ["ledger", "up"], "ledger up")
+
+    fac = Factory.ensure(s, factory, devices)
+    gateways = [s.pipeline_gateway] if workers == 1 else [f"{s.pipeline_gateway}-{i}" for i in range(workers)]
+    say(f"registering {len(fac.devices)} devices and {len(gateways)} gateway(s) on the ledger")
+    layout = LedgerLayout(s.ledger_home)
+    try:
+        with LedgerClient.from_layout(s.ledger_home, key=layout.admin_key()) as admin:
+            ensure_devices(admin, [(f"{factory}-{d.spec.name}", d.did) for d in fac.devices])
+            for gw in gateways:
+                ensure_gateway(admin, gw, gateway_key(Path(s.home), gw).did)
+            height = admin.get_status().get("height")
+    except Exception as exc:  # noqa: BLE001 - registry refusals, ledger unreachable
+        raise DemoError("register on the ledger", f"{type(exc).__name__}: {exc}") from exc
+
+    group = f"sealstream-demo-{uuid.uuid4().hex[:8]}"
+    starts = _end_offsets(s, (*_RAW, "iiot.sealed", "iiot.deadletter"))
+    _pin_group(s, group, {tp: o for tp, o in starts.items() if tp[0] != "iiot.deadletter"})
+    say(f"starting {workers} worker(s) in consumer group {group}")
+    procs = _Workers(s, group, gateways, Path(s.home) / "demo" / group)
+    summary = Summary(factory, len(fac.select(("timeseries", "image", "video"), devices)), workers, duration,
+                      consumer_group=group, gateways=gateways, ledger_height=height)
+    pool = open_pool(s.postgres_dsn, max_size=2)
+    try:
+        if not _wait_group(s, group, workers, procs):
+            say("the workers have not joined their group yet; starting the factory anyway (nothing is lost)")
+        plan = FaultPlan.parse([f"{f}:1" for f in FAULTS]) if faults else FaultPlan()
+        stats: dict[str, Any] = {}
+        box: dict[str, Any] = {}
+
+        def simulate() -> None:
+            try:
+                box["summary"] = run(s, RunConfig(factory, devices=devices, rate=rate, duration=duration,
+                                                  faults=plan), lambda st: stats.update(sent=st.sent))
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                box["error"] = exc
+
+        began = time.monotonic()
+        sim = threading.Thread(target=simulate, name="demo-factory", daemon=True)
+        sim.start()
+        while sim.is_alive():
+            procs.check()
+            if on_tick:
+                on_tick(time.monotonic() - began, stats.get("sent", 0), None)
+            sim.join(0.5)
+        if "error" in box:
+            raise DemoError("simulated factory", f"{type(box['error']).__name__}: {box['error']}")
+        run_summary = box["summary"]
+        sent = [r for r in read_sent_log(run_summary.sent_log, run_summary.run_id) if r.error is None]
+        good = [bytes.fromhex(r.statement_hash) for r in sent if r.fault is None]
+        positions = {(r.topic, r.partition, r.offset) for r in sent}
+        summary.sent = len(sent)
+        summary.faults_injected = dict(run_summary.faults)
+        say("draining: waiting until every message is handled and every accepted one anchored")
+        deadline = time.monotonic() + drain
+        while True:
+            procs.check()
+            counts = _db_counts(pool, good)
+            if on_tick:
+                on_tick(time.monotonic() - began, len(sent), counts)
+            handled = counts["accepted"] + sum(_deadletters(s, starts, positions, group).values()) >= len(sent)
+            if handled and counts["statements_anchored"] >= counts["accepted"]:
+                summary.complete = True
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        for k, v in _db_counts(pool, good).items():
+            setattr(summary, k, v)
+        summary.deadletters = _deadletters(s, starts, positions, group)
+        summary.seconds = round(time.monotonic() - began, 1)
+        return summary
+    finally:
+        pool.close()
+        say("stopping the workers")
+        procs.stop()
+
+
+def _print(summary: Summary) -> None:
+    t = Table(title=f"sealstream demo ({summary.devices} devices, {summary.workers} worker(s), "
+                    f"{summary.seconds:.0f} s)", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("messages sent", str(summary.sent))
+    t.add_row("accepted (stored + sealed)", str(summary.accepted))
+    t.add_row("time-series rows", str(summary.rows))
+    t.add_row("blobs (images, video chunks)", str(summary.blobs))
+    t.add_row("batches anchored", f"{summary.batches_anchored} ({summary.statements_anchored} statements)")
+    for reason, n in sorted(summary.deadletters.items()):
+        t.add_row(f"dead letters: {reason}", str(n))
+    lat = ("-" if summary.latency_p50_s is None
+           else f"p50 {summary.latency_p50_s:.2f} s, p99 {summary.latency_p99_s:.2f} s")
+    t.add_row("device -> anchored", lat)
+    out.print(t)
+    if not summary.complete:
+        err.print("[yellow]not everything was handled or anchored within the drain time[/]")
+    out.print(f"workers stopped; {summary.left_running}.", highlight=False)
+
+
+@click.command("demo")
+@click.option("--duration", type=click.FloatRange(1, 3600), default=20.0, show_default=True,
+              help="seconds the simulated factory sends")
+@click.option("--devices", type=click.IntRange(1, 50), default=2, show_default=True, help="devices per kind")
+@click.option("--rate", type=click.FloatRange(0.1, 1000), default=2.0, show_default=True,
+              help="messages per second per device")
+@click.option("--workers", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="pipeline workers (one gateway each)")
+@click.option("--factory", default="demo", show_default=True, help="simulator factory name")
+@click.option("--faults/--no-faults", default=True, show_default=True,
+              help="inject each fault once (they end in iiot.deadletter with their reason)")
+@click.option("--drain", type=click.FloatRange(1, 600), default=90.0, show_default=True,
+              help="most seconds to wait after the run for everything to be stored and anchored")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.pass_context
+def demo(ctx: click.Context, duration: float, devices: int, rate: float, workers: int, factory: str,
+         faults: bool, drain: float, as_json: bool) -> None:
+    """Run the whole pipeline for a short while and show what happened.
+
+    \b
+    sealstream demo                         20 s, 2 devices per kind, 1 worker
+    sealstream demo --duration 60 --devices 4 --workers 2
+    sealstream demo --duration 5 --json     the summary as JSON (for scripts)
+
+    Starts the stack and a 4-node ledger if needed, registers the factory's
+    devices and the workers' gateways on the ledger, runs the workers and the
+    simulated factory, then prints messages sent, accepted, rows, blobs,
+    batches anchored, dead letters by reason and the device -> anchored latency
+    (p50/p99). The workers are stopped; the stack and the ledger keep running.
+    """
+    s = _settings(ctx)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
+                        disable=as_json, transient=True)
+    task = progress.add_task("starting", total=duration)
+
+    def say(text: str) -> None:
+        progress.update(task, description=text)
+        if not as_json and not err.is_terminal:
+            err.print(f"- {text}", highlight=False)
+
+    def on_tick(elapsed: float, sent: int, counts: dict | None) -> None:
+        text = f"sent {sent}"
+        if counts:
+            text += (f" · stored {counts['accepted']} · anchored {counts['statements_anchored']} "
+                     f"in {counts['batches_anchored']} batches")
+        progress.update(task, completed=min(elapsed, duration), description=text)
+
+    try:
+        with progress:
+            summary = run_demo(s, duration=duration, devices=devices, rate=rate, workers=workers, factory=factory,
+                               faults=faults, drain=drain, say=say, on_tick=on_tick)
+    except DemoError as exc:
+        fail({"error": exc.step, "message": str(exc)}, as_json)
+        return
+    if as_json:
+        emit_json(asdict(summary))
+    else:
+        _print(summary)
+    if not summary.complete:
+        sys.exit(4)
