@@ -4,12 +4,11 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test install up down status bench-merkle clean-state
 
-## demo: the main job: install what is missing, bring the stack and a 4-node ledger up, print their status
+## demo: the main job: install what is missing, bring the stack and a 4-node ledger up, run `sealstream demo`
 demo: install
 	$(SEALSTREAM) stack up
 	$(SEALSTREAM) ledger up
-	$(SEALSTREAM) stack status
-	$(SEALSTREAM) ledger status
+	$(SEALSTREAM) demo
 
 ## test: install what is missing, bring the stack up, run every test against it
 test: install
