@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ledger.py [--duration S] [--clients N] [--tx-size B]
                                      [--nodes 4,16] [--sealers 4] [--repeats R]
-                                     [--peer cometbft] [--json]
+                                     [--peer cometbft] [--reputation] [--json]
 
 One report with:
   * our cluster at each --nodes size (4 nodes = 4 sealers; 16 nodes = 4 sealers
@@ -14,7 +14,10 @@ One report with:
   * this machine's ceiling (bench/_ceiling.py): Ed25519 verifications/s on all
     cores / sealers verifying each transaction, and our ratio to it;
   * with --peer cometbft, a 4-validator CometBFT v0.38 testnet (bench/_cometbft.py)
-    under the same load generator, tx size and duration, and our/peer ratio.
+    under the same load generator, tx size and duration, and our/peer ratio;
+  * with --reputation (bench/_reputation.py), 16 nodes with 4 reputation-chosen
+    sealers vs 16 nodes all sealing, and the reputation cluster with one sealer
+    killed mid-run across an epoch change (--reputation-only: just those rows).
 
 Every target is driven by the same closed-loop load generator (bench/_loadgen.py).
 With --repeats R each configuration runs R times on the same cluster and the
@@ -190,7 +193,11 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
 
     c_before = ceiling()
     # 2. our cluster at each size
-    report["ours"] = [run_ours(args, n) for n in args.nodes]
+    report["ours"] = [] if args.reputation_only else [run_ours(args, n) for n in args.nodes]
+    if args.reputation or args.reputation_only:
+        from bench._reputation import run_reputation
+
+        report["reputation"] = run_reputation(args, drive)
     # 3. the peer
     report["peer"] = run_cometbft(args) if args.peer == "cometbft" else None
     c_after = ceiling()
@@ -301,6 +308,10 @@ def format_report(rep: dict[str, Any]) -> str:
     succ = [o.get("success_rate") for o in rep["ours"] if "unavailable" not in o]
     out.append(_target_line("100% success", min(succ) if succ and None not in succ else None, TARGETS["success_rate"], _pct))
     out.append(_target_line("more tx/s than CometBFT", r["ours_4_over_peer"], TARGETS["peer_ratio"], lambda v: f"{v:.2f}x"))
+    if rep.get("reputation"):
+        from bench._reputation import format_reputation
+
+        out.extend(format_reputation(rep["reputation"]))
     return "\n".join(out)
 
 
@@ -344,6 +355,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ceiling-seconds", type=float, default=2.0, help="seconds per ceiling run (default 2)")
     ap.add_argument("--ceiling-runs", type=int, default=3, help="ceiling runs before and again after the cluster runs; median of all quoted (default 3)")
     ap.add_argument("--keep", action="store_true", help="keep the CometBFT testnet directory (for debugging)")
+    ap.add_argument("--reputation", action="store_true",
+                    help="also run the reputation rows: 16 nodes, 4 reputation-chosen sealers vs all 16 sealing, "
+                         "and one sealer killed across an epoch change")
+    ap.add_argument("--reputation-only", action="store_true", help="the reputation rows without the 4/16-node rows")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     a = ap.parse_args(argv)
     if a.clients < 1 or a.duration <= 0 or a.repeats < 1 or a.sealers < 1 or a.tx_size < 32:

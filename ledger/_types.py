@@ -512,8 +512,9 @@ class Params:
     `last_commit_wait_ms`: after committing h, the primary waits up to this
     long for the COMMITs of sealers missing from h's certificate before
     proposing h+1, so that the certificate it carries in h+1 (the evidence
-    reputation counts) names every sealer that is online. `sealer_count` > 0
-    turns reputation on (the contracts app): every epoch's sealers are the
+    reputation counts) names every sealer that is online (only while reputation
+    is on). `sealer_count` > 0 turns reputation on (contracts and KV apps):
+    every epoch's sealers are the
     top `sealer_count` nodes by reputation; the ``rep_*`` fields are its
     fixed-point rules (docs/contracts.md, "Reputation").
     """
