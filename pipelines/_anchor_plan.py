@@ -46,7 +46,10 @@ def parse_sealed(value: bytes) -> SealedLeaf:
         doc = json.loads(value)
         h = bytes.fromhex(doc["statement_hash"])
         ts = doc["ts"]
-        gateway = (doc.get("receipt") or {}).get("gateway")
+        receipt = doc.get("receipt", {})
+        if not isinstance(receipt, dict):
+            raise TypeError("receipt is not an object")
+        gateway = receipt.get("gateway")
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise SealError(f"not an iiot.sealed value: {exc}") from None
     if len(h) != 32 or type(ts) is not int or not (gateway is None or isinstance(gateway, str)):
