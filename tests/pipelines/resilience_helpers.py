@@ -3,7 +3,10 @@
 
 `WorkerProc` runs `sealstream pipeline worker --directory manifest` with the
 services of a given `Settings` (shared or private Kafka/MinIO), a fresh group
-and factory. `check_exactly_once` compares the sent-log with PostgreSQL, MinIO
+and factory; with `Anchoring` (a 4-node contracts ledger in the worker's home,
+the gateway registered and funded) its anchor agent runs too, and
+`Anchoring.check` asserts every record is the leaf of exactly one batch, each
+batch anchored once where the ledger says (test_anchor_e2e's checks). `check_exactly_once` compares the sent-log with PostgreSQL, MinIO
 and `iiot.sealed`/`iiot.deadletter`: each delivered good record has one
 statement row, its Arrow rows or blob row, its object in MinIO with the right
 digest, byte-identical seals (redelivery may repeat one, never change it) and
@@ -24,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
-
+from bench._pipeline_kafka import pin_offsets as _pin
 from devices_helpers import end_offsets, read_range, read_records
 from ledger.cluster import free_ports
 from pipelines.devices import RunConfig, RunSummary, SentRecord, read_sent_log, run
@@ -36,7 +37,7 @@ from storage.blobs import BlobStore
 from storage.db import open_pool
 from trust._hashes import sha256
 
-__all__ = ["WorkerProc", "SimRun", "pin_offsets", "wait_stored", "check_exactly_once", "metric_total", "Outcome"]
+__all__ = ["Anchoring", "WorkerProc", "SimRun", "pin_offsets", "wait_stored", "check_exactly_once", "metric_total", "Outcome"]
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-resilience"
@@ -44,31 +45,19 @@ GATEWAY = "gw-resilience"
 
 def pin_offsets(settings: Settings, group: str, offsets: dict, timeout: float = 40.0) -> None:
     """Commit `offsets` for the (empty) consumer `group`, so its workers start exactly there."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            res = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(10)
-            errors = [tp.error for tp in res.topic_partitions if tp.error is not None]
-            if errors:
-                raise RuntimeError(f"offsets not altered: {errors[0]}")
-            return
-        except Exception:  # noqa: BLE001 - a member's session may still be open: retry until the deadline
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+    _pin(settings.kafka_bootstrap, group, offsets, timeout)
 
 
 class WorkerProc:
     """One `sealstream pipeline worker` subprocess on the services of `settings`."""
 
-    def __init__(self, settings: Settings, app_id: str, factory: str, log: Path) -> None:
+    def __init__(self, settings: Settings, app_id: str, factory: str, log: Path, gateway: str = GATEWAY) -> None:
         self.port = free_ports(1)[0]
         env = dict(os.environ, SEALSTREAM_HOME=str(settings.home),
                    SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap,
                    SEALSTREAM_MINIO_ENDPOINT=settings.minio_address, SEALSTREAM_PG_DSN=settings.postgres_dsn,
-                   SEALSTREAM_PIPELINE_GATEWAY=GATEWAY, SEALSTREAM_PIPELINE_SESSION_TIMEOUT_S="6")
+                   SEALSTREAM_PIPELINE_GATEWAY=gateway, SEALSTREAM_PIPELINE_SESSION_TIMEOUT_S="6",
+                   SEALSTREAM_PIPELINE_ANCHOR_WINDOW_S="1")
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", app_id, "--directory",
@@ -225,3 +214,49 @@ def check_exactly_once(settings: Settings, good: list[SentRecord], sealed_start:
         pos = (h["ss-dlq-topic"].decode(), int(h["ss-dlq-partition"]), int(h["ss-dlq-offset"]))
         assert pos not in positions, f"good record {pos} dead-lettered: {h['ss-dlq-reason'].decode()}"
     return Outcome(len(st), n, n - len(by_hash))
+
+
+class Anchoring:
+    """A 4-node contracts ledger in ``<home>/ledger`` with `gateway` registered and funded: the workers
+    started on this home run their anchor agent. Stop it with `close`."""
+
+    def __init__(self, settings: Settings, gateway: str) -> None:
+        from anchor_helpers import ledger_cluster, register_gateway
+        from pipelines.worker import gateway_key
+
+        self.settings, self.gateway = settings, gateway
+        self.cluster = ledger_cluster(Path(settings.home) / "ledger")
+        try:
+            register_gateway(self.cluster, gateway, gateway_key(Path(settings.home), gateway))
+            self.anchors_start = end_offsets(settings, ["iiot.anchors"])
+        except BaseException:
+            self.cluster.stop(timeout=5)
+            raise
+
+    def check(self, good: list[SentRecord], workers: list[WorkerProc], timeout: float = 180) -> list:
+        """Wait until every good statement is in an anchored batch; then each is a leaf of exactly one batch,
+        every batch of the gateway is anchored once, where the ledger's lookup puts it, on ``iiot.anchors`` once."""
+        from anchor_helpers import wait_for
+        from test_anchor_e2e import _all_anchored, _check_batches
+
+        hashes = [r.statement_hash for r in good]
+        with open_pool(self.settings.postgres_dsn, max_size=2) as pool:
+            deadline = time.monotonic() + timeout
+            while not _all_anchored(pool, hashes):
+                if not any(w.alive() for w in workers):
+                    raise AssertionError("every worker exited:\n" + "\n---\n".join(w.tail() for w in workers))
+                if time.monotonic() > deadline:
+                    raise AssertionError("not every statement anchored:\n" + "\n---\n".join(w.tail() for w in workers))
+                time.sleep(1.0)
+
+            def batches_done() -> bool:
+                with pool.connection() as conn:
+                    states = conn.execute("SELECT anchor_state FROM batches WHERE gateway = %s",
+                                          (self.gateway,)).fetchall()
+                return all(st == "anchored" for st, in states)
+
+            wait_for(batches_done, 60, "every batch of the gateway anchored")
+            return _check_batches(self.settings, self.cluster, pool, self.gateway, hashes, self.anchors_start)
+
+    def close(self) -> None:
+        self.cluster.stop(timeout=5)
