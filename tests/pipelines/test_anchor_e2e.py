@@ -145,8 +145,22 @@ def test_every_record_in_one_anchored_batch(env, tmp_path) -> None:
         wait_for(lambda: worker.metric("sealstream_pipeline_anchor_backlog") == 0, 30, "backlog 0", worker)
         assert worker.metric("sealstream_pipeline_batches_anchored_total") == len(batches)
         assert "sealstream_pipeline_device_to_anchored_seconds_count" in worker.metrics()
+        # the anchor agent acks what it batched: the group's iiot.sealed offsets move past our seals
+        sealed_end = end_offsets(s, ["iiot.sealed"])  # all our seals are below these (their batches exist)
+        wait_for(lambda: all(_committed(s, app_id, sealed_end)[tp] >= o for tp, o in sealed_end.items()), 60,
+                 "iiot.sealed offsets committed", worker)
     finally:
         worker.kill()
+
+
+def _committed(s, group: str, tps) -> dict:
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    req = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in tps])
+    res = admin.list_consumer_group_offsets([req])[group].result(10)
+    return {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions}
 
 
 def _open(pool, gateway: str) -> dict[str, tuple[str, int]]:
