@@ -443,3 +443,243 @@ def ledger_reputation(ctx: click.Context, height: int | None, node: str | None, 
         table.add_row(r["node"], score, str(r["missed"]), str(r["offences"]), str(r["heartbeat"] or "-"),
                       "[green]yes[/]" if r["sealer"] else "-", r["id"] or "-")
     _out.print(table)
+
+
+# ---------------------------------------------------------------- audit events and rules
+
+
+def _event_line(ev: Any) -> str:
+    o = ev.operation
+    colour = {"critical": "red", "warning": "yellow"}.get(ev.severity, "cyan")
+    proof = "" if ev.verified_at is None else f" [green]proven at {ev.verified_at}[/]"
+    return (f"{ev.id} seq {ev.seq} [{colour}]{ev.severity}[/] rule {ev.rule} v{ev.version}: {ev.message} "
+            f"({o['op']} on {o['system']} by {o['operator']}, org {o['org']}){proof}")
+
+
+@ledger.command("events")
+@click.option("--from", "from_height", type=click.IntRange(min=0), default=0, show_default=True,
+              help="start at the first event at this height or later")
+@click.option("--after", type=click.IntRange(min=0), default=None, help="start after this event seq instead")
+@click.option("--follow", is_flag=True, help="keep printing new events as blocks commit (Ctrl-C to stop)")
+@click.option("--verify", is_flag=True,
+              help="prove each event against headers verified from genesis (and the stream complete at each tip)")
+@click.option("--node", default=None, help="read from this node only (name or did)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line (NDJSON)")
+@click.pass_context
+def ledger_events(ctx: click.Context, from_height: int, after: int | None, follow: bool, verify: bool,
+                  node: str | None, as_json: bool) -> None:
+    """Audit events raised by the audit rules (GET /events), oldest first.
+
+    \b
+    Examples:
+      sealstream ledger events                      every event so far
+      sealstream ledger events --from 120 --follow  from height 120 on, then new ones as they commit
+      sealstream ledger events --verify --json      each proven against certified headers, as NDJSON
+
+    An event id is HEIGHT-INDEX-N: the N-th event of tx INDEX of block HEIGHT.
+    Without --follow the command ends at the last committed event. Deploy rules
+    and record operations with `sealstream ledger submit audit.deploy_rule|audit.record ...`.
+    """
+    n = 0
+    try:
+        with _lookup_client(ctx) as client:
+            for ev in client.events(from_height, after, follow=follow, verify=verify, node=node):
+                n += 1
+                if as_json:
+                    click.echo(json.dumps(ev.to_json()))
+                else:
+                    _out.print(_event_line(ev), highlight=False)
+    except KeyboardInterrupt:
+        pass
+    except _boundary_errors() as exc:
+        _fail(exc, as_json)
+        return
+    if not as_json:
+        _err.print(f"{n} events", highlight=False)
+
+
+@ledger.group("audit")
+def ledger_audit() -> None:
+    """The audit contract's rules (deploy and retire them with `ledger submit`).
+
+    \b
+    sealstream ledger audit rules --org acme --active   current versions
+    sealstream ledger audit rule night-commands         one rule with every version
+    sealstream ledger submit --as acme.key audit.deploy_rule '{"id": "night-commands", "org": "acme",
+        "kind": "window", "start": "06:00", "end": "22:00", "match": {"op": "command"}}'
+    """
+
+
+@ledger_audit.command("rules")
+@click.option("--org", default=None, help="only this org's rules ('*': the consortium-wide ones)")
+@click.option("--active", is_flag=True, help="only active rules")
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@click.pass_context
+def ledger_audit_rules(ctx: click.Context, org: str | None, active: bool, as_json: bool) -> None:
+    """Audit rules (their current versions), by id."""
+    try:
+        with _lookup_client(ctx) as client:
+            got = client.audit_rules(org, active)
+    except _boundary_errors() as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit({"rules": got})
+        return
+    table = Table("id", "org", "kind", "version", "status", "severity", "match", "deployed")
+    for r in got:
+        table.add_row(r["id"], r["org"], r["kind"], str(r["version"]), r["status"], r["severity"],
+                      json.dumps(r["match"]), _pos(r["deployed"]))
+    _out.print(table)
+
+
+@ledger_audit.command("rule")
+@click.argument("rule_id")
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@click.pass_context
+def ledger_audit_rule(ctx: click.Context, rule_id: str, as_json: bool) -> None:
+    """One audit rule with every version it had. Exit 1 if no node knows RULE_ID."""
+    try:
+        with _lookup_client(ctx) as client:
+            got = client.audit_rule(rule_id)
+    except _boundary_errors() as exc:
+        _fail(exc, as_json)
+        return
+    if got is None:
+        _fail(LookupError(f"no audit rule {rule_id!r} on any node"), as_json)
+        return
+    if as_json:
+        _emit(got)
+        return
+    r = got["rule"]
+    _out.print(f"rule [bold]{r['id']}[/] of {r['org']}: {r['kind']}, version {r['version']}, {r['status']}")
+    keep = ("id", "org", "kind", "version", "status", "deployed", "retired", "by", "reason")
+    for v in got["versions"]:
+        spec = {k: x for k, x in v.items() if k not in keep}
+        _out.print(f"  v{v['version']} deployed {_pos(v['deployed'])}, retired {_pos(v['retired'])}: "
+                   f"{json.dumps(spec, sort_keys=True)}", highlight=False)
+
+
+# ---------------------------------------------------------------- tokens
+
+
+@ledger.group("tokens")
+def ledger_tokens() -> None:
+    """Token accounts: balances, consumption history, mint and allocate.
+
+    \b
+    sealstream ledger tokens balance acme
+    sealstream ledger tokens history gw1 --since-height 100
+    sealstream ledger tokens mint acme 1000                 (the consortium admin)
+    sealstream ledger tokens allocate acme gw1 50 --as acme.key
+    sealstream ledger tokens fees
+    """
+
+
+@ledger_tokens.command("balance")
+@click.argument("account")
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@click.pass_context
+def ledger_tokens_balance(ctx: click.Context, account: str, as_json: bool) -> None:
+    """An account's balance, how many charges it paid and the total spent. Exit 1 if unknown."""
+    try:
+        with _lookup_client(ctx) as client:
+            got = client.token_account(account, limit=1)
+    except _boundary_errors() as exc:
+        _fail(exc, as_json)
+        return
+    if got is None:
+        _fail(LookupError(f"no account or entity {account!r} on any node"), as_json)
+        return
+    data = {k: got[k] for k in ("account", "balance", "charges", "spent", "state_height")}
+    if as_json:
+        _emit(data)
+        return
+    _out.print(f"{account}: balance {got['balance']}, {got['charges']} charges, spent {got['spent']} "
+               f"(height {got['state_height']})")
+
+
+@ledger_tokens.command("history")
+@click.argument("account")
+@click.option("--since-height", type=click.IntRange(min=0), default=None, help="charges at this height or later")
+@click.option("--after", type=click.IntRange(min=0), default=None, help="continue after this charge seq")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@click.pass_context
+def ledger_tokens_history(ctx: click.Context, account: str, since_height: int | None, after: int | None,
+                          limit: int, as_json: bool) -> None:
+    """Every charge of an account, oldest first: who, what, when, which tx (one page)."""
+    try:
+        with _lookup_client(ctx) as client:
+            got = client.token_account(account, since_height, after, limit)
+    except _boundary_errors() as exc:
+        _fail(exc, as_json)
+        return
+    if got is None:
+        _fail(LookupError(f"no account or entity {account!r} on any node"), as_json)
+        return
+    if as_json:
+        _emit(got)
+        return
+    table = Table("seq", "kind", "fee", "height/index", "tx", "submitter")
+    for e in got["consumption"]:
+        table.add_row(str(e["seq"]), e["kind"], str(e["fee"]), f"{e['height']}/{e['index']}", e["tx_id"][:16],
+                      str(e.get("submitter") or "-"))
+    _out.print(table)
+    more = "" if got["next"] is None else f"; more with --after {got['next']}"
+    _out.print(f"balance {got['balance']}, {got['charges']} charges, spent {got['spent']}{more}")
+
+
+_AS_HELP = "who signs: admin (keys/admin.key), client, or a key file (mode 0600)"
+
+
+@ledger_tokens.command("mint")
+@click.argument("account")
+@click.argument("amount", type=click.IntRange(min=1))
+@click.option("--as", "signer", default="admin", show_default=True, metavar="admin|client|KEYFILE", help=_AS_HELP)
+@click.option("--timeout", default=15.0, show_default=True, help="seconds to wait for f+1 matching replies")
+@click.option("--json", "as_json", is_flag=True, help="print the receipt as JSON")
+@click.pass_context
+def ledger_tokens_mint(ctx: click.Context, account: str, amount: int, signer: str, timeout: float,
+                       as_json: bool) -> None:
+    """Mint AMOUNT tokens to ACCOUNT (the consortium admin only): a tokens.mint transaction."""
+    ctx.invoke(ledger_submit, kind="tokens.mint", payload=json.dumps({"account": account, "amount": amount}),
+               signer=signer, timeout=timeout, as_json=as_json)
+
+
+@ledger_tokens.command("allocate")
+@click.argument("source", metavar="FROM")
+@click.argument("to")
+@click.argument("amount", type=click.IntRange(min=1))
+@click.option("--as", "signer", default="admin", show_default=True, metavar="admin|client|KEYFILE", help=_AS_HELP)
+@click.option("--timeout", default=15.0, show_default=True, help="seconds to wait for f+1 matching replies")
+@click.option("--json", "as_json", is_flag=True, help="print the receipt as JSON")
+@click.pass_context
+def ledger_tokens_allocate(ctx: click.Context, source: str, to: str, amount: int, signer: str, timeout: float,
+                           as_json: bool) -> None:
+    """Move AMOUNT tokens from FROM to TO: a tokens.allocate transaction (the consortium admin,
+    or an org's admin from its org to its own nodes/devices/gateways)."""
+    ctx.invoke(ledger_submit, kind="tokens.allocate",
+               payload=json.dumps({"from": source, "to": to, "amount": amount}),
+               signer=signer, timeout=timeout, as_json=as_json)
+
+
+@ledger_tokens.command("fees")
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@click.pass_context
+def ledger_tokens_fees(ctx: click.Context, as_json: bool) -> None:
+    """The fee schedule (by kind pattern) and the supply (minted, consumed)."""
+    try:
+        with _lookup_client(ctx) as client:
+            got = client.token_fees()
+    except _boundary_errors() as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit(got)
+        return
+    table = Table("kind", "fee")
+    for k, v in sorted(got["fees"].items()):
+        table.add_row(k, str(v))
+    _out.print(table)
+    _out.print(f"supply: minted {got['supply']['minted']}, consumed {got['supply']['consumed']}")
