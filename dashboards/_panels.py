@@ -22,10 +22,17 @@ from grafana_foundation_sdk.models import prometheus as pm
 from ._sql import SqlQueryBuilder
 from .datasources import POSTGRES, PROMETHEUS
 
-__all__ = ["prom", "sql", "timeseries", "stat", "table", "board", "RATE"]
+__all__ = ["m", "quantiles", "prom", "sql", "timeseries", "stat", "table", "board", "RATE", "JOB_VAR"]
 
 #: The rate window of every PromQL panel (Grafana substitutes at least four scrape intervals).
 RATE = "$__rate_interval"
+#: The dashboard variable selecting Prometheus jobs (one deployment, or a test's private job).
+JOB_VAR = "job"
+
+
+def m(metric: str) -> str:
+    """A metric selector restricted to the jobs chosen in the ``$job`` variable (all by default)."""
+    return f'{metric}{{job=~"${JOB_VAR}"}}'
 _Panel = tsb.Panel | sb.Panel | tb.Panel
 
 
@@ -37,6 +44,12 @@ def prom(expr: str, legend: str = "") -> pb.Dataquery:
     """A range PromQL target on the sealstream Prometheus."""
     q = pb.Dataquery().expr(expr).range().editor_mode(pm.QueryEditorMode.CODE).datasource(PROMETHEUS)
     return q.legend_format(legend) if legend else q
+
+
+def quantiles(histogram: str) -> tuple[pb.Dataquery, pb.Dataquery]:
+    """p50 and p99 of a histogram (``histogram`` without ``_bucket``) over all selected series."""
+    return tuple(prom(f"histogram_quantile({q}, sum by (le) (rate({m(histogram + '_bucket')}[{RATE}])))",
+                      f"p{round(q * 100)}") for q in (0.5, 0.99))  # type: ignore[return-value]
 
 
 def sql(raw_sql: str, fmt: str = "table") -> SqlQueryBuilder:
@@ -72,11 +85,20 @@ def table(title: str, description: str, *targets: SqlQueryBuilder) -> tb.Panel:
     return _targets(p, targets)  # type: ignore[return-value]
 
 
-def board(uid: str, title: str, description: str, tags: Sequence[str],
+def _job_variable(job_metric: str) -> db.QueryVariable:
+    return (db.QueryVariable(JOB_VAR).label("Prometheus job").datasource(PROMETHEUS)
+            .query(f"label_values({job_metric}, job)").refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .multi(True).include_all(True).all_value(".+").sort(dm.VariableSort.ALPHABETICAL_ASC)
+            .current(dm.VariableOption(selected=True, text="All", value="$__all")))
+
+
+def board(uid: str, title: str, description: str, tags: Sequence[str], job_metric: str,
           panels: Sequence[tuple[_Panel, int, int]]) -> dm.Dashboard:
-    """The dashboard: ``panels`` are ``(panel, width, height)``, placed in order and numbered from 1."""
+    """The dashboard: ``panels`` are ``(panel, width, height)``, placed in order and numbered from 1;
+    the ``$job`` variable lists the jobs exporting ``job_metric``."""
     d = (db.Dashboard(title).uid(uid).description(description).tags(["sealstream", *tags])
-         .time("now-1h", "now").refresh("10s").timezone("utc").readonly())
+         .time("now-1h", "now").refresh("10s").timezone("utc").readonly()
+         .with_variable(_job_variable(job_metric)))
     x = y = row_h = 0
     for n, (panel, w, h) in enumerate(panels, start=1):
         if x + w > 24:

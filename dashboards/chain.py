@@ -4,45 +4,41 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from ._panels import RATE, board, prom, timeseries
+from ._panels import RATE, board, m, quantiles, prom, timeseries
 
 __all__ = ["UID", "build"]
 
 UID = "sealstream-chain-health"
 
 
-def _quantile(q: float, metric: str) -> str:
-    return f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket[{RATE}])))"
-
-
 def build() -> Dashboard:
-    lat = "sealstream_ledger_commit_latency_seconds"
     return board(UID, "sealstream / Chain health",
                  "Ledger nodes: height, block and transaction rate, commit latency, views, sealers, "
-                 "reputation, peers and dropped messages (ledger/metrics.py).", ["ledger"], [
+                 "reputation, peers and dropped messages (ledger/metrics.py).", ["ledger"],
+                 "sealstream_ledger_height", [
         (timeseries("Height per node", "Committed height reported by each node; a node below the others lags.",
-                    "short", prom("max by (node) (sealstream_ledger_height)", "{{node}}")), 12, 8),
+                    "short", prom(f"max by (node) ({m('sealstream_ledger_height')})", "{{node}}")), 12, 8),
         (timeseries("Block rate", "Blocks committed per second, per node.", "short",
-                    prom(f"max by (node) (rate(sealstream_ledger_height[{RATE}]))", "{{node}}")), 12, 8),
+                    prom(f"max by (node) (rate({m('sealstream_ledger_height')}[{RATE}]))", "{{node}}")), 12, 8),
         (timeseries("Committed transactions", "Transactions per second in blocks each node committed.", "ops",
-                    prom(f"sum by (node) (rate(sealstream_ledger_committed_tx_total[{RATE}]))", "{{node}}")), 12, 8),
+                    prom(f"sum by (node) (rate({m('sealstream_ledger_committed_tx_total')}[{RATE}]))", "{{node}}")), 12, 8),
         (timeseries("Commit latency p50 / p99",
                     "Client request arriving at a node -> its block committed there, over all nodes.", "s",
-                    prom(_quantile(0.5, lat), "p50"), prom(_quantile(0.99, lat), "p99")), 12, 8),
+                    *quantiles("sealstream_ledger_commit_latency_seconds")), 12, 8),
         (timeseries("View per node", "Current PBFT view; a step is a view change (new primary).", "short",
-                    prom("max by (node) (sealstream_ledger_view)", "{{node}}")), 8, 8),
+                    prom(f"max by (node) ({m('sealstream_ledger_view')})", "{{node}}")), 8, 8),
         (timeseries("View changes", "View changes started per node in each interval.", "short",
-                    prom(f"sum by (node) (increase(sealstream_ledger_view_changes_total[{RATE}]))",
+                    prom(f"sum by (node) (increase({m('sealstream_ledger_view_changes_total')}[{RATE}]))",
                          "{{node}}")), 8, 8),
         (timeseries("Sealer set", "1 while a node is in the sealer set (as the nodes agree on it); "
                     "the set size deciding the next block.", "short",
-                    prom("max by (node) (sealstream_ledger_sealer)", "{{node}}"),
-                    prom("max(sealstream_ledger_sealers)", "set size")), 8, 8),
+                    prom(f"max by (node) ({m('sealstream_ledger_sealer')})", "{{node}}"),
+                    prom(f"max({m('sealstream_ledger_sealers')})", "set size")), 8, 8),
         (timeseries("Reputation", "Reputation score of each node as kept in ledger state; the top-k are sealers.",
-                    "short", prom("max by (node) (sealstream_ledger_reputation)", "{{node}}")), 8, 8),
+                    "short", prom(f"max by (node) ({m('sealstream_ledger_reputation')})", "{{node}}")), 8, 8),
         (timeseries("Peers connected", "Outbound peer links up, per node.", "short",
-                    prom("min by (node) (sealstream_ledger_peers_connected)", "{{node}}")), 8, 8),
+                    prom(f"min by (node) ({m('sealstream_ledger_peers_connected')})", "{{node}}")), 8, 8),
         (timeseries("Dropped messages", "Frames or messages dropped per second, by reason (docs/ledger.md, Drops).",
-                    "ops", prom(f"sum by (reason) (rate(sealstream_ledger_dropped_messages_total[{RATE}]))",
+                    "ops", prom(f"sum by (reason) (rate({m('sealstream_ledger_dropped_messages_total')}[{RATE}]))",
                                 "{{reason}}")), 8, 8),
     ])
