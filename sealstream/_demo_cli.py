@@ -102,31 +102,6 @@ def _stack_healthy(s: Settings) -> bool:
         return False
 
 
-def _end_offsets(s: Settings, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"sealstream-demo-probe-{uuid.uuid4().hex}"})
-    try:
-        md = c.list_topics(timeout=10)
-        return {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                for t in topics for p in md.topics[t].partitions}
-    finally:
-        c.close()
-
-
-def _pin_group(s: Settings, group: str, offsets: dict[tuple[str, int], int]) -> None:
-    """Commit `offsets` for the new (empty) consumer group `group`."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-    tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-    res = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(30)
-    bad = [tp.error for tp in res.topic_partitions if tp.error is not None]
-    if bad:
-        raise DemoError("pin consumer group", str(bad[0]))
-
-
 def _wait_group(s: Settings, group: str, members: int, procs: "_Workers", timeout: float = 60.0) -> bool:
     """Wait until `group` is stable with `members` members (the workers joined and own partitions)."""
     from confluent_kafka import ConsumerGroupState
@@ -151,7 +126,9 @@ def _deadletters(s: Settings, start: dict, positions: set[tuple[str, int, int]],
     another group may read the same records) and matched by their source position."""
     from confluent_kafka import Consumer, TopicPartition
 
-    end = _end_offsets(s, ("iiot.deadletter",))
+    from pipelines.offsets import end_offsets
+
+    end = end_offsets(s.kafka_bootstrap, ("iiot.deadletter",))
     todo = {tp: hi for tp, hi in end.items() if hi > start.get(tp, 0)}
     reasons: dict[str, int] = {}
     seen: set[tuple[str, int, int]] = set()
@@ -245,6 +222,7 @@ def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers
     from ledger.layout import LedgerLayout
     from pipelines._anchor_ledger import ensure_devices, ensure_gateway
     from pipelines.devices import FAULTS, Factory, FaultPlan, RunConfig, read_sent_log, run
+    from pipelines.offsets import end_offsets, pin_offsets
     from pipelines.worker import gateway_key
     from storage.db import open_pool
 
@@ -270,8 +248,11 @@ def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers
         raise DemoError("register on the ledger", f"{type(exc).__name__}: {exc}") from exc
 
     group = f"sealstream-demo-{uuid.uuid4().hex[:8]}"
-    starts = _end_offsets(s, (*_RAW, "iiot.sealed", "iiot.deadletter"))
-    _pin_group(s, group, {tp: o for tp, o in starts.items() if tp[0] != "iiot.deadletter"})
+    starts = end_offsets(s.kafka_bootstrap, (*_RAW, "iiot.sealed", "iiot.deadletter"))
+    try:
+        pin_offsets(s.kafka_bootstrap, group, {tp: o for tp, o in starts.items() if tp[0] != "iiot.deadletter"})
+    except Exception as exc:  # noqa: BLE001 - Kafka refused: name the step
+        raise DemoError("pin the consumer group", str(exc)) from exc
     say(f"starting {workers} worker(s) in consumer group {group}")
     procs = _Workers(s, group, gateways, Path(s.home) / "demo" / group)
     summary = Summary(factory, len(fac.select(("timeseries", "image", "video"), devices)), workers, duration,
