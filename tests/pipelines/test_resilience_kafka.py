@@ -2,14 +2,18 @@
 
 A PRIVATE single-node Kafka (the project's `infra.Kafka` on free ports with
 its own data dir, see `private_stack`) so the shared broker is never touched;
-PostgreSQL and MinIO are the shared ones. A fresh factory produces for ~10 s;
+PostgreSQL and MinIO are the shared ones; a 4-node contracts ledger in the
+test's home lets the worker's anchor agent run (it reads iiot.sealed from the
+private broker too). A fresh factory produces for ~10 s;
 at ~5 s, once the worker has stored records, the broker is SIGKILLed, left
 down for 3 s and restarted on the same data dir (the simulator's idempotent
 producer buffers meanwhile, the worker's consumer and producer reconnect); a
 second short run then produces to the restarted broker.
 Afterwards every delivered record is stored exactly once, sealed with
 identical bytes, never dead-lettered (the private dead-letter topic stays
-empty), and the worker is still up.
+empty), each record is the leaf of exactly one batch, every batch is anchored
+once where the ledger says and announced once on iiot.anchors, and the worker
+is still up.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pytest
 from devices_helpers import end_offsets
 from pipelines.devices import Factory, RunConfig
 from private_stack import PrivateStack
-from resilience_helpers import SimRun, WorkerProc, check_exactly_once, wait_stored
+from resilience_helpers import Anchoring, SimRun, WorkerProc, check_exactly_once, wait_stored
 from storage.blobs import BlobStore
 from storage.db import open_pool
 
@@ -41,9 +45,11 @@ def test_kafka_broker_killed_and_restarted(stack, settings, tmp_path: Path) -> N
         name = f"kk-{uuid.uuid4().hex[:8]}"
         factory = Factory.ensure(s, name, 2)
         dids = [d.did for d in factory.devices]
+        gateway = f"gw-{name}"
+        anchoring = Anchoring(s, gateway)
         empty = end_offsets(s, ["iiot.sealed", "iiot.deadletter"])
         assert set(empty.values()) == {0}  # a fresh broker: everything on it is this test's
-        worker = WorkerProc(s, f"sealstream-test-kk-{uuid.uuid4().hex[:8]}", name, tmp_path / "worker.log")
+        worker = WorkerProc(s, f"sealstream-test-kk-{uuid.uuid4().hex[:8]}", name, tmp_path / "worker.log", gateway)
         try:
             sim = SimRun(s, RunConfig(name, devices=2, rate=2, duration=10, seed=7))
             deadline = time.monotonic() + 60
@@ -69,6 +75,9 @@ def test_kafka_broker_killed_and_restarted(stack, settings, tmp_path: Path) -> N
             assert 0 < before < len(sent)
             assert outcome.stored == len(sent)
             assert set(dlq.values()) == {0}, "a record was dead-lettered because of the broker outage"
+            batches = anchoring.check(sent, [worker])
+            print(f"{len(batches)} batches anchored, sizes {sorted(x.tree_size for x in batches)}")
             assert worker.alive(), worker.tail()
         finally:
             worker.kill()
+            anchoring.close()

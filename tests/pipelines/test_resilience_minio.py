@@ -4,12 +4,14 @@ dead-letters, and nothing is lost or duplicated.
 A PRIVATE MinIO and Kafka (the project's `infra.MinIO`/`infra.Kafka` on free
 ports with their own data dirs, see `private_stack`), so the shared services
 are never touched and the private dead-letter topic holds only this test's
-records; PostgreSQL is the shared one. A fresh factory produces for ~12 s; at
+records; PostgreSQL is the shared one; a 4-node contracts ledger in the test's
+home lets the worker's anchor agent run (its manifests go to the same MinIO). A fresh factory produces for ~12 s; at
 ~4 s, once records are stored, MinIO is stopped for 8 s, then started on the
 same data dir. Afterwards every delivered record is stored exactly once with
 its object in the private MinIO (digest re-checked on read), sealed with
 identical bytes, the dead-letter topic is empty, the worker counted store
-retries (it did hit the outage) and is still up.
+retries (it did hit the outage) and is still up; each record is the leaf of
+exactly one batch and every batch is anchored once where the ledger says.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 from devices_helpers import end_offsets
 from pipelines.devices import Factory, RunConfig
 from private_stack import PrivateStack
-from resilience_helpers import SimRun, WorkerProc, check_exactly_once, metric_total, wait_stored
+from resilience_helpers import Anchoring, SimRun, WorkerProc, check_exactly_once, metric_total, wait_stored
 from storage.blobs import BlobStore
 from storage.db import open_pool
 
@@ -41,8 +43,10 @@ def test_minio_outage_waits_and_loses_nothing(stack, settings, tmp_path: Path) -
         name = f"mo-{uuid.uuid4().hex[:8]}"
         factory = Factory.ensure(s, name, 2)
         dids = [d.did for d in factory.devices]
+        gateway = f"gw-{name}"
+        anchoring = Anchoring(s, gateway)
         empty = end_offsets(s, ["iiot.sealed", "iiot.deadletter"])
-        worker = WorkerProc(s, f"sealstream-test-mo-{uuid.uuid4().hex[:8]}", name, tmp_path / "worker.log")
+        worker = WorkerProc(s, f"sealstream-test-mo-{uuid.uuid4().hex[:8]}", name, tmp_path / "worker.log", gateway)
         try:
             sim = SimRun(s, RunConfig(name, devices=2, rate=2, duration=12, seed=9))
             deadline = time.monotonic() + 60
@@ -70,6 +74,9 @@ def test_minio_outage_waits_and_loses_nothing(stack, settings, tmp_path: Path) -
             assert retries > 0
             assert outcome.stored == len(sent)
             assert set(dlq.values()) == {0}, "a record was dead-lettered because of the storage outage"
+            batches = anchoring.check(sent, [worker])
+            print(f"{len(batches)} batches anchored, sizes {sorted(x.tree_size for x in batches)}")
             assert worker.alive(), worker.tail()
         finally:
             worker.kill()
+            anchoring.close()
