@@ -23,8 +23,6 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from storage import StorageError
-
 from ._anchor_plan import SealError, SealedLeaf, parse_sealed
 from .anchor import Anchorer
 from .metrics import PipelineMetrics
@@ -61,13 +59,15 @@ class GatewayFilter:
 
 
 async def _retrying(what: str, fn: Callable[[], Any]) -> Any:
-    """Run blocking `fn` in a thread until it succeeds (service errors back off, never give up)."""
+    """Run blocking `fn` in a thread until it succeeds.  Any error (PostgreSQL, MinIO or the ledger
+    unreachable) backs off and retries: the window's seals are not acked until it succeeded, and the
+    agent must not die (Faust would stop consuming the partitions)."""
     delay = 0.5
     while True:
         try:
             return await asyncio.to_thread(fn)
-        except (StorageError, ConnectionError, TimeoutError, OSError) as exc:
-            log.warning("%s failed, retrying in %.1f s: %s", what, delay, exc)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s failed, retrying in %.1f s: %s: %s", what, delay, type(exc).__name__, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 

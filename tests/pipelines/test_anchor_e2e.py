@@ -215,3 +215,32 @@ def test_sigkill_mid_batch_anchors_each_batch_once(env, tmp_path) -> None:
         assert n == distinct == len(good)
     finally:
         worker.kill()
+
+
+def test_ledger_without_quorum_batches_fail_and_are_retried(env, tmp_path) -> None:
+    """Two of four nodes down (no quorum; the other two still answer lookups): ANCHORs time out, the
+    batches are `failed` and retried with backoff, never dropped; with the nodes back every batch is
+    anchored once (a timed-out tx that committed later is found through DUPLICATE_BATCH / lookup)."""
+    s, cluster, pool = env
+    name, factory, gateway, app_id, anchors_start = _setup(s, cluster, "aq")
+    worker = WorkerProc(s, app_id, gateway, tmp_path / "worker.log")
+    down = cluster.names[2:]
+    try:
+        summary = run(s, RunConfig(name, devices=1, rate=2, duration=2, seed=7))
+        good = [r.statement_hash for r in read_sent_log(summary.sent_log, summary.run_id)]
+        wait_for(lambda: _all_anchored(pool, good), 60, "first run anchored", worker)
+        cluster.stop(down)
+        summary = run(s, RunConfig(name, devices=1, rate=2, duration=2, seed=8))
+        good += [r.statement_hash for r in read_sent_log(summary.sent_log, summary.run_id)]
+        wait_for(lambda: worker.metric("sealstream_pipeline_batches_failed_total") >= 2, 120,
+                 "failed submissions", worker)
+        assert any(st in ("failed", "submitted") for st, _ in _open(pool, gateway).values())
+        cluster.start(down, timeout=60)
+        wait_for(lambda: _all_anchored(pool, good), 120, "every statement anchored", worker)
+        wait_for(lambda: all(st == "anchored" for st, _ in _open(pool, gateway).values()), 60,
+                 "every batch anchored", worker)
+        batches = _check_batches(s, cluster, pool, gateway, good, anchors_start)
+        assert max(b.attempts for b in batches) >= 2
+    finally:
+        worker.kill()
+        cluster.start(down, timeout=60)
