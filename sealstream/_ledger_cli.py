@@ -1,5 +1,5 @@
 """``sealstream ledger ...``: a local cluster of ledger nodes (init, up, down, status, submit,
-registry, anchor, reputation).
+registry, anchor, reputation, events, audit, tokens).
 
 State lives in ``$SEALSTREAM_HOME/ledger`` (see `ledger.layout`); the processes
 are run by `ledger.cluster.LocalCluster`, the same code the tests and the
@@ -132,9 +132,11 @@ def ledger() -> None:
         '{"id": "acme", "name": "ACME", "admin": "did:key:z6Mk..."}'
     sealstream ledger registry acme --height 5     key and status as of a height
     sealstream ledger anchor BATCH_ID              an anchored batch root
+    sealstream ledger events --follow              audit events as they commit (--verify: proven)
+    sealstream ledger audit rules                  audit rules; `ledger tokens ...`: balances, history
     sealstream ledger down                         stop the nodes; blocks are kept
 
-    The nodes run the contracts (registry, anchors; docs/contracts.md) with the
+    The nodes run the contracts (registry, anchors, tokens, audit; docs/contracts.md) with the
     consortium admin key in keys/admin.key; `init --app kv` makes a key/value
     ledger (kv.put) instead.
 
@@ -326,6 +328,19 @@ def _lookup_client(ctx: click.Context) -> Any:
     return LedgerClient.from_layout(cluster.root)
 
 
+def _look(ctx: click.Context, as_json: bool, ask: Any, missing: str | None = None) -> Any:
+    """`ask(client)` with a lookup client; a boundary error, or None when `missing` is
+    given, exits 1 with one sentence (`missing` names what was not found)."""
+    try:
+        with _lookup_client(ctx) as client:
+            got = ask(client)
+    except _boundary_errors() as exc:
+        _fail(exc, as_json)
+    if got is None and missing is not None:
+        _fail(LookupError(missing), as_json)
+    return got
+
+
 def _pos(p: dict | None) -> str:
     return "-" if p is None else f"{p['height']}/{p['index']}"
 
@@ -345,16 +360,9 @@ def ledger_registry(ctx: click.Context, entity_id: str, height: int | None, inde
     Status is active, revoked (from its or its org's revocation on),
     unregistered (before its registration) or unknown. Exit 1 if no node knows ENTITY_ID.
     """
-    try:
-        with _lookup_client(ctx) as client:
-            got = client.resolve(entity_id, height, index)
-    except _boundary_errors() as exc:
-        _fail(exc, as_json)
-        return
-    if got is None:
-        _fail(LookupError(f"no registry entity {entity_id!r} on any node; check the id "
-                          "(`sealstream ledger submit registry.register_...` adds one)"), as_json)
-        return
+    got = _look(ctx, as_json, lambda c: c.resolve(entity_id, height, index),
+                f"no registry entity {entity_id!r} on any node; check the id "
+                "(`sealstream ledger submit registry.register_...` adds one)")
     if as_json:
         _emit(got)
         return
@@ -380,15 +388,7 @@ def ledger_anchor(ctx: click.Context, batch_id: str, as_json: bool) -> None:
 
     Exit 1 if no node has BATCH_ID.
     """
-    try:
-        with _lookup_client(ctx) as client:
-            got = client.get_anchor(batch_id)
-    except _boundary_errors() as exc:
-        _fail(exc, as_json)
-        return
-    if got is None:
-        _fail(LookupError(f"no anchored batch {batch_id!r} on any node"), as_json)
-        return
+    got = _look(ctx, as_json, lambda c: c.get_anchor(batch_id), f"no anchored batch {batch_id!r} on any node")
     if as_json:
         _emit(got)
         return
@@ -517,12 +517,7 @@ def ledger_audit() -> None:
 @click.pass_context
 def ledger_audit_rules(ctx: click.Context, org: str | None, active: bool, as_json: bool) -> None:
     """Audit rules (their current versions), by id."""
-    try:
-        with _lookup_client(ctx) as client:
-            got = client.audit_rules(org, active)
-    except _boundary_errors() as exc:
-        _fail(exc, as_json)
-        return
+    got = _look(ctx, as_json, lambda c: c.audit_rules(org, active))
     if as_json:
         _emit({"rules": got})
         return
@@ -539,15 +534,7 @@ def ledger_audit_rules(ctx: click.Context, org: str | None, active: bool, as_jso
 @click.pass_context
 def ledger_audit_rule(ctx: click.Context, rule_id: str, as_json: bool) -> None:
     """One audit rule with every version it had. Exit 1 if no node knows RULE_ID."""
-    try:
-        with _lookup_client(ctx) as client:
-            got = client.audit_rule(rule_id)
-    except _boundary_errors() as exc:
-        _fail(exc, as_json)
-        return
-    if got is None:
-        _fail(LookupError(f"no audit rule {rule_id!r} on any node"), as_json)
-        return
+    got = _look(ctx, as_json, lambda c: c.audit_rule(rule_id), f"no audit rule {rule_id!r} on any node")
     if as_json:
         _emit(got)
         return
@@ -582,15 +569,8 @@ def ledger_tokens() -> None:
 @click.pass_context
 def ledger_tokens_balance(ctx: click.Context, account: str, as_json: bool) -> None:
     """An account's balance, how many charges it paid and the total spent. Exit 1 if unknown."""
-    try:
-        with _lookup_client(ctx) as client:
-            got = client.token_account(account, limit=1)
-    except _boundary_errors() as exc:
-        _fail(exc, as_json)
-        return
-    if got is None:
-        _fail(LookupError(f"no account or entity {account!r} on any node"), as_json)
-        return
+    got = _look(ctx, as_json, lambda c: c.token_account(account, limit=1),
+                f"no account or entity {account!r} on any node")
     data = {k: got[k] for k in ("account", "balance", "charges", "spent", "state_height")}
     if as_json:
         _emit(data)
@@ -609,15 +589,8 @@ def ledger_tokens_balance(ctx: click.Context, account: str, as_json: bool) -> No
 def ledger_tokens_history(ctx: click.Context, account: str, since_height: int | None, after: int | None,
                           limit: int, as_json: bool) -> None:
     """Every charge of an account, oldest first: who, what, when, which tx (one page)."""
-    try:
-        with _lookup_client(ctx) as client:
-            got = client.token_account(account, since_height, after, limit)
-    except _boundary_errors() as exc:
-        _fail(exc, as_json)
-        return
-    if got is None:
-        _fail(LookupError(f"no account or entity {account!r} on any node"), as_json)
-        return
+    got = _look(ctx, as_json, lambda c: c.token_account(account, since_height, after, limit),
+                f"no account or entity {account!r} on any node")
     if as_json:
         _emit(got)
         return
@@ -669,12 +642,7 @@ def ledger_tokens_allocate(ctx: click.Context, source: str, to: str, amount: int
 @click.pass_context
 def ledger_tokens_fees(ctx: click.Context, as_json: bool) -> None:
     """The fee schedule (by kind pattern) and the supply (minted, consumed)."""
-    try:
-        with _lookup_client(ctx) as client:
-            got = client.token_fees()
-    except _boundary_errors() as exc:
-        _fail(exc, as_json)
-        return
+    got = _look(ctx, as_json, lambda c: c.token_fees())
     if as_json:
         _emit(got)
         return
