@@ -373,8 +373,10 @@ def retire_rule(tc: TxContext, p: dict) -> dict:
 
 
 def _selected(rule: Mapping, op: Mapping) -> bool:
-    m = rule["match"]
-    return all(f not in m or (op.get(f) or "") in m[f] for f in ("op", "system", "action"))
+    for f, names in rule["match"].items():  # op always has op, system and action ("" when none)
+        if op[f] not in names:
+            return False
+    return True
 
 
 def _hhmm(minute: int) -> str:
@@ -453,9 +455,10 @@ def record(tc: TxContext, p: dict) -> dict:
     st = tc.state
     meta = _meta(st)
     raised = []
+    peek = st.peek
     for scope in (org, ALL_ORGS):
-        for rule_id in _peek(st, active_key(scope), []):
-            rule = _peek(st, rule_key(rule_id))
+        for rule_id in peek(active_key(scope), ()):
+            rule = peek("aud/rule/" + rule_id)
             why = _evaluate(tc, rule, op)
             if why is None:
                 continue
