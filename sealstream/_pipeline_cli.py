@@ -100,8 +100,11 @@ def pipeline_register_gateway(ctx: click.Context, gateway: str | None, org: str,
 
     s = _settings(ctx)
     name = gateway or s.pipeline_gateway
+    layout = LedgerLayout(s.ledger_home)
+    if not layout.exists():
+        fail({"error": "no-ledger", "message": f"no ledger in {s.ledger_home}: run `sealstream ledger up` first"},
+             as_json)
     try:
-        layout = LedgerLayout(s.ledger_home)
         did = gateway_key(Path(s.home), name).did
         with LedgerClient.from_layout(s.ledger_home, key=layout.admin_key()) as admin:
             reg = ensure_gateway(admin, name, did, org=org, fund=fund)
