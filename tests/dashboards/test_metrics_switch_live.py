@@ -1,0 +1,81 @@
+"""SEALSTREAM_METRICS reaches real processes: a ledger node's /metrics is empty when off (has its series when on);
+a pipeline worker opens no /metrics port and registers no Prometheus target when off."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from ledger import Params
+from ledger.cluster import LocalCluster, free_ports
+from pipelines.devices import Factory
+from sealstream.settings import load_settings
+
+PARAMS = Params(max_block_txs=16, block_time_ms=20, checkpoint_interval=10, view_change_timeout_ms=800,
+                status_interval_ms=300, fetch_timeout_ms=800)
+
+
+@pytest.mark.parametrize("value", ["1", "0"])
+def test_ledger_node_metrics_switch(value: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SEALSTREAM_METRICS", value)  # the node processes inherit the environment
+    cluster = LocalCluster(tmp_path / "ledger", n_nodes=1, n_sealers=1, params=PARAMS, app="kv")
+    cluster.init()
+    cluster.start(timeout=30)
+    try:
+        with cluster.client() as client:
+            client.submit("kv.put", {"key": "k", "value": 1})
+        status, body = cluster.http_get(cluster.names[0], "/metrics")
+        assert status == 200
+        text = body.decode()
+        if value == "1":
+            assert "sealstream_ledger_height{" in text and "sealstream_ledger_commit_latency_seconds_count" in text
+        else:
+            assert "sealstream_" not in text
+        assert cluster.status(cluster.names[0])["height"] >= 1
+    finally:
+        cluster.stop(timeout=5)
+
+
+@pytest.mark.services
+def test_pipeline_worker_without_metrics_serves_nothing(stack, settings, tmp_path) -> None:
+    """With SEALSTREAM_METRICS=0 a worker that has joined its group opens no /metrics port and registers no target."""
+    home = tmp_path / "home"
+    s = load_settings(home=home, kafka_bootstrap_servers=settings.kafka_bootstrap)
+    factory, group = f"off-{uuid.uuid4().hex[:8]}", f"sealstream-metricsoff-{uuid.uuid4().hex[:8]}"
+    Factory.ensure(s, factory, 1)
+    port = free_ports(1)[0]
+    env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
+               SEALSTREAM_METRICS="0", SEALSTREAM_PIPELINE_OFFSET_RESET="latest")
+    log = tmp_path / "worker.log"
+    proc = subprocess.Popen([sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", group,
+                             "--directory", "manifest", "--factory", factory, "--metrics-port", str(port),
+                             "--no-anchor"], cwd=Path(__file__).resolve().parents[2], env=env,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            desc = admin.describe_consumer_groups([group])[group].result(10)
+            if desc.members:
+                break
+            assert time.monotonic() < deadline, f"worker never joined its group\n{log.read_text()[-3000:]}"
+            time.sleep(1)
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, "a /metrics server listens although metrics are off"
+        assert not (home / "prometheus" / "targets" / "sealstream-pipeline.json").exists()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
