@@ -220,9 +220,8 @@ class Collector:
         rows = self.store.range_rows(device, start, end)
         hashes = list(self.store.device_statements(device, start, end))
         if rows.num_rows:
-            hashes += pc.unique(pc.dictionary_decode(rows.column("statement_hash").combine_chunks())
-                                if pa.types.is_dictionary(rows.schema.field("statement_hash").type)
-                                else rows.column("statement_hash")).to_pylist()
+            col = rows.column("statement_hash").combine_chunks()
+            hashes += (col.dictionary if pa.types.is_dictionary(col.type) else pc.unique(col)).to_pylist()
         subject = {"kind": "range", "device": device, "from": start.isoformat(), "to": end.isoformat()}
         lo, hi = _micros(start), _micros(end)
         return self.evidence(subject, hashes, rows=rows, window_us=(lo, hi))
