@@ -190,6 +190,8 @@ async def follow_events(client: "AsyncLedgerClient", from_height: int = 0, after
                     async with session.get(addr.http_url + "/events", params=q) as resp:
                         if resp.status != 200:
                             body = await resp.text()
+                            if resp.status == 404 and "no-contracts" in body:
+                                raise EventStreamError(f"{addr.name} runs the kv app: no contracts, no events")
                             errors.append(f"{addr.name}: HTTP {resp.status} {body[:200]}")
                             continue
                         async for raw in resp.content:

@@ -87,6 +87,12 @@ class BridgeFenced(PublishError):
     """Another bridge with the same transactional id took over."""
 
 
+def _fenced_codes() -> frozenset[int]:
+    from confluent_kafka import KafkaError
+
+    return frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+
+
 def transactional_id(chain_id: str, topic: str) -> str:
     """One per (chain, topic): a restarted bridge fences its predecessor."""
     digest = hashlib.sha256(f"{chain_id}\0{topic}".encode()).hexdigest()[:24]
@@ -217,6 +223,7 @@ class AlertsBridge:
     def _publish(self, batch: list["AuditEvent"]) -> None:
         from confluent_kafka import KafkaError, KafkaException
 
+        _FENCED_CODES = _fenced_codes()
         p = self._producer
         try:
             p.begin_transaction()
@@ -226,7 +233,7 @@ class AlertsBridge:
             p.commit_transaction(30)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError._FENCED:
+            if isinstance(err, KafkaError) and err.code() in _FENCED_CODES:
                 raise BridgeFenced("another alerts bridge for this chain took over") from None
             try:
                 if isinstance(err, KafkaError) and err.txn_requires_abort():

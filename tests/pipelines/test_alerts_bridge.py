@@ -198,3 +198,57 @@ def test_bridge_publishes_each_event_once_across_a_kill(stack, settings, tmp_pat
         if bridge is not None:
             bridge.kill()
         c.stop(timeout=5)
+
+
+def test_a_second_bridge_fences_the_first(stack, settings, tmp_path: Path) -> None:
+    """Two bridges for one chain: the newer one fences the older (which stops with
+    BridgeFenced), resumes after what the older committed, and nothing is doubled."""
+    import asyncio
+
+    from ledger.client import AsyncLedgerClient
+    from pipelines.alerts import AlertsBridge, BridgeFenced
+
+    c = LocalCluster(tmp_path / "ledger", n_nodes=4, n_sealers=4, params=PARAMS, app="contracts")
+    c.init()
+    c.start(timeout=30)
+    try:
+        chain = c.layout.genesis().chain_id
+        start = _ends(settings)
+
+        async def scenario() -> tuple:
+            async with AsyncLedgerClient.from_layout(c.root, key=c.layout.admin_key()) as A:
+                async def record(n: int) -> None:
+                    for i in range(n):
+                        r = await A.submit("audit.record", {"org": "operator", "operator": f"o{i}", "system": "s",
+                                                            "op": "login"})
+                        assert len(r.result["events"]) == 1, r.result
+
+                r = await A.submit("audit.deploy_rule", {"id": "every-login", "org": "operator", "kind": "rate",
+                                                         "max": 0, "match": {"op": "login"}})
+                assert r.refusal is None, r.result
+                await record(3)
+                first, second = AlertsBridge(A, settings.kafka_bootstrap), AlertsBridge(A, settings.kafka_bootstrap)
+                t1 = asyncio.create_task(first.run())
+                while first.published < 3:
+                    assert not t1.done(), t1.exception()
+                    await asyncio.sleep(0.1)
+                stop2 = asyncio.Event()
+                t2 = asyncio.create_task(second.run(stop2))
+                while second.resumed_after is None:
+                    assert not t2.done(), t2.exception()
+                    await asyncio.sleep(0.1)
+                await record(2)
+                while second.published < 2:
+                    assert not t2.done(), t2.exception()
+                    await asyncio.sleep(0.1)
+                fenced = await asyncio.wait_for(asyncio.gather(t1, return_exceptions=True), 30)
+                stop2.set()
+                return first.status(), await t2, fenced[0]
+
+        first, second, fenced = asyncio.run(scenario())
+        assert isinstance(fenced, BridgeFenced)
+        assert first.published == 3 and second.resumed_after == 2 and second.published == 2
+        got = _alerts(settings, start, chain)
+        assert sorted(int(dict(m.headers())[H_SEQ]) for m in got) == [0, 1, 2, 3, 4]
+    finally:
+        c.stop(timeout=5)
