@@ -1,9 +1,17 @@
-"""Summarise a py-spy ``--format raw`` profile (collapsed stacks) of the trusted worker.
+"""Summarise a py-spy profile of the trusted worker (``record --idle --format raw``: collapsed stacks).
 
-Each line is ``frame;frame;...;leaf count`` with frames ``func (file:line)``.
-We report, as shares of the active samples, the inclusive time of the
-functions that name a pipeline step (checks, hashing, archive, database
-writes, seal, Kafka client), and the functions with the most self time.
+Each line is ``frame;frame;...;leaf count``, frames ``func (file:line)``, root
+first. Samples are wall-clock (``--idle``), so waiting on PostgreSQL, MinIO or
+Kafka shows up where it happens. Three views:
+
+* ``store``: the samples inside `IngestProcessor.process` (the blocking
+  per-record work the agents run in threads), split by pipeline step, as
+  shares of those samples; ``store_concurrency`` = their count / (seconds x
+  rate), the average number of records being processed at once (the worker
+  can run at most one per raw topic, i.e. 3);
+* ``event_loop``: the main thread (Faust, aiokafka, the agents' own code),
+  split into idle (waiting in ``select``) and what it runs;
+* ``self``: the functions with the most self time outside idle waits.
 """
 
 from __future__ import annotations
@@ -11,28 +19,39 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
-__all__ = ["profile_summary", "STEPS"]
+__all__ = ["profile_summary", "STORE_STEPS", "LOOP_STEPS"]
 
-#: step name -> regex on a frame "func (file:line)"; the first match in a stack (from the leaf) wins
-STEPS: list[tuple[str, str]] = [
-    ("device signature check (nacl verify)", r"verify_statement|crypto_sign_open|nacl/signing"),
-    ("gateway receipt signature", r"seal_receipt|crypto_sign \("),
-    ("payload SHA-256", r"matches_payload|_hashes\.py|sha256"),
-    ("Arrow parse", r"ipc\.py|read_all|open_stream"),
-    ("MinIO archive (put_raw)", r"put_raw|blobs\.py|minio/"),
-    ("PostgreSQL statements", r"write_statements|write_receipts|readers\.py"),
-    ("PostgreSQL readings COPY", r"write_readings|_stage_table|_csv \("),
+#: (step, regex on one frame); a stack goes to the first step matched, scanning from the leaf up
+STORE_STEPS: list[tuple[str, str]] = [
+    ("device signature check", r"verify_statement|nacl/"),
+    ("gateway receipt signature", r"seal_receipt"),
+    ("payload SHA-256", r"matches_payload|_hashes\.py"),
+    ("Arrow parse", r"pyarrow/"),
+    ("MinIO archive (stat + put)", r"put_raw|storage/blobs\.py|minio/"),
+    ("PostgreSQL statements (+ replay lookups)", r"write_statements|write_receipts|storage/readers\.py"),
+    ("PostgreSQL readings COPY", r"write_readings|ensure_partitions"),
     ("PostgreSQL blobs", r"write_blobs"),
-    ("last seq lookup", r"stored_last_seq|last_seq \("),
-    ("ingest checks (other)", r"checks\.py"),
-    ("seal JSON", r"seal_value"),
-    ("Kafka client (aiokafka)", r"aiokafka/"),
-    ("Faust runtime", r"faust/|mode/"),
-    ("asyncio loop / selector", r"asyncio/|selectors\.py"),
+    ("last-seq lookup (PostgreSQL)", r"stored_last_seq|\.last_seq "),
+    ("ingest checks (parse, limits)", r"pipelines/checks\.py|trust/statement\.py|trust/canonical"),
+    ("pool / other", r"psycopg_pool/|\.process \("),
 ]
-_COMPILED = [(n, re.compile(p)) for n, p in STEPS]
+LOOP_STEPS: list[tuple[str, str]] = [
+    ("produce + wait for acks (aiokafka producer)", r"aiokafka/producer"),
+    ("fetch (aiokafka consumer)", r"aiokafka/consumer|aiokafka/conn|aiokafka/client"),
+    ("seal JSON + headers", r"seal_value|\.value \(pipelines/worker"),
+    ("anchor agent", r"anchor"),
+    ("metrics", r"prometheus_client/"),
+    ("logging", r"logging/|colorlog|formatter\.py"),
+    ("Faust/mode runtime", r"faust/|mode/"),
+    ("asyncio machinery", r"asyncio/|selectors\.py"),
+]
 _LINE = re.compile(r"^(.*) (\d+)$")
+_IDLE_LEAF = re.compile(r"EpollSelector\.select|_worker \(concurrent/futures/thread\.py|Condition\.wait|"
+                        r"Event\.wait|\.select \(selectors|_wait_for_tstate_lock|socketserver|serve_forever")
+_STORE = [(n, re.compile(p)) for n, p in STORE_STEPS]
+_LOOP = [(n, re.compile(p)) for n, p in LOOP_STEPS]
 
 
 def _name(frame: str) -> str:
@@ -41,9 +60,22 @@ def _name(frame: str) -> str:
     return f"{m.group(1)} ({m.group(2)})" if m else frame
 
 
-def profile_summary(path: Path, top: int = 10) -> dict:
-    """Shares (%) of active samples: by pipeline step (inclusive) and the top self-time functions."""
-    steps: Counter[str] = Counter()
+def _step(frames: list[str], steps: list, default: str) -> str:
+    for frame in reversed(frames):
+        for name, rx in steps:
+            if rx.search(frame):
+                return name
+    return default
+
+
+def _shares(c: Counter, total: int) -> list[tuple[str, float]]:
+    return [(k, round(100.0 * v / total, 1)) for k, v in c.most_common()] if total else []
+
+
+def profile_summary(path: Path, seconds: Optional[float] = None, rate_hz: int = 100, top: int = 10) -> dict:
+    """The three views (shares in %); `seconds` and `rate_hz` give the store concurrency."""
+    store: Counter[str] = Counter()
+    loop: Counter[str] = Counter()
     selfs: Counter[str] = Counter()
     total = 0
     for line in Path(path).read_text(errors="replace").splitlines():
@@ -52,17 +84,19 @@ def profile_summary(path: Path, top: int = 10) -> dict:
             continue
         frames, n = m.group(1).split(";"), int(m.group(2))
         total += n
-        selfs[_name(frames[-1])] += n
-        for frame in reversed(frames):
-            step = next((name for name, rx in _COMPILED if rx.search(frame)), None)
-            if step is not None:
-                steps[step] += n
-                break
-        else:
-            steps["other"] += n
-    if total == 0:
-        return {"samples": 0, "inclusive": [], "self": []}
-    pct = lambda n: round(100.0 * n / total, 1)  # noqa: E731
-    return {"samples": total,
-            "inclusive": [(k, pct(v)) for k, v in steps.most_common()],
-            "self": [(k, pct(v)) for k, v in selfs.most_common(top)]}
+        idle = bool(_IDLE_LEAF.search(frames[-1]))
+        if not idle:
+            selfs[_name(frames[-1])] += n
+        if any(".process (" in f and "pipelines/worker.py" in f for f in frames):
+            store[_step(frames, _STORE, "pool / other")] += n
+        elif not frames[0].startswith("Thread._bootstrap"):
+            loop["idle (waiting in select)" if idle else _step(frames, _LOOP, "other")] += n
+    n_store, n_loop = sum(store.values()), sum(loop.values())
+    busy = sum(selfs.values())
+    return {
+        "samples": total,
+        "store": _shares(store, n_store),
+        "store_concurrency": round(n_store / (seconds * rate_hz), 2) if seconds else None,
+        "event_loop": _shares(loop, n_loop),
+        "self": [(k, round(100.0 * v / busy, 1)) for k, v in selfs.most_common(top)] if busy else [],
+    }

@@ -10,9 +10,9 @@ then each consumer drains exactly that range from a fresh consumer group
 pinned at its start, into its own throwaway PostgreSQL database and MinIO
 bucket:
   * trusted: `sealstream pipeline worker` (checks, hashing, MinIO archive,
-    statements/readings/blobs, gateway seal to iiot.sealed; anchoring when the
-    worker finds a ledger in its home: not in this benchmark's home, see
-    bench/README.md);
+    statements/readings/blobs, gateway seal to iiot.sealed, and with --anchor,
+    the default, its anchor agent: batches anchored on a 4-node contracts ledger
+    the benchmark starts in its home, gateway registered and funded);
   * baseline: bench/_pipeline_baseline.py, the same aiokafka -> MinIO ->
     PostgreSQL COPY path with no signature check, hashing, sealing or anchoring.
 A drain's rate counts from the first record done to the last ((n-1) records
@@ -22,9 +22,13 @@ over that span), so process start-up and group join are not timed: trusted
 consumer goes first; medians are quoted, with the ratio trusted/baseline
 (target >= 0.8).
 
+With anchoring the trusted drain also reports the rate from the first record
+done to the last statement's batch anchored (``batches.anchored_at``).
+
 Latency (live): each consumer runs while the simulator produces at a paced
 rate well under capacity; device-to-stored = done time - the statement's
-device timestamp, p50/p99 over the paced records.
+device timestamp, device-to-anchored = its batch's ``anchored_at`` - the
+device timestamp; p50/p99 over the paced records.
 
 --profile samples the trusted worker with py-spy during one extra drain (not
 timed) and prints where its active time goes. --metrics off runs the worker
@@ -61,6 +65,7 @@ from bench._pipeline_profile import profile_summary  # noqa: E402
 ROOT = _HERE.parent
 RAW = ["iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw"]
 TARGET_RATIO = 0.8
+PROFILE_HZ = 100
 GATEWAY = "bench-gw"
 
 
@@ -160,7 +165,7 @@ class Consumer:
     """One consumer process (trusted worker or baseline) on its own group, database and bucket."""
 
     def __init__(self, kind: str, s: Any, load: Load, home: Path, metrics: str, log: Path,
-                 start: Optional[dict] = None) -> None:
+                 start: Optional[dict] = None, anchor: bool = False) -> None:
         self.kind, self.s, self.load = kind, s, load
         self.group = f"ss-bench-{kind}-{uuid.uuid4().hex[:8]}"
         self.dsn = _fresh_db(s, kind[0])
@@ -177,7 +182,7 @@ class Consumer:
             argv = [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", self.group,
                     "--directory", "manifest", "--factory", load.factory, "--metrics-port", str(port),
                     "--loglevel", "warn"]
-            if _worker_has_anchor_flag():
+            if not anchor and _worker_has_anchor_flag():
                 argv.append("--no-anchor")
         else:
             from bench._pipeline_baseline import ensure_schema
@@ -189,6 +194,7 @@ class Consumer:
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         self.follower = SealFollower(s.kafka_bootstrap, self.sealed_start, set(load.devices)) \
             if kind == "trusted" else None
+        self.anchor = anchor and kind == "trusted"
 
     @property
     def pid(self) -> int:
@@ -221,6 +227,27 @@ class Consumer:
                 raise SystemExit(f"{self.kind} consumer: {len(got)} of {n} records done after {timeout:.0f} s; "
                                  f"log {self.log}")
             time.sleep(0.3)
+
+    def anchored(self) -> dict[str, int]:
+        """Statement hash -> anchored_at (ms) of its batch, for the statements already anchored."""
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT encode(l.statement_hash, 'hex'), (extract(epoch FROM b.anchored_at) * 1000)::bigint "
+                "FROM batch_leaves l JOIN batches b USING (batch_id) WHERE b.anchor_state = 'anchored'").fetchall()
+        return dict(rows)
+
+    def wait_anchored(self, hashes: list[str], timeout: float) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.anchored()
+            if all(h in got for h in hashes):
+                return got
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"trusted worker: {sum(h in got for h in hashes)} of {len(hashes)} statements "
+                                 f"anchored (exit code {self.proc.poll()}); log {self.log}")
+            time.sleep(0.5)
 
     def counts(self) -> dict[str, int]:
         """Rows this consumer wrote for the load's devices (a completeness check, both must agree)."""
@@ -272,18 +299,21 @@ class Drain:
     records_per_s: float
     readings_per_s: float
     blob_mb_per_s: float
+    anchored_per_s: Optional[float] = None
     extra: dict = field(default_factory=dict)
 
 
 def _drain(kind: str, s: Any, load: Load, home: Path, args: argparse.Namespace, repeat: int,
            profile_out: Optional[Path] = None) -> tuple[Drain, Optional[dict]]:
-    c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-{repeat}.log")
+    c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-{repeat}.log", anchor=args.anchor)
     spy = None
     try:
-        if profile_out is not None:
-            spy = subprocess.Popen(["py-spy", "record", "--pid", str(c.pid), "--rate", "200", "--format", "raw",
-                                    "--output", str(profile_out), "--nonblocking"],
+        if profile_out is not None:  # attach once records flow: start-up (imports, group join) is not profiled
+            c.wait(1, args.timeout)
+            spy = subprocess.Popen([_py_spy(), "record", "--pid", str(c.pid), "--rate", str(PROFILE_HZ), "--idle",
+                                    "--format", "raw", "--output", str(profile_out), "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            spy_started = time.monotonic()
         done = c.wait(load.messages, args.timeout)
         counts = c.counts()
         if counts["records"] != load.messages:
@@ -296,17 +326,30 @@ def _drain(kind: str, s: Any, load: Load, home: Path, args: argparse.Namespace, 
                       counts["readings"] * frac / span, load.blob_bytes * frac / span / 1e6)
         if c.follower is not None:
             drain.extra["repeated_seals"] = c.follower.repeats
+        if c.anchor:  # end to end: from the first record done to the last statement's batch anchored
+            anchored = c.wait_anchored(list(done), args.timeout)
+            last = max(anchored[h] for h in done)
+            drain.anchored_per_s = (n - 1) / max(1e-3, (last - min(times)) / 1000.0)
         prof = None
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
-            prof = profile_summary(profile_out) if profile_out.exists() else {
+            prof = profile_summary(profile_out, time.monotonic() - spy_started, PROFILE_HZ) \
+                if profile_out.exists() else {
                 "error": (spy.stderr.read() or b"").decode(errors="replace")[-500:]}
         return drain, prof
     finally:
         if spy is not None and spy.poll() is None:
             spy.kill()
         c.close(args.keep)
+
+
+def _py_spy() -> str:
+    """The py-spy binary: on PATH, else beside this interpreter (a venv not activated)."""
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install 'py-spy>=0.4,<0.5'")
+    return found
 
 
 def _pct(values: list[float], q: float) -> Optional[float]:
@@ -321,7 +364,7 @@ def _latency(kind: str, s: Any, load: Load, home: Path, args: argparse.Namespace
     from pipelines.devices import RunConfig, read_sent_log, run
 
     here = end_offsets(s.kafka_bootstrap, RAW)
-    c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-latency.log", start=here)
+    c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-latency.log", start=here, anchor=args.anchor)
     try:
         def paced(seconds: float, rate: float, count: Optional[int] = None) -> list:
             summary = run(s, RunConfig(load.factory, devices=args.devices, rate=rate, duration=seconds, count=count,
@@ -332,12 +375,21 @@ def _latency(kind: str, s: Any, load: Load, home: Path, args: argparse.Namespace
         c.wait(len(warm), args.timeout)
         sent = paced(args.latency_seconds, args.latency_rate)
         done = c.wait(len(warm) + len(sent), args.timeout)
+        rate = round(len(sent) / args.latency_seconds, 1)
         if kind == "trusted":
             lat = [done[r.statement_hash][1] - r.ts for r in sent]
         else:
             lat = [done[(r.topic, r.partition, r.offset)][1] - r.ts for r in sent]
-        return {"n": len(lat), "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
-                "rate_per_s": round(len(sent) / args.latency_seconds, 1)}
+        out = {"device_to_stored": {"n": len(lat), "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
+                                    "rate_per_s": rate}}
+        if c.anchor:
+            anchored = c.wait_anchored([r.statement_hash for r in sent], args.timeout)
+            alat = [anchored[r.statement_hash] - r.ts for r in sent]
+            out["device_to_anchored"] = {"n": len(alat), "p50_ms": _pct(alat, 0.5), "p99_ms": _pct(alat, 0.99),
+                                         "rate_per_s": rate}
+        elif kind == "trusted":
+            out["device_to_anchored"] = None
+        return out
     finally:
         c.close(args.keep)
 
@@ -355,6 +407,7 @@ def build_report(args: argparse.Namespace) -> dict:
     s = load_settings(home=home, kafka_bootstrap_servers=base.kafka_bootstrap, pg_dsn=base.postgres_dsn,
                       minio_endpoint=base.minio_address)
     load_before = os.getloadavg()
+    ledger = _start_ledger(home) if args.anchor else None
     try:
         load = _preload(s, f"bench-{uuid.uuid4().hex[:8]}", args.devices, args.messages, args.seed)
         drains: list[Drain] = []
@@ -372,38 +425,66 @@ def build_report(args: argparse.Namespace) -> dict:
                    for name, ds in (("trusted", trusted), ("baseline", baseline))}
         per_repeat = [t.records_per_s / b.records_per_s for t, b in zip(trusted, baseline)]
         ratio = round(figures["trusted"]["records_per_s"] / figures["baseline"]["records_per_s"], 3)
+        anchored_ratio = None
+        if args.anchor:
+            figures["trusted"]["anchored_per_s"] = _median(trusted, "anchored_per_s")
+            anchored_ratio = round(figures["trusted"]["anchored_per_s"] / figures["baseline"]["records_per_s"], 3)
+        profile = None
+        if args.profile:  # before the live runs: those add records of the same devices after the preload
+            _, profile = _drain("trusted", s, load, home, args, -1, profile_out=home / "trusted.pyspy.txt")
         latency = {}
         if args.latency_seconds > 0:
             for kind in ("trusted", "baseline"):
-                latency[kind] = {"device_to_stored": _latency(kind, s, load, home, args)}
-                _say(args, f"latency {kind:8s} {latency[kind]['device_to_stored']}")
-            latency["trusted"]["device_to_anchored"] = None  # no ledger in the benchmark's home (README)
-        profile = None
-        if args.profile:
-            _, profile = _drain("trusted", s, load, home, args, -1, profile_out=home / "trusted.pyspy.txt")
+                latency[kind] = _latency(kind, s, load, home, args)
+                _say(args, f"latency {kind:8s} {latency[kind]}")
         return {
             "load": {"messages": load.messages, "by_kind": load.by_kind, "devices": len(load.devices),
                      "readings": sorted(readings), "blob_bytes": load.blob_bytes},
             "repeats": args.repeats,
             "runs": [d.__dict__ for d in drains],
             "trusted": figures["trusted"], "baseline": figures["baseline"],
-            "ratio": {"records_per_s": ratio, "per_repeat": [round(x, 3) for x in per_repeat]},
+            "ratio": {"records_per_s": ratio, "per_repeat": [round(x, 3) for x in per_repeat],
+                      "anchored_over_baseline": anchored_ratio},
             "target_ratio": TARGET_RATIO, "target_met": ratio >= TARGET_RATIO,
             "latency": latency,
             "metrics": args.metrics if _metrics_supported() else "unsupported",
-            "anchoring": False,
+            "anchoring": bool(args.anchor),
             "profile": profile,
             "load_average": {"before": [round(x, 2) for x in load_before],
                              "after": [round(x, 2) for x in os.getloadavg()]},
         }
     finally:
+        if ledger is not None:
+            ledger.stop(timeout=5)
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
 
 
+def _start_ledger(home: Path) -> Any:
+    """A 4-node contracts ledger in ``<home>/ledger`` (where the worker looks) with the bench gateway
+    registered and funded, so the trusted worker anchors; stop it with ``.stop()``."""
+    from ledger import Params
+    from ledger.cluster import LocalCluster
+    from pipelines._anchor_ledger import ensure_gateway
+    from pipelines.worker import gateway_key
+
+    cluster = LocalCluster(home / "ledger", n_nodes=4, n_sealers=4, app="contracts",
+                           params=Params(max_block_txs=128, block_time_ms=20, checkpoint_interval=10,
+                                         view_change_timeout_ms=800, status_interval_ms=300, fetch_timeout_ms=800))
+    cluster.init()
+    cluster.start(timeout=60)
+    try:
+        with cluster.client(key=cluster.layout.admin_key()) as admin:
+            ensure_gateway(admin, GATEWAY, gateway_key(home, GATEWAY).did, fund=10_000_000)
+    except BaseException:
+        cluster.stop(timeout=5)
+        raise
+    return cluster
+
+
 def _say(args: argparse.Namespace, msg: str) -> None:
-    if not args.json:
-        print(msg, file=sys.stderr, flush=True)
+    """Progress on stderr (stdout carries the report)."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 def format_report(rep: dict) -> str:
@@ -417,12 +498,16 @@ def format_report(rep: dict) -> str:
         lines.append(f"{name:10s}{f['records_per_s']:12.1f}{f['readings_per_s']:14.0f}"
                      f"{f['blob_mb_per_s']:12.2f}{f['seconds']:10.2f}")
     r = rep["ratio"]
-    lines.append(f"ratio trusted/baseline: {r['records_per_s']:.2f} (per repeat {r['per_repeat']}); "
-                 f"target >= {rep['target_ratio']}: {'met' if rep['target_met'] else 'MISSED'}")
+    if rep["trusted"].get("anchored_per_s") is not None:
+        lines.append(f"trusted, first record stored -> last batch anchored: {rep['trusted']['anchored_per_s']:.1f} "
+                     f"records/s ({r['anchored_over_baseline']:.2f}x the baseline's rate)")
+    lines.append(f"ratio trusted/baseline (records stored and sealed): {r['records_per_s']:.2f} "
+                 f"(per repeat {r['per_repeat']}); target >= {rep['target_ratio']}: "
+                 f"{'met' if rep['target_met'] else 'MISSED'}")
     for name, lat in rep["latency"].items():
         for what, v in lat.items():
             if v is None:
-                lines.append(f"latency {name} {what}: not measured (no anchoring in this run)")
+                lines.append(f"latency {name} {what}: not measured (--no-anchor)")
             else:
                 lines.append(f"latency {name} {what}: p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms "
                              f"({v['n']} records at {v['rate_per_s']}/s)")
@@ -433,9 +518,13 @@ def format_report(rep: dict) -> str:
         if "error" in prof:
             lines.append(f"profile: py-spy failed: {prof['error']}")
         else:
-            lines.append(f"profile of the trusted worker ({prof['samples']} active samples):")
-            lines.extend(f"  {share:5.1f}%  {name}" for name, share in prof["inclusive"])
-            lines.append("  top self time:")
+            lines.append(f"profile of the trusted worker, wall clock ({prof['samples']} samples, py-spy --idle):")
+            lines.append(f"  records in IngestProcessor.process at once, on average: {prof['store_concurrency']}")
+            lines.append("  inside process() (per-record blocking work, in threads):")
+            lines.extend(f"  {share:5.1f}%  {name}" for name, share in prof["store"])
+            lines.append("  event-loop thread (Faust, aiokafka, agents):")
+            lines.extend(f"  {share:5.1f}%  {name}" for name, share in prof["event_loop"])
+            lines.append("  top self time outside idle waits:")
             lines.extend(f"  {share:5.1f}%  {name}" for name, share in prof["self"])
     return "\n".join(lines)
 
@@ -450,6 +539,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--metrics", choices=["on", "off", "default"], default="default",
                    help="worker metrics switch (SEALSTREAM_METRICS); default: the environment's")
     p.add_argument("--profile", action="store_true", help="py-spy the trusted worker in one extra drain")
+    p.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=True,
+                   help="start a 4-node ledger so the trusted worker anchors (default; --no-anchor: seal only)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a drain may take before giving up")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the databases, buckets and home")
