@@ -874,13 +874,17 @@ class Replica:
             return h.height == 1 or certified
         if h.height == 1 or lc.height != h.height - 1 or lc.block_hash != h.prev_hash:
             return False
-        prev = self.sealers_at(h.height - 1)
-        if prev is None:
+        return self._cert_verifies(lc, h.height - 1, "bad_last_commit")
+
+    def _cert_verifies(self, cert: CommitCertificate, height: int, reason: str) -> bool:
+        """`cert` holds a quorum of valid signatures of `height`'s sealers (else dropped as `reason`)."""
+        sealers = self.sealers_at(height)
+        if sealers is None:
             return False
         try:
-            lc.verify(self.chain_id, prev, self._verify)
+            cert.verify(self.chain_id, sealers, self._verify)
         except CertificateError:
-            self._drop("bad_last_commit")
+            self._drop(reason)
             return False
         return True
 
@@ -1068,13 +1072,7 @@ class Replica:
         h = block.height
         if h != self.height + 1 or cert.height != h or cert.block_hash != block.block_hash():
             return False
-        sealers = self.sealers_at(h)
-        if sealers is None:
-            return False
-        try:
-            cert.verify(self.chain_id, sealers, self._verify)
-        except CertificateError:
-            self._drop("bad_certificate")
+        if not self._cert_verifies(cert, h, "bad_certificate"):
             return False
         ex = self._executions.get(cert.block_hash)
         if ex is None:
