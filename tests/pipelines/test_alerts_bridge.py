@@ -162,7 +162,7 @@ def test_bridge_publishes_each_event_once_across_a_kill(stack, settings, tmp_pat
             more = {"n": 0}
 
             def load() -> None:
-                for i in range(12):
+                for i in range(30):
                     more["n"] += command(100 + i)
 
             t = threading.Thread(target=load)
@@ -173,7 +173,7 @@ def test_bridge_publishes_each_event_once_across_a_kill(stack, settings, tmp_pat
             # phase 3: more while it is down
             more["n"] += config(5) + config(7)
             total = raised + more["n"]
-            assert more["n"] == 12 + 2 * 2   # each config is over the rate and out of range
+            assert more["n"] == 30 + 2 * 2   # each config is over the rate and out of range
 
             bridge = Bridge(tmp_path, settings, tmp_path / "bridge2.log")
             got = _wait_alerts(settings, start, chain, total, bridge)
