@@ -311,9 +311,7 @@ def _may_record(tc: TxContext, org: str) -> None:
     """Refuse unless the submitter is the current key of `org`'s admin or of one of its active entities."""
     rec = _org_record(tc, org)
     me = tc.submitter
-    if me == rec["keys"][-1][0]:
-        who = rec
-    else:
+    if me != rec["keys"][-1][0]:
         eid = _peek(tc.state, "reg/key/" + me)
         who = None if eid is None else _peek(tc.state, "reg/ent/" + eid)
         if who is None or who["type"] == "org" or who["org"] != org or who["keys"][-1][0] != me:
