@@ -50,20 +50,25 @@ def _sealers(c: LocalCluster, name: str) -> list[str] | None:
     return None if st is None else st["sealers"]
 
 
-def _same_tables(c: LocalCluster, names: list[str]) -> int:
-    """All `names` serve byte-identical tables at their lowest common height; returns it."""
+def _same_tables(c: LocalCluster, names: list[str], heights: range | None = None) -> int:
+    """All `names` serve byte-identical tables at their lowest common height
+    (and at each of `heights`); returns that height."""
     h = min(c.status(n)["height"] for n in names)  # type: ignore[index]
-    tables = {n: _reputation(c, n, h) for n in names}
-    assert len({t["canonical"] for t in tables.values()}) == 1, tables
-    assert len({tuple(t["sealers"]) for t in tables.values()}) == 1
+    for k in [*(heights or []), h]:
+        tables = {n: _reputation(c, n, k) for n in names}
+        assert len({t["canonical"] for t in tables.values()}) == 1, (k, tables)
+        assert len({tuple(t["sealers"]) for t in tables.values()}) == 1, k
     return h
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
-    """7 nodes where `sealstream ledger` finds them (``$SEALSTREAM_HOME/ledger``), stopped at teardown."""
+@pytest.fixture(params=["kv", "contracts"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
+    """7 nodes where `sealstream ledger` finds them (``$SEALSTREAM_HOME/ledger``), stopped at teardown.
+
+    Both apps keep reputation; on the contracts app the load's ``kv.put`` txs
+    are committed as UNKNOWN_KIND refusals, and heartbeats pay their fee."""
     monkeypatch.setenv("SEALSTREAM_HOME", str(tmp_path))
-    c = LocalCluster(tmp_path / "ledger", n_nodes=7, n_sealers=4, params=PARAMS, app="kv")
+    c = LocalCluster(tmp_path / "ledger", n_nodes=7, n_sealers=4, params=PARAMS, app=request.param)
     try:
         c.init()
         c.start(timeout=30)
@@ -102,7 +107,7 @@ def test_offline_sealer_replaced_and_regains_its_place(cluster: LocalCluster) ->
         load.wait_for(n + 50, timeout=60)
     assert not load.errors, load.errors
     h = wait_converged(c, names, timeout=60)
-    h = _same_tables(c, names)
+    h = _same_tables(c, names, range(1, h + 1))  # at every height, on every node (the victim's replayed too)
     table = _reputation(c, victim, h)
     assert victim in table["sealers"] and len(table["sealers"]) == 4
     assert metric(c, victim, "sealstream_ledger_sealer", node=victim) == 1
