@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,6 @@ from sealstream.cli import cli
 from trust.identity import KeyPair, save_keypair
 
 from cluster_checks import wait_converged
-from conftest import CLUSTER_PARAMS
-from test_cluster_cli import _free_base
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,16 +38,11 @@ def _events(c: LocalCluster, node: str, query: str = "") -> list[dict]:
     return lines
 
 
-def test_audit_on_four_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = _free_base(8)
-    c = LocalCluster(tmp_path / "ledger", n_nodes=4, n_sealers=4, params=CLUSTER_PARAMS, app="contracts",
-                     base_port=base)
-    c.init()
-    c.start(timeout=30)
-    try:
-        _scenario(c, tmp_path, monkeypatch)
-    finally:
-        c.stop(timeout=5)
+def test_audit_on_four_nodes(make_cluster: Callable[..., LocalCluster], tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    c = make_cluster(4, 4, app="contracts")
+    (tmp_path / "ledger").symlink_to(c.root)  # the CLI reads $SEALSTREAM_HOME/ledger
+    _scenario(c, tmp_path, monkeypatch)
 
 
 def _scenario(c: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -24,7 +24,6 @@ from trust.statement import Statement, sign_statement
 from trust.verify import check_device_key, check_record
 
 from cluster_checks import wait_converged
-from conftest import CLUSTER_PARAMS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,14 +46,8 @@ def _batch(dev: KeyPair, gw: KeyPair, first_seq: int, n: int) -> tuple[list[dict
     return records, tree
 
 
-def test_revocation_as_of_height_with_statements(tmp_path: Path) -> None:
-    c = LocalCluster(tmp_path / "ledger", n_nodes=4, n_sealers=4, params=CLUSTER_PARAMS, app="contracts")
-    c.init()
-    c.start(timeout=30)
-    try:
-        asyncio.run(_scenario(c))
-    finally:
-        c.stop(timeout=5)
+def test_revocation_as_of_height_with_statements(make_cluster: Callable[..., LocalCluster]) -> None:
+    asyncio.run(_scenario(make_cluster(4, 4, app="contracts")))
 
 
 async def _scenario(c: LocalCluster) -> None:
