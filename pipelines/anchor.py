@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -113,7 +114,7 @@ class Anchorer:
     def __init__(self, writer: Writer, reader: Reader, blobs: BlobStore, ledger: Any, gateway: str, *,
                  max_leaves: int = 512, metrics: Optional[PipelineMetrics] = None,
                  publish: Optional[Callable[[BatchRecord, AnchorCommit, bytes], None]] = None,
-                 retry_max_s: float = 30.0, stale_s: float = 30.0, on_close: Callable[[], None] = lambda: None) -> None:
+                 retry_max_s: float = 30.0, stale_s: float = 30.0, parallel: int = 4, on_close: Callable[[], None] = lambda: None) -> None:
         self.writer, self.reader, self.blobs, self.ledger = writer, reader, blobs, ledger
         self.gateway = gateway
         self.max_leaves = max_leaves
@@ -123,7 +124,9 @@ class Anchorer:
         self.stale_s = stale_s
         self._recovered = False  # the first anchor_pending resolves every `submitted` batch (crash leftovers)
         self._on_close = on_close
-        self._lock = threading.Lock()  # one submission at a time per process
+        self.parallel = parallel  # batches submitted at once by anchor_pending (they share ledger blocks)
+        self._lock = threading.Lock()
+        self._inflight: set[str] = set()  # batch ids this process is submitting
         self._backoff: dict[str, tuple[float, float]] = {}  # batch id -> (next attempt, delay)
         self.errors: dict[str, AnchorError] = {}  # batch id -> its last failure (cleared once anchored)
 
@@ -197,7 +200,14 @@ class Anchorer:
     def submit(self, batch_id: str) -> BatchRecord:
         """Anchor one recorded batch (one attempt); the anchored record, or `AnchorError`."""
         with self._lock:
+            if batch_id in self._inflight:
+                raise AnchorError(batch_id, "already being submitted by this process")
+            self._inflight.add(batch_id)
+        try:
             return self._submit(batch_id)
+        finally:
+            with self._lock:
+                self._inflight.discard(batch_id)
 
     def _submit(self, batch_id: str) -> BatchRecord:
         batch = self.reader.batch(batch_id)
@@ -281,8 +291,9 @@ class Anchorer:
         if self.publish is not None:
             self.publish(batch, commit, anchor_value(commit, self.gateway, window_ms(batch), batch.manifest_key))
         rec = self.writer.mark_anchored(batch.batch_id, commit.height, commit.tx_index)
-        self._backoff.pop(batch.batch_id, None)
-        self.errors.pop(batch.batch_id, None)
+        with self._lock:
+            self._backoff.pop(batch.batch_id, None)
+            self.errors.pop(batch.batch_id, None)
         if self.metrics:
             self.metrics.batches_anchored.inc()
             now = datetime.now(timezone.utc)
@@ -294,15 +305,16 @@ class Anchorer:
     # -- whole backlog ------------------------------------------------------------------
 
     def anchor_pending(self, *, respect_backoff: bool = False) -> list[BatchRecord]:
-        """One attempt at each of this gateway's batches not anchored yet (oldest first); the
-        ones anchored now.  Failures stay recorded for the next call; with `respect_backoff`
-        a batch that failed is retried only after its backoff (doubling up to `retry_max_s`).
+        """One attempt at each of this gateway's batches not anchored yet (oldest first, up to
+        `parallel` at once: their ANCHORs share ledger blocks); the ones anchored now.  Failures
+        stay recorded for the next call; with `respect_backoff` a batch that failed is retried
+        only after its backoff (doubling up to `retry_max_s`).
         The first call resolves every ``submitted`` batch (left by a crash); later calls leave a
         ``submitted`` batch younger than `stale_s` to whoever claimed it."""
-        done = []
         now = time.monotonic()
         stale = datetime.now(timezone.utc) - timedelta(seconds=self.stale_s)
         recovering, self._recovered = not self._recovered, True
+        todo = []
         for batch in self.reader.open_batches(limit=1000, gateway=self.gateway):
             due, delay = self._backoff.get(batch.batch_id, (0.0, 0.0))
             if respect_backoff and due > now:
@@ -310,14 +322,25 @@ class Anchorer:
             if (batch.anchor_state == "submitted" and not recovering and batch.submitted_at is not None
                     and batch.submitted_at > stale):
                 continue  # another process of this gateway is submitting it right now
-            try:
-                done.append(self.submit(batch.batch_id))
-            except AnchorError as exc:
-                self.errors[batch.batch_id] = exc
-                delay = min(max(0.5, delay * 2), self.retry_max_s)
-                self._backoff[batch.batch_id] = (time.monotonic() + delay, delay)
-                log.warning("%s (retry in %.1f s)", exc, delay)
-        return done
+            todo.append(batch.batch_id)
+        if not todo:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(todo)), thread_name_prefix="anchor") as pool:
+            outcomes = list(pool.map(self._attempt, todo))
+        return [rec for rec in outcomes if rec is not None]
+
+    def _attempt(self, batch_id: str) -> Optional[BatchRecord]:
+        """`submit` for `anchor_pending`: a failure is kept (`errors`) and backs off, never raised."""
+        try:
+            return self.submit(batch_id)
+        except Exception as exc:  # noqa: BLE001 - storage/MinIO errors too: the batch stays, retried
+            err = exc if isinstance(exc, AnchorError) else AnchorError(batch_id, f"{type(exc).__name__}: {exc}")
+            with self._lock:
+                self.errors[batch_id] = err
+                delay = min(max(0.5, self._backoff.get(batch_id, (0.0, 0.0))[1] * 2), self.retry_max_s)
+                self._backoff[batch_id] = (time.monotonic() + delay, delay)
+            log.warning("%s (retry in %.1f s)", err, delay)
+            return None
 
     def backlog(self, buffered: int = 0) -> int:
         """Sealed statements not yet anchored: `buffered` (not cut yet) + leaves of open batches."""
