@@ -241,7 +241,10 @@ def run_verifier(settings: Any, *, app_id: str, ledger_root: Path, metrics_port:
     migrate(settings.postgres_dsn)
     metrics = VerifyMetrics()
     if metrics_port:
+        from infra import register_targets
+
         metrics.serve(metrics_port, settings.host)
+        register_targets(Path(settings.home).resolve(), "sealstream-verifier", [f"{settings.host}:{metrics_port}"])
     verifier, close = make_verifier(settings, ledger_root, metrics)
     app = build_app(settings, verifier, app_id=app_id, audit_interval_s=audit_interval_s,
                     audit_sample=audit_sample)

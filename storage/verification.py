@@ -103,9 +103,8 @@ def _rows_table(t: Optional[pa.Table]) -> pa.Table:
 
 def _concat_rows(tables: Sequence[pa.Table]) -> pa.Table:
     """Concatenate `_rows_table` results, unifying their statement dictionaries."""
-    decoded = [t.set_column(0, "statement_hash", t.column(0).combine_chunks().dictionary_decode()) for t in tables]
-    out = pa.concat_tables(decoded)
-    return out.set_column(0, "statement_hash", pc.dictionary_encode(out.column(0).combine_chunks()))
+    out = pa.concat_tables(tables).unify_dictionaries()
+    return pa.table({name: out.column(name).combine_chunks() for name in out.schema.names})
 
 
 class VerificationStore:
