@@ -13,6 +13,8 @@ Modules, one idea each:
                          batches, leaves, the batch of a statement
 - `storage.manifest`     the batch manifest format (``manifests/<batch_id>``)
 - `storage.blobs`        the content-addressed MinIO blob store
+- `storage.verification` downstream verification: evidence reads (readings as
+                         Arrow), batch verdicts, verified statements (docs/verify.md)
 
 Imports only `trust` (and the drivers).  The layout, keys and idempotency
 rules are in docs/storage.md.
