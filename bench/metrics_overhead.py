@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -60,15 +61,28 @@ class _Scraper(threading.Thread):
                     pass
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class _ScrapedTarget:
-    """bench/ledger.py's target, with a scraper on its nodes while metrics are on."""
+    """bench/ledger.py's target, with a scraper on its nodes while metrics are on, and the
+    nodes' CPU time from ready to stop (load-independent, unlike tx/s on a shared machine)."""
 
     def __init__(self, target: Any, scrape: bool) -> None:
         self.target, self.scrape, self.scraper = target, scrape, None
         self.name = getattr(target, "name", "sealstream")
+        self.node_cpu_s = 0.0
+
+    def _node_cpu(self) -> float:
+        c = self.target.cluster
+        return sum(_cpu_s(pid) for pid in (c.pid(n) for n in c.names) if pid)
 
     def start(self, n_nodes: int, n_sealers: int) -> None:
         self.target.start(n_nodes, n_sealers)
+        self.node_cpu_s = -self._node_cpu()
         if self.scrape:
             urls = [f"http://{a.host}:{a.http_port}/metrics" for a in self.target.cluster.addresses()]
             self.scraper = _Scraper(urls)
@@ -81,6 +95,8 @@ class _ScrapedTarget:
         if self.scraper is not None:
             self.scraper.stop.set()
             self.scraper.join(5)
+        if self.target.cluster is not None:
+            self.node_cpu_s += self._node_cpu()
         self.target.stop()
 
 
@@ -93,8 +109,10 @@ def ledger_run(metrics: bool, args: argparse.Namespace) -> dict[str, Any]:
                            "--clients", str(args.clients), "--nodes", "4", "--sealers", "4"])
     target = _ScrapedTarget(load_target(DEFAULT_TARGET_SPEC), scrape=metrics)
     out = bl.drive(target, 4, 4, bargs)
+    txs = sum(r["total_submitted"] for r in out["runs"])
     row = {"metrics": metrics, "tx_per_s": out["tx_per_s"], "p50_ms": out["p50_ms"], "p99_ms": out["p99_ms"],
-           "success_rate": out["success_rate"]}
+           "success_rate": out["success_rate"],
+           "node_cpu_ms_per_tx": round(1000 * target.node_cpu_s / txs, 4) if txs else None}
     if target.scraper is not None:
         row["scrapes"] = target.scraper.scrapes
         row["samples_per_scrape"] = round(target.scraper.samples / max(1, target.scraper.scrapes), 1)
@@ -115,6 +133,46 @@ def pipeline_run(metrics: bool, args: argparse.Namespace) -> dict[str, Any]:
     return {"metrics": metrics, "records_per_s": rep["trusted"]["records_per_s"],
             "baseline_records_per_s": rep["baseline"]["records_per_s"],
             "trusted_over_baseline": rep["ratio"]["records_per_s"], "reported_metrics": rep.get("metrics")}
+
+
+def pipeline_costs(records_per_s: Optional[float], scrape_interval_s: float = 5.0) -> dict[str, Any]:
+    """What the worker's metrics cost, measured in this process: the calls made per record, one
+    scrape with the consumer lag read from the real Kafka; as a share of the worker's time at
+    ``records_per_s`` (the metrics-off median) with one scrape every ``scrape_interval_s``."""
+    from prometheus_client import generate_latest
+
+    from pipelines.checks import TOPIC_KINDS
+    from pipelines.lag import ConsumerLag
+    from pipelines.metrics import PipelineMetrics
+    from sealstream.settings import load_settings
+
+    m, n = PipelineMetrics.switched(True), 20_000
+    t0 = time.perf_counter()
+    for _ in range(n):  # what app.py and the anchor agent call for one stored, sealed, anchored record
+        m.ingested.labels("timeseries").inc()
+        m.ingested_bytes.labels("timeseries").inc(4096)
+        m.store_seconds.observe(0.012)
+        m.device_to_anchored.observe(1.5)
+    per_record_us = (time.perf_counter() - t0) / n * 1e6
+    s = load_settings()
+    lag = ConsumerLag(s.kafka_bootstrap, f"bench-lag-{os.getpid()}", tuple(TOPIC_KINDS), ttl_s=0.0)
+    m.registry.register(lag)
+    try:
+        generate_latest(m.registry)  # connect once, as the worker's long-lived collector has
+        scrapes = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            generate_latest(m.registry)
+            scrapes.append(time.perf_counter() - t0)
+    finally:
+        lag.close()
+    scrape_ms = statistics.median(scrapes) * 1000
+    share = None
+    if records_per_s:
+        share = per_record_us * 1e-6 * records_per_s + scrape_ms / 1000 / scrape_interval_s
+    return {"per_record_us": round(per_record_us, 2), "scrape_with_lag_ms": round(scrape_ms, 2),
+            "scrape_interval_s": scrape_interval_s, "records_per_s": records_per_s,
+            "share_of_worker_time": None if share is None else round(share, 5)}
 
 
 def _pairs(run: Callable[[bool, argparse.Namespace], dict], args: argparse.Namespace, what: str) -> list[dict]:
@@ -142,13 +200,15 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
                            "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
     if args.ledger:
         runs = _pairs(ledger_run, args, "ledger")
-        rep["ledger"] = {"runs": runs, "tx_per_s": _loss(runs, "tx_per_s"), "clients": args.clients,
-                         "duration_s": args.ledger_duration}
+        cpu = _loss(runs, "node_cpu_ms_per_tx")  # a cost: "loss" here is -(extra CPU per tx)
+        rep["ledger"] = {"runs": runs, "tx_per_s": _loss(runs, "tx_per_s"), "node_cpu_ms_per_tx": cpu,
+                         "clients": args.clients, "duration_s": args.ledger_duration}
     if args.pipeline:
         runs = _pairs(pipeline_run, args, "pipeline")
-        rep["pipeline"] = {"runs": runs, "records_per_s": _loss(runs, "records_per_s"),
+        rec = _loss(runs, "records_per_s")
+        rep["pipeline"] = {"runs": runs, "records_per_s": rec,
                            "trusted_over_baseline": _loss(runs, "trusted_over_baseline"),
-                           "messages": args.pipeline_messages}
+                           "messages": args.pipeline_messages, "costs": pipeline_costs(rec["off"])}
     rep["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     return rep
 
@@ -165,9 +225,19 @@ def format_report(rep: dict[str, Any]) -> str:
            f"{rep['loadavg_before']} -> {rep['loadavg_after']} on {rep['cpu_count']} cores"]
     if "ledger" in rep:
         out.append(line("ledger 4 nodes tx/s", rep["ledger"]["tx_per_s"], "tx/s"))
+        cpu = rep["ledger"]["node_cpu_ms_per_tx"]
+        if cpu["loss"] is not None:
+            extra = -cpu["loss"]
+            out.append(f"{'ledger node CPU per tx':34s} on {cpu['on']:>10} {'ms':6s} off {cpu['off']:>10} {'ms':6s} "
+                       f"extra {extra * 100:+6.2f} %  (CPU time: not moved by the machine's load)")
     if "pipeline" in rep:
         out.append(line("pipeline worker records/s", rep["pipeline"]["records_per_s"], "rec/s"))
         out.append(line("pipeline trusted/baseline ratio", rep["pipeline"]["trusted_over_baseline"], ""))
+        c = rep["pipeline"]["costs"]
+        share = "n/a" if c["share_of_worker_time"] is None else f"{c['share_of_worker_time'] * 100:.3f} %"
+        out.append(f"{'pipeline metrics cost':34s} {c['per_record_us']} us/record + {c['scrape_with_lag_ms']} ms "
+                   f"per scrape (lag read from Kafka) every {c['scrape_interval_s']:g} s = {share} of the "
+                   f"worker's time at {c['records_per_s']} rec/s")
     return "\n".join(out)
 
 
