@@ -29,6 +29,18 @@ def _settings(ctx: click.Context) -> Settings:
     return obj.settings if obj is not None and hasattr(obj, "settings") else load_settings()
 
 
+def _ledger_option(f: Callable) -> Callable:
+    return click.option("--ledger", "ledger_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="ledger state directory (default: $SEALSTREAM_HOME/ledger)")(f)
+
+
+def _range_options(f: Callable) -> Callable:
+    """``--device``, ``--from``, ``--to``: a device's time range [from, to)."""
+    f = click.option("--to", "end", required=True, help="end (ISO-8601, exclusive)")(f)
+    f = click.option("--from", "start", required=True, help="start (ISO-8601, inclusive; naive = UTC)")(f)
+    return click.option("--device", required=True, help="the device's did:key id")(f)
+
+
 def _trust_options(f: Callable) -> Callable:
     f = click.option("--checkpoint", default=None, help="HEIGHT:HEADER_HASH the chain must pass through")(f)
     f = click.option("--genesis-hash", default=None, help="trusted genesis hash (64 hex digits)")(f)
@@ -39,8 +51,7 @@ def _trust_options(f: Callable) -> Callable:
 
 def _common(f: Callable) -> Callable:
     f = click.option("--json", "as_json", is_flag=True, help="print the report as JSON")(f)
-    f = click.option("--ledger", "ledger_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="ledger state directory (default: $SEALSTREAM_HOME/ledger)")(f)
+    f = _ledger_option(f)
     return _trust_options(f)
 
 
@@ -239,9 +250,7 @@ def verify_row(ctx, table, key, ledger_dir, genesis_file, genesis_hash, checkpoi
 
 
 @verify.command("range")
-@click.option("--device", required=True, help="the device's did:key id")
-@click.option("--from", "start", required=True, help="start (ISO-8601, inclusive; naive = UTC)")
-@click.option("--to", "end", required=True, help="end (ISO-8601, exclusive)")
+@_range_options
 @_common
 @click.pass_context
 def verify_range(ctx, device, start, end, ledger_dir, genesis_file, genesis_hash, checkpoint, as_json) -> None:
@@ -303,8 +312,7 @@ def _export(ctx: click.Context, kind: str, args: tuple, output: Path, ledger_dir
 
 def _export_options(f: Callable) -> Callable:
     f = click.option("--json", "as_json", is_flag=True, help="print a summary as JSON")(f)
-    f = click.option("--ledger", "ledger_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="ledger state directory (default: $SEALSTREAM_HOME/ledger)")(f)
+    f = _ledger_option(f)
     f = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
                      help="bundle file to write (.zip)")(f)
     return f
@@ -330,9 +338,7 @@ def export_row(ctx, table, key, output, ledger_dir, as_json) -> None:
 
 
 @evidence_export.command("range")
-@click.option("--device", required=True, help="the device's did:key id")
-@click.option("--from", "start", required=True, help="start (ISO-8601, inclusive; naive = UTC)")
-@click.option("--to", "end", required=True, help="end (ISO-8601, exclusive)")
+@_range_options
 @_export_options
 @click.pass_context
 def export_range(ctx, device, start, end, output, ledger_dir, as_json) -> None:
@@ -375,9 +381,7 @@ def evidence_verify(bundle: Path, genesis_file, genesis_hash, checkpoint, as_jso
 @click.command("export")
 @click.option("--verified", is_flag=True, required=True,
               help="only rows of verified_readings (required: unverified exports are not offered)")
-@click.option("--device", required=True, help="the device's did:key id")
-@click.option("--from", "start", required=True, help="start (ISO-8601, inclusive; naive = UTC)")
-@click.option("--to", "end", required=True, help="end (ISO-8601, exclusive)")
+@_range_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Parquet file to write")
 @click.option("--json", "as_json", is_flag=True, help="print a summary as JSON")
@@ -422,8 +426,7 @@ def export(ctx, verified, device, start, end, output, as_json) -> None:
 @click.command("verifier")
 @click.option("--app-id", default="sealstream-verifier", show_default=True,
               help="Faust app id = consumer group of iiot.anchors")
-@click.option("--ledger", "ledger_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="ledger state directory (default: $SEALSTREAM_HOME/ledger)")
+@_ledger_option
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=9411, show_default=True,
               help="/metrics port (0 = none)")
 @click.option("--audit-interval", type=click.FloatRange(min=0), default=300.0, show_default=True,

@@ -159,19 +159,21 @@ class VerificationStore:
             ).fetchall()
         return [StatementHash(bytes(r[0])) for r in rows]
 
-    def _arrow_rows(self, where: str, params: Sequence, what: str) -> pa.Table:
-        """Readings ``FROM readings r {where}`` as Arrow, read by the ADBC PostgreSQL driver (binary
-        COPY decoded into Arrow in C++; psycopg's per-row COPY iteration was 3x slower)."""
+    def _arrow(self, query: str, params: Sequence, what: str) -> pa.Table:
+        """A query's result as Arrow, read by the ADBC PostgreSQL driver (binary COPY decoded into
+        Arrow in C++; psycopg's per-row COPY iteration was 3x slower).  ``$1..`` placeholders."""
         import adbc_driver_postgresql.dbapi as adbc
 
         try:
             with adbc.connect(_uri(self._pool.conninfo), autocommit=True) as conn, conn.cursor() as cur:
-                cur.execute("SELECT r.statement_hash, r.row_index, r.time, r.sensor, r.value "
-                            f"FROM readings r {where}", tuple(params) or None)
-                t = cur.fetch_arrow_table()
+                cur.execute(query, tuple(params) or None)
+                return cur.fetch_arrow_table()
         except adbc.Error as exc:
             raise DatabaseError(f"{what}: {exc}") from exc
-        return _rows_table(t)
+
+    def _arrow_rows(self, where: str, params: Sequence, what: str) -> pa.Table:
+        return _rows_table(self._arrow("SELECT r.statement_hash, r.row_index, r.time, r.sensor, r.value "
+                                       f"FROM readings r {where}", params, what))
 
     def range_rows(self, device: str, start: datetime, end: datetime, *, parallel: int = 2) -> pa.Table:
         """Stored readings of `device` with ``start <= time < end`` (any order), read as `parallel`
@@ -273,20 +275,13 @@ class VerificationStore:
 
     def verified_readings_arrow(self, device: str, start: datetime, end: datetime) -> pa.Table:
         """``verified_readings`` of `device` in ``[start, end)`` as Arrow, ordered by time (for exports)."""
-        cols = ("time, device, sensor, value, statement_hash, row_index, batch_id, leaf_index, ledger_height, "
-                "tx_index")
-        with db_errors(f"read verified readings of {device}"), self._pool.connection() as conn:
-            cur = conn.cursor(binary=True)
-            cur.execute(f"SELECT {cols} FROM verified_readings WHERE device = %s AND time >= %s AND time < %s "
-                        "ORDER BY time, statement_hash, row_index", (device, start, end))
-            rows = cur.fetchall()
-        names = [c.strip() for c in cols.split(",")]
-        columns = list(zip(*rows)) if rows else [[] for _ in names]
-        types = [pa.timestamp("us", tz="UTC"), pa.string(), pa.string(), pa.float64(), pa.binary(32), pa.int32(),
-                 pa.string(), pa.int32(), pa.int64(), pa.int32()]
-        data = {}
-        for name, col, typ in zip(names, columns, types):
-            if typ == pa.binary(32):
-                col = [bytes(x) for x in col]
-            data[name] = pa.array(list(col), typ)
-        return pa.table(data)
+        t = self._arrow(
+            "SELECT time, device, sensor, value, statement_hash, row_index, batch_id, leaf_index, ledger_height, "
+            "tx_index FROM verified_readings WHERE device = $1 AND time >= $2 AND time < $3 "
+            "ORDER BY time, statement_hash, row_index", (device, start, end), f"read verified readings of {device}")
+        t = t.replace_schema_metadata(None)
+        return pa.table({f.name: t.column(f.name).combine_chunks() for f in t.schema}).cast(pa.schema([
+            ("time", pa.timestamp("us", tz="UTC")), ("device", pa.string()), ("sensor", pa.string()),
+            ("value", pa.float64()), ("statement_hash", pa.binary(32)), ("row_index", pa.int32()),
+            ("batch_id", pa.string()), ("leaf_index", pa.int32()), ("ledger_height", pa.int64()),
+            ("tx_index", pa.int32())]))
