@@ -107,19 +107,22 @@ class AnchorCommit:
     height: int
     tx_index: int
     tx_id: str
+    gateway: Optional[str] = None  # the gateway the ledger recorded (None: the submitter's own)
 
     @classmethod
     def from_lookup(cls, doc: dict[str, Any]) -> "AnchorCommit":
         """From ``GET /anchors/{batch_id}`` (`LedgerClient.get_anchor`)."""
         tx_id = doc.get("tx_id")
         return cls(doc["batch_id"], RootHash(bytes.fromhex(doc["root"])), int(doc["tree_size"]),
-                   int(doc["height"]), int(doc["index"]), tx_id.hex() if isinstance(tx_id, bytes) else str(tx_id))
+                   int(doc["height"]), int(doc["index"]), tx_id.hex() if isinstance(tx_id, bytes) else str(tx_id),
+                   doc.get("gateway"))
 
 
 def anchor_value(commit: AnchorCommit, gateway: str, window: Sequence[int], manifest_key: str) -> bytes:
     """The ``iiot.anchors`` value: compact sorted JSON, a function of the ledger commit only
-    (no clock), so a re-emission after a crash is byte-identical."""
+    (no clock), so a re-emission after a crash is byte-identical.  ``gateway`` is the one the
+    ledger recorded (`commit.gateway`), else `gateway` (the submitter's)."""
     doc = {"v": 1, "batch_id": commit.batch_id, "root": bytes(commit.root).hex(), "tree_size": commit.tree_size,
-           "gateway": gateway, "window": [int(window[0]), int(window[1])], "manifest": manifest_key,
+           "gateway": commit.gateway or gateway, "window": [int(window[0]), int(window[1])], "manifest": manifest_key,
            "height": commit.height, "tx_index": commit.tx_index, "tx_id": commit.tx_id}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")

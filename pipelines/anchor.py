@@ -114,7 +114,8 @@ class Anchorer:
     def __init__(self, writer: Writer, reader: Reader, blobs: BlobStore, ledger: Any, gateway: str, *,
                  max_leaves: int = 512, metrics: Optional[PipelineMetrics] = None,
                  publish: Optional[Callable[[BatchRecord, AnchorCommit, bytes], None]] = None,
-                 retry_max_s: float = 30.0, stale_s: float = 30.0, parallel: int = 4, on_close: Callable[[], None] = lambda: None) -> None:
+                 retry_max_s: float = 30.0, stale_s: float = 30.0, parallel: int = 4,
+                 adopt_after_s: Optional[float] = None, on_close: Callable[[], None] = lambda: None) -> None:
         self.writer, self.reader, self.blobs, self.ledger = writer, reader, blobs, ledger
         self.gateway = gateway
         self.max_leaves = max_leaves
@@ -125,6 +126,8 @@ class Anchorer:
         self._recovered = False  # the first anchor_pending resolves every `submitted` batch (crash leftovers)
         self._on_close = on_close
         self.parallel = parallel  # batches submitted at once by anchor_pending (they share ledger blocks)
+        self.adopt_after_s = adopt_after_s  # None/0: never anchor other gateways' stale batches
+        self._gateways: dict[str, tuple[float, bool]] = {}  # name -> (expires, a gateway on our ledger)
         self._lock = threading.Lock()
         self._inflight: set[str] = set()  # batch ids this process is submitting
         self._backoff: dict[str, tuple[float, float]] = {}  # batch id -> (next attempt, delay)
@@ -153,6 +156,7 @@ class Anchorer:
                 ledger.close()
 
         kw.setdefault("max_leaves", settings.pipeline_anchor_max_leaves)
+        kw.setdefault("adopt_after_s", settings.pipeline_anchor_adopt_after_s)
         return cls(Writer(pool), Reader(pool), BlobStore.from_settings(settings), ledger, name,
                    on_close=close, **kw)
 
@@ -310,7 +314,10 @@ class Anchorer:
         stay recorded for the next call; with `respect_backoff` a batch that failed is retried
         only after its backoff (doubling up to `retry_max_s`).
         The first call resolves every ``submitted`` batch (left by a crash); later calls leave a
-        ``submitted`` batch younger than `stale_s` to whoever claimed it."""
+        ``submitted`` batch younger than `stale_s` to whoever claimed it.  With `adopt_after_s`,
+        batches of *other* gateways of our ledger left unchanged that long (their worker is gone)
+        are anchored too, under this gateway's key (the ledger refuses a second ANCHOR of an id,
+        so a slow owner and an adopter cannot both anchor it)."""
         now = time.monotonic()
         stale = datetime.now(timezone.utc) - timedelta(seconds=self.stale_s)
         recovering, self._recovered = not self._recovered, True
@@ -323,11 +330,34 @@ class Anchorer:
                     and batch.submitted_at > stale):
                 continue  # another process of this gateway is submitting it right now
             todo.append(batch.batch_id)
+        if self.adopt_after_s:
+            for batch in self.reader.stale_batches(self.gateway, self.adopt_after_s):
+                due, _ = self._backoff.get(batch.batch_id, (0.0, 0.0))
+                if (not respect_backoff or due <= now) and self._consortium_gateway(batch.gateway):
+                    log.warning("adopting batch %s of gateway %s (unchanged for %.0f s)", batch.batch_id,
+                                batch.gateway, self.adopt_after_s)
+                    todo.append(batch.batch_id)
         if not todo:
             return []
         with ThreadPoolExecutor(max_workers=min(self.parallel, len(todo)), thread_name_prefix="anchor") as pool:
             outcomes = list(pool.map(self._attempt, todo))
         return [rec for rec in outcomes if rec is not None]
+
+    def _consortium_gateway(self, name: Optional[str]) -> bool:
+        """Is `name` a gateway on our ledger (so its batches are ours to adopt)?  Cached 60 s."""
+        if not name:
+            return False
+        now = time.monotonic()
+        hit = self._gateways.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            found = self.ledger.resolve(name)
+        except Exception:  # noqa: BLE001 - ask again next pass
+            return False
+        ok = bool(found) and (found.get("entity") or {}).get("type") == "gateway"
+        self._gateways[name] = (now + 60.0, ok)
+        return ok
 
     def _attempt(self, batch_id: str) -> Optional[BatchRecord]:
         """`submit` for `anchor_pending`: a failure is kept (`errors`) and backs off, never raised."""

@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     pipeline_max_poll_records: int = Field(50, ge=1, description="records per poll (video chunks are MBs)")
     pipeline_anchor_max_leaves: int = Field(512, ge=1, le=100_000, description="most statements in one anchored batch")
     pipeline_anchor_window_s: float = Field(2.0, gt=0, description="a batch is cut at least this often (seconds)")
+    pipeline_anchor_adopt_after_s: float = Field(60.0, ge=0, description="anchor other gateways' batches left "
+                                                 "unchanged this long (their worker is gone); 0 = never")
 
     devices_kafka_client: str = Field("auto", pattern="^(auto|confluent|kafka-python)$",
                                       description="producer of `devices run`: auto = confluent-kafka if installed")

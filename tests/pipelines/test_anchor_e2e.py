@@ -89,14 +89,16 @@ def _all_anchored(pool, hashes: list[str]):
     return sorted({b for b, _ in rows})
 
 
-def _check_batches(s, cluster, pool, gateway: str, good: list[str], anchors_start: dict) -> list:
-    """Every good statement stored once and in exactly one batch; each batch anchored as the ledger says."""
+def _check_batches(s, cluster, pool, gateway, good: list[str], anchors_start: dict) -> list:
+    """Every good statement stored once and in exactly one batch; each batch (of `gateway`, a name or a
+    tuple of names) anchored as the ledger says, by one of those gateways."""
+    gateways = (gateway,) if isinstance(gateway, str) else tuple(gateway)
     reader = Reader(pool)
     with pool.connection() as conn:
         stored = conn.execute("SELECT encode(statement_hash, 'hex') FROM statements WHERE statement_hash = ANY(%s)",
                               ([bytes.fromhex(h) for h in good],)).fetchall()
-        batch_ids = [r[0] for r in conn.execute("SELECT batch_id FROM batches WHERE gateway = %s ORDER BY 1",
-                                                (gateway,)).fetchall()]
+        batch_ids = [r[0] for r in conn.execute("SELECT batch_id FROM batches WHERE gateway = ANY(%s) ORDER BY 1",
+                                                (list(gateways),)).fetchall()]
     assert sorted(r[0] for r in stored) == sorted(good)
     leaves = _leaves(pool, good)
     assert sorted(h for h, _, _ in leaves) == sorted(good)  # each exactly once (unique, and all there)
@@ -107,7 +109,7 @@ def _check_batches(s, cluster, pool, gateway: str, good: list[str], anchors_star
         for b in batches:
             assert b.anchor_state == "anchored", b
             doc = c.get_anchor(b.batch_id)
-            assert doc is not None and doc["gateway"] == gateway
+            assert doc is not None and doc["gateway"] in gateways
             assert (bytes.fromhex(doc["root"]), doc["tree_size"]) == (b.root, b.tree_size)
             assert (doc["height"], doc["index"]) == (b.ledger_height, b.tx_index)
             rec, header = c.verified_tx(doc["tx_id"])  # inclusion proof + header chain from genesis
@@ -120,11 +122,12 @@ def _check_batches(s, cluster, pool, gateway: str, good: list[str], anchors_star
     msgs = [r for r in read_range(s, anchors_start, end_offsets(s, ["iiot.anchors"]))
             if r.key.decode() in set(batch_ids)]
     assert sorted(r.key.decode() for r in msgs) == batch_ids
-    for r in msgs:
-        doc = json.loads(r.value)
-        b = next(x for x in batches if x.batch_id == doc["batch_id"])
-        assert (doc["root"], doc["tree_size"], doc["height"], doc["tx_index"], doc["gateway"]) == (
-            b.root.hex(), b.tree_size, b.ledger_height, b.tx_index, gateway)
+    with cluster.client() as c:
+        for r in msgs:
+            doc = json.loads(r.value)
+            b = next(x for x in batches if x.batch_id == doc["batch_id"])
+            assert (doc["root"], doc["tree_size"], doc["height"], doc["tx_index"], doc["gateway"]) == (
+                b.root.hex(), b.tree_size, b.ledger_height, b.tx_index, c.get_anchor(b.batch_id)["gateway"])
     return batches
 
 
@@ -244,3 +247,49 @@ def test_ledger_without_quorum_batches_fail_and_are_retried(env, tmp_path) -> No
     finally:
         worker.kill()
         cluster.start(down, timeout=60)
+
+
+def test_a_worker_gone_for_good_its_batches_are_adopted(env, tmp_path) -> None:
+    """Two workers (two gateways) share the group; B is SIGKILLed after writing a batch's manifest and
+    never comes back. A takes over B's partitions and, after `pipeline_anchor_adopt_after_s`, anchors
+    B's batch under its own key: every statement in exactly one anchored batch."""
+    from anchor_helpers import register_gateway
+    from pipelines.worker import gateway_key as key_of
+
+    s, cluster, pool = env
+    name, factory, gw_a, app_id, anchors_start = _setup(s, cluster, "ad")
+    gw_b = gw_a + "-b"
+    register_gateway(cluster, gw_b, key_of(Path(s.home), gw_b))
+    marker = tmp_path / "paused"
+    adopt = {"SEALSTREAM_PIPELINE_ANCHOR_ADOPT_AFTER_S": "4"}
+    a = WorkerProc(s, app_id, gw_a, tmp_path / "a.log", extra_env=adopt)
+    b = WorkerProc(s, app_id, gw_b, tmp_path / "b.log", extra_env={
+        **adopt, "SEALSTREAM_ANCHOR_TEST_PAUSE": "manifest", "SEALSTREAM_ANCHOR_TEST_PAUSE_FILE": str(marker)})
+    try:
+        def up(w) -> bool:
+            try:
+                return bool(w.metrics())
+            except OSError:
+                return False
+
+        wait_for(lambda: up(a) and up(b), 60, "both workers up", b)
+        summary = run(s, RunConfig(name, devices=2, rate=3, duration=4, seed=9))
+        good = [r.statement_hash for r in read_sent_log(summary.sent_log, summary.run_id)]
+        orphan = wait_for(lambda: marker.exists() and marker.read_text(), 90, "B paused after a manifest", b)
+        b.kill()
+        assert _open(pool, gw_b)[orphan] == ("pending", 0)
+        wait_for(lambda: _all_anchored(pool, good), 120, "every statement anchored", a)
+        wait_for(lambda: all(st == "anchored" for st, _ in {**_open(pool, gw_a), **_open(pool, gw_b)}.values()),
+                 60, "every batch anchored", a)
+        batches = _check_batches(s, cluster, pool, (gw_a, gw_b), good, anchors_start)
+        assert orphan in {x.batch_id for x in batches}
+        with cluster.client() as c:
+            assert c.get_anchor(orphan)["gateway"] == gw_a  # adopted: anchored under A's key
+        with pool.connection() as conn:
+            n, distinct = conn.execute(
+                "SELECT count(*), count(DISTINCT statement_hash) FROM batch_leaves l JOIN batches x "
+                "USING (batch_id) WHERE x.gateway = ANY(%s)", ([gw_a, gw_b],)).fetchone()
+        assert n == distinct == len(good)
+    finally:
+        a.kill()
+        b.kill()
