@@ -7,6 +7,8 @@ generator as the other rows (KV app, `ledger.bench.BENCH_PARAMS`):
   4 sealers are chosen by reputation at every epoch end, the other 12 are
   backups that apply certified blocks and send heartbeats;
 * ``all-16``: no reputation, all 16 nodes seal (PBFT among 16, quorum 11);
+* ``static-4``: no reputation, the genesis 4 seal forever (what reputation
+  costs: heartbeats, the carried certificate counted, the primary's wait);
 * ``rep-4-offline``: as ``rep-4``, but one sealer (not the primary) is
   SIGKILLed a third of the way into the measured window: the remaining 3 are
   still a quorum, the primary waits `last_commit_wait_ms` per block for the
@@ -21,7 +23,6 @@ that ratio on this machine.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -86,6 +87,7 @@ def run_reputation(args: Any, drive: Any) -> list[dict[str, Any]]:
     specs = [
         ("rep-4", "sealstream 16 nodes, 4 reputation-chosen sealers", LedgerBenchTarget(rep_params), 4),
         ("all-16", "sealstream 16 nodes, all 16 sealing", LedgerBenchTarget(BENCH_PARAMS), 16),
+        ("static-4", "sealstream 16 nodes, 4 static sealers (no rep.)", LedgerBenchTarget(BENCH_PARAMS), 4),
         ("rep-4-offline", "sealstream 16 nodes, 4 rep. sealers, 1 killed",
          _Killer(LedgerBenchTarget(rep_params), at=args.warmup + args.duration / 3), 4),
     ]
@@ -113,6 +115,7 @@ def run_reputation(args: Any, drive: Any) -> list[dict[str, Any]]:
         return x / y if x is not None and y else None
 
     rows.append({"key": "ratios", "rep4_over_all16": ratio("rep-4", "all-16"),
+                 "rep4_over_static4": ratio("rep-4", "static-4"),
                  "offline_over_rep4": ratio("rep-4-offline", "rep-4")})
     return rows
 
@@ -126,6 +129,7 @@ def format_reputation(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         if r["key"] == "ratios":
             out.append(f"  ratio 4 reputation-chosen / 16 sealing: {f(r['rep4_over_all16'], '.2f')}; "
+                       f"/ 4 static: {f(r['rep4_over_static4'], '.2f')}; "
                        f"one sealer offline / none: {f(r['offline_over_rep4'], '.2f')}")
             continue
         if "unavailable" in r:

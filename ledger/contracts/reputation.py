@@ -169,8 +169,7 @@ def begin_block(view: Any, ctx: BlockContext) -> None:
     if _SEALERS + str(ctx.epoch) not in view:
         view.put(_SEALERS + str(ctx.epoch), list(ctx.sealers.members))
     recent = view.get(_RECENT)
-    first, hashes = (ctx.height - 1, []) if recent is None else recent
-    hashes = [*hashes, ctx.prev_hash][-RECENT_BLOCKS:]
+    hashes = [*([] if recent is None else recent[1]), ctx.prev_hash][-RECENT_BLOCKS:]
     view.put(_RECENT, [ctx.height - len(hashes), hashes])
     lc, last = ctx.last_commit, ctx.last_sealers
     if lc is None or last is None:
