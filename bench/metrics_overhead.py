@@ -192,7 +192,10 @@ def _loss(runs: list[dict], key: str) -> dict[str, Optional[float]]:
     if not on or not off:
         return {"on": None, "off": None, "loss": None}
     m_on, m_off = statistics.median(on), statistics.median(off)
-    return {"on": round(m_on, 2), "off": round(m_off, 2), "loss": round(1 - m_on / m_off, 4)}
+    # run-to-run spread of the metrics-off runs: a loss smaller than this is not resolved
+    spread = (max(off) - min(off)) / m_off if len(off) > 1 else None
+    return {"on": round(m_on, 4), "off": round(m_off, 4), "loss": round(1 - m_on / m_off, 4),
+            "off_spread": None if spread is None else round(spread, 4)}
 
 
 def build_report(args: argparse.Namespace) -> dict[str, Any]:
@@ -218,8 +221,9 @@ def format_report(rep: dict[str, Any]) -> str:
         if d["loss"] is None:
             return f"{name:34s} no figures"
         verdict = "ok" if d["loss"] < TARGET_LOSS else "ABOVE TARGET"
+        spread = "" if d.get("off_spread") is None else f", off runs spread {d['off_spread'] * 100:.0f} %"
         return (f"{name:34s} on {d['on']:>10} {unit:6s} off {d['off']:>10} {unit:6s} "
-                f"loss {d['loss'] * 100:+6.2f} %  ({verdict}, target < {TARGET_LOSS * 100:.0f} %)")
+                f"loss {d['loss'] * 100:+6.2f} %  ({verdict}, target < {TARGET_LOSS * 100:.0f} %{spread})")
 
     out = [f"metrics overhead, {rep['pairs']} on/off pair(s), medians; load average "
            f"{rep['loadavg_before']} -> {rep['loadavg_after']} on {rep['cpu_count']} cores"]
