@@ -331,9 +331,11 @@ class Anchorer:
                 continue  # another process of this gateway is submitting it right now
             todo.append(batch.batch_id)
         if self.adopt_after_s:
-            for batch in self.reader.stale_batches(self.gateway, self.adopt_after_s):
+            ours = [g for g in self.reader.stale_gateways(self.gateway, self.adopt_after_s)
+                    if self._consortium_gateway(g)]  # the database may hold batches of other ledgers
+            for batch in self.reader.stale_batches(self.gateway, self.adopt_after_s, gateways=ours) if ours else ():
                 due, _ = self._backoff.get(batch.batch_id, (0.0, 0.0))
-                if (not respect_backoff or due <= now) and self._consortium_gateway(batch.gateway):
+                if not respect_backoff or due <= now:
                     log.warning("adopting batch %s of gateway %s (unchanged for %.0f s)", batch.batch_id,
                                 batch.gateway, self.adopt_after_s)
                     todo.append(batch.batch_id)

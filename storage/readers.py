@@ -107,17 +107,33 @@ class Reader:
             ).fetchall()
         return [_rows.batch_from_row(r) for r in rows]
 
-    def stale_batches(self, exclude_gateway: str, older_than_s: float, limit: int = 100) -> list[BatchRecord]:
+    def stale_batches(self, exclude_gateway: str, older_than_s: float, limit: int = 100,
+                      gateways: Optional[Iterable[str]] = None) -> list[BatchRecord]:
         """Other gateways' batches not anchored whose last change (cut, claim or failure) is older than
-        `older_than_s` seconds, oldest first: what a worker may adopt when their gateway's worker is gone."""
+        `older_than_s` seconds, oldest first (only those of `gateways` when given): what a worker may
+        adopt when their gateway's worker is gone."""
+        where, params = "", [exclude_gateway, older_than_s]
+        if gateways is not None:
+            where, params = " AND gateway = ANY(%s)", [*params, list(gateways)]
         with db_errors("read stale batches"), self._pool.connection() as conn:
             rows = conn.execute(
                 f"SELECT {_rows.BATCH_COLS} FROM batches WHERE anchor_state <> 'anchored' "
                 "AND gateway IS DISTINCT FROM %s AND greatest(created_at, submitted_at, failed_at) "
-                "< now() - %s * interval '1 second' ORDER BY created_at, batch_id LIMIT %s",
-                (exclude_gateway, older_than_s, limit),
+                f"< now() - %s * interval '1 second'{where} ORDER BY created_at, batch_id LIMIT %s",
+                (*params, limit),
             ).fetchall()
         return [_rows.batch_from_row(r) for r in rows]
+
+    def stale_gateways(self, exclude_gateway: str, older_than_s: float) -> list[str]:
+        """The gateways having `stale_batches`."""
+        with db_errors("read stale gateways"), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT gateway FROM batches WHERE anchor_state <> 'anchored' AND gateway IS NOT NULL "
+                "AND gateway IS DISTINCT FROM %s AND greatest(created_at, submitted_at, failed_at) "
+                "< now() - %s * interval '1 second' ORDER BY 1",
+                (exclude_gateway, older_than_s),
+            ).fetchall()
+        return [r[0] for r in rows]
 
     def batched(self, statement_hashes: Iterable[bytes]) -> set[StatementHash]:
         """Those of `statement_hashes` that are already a leaf of some batch."""

@@ -20,6 +20,7 @@ batches.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -250,9 +251,9 @@ def test_ledger_without_quorum_batches_fail_and_are_retried(env, tmp_path) -> No
 
 
 def test_a_worker_gone_for_good_its_batches_are_adopted(env, tmp_path) -> None:
-    """Two workers (two gateways) share the group; B is SIGKILLed after writing a batch's manifest and
-    never comes back. A takes over B's partitions and, after `pipeline_anchor_adopt_after_s`, anchors
-    B's batch under its own key: every statement in exactly one anchored batch."""
+    """Two workers (two gateways) share the group; B, which anchors, is SIGKILLed after writing a batch's
+    manifest and never comes back. A takes over B's partitions and, after `pipeline_anchor_adopt_after_s`,
+    anchors B's batch under its own key: every statement in exactly one anchored batch."""
     from anchor_helpers import register_gateway
     from pipelines.worker import gateway_key as key_of
 
@@ -262,21 +263,17 @@ def test_a_worker_gone_for_good_its_batches_are_adopted(env, tmp_path) -> None:
     register_gateway(cluster, gw_b, key_of(Path(s.home), gw_b))
     marker = tmp_path / "paused"
     adopt = {"SEALSTREAM_PIPELINE_ANCHOR_ADOPT_AFTER_S": "4"}
-    a = WorkerProc(s, app_id, gw_a, tmp_path / "a.log", extra_env=adopt)
+    # B first, so it owns iiot.sealed (one partition by default: one worker of a group anchors at a time)
     b = WorkerProc(s, app_id, gw_b, tmp_path / "b.log", extra_env={
         **adopt, "SEALSTREAM_ANCHOR_TEST_PAUSE": "manifest", "SEALSTREAM_ANCHOR_TEST_PAUSE_FILE": str(marker)})
+    a = None
     try:
-        def up(w) -> bool:
-            try:
-                return bool(w.metrics())
-            except OSError:
-                return False
-
-        wait_for(lambda: up(a) and up(b), 60, "both workers up", b)
         summary = run(s, RunConfig(name, devices=2, rate=3, duration=4, seed=9))
         good = [r.statement_hash for r in read_sent_log(summary.sent_log, summary.run_id)]
         orphan = wait_for(lambda: marker.exists() and marker.read_text(), 90, "B paused after a manifest", b)
-        b.kill()
+        a = WorkerProc(s, app_id, gw_a, tmp_path / "a.log", extra_env=adopt)  # joins the group, B still in it
+        time.sleep(3)
+        b.kill()  # for good
         assert _open(pool, gw_b)[orphan] == ("pending", 0)
         wait_for(lambda: _all_anchored(pool, good), 120, "every statement anchored", a)
         wait_for(lambda: all(st == "anchored" for st, _ in {**_open(pool, gw_a), **_open(pool, gw_b)}.values()),
@@ -291,5 +288,6 @@ def test_a_worker_gone_for_good_its_batches_are_adopted(env, tmp_path) -> None:
                 "USING (batch_id) WHERE x.gateway = ANY(%s)", ([gw_a, gw_b],)).fetchone()
         assert n == distinct == len(good)
     finally:
-        a.kill()
         b.kill()
+        if a is not None:
+            a.kill()
