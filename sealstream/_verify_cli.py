@@ -192,7 +192,7 @@ def _do_verify(ctx: click.Context, kind: str, args: tuple, ledger_dir, genesis_f
     pin, cp = _trust(genesis_file, genesis_hash, checkpoint, root, as_json)
     with _services(s, root, as_json) as col:
         ev = _collect(col, kind, args, as_json)
-    _print_report(_run_chain(ev, pin, cp, as_json), as_json, pin is not None)
+    _print_report(_run_chain(ev, pin, cp, as_json), as_json, pin is not None or cp is not None)
 
 
 # ---------------------------------------------------------------- verify
@@ -363,8 +363,10 @@ def export_batch(ctx, batch_id, output, ledger_dir, as_json) -> None:
 def evidence_verify(bundle: Path, genesis_file, genesis_hash, checkpoint, as_json) -> None:
     """Verify a bundle offline: no network, no database, only the zip and the trust anchor.
 
-    Without --genesis/--genesis-hash the bundle's own genesis is the anchor: the
-    report prints its hash, compare it with one you trust.
+    Without --genesis/--genesis-hash/--checkpoint the bundle's own genesis is the
+    anchor: the report prints its hash, compare it with one you trust.  A
+    --checkpoint alone is a trust anchor too: the headers up to it, and the
+    genesis, are authenticated by their hash links back from it.
     """
     from pipelines.evidence.bundle import verify_bundle
 
@@ -372,7 +374,7 @@ def evidence_verify(bundle: Path, genesis_file, genesis_hash, checkpoint, as_jso
         _stop(f"no bundle at {bundle}", as_json)
     pin, cp = _trust(genesis_file, genesis_hash, checkpoint, None, as_json, default_from_layout=False)
     report = verify_bundle(bundle, trusted_genesis_hash=pin, checkpoint=cp)
-    _print_report(report, as_json, pin is not None)
+    _print_report(report, as_json, pin is not None or cp is not None)
 
 
 # ---------------------------------------------------------------- export --verified

@@ -85,8 +85,13 @@ def _ledger_error(exc: lc_mod.LightClientError) -> LedgerEvidenceError:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A header hash the user trusts at `height` (out of band): the verified
-    chain must pass through it, in addition to starting at the genesis."""
+    """A header hash the user trusts at `height` (out of band).
+
+    The verified chain must pass through it.  It is a trust anchor on its own:
+    the light client checks every ``prev_hash`` link from the genesis up, so a
+    trusted header at `height` authenticates the headers below it and the
+    genesis itself (block 1's ``prev_hash`` is the genesis hash); headers above
+    it are checked by their certificates as always."""
 
     height: int
     header_hash: bytes
@@ -386,10 +391,15 @@ def _verify_rows(run: _Run, evidence: Evidence, signed_rows: dict) -> None:
         col = rows.column("statement_hash").combine_chunks()
         if not pa.types.is_dictionary(col.type):
             col = pc.dictionary_encode(col)
-        order = pc.sort_indices(col.indices)
-        rows = rows.take(order)
+        ids = col.indices
+        runs = 1 + pc.sum(pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).cast(pa.int64())).as_py() \
+            if len(ids) > 1 else 1
+        if runs != len(pc.unique(ids)):  # a statement's rows are not contiguous: sort them together
+            order = pc.sort_indices(ids)
+            rows = rows.take(order)
+            ids = ids.take(order)
         start = 0
-        for item in pc.value_counts(col.indices.take(order)):  # first-appearance order = sorted
+        for item in pc.value_counts(ids):  # first-appearance order = the order of the runs
             h = col.dictionary[item["values"].as_py()].as_py()
             c = item["counts"].as_py()
             groups[h] = (start, c)

@@ -278,3 +278,19 @@ def test_offline_modules_import_no_service_clients() -> None:
     p = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_checkpoint_is_a_trust_anchor() -> None:
+    from ledger._types import BlockHeader
+    from pipelines.evidence.chain import Checkpoint
+
+    _, members = _members()
+    headers = canonical.decode(members["ledger/headers.cbor"])
+    h = BlockHeader.from_wire(headers[len(headers) // 2][0])
+    good = Checkpoint(h.height, h.header_hash())
+    assert verify_bundle(io.BytesIO(BUNDLE), checkpoint=good).ok
+    bad = Checkpoint(h.height, b"\x05" * 32)
+    assert verify_bundle(io.BytesIO(BUNDLE), checkpoint=bad).failed_step == "genesis"
+    assert Checkpoint.parse(f"{h.height}:{h.header_hash().hex()}") == good
+    with pytest.raises(ValueError):
+        Checkpoint.parse("0:zz")
