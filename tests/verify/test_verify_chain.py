@@ -157,3 +157,31 @@ def test_unregistered_device_fails_device_key(dataset) -> None:
     batch, _ = dataset.batch(stranger, n_ts=1, n_img=0)
     report = dataset.verify(dataset.collector().batch(batch.batch_id))
     assert report.failed_step == "device-key" and "unknown" in report.failures[0].message, report.to_json()
+
+
+def test_bundle_round_trip_verifies_offline(dataset, tmp_path) -> None:
+    from pipelines.evidence import bundle
+
+    _, key = dataset.device()
+    batch, records = dataset.batch(key, n_ts=2, n_img=1, rows=30)
+    ev = dataset.collector().batch(batch.batch_id)
+    path = tmp_path / "b.zip"
+    bundle.write_bundle(ev, path)
+    back = bundle.read_bundle(path)
+    assert back.records == ev.records and back.batches == ev.batches and back.subject == ev.subject
+    report = bundle.verify_bundle(path, trusted_genesis_hash=dataset.cluster.layout.genesis().genesis_hash())
+    assert report.ok, report.to_json()
+    assert report.counts["rows"] == 60
+
+
+def test_deleted_statement_fails_evidence(dataset) -> None:
+    _, key = dataset.device()
+    batch, records = dataset.batch(key, n_ts=0, n_img=3)
+    gone = records[1].hash
+    with dataset.pool.connection() as conn, conn.transaction():
+        conn.execute("DELETE FROM batch_leaves WHERE statement_hash = %s", (gone,))
+        conn.execute("DELETE FROM blobs WHERE statement_hash = %s", (gone,))
+        conn.execute("DELETE FROM statements WHERE statement_hash = %s", (gone,))
+    report = dataset.verify(dataset.collector().batch(batch.batch_id))
+    assert report.failed_step == "evidence", report.to_json()
+    assert report.failures[0].evidence["statement_hash"] == [gone.hex()]
