@@ -10,7 +10,8 @@ generator as the other rows (KV app, `ledger.bench.BENCH_PARAMS`):
 * ``static-4``: no reputation, the genesis 4 seal forever (what reputation
   costs: heartbeats, the carried certificate counted, the primary's wait);
 * ``rep-4-offline``: as ``rep-4``, but one sealer (not the primary) is
-  SIGKILLed a third of the way into the measured window: the remaining 3 are
+  SIGKILLed a third of the way into the first measured window (later
+  repeats run with it dead, then replaced): the remaining 3 are
   still a quorum, the primary waits `last_commit_wait_ms` per block for the
   missing COMMIT until the epoch end replaces the dead sealer by a backup.
   The row says whether it was replaced and how many epochs passed.
@@ -138,6 +139,8 @@ def format_reputation(rows: list[dict[str, Any]]) -> list[str]:
         succ = None if r.get("success_rate") is None else 100 * r["success_rate"]
         out.append(f"{r['config']:<48} {f(r['tx_per_s'], ',.0f'):>9} {f(r['p50_ms'], '.2f'):>8} "
                    f"{f(r['p99_ms'], '.2f'):>8} {f(succ, '.2f'):>7}%")
+        if len(r.get("runs", [])) > 1:
+            out.append("  runs: " + " / ".join(f"{x['tx_per_s']:,.0f}" for x in r["runs"]) + " tx/s")
         if r["key"] == "rep-4-offline":
             out.append(f"  killed {r['killed']}; sealers before {r['sets'][0]}, at the end {r['sets'][-1]}; "
                        f"replaced: {'yes' if r['replaced'] else 'NO'}; epoch changes after the kill: "
