@@ -75,12 +75,15 @@ _LC_STEPS: dict[type, type] = {
     lc_mod.TxRootError: TxInBlockError,
     lc_mod.TxInclusionError: TxInBlockError,
 }
+_LC_NAMES = ("genesis", "header-link", "header-epoch", "sealer-set", "certificate", "tx-root", "inclusion")
 _MANIFEST_KEYS = {"v", "batch_id", "root", "tree_size", "window_start", "window_end", "leaves"}
 _MAX_FAILURES = 200
 
 
 def _ledger_error(exc: lc_mod.LightClientError) -> LedgerEvidenceError:
-    return _LC_STEPS.get(type(exc), HeaderChainError)(str(exc))
+    err = _LC_STEPS.get(type(exc), HeaderChainError)(str(exc))
+    err.height = exc.height  # type: ignore[attr-defined]
+    return err
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,11 @@ class _Run:
         self.passed.update(steps)
 
     def fail(self, step: str, message: str, **evidence: Any) -> None:
+        while True:  # errors prefix their step ("step: ..."), and wrapped ones once more
+            head, sep, rest = message.partition(": ")
+            if not sep or head not in (step, *_LC_NAMES):
+                break
+            message = rest
         self.failed_count += 1
         if len(self.failures) < _MAX_FAILURES:
             self.failures.append(Failure(step, message, evidence))
@@ -265,7 +273,7 @@ def verify(evidence: Evidence, *, trusted_genesis_hash: Optional[bytes] = None,
     try:
         view = verify_ledger(evidence.ledger, trusted_genesis_hash=trusted_genesis_hash, checkpoint=checkpoint)
     except VerificationError as exc:
-        run.fail(exc.step, str(exc))
+        run.fail(exc.step, str(exc), height=getattr(exc, "height", None))
         return Report(subject, run.passed_steps(), tuple(run.failures), counts,
                       evidence.ledger.genesis.genesis_hash().hex(), 0)
     run.ok("genesis", "header-chain", "sealer-set", "certificate")
