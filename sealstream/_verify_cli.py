@@ -115,12 +115,17 @@ def _services(s: Settings, ledger_dir: Optional[Path], as_json: bool) -> Iterato
 
 
 def _collect(col: Any, kind: str, args: tuple, as_json: bool) -> Any:
+    """Collect the evidence, with a spinner naming what is being read on a terminal."""
     from ledger.client import LedgerClientError
     from pipelines.evidence.collect import CollectError
     from storage import StorageError
 
     try:
-        return getattr(col, kind)(*args)
+        if as_json or not err.is_terminal:
+            return getattr(col, kind)(*args)
+        with err.status("collecting evidence") as status:
+            col.progress = lambda msg: status.update(f"collecting evidence: {msg}")
+            return getattr(col, kind)(*args)
     except CollectError as exc:
         _stop(str(exc), as_json)
     except (LedgerClientError, StorageError, OSError) as exc:
