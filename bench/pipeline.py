@@ -170,8 +170,11 @@ class Consumer:
         self.group = f"ss-bench-{kind}-{uuid.uuid4().hex[:8]}"
         self.dsn = _fresh_db(s, kind[0])
         self.bucket = f"ss-bench-{kind}-{uuid.uuid4().hex[:8]}"
-        pin_offsets(s.kafka_bootstrap, self.group, start if start is not None else load.start)
         self.sealed_start = end_offsets(s.kafka_bootstrap, ["iiot.sealed"])
+        # iiot.sealed too: the anchor agent reads it in the same group, and must not start at the
+        # shared topic's beginning (other runs' seals)
+        pin_offsets(s.kafka_bootstrap, self.group,
+                    {**(start if start is not None else load.start), **self.sealed_start})
         env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_PG_DSN=self.dsn,
                    SEALSTREAM_MINIO_BUCKET=self.bucket, SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
                    SEALSTREAM_PIPELINE_GATEWAY=GATEWAY)
@@ -553,6 +556,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: consumers, ledger, databases and buckets are cleaned up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rep = build_report(args)
     print(json.dumps(rep, indent=2, default=str) if args.json else format_report(rep))
 

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 from bench._pipeline_kafka import pin_offsets as _pin
 from devices_helpers import end_offsets, read_range, read_records
 from ledger.cluster import free_ports
-from pipelines.devices import RunConfig, RunSummary, SentRecord, read_sent_log, run
+from pipelines.devices import RunConfig, RunSummary, SentRecord, Simulator, read_sent_log
 from pipelines.devices.timeseries import read_timeseries
 from sealstream.settings import Settings
 from storage.blobs import BlobStore
@@ -67,6 +67,22 @@ class WorkerProc:
 
     def metrics(self) -> str:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+
+    def ingested(self) -> float:
+        """Records this worker stored and sealed so far (0 while its /metrics is not up yet)."""
+        try:
+            return metric_total(self.metrics(), "sealstream_pipeline_ingested_total")
+        except OSError:
+            return 0.0
+
+    def wait_ingesting(self, timeout: float = 90.0) -> float:
+        """Until this worker has stored a record (it joined the group and got partitions)."""
+        deadline = time.monotonic() + timeout
+        while (n := self.ingested()) == 0:
+            if not self.alive() or time.monotonic() > deadline:
+                raise AssertionError(f"worker stored nothing (alive: {self.alive()}):\n{self.tail()}")
+            time.sleep(0.5)
+        return n
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -106,14 +122,19 @@ class SimRun:
         self.summary: Optional[RunSummary] = None
         self.error: Optional[BaseException] = None
         self.started = time.monotonic()
+        self._sim = Simulator(settings, config)
         self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self.summary = run(self.settings, self.config)
+            self.summary = self._sim.run()
         except BaseException as exc:  # noqa: BLE001 - re-raised in join()
             self.error = exc
+
+    def stop(self) -> None:
+        """End the run early (it flushes and writes its sent-log as usual)."""
+        self._sim.stop()
 
     def at(self, seconds: float) -> None:
         """Sleep until `seconds` after the run started."""
