@@ -269,8 +269,10 @@ Effect = Union[Send, Broadcast, SetTimer, CancelTimer, CommitBlock, Persist, Rep
 
 @dataclass(frozen=True)
 class Equivocation:
-    """Proof that `node`, primary of `view`, signed two proposals for `height`
-    (evidence for the reputation rules of the next issue)."""
+    """Proof that `node` signed two `kind` messages (``preprepare``: two
+    proposals as primary of `view`; ``prepare``/``commit``: two votes) for
+    one (`view`, `height`) with different digests. Nodes submit it as
+    ``reputation.evidence`` (`ledger.contracts.evidence`)."""
 
     node: str
     view: int
@@ -279,6 +281,7 @@ class Equivocation:
     sig_a: bytes
     digest_b: bytes
     sig_b: bytes
+    kind: str = "preprepare"
 
 
 class BlockSource(Protocol):
@@ -764,6 +767,7 @@ class Replica:
             return
         if not self._check_sig(msg):
             return
+        self._double_vote("prepare", self.prepares, msg)
         key = (msg.view, msg.height, msg.digest)
         sigs = self.prepares.get(key)
         if sigs is None or msg.sender not in sigs:
@@ -791,6 +795,7 @@ class Replica:
             return
         if not self._check_sig(msg):
             return
+        self._double_vote("commit", self.commits, msg)
         key = (msg.view, msg.height, msg.digest)
         sigs = self.commits.get(key)
         if sigs is None or msg.sender not in sigs:
@@ -800,6 +805,15 @@ class Replica:
                 sigs = self.commits[key] = {}
         sigs[msg.sender] = msg.sig
         self._progress()
+
+    def _double_vote(self, kind: str, log: dict[tuple[int, int, bytes], dict[str, bytes]],
+                     msg: Prepare | Commit) -> None:
+        """Keep as evidence a validly signed vote that contradicts one `msg.sender` sent before."""
+        for (v, h, d), sigs in log.items():
+            if v == msg.view and h == msg.height and d != msg.digest and msg.sender in sigs:
+                self.evidence.append(Equivocation(msg.sender, v, h, d, sigs[msg.sender], msg.digest, msg.sig, kind))
+                self._drop("double_vote")
+                return
 
     def _equivocation(self, node: str, view: int, height: int, da: bytes, sa: bytes, db: bytes, sb: bytes) -> None:
         self.evidence.append(Equivocation(node, view, height, da, sa, db, sb))

@@ -106,5 +106,5 @@ def verify_evidence(ev: Evidence, chain_id: str, nodes: tuple[str, ...], sealers
 
 
 def from_equivocation(e: Any) -> Evidence:
-    """Evidence from a replica's `consensus.Equivocation` (two signed PRE-PREPAREs)."""
-    return Evidence(e.node, "preprepare", e.view, e.height, e.digest_a, e.sig_a, e.digest_b, e.sig_b)
+    """Evidence from a replica's `consensus.Equivocation` (two signed PRE-PREPAREs, PREPAREs or COMMITs)."""
+    return Evidence(e.node, e.kind, e.view, e.height, e.digest_a, e.sig_a, e.digest_b, e.sig_b)

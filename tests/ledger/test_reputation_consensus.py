@@ -100,3 +100,21 @@ def test_late_commit_joins_the_carried_certificate() -> None:
     forged = Commit(missing[0].node_id, cert.view, cert.height, cert.block_hash, sig=bytes(64))
     r.handle(MessageReceived(forged.sender, forged))
     assert r.last_cert == cert and r.drops["bad_signature"] >= 1  # a forged late COMMIT changes nothing
+
+
+@pytest.mark.parametrize("cls", [Prepare, Commit])
+def test_double_votes_are_kept_as_evidence_that_verifies(cls) -> None:
+    from ledger.contracts.evidence import from_equivocation, verify_evidence
+    from ledger.sim import CachingVerifier
+
+    sim = _chain()
+    r = sim.instances[0].replica
+    voter = next(i for i in sim.instances[1:] if i.node_id != r.primary)
+    h, v = r.height + 1, r.view
+    for digest in (b"\x01" * 32, b"\x01" * 32, b"\x02" * 32):  # the repeat is no offence, the other digest is
+        msg = cls(voter.node_id, v, h, digest).sign(sim.genesis.chain_id, voter.key.sign)
+        r.handle(MessageReceived(voter.node_id, msg))
+    assert len(r.evidence) == 1 and r.drops["double_vote"] == 1
+    ev = from_equivocation(r.evidence[0])
+    assert (ev.kind, ev.node, ev.view, ev.height) == (cls.KIND, voter.node_id, v, h)
+    verify_evidence(ev, sim.genesis.chain_id, sim.genesis.node_ids(), r.sealers_at(h), CachingVerifier())
