@@ -152,18 +152,32 @@ def ledger() -> None:
 @click.option("--app", type=click.Choice(["contracts", "kv"]), default="contracts", show_default=True,
               help="what the nodes run: the contracts (registry, anchors) or a key/value map (kv.put)")
 @click.option("--force", is_flag=True, help="replace an existing ledger (stops its nodes, deletes its blocks)")
+@click.option("--reputation", is_flag=True,
+              help="choose the sealers by reputation: at every epoch end the top K (--sealers) nodes seal")
+@click.option("--epoch-length", type=click.IntRange(min=1), default=None,
+              help="blocks per epoch (default 1000, or 100 with --reputation)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def ledger_init(ctx: click.Context, n_nodes: int | None, n_sealers: int | None, app: str, force: bool,
-                as_json: bool) -> None:
+                reputation: bool, epoch_length: int | None, as_json: bool) -> None:
     """Write node keys, the genesis and the node addresses into the state directory.
 
     With the contracts app (the default) also keys/admin.key, the consortium
     admin, and contracts.json (org "operator", administered by that key,
-    holding the nodes), whose hash the genesis records.
+    holding the nodes), whose hash the genesis records. With --reputation the
+    first K nodes seal epoch 0 and each epoch end picks the next K by
+    reputation (docs/contracts.md, "Reputation"):
+
+    \b
+      sealstream ledger init --nodes 7 --sealers 4 --reputation --epoch-length 50
     """
     s = _settings(ctx)
     cluster = _cluster(s, n_nodes, n_sealers, app)
+    if reputation or epoch_length:
+        from dataclasses import replace
+
+        cluster.params = replace(cluster.params, sealer_count=cluster.n_sealers if reputation else 0,
+                                 epoch_length=epoch_length or (100 if reputation else cluster.params.epoch_length))
     try:
         layout = cluster.init(force=force)
         addrs = cluster.addresses()
@@ -175,10 +189,14 @@ def ledger_init(ctx: click.Context, n_nodes: int | None, n_sealers: int | None, 
     if as_json:
         _emit({"home": str(layout.root), "chain_id": g.chain_id, "genesis_hash": g.genesis_hash().hex(),
                "app": layout.app(), "app_hash": g.app.partition(":")[2] or None, "admin": admin,
-               "sealers": len(g.sealers.members), "nodes": [a.__dict__ for a in addrs]})
+               "sealers": len(g.sealers.members), "reputation": g.params.sealer_count > 0,
+               "epoch_length": g.params.epoch_length, "nodes": [a.__dict__ for a in addrs]})
         return
     _out.print(f"ledger {g.chain_id}: {len(addrs)} nodes, {len(g.sealers.members)} sealers, app {layout.app()} "
                f"in {layout.root}")
+    if g.params.sealer_count:
+        _out.print(f"sealers chosen by reputation every {g.params.epoch_length} blocks "
+                   "(sealstream ledger reputation shows the table)")
     if admin:
         _out.print(f"consortium admin {admin} (keys/admin.key)")
     _out.print(f"genesis hash {g.genesis_hash().hex()}; next: sealstream ledger up")

@@ -123,3 +123,18 @@ def test_offline_sealer_replaced_and_regains_its_place(cluster: LocalCluster) ->
     assert r.exit_code == 1 and "behind" in r.output
     # (recorded for the report; never asserted: timings vary with the machine's load)
     print(f"replaced after {replaced_after:.1f}s, regained after {regained_after:.1f}s, height {h}")
+
+
+def test_cli_init_turns_reputation_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger.layout import LedgerLayout
+
+    monkeypatch.setenv("SEALSTREAM_HOME", str(tmp_path))
+    r = CliRunner().invoke(cli, ["ledger", "init", "--nodes", "5", "--sealers", "4", "--reputation", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["reputation"] is True and out["epoch_length"] == 100
+    p = LedgerLayout(tmp_path / "ledger").genesis().params
+    assert (p.sealer_count, p.epoch_length) == (4, 100)
+    r = CliRunner().invoke(cli, ["ledger", "init", "--force", "--epoch-length", "7", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["reputation"] is False
+    assert LedgerLayout(tmp_path / "ledger").genesis().params.epoch_length == 7
