@@ -91,8 +91,26 @@ def _copy_readings(pool, device: str, statement_hash: bytes, table: pa.Table) ->
 
 
 def _setup(settings, rows: int, payloads: int, tmp: Path):
-    from anchor_helpers import admin_client, ledger_cluster, register_gateway
-    from ledger.client import LedgerClient  # noqa: F401 - imported for its side effect of failing early
+    """A started ledger, a migrated database and the anchored dataset; stopped/dropped on failure."""
+    from anchor_helpers import ledger_cluster
+
+    name = f"ss_bench_verify_{uuid.uuid4().hex[:8]}"
+    admin_dsn = make_conninfo(settings.postgres_dsn, dbname="postgres")
+    with psycopg.connect(admin_dsn, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = make_conninfo(settings.postgres_dsn, dbname=name)
+    cluster = ledger_cluster(tmp / "ledger")
+    try:
+        return _fill(settings, rows, payloads, cluster, dsn, admin_dsn, name)
+    except BaseException:
+        cluster.stop(timeout=5)  # never leave node processes behind a failed setup
+        with psycopg.connect(admin_dsn, autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        raise
+
+
+def _fill(settings, rows: int, payloads: int, cluster, dsn: str, admin_dsn: str, name: str):
+    from anchor_helpers import admin_client, register_gateway
     from pipelines.anchor import Anchorer
     from storage import StatementRecord, migrate, open_pool
     from storage.blobs import BlobStore
@@ -102,12 +120,6 @@ def _setup(settings, rows: int, payloads: int, tmp: Path):
     from trust.receipt import seal_receipt
     from trust.statement import Statement, sign_statement
 
-    name = f"ss_bench_verify_{uuid.uuid4().hex[:8]}"
-    admin_dsn = make_conninfo(settings.postgres_dsn, dbname="postgres")
-    with psycopg.connect(admin_dsn, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(settings.postgres_dsn, dbname=name)
-    cluster = ledger_cluster(tmp / "ledger")
     migrate(dsn)
     pool = open_pool(dsn, max_size=4)
     blobs = BlobStore.from_settings(settings)
