@@ -4,6 +4,12 @@
                                        [--latency-seconds 8] [--latency-rate 1]
                                        [--metrics on|off] [--profile] [--json]
 
+Kafka: by default a private broker (the project's infra.Kafka on free ports in
+the benchmark's home), so a drained range holds only the benchmark's records
+and the trusted worker never dead-letters other runs' records on the shared
+topics (--kafka shared uses the stack's broker). PostgreSQL and MinIO are the
+stack's (throwaway databases and buckets).
+
 Throughput (drain): a fresh factory's fixed, bounded message set (the
 simulator, all three kinds, no faults) is preloaded into the raw topics once;
 then each consumer drains exactly that range from a fresh consumer group
@@ -164,12 +170,18 @@ def _metrics_supported() -> bool:
 class Consumer:
     """One consumer process (trusted worker or baseline) on its own group, database and bucket."""
 
+    #: (database name, bucket) of every consumer of the current report, dropped unless --keep
+    created: list[tuple[str, str]] = []
+
     def __init__(self, kind: str, s: Any, load: Load, home: Path, metrics: str, log: Path,
                  start: Optional[dict] = None, anchor: bool = False) -> None:
         self.kind, self.s, self.load = kind, s, load
         self.group = f"ss-bench-{kind}-{uuid.uuid4().hex[:8]}"
         self.dsn = _fresh_db(s, kind[0])
         self.bucket = f"ss-bench-{kind}-{uuid.uuid4().hex[:8]}"
+        from psycopg.conninfo import conninfo_to_dict
+
+        Consumer.created.append((conninfo_to_dict(self.dsn)["dbname"], self.bucket))
         self.sealed_start = end_offsets(s.kafka_bootstrap, ["iiot.sealed"])
         # iiot.sealed too: the anchor agent reads it in the same group, and must not start at the
         # shared topic's beginning (other runs' seals)
@@ -407,11 +419,19 @@ def build_report(args: argparse.Namespace) -> dict:
 
     base = load_settings()
     home = Path(tempfile.mkdtemp(prefix="ss-bench-pipeline-"))
-    s = load_settings(home=home, kafka_bootstrap_servers=base.kafka_bootstrap, pg_dsn=base.postgres_dsn,
-                      minio_endpoint=base.minio_address)
+    private = None
+    ledger = None
+    Consumer.created = []
     load_before = os.getloadavg()
-    ledger = _start_ledger(home) if args.anchor else None
     try:
+        if args.kafka == "private":
+            from bench._pipeline_stack import PrivateStack
+
+            private = PrivateStack(home / "private", base=base, kafka=True).__enter__()
+        bootstrap = private.settings.kafka_bootstrap if private is not None else base.kafka_bootstrap
+        s = load_settings(home=home, kafka_bootstrap_servers=bootstrap, pg_dsn=base.postgres_dsn,
+                          minio_endpoint=base.minio_address)
+        ledger = _start_ledger(home) if args.anchor else None
         load = _preload(s, f"bench-{uuid.uuid4().hex[:8]}", args.devices, args.messages, args.seed)
         drains: list[Drain] = []
         for r in range(args.repeats):
@@ -452,13 +472,18 @@ def build_report(args: argparse.Namespace) -> dict:
             "latency": latency,
             "metrics": args.metrics if _metrics_supported() else "unsupported",
             "anchoring": bool(args.anchor),
+            "kafka": args.kafka,
             "profile": profile,
+            "created": {"databases": [d for d, _ in Consumer.created], "buckets": [b for _, b in Consumer.created],
+                        "kept": bool(args.keep)},
             "load_average": {"before": [round(x, 2) for x in load_before],
                              "after": [round(x, 2) for x in os.getloadavg()]},
         }
     finally:
         if ledger is not None:
             ledger.stop(timeout=5)
+        if private is not None:
+            private.close()
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
 
@@ -514,7 +539,7 @@ def format_report(rep: dict) -> str:
             else:
                 lines.append(f"latency {name} {what}: p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms "
                              f"({v['n']} records at {v['rate_per_s']}/s)")
-    lines.append(f"metrics: {rep['metrics']}; anchoring: {'on' if rep['anchoring'] else 'off'}; "
+    lines.append(f"kafka: {rep['kafka']}; metrics: {rep['metrics']}; anchoring: {'on' if rep['anchoring'] else 'off'}; "
                  f"load average before {rep['load_average']['before']} after {rep['load_average']['after']}")
     prof = rep.get("profile")
     if prof:
@@ -542,6 +567,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--metrics", choices=["on", "off", "default"], default="default",
                    help="worker metrics switch (SEALSTREAM_METRICS); default: the environment's")
     p.add_argument("--profile", action="store_true", help="py-spy the trusted worker in one extra drain")
+    p.add_argument("--kafka", choices=["private", "shared"], default="private",
+                   help="private (default): a broker of our own on free ports (infra.Kafka), so drains see only "
+                        "the benchmark's records and its dead letters never reach others; shared: the stack's")
     p.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=True,
                    help="start a 4-node ledger so the trusted worker anchors (default; --no-anchor: seal only)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a drain may take before giving up")
