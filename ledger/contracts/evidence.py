@@ -25,6 +25,7 @@ from trust import canonical
 from trust._hashes import sha256
 
 from .._types import SealerSet, Verifier, is_did
+from ..consensus import Equivocation
 from ..messages import signing_bytes
 from ._app import Refused
 
@@ -36,17 +37,9 @@ _FIELDS = {"node", "kind", "view", "height", "digest_a", "sig_a", "digest_b", "s
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """`node` signed `kind` for (`view`, `height`) over `digest_a` and over `digest_b`."""
-
-    node: str
-    kind: str
-    view: int
-    height: int
-    digest_a: bytes
-    sig_a: bytes
-    digest_b: bytes
-    sig_b: bytes
+class Evidence(Equivocation):
+    """`node` signed `kind` for (`view`, `height`) over `digest_a` and over
+    `digest_b`: a replica's `consensus.Equivocation` as a transaction payload."""
 
     def to_payload(self) -> dict:
         """The ``reputation.evidence`` payload."""
@@ -73,8 +66,8 @@ class Evidence:
         for f in ("sig_a", "sig_b"):
             if type(p[f]) is not bytes or len(p[f]) != 64:
                 raise Refused("BAD_EVIDENCE", f"{f} must be a 64-byte Ed25519 signature")
-        return cls(p["node"], p["kind"], p["view"], p["height"], p["digest_a"], p["sig_a"],
-                   p["digest_b"], p["sig_b"])
+        return cls(p["node"], p["view"], p["height"], p["digest_a"], p["sig_a"], p["digest_b"], p["sig_b"],
+                   p["kind"])
 
     def offence(self) -> str:
         """One offence per accused and (view, height) slot, whatever the kind or digests."""
@@ -107,4 +100,4 @@ def verify_evidence(ev: Evidence, chain_id: str, nodes: tuple[str, ...], sealers
 
 def from_equivocation(e: Any) -> Evidence:
     """Evidence from a replica's `consensus.Equivocation` (two signed PRE-PREPAREs, PREPAREs or COMMITs)."""
-    return Evidence(e.node, e.kind, e.view, e.height, e.digest_a, e.sig_a, e.digest_b, e.sig_b)
+    return Evidence(e.node, e.view, e.height, e.digest_a, e.sig_a, e.digest_b, e.sig_b, e.kind)

@@ -5,6 +5,7 @@ driven block by block without consensus."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 
@@ -138,7 +139,7 @@ def _evidence(key: KeyPair, kind: str = "commit", view: int = 0, height: int = 1
             sig.append(msg.sig)
         else:  # a pre-prepare signs the digest of its block: sign the same bytes directly
             sig.append(key.sign(preprepare_signing_bytes(G.chain_id, view, height, d, key.did)))
-    return Evidence(key.did, kind, view, height, a, sig[0], b, sig[1])
+    return Evidence(key.did, view, height, a, sig[0], b, sig[1], kind)
 
 
 def _result(c: Chain, tx: Transaction) -> dict:
@@ -157,7 +158,7 @@ def test_evidence_lowers_sharply_once_per_offence(kind: str) -> None:
     # the same offence again (also in another message kind, or digests swapped): refused, no change
     score = c.score(DIDS[1])
     for again in (ev, _evidence(KEYS[1], "prepare" if kind != "prepare" else "commit", b=b"\x03" * 32),
-                  Evidence(ev.node, ev.kind, ev.view, ev.height, ev.digest_b, ev.sig_b, ev.digest_a, ev.sig_a)):
+                  replace(ev, digest_a=ev.digest_b, sig_a=ev.sig_b, digest_b=ev.digest_a, sig_b=ev.sig_a)):
         res = _result(c, c.tx(KEYS[2], "reputation.evidence", again.to_payload()))
         assert res["code"] == "EVIDENCE_REPLAYED"
     assert c.score(DIDS[1]) == min(R.max, score + 3 * R.sign_reward)  # only its signing counted
@@ -168,8 +169,7 @@ def test_evidence_refusals_have_stable_codes() -> None:
     c.block()
     good = _evidence(KEYS[0])
     cases = {
-        "BAD_SIGNATURE": Evidence(good.node, "commit", 0, 1, good.digest_a, good.sig_a, good.digest_b,
-                                  bytes(64)).to_payload(),  # forged second signature
+        "BAD_SIGNATURE": replace(good, sig_b=bytes(64)).to_payload(),  # forged second signature
         "NOT_CONFLICTING": _evidence(KEYS[0], b=b"\x01" * 32).to_payload(),  # one digest signed twice
         "NOT_A_SEALER": _evidence(KEYS[3]).to_payload(),  # node 3 is a backup in epoch 0
         "UNKNOWN_NODE": _evidence(OUTSIDER).to_payload(),
