@@ -1,5 +1,6 @@
-"""Kafka plumbing of the pipeline benchmark (and the resilience tests): partition end offsets,
-pinning a consumer group's start, and following ``iiot.sealed`` for one set of devices.
+"""Kafka plumbing of the pipeline benchmark (and the resilience tests): partition end offsets and
+pinning a consumer group's start (from `pipelines.offsets`), and following ``iiot.sealed`` for one
+set of devices.
 
 Kept apart from the consumers so the trusted worker and the baseline are
 started, positioned and observed the same way.
@@ -12,42 +13,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
+
+from pipelines.offsets import end_offsets, pin_offsets  # re-exported: one place positions consumer groups
 
 __all__ = ["end_offsets", "pin_offsets", "SealFollower"]
-
-
-def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    """High watermark of every partition of `topics`."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
-    try:
-        md = c.list_topics(timeout=10)
-        return {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                for t in topics for p in md.topics[t].partitions}
-    finally:
-        c.close()
-
-
-def pin_offsets(bootstrap: str, group: str, offsets: dict, timeout: float = 40.0) -> None:
-    """Commit `offsets` for the (empty) consumer `group`, so its members start exactly there.
-
-    Retried until `timeout`: a member that just left may still hold the group.
-    """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            res = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(10)
-            errors = [tp.error for tp in res.topic_partitions if tp.error is not None]
-            if errors:
-                raise RuntimeError(f"offsets not altered: {errors[0]}")
-            return
-        except Exception:  # noqa: BLE001 - retried until the deadline, then raised
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
 
 
 @dataclass(frozen=True)

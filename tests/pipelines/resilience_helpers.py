@@ -37,7 +37,8 @@ from storage.blobs import BlobStore
 from storage.db import open_pool
 from trust._hashes import sha256
 
-__all__ = ["Anchoring", "WorkerProc", "SimRun", "pin_offsets", "wait_stored", "check_exactly_once", "metric_total", "Outcome"]
+__all__ = ["Anchoring", "WorkerProc", "SimRun", "pin_offsets", "wait_stored", "check_exactly_once", "check_private_run",
+           "metric_total", "stored_count", "Outcome"]
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-resilience"
@@ -150,6 +151,12 @@ class SimRun:
         return list(read_sent_log(Path(self.summary.sent_log), self.summary.run_id))
 
 
+def stored_count(settings: Settings, dids: list[str]) -> int:
+    """Statements stored so far for these devices."""
+    with open_pool(settings.postgres_dsn, max_size=1) as pool, pool.connection() as conn:
+        return conn.execute("SELECT count(*) FROM statements WHERE device = ANY(%s)", (dids,)).fetchone()[0]
+
+
 def _stored_hashes(settings: Settings, dids: list[str]) -> set[str]:
     with open_pool(settings.postgres_dsn, max_size=1) as pool, pool.connection() as conn:
         rows = conn.execute("SELECT encode(statement_hash, 'hex') FROM statements WHERE device = ANY(%s)",
@@ -235,6 +242,22 @@ def check_exactly_once(settings: Settings, good: list[SentRecord], sealed_start:
         pos = (h["ss-dlq-topic"].decode(), int(h["ss-dlq-partition"]), int(h["ss-dlq-offset"]))
         assert pos not in positions, f"good record {pos} dead-lettered: {h['ss-dlq-reason'].decode()}"
     return Outcome(len(st), n, n - len(by_hash))
+
+
+def check_private_run(settings: Settings, sent: list[SentRecord], workers: list[WorkerProc],
+                      anchoring: "Anchoring") -> tuple[Outcome, list]:
+    """On a private broker (everything on it is the test's): all of `sent` stored exactly once and sealed
+    (`check_exactly_once` from offset 0), the dead-letter topic empty, every record anchored once."""
+    zero = {tp: 0 for tp in end_offsets(settings, ["iiot.sealed", "iiot.deadletter"])}
+    outcome = check_exactly_once(settings, sent, {tp: 0 for tp in zero if tp[0] == "iiot.sealed"},
+                                 {tp: 0 for tp in zero if tp[0] == "iiot.deadletter"},
+                                 BlobStore.from_settings(settings), lambda key: True)
+    assert outcome.stored == len(sent)
+    dlq = end_offsets(settings, ["iiot.deadletter"])
+    assert set(dlq.values()) == {0}, f"records were dead-lettered: {dlq}"
+    batches = anchoring.check(sent, workers)
+    print(f"{outcome}; {len(batches)} batches anchored, sizes {sorted(b.tree_size for b in batches)}")
+    return outcome, batches
 
 
 class Anchoring:
