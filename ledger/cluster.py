@@ -32,7 +32,11 @@ from .client import AsyncLedgerClient, LedgerClient
 from .errors import LedgerError
 from .layout import LedgerLayout, NodeAddress, init_layout
 
-__all__ = ["ClusterError", "LocalCluster", "free_ports"]
+__all__ = ["QUICK_PARAMS", "ClusterError", "LocalCluster", "free_ports"]
+
+#: Consensus parameters for local test and demo clusters: quick blocks and view changes.
+QUICK_PARAMS = Params(max_block_txs=128, block_time_ms=20, checkpoint_interval=10,
+                      view_change_timeout_ms=800, status_interval_ms=300, fetch_timeout_ms=800)
 
 
 class ClusterError(LedgerError):

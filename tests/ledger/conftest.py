@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from ledger import Params
-from ledger.cluster import LocalCluster
+from ledger.cluster import QUICK_PARAMS, LocalCluster
 
 #: Consensus parameters of the test clusters: quick blocks and view changes.
-CLUSTER_PARAMS = Params(max_block_txs=128, block_time_ms=20, checkpoint_interval=10,
-                        view_change_timeout_ms=800, status_interval_ms=300, fetch_timeout_ms=800)
+CLUSTER_PARAMS = QUICK_PARAMS
 
 
 @pytest.fixture

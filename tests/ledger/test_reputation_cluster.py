@@ -18,13 +18,12 @@ from click.testing import CliRunner
 
 from cluster_checks import metric, wait_converged
 from cluster_load import Load
-from conftest import CLUSTER_PARAMS
-from ledger.cluster import LocalCluster
+from ledger.cluster import QUICK_PARAMS, LocalCluster
 from sealstream.cli import cli
 
 pytestmark = pytest.mark.timeout(300)
 
-PARAMS = replace(CLUSTER_PARAMS, epoch_length=20, sealer_count=4, rep_initial=5000, rep_max=10_000,
+PARAMS = replace(QUICK_PARAMS, epoch_length=20, sealer_count=4, rep_initial=5000, rep_max=10_000,
                  rep_floor=2000, rep_sign_reward=200, rep_offline_after=3, rep_offline_penalty=3000,
                  rep_heartbeat_reward=400, rep_heartbeat_interval=2)
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ledger import Params
-from ledger.cluster import LocalCluster
+from ledger.cluster import QUICK_PARAMS, LocalCluster
 from pipelines._anchor_ledger import GatewayRegistration, ensure_gateway
 from trust.identity import KeyPair
 
-#: Quick blocks and view changes, as in tests/ledger/conftest.py.
-CLUSTER_PARAMS = Params(max_block_txs=128, block_time_ms=20, checkpoint_interval=10,
-                        view_change_timeout_ms=800, status_interval_ms=300, fetch_timeout_ms=800)
+CLUSTER_PARAMS = QUICK_PARAMS
 
 
 def ledger_cluster(root: Path, n_nodes: int = 4) -> LocalCluster:
