@@ -42,11 +42,12 @@ import faust
 
 from sealstream.settings import Settings
 from storage import StorageError
+from storage.errors import RecordError
 
 from .checks import TOPIC_KINDS, Limits
 from .directory import DeviceDirectory, LedgerDirectory, ManifestDirectory
 from .metrics import PipelineMetrics
-from .worker import DeadLetter, IngestProcessor, RawRecord, Seal, gateway_key
+from .worker import DeadLetter, IngestProcessor, RawRecord, Seal, _dead, gateway_key
 
 __all__ = ["build_app", "build_processor", "make_anchorer", "make_directory", "run_worker"]
 
@@ -87,7 +88,7 @@ def build_processor(settings: Settings, directory: DeviceDirectory, metrics: Opt
     proc = IngestProcessor(Writer(pool), Reader(pool), BlobStore.from_settings(settings), gw, directory.resolve,
                            Limits.from_settings(settings),
                            observe_store=metrics.store_seconds.observe if metrics else (lambda s: None),
-                           stored_last_seq=stored_last_seq)
+                           stored_last_seq=stored_last_seq, archive_parallel=settings.pipeline_archive_parallel)
     return proc, pool
 
 
@@ -136,46 +137,72 @@ def build_app(settings: Settings, processor: IngestProcessor, metrics: Optional[
         fut = await topic.send(key=key, value=value, headers=headers)
         await fut  # the broker acked it: only now may the source offset be committed
 
-    async def handle(event: Any) -> None:
+    def record_of(event: Any) -> RawRecord:
         msg = event.message
-        rec = RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"", _headers(msg),
-                        int(round(msg.timestamp * 1000)))
+        return RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"", _headers(msg),
+                         int(round(msg.timestamp * 1000)))
+
+    async def process(recs: list[RawRecord]) -> list:
+        """`process_batch` in a thread, retried while a service is down; an unexpected error
+        splits the batch so that only the poison record is dead-lettered (``internal-error``)."""
         delay = 0.5
         while True:
             try:
-                result = await asyncio.to_thread(processor.process, rec)
-                break
+                return await asyncio.to_thread(processor.process_batch, recs)
+            except RecordError as exc:  # rows a writer refuses: bad input, not an outage
+                poison: BaseException = exc
             except (StorageError, ConnectionError, TimeoutError, OSError) as exc:
                 log.warning("store failed, retrying in %.1f s: %s", delay, exc)
                 metrics.retries.inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+                continue
             except Exception as exc:  # noqa: BLE001 - a poison record must not stall its partition
-                log.error("internal error on %s/%d/%d: %s", rec.topic, rec.partition, rec.offset,
-                          traceback.format_exc())
-                from .worker import _dead
+                poison = exc
+            if len(recs) > 1:
+                out = []
+                for rec in recs:  # one at a time, in order: the seq checks see the earlier ones stored
+                    out.extend(await process([rec]))
+                return out
+            rec = recs[0]
+            log.error("internal error on %s/%d/%d: %s", rec.topic, rec.partition, rec.offset,
+                      "".join(traceback.format_exception(poison)))
+            reason = "malformed-payload" if isinstance(poison, RecordError) else "internal-error"
+            return [_dead(rec, reason, f"{type(poison).__name__}: {poison}")]
 
-                result = _dead(rec, "internal-error", f"{type(exc).__name__}: {exc}")
-                break
-        if isinstance(result, DeadLetter):
-            await produce(deadletter, result.key, result.value, result.headers + [("ss-dlq-group", group)])
-            metrics.deadletters.labels(result.reason).inc()
-            return
-        assert isinstance(result, Seal)
-        await produce(sealed, result.key, result.value,
-                      [("ss-statement-hash", result.statement.hash().hex().encode("ascii"))])
-        kind = result.statement.kind
-        metrics.ingested.labels(kind).inc()
-        metrics.ingested_bytes.labels(kind).inc(len(rec.value))
-        if result.redelivery:
-            metrics.redeliveries.inc()
+    async def handle(events: list) -> None:
+        """Process a batch of one raw topic, then produce its dead letters and seals and wait
+        for the broker's acks (all of them): only then may the source offsets be acked."""
+        recs = [record_of(ev) for ev in events]
+        results = await process(recs)
+        pending = []
+        for rec, result in zip(recs, results):
+            if isinstance(result, DeadLetter):
+                pending.append(await deadletter.send(key=result.key, value=result.value,
+                                                     headers=result.headers + [("ss-dlq-group", group)]))
+                metrics.deadletters.labels(result.reason).inc()
+                continue
+            assert isinstance(result, Seal)
+            pending.append(await sealed.send(
+                key=result.key, value=result.value,
+                headers=[("ss-statement-hash", result.statement.hash().hex().encode("ascii"))]))
+            kind = result.statement.kind
+            metrics.ingested.labels(kind).inc()
+            metrics.ingested_bytes.labels(kind).inc(len(rec.value))
+            if result.redelivery:
+                metrics.redeliveries.inc()
+        await asyncio.gather(*pending)  # every one acked by the broker (an error raises: nothing acked)
 
+    batch_max = settings.pipeline_batch_max_records
+    batch_within = settings.pipeline_batch_window_s
     for topic_name, kind in TOPIC_KINDS.items():
         topic = app.topic(topic_name, **_RAW)
 
         async def agent(stream: Any) -> None:
-            async for event in stream.events():
-                await handle(event)
+            async for events in stream.noack_take(batch_max, within=batch_within):
+                await handle(events)
+                for ev in events:  # only now: stored, sealed (or dead-lettered) and acked by the broker
+                    await stream.ack(ev)
 
         agent.__name__ = agent.__qualname__ = f"ingest_{kind}"
         app.agent(topic, name=f"ingest-{kind}")(agent)
@@ -209,6 +236,7 @@ def run_worker(settings: Settings, directory: DeviceDirectory, *, app_id: Option
     try:
         faust.Worker(app, loglevel=loglevel).execute_from_commandline()
     finally:
+        processor.close()
         pool.close()
         if anchorer is not None:
             anchorer.close()

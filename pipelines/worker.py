@@ -1,18 +1,21 @@
 """The store + seal core of the pipeline worker (DESIGN.md steps 4-6), without Kafka.
 
-`IngestProcessor.process(record, last_seq)` takes one raw record and returns
-what to produce: a `DeadLetter` (original bytes and headers plus the reason
-headers) or a `Seal` (the gateway receipt, for ``iiot.sealed``).  It is
-blocking (PostgreSQL, MinIO, hashing megabytes): the Faust agents call it in
-a thread.  Idempotent end to end:
+`IngestProcessor.process_batch(records)` takes raw records (a poll's worth, in
+partition order) and returns, per record, what to produce: a `DeadLetter`
+(original bytes and headers plus the reason headers) or a `Seal` (the gateway
+receipt, for ``iiot.sealed``).  It is blocking (PostgreSQL, MinIO, hashing
+megabytes): the Faust agents call it in a thread.  Idempotent end to end:
 
-1. pure checks (`pipelines.checks`);
-2. payload archived at ``raw/<sha256>`` (`BlobStore.put_raw` stats first);
-3. the gateway signs the receipt (Ed25519 is deterministic: same key, same
+1. pure checks (`pipelines.checks`), record after record, each device's seq
+   judged against the seqs accepted before it (in the batch, else the cache);
+2. payloads archived at ``raw/<sha256>`` (`BlobStore.put_raw`: one PUT each,
+   in parallel);
+3. the gateway signs the receipts (Ed25519 is deterministic: same key, same
    statement, same location -> the same receipt bytes);
-4. ``statements`` row with the receipt and the Kafka position, then
-   ``readings`` (rows of the Arrow IPC payload) or ``blobs``; all keyed by
-   digests (`storage.Writer`).
+4. one transaction (`Writer.write_sealed`): the ``statements`` rows with the
+   receipts and Kafka positions, then ``readings`` (rows of the Arrow IPC
+   payloads) or ``blobs`` of the statements that are new or redelivered; all
+   keyed by digests.
 
 Replay vs redelivery: a record whose seq is not above the device's last seq,
 or whose statement is already stored, is a *redelivery* (Kafka at-least-once,
@@ -27,6 +30,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -36,7 +40,7 @@ import pyarrow as pa
 from storage.blobs import BlobStore
 from storage.readers import Reader
 from storage.records import BlobRecord, KafkaPosition, StatementRecord, raw_key
-from storage.writers import ReadingsPart, Writer
+from storage.writers import ReadingsPart, SealedWrite, Writer
 from trust.identity import KeyPair, load_keypair, save_keypair
 from trust.receipt import SealReceipt, seal_receipt
 from trust.statement import Statement
@@ -146,7 +150,8 @@ class IngestProcessor:
     def __init__(self, writer: Writer, reader: Reader, blobs: BlobStore, gateway: KeyPair,
                  lookup: Callable[[str], Optional[DeviceKey]], limits: Limits,
                  observe_store: Callable[[float], None] = lambda s: None,
-                 stored_last_seq: Callable[[str], Optional[int]] = lambda did: None) -> None:
+                 stored_last_seq: Callable[[str], Optional[int]] = lambda did: None,
+                 archive_parallel: int = 8) -> None:
         self.writer = writer
         self.reader = reader
         self.blobs = blobs
@@ -155,8 +160,10 @@ class IngestProcessor:
         self.limits = limits
         self.observe_store = observe_store
         self.stored_last_seq = stored_last_seq
+        self.archive_parallel = archive_parallel
         self._last: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._pool: Optional[ThreadPoolExecutor] = None
 
     def last_seq(self, device: str) -> Optional[int]:
         """Highest seq accepted for `device`: this process's cache, else the database's."""
@@ -177,17 +184,59 @@ class IngestProcessor:
     def process(self, rec: RawRecord, last_seq: Optional[int] = None) -> Union[DeadLetter, Seal]:
         """Check, store and seal `rec`.  `last_seq` overrides the device's last accepted seq
         (by default `last_seq(device)`: a cache over ``max(seq)`` in ``statements``)."""
-        if last_seq is None and rec.key:
+        return self.process_batch([rec], last_seq)[0]
+
+    def process_batch(self, records: Sequence[RawRecord], last_seq: Optional[int] = None
+                      ) -> list[Union[DeadLetter, Seal]]:
+        """Check, store and seal `records` (in partition order); one result per record, in order.
+
+        The checks run one record after another, each device's seq judged against
+        the seqs accepted earlier in the batch, so the outcome is the one of
+        processing them one at a time.  The accepted payloads are then archived
+        (PUTs in parallel) and every statement with its readings or blob row is
+        written in **one** transaction (`Writer.write_sealed`).  The seq cache is
+        advanced only once that committed: a failed batch is retried whole.
+        A record whose check raises an unexpected error is an ``internal-error``
+        dead letter on its own; an error in the archive or the writes raises (the
+        caller retries, or splits the batch to find a poison record).
+        """
+        out: list = [None] * len(records)
+        staged: list[tuple[int, RawRecord, Accepted, Optional[pa.Table]]] = []
+        in_batch: dict[str, int] = {}
+        for i, rec in enumerate(records):
             try:
-                last_seq = self.last_seq(bytes(rec.key).decode("ascii"))
-            except UnicodeDecodeError:
-                pass
-        out = self._process(rec, last_seq)
-        if isinstance(out, Seal):
-            self._accepted(out.statement.device, out.statement.seq)
+                verdict = self._check(rec, last_seq if last_seq is not None else self._last_of(rec, in_batch))
+            except Exception as exc:  # noqa: BLE001 - one poison record must not stall its partition
+                log.exception("internal error checking %s", _pos(rec.position))
+                verdict = _dead(rec, "internal-error", f"{type(exc).__name__}: {exc}")
+            if isinstance(verdict, DeadLetter):
+                out[i] = verdict
+                continue
+            acc, rows = verdict
+            st = acc.statement
+            in_batch[st.device] = max(st.seq, in_batch.get(st.device, st.seq))
+            staged.append((i, rec, acc, rows))
+        if staged:
+            for i, seal_or_dead in self._store(staged):
+                out[i] = seal_or_dead
+        for r in out:
+            if isinstance(r, Seal):
+                self._accepted(r.statement.device, r.statement.seq)
         return out
 
-    def _process(self, rec: RawRecord, last_seq: Optional[int]) -> Union[DeadLetter, Seal]:
+    def _last_of(self, rec: RawRecord, in_batch: dict[str, int]) -> Optional[int]:
+        if not rec.key:
+            return None
+        try:
+            device = bytes(rec.key).decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        if device in in_batch:
+            return in_batch[device]
+        return self.last_seq(device)
+
+    def _check(self, rec: RawRecord, last_seq: Optional[int]) -> Union[DeadLetter, tuple[Accepted, Optional[pa.Table]]]:
+        """The pure checks (plus a stored-statement lookup for a seq replay); the parsed rows."""
         verdict = check_record(rec.topic, rec.key, rec.value, rec.headers, rec.timestamp_ms, self.lookup,
                                last_seq, self.limits)
         if isinstance(verdict, Rejected):
@@ -202,44 +251,74 @@ class IngestProcessor:
                                    None, self.limits)
             if isinstance(verdict, Rejected):  # e.g. the device was revoked since
                 return _dead(rec, verdict.reason, verdict.detail)
-        return self._store(rec, verdict)
-
-    def _store(self, rec: RawRecord, acc: Accepted) -> Union[DeadLetter, Seal]:
-        stmt, sig = acc.statement, acc.signature
-        h = stmt.hash()
         rows = None
-        if stmt.kind == "timeseries":
+        if verdict.statement.kind == "timeseries":
             try:
                 rows = pa.ipc.open_stream(pa.BufferReader(rec.value)).read_all()
                 for col in ("ts", "sensor", "value"):
                     rows.column(col)
             except (pa.ArrowInvalid, KeyError, OSError) as exc:
                 return _dead(rec, "malformed-payload", f"not an Arrow IPC stream with ts, sensor, value: {exc}")
+        return verdict, rows
+
+    def _archive(self, staged: Sequence[tuple[int, RawRecord, Accepted, Optional[pa.Table]]]) -> None:
+        """PUT the accepted payloads (each distinct digest once), in parallel."""
+        todo = {}
+        for _, rec, acc, _ in staged:
+            todo.setdefault(acc.statement.payload_sha256, (rec.value, acc.statement.content_type))
+        if len(todo) == 1 or self.archive_parallel <= 1:
+            for value, ctype in todo.values():
+                self.blobs.put_raw(value, ctype)
+            return
+        pool = self._archive_pool()
+        for fut in [pool.submit(self.blobs.put_raw, v, c) for v, c in todo.values()]:
+            fut.result()  # the first error raises (the others finish; the batch is retried whole)
+
+    def _archive_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.archive_parallel, thread_name_prefix="archive")
+            return self._pool
+
+    def _store(self, staged: Sequence[tuple[int, RawRecord, Accepted, Optional[pa.Table]]]
+               ) -> list[tuple[int, Union[DeadLetter, Seal]]]:
         began = time.perf_counter()
-        location = self.blobs.put_raw(rec.value, stmt.content_type)
-        assert location == raw_key(stmt.payload_sha256)
-        receipt = seal_receipt(h, location, self.gateway)
-        wc = self.writer.write_statements([StatementRecord(stmt, sig, rec.position, receipt)])
-        redelivery = False
-        if wc.conflicts:
-            return _dead(rec, "replay", f"seq {stmt.seq} of {stmt.device} is already held by another statement")
-        if wc.present:
-            stored = self.reader.statement(h)
-            if stored is not None and stored.kafka is not None and stored.kafka != rec.position:
-                return _dead(rec, "replay", f"statement already stored from {_pos(stored.kafka)}")
-            redelivery = True
-            if stored is not None and stored.receipt is not None:
-                receipt = stored.receipt  # sealed once; never re-signed by another gateway
-            elif stored is not None:
-                self.writer.write_receipts([receipt])
-        n = 0
-        if rows is not None:
-            self.writer.write_readings([ReadingsPart(stmt.device, h, rows)])
-            n = rows.num_rows
-        else:
-            self.writer.write_blobs([BlobRecord.for_statement(stmt)])
-        self.observe_store(time.perf_counter() - began)
-        return Seal(stmt, sig, receipt, rec.position, n, redelivery)
+        self._archive(staged)
+        writes = []
+        for _, rec, acc, rows in staged:
+            stmt = acc.statement
+            h = stmt.hash()
+            receipt = seal_receipt(h, raw_key(stmt.payload_sha256), self.gateway)
+            writes.append(SealedWrite(
+                StatementRecord(stmt, acc.signature, rec.position, receipt),
+                ReadingsPart(stmt.device, h, rows) if rows is not None else None,
+                BlobRecord.for_statement(stmt) if rows is None else None,
+            ))
+        outcomes = self.writer.write_sealed(writes)
+        elapsed = time.perf_counter() - began
+        out = []
+        for (i, rec, acc, rows), w, o in zip(staged, writes, outcomes):
+            stmt = acc.statement
+            n = rows.num_rows if rows is not None else 0
+            if o.status == "conflict":
+                out.append((i, _dead(rec, "replay", f"seq {stmt.seq} of {stmt.device} is already held by "
+                                                    "another statement")))
+            elif o.status == "elsewhere":
+                out.append((i, _dead(rec, "replay", f"statement already stored from {_pos(o.stored.kafka)}")))
+            else:
+                receipt = w.statement.receipt
+                if o.stored is not None and o.stored.receipt is not None:
+                    receipt = o.stored.receipt  # sealed once; never re-signed by another gateway
+                out.append((i, Seal(stmt, acc.signature, receipt, rec.position, n, o.status == "present")))
+            self.observe_store(elapsed)
+        return out
+
+    def close(self) -> None:
+        """Stop the archive threads."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
 
 def _pos(p: Optional[KafkaPosition]) -> str:

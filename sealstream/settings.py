@@ -124,6 +124,10 @@ class Settings(BaseSettings):
                                        description="where a new consumer group starts")
     pipeline_session_timeout_s: float = Field(10.0, ge=6, description="Kafka group session timeout of a worker")
     pipeline_max_poll_records: int = Field(50, ge=1, description="records per poll (video chunks are MBs)")
+    pipeline_batch_max_records: int = Field(50, ge=1, description="most records of one raw topic stored in one "
+                                            "transaction (and the baseline's batch in bench/pipeline.py)")
+    pipeline_batch_window_s: float = Field(0.02, gt=0, description="a batch of raw records waits at most this long to fill")
+    pipeline_archive_parallel: int = Field(8, ge=1, le=64, description="MinIO PUTs of one batch at once")
     pipeline_anchor_max_leaves: int = Field(512, ge=1, le=100_000, description="most statements in one anchored batch")
     pipeline_anchor_window_s: float = Field(2.0, gt=0, description="a batch is cut at least this often (seconds)")
     pipeline_anchor_adopt_after_s: float = Field(60.0, ge=0, description="anchor other gateways' batches left "

@@ -6,9 +6,10 @@ Object layout in one bucket:
 - ``manifests/<batch_id>`` the batch's leaf list (`storage.manifest`, JSON).
 
 Every object carries its SHA-256 (lowercase hex) in the user metadata
-``x-amz-meta-sha256``.  Writes are idempotent: `put_raw` stats first and does
-nothing when the object exists with the same digest; a manifest is immutable
-(another content under the same batch id is a `BlobConflict`).  Reads verify:
+``x-amz-meta-sha256``.  Writes are idempotent: `put_raw` PUTs the content-addressed bytes
+without a HEAD first (the same key always holds the same bytes; the server
+verifies the signed payload hash of every PUT); a manifest is immutable
+(stat first: another content under the same batch id is a `BlobConflict`).  Reads verify:
 `get_raw` hashes what it read and raises `BlobDigestMismatch` naming the key
 when the bytes are not what the key promises.  SDK and network errors become
 `BlobStoreUnavailable`.
@@ -138,11 +139,22 @@ class BlobStore:
     # -- raw payloads -------------------------------------------------------
 
     def put_raw(self, payload: bytes, content_type: str = "application/octet-stream") -> str:
-        """Archive `payload` at ``raw/<sha256>`` unless it is there already; the key."""
+        """Archive `payload` at ``raw/<sha256>`` (with its digest metadata); the key.
+
+        One PUT, no HEAD first: the key is the content's digest, so re-putting an
+        existing object writes the same bytes and metadata again (idempotent), and
+        the server checks the body against the request's signed payload hash
+        (``x-amz-content-sha256``; ``Content-MD5`` over TLS), so what is stored is
+        what was hashed.  Only when the PUT is refused (e.g. a write-once bucket)
+        does a stat decide: an object already there with our digest is success.
+        """
         digest = sha256(payload).hex()
         key = "raw/" + digest
-        if self._stat_digest(key) != digest:
+        try:
             self._put(key, payload, content_type, digest)
+        except BlobStoreUnavailable as exc:
+            if not isinstance(exc.__cause__, S3Error) or self._stat_digest(key) != digest:
+                raise
         return key
 
     def has_raw(self, digest: Union[bytes, str]) -> bool:

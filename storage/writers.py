@@ -39,7 +39,7 @@ from .errors import BatchConflict, BatchError, RecordError
 from .partitions import PartitionPolicy, days_to_create
 from .records import BatchRecord, BlobRecord, StatementRecord, WriteCount, ms_to_datetime, raw_key
 
-__all__ = ["ReadingsPart", "Writer"]
+__all__ = ["ReadingsPart", "SealedWrite", "SealedOutcome", "Writer"]
 
 _UTC_US = pa.timestamp("us", tz="UTC")
 #: Exact: interval * float8 is exact for integers below 2**53 microseconds (285 years).
@@ -81,6 +81,33 @@ class ReadingsPart:
     device: str
     statement_hash: StatementHash
     rows: Union[pa.RecordBatch, pa.Table]
+
+
+@dataclass(frozen=True)
+class SealedWrite:
+    """One sealed record for `Writer.write_sealed`: its statement (with receipt and
+    Kafka position) and its readings (time series) or blob row (image, video)."""
+
+    statement: StatementRecord
+    readings: Optional[ReadingsPart] = None
+    blob: Optional[BlobRecord] = None
+
+
+@dataclass(frozen=True)
+class SealedOutcome:
+    """What `Writer.write_sealed` did with one record.
+
+    ``status``: ``inserted`` (new; its readings/blob written), ``present``
+    (stored before from the same Kafka position, or with none: a redelivery;
+    its readings/blob rewritten idempotently, its receipt attached if it had
+    none), ``elsewhere`` (stored before from another Kafka position: nothing
+    written) or ``conflict`` (its ``(device, seq)`` is held by another
+    statement: nothing written).  ``stored``: the stored statement, for
+    ``present`` and ``elsewhere`` (its receipt is the one to seal again).
+    """
+
+    status: str
+    stored: Optional[StatementRecord] = None
 
 
 def _column(part: ReadingsPart, name: str) -> pa.Array:
@@ -242,61 +269,92 @@ class Writer:
     def write_readings(self, parts: Iterable[ReadingsPart]) -> WriteCount:
         """COPY the rows of many payloads in one transaction."""
         parts = list(parts)
-        if not parts:
+        table = self._readings_table(parts)
+        if table is None:
             return WriteCount(0, 0)
+        with db_errors("write readings"), self._pool.connection() as conn, conn.transaction():
+            inserted = _insert_readings(conn.cursor(), parts, table)
+        return WriteCount(inserted, table.num_rows - inserted)
+
+    def _readings_table(self, parts: Sequence[ReadingsPart]) -> Optional[pa.Table]:
+        """The staging table of `parts` (None when no rows), their daily partitions created."""
+        if not parts:
+            return None
         table = _stage_table(parts)
         if table.num_rows == 0:
-            return WriteCount(0, 0)
+            return None
         times = table.column("time_us").cast(_UTC_US)
         days = pc.unique(pc.cast(times, pa.date32())).to_pylist()
         self.ensure_partitions(d for d in days if d is not None)
-        payload = _csv(table)
-        with db_errors("write readings"), self._pool.connection() as conn, conn.transaction():
-            cur = conn.cursor()
-            cur.execute(_STAGE_READINGS)
-            with cur.copy("COPY readings_parts_stage FROM STDIN (FORMAT binary)") as cp:
-                cp.set_types(["int4", "text", "bytea"])
-                for i, part in enumerate(parts):
-                    cp.write_row((i, part.device, part.statement_hash))
-            with cur.copy(
-                "COPY readings_stage (time_us, part, sensor, value, row_index) FROM STDIN (FORMAT csv)"
-            ) as cp:
-                cp.write(payload)
-            cur.execute(
-                f"INSERT INTO readings ({_rows.READING_COLS}) "
-                f"SELECT {_FROM_MICROS}, p.device, r.sensor, r.value, p.statement_hash, r.row_index "
-                "FROM readings_stage r JOIN readings_parts_stage p ON p.part = r.part "
-                "ON CONFLICT DO NOTHING"
-            )
-            inserted = cur.rowcount
-        return WriteCount(inserted, table.num_rows - inserted)
+        return table
 
     # -- blobs --------------------------------------------------------------
 
     def write_blobs(self, records: Iterable[BlobRecord]) -> WriteCount:
         """Blob rows for archived images/video (the object is put first, by `BlobStore`)."""
-        rows = {}
-        for rec in records:
-            if rec.object_key != raw_key(rec.sha256):
-                raise RecordError(f"blob of statement {rec.statement_hash.hex()}: key {rec.object_key!r} "
-                                  f"is not {raw_key(rec.sha256)!r}")
-            rows.setdefault(rec.statement_hash, (rec.statement_hash, rec.object_key, rec.content_type,
-                                                 rec.size, rec.sha256))
+        rows = _blob_rows(records)
         if not rows:
             return WriteCount(0, 0)
         with db_errors("write blobs"), self._pool.connection() as conn, conn.transaction():
+            inserted = _insert_blobs(conn.cursor(), rows)
+        return WriteCount(inserted, len(rows) - inserted)
+
+    # -- sealed records, one transaction ------------------------------------
+
+    def write_sealed(self, writes: Sequence[SealedWrite]) -> list[SealedOutcome]:
+        """Store many sealed records -- statements, then the readings or blob rows of
+        those that are new or redelivered -- in **one transaction**; one outcome per
+        write, in order.  Idempotent like the single writes: a redelivered record
+        rewrites nothing, and a statement refused (``conflict``, ``elsewhere``) gets no
+        child rows, so its readings cannot be attributed to it."""
+        writes = list(writes)
+        rows = {}
+        for w in writes:
+            rows.setdefault(w.statement.hash, _statement_row(w.statement))
+        if not rows:
+            return []
+        parts = [w.readings for w in writes if w.readings is not None]
+        # partitions are created (own transactions) before ours opens: one connection per caller
+        table = self._readings_table(parts)
+        with db_errors("write sealed records"), self._pool.connection() as conn, conn.transaction():
             cur = conn.cursor()
-            cur.execute(_STAGE_BLOBS)
-            with cur.copy(f"COPY blobs_stage ({_rows.BLOB_COLS}) FROM STDIN (FORMAT binary)") as cp:
-                cp.set_types(["bytea", "text", "text", "int8", "bytea"])
+            cur.execute(_STAGE_STATEMENTS)
+            with cur.copy(f"COPY statements_stage ({_rows.STATEMENT_COLS}) FROM STDIN (FORMAT binary)") as cp:
+                cp.set_types(_rows.STATEMENT_TYPES)
                 for row in rows.values():
                     cp.write_row(row)
             cur.execute(
-                f"INSERT INTO blobs ({_rows.BLOB_COLS}) SELECT {_rows.BLOB_COLS} FROM blobs_stage "
-                "ON CONFLICT DO NOTHING"
+                f"INSERT INTO statements ({_rows.STATEMENT_COLS}) "
+                f"SELECT {_rows.STATEMENT_COLS} FROM statements_stage ON CONFLICT DO NOTHING "
+                "RETURNING statement_hash"
             )
-            inserted = cur.rowcount
-        return WriteCount(inserted, len(rows) - inserted)
+            inserted = {bytes(r[0]) for r in cur.fetchall()}
+            stored: dict[bytes, StatementRecord] = {}
+            others = [h for h in rows if h not in inserted]
+            if others:
+                cur.execute(f"SELECT {_rows.STATEMENT_READ_COLS} FROM statements WHERE statement_hash = ANY(%s)",
+                            (others,))
+                for rec in map(_rows.statement_from_row, cur.fetchall()):
+                    stored[rec.hash] = rec
+            outcomes = [_outcome(w.statement, inserted, stored) for w in writes]
+            kept = [w for w, o in zip(writes, outcomes) if o.status in ("inserted", "present")]
+            for w, o in zip(writes, outcomes):
+                r = w.statement.receipt
+                if o.status == "present" and o.stored.receipt is None and r is not None:
+                    cur.execute(
+                        "UPDATE statements SET gateway = %s, receipt_location = %s, receipt_signature = %s, "
+                        "sealed_at = now() WHERE statement_hash = %s AND receipt_signature IS NULL",
+                        (r.gateway, r.location, r.signature, r.statement_hash))
+            kept_parts = [w.readings for w in kept if w.readings is not None]
+            if kept_parts and table is not None:
+                if len(kept_parts) != len(parts):
+                    table = _stage_table(kept_parts)
+                if table.num_rows:
+                    _insert_readings(cur, kept_parts, table)
+            blob_rows = _blob_rows(w.blob for w in kept if w.blob is not None)
+            if blob_rows:
+                _insert_blobs(cur, blob_rows)
+        return outcomes
 
     # -- batches ------------------------------------------------------------
 
@@ -387,3 +445,57 @@ class Writer:
     def mark_failed(self, batch_id: str, reason: str) -> BatchRecord:
         """Record a failed submission (to be retried with `mark_submitted`)."""
         return self._transition(batch_id, "failed", "last_error = %s, failed_at = now()", (reason,))
+
+
+def _outcome(rec: StatementRecord, inserted: set, stored: dict) -> SealedOutcome:
+    h = bytes(rec.hash)
+    if h in inserted:
+        return SealedOutcome("inserted")
+    found = stored.get(h)
+    if found is None:
+        return SealedOutcome("conflict")
+    if found.kafka is not None and rec.kafka is not None and found.kafka != rec.kafka:
+        return SealedOutcome("elsewhere", found)
+    return SealedOutcome("present", found)
+
+
+def _insert_readings(cur, parts: Sequence[ReadingsPart], table: pa.Table) -> int:
+    """Stage `table` (of `parts`) and insert it into ``readings``; rows inserted."""
+    cur.execute(_STAGE_READINGS)
+    with cur.copy("COPY readings_parts_stage FROM STDIN (FORMAT binary)") as cp:
+        cp.set_types(["int4", "text", "bytea"])
+        for i, part in enumerate(parts):
+            cp.write_row((i, part.device, part.statement_hash))
+    with cur.copy("COPY readings_stage (time_us, part, sensor, value, row_index) FROM STDIN (FORMAT csv)") as cp:
+        cp.write(_csv(table))
+    cur.execute(
+        f"INSERT INTO readings ({_rows.READING_COLS}) "
+        f"SELECT {_FROM_MICROS}, p.device, r.sensor, r.value, p.statement_hash, r.row_index "
+        "FROM readings_stage r JOIN readings_parts_stage p ON p.part = r.part "
+        "ON CONFLICT DO NOTHING"
+    )
+    return cur.rowcount
+
+
+def _blob_rows(records: Iterable[BlobRecord]) -> dict:
+    rows = {}
+    for rec in records:
+        if rec.object_key != raw_key(rec.sha256):
+            raise RecordError(f"blob of statement {rec.statement_hash.hex()}: key {rec.object_key!r} "
+                              f"is not {raw_key(rec.sha256)!r}")
+        rows.setdefault(rec.statement_hash, (rec.statement_hash, rec.object_key, rec.content_type,
+                                             rec.size, rec.sha256))
+    return rows
+
+
+def _insert_blobs(cur, rows: dict) -> int:
+    """Stage blob `rows` and insert them into ``blobs``; rows inserted."""
+    cur.execute(_STAGE_BLOBS)
+    with cur.copy(f"COPY blobs_stage ({_rows.BLOB_COLS}) FROM STDIN (FORMAT binary)") as cp:
+        cp.set_types(["bytea", "text", "text", "int8", "bytea"])
+        for row in rows.values():
+            cp.write_row(row)
+    cur.execute(
+        f"INSERT INTO blobs ({_rows.BLOB_COLS}) SELECT {_rows.BLOB_COLS} FROM blobs_stage ON CONFLICT DO NOTHING"
+    )
+    return cur.rowcount
