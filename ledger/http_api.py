@@ -120,7 +120,9 @@ def make_app(node: "Node") -> web.Application:
             tx_id = b""
         if len(tx_id) != 32:
             return _error(400, "bad-request", "a transaction id is 64 hex digits")
-        where = store.find_tx(tx_id)
+        # the replica's in-memory index of every committed tx (rebuilt by replay at start);
+        # the store derives its own only when asked (`BlockStore.find_tx`)
+        where = node.replica.tx_index.get(tx_id)
         if where is None:
             return _error(404, "not-found", f"transaction {text} is not committed on this node")
         h, i = where

@@ -461,6 +461,16 @@ class CommittedBlock(Message):
     def signed_body(self) -> dict:
         return {"sender": self.sender, "block": self.block.to_wire(), "cert": self.cert.to_wire()}
 
+    def signing_bytes(self, chain_id: str) -> bytes:
+        """The sender signs the block's header hash and the certificate's hash, not the block's bytes.
+
+        The header hash commits to the txs (`tx_root`) and the carried
+        certificate (`last_commit_hash`), which the receiver checks anyway,
+        so this binds the same content without encoding the whole block a
+        second time on each side (~130 µs per 256-tx block)."""
+        return signing_bytes(chain_id, self.KIND, {"sender": self.sender, "height": self.block.height,
+                                                   "block": self.block.block_hash(), "cert": self.cert.cert_hash()})
+
     @classmethod
     def _from(cls, b: dict, sig: bytes, extra: dict) -> "CommittedBlock":
         return cls(b["sender"], Block.from_wire(b["block"]), CommitCertificate.from_wire(b["cert"]), sig)

@@ -1,10 +1,16 @@
 """Append-only, crash-safe block store: one SQLite database per replica.
 
 WAL journal with ``synchronous=FULL``: each `append` is one transaction
-(block, certificate, tx index, results) that is fsynced before `append`
-returns, so after a crash (SIGKILL, power loss) the last block is either fully
-present or absent. `open()` re-checks the stored chain's links; `blocks()`
-yields the chain for `Replica(committed=...)` to replay.
+(block, certificate, results, the block's tx ids as one blob) that is fsynced
+before `append` returns, so after a crash (SIGKILL, power loss) the last block
+is either fully present or absent. `open()` re-checks the stored chain's
+links; `blocks()` yields the chain for `Replica(committed=...)` to replay.
+
+The tx-id index (`find_tx`) is derived lazily: a lookup first indexes the
+blocks appended since the last one, from their id blobs, in one transaction.
+A running node answers from its replica's in-memory index instead, so the
+commit path inserts one row per block, not one per transaction (a B-tree
+insert of a random 32-byte key per tx was ~4 µs of a backup's CPU per tx).
 
 The store never decides what is committed; the consensus core does. It only
 refuses a block that does not extend its tip (`StoreError`).
@@ -33,7 +39,8 @@ CREATE TABLE IF NOT EXISTS blocks (
     header BLOB NOT NULL,
     block BLOB NOT NULL,
     cert BLOB NOT NULL,
-    results BLOB NOT NULL
+    results BLOB NOT NULL,
+    tx_ids BLOB
 );
 CREATE TABLE IF NOT EXISTS txs (
     tx_id BLOB PRIMARY KEY,
@@ -67,7 +74,14 @@ class BlockStore:
                 self._db.execute("INSERT INTO meta VALUES ('genesis', ?)", (canonical.encode(genesis.to_wire()),))
         elif row[0] != ghash:
             raise StoreError(f"{self.path} belongs to another chain (genesis hash differs)")
+        if "tx_ids" not in {r[1] for r in self._db.execute("PRAGMA table_info(blocks)")}:
+            # a store from before the lazy index: every block's txs are already in `txs`
+            self._db.execute("ALTER TABLE blocks ADD COLUMN tx_ids BLOB")
         self._height, self._tip = self._check_chain()
+        row = self._db.execute("SELECT value FROM meta WHERE key='txs_indexed'").fetchone()
+        if row is None:
+            row = self._db.execute("SELECT MAX(height) FROM txs").fetchone()
+        self._indexed = int(row[0] or 0)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], genesis: Genesis) -> "BlockStore":
@@ -107,13 +121,11 @@ class BlockStore:
             raise StoreError(f"certificate is not for block {h}")
         with self._tx():
             self._db.execute(
-                "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (h, bh, block.header.prev_hash, canonical.encode(block.header.to_wire()),
                  canonical.encode(block.to_wire()), canonical.encode(cert.to_wire()),
-                 canonical.encode(list(results))),
+                 canonical.encode(list(results)), b"".join(t.tx_id for t in block.txs)),
             )
-            self._db.executemany("INSERT OR IGNORE INTO txs VALUES (?, ?, ?)",
-                                 [(t.tx_id, h, i) for i, t in enumerate(block.txs)])
         self._height, self._tip = h, bh
 
     def put_state(self, key: str, value: Any) -> None:
@@ -166,9 +178,22 @@ class BlockStore:
         return [] if row is None else canonical.decode(row[0])
 
     def find_tx(self, tx_id: bytes) -> tuple[int, int] | None:
-        """(height, index) of a committed transaction."""
+        """(height, index) of a committed transaction (indexes the blocks appended since the last call)."""
+        if self._indexed < self._height:
+            self._index_txs()
         row = self._db.execute("SELECT height, idx FROM txs WHERE tx_id=?", (tx_id,)).fetchone()
         return None if row is None else (row[0], row[1])
+
+    def _index_txs(self) -> None:
+        """Index the tx ids of blocks above the indexed height, and record that height, in one transaction."""
+        top = self._height
+        with self._tx():
+            rows = self._db.execute("SELECT height, tx_ids FROM blocks WHERE height > ? AND height <= ?",
+                                    (self._indexed, top))
+            self._db.executemany("INSERT OR IGNORE INTO txs VALUES (?, ?, ?)",
+                                 [(ids[i:i + 32], h, i // 32) for h, ids in rows.fetchall() for i in range(0, len(ids or b""), 32)])
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('txs_indexed', ?)", (top,))
+        self._indexed = top
 
     def checkpoint(self, height: int) -> CheckpointCertificate | None:
         row = self._db.execute("SELECT cert FROM checkpoints WHERE height=?", (height,)).fetchone()

@@ -15,6 +15,7 @@ from ledger import (
     TimerFired,
 )
 from ledger._types import tx_root_of
+from ledger._verify import CachedVerifier
 from ledger.messages import Commit, CommittedBlock, PrePrepare, Prepare, Status, decode_message, encode_message
 from ledger_helpers import Client, cluster, heights, key
 
@@ -255,8 +256,19 @@ def test_backups_apply_pushed_blocks_and_reject_forged_certificates():
     msg = CommittedBlock(sealer.node_id, block, weak).sign(sim.genesis.chain_id, sealer.key.sign)
     fresh.handle(MessageReceived(sealer.node_id, msg))
     assert fresh.height == 0 and fresh.drops["bad_certificate"] == 1
-    msg = CommittedBlock(sealer.node_id, block, cert).sign(sim.genesis.chain_id, sealer.key.sign)
-    fresh.handle(MessageReceived(sealer.node_id, msg))
+    # the sender signs the header and certificate hashes only: txs swapped under a valid signature
+    # and certificate are caught by the tx root (and a signature over another block fails)
+    other = Block(block.header, (c.tx(99),) + block.txs[1:], block.last_commit)
+    signed = CommittedBlock(sealer.node_id, block, cert).sign(sim.genesis.chain_id, sealer.key.sign)
+    swapped = CommittedBlock(sealer.node_id, other, cert, signed.sig)
+    assert swapped.verify(sim.genesis.chain_id, CachedVerifier())
+    bad_blocks = fresh.drops["bad_block"]
+    fresh.handle(MessageReceived(sealer.node_id, swapped))
+    assert fresh.height == 0 and fresh.drops["bad_block"] == bad_blocks + 1
+    bad_sig = CommittedBlock(sealer.node_id, block, cert, signed.sig[:-1] + bytes([signed.sig[-1] ^ 1]))
+    fresh.handle(MessageReceived(sealer.node_id, bad_sig))
+    assert fresh.height == 0 and fresh.drops["bad_signature"] == 1
+    fresh.handle(MessageReceived(sealer.node_id, signed))
     assert fresh.height == 1
 
 

@@ -54,6 +54,45 @@ def test_append_read_reopen(tmp_path, chain):
         assert rep.block_at(1)[0] == blocks[0][0]
 
 
+def test_tx_index_is_derived_lazily(tmp_path, chain):
+    """`append` writes no index rows; `find_tx` indexes what was appended since, and survives reopening."""
+    genesis, blocks, _ = chain
+    path = tmp_path / "lazy.db"
+    with BlockStore.open(path, genesis) as st:
+        for b, c, r in blocks[:10]:
+            st.append(b, c, r)
+        assert st._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0] == 0
+        assert st.find_tx(blocks[9][0].txs[3].tx_id) == (10, 3)
+        assert st.find_tx(b"\x00" * 32) is None
+        for b, c, r in blocks[10:15]:
+            st.append(b, c, r)
+        assert st.find_tx(blocks[14][0].txs[39].tx_id) == (15, 39)
+        assert st.find_tx(blocks[0][0].txs[0].tx_id) == (1, 0)
+    with BlockStore.open(path, genesis) as st:
+        assert st._indexed == 15
+        for b, c, r in blocks[15:17]:
+            st.append(b, c, r)
+        assert st.find_tx(blocks[16][0].txs[5].tx_id) == (17, 5)
+        assert st._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0] == 17 * 40
+
+
+def test_store_from_before_the_lazy_index_opens(tmp_path, chain):
+    """A store written when `append` indexed every tx (no `tx_ids` column) keeps answering and appending."""
+    genesis, blocks, _ = chain
+    path = tmp_path / "legacy.db"
+    with BlockStore.open(path, genesis) as st:
+        for b, c, r in blocks[:5]:
+            st.append(b, c, r)
+        st.find_tx(blocks[0][0].txs[0].tx_id)  # fills `txs` as the old append did
+        st._db.execute("DELETE FROM meta WHERE key='txs_indexed'")
+        st._db.execute("ALTER TABLE blocks DROP COLUMN tx_ids")
+    with BlockStore.open(path, genesis) as st:
+        assert st._indexed == 5
+        assert st.find_tx(blocks[4][0].txs[1].tx_id) == (5, 1)
+        st.append(*blocks[5])
+        assert st.find_tx(blocks[5][0].txs[2].tx_id) == (6, 2)
+
+
 def test_other_genesis_refused(tmp_path, chain):
     genesis, blocks, _ = chain
     other, _, _ = make_chain(1, seed="other")
@@ -122,6 +161,9 @@ def test_sigkill_mid_append_leaves_a_consistent_store(tmp_path, chain):
             for h in range(1, st.height + 1):
                 b, c = st.get(h)
                 assert b == blocks[h - 1][0] and b.tx_root_ok()
+            if st.height:
+                last = blocks[st.height - 1][0].txs[-1]
+                assert st.find_tx(last.tx_id) == (st.height, len(blocks[st.height - 1][0].txs) - 1)
             n_tx = st._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
             assert n_tx == sum(len(blocks[h][0].txs) for h in range(st.height))
     assert kills >= 1
