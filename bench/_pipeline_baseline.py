@@ -7,14 +7,18 @@ What it keeps, so the ratio isolates the cost of trust:
   * the consumer library: aiokafka 0.14, the client Faust runs on, same fetch
     sizes and ``max_poll_records`` as the worker, offsets committed after the
     writes (at-least-once);
-  * per-record work and concurrency: like the worker's three agents (one per
-    raw topic, one record at a time, each in a thread), each poll's records are
-    handled topic by topic in parallel threads, one record at a time;
-  * the writes: the payload to MinIO (one object per record; keyed by Kafka
-    position, ``raw/<topic>/<partition>/<offset>``, since content addressing
-    needs a hash), then one PostgreSQL transaction: time-series rows
-    Arrow -> CSV -> COPY into a staging table -> ``INSERT ... ON CONFLICT DO
-    NOTHING`` (idempotent like the trusted writer), and a ``records`` row.
+  * the batching and concurrency: like the worker's three agents (one per
+    raw topic, each storing up to ``pipeline_batch_max_records`` records at a
+    time in a thread), each poll's records (up to a batch per topic) are
+    handled topic by topic in parallel threads, in batches of that size:
+    the batch's payloads PUT to MinIO ``pipeline_archive_parallel`` at a time
+    (one object per record; keyed by Kafka position,
+    ``raw/<topic>/<partition>/<offset>``, since content addressing needs a
+    hash), then one PostgreSQL transaction for the whole batch: time-series
+    rows Arrow -> CSV -> COPY into a staging table -> ``INSERT ... ON CONFLICT
+    DO NOTHING`` (idempotent like the trusted writer), and the ``records``
+    rows.  ``SEALSTREAM_PIPELINE_BATCH_MAX_RECORDS=1`` gives both sides the
+    old one-record-at-a-time shape.
 
 What it drops: the statement parse/canonical encoding, the device signature
 check, SHA-256 of the payload, the replay/seq and position checks, the
@@ -103,13 +107,17 @@ class BaselineStore:
     """Writes one raw record: object to MinIO, then rows + a record row in one transaction (blocking)."""
 
     def __init__(self, dsn: str, endpoint: str, access_key: str, secret_key: str, bucket: str,
-                 secure: bool = False) -> None:
+                 secure: bool = False, parallel: int = 8) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         import urllib3
         from minio import Minio
 
         from storage.db import open_pool
 
-        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5.0, read=30.0), maxsize=8,
+        self.parallel = parallel
+        self.executor = ThreadPoolExecutor(parallel, thread_name_prefix="put")
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5.0, read=30.0), maxsize=16,
                                    retries=urllib3.Retry(total=3, backoff_factor=0.2))
         self.minio = Minio(endpoint, access_key, secret_key, secure=secure, http_client=http)
         self.bucket = bucket
@@ -118,34 +126,52 @@ class BaselineStore:
         self.pool = open_pool(dsn, max_size=4)
 
     def store(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes, headers) -> None:
-        device = (key or b"").decode("ascii", "replace")
-        kind = _header(headers, "ss-kind")
-        ts = _header(headers, "ss-ts")
-        object_key = f"raw/{topic}/{partition}/{offset}"
-        self.minio.put_object(self.bucket, object_key, io.BytesIO(value), len(value),
-                              content_type=_header(headers, "ss-content-type") or "application/octet-stream")
-        csv = None
-        rows = 0
-        if kind == "timeseries":
-            table = pa.ipc.open_stream(pa.BufferReader(value)).read_all()
-            rows = table.num_rows
-            csv = _readings_csv(table, device, topic, partition, offset)
+        """One record (a batch of one)."""
+        self.store_many([(topic, partition, offset, key, value, headers)])
+
+    def store_many(self, records: list) -> None:
+        """Records ``(topic, partition, offset, key, value, headers)``: their objects PUT in parallel
+        (``parallel`` at once, like the worker's archive), then all their rows in one transaction
+        (like the worker's `Writer.write_sealed`)."""
+        rows, csvs, puts = [], [], []
+        for topic, partition, offset, key, value, headers in records:
+            device = (key or b"").decode("ascii", "replace")
+            kind = _header(headers, "ss-kind")
+            ts = _header(headers, "ss-ts")
+            object_key = f"raw/{topic}/{partition}/{offset}"
+            puts.append((object_key, value, _header(headers, "ss-content-type") or "application/octet-stream"))
+            n = 0
+            if kind == "timeseries":
+                table = pa.ipc.open_stream(pa.BufferReader(value)).read_all()
+                n = table.num_rows
+                csvs.append(_readings_csv(table, device, topic, partition, offset))
+            rows.append((topic, partition, offset, device, kind, int(ts) if ts.isdigit() else None, object_key,
+                         len(value), n))
+        if len(puts) > 1 and self.parallel > 1:
+            for fut in [self.executor.submit(self._put, *p) for p in puts]:
+                fut.result()
+        else:
+            for p in puts:
+                self._put(*p)
         with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor()
-            if csv is not None:
+            if csvs:
                 cur.execute(_STAGE)
                 with cur.copy(f"COPY baseline_stage ({_READING_COLS}) FROM STDIN (FORMAT csv)") as cp:
-                    cp.write(csv)
+                    for csv in csvs:
+                        cp.write(csv)
                 cur.execute(f"INSERT INTO baseline.readings ({_READING_COLS}) SELECT {_READING_COLS} "
                             "FROM baseline_stage ON CONFLICT DO NOTHING")
-            cur.execute(
+            cur.executemany(
                 "INSERT INTO baseline.records (kafka_topic, kafka_partition, kafka_offset, device, kind, ts, "
                 "object_key, size, rows) VALUES (%s, %s, %s, %s, %s, to_timestamp(%s / 1000.0), %s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (topic, partition, offset, device, kind, int(ts) if ts.isdigit() else None, object_key,
-                 len(value), rows))
+                "ON CONFLICT DO NOTHING", rows)
+
+    def _put(self, object_key: str, value: bytes, content_type: str) -> None:
+        self.minio.put_object(self.bucket, object_key, io.BytesIO(value), len(value), content_type=content_type)
 
     def close(self) -> None:
+        self.executor.shutdown(wait=False)
         self.pool.close()
 
 
@@ -167,7 +193,9 @@ def _readings_csv(table: pa.Table, device: str, topic: str, partition: int, offs
 
 
 async def consume(store: BaselineStore, bootstrap: str, group: str, max_bytes: int, max_poll: int,
-                  session_timeout_s: float, stop: asyncio.Event) -> None:
+                  session_timeout_s: float, stop: asyncio.Event, batch: int = 1) -> None:
+    """Poll, store each topic's records in batches of at most `batch` (topics in parallel, like the
+    worker's three agents), commit the offsets after the writes."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -178,12 +206,14 @@ async def consume(store: BaselineStore, bootstrap: str, group: str, max_bytes: i
     await consumer.start()
 
     def run_topic(records) -> None:
-        for r in records:
-            store.store(r.topic, r.partition, r.offset, r.key, r.value or b"", r.headers)
+        for i in range(0, len(records), batch):
+            store.store_many([(r.topic, r.partition, r.offset, r.key, r.value or b"", r.headers)
+                              for r in records[i:i + batch]])
 
     try:
         while not stop.is_set():
-            got = await consumer.getmany(timeout_ms=500, max_records=max_poll)
+            # up to a full batch per topic, as each of the worker's agents buffers up to one batch
+            got = await consumer.getmany(timeout_ms=500, max_records=max(max_poll, batch * len(RAW_TOPICS)))
             if not got:
                 continue
             by_topic: dict[str, list] = {}
@@ -206,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     s = load_settings()
     ensure_schema(args.dsn)
     store = BaselineStore(args.dsn, s.minio_address, s.minio_root_user, s.minio_root_password, args.bucket,
-                          s.minio_secure)
+                          s.minio_secure, parallel=s.pipeline_archive_parallel)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -214,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await consume(store, s.kafka_bootstrap, args.group, s.kafka_video_max_message_bytes + _HEADROOM,
-                      s.pipeline_max_poll_records, s.pipeline_session_timeout_s, stop)
+                      s.pipeline_max_poll_records, s.pipeline_session_timeout_s, stop,
+                      batch=s.pipeline_batch_max_records)
 
     try:
         asyncio.run(run())

@@ -4,11 +4,13 @@ Each line is ``frame;frame;...;leaf count``, frames ``func (file:line)``, root
 first. Samples are wall-clock (``--idle``), so waiting on PostgreSQL, MinIO or
 Kafka shows up where it happens. Three views:
 
-* ``store``: the samples inside `IngestProcessor.process` (the blocking
-  per-record work the agents run in threads), split by pipeline step, as
-  shares of those samples; ``store_concurrency`` = their count / (seconds x
-  rate), the average number of records being processed at once (the worker
-  can run at most one per raw topic, i.e. 3);
+* ``store``: the samples inside `IngestProcessor.process_batch` (the blocking
+  work the agents run in threads, one batch per raw topic at a time) and in
+  its archive threads' `BlobStore.put_raw` (parallel PUTs), split by pipeline
+  step, as shares of those samples (a batch thread waiting for its PUTs counts
+  as MinIO too); ``store_concurrency`` = their count / (seconds x rate), the
+  average number of threads doing store work at once (batch threads, at most
+  3, plus PUT threads);
 * ``event_loop``: the main thread (Faust, aiokafka, the agents' own code),
   split into idle (waiting in ``select``) and what it runs;
 * ``self``: the functions with the most self time outside idle waits.
@@ -29,10 +31,10 @@ STORE_STEPS: list[tuple[str, str]] = [
     ("gateway receipt signature", r"seal_receipt"),
     ("payload SHA-256", r"matches_payload|_hashes\.py"),
     ("Arrow parse", r"pyarrow/"),
-    ("MinIO archive (stat + put)", r"put_raw|storage/blobs\.py|minio/"),
-    ("PostgreSQL statements (+ replay lookups)", r"write_statements|write_receipts|storage/readers\.py"),
-    ("PostgreSQL readings COPY", r"write_readings|ensure_partitions"),
-    ("PostgreSQL blobs", r"write_blobs"),
+    ("MinIO archive (stat + put)", r"put_raw|storage/blobs\.py|minio/|\._archive "),
+    ("PostgreSQL readings COPY", r"write_readings|ensure_partitions|_insert_readings|_readings_table"),
+    ("PostgreSQL blobs", r"write_blobs|_insert_blobs"),
+    ("PostgreSQL statements (+ replay lookups)", r"write_statements|write_receipts|write_sealed|storage/readers\.py"),
     ("last-seq lookup (PostgreSQL)", r"stored_last_seq|\.last_seq "),
     ("ingest checks (parse, limits)", r"pipelines/checks\.py|trust/statement\.py|trust/canonical"),
     ("pool / other", r"psycopg_pool/|\.process \("),
@@ -87,7 +89,8 @@ def profile_summary(path: Path, seconds: Optional[float] = None, rate_hz: int = 
         idle = bool(_IDLE_LEAF.search(frames[-1]))
         if not idle:
             selfs[_name(frames[-1])] += n
-        if any(".process (" in f and "pipelines/worker.py" in f for f in frames):
+        if any((".process (" in f or ".process_batch (" in f) and "pipelines/worker.py" in f for f in frames) \
+                or any(f.startswith("BlobStore.put_raw (") for f in frames):
             store[_step(frames, _STORE, "pool / other")] += n
         elif not frames[0].startswith("Thread._bootstrap"):
             loop["idle (waiting in select)" if idle else _step(frames, _LOOP, "other")] += n
