@@ -5,7 +5,9 @@ Every write is idempotent on digests — statements on their hash, readings on
 ``(statement_hash, row_index)``, blobs on the statement hash, batches on their
 id and leaves on ``(batch_id, leaf_index)`` — so replaying a Kafka offset, or
 a whole window, never duplicates anything.  Each call is one transaction and
-returns a `WriteCount` (inserted vs already present).
+returns a `WriteCount` (inserted vs already present); `write_sealed` stores a
+batch of sealed records -- statements with their readings or blob rows -- in
+one transaction with one outcome per record (the pipeline worker's path).
 
 Readings arrive as Arrow (the device's own format): the rows are serialised
 to CSV by Arrow's C++ writer and streamed through COPY.  Times travel as
