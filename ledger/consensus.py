@@ -369,9 +369,12 @@ class Replica:
         self.sealer_sets: dict[int, SealerSet] = {0: genesis.sealers}
         self.nonces = NonceWindow(self.params.nonce_window)
         self.tx_index: dict[bytes, tuple[int, int]] = {}
+        self._sealers_memo: tuple[tuple[int, int], SealerSet, bool] | None = None
         self._results: dict[bytes, Any] = {}
         # requests
         self.mempool: dict[bytes, tuple[Transaction, int]] = {}
+        #: mempool entries per submitter (admission cap `Params.max_pending_per_submitter`)
+        self.pending: dict[str, int] = {}
         self.clients: dict[bytes, list[Any]] = {}
         # views
         self.view = 0
@@ -537,13 +540,22 @@ class Replica:
     @property
     def sealers(self) -> SealerSet:
         """The set deciding the next block."""
-        s = self.sealers_at(self.height + 1)
-        assert s is not None
-        return s
+        return self._sealers_now()[0]
 
     @property
     def is_sealer(self) -> bool:
-        return self.me in self.sealers
+        return self._sealers_now()[1]
+
+    def _sealers_now(self) -> tuple[SealerSet, bool]:
+        """(set deciding the next block, whether this replica is in it), memoised per height and known sets
+        (a sealer asks for each request it admits; the sets only grow, one per epoch)."""
+        key = (self.height, len(self.sealer_sets))
+        got = self._sealers_memo
+        if got is None or got[0] != key:
+            s = self.sealers_at(self.height + 1)
+            assert s is not None
+            got = self._sealers_memo = (key, s, self.me in s)
+        return got[1], got[2]
 
     @property
     def primary(self) -> str:
@@ -645,7 +657,9 @@ class Replica:
         if tid in self.mempool:
             self._drop("duplicate_request")
             return False
-        err = self._check_tx(tx)
+        # before the signature check, so a flood costs no Ed25519; only admitted (signed) txs are counted
+        busy = self.pending.get(tx.submitter, 0) >= self.params.max_pending_per_submitter and self.is_sealer
+        err = "submitter-busy" if busy else self._check_tx(tx)
         if err is not None:
             self._drop(f"request_{err}")
             if client is not None:
@@ -657,10 +671,18 @@ class Replica:
         if not self.is_sealer:
             return False
         self.mempool[tid] = (tx, self.now)
+        self.pending[tx.submitter] = self.pending.get(tx.submitter, 0) + 1
         if propose:
             self._arm_view_timer()
             self._maybe_propose()
         return True
+
+    def _unpend(self, submitter: str) -> None:
+        n = self.pending.get(submitter, 0) - 1
+        if n > 0:
+            self.pending[submitter] = n
+        else:
+            self.pending.pop(submitter, None)
 
     def _result_of(self, tid: bytes) -> Any:
         h, i = self.tx_index[tid]
@@ -1120,6 +1142,7 @@ class Replica:
                     if nxt:
                         self._out.append(Broadcast(self._signed(Request(self.me, tx)), nxt))
                 self.mempool.clear()
+                self.pending.clear()
         if self.archive is not None:
             for old in [k for k in self.blocks if k < h - self.params.window]:
                 del self.blocks[old]
@@ -1127,12 +1150,14 @@ class Replica:
             return
         self._out.append(CommitBlock(block, cert, ex.results))
         for i, tx in enumerate(block.txs):
-            self.mempool.pop(tx.tx_id, None)
+            if self.mempool.pop(tx.tx_id, None) is not None:
+                self._unpend(tx.submitter)
             for client in self.clients.pop(tx.tx_id, []):
                 self._out.append(Reply(client, tx.tx_id, self._result_of(tx.tx_id)))
         for tid, (tx, _) in list(self.mempool.items()):
             if not self.nonces.fresh(tx.submitter, tx.nonce):
                 del self.mempool[tid]
+                self._unpend(tx.submitter)
                 for client in self.clients.pop(tid, []):
                     self._out.append(Reply(client, tid, {"error": "replay"}))
         # adopt a later view proven by the certificate (a quorum is working in it)

@@ -427,7 +427,7 @@ def _entries_from(v: Any) -> tuple[tuple[Block, CommitCertificate], ...]:
     out = []
     for e in v:
         _need(isinstance(e, list) and len(e) == 2, "bad block entry")
-        out.append((Block.from_wire(e[0]), CommitCertificate.from_wire(e[1])))
+        out.append((Block.from_wire(e[0], certified=True), CommitCertificate.from_wire(e[1])))
     return tuple(out)
 
 
@@ -473,7 +473,7 @@ class CommittedBlock(Message):
 
     @classmethod
     def _from(cls, b: dict, sig: bytes, extra: dict) -> "CommittedBlock":
-        return cls(b["sender"], Block.from_wire(b["block"]), CommitCertificate.from_wire(b["cert"]), sig)
+        return cls(b["sender"], Block.from_wire(b["block"], certified=True), CommitCertificate.from_wire(b["cert"]), sig)
 
 
 _KINDS: dict[str, type[Message]] = {

@@ -10,7 +10,7 @@ from ledger import Block, CommitCertificate, Transaction
 from ledger._types import tx_root_of
 from ledger.consensus import MessageReceived, Reply, RequestsSubmitted, RequestSubmitted, Tick
 from ledger.errors import WireError
-from ledger.messages import ClientRequests, CommittedBlock, Request, decode_message, encode_message
+from ledger.messages import ClientRequests, CommittedBlock, PrePrepare, Request, decode_message, encode_message
 from ledger.replies import REPLIES_KIND, TxReplies
 from ledger._types import MSG_TAG
 from ledger_helpers import Client, cluster, heights
@@ -94,8 +94,31 @@ def test_a_node_decodes_a_tx_once_for_its_request_and_its_block():
     sim.submit(tx, sim.ids)
     _run(sim, 2000)
     block, cert = sim.instances[0].replica.block_at(1)
-    msg = decode_message(encode_message(CommittedBlock(sim.instances[0].node_id, block, cert)))
+    msg = decode_message(encode_message(PrePrepare(sim.instances[0].node_id, 0, 1, block)))
     assert msg.block.txs[0] is req.tx
+    # a certified block's txs (backups, state transfer) are decoded apart, never memoised
+    pushed = decode_message(encode_message(CommittedBlock(sim.instances[0].node_id, block, cert)))
+    got = pushed.block.txs[0]
+    assert got is not req.tx and got.to_wire() == req.tx.to_wire() and got.tx_id == req.tx.tx_id
+    assert got.signing_bytes() == req.tx.signing_bytes() and got.raw == req.tx.raw
+
+
+def test_certified_tx_bytes_skip_the_strict_decoder_but_not_the_memo():
+    """Non-canonical tx bytes decode by the certified path (the certificate and tx root vouch for
+    them there) but never through `Transaction.from_bytes`, even after the certified path saw them."""
+    from ledger._types import _tx_from_certified_bytes
+
+    tx = Client("fast-lax").tx(1)
+    w = tx.to_wire()
+    # same values, but the nonce as a non-minimal 8-byte integer: not canonical
+    raw = tx.raw.replace(b"enonce" + canonical.encode(w["nonce"]), b"enonce\x1b" + w["nonce"].to_bytes(8, "big"))
+    assert raw != tx.raw
+    lax = _tx_from_certified_bytes(raw)
+    assert lax.to_wire() == w and lax.tx_id != tx.tx_id  # other bytes, other id: the tx root would not match
+    with pytest.raises(WireError):
+        Transaction.from_bytes(raw)
+    with pytest.raises(WireError):
+        _tx_from_certified_bytes(b"\xff\x00")
 
 
 # ---------------------------------------------------------------- request batches
