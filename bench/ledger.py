@@ -91,6 +91,7 @@ def drive(target: Any, n_nodes: int, n_sealers: int, args: argparse.Namespace) -
     """start -> R load runs -> stop (always) for one configuration."""
     t_start = time.monotonic()
     runs: list[LoadResult] = []
+    node_cpu: list[dict[str, Any] | None] = []
     try:
         target.start(n_nodes, n_sealers)
         start_s = time.monotonic() - t_start
@@ -104,14 +105,50 @@ def drive(target: Any, n_nodes: int, n_sealers: int, args: argparse.Namespace) -
                 drain=args.drain,
                 max_txs=args.max_txs,
             )
+            cpu0 = _node_cpu(target)
             if callable(getattr(target, "asubmit", None)):
                 runs.append(run_closed_loop(asubmit=target.asubmit, aclose=getattr(target, "aclose", None), **common))
             else:
                 runs.append(run_closed_loop(target.submit, **common))
+            node_cpu.append(_cpu_per_tx(cpu0, _node_cpu(target)))
     finally:
         target.stop()
     out = summarize(runs)
     out["start_s"] = round(start_s, 2)
+    got = [c for c in node_cpu if c]
+    if got:
+        out["node_cpu_us_per_tx"] = {role: _median([c[role] for c in got if role in c])
+                                     for role in ("sealer", "backup", "all_nodes") if any(role in c for c in got)}
+        out["node_cpu_runs"] = got
+    return out
+
+
+def _node_cpu(target: Any) -> dict[str, dict[str, Any]] | None:
+    """The target's per-node CPU sample (`LedgerBenchTarget.node_cpu`), if it has one."""
+    fn = getattr(target, "node_cpu", None)
+    try:
+        return fn() if callable(fn) else None
+    except Exception:  # noqa: BLE001 - a missing figure, not a failed run
+        return None
+
+
+def _cpu_per_tx(a: dict[str, dict[str, Any]] | None, b: dict[str, dict[str, Any]] | None) -> dict[str, Any] | None:
+    """CPU µs per committed tx between two samples: median per node of each role, and all nodes summed."""
+    if not a or not b:
+        return None
+    per: dict[str, list[float]] = {}
+    total = 0.0
+    txs = max((b[n]["committed_tx"] - a[n]["committed_tx"] for n in b if n in a), default=0)
+    if txs <= 0:
+        return None
+    for n, x in b.items():
+        if n in a:
+            us = (x["cpu_s"] - a[n]["cpu_s"]) / txs * 1e6
+            per.setdefault(x["role"], []).append(us)
+            total += us
+    out: dict[str, Any] = {role: round(_median(v), 1) for role, v in per.items()}
+    out["all_nodes"] = round(total, 1)
+    out["committed_tx"] = txs
     return out
 
 
@@ -296,6 +333,11 @@ def format_report(rep: dict[str, Any]) -> str:
                 for x in o["runs"]
             )
         )
+        cpu = o.get("node_cpu_us_per_tx")
+        if cpu:
+            out.append("    node CPU per committed tx (median of runs): "
+                       + ", ".join(f"{k.replace('_', ' ')} {v:,.0f} µs" for k, v in cpu.items())
+                       + " (each sealer / each backup / all node processes together; /proc user+system)")
         errs: dict[str, int] = {}
         for x in o["runs"]:
             for k, v in x["errors"].items():

@@ -16,6 +16,7 @@ would make a long run measure a growing state rather than consensus.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -81,6 +82,21 @@ class LedgerBenchTarget:
             assert self.cluster is not None, "start() first"
             self._sync = self.cluster.client(timeout=self.timeout)
         self._sync.submit("kv.put", self._payload(tx))
+
+    def node_cpu(self) -> dict[str, dict[str, Any]]:
+        """Per node: ``role`` (sealer/backup), ``cpu_s`` (user+system CPU of its process, from /proc)
+        and ``committed_tx``; `bench/ledger.py` turns two samples into CPU µs per committed tx."""
+        assert self.cluster is not None, "start() first"
+        tick = os.sysconf("SC_CLK_TCK")
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.cluster.names:
+            pid, st = self.cluster.pid(name), self.cluster.status(name)
+            if pid is None or st is None:
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = {"role": "sealer" if st["is_sealer"] else "backup",
+                         "cpu_s": (int(fields[11]) + int(fields[12])) / tick, "committed_tx": st["committed_tx"]}
+        return out
 
     def stop(self) -> None:
         if self._sync is not None:

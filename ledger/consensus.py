@@ -411,6 +411,8 @@ class Replica:
         # state transfer
         self.peer_heights: dict[str, int] = {}
         self.fetching: tuple[str, int] | None = None
+        #: (height, since): when a backup first saw a peer one block ahead of `height`
+        self._behind_since: tuple[int, int] | None = None
         self._fetch_rr = 0
         # accounting
         self.drops: Counter[str] = Counter()
@@ -1545,6 +1547,16 @@ class Replica:
         if height > self.peer_heights.get(peer, 0):
             self.peer_heights[peer] = height
         if self.fetching is None:
+            if height == self.height + 1 and not self.is_sealer:
+                # a backup one block behind: that block's push is most likely on its way (a Status
+                # often overtakes it). Fetching at once cost both sides the block twice, so wait one
+                # status interval; a later Status (every node sends them) fetches it if still missing.
+                since = self._behind_since
+                if since is None or since[0] != self.height:
+                    self._behind_since = (self.height, self.now)
+                    return
+                if self.now - since[1] < self.params.status_interval_ms:
+                    return
             self._fetch_next()
 
     def _fetch_next(self, exclude: str | None = None) -> None:

@@ -318,3 +318,32 @@ def test_status_from_a_higher_node_triggers_fetch():
     out = r.handle(MessageReceived(peer.node_id, st))
     fetch = [e for e in out if hasattr(e, "msg") and type(e.msg).__name__ == "FetchBlocks"]
     assert fetch and fetch[0].to == peer.node_id and fetch[0].msg.from_height == 1
+
+
+def test_a_backup_one_block_behind_waits_a_status_interval_for_the_push_before_fetching():
+    """A Status often overtakes the pushed block: one block behind, a backup fetches only if the
+    block is still missing a status interval later; further behind, at once."""
+    from ledger.messages import FetchBlocks
+
+    sim = cluster(n_backups=1)
+    sealer, me = sim.instances[0], sim.instances[4]
+    chain_id, iv = sim.genesis.chain_id, sim.genesis.params.status_interval_ms
+
+    def status(h, sender=sealer):
+        return MessageReceived(sender.node_id, Status(sender.node_id, h, 0, False, 0).sign(chain_id, sender.key.sign))
+
+    def fetches(effects):
+        return [e for e in effects if isinstance(getattr(e, "msg", None), FetchBlocks)]
+
+    backup = Replica(sim.genesis, me.node_id, me.key.sign, now=1_000)
+    assert not fetches(backup.handle(status(1)))
+    backup.handle(Tick(1_000 + iv - 1))
+    assert not fetches(backup.handle(status(1, sim.instances[1])))
+    backup.handle(Tick(1_000 + iv))
+    assert fetches(backup.handle(status(1))) and backup.fetching is not None
+    # two blocks behind: no wait
+    other = Replica(sim.genesis, me.node_id, me.key.sign, now=1_000)
+    assert fetches(other.handle(status(2)))
+    # a sealer one block behind fetches at once, as before
+    s1 = Replica(sim.genesis, sim.instances[1].node_id, sim.instances[1].key.sign, now=1_000)
+    assert fetches(s1.handle(status(1)))
