@@ -55,13 +55,19 @@ def cli(ctx: click.Context) -> None:
 
     \b
     Start here:
-      sealstream stack up        install and start Kafka, MinIO, PostgreSQL, Prometheus
-      sealstream stack status    what runs where, versions and health (--json for scripts)
-      sealstream stack logs kafka -n 50
-      sealstream stack down      stop what `up` started; data is kept
-      sealstream db status       the database schema: flavour and version
-      sealstream ledger up       a local 4-node PBFT ledger (keys and genesis made on first use)
+      sealstream demo            stack + 4-node ledger up, a simulated factory through
+                                 the workers for 20 s, then a summary (--json)
+      sealstream status          services and ledger nodes at a glance
+      sealstream stack up|down   Kafka, MinIO, PostgreSQL, Prometheus (installed if missing)
       sealstream ledger status   height, view, role and peers of each node
+
+    \b
+    Then:
+      sealstream devices run --factory f1 --devices 3 --duration 30   signed telemetry to Kafka
+      sealstream pipeline worker                ingest -> store -> seal -> anchor
+      sealstream verify range --device DID --from 2030-01-01 --to 2030-01-02
+      sealstream evidence export batch ID -o b.zip && sealstream evidence verify b.zip
+      sealstream dashboards build               Grafana dashboards as code
 
     Every setting comes from an environment variable SEALSTREAM_<NAME> (or a
     TOML file in $SEALSTREAM_CONFIG / ./sealstream.toml); `sealstream settings`
