@@ -156,7 +156,8 @@ class LedgerLayout:
         """The consortium admin's key (contracts layouts only)."""
         if not self.admin_key_path.exists():
             raise LayoutError(f"{self.admin_key_path} does not exist: this ledger has no consortium admin "
-                              "(it was initialised with the kv app)")
+                              "(it was initialised with the kv app); `sealstream ledger init --force` "
+                              "replaces it with a contracts ledger (and deletes its blocks)")
         return load_keypair(self.admin_key_path)
 
     def app(self) -> str:

@@ -231,13 +231,17 @@ def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers
     else:
         say("stack: starting (sealstream stack up)")
         _sealstream(s, ["stack", "up"], "stack up")
+    layout = LedgerLayout(s.ledger_home)
+    if layout.exists() and layout.app() != "contracts":
+        raise DemoError("ledger", f"the ledger in {s.ledger_home} runs the kv app (made for benchmarks) and has no "
+                                  "registry for devices and gateways; replace it with `sealstream ledger init --force` "
+                                  "(deletes its blocks) and run the demo again")
     say("ledger: sealstream ledger up")
     _sealstream(s, ["ledger", "up"], "ledger up")
 
     fac = Factory.ensure(s, factory, devices)
     gateways = [s.pipeline_gateway] if workers == 1 else [f"{s.pipeline_gateway}-{i}" for i in range(workers)]
     say(f"registering {len(fac.devices)} devices and {len(gateways)} gateway(s) on the ledger")
-    layout = LedgerLayout(s.ledger_home)
     try:
         with LedgerClient.from_layout(s.ledger_home, key=layout.admin_key()) as admin:
             ensure_devices(admin, [(f"{factory}-{d.spec.name}", d.did) for d in fac.devices])
