@@ -27,7 +27,7 @@ def end_offsets(bootstrap: str, topics: list[str] | tuple[str, ...]) -> dict[tup
 def pin_offsets(bootstrap: str, group: str, offsets: dict, timeout: float = 40.0) -> None:
     """Commit `offsets` ({(topic, partition): offset}) for the (empty) consumer `group`, so its
     members start exactly there.  Retried until `timeout`: a member that just left may still hold it."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # not librdkafka's info chatter
     tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
     deadline = time.monotonic() + timeout
     while True:
