@@ -23,13 +23,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from devices_helpers import end_offsets, read_range, read_records
 from pipelines.devices import FAULTS, Factory, FaultPlan, RunConfig, read_sent_log, run
 from pipelines.devices.kinds import KIND_INFO
 from pipelines.devices.timeseries import read_timeseries
+from pipelines.offsets import pin_offsets
 from pipelines.worker import gateway_key
 from storage.blobs import BlobStore
 from storage.db import open_pool
@@ -50,20 +49,7 @@ def _free_port() -> int:
 
 def _pin_offsets(settings, group: str, offsets: dict, timeout: float = 40.0) -> None:
     """Set `group`'s committed offsets (the group must be empty: retried until its members expired)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            res = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(10)
-            errors = [tp.error for tp in res.topic_partitions if tp.error is not None]
-            if not errors:
-                return
-            raise RuntimeError(f"offsets not altered: {errors[0]}")
-        except Exception:  # noqa: BLE001 - group not empty yet (dead member's session still open)
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+    pin_offsets(settings.kafka_bootstrap, group, offsets, timeout)
 
 
 class Worker:
