@@ -177,7 +177,7 @@ class Consumer:
     created: list[tuple[str, str]] = []
 
     def __init__(self, kind: str, s: Any, load: Load, home: Path, metrics: str, log: Path,
-                 start: Optional[dict] = None, anchor: bool = False) -> None:
+                 start: Optional[dict] = None, anchor: bool = False, anchor_process: str = "inline") -> None:
         self.kind, self.s, self.load = kind, s, load
         self.group = f"ss-bench-{kind}-{uuid.uuid4().hex[:8]}"
         self.dsn = _fresh_db(s, kind[0])
@@ -200,7 +200,7 @@ class Consumer:
             argv = [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", self.group,
                     "--directory", "manifest", "--factory", load.factory, "--metrics-port", str(port),
                     "--loglevel", "warn"]
-            if not anchor and _worker_has_anchor_flag():
+            if (not anchor or anchor_process == "separate") and _worker_has_anchor_flag():
                 argv.append("--no-anchor")
         else:
             from bench._pipeline_baseline import ensure_schema
@@ -210,6 +210,14 @@ class Consumer:
                     "--bucket", self.bucket]
         self.log = log
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        self.anchor_proc = None
+        if kind == "trusted" and anchor and anchor_process == "separate":
+            group = f"{self.group}-anchor"  # its own group: it reads only iiot.sealed
+            pin_offsets(s.kafka_bootstrap, group, self.sealed_start)
+            self.anchor_proc = subprocess.Popen(
+                [sys.executable, "-m", "sealstream", "pipeline", "worker", "--anchor-only", "--app-id", group,
+                 "--metrics-port", "0", "--loglevel", "warn"],
+                cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         self.follower = SealFollower(s.kafka_bootstrap, self.sealed_start, set(load.devices)) \
             if kind == "trusted" else None
         self.anchor = anchor and kind == "trusted"
@@ -262,7 +270,8 @@ class Consumer:
             got = self.anchored()
             if all(h in got for h in hashes):
                 return got
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            dead = self.proc.poll() is not None or (self.anchor_proc is not None and self.anchor_proc.poll() is not None)
+            if dead or time.monotonic() > deadline:
                 raise SystemExit(f"trusted worker: {sum(h in got for h in hashes)} of {len(hashes)} statements "
                                  f"anchored (exit code {self.proc.poll()}); log {self.log}")
             time.sleep(0.5)
@@ -280,13 +289,14 @@ class Consumer:
         return {"records": recs[0], "readings": rows[0]}
 
     def close(self, keep: bool = False) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        for proc in (self.proc, self.anchor_proc):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
         if self.follower is not None:
             self.follower.close()
         if not keep:
@@ -323,7 +333,8 @@ class Drain:
 
 def _drain(kind: str, s: Any, load: Load, home: Path, args: argparse.Namespace, repeat: int,
            profile_out: Optional[Path] = None) -> tuple[Drain, Optional[dict]]:
-    c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-{repeat}.log", anchor=args.anchor)
+    c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-{repeat}.log", anchor=args.anchor,
+                 anchor_process=args.anchor_process)
     spy = None
     try:
         if profile_out is not None:  # attach once records flow: start-up (imports, group join) is not profiled
@@ -385,7 +396,8 @@ def _latency(kind: str, s: Any, load: Load, home: Path, args: argparse.Namespace
     from pipelines.devices import RunConfig, read_sent_log, run
 
     here = end_offsets(s.kafka_bootstrap, RAW)
-    c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-latency.log", start=here, anchor=args.anchor)
+    c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-latency.log", start=here, anchor=args.anchor,
+                 anchor_process=args.anchor_process)
     try:
         def paced(seconds: float, rate: float, count: Optional[int] = None) -> list:
             summary = run(s, RunConfig(load.factory, devices=args.devices, rate=rate, duration=seconds, count=count,
@@ -478,6 +490,7 @@ def build_report(args: argparse.Namespace) -> dict:
             "latency": latency,
             "metrics": args.metrics if _metrics_supported() else "unsupported",
             "anchoring": bool(args.anchor),
+            "anchor_process": args.anchor_process if args.anchor else None,
             "batch": int(os.environ.get("SEALSTREAM_PIPELINE_BATCH_MAX_RECORDS") or 0) or "default",
             "kafka": args.kafka,
             "profile": profile,
@@ -579,6 +592,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         "the benchmark's records and its dead letters never reach others; shared: the stack's")
     p.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=True,
                    help="start a 4-node ledger so the trusted worker anchors (default; --no-anchor: seal only)")
+    p.add_argument("--anchor-process", choices=["inline", "separate"], default="inline",
+                   help="inline (default): the worker's own anchor agent; separate: a --no-anchor worker beside "
+                        "an --anchor-only process (its own consumer group)")
     p.add_argument("--batch", type=int, default=0,
                    help="records per batch for both consumers (SEALSTREAM_PIPELINE_BATCH_MAX_RECORDS; "
                         "1 = one record at a time; default: the setting, 50)")

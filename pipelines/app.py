@@ -98,11 +98,12 @@ def _headers(message: Any) -> list[tuple[str, bytes]]:
     return [(k.decode() if isinstance(k, bytes) else k, v) for k, v in items]
 
 
-def build_app(settings: Settings, processor: IngestProcessor, metrics: Optional[PipelineMetrics] = None,
+def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics: Optional[PipelineMetrics] = None,
               app_id: Optional[str] = None, offset_reset: Optional[str] = None,
               anchorer: Optional[Any] = None) -> faust.App:
     """The Faust app: one ingest agent per raw topic and the two output topics; with an
-    `Anchorer`, also the anchor agent (``iiot.sealed`` -> ``iiot.anchors``, `pipelines._anchor_agent`)."""
+    `Anchorer`, also the anchor agent (``iiot.sealed`` -> ``iiot.anchors``, `pipelines._anchor_agent`).
+    Without a `processor` (an anchor-only worker) there are no ingest agents."""
     app_id = app_id or settings.pipeline_app_id
     max_bytes = settings.kafka_video_max_message_bytes + _HEADROOM
     datadir = Path(settings.home).resolve() / "pipeline" / app_id
@@ -195,7 +196,7 @@ def build_app(settings: Settings, processor: IngestProcessor, metrics: Optional[
 
     batch_max = settings.pipeline_batch_max_records
     batch_within = settings.pipeline_batch_window_s
-    for topic_name, kind in TOPIC_KINDS.items():
+    for topic_name, kind in (TOPIC_KINDS.items() if processor is not None else ()):
         topic = app.topic(topic_name, **_RAW)
 
         async def agent(stream: Any) -> None:
@@ -213,31 +214,42 @@ def build_app(settings: Settings, processor: IngestProcessor, metrics: Optional[
     return app
 
 
-def run_worker(settings: Settings, directory: DeviceDirectory, *, app_id: Optional[str] = None,
+def run_worker(settings: Settings, directory: Optional[DeviceDirectory], *, app_id: Optional[str] = None,
                metrics_port: Optional[int] = None, offset_reset: Optional[str] = None,
-               loglevel: str = "warn", anchor: bool = True) -> None:
+               loglevel: str = "warn", anchor: bool = True, ingest: bool = True) -> None:
     """Run one worker until SIGTERM/SIGINT (blocking); `anchor`: also run the anchor agent
-    (if a ledger is set up at ``settings.ledger_home``, see `make_anchorer`)."""
+    (if a ledger is set up at ``settings.ledger_home``, see `make_anchorer`); ``ingest=False``:
+    only the anchor agent (an anchorer process beside ``--no-anchor`` workers; no `directory`)."""
     from infra import register_targets
 
+    if not (ingest or anchor):
+        raise ValueError("a worker must ingest, anchor or both")
     port = settings.pipeline_metrics_port if metrics_port is None else metrics_port
     metrics = PipelineMetrics.switched(settings.metrics)
     if port and settings.metrics:
-        from .lag import ConsumerLag
+        if ingest:
+            from .lag import ConsumerLag
 
-        metrics.registry.register(ConsumerLag(settings.kafka_bootstrap, app_id or settings.pipeline_app_id,
-                                              tuple(TOPIC_KINDS), offset_reset or settings.pipeline_offset_reset))
+            metrics.registry.register(ConsumerLag(settings.kafka_bootstrap, app_id or settings.pipeline_app_id,
+                                                  tuple(TOPIC_KINDS),
+                                                  offset_reset or settings.pipeline_offset_reset))
         metrics.serve(port, settings.host)
         _register(Path(settings.home).resolve(), f"{settings.host}:{port}", register_targets)
-    processor, pool = build_processor(settings, directory, metrics)
-    log.info("gateway %s", processor.gateway.did)
+    processor, pool = None, None
+    if ingest:
+        assert directory is not None
+        processor, pool = build_processor(settings, directory, metrics)
+        log.info("gateway %s", processor.gateway.did)
     anchorer = make_anchorer(settings, metrics) if anchor else None
+    if anchorer is None and not ingest:
+        raise SystemExit(f"anchor-only worker: no ledger in {settings.ledger_home}")
     app = build_app(settings, processor, metrics, app_id, offset_reset, anchorer)
     try:
         faust.Worker(app, loglevel=loglevel).execute_from_commandline()
     finally:
-        processor.close()
-        pool.close()
+        if processor is not None:
+            processor.close()
+            pool.close()
         if anchorer is not None:
             anchorer.close()
 

@@ -49,26 +49,39 @@ def pipeline() -> None:
 @click.option("--anchor/--no-anchor", default=True, show_default=True,
               help="also anchor sealed statements on the ledger (needs `sealstream ledger up` and a registered "
                    "gateway: `sealstream pipeline register-gateway`)")
+@click.option("--anchor-only", is_flag=True,
+              help="run only the anchor agent (in its own consumer group, beside --no-anchor workers)")
 @click.pass_context
 def pipeline_worker(ctx: click.Context, app_id: str | None, directory: str | None, factories: tuple[str, ...],
-                    metrics_port: int | None, offset_reset: str | None, loglevel: str, anchor: bool) -> None:
+                    metrics_port: int | None, offset_reset: str | None, loglevel: str, anchor: bool,
+                    anchor_only: bool) -> None:
     """Run one worker until stopped (SIGTERM or Ctrl-C).
 
     \b
     Ingest -> store -> seal, and (unless --no-anchor) the anchor agent: windows of
     iiot.sealed (SEALSTREAM_PIPELINE_ANCHOR_MAX_LEAVES / _WINDOW_S) become RFC 9162
     batches anchored on the ledger with the gateway key, reported on iiot.anchors.
+
+    \b
+    Under load, run the anchor agent in its own process so it does not share
+    the ingest agents' event loop (docs/pipeline.md, "Anchoring in its own process"):
+      sealstream pipeline worker --no-anchor
+      sealstream pipeline worker --anchor-only --app-id sealstream-anchor --metrics-port 9411
     """
     from pipelines.app import make_directory, run_worker
     from pipelines.devices import FactoryError
 
     s = _settings(ctx)
-    try:
-        d = make_directory(s, directory or ("manifest" if factories else None), factories)
-    except (ValueError, FactoryError, OSError) as exc:
-        fail({"error": type(exc).__name__, "message": str(exc)}, False)
+    if anchor_only and not anchor:
+        fail({"error": "usage", "message": "--anchor-only and --no-anchor exclude each other"}, False)
+    d = None
+    if not anchor_only:
+        try:
+            d = make_directory(s, directory or ("manifest" if factories else None), factories)
+        except (ValueError, FactoryError, OSError) as exc:
+            fail({"error": type(exc).__name__, "message": str(exc)}, False)
     run_worker(s, d, app_id=app_id, metrics_port=metrics_port, offset_reset=offset_reset, loglevel=loglevel,
-               anchor=anchor)
+               anchor=anchor, ingest=not anchor_only)
 
 
 @pipeline.command("register-gateway")

@@ -157,6 +157,31 @@ def test_every_record_in_one_anchored_batch(env, tmp_path) -> None:
         worker.kill()
 
 
+def test_anchor_agent_in_its_own_process(env, tmp_path) -> None:
+    """`worker --no-anchor` beside `worker --anchor-only` (its own group on iiot.sealed): the same
+    guarantees as one worker doing both, and the work is where it should be."""
+    s, cluster, pool = env
+    name, factory, gateway, app_id, anchors_start = _setup(s, cluster, "ao")
+    anchor_group = f"{app_id}-anchor"
+    _pin_offsets(s, anchor_group, end_offsets(s, ["iiot.sealed"]))
+    env_ = {"SEALSTREAM_PIPELINE_ANCHOR_MAX_LEAVES": "16"}
+    ingest = WorkerProc(s, app_id, gateway, tmp_path / "ingest.log", extra_env=env_, args=("--no-anchor",))
+    anchorer = WorkerProc(s, anchor_group, gateway, tmp_path / "anchor.log", extra_env=env_, args=("--anchor-only",))
+    try:
+        summary = run(s, RunConfig(name, devices=2, rate=3, duration=3, seed=9))
+        good = [r.statement_hash for r in read_sent_log(summary.sent_log, summary.run_id)]
+        assert good
+        wait_for(lambda: _all_anchored(pool, good), 120, "every statement anchored", anchorer)
+        batches = _check_batches(s, cluster, pool, gateway, good, anchors_start)
+        wait_for(lambda: anchorer.metric("sealstream_pipeline_batches_anchored_total") == len(batches), 30,
+                 "anchor metrics", anchorer)
+        assert ingest.metric("sealstream_pipeline_batches_anchored_total") == 0
+        assert 'sealstream_pipeline_ingested_total{kind="image"}' not in anchorer.metrics()
+    finally:
+        ingest.kill()
+        anchorer.kill()
+
+
 def _committed(s, group: str, tps) -> dict:
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
     from confluent_kafka.admin import AdminClient
