@@ -16,9 +16,6 @@ import pytest
 from ledger import Params
 from ledger.cluster import QUICK_PARAMS, LocalCluster
 
-#: Consensus parameters of the test clusters: quick blocks and view changes.
-CLUSTER_PARAMS = QUICK_PARAMS
-
 
 @pytest.fixture
 def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LocalCluster]]:
@@ -28,7 +25,7 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     for `ContractApp` (then ``keys/admin.key`` is the consortium admin)."""
     started: list[LocalCluster] = []
 
-    def make(n_nodes: int, n_sealers: int, params: Params = CLUSTER_PARAMS, app: str = "kv") -> LocalCluster:
+    def make(n_nodes: int, n_sealers: int, params: Params = QUICK_PARAMS, app: str = "kv") -> LocalCluster:
         root: Path = tmp_path_factory.mktemp(f"ledger{n_nodes}")
         c = LocalCluster(root, n_nodes=n_nodes, n_sealers=n_sealers, params=params, app=app)
         started.append(c)

@@ -14,12 +14,11 @@ from ledger.cluster import QUICK_PARAMS, LocalCluster
 from pipelines._anchor_ledger import GatewayRegistration, ensure_gateway
 from trust.identity import KeyPair
 
-CLUSTER_PARAMS = QUICK_PARAMS
 
 
 def ledger_cluster(root: Path, n_nodes: int = 4) -> LocalCluster:
     """A started contracts ledger of `n_nodes` processes in `root` on free ports."""
-    c = LocalCluster(root, n_nodes=n_nodes, n_sealers=n_nodes, params=CLUSTER_PARAMS, app="contracts")
+    c = LocalCluster(root, n_nodes=n_nodes, n_sealers=n_nodes, params=QUICK_PARAMS, app="contracts")
     c.init()
     c.start(timeout=60)
     return c

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
+from pipelines import offsets
 from pipelines.devices import Factory, max_payload_bytes
 from pipelines.devices.sentlog import SentRecord
 from sealstream.settings import Settings
@@ -61,16 +62,7 @@ def read_records(settings: Settings, where: list[tuple[str, int, int]], timeout:
 
 def end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
     """High watermark of every partition of `topics`."""
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-{uuid.uuid4().hex}"})
-    try:
-        md = c.list_topics(timeout=10)
-        out = {}
-        for t in topics:
-            for p in md.topics[t].partitions:
-                out[(t, p)] = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-        return out
-    finally:
-        c.close()
+    return offsets.end_offsets(settings.kafka_bootstrap, topics)
 
 
 def read_range(settings: Settings, start: dict, end: dict, timeout: float = 20.0) -> list[Record]:
