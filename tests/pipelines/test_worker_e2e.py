@@ -157,7 +157,7 @@ def test_ingest_store_seal_and_replay(dev_settings, tmp_path) -> None:
         with open_pool(s.postgres_dsn) as pool, pool.connection() as conn:
             def snapshot():
                 st = conn.execute("SELECT encode(statement_hash, 'hex'), kind, receipt_signature IS NOT NULL "
-                                  "FROM statements WHERE device = ANY(%s)", (list(dids),)).fetchall()
+                                  "FROM statements WHERE device = ANY(%s) ORDER BY 1", (list(dids),)).fetchall()
                 rd = dict(conn.execute("SELECT encode(statement_hash, 'hex'), count(*) FROM readings "
                                        "WHERE device = ANY(%s) GROUP BY 1", (list(dids),)).fetchall())
                 bl = dict(conn.execute("SELECT encode(b.statement_hash, 'hex'), b.object_key FROM blobs b "
