@@ -23,6 +23,25 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
+# grafana-client (a dependency until November 2026) brought niquests, whose urllib3-future
+# replaces the urllib3 package in the venv (its .pth copies itself over urllib3/ at every start);
+# MinIO's client then spends ~35% more CPU per PUT. A venv made back then keeps it whatever
+# pyproject.toml says now: drop the fork and put real urllib3 back. Checked on every run (a
+# glob, no Python start) because a venv whose stamp is current may still hold it.
+drop_urllib3_future() {
+  local site
+  compgen -G '.venv/lib/python3*/site-packages/urllib3_future*' >/dev/null \
+    || compgen -G '.venv/lib/python3*/site-packages/urllib3/.u3f_sync' >/dev/null || return 0
+  echo "bootstrap: removing urllib3-future (it replaces urllib3) and reinstalling urllib3" >&2
+  .venv/bin/python -m pip uninstall -y -q --disable-pip-version-check \
+    urllib3-future niquests grafana-client jh2 qh3 wassima  # the last three: only the fork uses them
+  for site in .venv/lib/python3*/site-packages; do
+    rm -rf "$site/urllib3"  # the fork's files that urllib3's own RECORD does not list
+  done
+  .venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps 'urllib3>=2,<3'
+}
+
+if [ -x .venv/bin/python ]; then drop_urllib3_future; fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ -f "$stamp" ] && [ -x .venv/bin/sealstream ]; then
   exit 0
