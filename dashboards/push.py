@@ -9,8 +9,8 @@ whose ``reason`` names the step: ``connection``, ``not-grafana``, ``auth``,
 ``refused``.
 
 Its eight endpoints are called through `urllib.request` and `json`, not a Grafana
-client library: grafana-client needs niquests, whose urllib3-future replaces
-the ``urllib3`` package in the environment, and MinIO's client (the
+client library: grafana-client's HTTP stack brings urllib3-future, which
+replaces the ``urllib3`` package in the environment, and MinIO's client (the
 pipeline's blob PUTs) then spends about a third more CPU per request.
 """
 

@@ -18,7 +18,7 @@ import base64
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -30,13 +30,13 @@ from dashboards.push import GrafanaUnreachable, push
 from sealstream.cli import cli
 
 
-def _handler(status_for: dict[str, tuple[int, str, bytes]], default: tuple[int, str, bytes]):
-    class H(BaseHTTPRequestHandler):
-        seen: list[tuple[str, str, str | None]] = []
+def _http_handler(answer: Callable[[str, str, str | None, bytes], tuple[int, str, bytes]]):
+    """A request handler class: ``answer(method, path, Authorization, body)`` gives status, type, body."""
 
+    class H(BaseHTTPRequestHandler):
         def _answer(self) -> None:
-            H.seen.append((self.command, self.path, self.headers.get("Authorization")))
-            status, ctype, body = status_for.get(self.path, default)
+            sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, ctype, body = answer(self.command, self.path, self.headers.get("Authorization"), sent)
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -49,6 +49,18 @@ def _handler(status_for: dict[str, tuple[int, str, bytes]], default: tuple[int, 
             pass
 
     return H
+
+
+def _handler(status_for: dict[str, tuple[int, str, bytes]], default: tuple[int, str, bytes]):
+    seen: list[tuple[str, str, str | None]] = []
+
+    def answer(method: str, path: str, auth: str | None, body: bytes) -> tuple[int, str, bytes]:
+        seen.append((method, path, auth))
+        return status_for.get(path, default)
+
+    handler = _http_handler(answer)
+    handler.seen = seen
+    return handler
 
 
 @pytest.fixture
@@ -232,26 +244,11 @@ class StandInGrafana:
         return 405, {"message": "method not allowed"}
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
-        grafana = self
+        def answer(method: str, path: str, auth: str | None, body: bytes) -> tuple[int, str, bytes]:
+            status, doc = self.handle(method, path, auth, json.loads(body) if body else None)
+            return status, "application/json", json.dumps(doc).encode()
 
-        class H(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                size = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(size)) if size else None
-                status, doc = grafana.handle(self.command, self.path, self.headers.get("Authorization"), body)
-                raw = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            do_GET = do_POST = do_PUT = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return H
+        return _http_handler(answer)
 
 
 DASHBOARD_UIDS = {to_dict(board)["uid"] for board in dashboards().values()}
