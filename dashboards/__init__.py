@@ -3,7 +3,7 @@
 `dashboards.build` renders **Chain health**, **Pipeline** and **Verification**
 plus the datasource and provider YAML into ``dashboards/provisioning/``;
 `dashboards.push` sends folder, datasources and dashboards to a running
-Grafana through grafana-client. See docs/dashboards.md.
+Grafana over stdlib HTTP. See docs/dashboards.md.
 """
 
 from .build import BOARDS, PROVISIONING, dashboards, load, render, stale, to_dict, write
