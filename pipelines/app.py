@@ -123,6 +123,7 @@ def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics:
         broker_max_poll_records=settings.pipeline_max_poll_records,
         consumer_max_fetch_size=max_bytes,
         producer_max_request_size=max_bytes,
+        producer_max_batch_size=256 * 1024,  # a batch's seals (~1 KB each) in one produce request
         producer_acks=-1,
         broker_session_timeout=settings.pipeline_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.pipeline_session_timeout_s / 3),
@@ -184,9 +185,11 @@ def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics:
                 metrics.deadletters.labels(result.reason).inc()
                 continue
             assert isinstance(result, Seal)
-            pending.append(await sealed.send(
-                key=result.key, value=result.value,
-                headers=[("ss-statement-hash", result.statement.hash().hex().encode("ascii"))]))
+            # straight to the producer: Faust's Topic.send adds a channel, a FutureMessage and
+            # sensor calls per seal (~0.4 ms of event-loop time each under load); same partitioner
+            pending.append(await app.producer.send(
+                SEALED, result.key, result.value, None, None,
+                [("ss-statement-hash", result.statement.hash().hex().encode("ascii"))]))
             kind = result.statement.kind
             metrics.ingested.labels(kind).inc()
             metrics.ingested_bytes.labels(kind).inc(len(rec.value))
