@@ -13,6 +13,7 @@ them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -49,6 +50,12 @@ def did_from_public_key(public_key: bytes) -> str:
     """Format a 32-byte Ed25519 public key as a ``did:key`` id."""
     if type(public_key) is not bytes or len(public_key) != 32:
         raise IdentityError("an Ed25519 public key is 32 bytes")
+    return _did_of(public_key)
+
+
+# A pipeline converts the same few device and gateway keys for every record; base58 is pure Python.
+@functools.lru_cache(maxsize=4096)
+def _did_of(public_key: bytes) -> str:
     return DID_PREFIX + "z" + b58encode(ED25519_MULTICODEC + public_key)
 
 
@@ -60,6 +67,11 @@ def public_key_from_did(did: str) -> bytes:
     """
     if not isinstance(did, str) or not did.startswith(DID_PREFIX + "z"):
         raise IdentityError(f"not a base58btc did:key id: {did!r}")
+    return _key_of(str(did))
+
+
+@functools.lru_cache(maxsize=4096)  # errors are not cached: a bad id is parsed again each time
+def _key_of(did: str) -> bytes:
     try:
         raw = b58decode(did[len(DID_PREFIX) + 1 :])
     except ValueError as exc:
