@@ -30,10 +30,10 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import pyarrow as pa
 
@@ -192,8 +192,10 @@ class IngestProcessor:
 
         The checks run one record after another, each device's seq judged against
         the seqs accepted earlier in the batch, so the outcome is the one of
-        processing them one at a time.  The accepted payloads are then archived
-        (PUTs in parallel) and every statement with its readings or blob row is
+        processing them one at a time.  Each accepted payload's PUT starts as soon
+        as its record passed (in parallel, while the next records are checked;
+        an object is content-addressed, so a PUT of a batch that fails later is
+        harmless), and once all are archived every statement with its readings or blob row is
         written in **one** transaction (`Writer.write_sealed`).  The seq cache is
         advanced only once that committed: a failed batch is retried whole.
         A record whose check raises an unexpected error is an ``internal-error``
@@ -203,6 +205,8 @@ class IngestProcessor:
         out: list = [None] * len(records)
         staged: list[tuple[int, RawRecord, Accepted, Optional[pa.Table]]] = []
         in_batch: dict[str, int] = {}
+        puts: dict[bytes, Future] = {}
+        pool = self._archive_pool() if self.archive_parallel > 1 and len(records) > 1 else None
         for i, rec in enumerate(records):
             try:
                 verdict = self._check(rec, last_seq if last_seq is not None else self._last_of(rec, in_batch))
@@ -216,9 +220,14 @@ class IngestProcessor:
             st = acc.statement
             in_batch[st.device] = max(st.seq, in_batch.get(st.device, st.seq))
             staged.append((i, rec, acc, rows))
-        if staged:
-            for i, seal_or_dead in self._store(staged):
-                out[i] = seal_or_dead
+            if pool is not None and st.payload_sha256 not in puts:
+                puts[st.payload_sha256] = pool.submit(self.blobs.put_raw, rec.value, st.content_type)
+        try:
+            if staged:
+                for i, seal_or_dead in self._store(staged, puts):
+                    out[i] = seal_or_dead
+        finally:
+            wait(puts.values())  # none still running when the caller retries or splits the batch
         for r in out:
             if isinstance(r, Seal):
                 self._accepted(r.statement.device, r.statement.seq)
@@ -261,11 +270,17 @@ class IngestProcessor:
                 return _dead(rec, "malformed-payload", f"not an Arrow IPC stream with ts, sensor, value: {exc}")
         return verdict, rows
 
-    def _archive(self, staged: Sequence[tuple[int, RawRecord, Accepted, Optional[pa.Table]]]) -> None:
-        """PUT the accepted payloads (each distinct digest once), in parallel."""
+    def _archive(self, staged: Sequence[tuple[int, RawRecord, Accepted, Optional[pa.Table]]],
+                 started: Mapping[bytes, Future]) -> None:
+        """PUT the accepted payloads (each distinct digest once, `started` ones already under way), in parallel."""
+        for fut in started.values():
+            fut.result()  # the first error raises (the batch is retried whole)
         todo = {}
         for _, rec, acc, _ in staged:
-            todo.setdefault(acc.statement.payload_sha256, (rec.value, acc.statement.content_type))
+            if acc.statement.payload_sha256 not in started:
+                todo.setdefault(acc.statement.payload_sha256, (rec.value, acc.statement.content_type))
+        if not todo:
+            return
         if len(todo) == 1 or self.archive_parallel <= 1:
             for value, ctype in todo.values():
                 self.blobs.put_raw(value, ctype)
@@ -280,10 +295,10 @@ class IngestProcessor:
                 self._pool = ThreadPoolExecutor(self.archive_parallel, thread_name_prefix="archive")
             return self._pool
 
-    def _store(self, staged: Sequence[tuple[int, RawRecord, Accepted, Optional[pa.Table]]]
-               ) -> list[tuple[int, Union[DeadLetter, Seal]]]:
+    def _store(self, staged: Sequence[tuple[int, RawRecord, Accepted, Optional[pa.Table]]],
+               started: Mapping[bytes, Future]) -> list[tuple[int, Union[DeadLetter, Seal]]]:
         began = time.perf_counter()
-        self._archive(staged)
+        self._archive(staged, started)
         writes = []
         for _, rec, acc, rows in staged:
             stmt = acc.statement
