@@ -7,7 +7,8 @@ Object layout in one bucket:
 
 Every object carries its SHA-256 (lowercase hex) in the user metadata
 ``x-amz-meta-sha256``.  Writes are idempotent: `put_raw` PUTs the content-addressed bytes
-without a HEAD first (the same key always holds the same bytes; the server
+without a HEAD first and without the SDK (`storage._s3put`: signed over the digest
+it already has; the same key always holds the same bytes; the server
 verifies the signed payload hash of every PUT); a manifest is immutable
 (stat first: another content under the same batch id is a `BlobConflict`).  Reads verify:
 `get_raw` hashes what it read and raises `BlobDigestMismatch` naming the key
@@ -26,6 +27,7 @@ from minio.error import MinioException, S3Error
 
 from trust._hashes import sha256
 
+from ._s3put import ObjectPut, PutRefused, PutUnavailable
 from .errors import BlobConflict, BlobDigestMismatch, BlobError, BlobNotFound, BlobStoreUnavailable
 from .manifest import Manifest
 from .records import manifest_key, raw_key
@@ -53,9 +55,10 @@ def _hex_digest(digest: Union[bytes, str]) -> str:
 class BlobStore:
     """One bucket of a MinIO/S3 endpoint."""
 
-    def __init__(self, client: Minio, bucket: str) -> None:
+    def __init__(self, client: Minio, bucket: str, raw_put: Optional[ObjectPut] = None) -> None:
         self.client = client
         self.bucket = bucket
+        self._raw_put = raw_put  # `put_raw` without the SDK (`storage._s3put`); None: through `client`
 
     @classmethod
     def connect(
@@ -68,8 +71,11 @@ class BlobStore:
             retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
             maxsize=16,
         )
-        store = cls(Minio(endpoint, access_key, secret_key, secure=secure, http_client=http), bucket)
+        client = Minio(endpoint, access_key, secret_key, secure=secure, http_client=http)
+        store = cls(client, bucket)
         store.ensure_bucket()
+        store._raw_put = ObjectPut(endpoint, access_key, secret_key, bucket, secure=secure,
+                                   region=store._region(), timeout=timeout, retries=retries)
         return store
 
     @classmethod
@@ -95,6 +101,13 @@ class BlobStore:
                 raise self._unavailable("", exc) from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable("", exc) from exc
+
+    def _region(self) -> str:
+        """The bucket's region as the SDK signs for it (asked once; MinIO's default otherwise)."""
+        try:
+            return str(self.client._get_region(self.bucket))
+        except (MinioException, urllib3.exceptions.HTTPError, OSError, AttributeError):
+            return "us-east-1"
 
     def _stat_digest(self, key: str) -> Optional[str]:
         """The digest metadata of `key` ('' when absent), None when there is no object."""
@@ -151,9 +164,15 @@ class BlobStore:
         digest = sha256(payload).hex()
         key = "raw/" + digest
         try:
-            self._put(key, payload, content_type, digest)
+            if self._raw_put is None:
+                self._put(key, payload, content_type, digest)
+            else:
+                try:
+                    self._raw_put.put(key, payload, digest, content_type, {DIGEST_METADATA: digest})
+                except (PutRefused, PutUnavailable) as exc:
+                    raise self._unavailable(key, exc) from exc
         except BlobStoreUnavailable as exc:
-            if not isinstance(exc.__cause__, S3Error) or self._stat_digest(key) != digest:
+            if not isinstance(exc.__cause__, (S3Error, PutRefused)) or self._stat_digest(key) != digest:
                 raise
         return key
 
