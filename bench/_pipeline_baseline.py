@@ -11,10 +11,11 @@ What it keeps, so the ratio isolates the cost of trust:
     raw topic, each storing up to ``pipeline_batch_max_records`` records at a
     time in a thread), each poll's records (up to a batch per topic) are
     handled topic by topic in parallel threads, in batches of that size:
-    the batch's payloads PUT to MinIO ``pipeline_archive_parallel`` at a time
-    (one object per record; keyed by Kafka position,
-    ``raw/<topic>/<partition>/<offset>``, since content addressing needs a
-    hash), then one PostgreSQL transaction for the whole batch: time-series
+    the batch's payloads PUT to MinIO ``pipeline_archive_parallel`` at a time,
+    each started as soon as its record is parsed, with the worker's PUT
+    (`storage._s3put`, unsigned payload: no hash), one object per record keyed
+    by Kafka position, ``raw/<topic>/<partition>/<offset>``, since content
+    addressing needs a hash; then one PostgreSQL transaction for the whole batch: time-series
     rows Arrow -> CSV -> COPY into a staging table -> ``INSERT ... ON CONFLICT
     DO NOTHING`` (idempotent like the trusted writer), and the ``records``
     rows.  ``SEALSTREAM_PIPELINE_BATCH_MAX_RECORDS=1`` gives both sides the
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import signal
 import sys
 from pathlib import Path
@@ -113,6 +113,7 @@ class BaselineStore:
         import urllib3
         from minio import Minio
 
+        from storage._s3put import ObjectPut
         from storage.db import open_pool
 
         self.parallel = parallel
@@ -123,6 +124,8 @@ class BaselineStore:
         self.bucket = bucket
         if not self.minio.bucket_exists(bucket):
             self.minio.make_bucket(bucket)
+        # the worker's archive PUT (storage._s3put), with no payload hash: UNSIGNED-PAYLOAD
+        self.objects = ObjectPut(endpoint, access_key, secret_key, bucket, secure=secure, timeout=30.0, retries=3)
         self.pool = open_pool(dsn, max_size=4)
 
     def store(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes, headers) -> None:
@@ -133,13 +136,18 @@ class BaselineStore:
         """Records ``(topic, partition, offset, key, value, headers)``: their objects PUT in parallel
         (``parallel`` at once, like the worker's archive), then all their rows in one transaction
         (like the worker's `Writer.write_sealed`)."""
-        rows, csvs, puts = [], [], []
+        rows, csvs, puts, started = [], [], [], []
+        parallel = len(records) > 1 and self.parallel > 1
         for topic, partition, offset, key, value, headers in records:
             device = (key or b"").decode("ascii", "replace")
             kind = _header(headers, "ss-kind")
             ts = _header(headers, "ss-ts")
             object_key = f"raw/{topic}/{partition}/{offset}"
-            puts.append((object_key, value, _header(headers, "ss-content-type") or "application/octet-stream"))
+            put = (object_key, value, _header(headers, "ss-content-type") or "application/octet-stream")
+            if parallel:  # started at once, as the worker starts each PUT once its record passed
+                started.append(self.executor.submit(self._put, *put))
+            else:
+                puts.append(put)
             n = 0
             if kind == "timeseries":
                 table = pa.ipc.open_stream(pa.BufferReader(value)).read_all()
@@ -147,12 +155,10 @@ class BaselineStore:
                 csvs.append(_readings_csv(table, device, topic, partition, offset))
             rows.append((topic, partition, offset, device, kind, int(ts) if ts.isdigit() else None, object_key,
                          len(value), n))
-        if len(puts) > 1 and self.parallel > 1:
-            for fut in [self.executor.submit(self._put, *p) for p in puts]:
-                fut.result()
-        else:
-            for p in puts:
-                self._put(*p)
+        for fut in started:
+            fut.result()
+        for p in puts:
+            self._put(*p)
         with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor()
             if csvs:
@@ -168,7 +174,9 @@ class BaselineStore:
                 "ON CONFLICT DO NOTHING", rows)
 
     def _put(self, object_key: str, value: bytes, content_type: str) -> None:
-        self.minio.put_object(self.bucket, object_key, io.BytesIO(value), len(value), content_type=content_type)
+        from storage._s3put import UNSIGNED_PAYLOAD
+
+        self.objects.put(object_key, value, UNSIGNED_PAYLOAD, content_type)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)
