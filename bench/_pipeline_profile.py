@@ -31,7 +31,7 @@ STORE_STEPS: list[tuple[str, str]] = [
     ("gateway receipt signature", r"seal_receipt"),
     ("payload SHA-256", r"matches_payload|_hashes\.py"),
     ("Arrow parse", r"pyarrow/"),
-    ("MinIO archive (stat + put)", r"put_raw|storage/blobs\.py|minio/|\._archive "),
+    ("MinIO archive PUT", r"put_raw|storage/blobs\.py|storage/_s3put\.py|minio/|\._archive "),
     ("PostgreSQL readings COPY", r"write_readings|ensure_partitions|_insert_readings|_readings_table"),
     ("PostgreSQL blobs", r"write_blobs|_insert_blobs"),
     ("PostgreSQL statements (+ replay lookups)", r"write_statements|write_receipts|write_sealed|storage/readers\.py"),
@@ -51,7 +51,9 @@ LOOP_STEPS: list[tuple[str, str]] = [
 ]
 _LINE = re.compile(r"^(.*) (\d+)$")
 _IDLE_LEAF = re.compile(r"EpollSelector\.select|_worker \(concurrent/futures/thread\.py|Condition\.wait|"
-                        r"Event\.wait|\.select \(selectors|_wait_for_tstate_lock|socketserver|serve_forever")
+                        r"Event\.wait|\.select \(selectors|_wait_for_tstate_lock|socketserver|serve_forever|"
+                        # a blocking read of an answer (the MinIO PUT's, PostgreSQL's)
+                        r"SocketIO\.readinto|Connection\.wait \(connection\.py")
 _STORE = [(n, re.compile(p)) for n, p in STORE_STEPS]
 _LOOP = [(n, re.compile(p)) for n, p in LOOP_STEPS]
 

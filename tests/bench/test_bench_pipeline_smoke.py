@@ -74,7 +74,7 @@ def test_profile_summary_views(tmp_path) -> None:
         f"{pool[:pool.index(';')]};_worker (concurrent/futures/thread.py:81) 99\n")
     s = profile_summary(raw, seconds=2.0, rate_hz=100)
     assert s["samples"] == 299
-    assert dict(s["store"]) == {"MinIO archive (stat + put)": 50.0, "device signature check": 30.0,
+    assert dict(s["store"]) == {"MinIO archive PUT": 50.0, "device signature check": 30.0,
                                 "PostgreSQL statements (+ replay lookups)": 20.0}
     assert s["store_concurrency"] == 0.5  # 100 samples over 2 s at 100 Hz
     assert dict(s["event_loop"]) == {"idle (waiting in select)": 60.0,
