@@ -11,6 +11,8 @@ Modules, one idea each:
 - `storage.writers`      idempotent COPY-based batch writers
 - `storage.readers`      queries: readings by device and time, statements,
                          batches, leaves, the batch of a statement
+- `storage.deadletters`  which source positions a consumer group dead-lettered
+                         (``dead_letters``: once per position)
 - `storage.manifest`     the batch manifest format (``manifests/<batch_id>``)
 - `storage.blobs`        the content-addressed MinIO blob store
 - `storage.verification` downstream verification: evidence reads (readings as
