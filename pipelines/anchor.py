@@ -30,7 +30,6 @@ One batch, step by step (each step survives a crash at any point):
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +46,7 @@ from trust._hashes import StatementHash
 
 from ._anchor_plan import (ANCHOR_KIND, AnchorCommit, BatchPlan, SealedLeaf, anchor_payload, anchor_value,
                            plan_batch)
+from ._testhook import pause
 from .metrics import PipelineMetrics
 
 __all__ = ["Anchorer", "AnchorError", "AnchorRefused", "AnchorUnavailable", "AnchorConflict", "AnchorCommit",
@@ -91,14 +91,7 @@ def window_ms(batch: BatchRecord) -> tuple[int, int]:
 
 def _pause(stage: str, batch_id: str) -> None:
     """The test hook: if $SEALSTREAM_ANCHOR_TEST_PAUSE names `stage`, note the batch and hang."""
-    if os.environ.get(PAUSE_ENV) != stage:
-        return
-    marker = os.environ.get(PAUSE_FILE_ENV)
-    if marker:
-        Path(marker).write_text(batch_id)
-    log.warning("test hook: paused at %s of batch %s", stage, batch_id)
-    while True:
-        time.sleep(3600)
+    pause(PAUSE_ENV, PAUSE_FILE_ENV, stage, batch_id)
 
 
 class Anchorer:

@@ -8,7 +8,9 @@ and headers plus ``ss-dlq-*``) or the seal to ``iiot.sealed`` (keyed by
 device), *waits for the broker's ack*, and only then lets Faust ack the
 event.  Faust commits acked offsets, so a crash at any point redelivers the
 record: at-least-once delivery + idempotent writes = exactly-once effect in
-PostgreSQL and MinIO.
+PostgreSQL and MinIO.  Dead letters are recorded in ``dead_letters`` before they are
+produced and marked once acked (`pipelines.dlq`), so a re-read record is
+dead-lettered once per consumer group.
 
 The per-device last seq (replay detection) is **not** a Faust table: Faust
 0.15's table recovery resumes fetching before it seeks to the committed
@@ -44,8 +46,10 @@ from sealstream.settings import Settings
 from storage import StorageError
 from storage.errors import RecordError
 
+from ._testhook import pause
 from .checks import TOPIC_KINDS, Limits
 from .directory import DeviceDirectory, LedgerDirectory, ManifestDirectory
+from .dlq import PRODUCE, DeadLetterGate
 from .metrics import PipelineMetrics
 from .worker import DeadLetter, IngestProcessor, RawRecord, Seal, _dead, gateway_key
 
@@ -56,6 +60,9 @@ DEADLETTER = "iiot.deadletter"
 SEALED = "iiot.sealed"
 _RAW: dict = dict(key_type=bytes, value_type=bytes)  # app-wide serializers are "raw"
 _HEADROOM = 1024 * 1024  # headers and batch overhead above a payload limit
+#: Test hook: SEALSTREAM_DLQ_TEST_PAUSE=acked|marked hangs a batch once its dead letters were acked by the
+#: broker (acked: before they are marked produced; marked: after), before its source offsets are acked.
+DLQ_PAUSE_ENV, DLQ_PAUSE_FILE_ENV = "SEALSTREAM_DLQ_TEST_PAUSE", "SEALSTREAM_DLQ_TEST_PAUSE_FILE"
 
 
 def make_directory(settings: Settings, kind: Optional[str] = None, factories: tuple[str, ...] = ()) -> DeviceDirectory:
@@ -100,10 +107,12 @@ def _headers(message: Any) -> list[tuple[str, bytes]]:
 
 def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics: Optional[PipelineMetrics] = None,
               app_id: Optional[str] = None, offset_reset: Optional[str] = None,
-              anchorer: Optional[Any] = None) -> faust.App:
+              anchorer: Optional[Any] = None, deadletters: Optional[DeadLetterGate] = None) -> faust.App:
     """The Faust app: one ingest agent per raw topic and the two output topics; with an
     `Anchorer`, also the anchor agent (``iiot.sealed`` -> ``iiot.anchors``, `pipelines._anchor_agent`).
-    Without a `processor` (an anchor-only worker) there are no ingest agents."""
+    Without a `processor` (an anchor-only worker) there are no ingest agents.  With a
+    `DeadLetterGate` (the worker's), a source position is dead-lettered once per group; without,
+    at least once."""
     app_id = app_id or settings.pipeline_app_id
     max_bytes = settings.kafka_video_max_message_bytes + _HEADROOM
     datadir = Path(settings.home).resolve() / "pipeline" / app_id
@@ -144,44 +153,66 @@ def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics:
         return RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"", _headers(msg),
                          int(round(msg.timestamp * 1000)))
 
-    async def process(recs: list[RawRecord]) -> list:
-        """`process_batch` in a thread, retried while a service is down; an unexpected error
-        splits the batch so that only the poison record is dead-lettered (``internal-error``)."""
+    async def retried(fn: Any, *args: Any) -> Any:
+        """`fn(*args)` in a thread, retried with backoff while a service is down (the partition waits)."""
         delay = 0.5
         while True:
             try:
-                return await asyncio.to_thread(processor.process_batch, recs)
-            except RecordError as exc:  # rows a writer refuses: bad input, not an outage
-                poison: BaseException = exc
+                return await asyncio.to_thread(fn, *args)
+            except RecordError:  # rows a writer refuses: bad input, not an outage
+                raise
             except (StorageError, ConnectionError, TimeoutError, OSError) as exc:
                 log.warning("store failed, retrying in %.1f s: %s", delay, exc)
                 metrics.retries.inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-                continue
-            except Exception as exc:  # noqa: BLE001 - a poison record must not stall its partition
-                poison = exc
-            if len(recs) > 1:
-                out = []
-                for rec in recs:  # one at a time, in order: the seq checks see the earlier ones stored
-                    out.extend(await process([rec]))
-                return out
-            rec = recs[0]
-            log.error("internal error on %s/%d/%d: %s", rec.topic, rec.partition, rec.offset,
-                      "".join(traceback.format_exception(poison)))
-            reason = "malformed-payload" if isinstance(poison, RecordError) else "internal-error"
-            return [_dead(rec, reason, f"{type(poison).__name__}: {poison}")]
+
+    async def process(recs: list[RawRecord]) -> list:
+        """`process_batch` in a thread, retried while a service is down; an unexpected error
+        splits the batch so that only the poison record is dead-lettered (``internal-error``)."""
+        try:
+            return await retried(processor.process_batch, recs)
+        except Exception as exc:  # noqa: BLE001 - a poison record (or refused rows) must not stall its partition
+            poison: BaseException = exc
+        if len(recs) > 1:
+            out = []
+            for rec in recs:  # one at a time, in order: the seq checks see the earlier ones stored
+                out.extend(await process([rec]))
+            return out
+        rec = recs[0]
+        log.error("internal error on %s/%d/%d: %s", rec.topic, rec.partition, rec.offset,
+                  "".join(traceback.format_exception(poison)))
+        reason = "malformed-payload" if isinstance(poison, RecordError) else "internal-error"
+        return [_dead(rec, reason, f"{type(poison).__name__}: {poison}")]
+
+    async def gate(recs: list[RawRecord], results: list) -> set:
+        """The positions of the batch's dead letters that must not be produced again (this group
+        dead-lettered them before: `DeadLetterGate`); no query when the batch has none."""
+        dead = [(rec.position, r.reason) for rec, r in zip(recs, results) if isinstance(r, DeadLetter)]
+        if not dead or deadletters is None:
+            return set()
+        skip = set()
+        for (pos, _), verdict in zip(dead, await retried(deadletters.decide, dead)):
+            if verdict != PRODUCE:
+                skip.add(pos)
+                metrics.deadletters_repeated.labels(verdict).inc()
+        return skip
 
     async def handle(events: list) -> None:
-        """Process a batch of one raw topic, then produce its dead letters and seals and wait
-        for the broker's acks (all of them): only then may the source offsets be acked."""
+        """Process a batch of one raw topic, then produce its dead letters (those not produced
+        before by this group) and seals and wait for the broker's acks (all of them); mark the
+        dead letters produced: only then may the source offsets be acked."""
         recs = [record_of(ev) for ev in events]
         results = await process(recs)
-        pending = []
+        skip = await gate(recs, results)
+        pending, produced = [], []
         for rec, result in zip(recs, results):
             if isinstance(result, DeadLetter):
+                if rec.position in skip:
+                    continue
                 pending.append(await deadletter.send(key=result.key, value=result.value,
                                                      headers=result.headers + [("ss-dlq-group", group)]))
+                produced.append(rec.position)
                 metrics.deadletters.labels(result.reason).inc()
                 continue
             assert isinstance(result, Seal)
@@ -196,6 +227,11 @@ def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics:
             if result.redelivery:
                 metrics.redeliveries.inc()
         await asyncio.gather(*pending)  # every one acked by the broker (an error raises: nothing acked)
+        if produced and deadletters is not None:
+            note = f"{len(produced)} dead letters"
+            await asyncio.to_thread(pause, DLQ_PAUSE_ENV, DLQ_PAUSE_FILE_ENV, "acked", note)
+            await retried(deadletters.mark_produced, produced)
+            await asyncio.to_thread(pause, DLQ_PAUSE_ENV, DLQ_PAUSE_FILE_ENV, "marked", note)
 
     batch_max = settings.pipeline_batch_max_records
     batch_within = settings.pipeline_batch_window_s
@@ -238,15 +274,19 @@ def run_worker(settings: Settings, directory: Optional[DeviceDirectory], *, app_
                                                   offset_reset or settings.pipeline_offset_reset))
         metrics.serve(port, settings.host)
         _register(Path(settings.home).resolve(), f"{settings.host}:{port}", register_targets)
-    processor, pool = None, None
+    processor, pool, gate = None, None, None
     if ingest:
+        from storage.deadletters import DeadLetterLog
+
         assert directory is not None
         processor, pool = build_processor(settings, directory, metrics)
+        gate = DeadLetterGate(DeadLetterLog(pool), settings.kafka_bootstrap, app_id or settings.pipeline_app_id,
+                              DEADLETTER)
         log.info("gateway %s", processor.gateway.did)
     anchorer = make_anchorer(settings, metrics) if anchor else None
     if anchorer is None and not ingest:
         raise SystemExit(f"anchor-only worker: no ledger in {settings.ledger_home}")
-    app = build_app(settings, processor, metrics, app_id, offset_reset, anchorer)
+    app = build_app(settings, processor, metrics, app_id, offset_reset, anchorer, gate)
     try:
         _quiet_faust(loglevel)
         worker = faust.Worker(app, loglevel=loglevel, override_logging=False)

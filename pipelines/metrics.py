@@ -42,6 +42,10 @@ class PipelineMetrics:
                                       ["kind"], registry=r)
         self.deadletters = Counter("sealstream_pipeline_deadletters", "records dead-lettered", ["reason"],
                                    registry=r)
+        self.deadletters_repeated = Counter(
+            "sealstream_pipeline_deadletters_repeated",
+            "dead letters not produced again: this group dead-lettered the position before (found: recorded = "
+            "marked produced, in-topic = found in iiot.deadletter after a crash)", ["found"], registry=r)
         self.redeliveries = Counter("sealstream_pipeline_redeliveries",
                                     "records already stored from the same offset, sealed again", registry=r)
         self.retries = Counter("sealstream_pipeline_store_retries", "store attempts retried (service errors)",
