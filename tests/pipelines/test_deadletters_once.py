@@ -84,6 +84,17 @@ def test_gate_resolves_unmarked_rows_against_the_topic(private) -> None:
         assert {r.reason for r in log.rows(group)} == {"bad-signature"}  # the first verdict is kept
 
 
+def test_lookup_on_an_unreachable_broker_raises_for_a_retry() -> None:
+    from ledger.cluster import free_ports
+
+    from pipelines.dlq import DeadLetterLookupError
+
+    with pytest.raises(DeadLetterLookupError):
+        find_dead_letters(f"127.0.0.1:{free_ports(1)[0]}", DLQ, "g", [KafkaPosition("t", 0, 1)],
+                          datetime.now(timezone.utc), timeout_s=2.0)
+    assert issubclass(DeadLetterLookupError, ConnectionError)  # retried by the worker like a store outage
+
+
 def _dlq_of(records, group: str) -> dict:
     """``{source position: [dead letters of group]}``."""
     out: dict = {}

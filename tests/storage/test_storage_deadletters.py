@@ -42,3 +42,16 @@ def test_record_once_per_group_and_position_then_mark(pool) -> None:
     other = log.record("g2", [(A, "unknown-device")])
     assert [(r.new, r.produced, r.reason) for r in other] == [(True, False, "unknown-device")]
     assert [(r.position, r.produced) for r in log.rows("g1")] == [(A, True), (B, False), (C, True)]
+
+
+def test_database_unreachable_is_a_database_error(migrated_dsn) -> None:
+    """What the worker's retry loop catches (the batch waits, nothing is produced)."""
+    from storage import DatabaseError, open_pool
+
+    pool = open_pool(migrated_dsn, max_size=1)
+    pool.close()
+    log = DeadLetterLog(pool)
+    with pytest.raises(DatabaseError, match="record dead letters"):
+        log.record("g1", [(A, "bad-signature")])
+    with pytest.raises(DatabaseError, match="mark dead letters produced"):
+        log.mark_produced("g1", [A])
