@@ -30,8 +30,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Producer
 
 from devices_helpers import end_offsets
 from infra import register_targets
@@ -41,6 +40,7 @@ from panel_queries import finite_samples, panel_queries, prom_query, promql, sql
 from pipelines._anchor_ledger import ensure_devices, ensure_gateway
 from pipelines.devices import FAULTS, Factory, FaultPlan, RunConfig, Simulator, run
 from pipelines.devices.kinds import KIND_INFO
+from pipelines.offsets import pin_offsets
 from pipelines.worker import gateway_key
 from sealstream.settings import load_settings
 from storage.db import open_pool
@@ -52,14 +52,6 @@ PARAMS = Params(max_block_txs=128, block_time_ms=20, checkpoint_interval=10, vie
                 status_interval_ms=300, fetch_timeout_ms=800)
 GATEWAY = "gw-dash"
 WAIT_S = 180.0
-
-
-def _pin(bootstrap: str, group: str, offsets: dict) -> None:
-    """Start the (new, empty) group at `offsets`, not at the topics' whole history."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-    res = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(10)
-    assert all(tp.error is None for tp in res.topic_partitions)
 
 
 class _LedgerLoad(threading.Thread):
@@ -152,9 +144,10 @@ def test_every_panel_query_returns_data(stack, settings, tmp_path) -> None:
                    SEALSTREAM_PIPELINE_GATEWAY=GATEWAY, SEALSTREAM_PIPELINE_SESSION_TIMEOUT_S="6",
                    SEALSTREAM_METRICS="1")
         worker_group, verifier_group = f"sealstream-dashtest-{run_id}", f"verifier-dashtest-{run_id}"
-        _pin(s.kafka_bootstrap, worker_group,
-             end_offsets(s, [k.topic for k in KIND_INFO.values()] + ["iiot.sealed"]))
-        _pin(s.kafka_bootstrap, verifier_group, end_offsets(s, ["iiot.anchors"]))
+        # retried: on a fresh broker this is the first group, whose coordinator may still be loading
+        pin_offsets(s.kafka_bootstrap, worker_group,
+                    end_offsets(s, [k.topic for k in KIND_INFO.values()] + ["iiot.sealed"]))
+        pin_offsets(s.kafka_bootstrap, verifier_group, end_offsets(s, ["iiot.anchors"]))
         procs.append(_Proc(["pipeline", "worker", "--app-id", worker_group, "--directory", "manifest",
                             "--factory", factory], env, tmp_path / "worker.log"))
         procs.append(_Proc(["pipeline", "verifier", "--app-id", verifier_group, "--ledger", str(cluster.root),
