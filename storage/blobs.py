@@ -157,8 +157,8 @@ class BlobStore:
         One PUT, no HEAD first: the key is the content's digest, so re-putting an
         existing object writes the same bytes and metadata again (idempotent), and
         the server checks the body against the request's signed payload hash
-        (``x-amz-content-sha256``; ``Content-MD5`` over TLS), so what is stored is
-        what was hashed.  Only when the PUT is refused (e.g. a write-once bucket)
+        (``x-amz-content-sha256``, the digest itself, over HTTP and TLS alike), so
+        what is stored is what was hashed.  Only when the PUT is refused (e.g. a write-once bucket)
         does a stat decide: an object already there with our digest is success.
         """
         digest = sha256(payload).hex()
