@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -59,6 +60,28 @@ def test_wrong_secret_is_refused(blob_store: BlobStore, settings) -> None:
     with pytest.raises(PutRefused) as info:
         _put(settings, blob_store.bucket, secret="not-the-secret").put("raw/x", body, sha256(body).hex(), "a/b")
     assert info.value.status == 403 and info.value.code == "SignatureDoesNotMatch"
+
+
+@pytest.mark.parametrize("when", ["20261122T045900Z", "20270101T000001Z"])
+def test_signature_is_the_sdk_signers(when: str) -> None:
+    """Our SigV4 against minio-py's (the reference), two days in a row (the signing key is cached per day)."""
+    from urllib.parse import urlsplit
+
+    from minio.credentials import Credentials
+    from minio.signer import sign_v4_s3
+
+    digest = sha256(b"body").hex()
+    put = ObjectPut("127.0.0.1:9000", "AKIDEXAMPLE", "wJalr/K7MDENG+bPxRfiCY", "bucket", region="eu-west-1")
+    for stamp in ("20261122T045900Z", when):
+        headers = {"host": "127.0.0.1:9000", "content-type": "image/jpeg", "x-amz-content-sha256": digest,
+                   "x-amz-date": stamp, "x-amz-meta-sha256": digest}
+        ours = put._sigv4("PUT", "/bucket/raw/" + digest, headers, digest)
+        date = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        theirs = sign_v4_s3(method="PUT", url=urlsplit("http://127.0.0.1:9000/bucket/raw/" + digest),
+                            region="eu-west-1", headers=dict(headers),
+                            credentials=Credentials("AKIDEXAMPLE", "wJalr/K7MDENG+bPxRfiCY"),
+                            content_sha256=digest, date=date)["Authorization"]
+        assert ours == theirs
 
 
 def test_closed_port_is_unavailable() -> None:
