@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from ledger import Params
@@ -64,9 +65,13 @@ def test_pipeline_worker_without_metrics_serves_nothing(stack, settings, tmp_pat
         deadline = time.monotonic() + 90
         while True:
             assert proc.poll() is None, log.read_text()[-3000:]
-            desc = admin.describe_consumer_groups([group])[group].result(10)
-            if desc.members:
-                break
+            try:
+                desc = admin.describe_consumer_groups([group])[group].result(10)
+            except KafkaException as exc:  # e.g. the coordinator still loading on a fresh broker
+                assert exc.args[0].retriable(), exc
+            else:
+                if desc.members:
+                    break
             assert time.monotonic() < deadline, f"worker never joined its group\n{log.read_text()[-3000:]}"
             time.sleep(1)
         with socket.socket() as sock:
