@@ -55,4 +55,17 @@ FROM batches
 WHERE $__timeFilter(created_at)
 GROUP BY anchor_state
 ORDER BY anchor_state""")), 12, 8),
+        (table("Dead letters recorded", "Dead letters per consumer group and reason in the time range "
+               "(PostgreSQL dead_letters: one row per source record and group, so re-reads after a crash are "
+               "not counted twice; unconfirmed = recorded, broker ack not yet marked).",
+               sql("""
+SELECT grp AS consumer_group,
+       reason,
+       count(*) AS dead_letters,
+       count(*) FILTER (WHERE NOT produced) AS unconfirmed,
+       max(recorded_at) AS last_recorded
+FROM dead_letters
+WHERE $__timeFilter(recorded_at)
+GROUP BY grp, reason
+ORDER BY dead_letters DESC, reason""")), 24, 8),
     ])
