@@ -54,7 +54,9 @@ class ObjectPut:
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = False,
                  region: str = "us-east-1", timeout: float = 30.0, retries: int = 3) -> None:
         host, _, port = endpoint.rpartition(":")
-        self._host, self._port = (host, int(port)) if host and port.isdigit() else (endpoint, 443 if secure else 80)
+        host, port_ok = (host, port.isdigit()) if host and not port.endswith("]") else (endpoint, False)
+        self._host = host.strip("[]")  # "[::1]:9000": the socket wants the bare IPv6 address
+        self._port = int(port) if port_ok else (443 if secure else 80)
         self._netloc = endpoint
         self._scheme = "https" if secure else "http"
         self._bucket = bucket

@@ -84,6 +84,13 @@ def test_signature_is_the_sdk_signers(when: str) -> None:
         assert ours == theirs
 
 
+@pytest.mark.parametrize("endpoint, host, port", [("127.0.0.1:9000", "127.0.0.1", 9000), ("[::1]:9000", "::1", 9000),
+                                                 ("minio.local", "minio.local", 80), ("[::1]", "::1", 80)])
+def test_endpoint_forms(endpoint: str, host: str, port: int) -> None:
+    conn, reused = ObjectPut(endpoint, "k", "s", "b")._connection(fresh=False)
+    assert (conn.host, conn.port, reused) == (host, port, False)
+
+
 def test_closed_port_is_unavailable() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
