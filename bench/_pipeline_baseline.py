@@ -49,6 +49,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 
+from storage._s3put import UNSIGNED_PAYLOAD  # noqa: E402
+
 __all__ = ["SCHEMA_SQL", "ensure_schema", "BaselineStore", "main"]
 
 RAW_TOPICS = ("iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw")
@@ -174,8 +176,6 @@ class BaselineStore:
                 "ON CONFLICT DO NOTHING", rows)
 
     def _put(self, object_key: str, value: bytes, content_type: str) -> None:
-        from storage._s3put import UNSIGNED_PAYLOAD
-
         self.objects.put(object_key, value, UNSIGNED_PAYLOAD, content_type)
 
     def close(self) -> None:

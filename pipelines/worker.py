@@ -221,7 +221,8 @@ class IngestProcessor:
             in_batch[st.device] = max(st.seq, in_batch.get(st.device, st.seq))
             staged.append((i, rec, acc, rows))
             if pool is not None and st.payload_sha256 not in puts:
-                puts[st.payload_sha256] = pool.submit(self.blobs.put_raw, rec.value, st.content_type)
+                puts[st.payload_sha256] = pool.submit(self.blobs.put_raw, rec.value, st.content_type,
+                                                      st.payload_sha256)
         try:
             if staged:
                 for i, seal_or_dead in self._store(staged, puts):
@@ -272,22 +273,16 @@ class IngestProcessor:
 
     def _archive(self, staged: Sequence[tuple[int, RawRecord, Accepted, Optional[pa.Table]]],
                  started: Mapping[bytes, Future]) -> None:
-        """PUT the accepted payloads (each distinct digest once, `started` ones already under way), in parallel."""
+        """Wait for the PUTs `process_batch` started in parallel, then PUT any other accepted payload
+        here (each distinct digest once: a batch of one record, or ``archive_parallel`` <= 1)."""
         for fut in started.values():
             fut.result()  # the first error raises (the batch is retried whole)
-        todo = {}
+        done = set(started)
         for _, rec, acc, _ in staged:
-            if acc.statement.payload_sha256 not in started:
-                todo.setdefault(acc.statement.payload_sha256, (rec.value, acc.statement.content_type))
-        if not todo:
-            return
-        if len(todo) == 1 or self.archive_parallel <= 1:
-            for value, ctype in todo.values():
-                self.blobs.put_raw(value, ctype)
-            return
-        pool = self._archive_pool()
-        for fut in [pool.submit(self.blobs.put_raw, v, c) for v, c in todo.values()]:
-            fut.result()  # the first error raises (the others finish; the batch is retried whole)
+            st = acc.statement
+            if st.payload_sha256 not in done:
+                self.blobs.put_raw(rec.value, st.content_type, st.payload_sha256)
+                done.add(st.payload_sha256)
 
     def _archive_pool(self) -> ThreadPoolExecutor:
         with self._lock:

@@ -151,8 +151,14 @@ class BlobStore:
 
     # -- raw payloads -------------------------------------------------------
 
-    def put_raw(self, payload: bytes, content_type: str = "application/octet-stream") -> str:
+    def put_raw(self, payload: bytes, content_type: str = "application/octet-stream",
+                digest: Optional[bytes] = None) -> str:
         """Archive `payload` at ``raw/<sha256>`` (with its digest metadata); the key.
+
+        `digest`: the payload's SHA-256 when the caller already computed it (the
+        worker checked it against the device's signed statement), so it is not
+        hashed again here; the server refuses a body that does not match it
+        (through the SDK, which signs its own hash, it is compared here instead).
 
         One PUT, no HEAD first: the key is the content's digest, so re-putting an
         existing object writes the same bytes and metadata again (idempotent), and
@@ -161,18 +167,23 @@ class BlobStore:
         what is stored is what was hashed.  Only when the PUT is refused (e.g. a write-once bucket)
         does a stat decide: an object already there with our digest is success.
         """
-        digest = sha256(payload).hex()
-        key = "raw/" + digest
+        if digest is None or self._raw_put is None:
+            actual = sha256(payload)
+            if digest is not None and digest != actual:
+                raise ValueError(f"payload digest is {actual.hex()}, not {digest.hex()}")
+            digest = actual
+        hex_digest = digest.hex()
+        key = "raw/" + hex_digest
         try:
             if self._raw_put is None:
-                self._put(key, payload, content_type, digest)
+                self._put(key, payload, content_type, hex_digest)
             else:
                 try:
-                    self._raw_put.put(key, payload, digest, content_type, {DIGEST_METADATA: digest})
+                    self._raw_put.put(key, payload, hex_digest, content_type, {DIGEST_METADATA: hex_digest})
                 except (PutRefused, PutUnavailable) as exc:
                     raise self._unavailable(key, exc) from exc
         except BlobStoreUnavailable as exc:
-            if not isinstance(exc.__cause__, (S3Error, PutRefused)) or self._stat_digest(key) != digest:
+            if not isinstance(exc.__cause__, (S3Error, PutRefused)) or self._stat_digest(key) != hex_digest:
                 raise
         return key
 

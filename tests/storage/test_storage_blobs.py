@@ -43,6 +43,21 @@ def test_put_twice_stores_one_object(blob_store: BlobStore) -> None:
     assert blob_store.has_raw(sha256(payload))
 
 
+def test_put_with_a_known_digest(blob_store: BlobStore, settings) -> None:
+    """A digest the caller already has is not recomputed; one that does not match the bytes is refused
+    (by the server on the signed PUT, here on the SDK path) and nothing is stored under it."""
+    payload, other = os.urandom(2048), os.urandom(2048)
+    assert blob_store.put_raw(payload, "image/jpeg", sha256(payload)) == "raw/" + sha256(payload).hex()
+    assert blob_store.get_raw(sha256(payload)) == payload
+    with pytest.raises(BlobStoreUnavailable, match="XAmzContentSHA256Mismatch"):
+        blob_store.put_raw(payload, "image/jpeg", sha256(other))
+    assert not blob_store.has_raw(sha256(other))
+    sdk_only = BlobStore(blob_store.client, blob_store.bucket)
+    with pytest.raises(ValueError, match="payload digest"):
+        sdk_only.put_raw(payload, "image/jpeg", sha256(other))
+    assert not blob_store.has_raw(sha256(other))
+
+
 def test_tampered_object_is_detected_on_read(blob_store: BlobStore) -> None:
     payload = os.urandom(1024)
     key = blob_store.put_raw(payload)
