@@ -13,6 +13,10 @@ One report with:
     Infrastructure: An Efficient and Secure Consortium Blockchain System");
   * this machine's ceiling (bench/_ceiling.py): Ed25519 verifications/s on all
     cores / sealers verifying each transaction, and our ratio to it;
+  * the no-consensus bound (bench/_ledger_bound.py, skip with --no-bound): the
+    same client and load against one responder per sealer that only decodes,
+    verifies and replies, i.e. what this machine allows any consensus run by
+    these processes with this client; its ratio to the ceiling and ours to it;
   * with --peer cometbft, a 4-validator CometBFT v0.38 testnet (bench/_cometbft.py)
     under the same load generator, tx size and duration, and our/peer ratio;
   * with --reputation (bench/_reputation.py), 16 nodes with 4 reputation-chosen
@@ -174,6 +178,24 @@ def run_ours(args: argparse.Namespace, n_nodes: int) -> dict[str, Any]:
     return row
 
 
+def run_bound(args: argparse.Namespace) -> dict[str, Any]:
+    from bench._ledger_bound import BoundTarget
+
+    row: dict[str, Any] = {
+        "config": f"no-consensus bound ({args.sealers} responders: verify + reply)",
+        "kind": "bound",
+        "nodes": args.sealers,
+        "sealers": args.sealers,
+    }
+    try:
+        row.update(drive(BoundTarget(), args.sealers, args.sealers, args))
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported in the row, never hidden
+        row["unavailable"] = f"no-consensus bound failed: {type(e).__name__}: {e}"
+    return row
+
+
 def run_cometbft(args: argparse.Namespace) -> dict[str, Any]:
     from bench._cometbft import COMETBFT_VERSION, CometBFTTarget, CometBFTUnavailable
 
@@ -219,6 +241,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
             "sealers": args.sealers,
             "target": args.target,
             "peer": args.peer,
+            "bound": args.bound,
         },
         "machine": {"cpu_count": os.cpu_count(), "loadavg_before": _loadavg()},
         "paper": PAPER,
@@ -235,7 +258,9 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
         from bench._reputation import run_reputation
 
         report["reputation"] = run_reputation(args, drive)
-    # 3. the peer
+    # 3. the same client against responders that do no consensus
+    report["bound"] = run_bound(args) if args.bound and not args.reputation_only else None
+    # 4. the peer
     report["peer"] = run_cometbft(args) if args.peer == "cometbft" else None
     c_after = ceiling()
     c = merge(c_before, c_after)
@@ -248,11 +273,14 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     ours16 = next((r for r in report["ours"] if r["nodes"] == 16 and "tx_per_s" in r), None)
     t4 = ours4["tx_per_s"] if ours4 else None
     peer_tps = report["peer"].get("tx_per_s") if report["peer"] else None
+    bound_tps = report["bound"].get("tx_per_s") if report["bound"] else None
     report["ratios"] = {
         "ours_4_over_ceiling": _ratio(t4, c.ceiling_tx_per_s),
         "ours_16_over_ours_4": _ratio(ours16["tx_per_s"] if ours16 else None, t4),
         "ours_4_over_peer": _ratio(t4, peer_tps),
         "peer_over_ceiling": _ratio(peer_tps, c.ceiling_tx_per_s),
+        "bound_over_ceiling": _ratio(bound_tps, c.ceiling_tx_per_s),
+        "ours_4_over_bound": _ratio(t4, bound_tps),
         # not a measurement: with a core per node, the busiest process (a sealer) bounds tx/s, so
         # 16/4 would be sealer CPU per tx at 4 nodes over that at 16 (the pushes, Status and fetches
         # that 12 backups add to each sealer); on this shared host it is total CPU per tx instead
@@ -314,6 +342,13 @@ def format_report(rep: dict[str, Any]) -> str:
         row(p["config"], p["tx_per_s"], p["latency_ms"], None, p["success_rate"], "latency as published")
     ceil_ratio = "ours/ceiling " + (_f(r["ours_4_over_ceiling"], ".2f") if r["ours_4_over_ceiling"] is not None else "n/a (ours not measured)")
     row(f"machine ceiling ({c['sealers']} sealers verify each tx)", c["ceiling_tx_per_s"], None, None, None, ceil_ratio)
+    bound = rep.get("bound")
+    if bound:
+        if "unavailable" in bound:
+            out.append(f"{bound['config']:<48} {bound['unavailable']}")
+        else:
+            row(bound["config"], bound["tx_per_s"], bound["p50_ms"], bound["p99_ms"], bound["success_rate"],
+                f"bound/ceiling {_f(r['bound_over_ceiling'], '.2f')}; ours/bound {_f(r['ours_4_over_bound'], '.2f')}")
     peer = rep.get("peer")
     if peer:
         if "unavailable" in peer:
@@ -332,7 +367,12 @@ def format_report(rep: dict[str, Any]) -> str:
             f"CometBFT: timeout_commit {peer['timeout_commit']}, gossip sleep/flush {peer['gossip_sleep']}, create_empty_blocks {str(peer['create_empty_blocks']).lower()}, broadcast_tx_commit, testnet ready in {peer['start_s']} s; "
             f"peer/ceiling {_f(r['peer_over_ceiling'], '.2f')}"
         )
-    for o in [*rep["ours"], *([peer] if peer else [])]:
+    if bound and "unavailable" not in bound:
+        out.append("no-consensus bound: our client and load generator against responders that decode, verify "
+                   "each tx's signature (once per sealer) and reply at once; nothing ordered, executed or stored "
+                   "(bench/_ledger_bound.py). Any consensus run by these processes with this client on this "
+                   "machine stays below it.")
+    for o in [*rep["ours"], *([bound] if bound else []), *([peer] if peer else [])]:
         if "unavailable" in o:
             continue
         out.append(
@@ -361,6 +401,8 @@ def format_report(rep: dict[str, Any]) -> str:
             f"{_f(r['ours_16_over_4_core_per_node'], '.2f')}")
     out.append("Targets (issue 4):")
     out.append(_target_line(">= 60% of the ceiling at 4 nodes", r["ours_4_over_ceiling"], TARGETS["ceiling_ratio_4_nodes"], lambda v: f"{100 * v:.0f}%"))
+    if r.get("bound_over_ceiling") is not None:
+        out.append(f"    (the no-consensus bound reaches {100 * r['bound_over_ceiling']:.0f}% of the ceiling on this machine)")
     out.append(_target_line("16 nodes >= 90% of 4-node tx/s", r["ours_16_over_ours_4"], TARGETS["scaling_16_over_4"], lambda v: f"{100 * v:.0f}%"))
     succ = [o.get("success_rate") for o in rep["ours"] if "unavailable" not in o]
     out.append(_target_line("100% success", min(succ) if succ and None not in succ else None, TARGETS["success_rate"], _pct))
@@ -398,6 +440,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sealers", type=int, default=4, help="sealers (default 4); the rest are backups")
     ap.add_argument("--target", default=DEFAULT_TARGET_SPEC, help=f"module:factory of our LedgerTarget (default {DEFAULT_TARGET_SPEC})")
     ap.add_argument("--peer", choices=["cometbft"], default=None, help="also run a 4-validator CometBFT testnet")
+    ap.add_argument("--no-bound", dest="bound", action="store_false",
+                    help="skip the no-consensus bound (responders that only verify and reply; bench/_ledger_bound.py)")
     ap.add_argument("--cometbft-timeout-commit", default="10ms", help="CometBFT consensus.timeout_commit (default 10ms)")
     ap.add_argument(
         "--cometbft-gossip-sleep",

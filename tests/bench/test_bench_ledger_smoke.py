@@ -33,7 +33,8 @@ def test_ceiling_structure() -> None:
 
 def test_report_without_our_cluster() -> None:
     args = bench_ledger.parse_args(
-        ["--duration", "1", "--ceiling-seconds", "0.2", "--ceiling-runs", "1", "--nodes", "4,16", "--target", UNLOADABLE]
+        ["--duration", "1", "--ceiling-seconds", "0.2", "--ceiling-runs", "1", "--nodes", "4,16", "--target", UNLOADABLE,
+         "--no-bound"]
     )
     rep = bench_ledger.build_report(args)
     assert [o["nodes"] for o in rep["ours"]] == [4, 16]
@@ -43,7 +44,7 @@ def test_report_without_our_cluster() -> None:
     assert [p["tx_per_s"] for p in rep["paper"]] == [14604.0, 13471.0]
     assert rep["ceiling"]["sealers"] == 4 and rep["ceiling"]["ceiling_tx_per_s"] > 0
     assert len(rep["ceiling"]["runs_verifications_per_s"]) == 2  # one window before, one after
-    assert rep["peer"] is None
+    assert rep["peer"] is None and rep["bound"] is None
     assert rep["ratios"]["ours_4_over_ceiling"] is None
     json.dumps(rep, default=str)
     text = bench_ledger.format_report(rep)
