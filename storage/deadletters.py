@@ -6,20 +6,32 @@ topic, partition, offset): before producing a batch's dead letters it
 `mark_produced` once the broker acked them.  A row still unmarked after a crash
 is resolved by the caller (it looks in the dead-letter topic; storage does no
 Kafka).  The first verdict recorded for a position is the one kept.
+
+Operators read `summary` (per group and reason) and `prune` old rows.  Retention:
+
+- only rows marked ``produced`` are ever pruned.  An unmarked row is a crash
+  between the produce and the mark whose outcome is still unknown; the
+  pipeline's look-up (`pipelines.dlq`) needs it to decide whether to produce.
+- prune only rows older than the source topics' retention (plus a margin: Kafka
+  deletes whole segments, so a record can outlive ``retention.ms``).  A source
+  position re-read after its row was pruned (a crash before the offset commit,
+  a consumer group reset) would be dead-lettered a second time; once Kafka
+  deleted the source record it cannot be re-read, so its row is no longer
+  needed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Sequence
 
 from psycopg_pool import ConnectionPool
 
 from .db import db_errors
 from .records import KafkaPosition
 
-__all__ = ["DeadLetterRow", "DeadLetterLog"]
+__all__ = ["DeadLetterRow", "DeadLetterSummary", "DeadLetterLog"]
 
 # One statement: insert what is new, and return every input position with its row. The
 # main query's snapshot does not see the CTE's inserts, hence the coalesce for new rows.
@@ -46,6 +58,14 @@ _MARK = ('UPDATE dead_letters SET produced = true WHERE grp = %(grp)s AND NOT pr
          '(topic, partition, "offset") IN '
          '(SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(offsets)s::bigint[]))')
 
+_GROUP = "(%(grp)s::text IS NULL OR grp = %(grp)s)"
+_SUMMARY = ("SELECT grp, reason, count(*), count(*) FILTER (WHERE produced), count(*) FILTER (WHERE NOT produced), "
+            f"min(recorded_at), max(recorded_at) FROM dead_letters WHERE {_GROUP} GROUP BY 1, 2 ORDER BY 1, 2")
+# What prune may delete: produced (never an unmarked row) and recorded before the cutoff (database clock).
+_PRUNABLE = f"produced AND recorded_at < now() - %(age)s::interval AND {_GROUP}"
+_PRUNE = f"DELETE FROM dead_letters WHERE {_PRUNABLE}"
+_PRUNE_COUNT = f"SELECT count(*) FROM dead_letters WHERE {_PRUNABLE}"
+
 
 @dataclass(frozen=True)
 class DeadLetterRow:
@@ -57,6 +77,24 @@ class DeadLetterRow:
     produced: bool
     recorded_at: datetime
     new: bool
+
+
+@dataclass(frozen=True)
+class DeadLetterSummary:
+    """One (group, reason) of ``dead_letters``: rows, how many ``produced`` and still unmarked
+    (a crash's unknown outcome, never pruned), oldest and newest ``recorded_at``."""
+
+    group: str
+    reason: str
+    count: int
+    produced: int
+    unmarked: int
+    oldest: datetime
+    newest: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"group": self.group, "reason": self.reason, "count": self.count, "produced": self.produced,
+                "unmarked": self.unmarked, "oldest": self.oldest.isoformat(), "newest": self.newest.isoformat()}
 
 
 def _columns(positions: Sequence[KafkaPosition]) -> dict:
@@ -104,3 +142,21 @@ class DeadLetterLog:
             found = conn.execute('SELECT topic, partition, "offset", false, reason, produced, recorded_at, true '
                                  'FROM dead_letters WHERE grp = %s ORDER BY 1, 2, 3', (group,)).fetchall()
         return [_row(r) for r in found]
+
+    def summary(self, group: str | None = None) -> list[DeadLetterSummary]:
+        """Per (group, reason), by group then reason: counts and recorded_at range (`group` only, if given)."""
+        with db_errors("summarise dead letters"), self._pool.connection() as conn:
+            found = conn.execute(_SUMMARY, {"grp": group}).fetchall()
+        return [DeadLetterSummary(*r) for r in found]
+
+    def prune(self, older_than: timedelta, group: str | None = None, dry_run: bool = False) -> int:
+        """Delete the ``produced`` rows recorded more than `older_than` ago (of `group`, if given);
+        the number deleted, or with `dry_run` the number that would be (nothing deleted).
+        Unmarked rows are kept whatever their age (module docstring)."""
+        if older_than <= timedelta(0):
+            raise ValueError(f"older_than must be positive, not {older_than}")
+        params = {"age": older_than, "grp": group}
+        with db_errors("prune dead letters"), self._pool.connection() as conn:
+            if dry_run:
+                return conn.execute(_PRUNE_COUNT, params).fetchone()[0]
+            return conn.execute(_PRUNE, params).rowcount

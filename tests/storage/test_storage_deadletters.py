@@ -1,6 +1,10 @@
-"""`DeadLetterLog` on a fresh, migrated database: record once per (group, position), mark produced."""
+"""`DeadLetterLog` on a fresh, migrated database: record once per (group, position), mark produced,
+summarise and prune (only produced rows older than the cutoff)."""
 
 from __future__ import annotations
+
+import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -44,6 +48,77 @@ def test_record_once_per_group_and_position_then_mark(pool) -> None:
     assert [(r.position, r.produced) for r in log.rows("g1")] == [(A, True), (B, False), (C, True)]
 
 
+def _group() -> str:
+    return f"prune-{uuid.uuid4().hex[:8]}"
+
+
+def backdate(pool, group: str, positions, age: timedelta) -> None:
+    """Make `group`'s rows at `positions` look recorded `age` ago."""
+    with pool.connection() as conn:
+        for p in positions:
+            conn.execute('UPDATE dead_letters SET recorded_at = now() - %s WHERE grp = %s AND topic = %s '
+                         'AND partition = %s AND "offset" = %s', (age, group, p.topic, p.partition, p.offset))
+
+
+def seed(pool, group: str) -> dict[str, KafkaPosition]:
+    """In `group`: old produced (x2), old unmarked, young produced, and a younger-than-cutoff produced one."""
+    log = DeadLetterLog(pool)
+    pos = {name: KafkaPosition("iiot.images.raw", 0, i) for i, name in
+           enumerate(["old1", "old2", "old_unmarked", "young", "edge"])}
+    log.record(group, [(p, "bad-signature" if n != "old2" else "oversized") for n, p in pos.items()])
+    log.mark_produced(group, [pos["old1"], pos["old2"], pos["young"], pos["edge"]])
+    backdate(pool, group, [pos["old1"], pos["old2"], pos["old_unmarked"]], timedelta(days=10))
+    backdate(pool, group, [pos["edge"]], timedelta(days=6))
+    return pos
+
+
+def test_summary_counts_per_group_and_reason(pool) -> None:
+    log, g1, g2 = DeadLetterLog(pool), _group(), _group()
+    seed(pool, g1)
+    log.record(g2, [(A, "unknown-device")])
+    mine = [s for s in log.summary() if s.group in (g1, g2)]
+    assert [(s.group, s.reason, s.count, s.produced, s.unmarked) for s in mine] == sorted([
+        (g1, "bad-signature", 4, 3, 1), (g1, "oversized", 1, 1, 0), (g2, "unknown-device", 1, 0, 1)])
+    only = log.summary(g1)
+    assert [(s.reason, s.count) for s in only] == [("bad-signature", 4), ("oversized", 1)]
+    bad = only[0]
+    assert bad.newest - bad.oldest > timedelta(days=9, hours=23)
+    assert bad.to_json()["oldest"] == bad.oldest.isoformat() and bad.to_json()["unmarked"] == 1
+    assert log.summary(_group()) == []
+
+
+def test_prune_only_produced_rows_older_than_the_cutoff(pool) -> None:
+    log, g, other = DeadLetterLog(pool), _group(), _group()
+    pos = seed(pool, g)
+    seed(pool, other)
+    week = timedelta(days=7)
+    assert log.prune(week, group=g, dry_run=True) == 2
+    assert len(log.rows(g)) == 5  # the dry run deleted nothing
+    assert log.prune(week, group=g) == 2
+    assert {r.position for r in log.rows(g)} == {pos["old_unmarked"], pos["young"], pos["edge"]}
+    assert log.prune(week, group=g) == 0
+    assert len(log.rows(other)) == 5  # --group respected
+    # a shorter age reaches the 6-day-old produced row, never the 10-day-old unmarked one
+    assert log.prune(timedelta(days=5), group=g) == 1
+    assert {r.position for r in log.rows(g)} == {pos["old_unmarked"], pos["young"]}
+    # once marked, the old row goes too
+    log.mark_produced(g, [pos["old_unmarked"]])
+    assert log.prune(week, group=g) == 1
+    assert [r.position for r in log.rows(g)] == [pos["young"]]
+    with pytest.raises(ValueError, match="positive"):
+        log.prune(timedelta(0), group=g)
+
+
+def test_prune_without_group_reaches_every_group(pool) -> None:
+    log, g1, g2 = DeadLetterLog(pool), _group(), _group()
+    seed(pool, g1)
+    seed(pool, g2)
+    before = log.prune(timedelta(days=7), dry_run=True)
+    assert before >= 4  # other tests' groups in this module's database may add theirs
+    assert log.prune(timedelta(days=7)) == before
+    assert [len(log.rows(g)) for g in (g1, g2)] == [3, 3]
+
+
 def test_database_unreachable_is_a_database_error(migrated_dsn) -> None:
     """What the worker's retry loop catches (the batch waits, nothing is produced)."""
     from storage import DatabaseError, open_pool
@@ -55,3 +130,7 @@ def test_database_unreachable_is_a_database_error(migrated_dsn) -> None:
         log.record("g1", [(A, "bad-signature")])
     with pytest.raises(DatabaseError, match="mark dead letters produced"):
         log.mark_produced("g1", [A])
+    with pytest.raises(DatabaseError, match="summarise dead letters"):
+        log.summary()
+    with pytest.raises(DatabaseError, match="prune dead letters"):
+        log.prune(timedelta(days=7), dry_run=True)
