@@ -47,5 +47,6 @@ def test_bench_reports_the_bound_beside_the_ceiling() -> None:
     assert bound["kind"] == "bound" and bound["success_rate"] == 1.0 and bound["runs"][0]["failed"] == 0
     assert rep["ratios"]["bound_over_ceiling"] == pytest.approx(bound["tx_per_s"] / rep["ceiling"]["ceiling_tx_per_s"])
     assert rep["ratios"]["ours_4_over_bound"] is None  # ours did not run
+    assert bound["node_cpu_us_per_tx"]["sealer"] > 0  # each responder's CPU per answered tx
     text = bench_ledger.format_report(rep)
     assert "no-consensus bound (4 responders" in text and "bound/ceiling" in text
