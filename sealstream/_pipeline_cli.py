@@ -133,3 +133,139 @@ def pipeline_register_gateway(ctx: click.Context, gateway: str | None, org: str,
     out.print(f"gateway {reg.gateway} ({reg.did}) in org {reg.org}: "
         f"{'registered now' if reg.registered_now else 'already registered'}; "
         f"minted {reg.minted}, balance {reg.balance}", highlight=False)
+
+
+# -- dead letters: inspect and prune the `dead_letters` table ------------------------------------
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+class _Duration(click.ParamType):
+    """A positive whole number with a unit: 7d, 12h, 30m, 90s."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        from datetime import timedelta
+
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit() or int(text[:-1]) == 0:
+            self.fail(f"{value!r} is not a duration: a positive whole number and a unit d, h, m or s "
+                      "(7d, 12h, 30m, 90s)", param, ctx)
+        return timedelta(**{_UNITS[text[-1]]: int(text[:-1])})
+
+
+def _dead_letter_log(ctx: click.Context, as_json: bool, work):  # noqa: ANN001, ANN202
+    """Run ``work(DeadLetterLog)`` on the stack's PostgreSQL; a storage error is one sentence, exit 1."""
+    import psycopg
+
+    from storage import StorageError
+    from storage.db import open_pool
+    from storage.deadletters import DeadLetterLog
+
+    s = _settings(ctx)
+    try:
+        with open_pool(s.postgres_dsn, max_size=1, timeout=10.0) as pool:
+            return work(DeadLetterLog(pool))
+    except StorageError as exc:
+        hint = (" (run `sealstream db migrate`)" if isinstance(exc.__cause__, psycopg.errors.UndefinedTable)
+                else "")
+        fail({"error": type(exc).__name__, "service": "postgres", "message": f"{exc}{hint}"}, as_json)
+
+
+@pipeline.group("deadletters")
+def pipeline_deadletters() -> None:
+    """Inspect and prune the pipeline's dead_letters table in PostgreSQL.
+
+    \b
+    sealstream pipeline deadletters summary                         every group, per reason
+    sealstream pipeline deadletters prune --older-than 14d --dry-run     count what would go
+    sealstream pipeline deadletters prune --older-than 14d --group sealstream-pipeline
+
+    The worker records every source position it dead-letters (consumer group, topic,
+    partition, offset, reason) in PostgreSQL before producing it to iiot.deadletter, and
+    marks the row "produced" once the broker acked it, so a record re-read after a crash
+    is dead-lettered once per group. Rows never expire by themselves. See docs/pipeline.md,
+    "Dead letters: inspect and prune".
+    """
+
+
+@pipeline_deadletters.command("summary")
+@click.option("--group", default=None, help="only this consumer group (default: every group)")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.pass_context
+def deadletters_summary(ctx: click.Context, group: str | None, as_json: bool) -> None:
+    """Dead letters per consumer group and reason: rows, produced, unmarked, oldest/newest.
+
+    \b
+    sealstream pipeline deadletters summary
+    sealstream pipeline deadletters summary --group sealstream-pipeline --json
+
+    "unmarked" rows were recorded but their produce was never confirmed (a worker
+    crashed in between); the worker resolves them by looking in iiot.deadletter when
+    it re-reads the position. They are never pruned. Exit 1 when PostgreSQL fails.
+    """
+    from datetime import timezone
+
+    from rich.table import Table
+
+    from ._output import emit_json, out
+
+    rows = _dead_letter_log(ctx, as_json, lambda log: log.summary(group))
+    if as_json:
+        emit_json({"group": group, "rows": [r.to_json() for r in rows],
+                   "total": sum(r.count for r in rows), "unmarked": sum(r.unmarked for r in rows)})
+        return
+    if not rows:
+        out.print(f"no dead letters{f' for group {group}' if group else ''}", highlight=False)
+        return
+    table = Table("group", "reason", "rows", "produced", "unmarked", "oldest", "newest")
+    for r in rows:
+        table.add_row(r.group, r.reason, str(r.count), str(r.produced), str(r.unmarked),
+                      f"{r.oldest.astimezone(timezone.utc):%Y-%m-%d %H:%M:%SZ}",
+                      f"{r.newest.astimezone(timezone.utc):%Y-%m-%d %H:%M:%SZ}")
+    out.print(table)
+
+
+@pipeline_deadletters.command("prune")
+@click.option("--older-than", "older_than", type=_Duration(), required=True,
+              help="delete produced rows recorded longer ago than this: 7d, 12h, 30m, 90s. Must exceed the "
+                   "source topics' retention (see above)")
+@click.option("--group", default=None, help="only this consumer group (default: every group)")
+@click.option("--dry-run", is_flag=True, help="count the rows that would be deleted; delete nothing")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def deadletters_prune(ctx: click.Context, older_than, group: str | None, dry_run: bool,  # noqa: ANN001
+                      as_json: bool) -> None:
+    """Delete dead_letters rows that are produced and older than --older-than.
+
+    \b
+    sealstream pipeline deadletters prune --older-than 14d --dry-run
+    sealstream pipeline deadletters prune --older-than 14d --group sealstream-pipeline --json
+
+    \b
+    The retention rule:
+    - only rows marked produced go; unmarked rows (a crash between the produce and the
+      mark) are kept whatever their age: the worker needs them to decide whether the
+      dead letter reached iiot.deadletter.
+    - --older-than must exceed the retention of the source topics (iiot.*.raw), with a
+      margin: Kafka deletes whole segments, so a record can outlive retention.ms by up
+      to segment.ms. A position re-read after its row was pruned (a crash before the
+      offset commit, a consumer group reset to earliest) is dead-lettered a second
+      time; once Kafka deleted the record it cannot be re-read. The local stack keeps
+      168 h with 7-day segments: 14d is safe there.
+
+    Ages are measured on PostgreSQL's clock (recorded_at). Exit 0 (also when nothing
+    matched), 1 when PostgreSQL fails, 2 on a bad option.
+    """
+    from ._output import emit_json, out
+
+    n = _dead_letter_log(ctx, as_json, lambda log: log.prune(older_than, group=group, dry_run=dry_run))
+    if as_json:
+        emit_json({"group": group, "older_than_s": int(older_than.total_seconds()), "dry_run": dry_run,
+                   "deleted": 0 if dry_run else n, "would_delete": n if dry_run else None})
+        return
+    scope = f"group {group}" if group else "every group"
+    verb = "would delete" if dry_run else "deleted"
+    out.print(f"{verb} {n} produced dead-letter row(s) older than {older_than} ({scope})", highlight=False)
