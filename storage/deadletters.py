@@ -17,7 +17,9 @@ Operators read `summary` (per group and reason) and `prune` old rows.  Retention
   position re-read after its row was pruned (a crash before the offset commit,
   a consumer group reset) would be dead-lettered a second time; once Kafka
   deleted the source record it cannot be re-read, so its row is no longer
-  needed.
+  needed.  `prunable_topics` names the source topics of what `prune` would delete,
+  so a caller can check their retention on the broker first (`sealstream pipeline
+  deadletters prune` does) and then `prune` only those topics' rows.
 """
 
 from __future__ import annotations
@@ -62,9 +64,12 @@ _GROUP = "(%(grp)s::text IS NULL OR grp = %(grp)s)"
 _SUMMARY = ("SELECT grp, reason, count(*), count(*) FILTER (WHERE produced), count(*) FILTER (WHERE NOT produced), "
             f"min(recorded_at), max(recorded_at) FROM dead_letters WHERE {_GROUP} GROUP BY 1, 2 ORDER BY 1, 2")
 # What prune may delete: produced (never an unmarked row) and recorded before the cutoff (database clock).
-_PRUNABLE = f"produced AND recorded_at < now() - %(age)s::interval AND {_GROUP}"
+# `topics` NULL: every topic.
+_PRUNABLE = (f"produced AND recorded_at < now() - %(age)s::interval AND {_GROUP} "
+             "AND (%(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[]))")
 _PRUNE = f"DELETE FROM dead_letters WHERE {_PRUNABLE}"
 _PRUNE_COUNT = f"SELECT count(*) FROM dead_letters WHERE {_PRUNABLE}"
+_PRUNE_TOPICS = f"SELECT DISTINCT topic FROM dead_letters WHERE {_PRUNABLE} ORDER BY 1"
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,12 @@ class DeadLetterSummary:
 def _columns(positions: Sequence[KafkaPosition]) -> dict:
     return {"topics": [p.topic for p in positions], "partitions": [p.partition for p in positions],
             "offsets": [p.offset for p in positions]}
+
+
+def _prune_params(older_than: timedelta, group: str | None, topics: Sequence[str] | None) -> dict:
+    if older_than <= timedelta(0):
+        raise ValueError(f"older_than must be positive, not {older_than}")
+    return {"age": older_than, "grp": group, "topics": None if topics is None else list(topics)}
 
 
 def _row(r: tuple) -> DeadLetterRow:
@@ -149,13 +160,18 @@ class DeadLetterLog:
             found = conn.execute(_SUMMARY, {"grp": group}).fetchall()
         return [DeadLetterSummary(*r) for r in found]
 
-    def prune(self, older_than: timedelta, group: str | None = None, dry_run: bool = False) -> int:
-        """Delete the ``produced`` rows recorded more than `older_than` ago (of `group`, if given);
-        the number deleted, or with `dry_run` the number that would be (nothing deleted).
-        Unmarked rows are kept whatever their age (module docstring)."""
-        if older_than <= timedelta(0):
-            raise ValueError(f"older_than must be positive, not {older_than}")
-        params = {"age": older_than, "grp": group}
+    def prunable_topics(self, older_than: timedelta, group: str | None = None) -> list[str]:
+        """The source topics, sorted, of the rows `prune` would delete now (same arguments)."""
+        params = _prune_params(older_than, group, None)
+        with db_errors("read prunable dead-letter topics"), self._pool.connection() as conn:
+            return [r[0] for r in conn.execute(_PRUNE_TOPICS, params).fetchall()]
+
+    def prune(self, older_than: timedelta, group: str | None = None, dry_run: bool = False,
+              topics: Sequence[str] | None = None) -> int:
+        """Delete the ``produced`` rows recorded more than `older_than` ago (of `group`, and of
+        source `topics`, if given); the number deleted, or with `dry_run` the number that would
+        be (nothing deleted).  Unmarked rows are kept whatever their age (module docstring)."""
+        params = _prune_params(older_than, group, topics)
         with db_errors("prune dead letters"), self._pool.connection() as conn:
             if dry_run:
                 return conn.execute(_PRUNE_COUNT, params).fetchone()[0]

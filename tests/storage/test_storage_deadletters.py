@@ -119,6 +119,29 @@ def test_prune_without_group_reaches_every_group(pool) -> None:
     assert [len(log.rows(g)) for g in (g1, g2)] == [3, 3]
 
 
+def test_prunable_topics_and_prune_limited_to_topics(pool) -> None:
+    """What the CLI checks on the broker before it prunes, and the prune restricted to it."""
+    log, g, other = DeadLetterLog(pool), _group(), _group()
+    pos = seed(pool, g)  # all on iiot.images.raw
+    log.record(g, [(C, "oversized"), (B, "oversized")])
+    log.mark_produced(g, [C, B])
+    backdate(pool, g, [C], timedelta(days=10))  # B stays young: its topic is not prunable yet
+    log.record(other, [(KafkaPosition("iiot.audio.raw", 0, 1), "oversized")])
+    week = timedelta(days=7)
+    assert log.prunable_topics(week, group=g) == ["iiot.images.raw", "iiot.video.raw"]
+    assert log.prunable_topics(timedelta(days=11), group=g) == []
+    assert log.prunable_topics(week, group=_group()) == []
+    # only the named topics' rows go; an empty list deletes nothing
+    assert log.prune(week, group=g, topics=[]) == 0
+    assert log.prune(week, group=g, topics=["iiot.video.raw"], dry_run=True) == 1
+    assert log.prune(week, group=g, topics=["iiot.video.raw"]) == 1
+    assert log.prunable_topics(week, group=g) == ["iiot.images.raw"]
+    assert log.prune(week, group=g, topics=["iiot.images.raw"]) == 2
+    assert {r.position for r in log.rows(g)} == {pos["old_unmarked"], pos["young"], pos["edge"], B}
+    with pytest.raises(ValueError, match="positive"):
+        log.prunable_topics(timedelta(0))
+
+
 def test_database_unreachable_is_a_database_error(migrated_dsn) -> None:
     """What the worker's retry loop catches (the batch waits, nothing is produced)."""
     from storage import DatabaseError, open_pool
@@ -134,3 +157,5 @@ def test_database_unreachable_is_a_database_error(migrated_dsn) -> None:
         log.summary()
     with pytest.raises(DatabaseError, match="prune dead letters"):
         log.prune(timedelta(days=7), dry_run=True)
+    with pytest.raises(DatabaseError, match="read prunable dead-letter topics"):
+        log.prunable_topics(timedelta(days=7))
