@@ -266,3 +266,50 @@ def test_the_certified_decoder_gives_exactly_the_strict_decoders_values_on_canon
         strict, lax = Transaction.from_bytes(tx.raw), _tx_from_certified_bytes(tx.raw)
         assert repr(lax.to_wire()) == repr(strict.to_wire()) and lax.tx_id == strict.tx_id
         assert lax.signing_bytes() == strict.signing_bytes()
+
+
+# ---------------------------------------------------------------- commit-latency histogram
+
+
+def test_block_observed_latency_histogram_exposes_what_prometheus_client_does():
+    import random
+
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from ledger.metrics import LATENCY_BUCKETS, NodeMetrics
+
+    ref_registry = CollectorRegistry()
+    ref = Histogram("sealstream_ledger_commit_latency_seconds", "x", ["node"], registry=ref_registry,
+                    buckets=LATENCY_BUCKETS).labels("n0")
+    ours = NodeMetrics("n0", lambda: {}, enabled=True).commit_latency
+    rng = random.Random(7)
+    # bucket bounds themselves (le is inclusive), zero, past the last bound, and a spread
+    values = [*LATENCY_BUCKETS, 0.0, 45.0, *(rng.expovariate(8) for _ in range(2000))]
+    for v in values[:20]:
+        ref.observe(v)
+        ours.observe(v)
+    for v in values[20:]:
+        ref.observe(v)
+    ours.observe_many(values[20:])
+
+    def series(text: str) -> dict[str, float]:
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("sealstream_ledger_commit_latency_seconds_") and "_created" not in line:
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    want = series(generate_latest(ref_registry).decode())
+    got = series(generate_latest(_registry_of(ours)).decode())
+    assert got.keys() == want.keys() and len(want) == len(LATENCY_BUCKETS) + 3  # buckets, +Inf, count, sum
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-12), name
+
+
+def _registry_of(collector):
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry()
+    reg.register(collector)
+    return reg
