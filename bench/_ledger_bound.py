@@ -37,14 +37,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ledger._verify import CachedVerifier
 from ledger.bench import BENCH_PARAMS, LedgerBenchTarget
-from ledger.cluster import LocalCluster
 from ledger.errors import WireError
 from ledger.layout import LedgerLayout
 from ledger.messages import ClientRequests, Request, decode_message
@@ -69,25 +67,19 @@ class BoundTarget(LedgerBenchTarget):
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self.answered = 0
 
-    def start(self, n_nodes: int, n_sealers: int) -> None:
-        self.stop()
-        self._dir = Path(tempfile.mkdtemp(prefix="sealstream-bound-"))
-        self.cluster = LocalCluster(self._dir, n_nodes=n_nodes, n_sealers=n_sealers, params=self.params,
-                                    log_level="WARNING", app="kv")
-        try:
-            layout = self.cluster.init()
-            sealers = set(layout.genesis().sealers.members)
-            env = dict(os.environ)
-            env["PYTHONPATH"] = str(_REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            for a in layout.addresses():
-                if layout.node_key(a.name).did in sealers:
-                    argv = [sys.executable, "-m", "bench._ledger_bound", "--root", str(self._dir), "--node", a.name]
-                    self._procs[a.name] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                                           start_new_session=True)
-                    _wait_port(a.host, a.p2p_port, self._procs[a.name], timeout=30)
-        except BaseException:
-            self.stop()
-            raise
+    _dir_prefix = "sealstream-bound-"
+
+    def _launch(self, layout: LedgerLayout) -> None:
+        """A responder per sealer instead of our nodes."""
+        sealers = set(layout.genesis().sealers.members)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(_REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        for a in layout.addresses():
+            if layout.node_key(a.name).did in sealers:
+                argv = [sys.executable, "-m", "bench._ledger_bound", "--root", str(layout.root), "--node", a.name]
+                self._procs[a.name] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                                       start_new_session=True)
+                _wait_port(a.host, a.p2p_port, self._procs[a.name], timeout=30)
 
     async def asubmit(self, tx: bytes) -> None:
         await super().asubmit(tx)

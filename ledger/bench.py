@@ -25,6 +25,7 @@ from typing import Any
 from ._types import Params
 from .client import AsyncLedgerClient, LedgerClient
 from .cluster import LocalCluster
+from .layout import LedgerLayout
 
 __all__ = ["LedgerBenchTarget", "BENCH_PARAMS"]
 
@@ -45,17 +46,23 @@ class LedgerBenchTarget:
         self._sync: LedgerClient | None = None
         self._async: dict[int, AsyncLedgerClient] = {}
 
+    _dir_prefix = "sealstream-bench-"
+
     def start(self, n_nodes: int, n_sealers: int) -> None:
         self.stop()
-        self._dir = Path(tempfile.mkdtemp(prefix="sealstream-bench-"))
+        self._dir = Path(tempfile.mkdtemp(prefix=self._dir_prefix))
         self.cluster = LocalCluster(self._dir, n_nodes=n_nodes, n_sealers=n_sealers, params=self.params,
                                     log_level="WARNING", app="kv")
         try:
-            self.cluster.init()
-            self.cluster.start(timeout=60)
+            self._launch(self.cluster.init())
         except BaseException:
             self.stop()
             raise
+
+    def _launch(self, layout: LedgerLayout) -> None:
+        """Start the processes of the freshly initialised state directory: our nodes."""
+        assert self.cluster is not None
+        self.cluster.start(timeout=60)
 
     @staticmethod
     def _payload(tx: bytes) -> dict[str, Any]:
