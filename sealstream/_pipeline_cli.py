@@ -281,8 +281,8 @@ def pipeline_deadletters() -> None:
 
     \b
     sealstream pipeline deadletters summary                         every group, per reason
-    sealstream pipeline deadletters prune --older-than 14d --dry-run     count what would go
-    sealstream pipeline deadletters prune --older-than 14d --group sealstream-pipeline
+    sealstream pipeline deadletters prune --older-than 15d --dry-run     count what would go
+    sealstream pipeline deadletters prune --older-than 15d --group sealstream-pipeline
     sealstream pipeline deadletters prune --older-than 2d --force   source topics known gone
 
     The worker records every source position it dead-letters (consumer group, topic,
@@ -348,8 +348,8 @@ def deadletters_prune(ctx: click.Context, older_than, group: str | None, dry_run
     """Delete dead_letters rows that are produced and older than --older-than.
 
     \b
-    sealstream pipeline deadletters prune --older-than 14d --dry-run
-    sealstream pipeline deadletters prune --older-than 14d --group sealstream-pipeline --json
+    sealstream pipeline deadletters prune --older-than 15d --dry-run
+    sealstream pipeline deadletters prune --older-than 15d --group sealstream-pipeline --json
     sealstream pipeline deadletters prune --older-than 2d --force
 
     \b
@@ -362,7 +362,7 @@ def deadletters_prune(ctx: click.Context, older_than, group: str | None, dry_run
       to segment.ms. A position re-read after its row was pruned (a crash before the
       offset commit, a consumer group reset to earliest) is dead-lettered a second
       time; once Kafka deleted the record it cannot be re-read. The local stack keeps
-      168 h with 7-day segments: 14d is safe there.
+      168 h with 7-day segments: the minimum there is 14d; 15d leaves a day of margin.
 
     \b
     Before deleting, prune reads retention.ms, segment.ms and cleanup.policy of every
