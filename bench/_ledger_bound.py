@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger._verify import CachedVerifier
-from ledger.bench import BENCH_PARAMS, LedgerBenchTarget
+from ledger.bench import BENCH_PARAMS, LedgerBenchTarget, process_cpu_s
 from ledger.errors import WireError
 from ledger.layout import LedgerLayout
 from ledger.messages import ClientRequests, Request, decode_message
@@ -88,18 +87,16 @@ class BoundTarget(LedgerBenchTarget):
     def node_cpu(self) -> dict[str, dict[str, Any]]:
         """Per responder: its process CPU (/proc) and, as ``committed_tx``, the txs answered so far
         (every responder answers every tx), so `bench/ledger.py` prints CPU per tx as for our nodes."""
-        tick = os.sysconf("SC_CLK_TCK")
         out: dict[str, dict[str, Any]] = {}
         for name, proc in self._procs.items():
             try:
-                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[name] = {"role": "sealer", "cpu_s": process_cpu_s(proc.pid), "committed_tx": self.answered}
             except OSError:
                 continue
-            out[name] = {"role": "sealer", "cpu_s": (int(fields[11]) + int(fields[12])) / tick,
-                         "committed_tx": self.answered}
         return out
 
     def stop(self) -> None:
+        """Stop the responders, then what `LedgerBenchTarget.stop` cleans up (clients, directory)."""
         for proc in self._procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -110,11 +107,7 @@ class BoundTarget(LedgerBenchTarget):
                 proc.kill()
                 proc.wait(timeout=10)
         self._procs.clear()
-        self._async.clear()
-        self.cluster = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        super().stop()
 
 
 def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:

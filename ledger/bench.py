@@ -27,10 +27,16 @@ from .client import AsyncLedgerClient, LedgerClient
 from .cluster import LocalCluster
 from .layout import LedgerLayout
 
-__all__ = ["LedgerBenchTarget", "BENCH_PARAMS"]
+__all__ = ["LedgerBenchTarget", "BENCH_PARAMS", "process_cpu_s"]
 
 #: Consensus parameters for benchmarks: large blocks, short block time.
 BENCH_PARAMS = Params(max_block_txs=512, block_time_ms=10, checkpoint_interval=50, view_change_timeout_ms=2000)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (/proc; OSError if it is gone)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class LedgerBenchTarget:
@@ -94,15 +100,13 @@ class LedgerBenchTarget:
         """Per node: ``role`` (sealer/backup), ``cpu_s`` (user+system CPU of its process, from /proc)
         and ``committed_tx``; `bench/ledger.py` turns two samples into CPU µs per committed tx."""
         assert self.cluster is not None, "start() first"
-        tick = os.sysconf("SC_CLK_TCK")
         out: dict[str, dict[str, Any]] = {}
         for name in self.cluster.names:
             pid, st = self.cluster.pid(name), self.cluster.status(name)
             if pid is None or st is None:
                 continue
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             out[name] = {"role": "sealer" if st["is_sealer"] else "backup",
-                         "cpu_s": (int(fields[11]) + int(fields[12])) / tick, "committed_tx": st["committed_tx"]}
+                         "cpu_s": process_cpu_s(pid), "committed_tx": st["committed_tx"]}
         return out
 
     def stop(self) -> None:

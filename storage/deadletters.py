@@ -53,8 +53,9 @@ FROM input i
 LEFT JOIN ins ON (ins.topic, ins.partition, ins."offset") = (i.topic, i.partition, i."offset")
 LEFT JOIN dead_letters d ON d.grp = %(grp)s AND (d.topic, d.partition, d."offset") = (i.topic, i.partition, i."offset")
 """
-_READ = ('SELECT topic, partition, "offset", false, reason, produced, recorded_at, true FROM dead_letters '
-         'WHERE grp = %(grp)s AND (topic, partition, "offset") IN '
+# rows already there, in `_RECORD`'s column order (new = false, present = true)
+_SELECT = 'SELECT topic, partition, "offset", false, reason, produced, recorded_at, true FROM dead_letters '
+_READ = (_SELECT + 'WHERE grp = %(grp)s AND (topic, partition, "offset") IN '
          '(SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(offsets)s::bigint[]))')
 _MARK = ('UPDATE dead_letters SET produced = true WHERE grp = %(grp)s AND NOT produced AND '
          '(topic, partition, "offset") IN '
@@ -150,8 +151,7 @@ class DeadLetterLog:
     def rows(self, group: str) -> list[DeadLetterRow]:
         """Every dead letter recorded for `group`, by position (``new`` is False)."""
         with db_errors("read dead letters"), self._pool.connection() as conn:
-            found = conn.execute('SELECT topic, partition, "offset", false, reason, produced, recorded_at, true '
-                                 'FROM dead_letters WHERE grp = %s ORDER BY 1, 2, 3', (group,)).fetchall()
+            found = conn.execute(_SELECT + "WHERE grp = %s ORDER BY 1, 2, 3", (group,)).fetchall()
         return [_row(r) for r in found]
 
     def summary(self, group: str | None = None) -> list[DeadLetterSummary]:
