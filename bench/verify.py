@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = ap.parse_args(argv)
 
-    from pipelines.evidence import chain
-    from pipelines.evidence.collect import Collector
+    from verify import chain
+    from pipelines.collect import Collector
     from sealstream.settings import load_settings
     from storage.verification import VerificationStore
 

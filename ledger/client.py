@@ -86,6 +86,7 @@ __all__ = [
     "NodeUnavailable",
     "Receipt",
     "StateProof",
+    "StateProofs",
     "TxRecord",
     "AsyncLedgerClient",
     "LedgerClient",
@@ -149,6 +150,15 @@ class StateProof:
     height: int
     header_hash: bytes | None
     proof: dict
+
+
+@dataclass(frozen=True)
+class StateProofs:
+    """Several state values proven at one height, as served by `/state/proofs` (not yet verified)."""
+
+    height: int
+    header_hash: bytes | None
+    proofs: tuple[StateProof, ...]
 
 
 @dataclass(frozen=True)
@@ -611,6 +621,26 @@ class AsyncLedgerClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerClientError(f"bad state proof for {key!r}: {exc}") from None
 
+    async def get_state_proofs(self, keys: Iterable[str] = (), dids: Iterable[str] = (),
+                               node: str | None = None) -> StateProofs:
+        """``GET /state/proofs``: `keys` and the registry records resolving `dids`, all proven at
+        one height (one certified state), unverified."""
+        q = "&".join([f"key={_quote(k)}" for k in keys] + [f"did={_quote(d)}" for d in dids])
+        v = await self._get(f"/state/proofs?{q}", node)
+        try:
+            proofs = []
+            for item in v["proofs"]:
+                proof = canonical.decode(bytes.fromhex(item["canonical"]))
+                value = proof["value"]
+                if not (isinstance(proof, dict) and proof.get("key") == item["key"]
+                        and (value is None or type(value) is bytes)):
+                    raise TypeError("proof for another key")
+                proofs.append(StateProof(item["key"], value, int(v["height"]), None, proof))
+            hh = v["header_hash"]
+            return StateProofs(int(v["height"]), None if hh is None else bytes.fromhex(hh), tuple(proofs))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LedgerClientError(f"bad state proofs: {exc}") from None
+
     async def verified_state(self, key: str, node: str | None = None) -> tuple[bytes | None, BlockHeader]:
         """The canonical bytes of state `key` (None: absent), proven against the state
         root of a header this client verified from genesis (certificates checked
@@ -748,6 +778,10 @@ class LedgerClient:
     def resolve_key(self, did: str, height: int | None = None, index: int | None = None,
                     node: str | None = None) -> dict | None:
         return self._call(self._async.resolve_key(did, height, index, node))
+
+    def get_state_proofs(self, keys: Iterable[str] = (), dids: Iterable[str] = (),
+                         node: str | None = None) -> StateProofs:
+        return self._call(self._async.get_state_proofs(tuple(keys), tuple(dids), node))
 
     def get_anchor(self, batch_id: str, node: str | None = None) -> dict | None:
         return self._call(self._async.get_anchor(batch_id, node))

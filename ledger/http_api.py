@@ -26,6 +26,7 @@ answered from the node's committed state, whose height is ``state_height``:
 | ``GET /audit/rules/{id}`` | ``{state_height, rule, versions: [...]}``; 404 if unknown |
 | ``GET /events?from_height=&after=&follow=1`` | audit events as NDJSON, streamed (see `events` below) |
 | ``GET /state/proof?key=`` | ``{key, height, header_hash, state_root, value, decoded, proof, canonical}``: a `ContractState.prove` proof for `verify_state_proof` against the state root of the header at `height` (the node's height; ``header_hash`` null at 0) |
+| ``GET /state/proofs?key=&key=&did=`` | ``{height, header_hash, state_root, proofs: [{key, canonical}]}``: every key proven at **one** height; ``did=`` adds the registry records that resolve it (`registry.registry_closure`: key index, entity, org); at most `MAX_PROOF_KEYS` keys |
 
 A batch id goes percent-encoded into the path (``quote(id, safe="")``, as
 `ledger.client` does; it may hold ``/``), which keeps ``/anchors/root%2F...``
@@ -66,6 +67,7 @@ __all__ = ["make_app", "MAX_HEADERS"]
 
 #: Largest page of `/headers`.
 MAX_HEADERS = 256
+MAX_PROOF_KEYS = 1024
 #: How often a following `/events` stream looks for new blocks (seconds), and sends a tip line at most.
 EVENTS_POLL_S = 0.05
 EVENTS_TIP_S = 1.0
@@ -328,6 +330,33 @@ def make_app(node: "Node") -> web.Application:
             "canonical": {"proof": canonical.encode(proof).hex()},
         })
 
+    async def state_proofs(req: web.Request) -> web.Response:
+        """Several keys proven at one height (one certified state): a verifier that resolves
+        a key as of an anchor needs the key index, the entity and its org from the same state."""
+        from .contracts.registry import registry_closure
+
+        app = contracts()
+        keys = list(dict.fromkeys(req.query.getall("key", [])))
+        dids = list(dict.fromkeys(req.query.getall("did", [])))
+        if not keys and not dids:
+            return _error(400, "bad-request", "give state keys (?key=K&key=K2) and/or dids whose registry "
+                          "records to prove (?did=did:key:...)")
+        if len(keys) + 3 * len(dids) > MAX_PROOF_KEYS:
+            return _error(400, "too-many-keys", f"at most {MAX_PROOF_KEYS} keys per request (a did counts 3)")
+        height = app.height
+        st = app.state
+        for did in dids:  # no await from here on: every proof is of the same state
+            keys.extend(k for k in registry_closure(st, did) if k not in keys)
+        root = st.root
+        header = store.header(height) if height >= 1 else None
+        if height >= 1 and (header is None or header.state_root != root):
+            return _error(503, "behind", f"no stored header with this state root at height {height}; retry")
+        return web.json_response({
+            "height": height, "header_hash": None if header is None else header.header_hash().hex(),
+            "state_root": bytes(root).hex(),
+            "proofs": [{"key": k, "canonical": canonical.encode(st.prove(k)).hex()} for k in keys],
+        })
+
     async def reputation(req: web.Request) -> web.Response:
         from .contracts import ContractApp
         from .contracts.registry import resolve_key
@@ -370,6 +399,7 @@ def make_app(node: "Node") -> web.Application:
     app.router.add_get("/tokens/accounts/{account_id}", token_account)
     app.router.add_get("/tokens/fees", token_fees)
     app.router.add_get("/state/proof", state_proof)
+    app.router.add_get("/state/proofs", state_proofs)
     app.router.add_get("/audit/rules", audit_rules)
     app.router.add_get("/audit/rules/{rule_id}", audit_rule)
     app.router.add_get("/events", events)

@@ -2,8 +2,8 @@
 
 `BatchVerifier.verify_batch(batch_id)` is the blocking core (tests call it
 directly): collect the batch's evidence from storage and the ledger
-(`pipelines.evidence.collect`), check it with the pure chain
-(`pipelines.evidence.chain`: leaves recomputed from the stored statements and
+(`pipelines.collect`), check it with the pure chain
+(`verify.chain`: leaves recomputed from the stored statements and
 archived payloads, each stored row against its signed payload, the root
 rebuilt from the manifest and matched with the ANCHOR tx, headers from the
 genesis), then in one transaction record the verdict in ``batch_verdicts``
@@ -39,10 +39,10 @@ from storage.verification import BatchVerdict, VerificationStore, VerifiedStatem
 from trust._hashes import sha256
 from trust.statement import Statement
 
-from .evidence import chain
-from .evidence.collect import CollectError, Collector
-from .evidence.model import Evidence, Report
-from .evidence.rows import payload_rows
+from verify import chain
+from .collect import CollectError, Collector
+from verify.model import Evidence, Report
+from verify.rows import payload_rows
 
 __all__ = ["VerifyMetrics", "BatchVerifier", "alert_value", "build_app", "run_verifier", "ANCHORS_TOPIC",
            "ALERTS_TOPIC"]

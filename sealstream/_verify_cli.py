@@ -65,7 +65,7 @@ def _stop(message: str, as_json: bool, code: int = 2, **extra: Any) -> None:
 def _trust(genesis_file: Optional[Path], genesis_hash: Optional[str], checkpoint: Optional[str],
            ledger_dir: Optional[Path], as_json: bool, *, default_from_layout: bool = True):
     """``(trusted genesis hash | None, Checkpoint | None)`` from the options."""
-    from pipelines.evidence.chain import Checkpoint
+    from verify.chain import Checkpoint
 
     pin = None
     try:
@@ -93,7 +93,7 @@ def _trust(genesis_file: Optional[Path], genesis_hash: Optional[str], checkpoint
 def _services(s: Settings, ledger_dir: Optional[Path], as_json: bool) -> Iterator[Any]:
     """A `Collector` on the stack's PostgreSQL/MinIO and the ledger (closed afterwards)."""
     from ledger.client import LedgerClient
-    from pipelines.evidence.collect import Collector
+    from pipelines.collect import Collector
     from storage import StorageError
     from storage.db import open_pool
 
@@ -117,7 +117,7 @@ def _services(s: Settings, ledger_dir: Optional[Path], as_json: bool) -> Iterato
 def _collect(col: Any, kind: str, args: tuple, as_json: bool) -> Any:
     """Collect the evidence, with a spinner naming what is being read on a terminal."""
     from ledger.client import LedgerClientError
-    from pipelines.evidence.collect import CollectError
+    from pipelines.collect import CollectError
     from storage import StorageError
 
     try:
@@ -141,7 +141,7 @@ def _bar(total: int, label: str, enabled: bool) -> Optional[Progress]:
 
 
 def _run_chain(evidence_: Any, pin: Optional[bytes], cp: Any, as_json: bool) -> Any:
-    from pipelines.evidence.chain import verify as chain_verify
+    from verify.chain import verify as chain_verify
 
     bar = _bar(len(evidence_.records), "verifying records", not as_json and err.is_terminal)
     if bar is None:
@@ -298,7 +298,7 @@ def evidence_export() -> None:
 
 def _export(ctx: click.Context, kind: str, args: tuple, output: Path, ledger_dir: Optional[Path],
             as_json: bool) -> None:
-    from pipelines.evidence.bundle import write_bundle
+    from verify.bundle import write_bundle
 
     s = _settings(ctx)
     with _services(s, ledger_dir or s.ledger_home, as_json) as col:
@@ -373,7 +373,7 @@ def evidence_verify(bundle: Path, genesis_file, genesis_hash, checkpoint, as_jso
     --checkpoint alone is a trust anchor too: the headers up to it, and the
     genesis, are authenticated by their hash links back from it.
     """
-    from pipelines.evidence.bundle import verify_bundle
+    from verify.bundle import verify_bundle
 
     if not bundle.is_file():
         _stop(f"no bundle at {bundle}", as_json)

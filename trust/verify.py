@@ -24,7 +24,7 @@ inclusion           the leaf SHA-256(0x00 || statement hash) is leaf
 
 The ledger half of the chain (root in an ANCHOR tx, tx in a block, quorum
 certificate, sealer set from genesis) needs ledger data and lives in the
-ledger's light client; downstream verifiers (pipelines.evidence) map its
+ledger's light client; downstream verifiers (`verify`) map its
 failures onto the `LedgerEvidenceError` steps of `trust.errors`.
 
 Batch-level helpers, for verifiers that hold a whole manifest rather than

@@ -65,6 +65,7 @@ __all__ = [
     "resolve_key",
     "entities",
     "entity_json",
+    "registry_closure",
 ]
 
 CONSORTIUM = "consortium"
@@ -205,6 +206,19 @@ def resolve_key(reader: Any, did: str, height: int, index: int | None = None) ->
     if r.status == "active" and r.key != did:
         return Resolution(r.id, r.type, r.org, r.key, "not_current", r.height, r.index, r.registered, r.revoked)
     return r
+
+
+def registry_closure(reader: Any, did: str) -> list[str]:
+    """The state keys that resolve `did` (`resolve_key`): its key index, the entity it is bound
+    to and that entity's org; what a verifier must hold, proven at one height, to resolve it."""
+    keys = [did_key(did)]
+    entity_id = reader.get(did_key(did))
+    if isinstance(entity_id, str):
+        keys.append(ent_key(entity_id))
+        rec = _peek_entity(reader, entity_id)
+        if isinstance(rec, dict) and isinstance(rec.get("org"), str) and rec["org"] and rec["org"] != entity_id:
+            keys.append(ent_key(rec["org"]))
+    return keys
 
 
 def entities(state: ContractState, org: str | None = None, type: str | None = None) -> list[tuple[str, dict]]:

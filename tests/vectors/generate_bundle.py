@@ -28,7 +28,7 @@ from psycopg import sql  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
 from anchor_helpers import ledger_cluster  # noqa: E402
-from pipelines.evidence.bundle import write_bundle  # noqa: E402
+from verify.bundle import write_bundle  # noqa: E402
 from sealstream.settings import load_settings  # noqa: E402
 from storage import migrate, open_pool  # noqa: E402
 from verify_helpers import Dataset  # noqa: E402

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from ledger._types import commit_signing_bytes
-from pipelines.evidence.bundle import INDEX, verify_bundle
+from verify.bundle import INDEX, verify_bundle
 from trust import canonical, merkle
 from trust._hashes import sha256
 from trust.identity import KeyPair
@@ -270,10 +270,10 @@ def test_duplicate_member_refused() -> None:
 
 
 def test_offline_modules_import_no_service_clients() -> None:
-    code = ("import sys, pipelines.evidence.bundle, pipelines.evidence.chain; "
+    code = ("import sys, verify.bundle, verify.chain; "
             "bad = [m for m in sys.modules if m.split('.')[0] in "
             "('psycopg', 'psycopg_pool', 'minio', 'urllib3', 'faust', 'aiokafka', 'confluent_kafka', 'storage', "
-            "'requests', 'httpx', 'aiohttp')] + [m for m in ('ledger.client', 'pipelines.evidence.collect') "
+            "'requests', 'httpx', 'aiohttp')] + [m for m in ('ledger.client', 'pipelines.collect') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     p = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
                        capture_output=True, text=True)
@@ -282,7 +282,7 @@ def test_offline_modules_import_no_service_clients() -> None:
 
 def test_checkpoint_is_a_trust_anchor() -> None:
     from ledger._types import BlockHeader
-    from pipelines.evidence.chain import Checkpoint
+    from verify.chain import Checkpoint
 
     _, members = _members()
     headers = canonical.decode(members["ledger/headers.cbor"])

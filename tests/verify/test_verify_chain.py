@@ -160,7 +160,7 @@ def test_unregistered_device_fails_device_key(dataset) -> None:
 
 
 def test_bundle_round_trip_verifies_offline(dataset, tmp_path) -> None:
-    from pipelines.evidence import bundle
+    from verify import bundle
 
     _, key = dataset.device()
     batch, records = dataset.batch(key, n_ts=2, n_img=1, rows=30)

@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from anchor_helpers import admin_client, register_gateway
 from pipelines.anchor import Anchorer
-from pipelines.evidence import chain
-from pipelines.evidence.collect import Collector
+from verify import chain
+from pipelines.collect import Collector
 from storage import BlobRecord, StatementRecord
 from storage.blobs import BlobStore
 from storage.readers import Reader
