@@ -31,7 +31,7 @@ from storage.records import manifest_key, raw_key
 from storage.verification import VerificationStore
 from trust import canonical, merkle
 
-from .model import AnchorTx, BatchEvidence, Evidence, LedgerEvidence, RecordEvidence, StateValue
+from verify.model import AnchorTx, BatchEvidence, Evidence, LedgerEvidence, RecordEvidence, StateValue
 
 __all__ = ["Collector", "CollectError", "parse_row_key", "ROW_TABLES"]
 
