@@ -3,13 +3,18 @@
 Brings the stack up if its services are not healthy (``sealstream stack up``)
 and the 4-node ledger (``sealstream ledger up``; both run as they would from
 the shell, so there is one code path), registers the factory's devices and
-the workers' gateways on the ledger, starts pipeline workers as
-subprocesses in a fresh consumer group pinned to the current ends of the
-topics (so the numbers are this run's), runs the simulated factory for a
-bounded time, waits until everything sent is handled and anchored, prints the
-summary and stops the workers it started. The stack and the ledger keep
-running. Exit codes: 0 ok, 1 a step failed (one sentence naming it), 4 the
-run finished but not everything was handled/anchored within the drain time.
+the workers' gateways on the ledger, starts pipeline workers and the verifier
+agent (``sealstream pipeline verifier``) as subprocesses in fresh consumer
+groups pinned to the current ends of the topics (so the numbers are this
+run's), runs the simulated factory for a bounded time, waits until everything
+sent is handled and anchored and every anchored batch has a verdict, then
+tells the verification story (`sealstream._demo_verify`: verified share of the
+rows, batch verdicts, one blob verified, one batch bundle exported and verified
+offline, each with its command), prints the summary and stops the processes it
+started. The stack and the ledger keep running. Exit codes: 0 ok, 1 a step
+failed (one sentence naming it), 4 the run finished but not everything was
+handled/anchored/given a verdict within the drain or verify time, 5 a
+verification failed (a batch, the blob or the bundle).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ._demo_verify import Verification, run_batches, tell, wait_verdicts
 from ._output import emit_json, err, fail, out
 from .settings import Settings, load_settings
 
@@ -67,6 +73,7 @@ class Summary:
     ledger_height: int | None = None
     consumer_group: str = ""
     gateways: list[str] = field(default_factory=list)
+    verification: Verification | None = None
     left_running: str = "the stack and the ledger keep running: `sealstream stack down`, `sealstream ledger down`"
 
 
@@ -178,29 +185,36 @@ def _db_counts(pool: Any, good: list[bytes]) -> dict[str, Any]:
 
 
 class _Workers:
-    """Worker subprocesses started (and stopped) by the demo."""
+    """Worker subprocesses and the verifier agent, started (and stopped) by the demo."""
 
-    def __init__(self, s: Settings, group: str, gateways: list[str], log_dir: Path) -> None:
+    def __init__(self, s: Settings, group: str, gateways: list[str], log_dir: Path,
+                 verifier_group: str | None = None) -> None:
         from ledger.cluster import free_ports
 
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
+        self.names: list[str] = []
         log_dir.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(len(gateways))
+        ports = free_ports(len(gateways) + 1)
         for gw, port in zip(gateways, ports):
-            log = log_dir / f"worker-{gw}.log"
-            env = _env(s, SEALSTREAM_PIPELINE_GATEWAY=gw)
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", group, "--directory", "ledger",
-                 "--metrics-port", str(port)],
-                cwd=_ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True))
-            self.logs.append(log)
+            self._start("pipeline worker", log_dir / f"worker-{gw}.log", _env(s, SEALSTREAM_PIPELINE_GATEWAY=gw),
+                        ["pipeline", "worker", "--app-id", group, "--directory", "ledger", "--metrics-port", str(port)])
+        if verifier_group is not None:  # no audit: the demo's batches are checked once, as they are anchored
+            self._start("pipeline verifier", log_dir / "verifier.log", _env(s),
+                        ["pipeline", "verifier", "--app-id", verifier_group, "--audit-interval", "0",
+                         "--metrics-port", str(ports[-1])])
+
+    def _start(self, name: str, log: Path, env: dict[str, str], args: list[str]) -> None:
+        self.procs.append(subprocess.Popen([sys.executable, "-m", "sealstream", *args], cwd=_ROOT, env=env,
+                                           stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True))
+        self.logs.append(log)
+        self.names.append(name)
 
     def check(self) -> None:
-        for p, log in zip(self.procs, self.logs):
+        for p, log, name in zip(self.procs, self.logs, self.names):
             if p.poll() is not None:
                 tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-                raise DemoError("pipeline worker", f"exited {p.returncode}: {tail[0]} (log: {log})")
+                raise DemoError(name, f"exited {p.returncode}: {tail[0]} (log: {log})")
 
     def stop(self) -> None:
         for p in self.procs:
@@ -216,7 +230,7 @@ class _Workers:
 
 
 def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers: int, factory: str,
-             faults: bool, drain: float, say: Any, on_tick: Any = None) -> Summary:
+             faults: bool, drain: float, say: Any, on_tick: Any = None, verify_wait: float = 90.0) -> Summary:
     """The demo (blocking); `say(text)` reports steps, `on_tick(elapsed, sent, stats)` progress."""
     from ledger.client import LedgerClient
     from ledger.layout import LedgerLayout
@@ -252,15 +266,21 @@ def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers
         raise DemoError("register on the ledger", f"{type(exc).__name__}: {exc}") from exc
 
     group = f"sealstream-demo-{uuid.uuid4().hex[:8]}"
-    starts = end_offsets(s.kafka_bootstrap, (*_RAW, "iiot.sealed", "iiot.deadletter"))
+    verifier_group = f"{group}-verifier"
+    starts = end_offsets(s.kafka_bootstrap, (*_RAW, "iiot.sealed", "iiot.deadletter", "iiot.anchors"))
     try:
-        pin_offsets(s.kafka_bootstrap, group, {tp: o for tp, o in starts.items() if tp[0] != "iiot.deadletter"})
+        pin_offsets(s.kafka_bootstrap, group,
+                    {tp: o for tp, o in starts.items() if tp[0] not in ("iiot.deadletter", "iiot.anchors")})
+        pin_offsets(s.kafka_bootstrap, verifier_group, {tp: o for tp, o in starts.items() if tp[0] == "iiot.anchors"})
     except Exception as exc:  # noqa: BLE001 - Kafka refused: name the step
         raise DemoError("pin the consumer group", str(exc)) from exc
-    say(f"starting {workers} worker(s) in consumer group {group}")
-    procs = _Workers(s, group, gateways, Path(s.home) / "demo" / group)
+    genesis_hash = layout.genesis().genesis_hash().hex()
+    state_dir = Path(s.home).resolve() / "demo" / group
+    say(f"starting {workers} worker(s) in consumer group {group} and the verifier agent ({verifier_group})")
+    procs = _Workers(s, group, gateways, state_dir, verifier_group)
     summary = Summary(factory, len(fac.select(("timeseries", "image", "video"), devices)), workers, duration,
-                      consumer_group=group, gateways=gateways, ledger_height=height)
+                      consumer_group=group, gateways=gateways, ledger_height=height,
+                      verification=Verification(verifier_group, genesis_hash))
     pool = open_pool(s.postgres_dsn, max_size=2)
     try:
         if not _wait_group(s, group, workers, procs):
@@ -309,11 +329,18 @@ def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers
         for k, v in _db_counts(pool, good).items():
             setattr(summary, k, v)
         summary.deadletters = _deadletters(s, starts, positions, group)
+        batch_ids = run_batches(pool, good)
+        if batch_ids:
+            say(f"verifying: waiting for the verifier agent's verdicts on {len(batch_ids)} batch(es)")
+            wait_verdicts(pool, batch_ids, verify_wait, procs.check,
+                          lambda have, want: say(f"verifying: {have} of {want} batch(es) have a verdict"))
         summary.seconds = round(time.monotonic() - began, 1)
+        say("stopping the workers and the verifier agent")
+        procs.stop()  # the checks below are CLI commands on their own; free the CPU
+        tell(pool, good, batch_ids, summary.verification, env=_env(s), state_dir=state_dir, say=say)
         return summary
     finally:
         pool.close()
-        say("stopping the workers")
         procs.stop()
 
 
@@ -335,7 +362,44 @@ def _print(summary: Summary) -> None:
     out.print(t)
     if not summary.complete:
         err.print("[yellow]not everything was handled or anchored within the drain time[/]")
-    out.print(f"workers stopped; {summary.left_running}.", highlight=False)
+    if summary.verification is not None:
+        _print_verification(summary.verification)
+    out.print(f"workers and verifier stopped; {summary.left_running}.", highlight=False)
+
+
+def _mark(ok: bool) -> str:
+    return "[green]✓[/]" if ok else "[red]✗[/]"
+
+
+def _print_check(c: Any, title: str) -> None:
+    verdict = {"verified": "[bold green]VERIFIED[/]", "failed": f"[bold red]FAILED[/] at step {c.failed_step}"}.get(
+        c.verdict, "[bold red]ERROR[/]")
+    out.print(f"  {_mark(c.ok)} {title}: {verdict}" + (f" ({c.detail})" if c.detail and not c.ok else ""),
+              highlight=False)
+    for cmd in c.commands:
+        out.print(f"      $ {cmd}", highlight=False, soft_wrap=True)
+
+
+def _print_verification(v: Verification) -> None:
+    """The verification story: share of verified rows, batch verdicts, one blob, one bundle, with commands."""
+    out.print(f"[bold]verification[/] (verifier agent, consumer group {v.verifier_group}; trust anchor: "
+              f"the local ledger's genesis {v.genesis_hash[:16]}…)", highlight=False)
+    share = "-" if v.verified_share is None else f"{100 * v.verified_share:.1f}%"
+    out.print(f"  {_mark(v.rows > 0 and v.verified_rows == v.rows)} verified_readings: {v.verified_rows} of "
+              f"{v.rows} rows of this run ({share})", highlight=False)
+    b = v.batches
+    pending = f", {b['pending']} without a verdict yet" if b["pending"] else ""
+    out.print(f"  {_mark(v.complete and not b['failed'])} batch verdicts: {b['verified']} verified, "
+              f"{b['failed']} failed{pending}", highlight=False)
+    for f in v.failed_batches:
+        out.print(f"      {f['batch_id']}: {f['failed_step']}: {f['detail']}", highlight=False)
+    if v.blob is not None:
+        _print_check(v.blob, f"blob {v.blob.subject[:16]}…")
+    if v.bundle is not None:
+        size = ""
+        if v.bundle.records is not None:
+            size = f", {v.bundle.records} record(s), {v.bundle.rows} row(s)"
+        _print_check(v.bundle, f"batch {v.bundle.subject} exported and verified offline{size}")
 
 
 @click.command("demo")
@@ -351,10 +415,12 @@ def _print(summary: Summary) -> None:
               help="inject each fault once (they end in iiot.deadletter with their reason)")
 @click.option("--drain", type=click.FloatRange(1, 600), default=90.0, show_default=True,
               help="most seconds to wait after the run for everything to be stored and anchored")
+@click.option("--verify-wait", type=click.FloatRange(1, 600), default=90.0, show_default=True,
+              help="most seconds to wait after anchoring for the verifier agent's verdicts")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.pass_context
 def demo(ctx: click.Context, duration: float, devices: int, rate: float, workers: int, factory: str,
-         faults: bool, drain: float, as_json: bool) -> None:
+         faults: bool, drain: float, verify_wait: float, as_json: bool) -> None:
     """Run the whole pipeline for a short while and show what happened.
 
     \b
@@ -366,7 +432,14 @@ def demo(ctx: click.Context, duration: float, devices: int, rate: float, workers
     devices and the workers' gateways on the ledger, runs the workers and the
     simulated factory, then prints messages sent, accepted, rows, blobs,
     batches anchored, dead letters by reason and the device -> anchored latency
-    (p50/p99). The workers are stopped; the stack and the ledger keep running.
+    (p50/p99). The verifier agent runs beside the workers; the summary ends
+    with what it proved: this run's rows in verified_readings (share), the
+    batch verdicts, one blob verified and one batch bundle exported and
+    verified offline, each with the command that does it again. The workers
+    and the verifier are stopped; the stack and the ledger keep running.
+
+    Exit 0 ok, 1 a step failed, 4 not everything handled/anchored/verified in
+    time, 5 a verification failed.
     """
     s = _settings(ctx)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
@@ -388,7 +461,7 @@ def demo(ctx: click.Context, duration: float, devices: int, rate: float, workers
     try:
         with progress:
             summary = run_demo(s, duration=duration, devices=devices, rate=rate, workers=workers, factory=factory,
-                               faults=faults, drain=drain, say=say, on_tick=on_tick)
+                               faults=faults, drain=drain, say=say, on_tick=on_tick, verify_wait=verify_wait)
     except DemoError as exc:
         fail({"error": exc.step, "message": str(exc)}, as_json)
         return
@@ -396,5 +469,8 @@ def demo(ctx: click.Context, duration: float, devices: int, rate: float, workers
         emit_json(asdict(summary))
     else:
         _print(summary)
-    if not summary.complete:
+    v = summary.verification
+    if not summary.complete or v is None or not v.complete:
         sys.exit(4)
+    if not v.ok:
+        sys.exit(5)
