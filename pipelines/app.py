@@ -21,10 +21,12 @@ The database is the arbiter instead: ``statements`` has unique
 cache is harmless because the writer reports a replayed seq as a conflict
 and the worker compares Kafka positions (see `pipelines.worker`).
 
-Infrastructure errors (PostgreSQL, MinIO, the ledger unreachable) are retried
-with backoff, never dead-lettered: the partition waits.  An unexpected
-exception on one record dead-letters it as ``internal-error`` (bytes kept) so
-one poison record cannot stall the pipeline.
+Infrastructure errors (PostgreSQL, MinIO, the ledger unreachable), while checking
+a record as while storing it, are retried with backoff, never dead-lettered: the
+partition waits (`pipelines.worker.transient_cause`).  An unexpected exception
+is retried a few times, then only its record is dead-lettered as
+``internal-error`` (bytes kept) so one poison record cannot stall the pipeline
+(`pipelines.worker.Retrier`).
 
 Faust state: ``store="memory://"`` (no tables; rocksdb is not installed),
 data dir ``<home>/pipeline/<app id>``.  Faust declares its internal topic
@@ -36,22 +38,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from pathlib import Path
 from typing import Any, Optional
 
 import faust
 
 from sealstream.settings import Settings
-from storage import StorageError
-from storage.errors import RecordError
 
 from ._testhook import pause
 from .checks import TOPIC_KINDS, Limits
-from .directory import DeviceDirectory, LedgerDirectory, ManifestDirectory
+from .directory import DeviceDirectory, ManifestDirectory, ProvenDirectory
 from .dlq import PRODUCE, DeadLetterGate
 from .metrics import PipelineMetrics
-from .worker import DeadLetter, IngestProcessor, RawRecord, Seal, _dead, gateway_key
+from .worker import DeadLetter, IngestProcessor, RawRecord, Retrier, Seal, gateway_key
 
 __all__ = ["build_app", "build_processor", "make_anchorer", "make_directory", "run_worker"]
 
@@ -74,7 +73,7 @@ def make_directory(settings: Settings, kind: Optional[str] = None, factories: tu
             raise ValueError("the manifest directory needs factories: --factory NAME or SEALSTREAM_PIPELINE_FACTORIES")
         log.warning("device directory: factory manifests %s (tests/demos only, no ledger)", ", ".join(names))
         return ManifestDirectory.for_factories(settings, names)
-    return LedgerDirectory.from_layout(settings.ledger_home, ttl=settings.pipeline_directory_ttl_s)
+    return ProvenDirectory.from_layout(settings.ledger_home, ttl=settings.pipeline_directory_ttl_s)
 
 
 def build_processor(settings: Settings, directory: DeviceDirectory, metrics: Optional[PipelineMetrics] = None
@@ -153,37 +152,15 @@ def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics:
         return RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"", _headers(msg),
                          int(round(msg.timestamp * 1000)))
 
-    async def retried(fn: Any, *args: Any) -> Any:
-        """`fn(*args)` in a thread, retried with backoff while a service is down (the partition waits)."""
-        delay = 0.5
-        while True:
-            try:
-                return await asyncio.to_thread(fn, *args)
-            except RecordError:  # rows a writer refuses: bad input, not an outage
-                raise
-            except (StorageError, ConnectionError, TimeoutError, OSError) as exc:
-                log.warning("store failed, retrying in %.1f s: %s", delay, exc)
-                metrics.retries.inc()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+    # Outages (PostgreSQL, MinIO, the ledger, the dead-letter look-up) are waited out; a bug is retried
+    # a bounded number of times, then its record dead-lettered (`pipelines.worker.Retrier`).
+    retrier = Retrier(lambda cause: metrics.retries.labels(cause).inc())
+    retried = retrier.call
 
     async def process(recs: list[RawRecord]) -> list:
-        """`process_batch` in a thread, retried while a service is down; an unexpected error
-        splits the batch so that only the poison record is dead-lettered (``internal-error``)."""
-        try:
-            return await retried(processor.process_batch, recs)
-        except Exception as exc:  # noqa: BLE001 - a poison record (or refused rows) must not stall its partition
-            poison: BaseException = exc
-        if len(recs) > 1:
-            out = []
-            for rec in recs:  # one at a time, in order: the seq checks see the earlier ones stored
-                out.extend(await process([rec]))
-            return out
-        rec = recs[0]
-        log.error("internal error on %s/%d/%d: %s", rec.topic, rec.partition, rec.offset,
-                  "".join(traceback.format_exception(poison)))
-        reason = "malformed-payload" if isinstance(poison, RecordError) else "internal-error"
-        return [_dead(rec, reason, f"{type(poison).__name__}: {poison}")]
+        """`process_batch` in a thread, under the `Retrier`'s policy (outage: wait; bug: bounded, then split
+        so that only the poison record is dead-lettered, ``internal-error``)."""
+        return await retrier.batch(processor.process_batch, recs)
 
     async def gate(recs: list[RawRecord], results: list) -> set:
         """The positions of the batch's dead letters that must not be produced again (this group
@@ -272,6 +249,8 @@ def run_worker(settings: Settings, directory: Optional[DeviceDirectory], *, app_
             metrics.registry.register(ConsumerLag(settings.kafka_bootstrap, app_id or settings.pipeline_app_id,
                                                   tuple(TOPIC_KINDS),
                                                   offset_reset or settings.pipeline_offset_reset))
+            if hasattr(directory, "collect"):  # ProvenDirectory: refused ledger answers, its floor
+                metrics.registry.register(directory)
         metrics.serve(port, settings.host)
         _register(Path(settings.home).resolve(), f"{settings.host}:{port}", register_targets)
     processor, pool, gate = None, None, None

@@ -48,8 +48,10 @@ class PipelineMetrics:
             "marked produced, in-topic = found in iiot.deadletter after a crash)", ["found"], registry=r)
         self.redeliveries = Counter("sealstream_pipeline_redeliveries",
                                     "records already stored from the same offset, sealed again", registry=r)
-        self.retries = Counter("sealstream_pipeline_store_retries", "store attempts retried (service errors)",
-                               registry=r)
+        self.retries = Counter("sealstream_pipeline_store_retries",
+                               "batch attempts retried, by cause: an outage (ledger, database, blobstore, storage, "
+                               "network, timeout, io, other; waited out) or unexpected (a bug: bounded, then "
+                               "internal-error)", ["cause"], registry=r)
         self.store_seconds = Histogram("sealstream_pipeline_store_seconds",
                                        "archive + database writes of one record",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

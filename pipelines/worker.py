@@ -26,18 +26,24 @@ stored receipt is sealed again; from any other position it is a ``replay``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
+import traceback
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Optional, Sequence, Union
 
+import psycopg
 import pyarrow as pa
 
+from ledger.client import TxRefused
+from ledger.errors import LedgerError
 from storage.blobs import BlobStore
+from storage.errors import BlobError, DatabaseError, RecordError, StorageError
 from storage.readers import Reader
 from storage.records import BlobRecord, KafkaPosition, StatementRecord, raw_key
 from storage.writers import ReadingsPart, SealedWrite, Writer
@@ -47,7 +53,8 @@ from trust.statement import Statement
 
 from .checks import Accepted, DeviceKey, Limits, Rejected, check_record
 
-__all__ = ["RawRecord", "DeadLetter", "Seal", "IngestProcessor", "gateway_key", "seal_value", "DLQ_HEADERS"]
+__all__ = ["RawRecord", "DeadLetter", "Seal", "IngestProcessor", "gateway_key", "seal_value", "DLQ_HEADERS",
+           "RETRY_CAUSES", "UNEXPECTED_ATTEMPTS", "transient_cause", "Retrier"]
 
 log = logging.getLogger(__name__)
 DLQ_HEADERS = ("ss-dlq-reason", "ss-dlq-detail", "ss-dlq-topic", "ss-dlq-partition", "ss-dlq-offset")
@@ -144,6 +151,159 @@ def _dead(rec: RawRecord, reason: str, detail: str) -> DeadLetter:
     return DeadLetter(reason, detail, rec.key, rec.value, headers)
 
 
+#: The ``cause`` label of ``sealstream_pipeline_store_retries_total``: the outages `transient_cause` names,
+#: and ``unexpected`` (an exception of no known kind: retried `UNEXPECTED_ATTEMPTS` times at most).
+RETRY_CAUSES = ("ledger", "database", "blobstore", "storage", "network", "timeout", "io", "other", "unexpected")
+#: Attempts of a batch, then of each of its records, that raise an unexpected exception before the
+#: record that still raises is dead-lettered ``internal-error``.
+UNEXPECTED_ATTEMPTS = 4
+#: psycopg errors about the data of one statement (a value out of range, a constraint): not an outage.
+_DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+
+
+def _cause_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and its explicit causes (``raise ... from``), outermost first."""
+    seen: set[int] = set()
+    e: Optional[BaseException] = exc
+    while e is not None and id(e) not in seen and len(seen) < 16:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__
+
+
+def transient_cause(exc: BaseException) -> Optional[str]:
+    """The outage `exc` reports (a `RETRY_CAUSES` label), or None: bad input or a bug.
+
+    An outage is waited out (the batch retried with backoff, its offsets not committed), never
+    dead-lettered; the first exception of the ``raise ... from`` chain that is one of these decides:
+
+    - ``ledger``: any `ledger.errors.LedgerError` (the client's `NodeUnavailable` and `SubmitTimeout`, a
+      light-client or proof failure: the ledger could not give a verdict we can trust), except
+      `TxRefused` (a verdict);
+    - ``database``: `storage.errors.DatabaseError` and psycopg's ``OperationalError`` (connection
+      refused or lost, admin shutdown, pool timeout, serialization failure, statement timeout), except
+      those caused by a ``DataError``/``IntegrityError`` (about one statement's data: not an outage);
+    - ``blobstore``: a `storage.errors.BlobError` (``BlobStoreUnavailable``: MinIO unreachable or refusing);
+      ``storage``: any other `StorageError`;
+    - ``timeout``: `TimeoutError`; ``network``: `ConnectionError` (also the dead-letter look-up's
+      ``DeadLetterLookupError``); ``io``: any other `OSError`;
+    - ``other``: an exception that says so itself (``transient = True`` on its class or instance).
+
+    `storage.errors.RecordError` (rows a writer refuses) is bad input whatever its cause.
+    """
+    if isinstance(exc, RecordError):
+        return None
+    for e in _cause_chain(exc):
+        if getattr(e, "transient", None) is True:
+            return "other"
+        if isinstance(e, TxRefused):
+            return None
+        if isinstance(e, LedgerError):
+            return "ledger"
+        if isinstance(e, _DATA_ERRORS):
+            return None
+        if isinstance(e, DatabaseError):
+            return None if isinstance(e.__cause__, _DATA_ERRORS) else "database"
+        if isinstance(e, psycopg.OperationalError):
+            return "database"
+        if isinstance(e, BlobError):
+            return "blobstore"
+        if isinstance(e, StorageError):
+            return "storage"
+        if isinstance(e, TimeoutError):
+            return "timeout"
+        if isinstance(e, ConnectionError):
+            return "network"
+        if isinstance(e, OSError):
+            return "io"
+    return None
+
+
+def _exc_name(exc: BaseException) -> str:
+    t = type(exc)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+class Retrier:
+    """How the ingest agents wait out failures (async; the blocking calls run in a thread).
+
+    `call(fn, *args)` runs `fn` and retries it with backoff (`first_delay`, doubling up to `max_delay`)
+    for as long as it raises an outage (`transient_cause`): the partition waits, nothing is acked;
+    anything else raises.  `batch(process_batch, records)` is the per-batch policy:
+
+    - an outage: retried (by `call`) until it is over, never dead-lettered;
+    - a `RecordError` (rows the writer refuses): the batch is split to find the record, which is
+      dead-lettered ``malformed-payload`` at once (retrying would refuse it again);
+    - any other exception (a bug, or an outage of a kind `transient_cause` does not know): the batch
+      is retried, `unexpected_attempts` attempts in all; then split and its records processed one at
+      a time, in order, each with the same bound; the one that still raises is dead-lettered
+      ``internal-error`` with only the exception's class and the attempt count as detail (its message
+      may quote payload data), its traceback logged.  A bug therefore costs a few seconds of delay and
+      one dead letter (original bytes kept: replayable once fixed), never a silent ack.
+
+    `on_retry(cause)` is called once per retry (a `RETRY_CAUSES` label).
+    """
+
+    def __init__(self, on_retry: Callable[[str], None] = lambda cause: None, *, first_delay: float = 0.5,
+                 max_delay: float = 10.0, unexpected_attempts: int = UNEXPECTED_ATTEMPTS,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        if unexpected_attempts < 1:
+            raise ValueError("unexpected_attempts must be at least 1")
+        self.on_retry = on_retry
+        self.first_delay, self.max_delay = first_delay, max_delay
+        self.unexpected_attempts = unexpected_attempts
+        self.sleep = sleep
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        delay = self.first_delay
+        while True:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except Exception as exc:
+                cause = transient_cause(exc)
+                if cause is None:
+                    raise
+                log.warning("%s failed (%s: %s: %s), retrying in %.1f s", getattr(fn, "__name__", "call"), cause,
+                            type(exc).__name__, exc, delay)
+                self.on_retry(cause)
+                await self.sleep(delay)
+                delay = min(delay * 2, self.max_delay)
+
+    async def batch(self, process_batch: Callable[[list["RawRecord"]], list], records: Sequence["RawRecord"]
+                    ) -> list:
+        records = list(records)
+        delay = self.first_delay
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.call(process_batch, records)
+            except RecordError as exc:
+                poison: Exception = exc
+                break
+            except Exception as exc:  # noqa: BLE001 - bounded below, then dead-lettered: never acked silently
+                poison = exc
+                if attempt >= self.unexpected_attempts:
+                    break
+                log.warning("unexpected %s processing %d record(s) from %s (attempt %d of %d), retrying in %.1f s",
+                            _exc_name(exc), len(records), _pos(records[0].position), attempt,
+                            self.unexpected_attempts, delay)
+                self.on_retry("unexpected")
+                await self.sleep(delay)
+                delay = min(delay * 2, self.max_delay)
+        if len(records) > 1:
+            out: list = []
+            for rec in records:  # one at a time, in order: the seq checks see the earlier ones stored
+                out.extend(await self.batch(process_batch, [rec]))
+            return out
+        rec = records[0]
+        log.error("dead-lettering %s after %d attempt(s): %s", _pos(rec.position), attempt,
+                  "".join(traceback.format_exception(poison)))
+        if isinstance(poison, RecordError):
+            return [_dead(rec, "malformed-payload", f"{type(poison).__name__}: {poison}")]
+        return [_dead(rec, "internal-error", f"{_exc_name(poison)} after {attempt} attempts")]
+
+
 class IngestProcessor:
     """Checks, stores and seals raw records (blocking; thread-safe)."""
 
@@ -198,32 +358,37 @@ class IngestProcessor:
         harmless), and once all are archived every statement with its readings or blob row is
         written in **one** transaction (`Writer.write_sealed`).  The seq cache is
         advanced only once that committed: a failed batch is retried whole.
-        A record whose check raises an unexpected error is an ``internal-error``
-        dead letter on its own; an error in the archive or the writes raises (the
-        caller retries, or splits the batch to find a poison record).
+        Nothing here turns an exception into a dead letter: an error while checking a
+        record (the directory, a stored-statement lookup), archiving or writing raises
+        once the started PUTs are done, and the caller (`Retrier.batch`) retries an
+        outage (`transient_cause`) until it is over, and retries anything else a bounded
+        number of times before it splits the batch to dead-letter the poison record.
         """
         out: list = [None] * len(records)
         staged: list[tuple[int, RawRecord, Accepted, Optional[pa.Table]]] = []
         in_batch: dict[str, int] = {}
         puts: dict[bytes, Future] = {}
         pool = self._archive_pool() if self.archive_parallel > 1 and len(records) > 1 else None
-        for i, rec in enumerate(records):
-            try:
-                verdict = self._check(rec, last_seq if last_seq is not None else self._last_of(rec, in_batch))
-            except Exception as exc:  # noqa: BLE001 - one poison record must not stall its partition
-                log.exception("internal error checking %s", _pos(rec.position))
-                verdict = _dead(rec, "internal-error", f"{type(exc).__name__}: {exc}")
-            if isinstance(verdict, DeadLetter):
-                out[i] = verdict
-                continue
-            acc, rows = verdict
-            st = acc.statement
-            in_batch[st.device] = max(st.seq, in_batch.get(st.device, st.seq))
-            staged.append((i, rec, acc, rows))
-            if pool is not None and st.payload_sha256 not in puts:
-                puts[st.payload_sha256] = pool.submit(self.blobs.put_raw, rec.value, st.content_type,
-                                                      st.payload_sha256)
         try:
+            for i, rec in enumerate(records):
+                try:
+                    verdict = self._check(rec, last_seq if last_seq is not None else self._last_of(rec, in_batch))
+                except Exception as exc:
+                    # Never a dead letter here: an outage (ledger, PostgreSQL) is retried by the caller, and
+                    # an unexpected error is retried a bounded number of times before `Retrier.batch`
+                    # dead-letters the one record (docs/pipeline.md "Transient failures").
+                    exc.add_note(f"while checking {_pos(rec.position)}")
+                    raise
+                if isinstance(verdict, DeadLetter):
+                    out[i] = verdict
+                    continue
+                acc, rows = verdict
+                st = acc.statement
+                in_batch[st.device] = max(st.seq, in_batch.get(st.device, st.seq))
+                staged.append((i, rec, acc, rows))
+                if pool is not None and st.payload_sha256 not in puts:
+                    puts[st.payload_sha256] = pool.submit(self.blobs.put_raw, rec.value, st.content_type,
+                                                          st.payload_sha256)
             if staged:
                 for i, seal_or_dead in self._store(staged, puts):
                     out[i] = seal_or_dead
