@@ -277,13 +277,14 @@ def _retention_refusal(bootstrap: str, topics: list[str], older_than) -> dict | 
 
 @pipeline.group("deadletters")
 def pipeline_deadletters() -> None:
-    """Inspect and prune the pipeline's dead_letters table in PostgreSQL.
+    """Inspect, prune and replay the pipeline's dead letters (dead_letters table in PostgreSQL).
 
     \b
     sealstream pipeline deadletters summary                         every group, per reason
     sealstream pipeline deadletters prune --older-than 15d --dry-run     count what would go
     sealstream pipeline deadletters prune --older-than 15d --group sealstream-pipeline
     sealstream pipeline deadletters prune --older-than 2d --force   source topics known gone
+    sealstream pipeline deadletters replay --reason unknown-device  re-inject once fixed
 
     The worker records every source position it dead-letters (consumer group, topic,
     partition, offset, reason) in PostgreSQL before producing it to iiot.deadletter, and
@@ -401,3 +402,97 @@ def deadletters_prune(ctx: click.Context, older_than, group: str | None, dry_run
     scope = f"group {group}" if group else "every group"
     verb = "would delete" if dry_run else "deleted"
     out.print(f"{verb} {n} produced dead-letter row(s) older than {older_than} ({scope})", highlight=False)
+
+
+@pipeline_deadletters.command("replay")
+@click.option("--reason", required=True,
+              help="replay the dead letters of this reason, e.g. unknown-device (an unknown one is refused "
+                   "with the list of known reasons)")
+@click.option("--group", default=None, help="only positions this consumer group dead-lettered (default: every group)")
+@click.option("--dry-run", is_flag=True, help="count what would be replayed; change nothing (PostgreSQL only)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def deadletters_replay(ctx: click.Context, reason: str, group: str | None, dry_run: bool, as_json: bool) -> None:
+    """Re-inject dead-lettered originals whose cause is fixed, exactly once each.
+
+    \b
+    sealstream pipeline deadletters replay --reason unknown-device --dry-run
+    sealstream pipeline deadletters replay --reason unknown-device        after registering the devices
+    sealstream pipeline deadletters replay --reason bad-signature --group sealstream-pipeline --json
+
+    \b
+    Each source position dead-lettered with --reason (and marked produced) is read at
+    that position (key, value, headers, timestamp) and produced again to the same topic
+    and partition with the headers ss-replay-of: <topic>/<partition>/<offset> and
+    ss-replay-nonce, so every worker checks it again from scratch: stored if the cause is
+    fixed, else dead-lettered again at its new position with its new reason. Run it only
+    once the cause is fixed (e.g. the device registered): a record whose device has
+    since sent later seqs becomes a `replay` dead letter.
+
+    \b
+    Exactly once per source position, whatever the group (every group reads the copy):
+    an intent is committed in PostgreSQL (dead_letter_replays) before the copy is
+    produced in a Kafka transaction, and confirmed after the commit. A run killed in
+    between is resolved by the next run: it fences the old producer, looks for the
+    copy in the partition and confirms or forgets the intent. So after any error:
+    fix it and run the same command again. Positions already replayed are skipped;
+    unmarked rows (a worker crash) and originals gone from Kafka (retention) are not
+    replayed and are counted. See docs/pipeline.md, "Dead letters: replay".
+
+    Exit 0 (also when nothing matched), 1 when Kafka or PostgreSQL fails or another
+    replay is running, 2 on an unknown reason.
+    """
+    import sys
+
+    import psycopg
+
+    from pipelines.replay import ReplayBusy, ReplayError, UnknownReason, check_reason, plan, replay
+    from storage import StorageError
+    from storage.db import open_pool
+    from storage.deadletters import DeadLetterReplays
+
+    from ._output import emit_json, err, out
+
+    try:
+        check_reason(reason)
+    except UnknownReason as exc:
+        if as_json:
+            emit_json({"error": exc.code, "reason": reason, "known": exc.known, "message": str(exc)})
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    s = _settings(ctx)
+    scope = {"reason": reason, "group": group, "dry_run": dry_run}
+    try:
+        with open_pool(s.postgres_dsn, max_size=2, timeout=10.0) as pool:  # one connection holds the lock
+            replays = DeadLetterReplays(pool)
+            res = plan(replays, reason, group) if dry_run else replay(
+                replays, s.kafka_bootstrap, reason, group, max_message_bytes=s.kafka_video_max_message_bytes)
+    except StorageError as exc:
+        hint = (" (run `sealstream db migrate`)" if isinstance(exc.__cause__, psycopg.errors.UndefinedTable)
+                else "; fix it and run the replay again (it is safe to rerun)")
+        fail({"error": type(exc).__name__, "service": "postgres", **scope, "message": f"{exc}{hint}"}, as_json)
+    except ReplayBusy as exc:
+        fail({"error": exc.code, **scope, "message": str(exc)}, as_json)
+    except ReplayError as exc:
+        fail({"error": exc.code, "service": "kafka", "bootstrap": s.kafka_bootstrap, **scope,
+              "message": f"replay stopped: {exc}; check Kafka (SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS) and run the "
+                         "replay again: it resolves what this run left first, so nothing is injected twice"},
+             as_json)
+    if as_json:
+        emit_json(res.to_json())
+        return
+    where = f"group {group}" if group else "every group"
+    if dry_run:
+        out.print(f"would replay {res.would_replay} dead letter(s) with reason {reason} ({where}); "
+                  f"{res.already_replayed} already replayed, {res.unmarked} unmarked (not replayed)"
+                  + (f", {res.pending} of an interrupted run (resolved by the next run)" if res.pending else ""),
+                  highlight=False)
+        return
+    out.print(f"replayed {res.replayed} dead letter(s) with reason {reason} ({where}) to their source topics; "
+              f"{res.already_replayed} already replayed, {res.unmarked} unmarked (not replayed)", highlight=False)
+    if res.recovered or res.forgotten:
+        out.print(f"an interrupted run was resolved first: {res.recovered} copies found in Kafka (confirmed), "
+                  f"{res.forgotten} never produced (replayable)", highlight=False)
+    if res.missing:
+        out.print(f"{len(res.missing)} original(s) no longer in Kafka (retention), not replayed: "
+                  f"{', '.join(res.missing[:5])}{' ...' if len(res.missing) > 5 else ''}", highlight=False)

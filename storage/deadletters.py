@@ -20,20 +20,28 @@ Operators read `summary` (per group and reason) and `prune` old rows.  Retention
   needed.  `prunable_topics` names the source topics of what `prune` would delete,
   so a caller can check their retention on the broker first (`sealstream pipeline
   deadletters prune` does) and then `prune` only those topics' rows.
+
+`DeadLetterReplays` keeps ``dead_letter_replays`` (migration 0006): which
+dead-lettered source positions ``sealstream pipeline deadletters replay``
+re-injected (one row per position, whatever the group), as an intent committed
+before the copy is produced and confirmed once its Kafka transaction committed
+(`pipelines.replay` owns the Kafka side and the crash recovery).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from psycopg_pool import ConnectionPool
 
 from .db import db_errors
 from .records import KafkaPosition
 
-__all__ = ["DeadLetterRow", "DeadLetterSummary", "DeadLetterLog"]
+__all__ = ["DeadLetterRow", "DeadLetterSummary", "DeadLetterLog", "ReplayIntent", "ReplayCounts",
+           "DeadLetterReplays"]
 
 # One statement: insert what is new, and return every input position with its row. The
 # main query's snapshot does not see the CTE's inserts, hence the coalesce for new rows.
@@ -176,3 +184,153 @@ class DeadLetterLog:
             if dry_run:
                 return conn.execute(_PRUNE_COUNT, params).fetchone()[0]
             return conn.execute(_PRUNE, params).rowcount
+
+
+# -- replays ---------------------------------------------------------------------------------------
+# What a replay selects: the rows of `reason` (and group) whose dead letter was produced, counted
+# per source position. A position with a replay row (confirmed or not) is never a candidate.
+_D_GROUP = "(%(grp)s::text IS NULL OR d.grp = %(grp)s)"
+_SELECTED = f"FROM dead_letters d WHERE d.reason = %(reason)s AND {_D_GROUP} AND d.produced"
+_HAS_REPLAY = ('EXISTS (SELECT 1 FROM dead_letter_replays r WHERE (r.topic, r.partition, r."offset") = '
+               '(d.topic, d.partition, d."offset")')
+_CANDIDATES = (f'SELECT DISTINCT d.topic, d.partition, d."offset" {_SELECTED} AND NOT {_HAS_REPLAY}) '
+               'ORDER BY 1, 2, 3 LIMIT %(limit)s')
+_DISTINCT = 'count(DISTINCT (d.topic, d.partition, d."offset"))'
+_COUNTS = f"""
+SELECT
+  (SELECT {_DISTINCT} {_SELECTED}),
+  (SELECT {_DISTINCT} {_SELECTED} AND {_HAS_REPLAY} AND r.replayed_at IS NOT NULL)),
+  (SELECT {_DISTINCT} {_SELECTED} AND {_HAS_REPLAY} AND r.replayed_at IS NULL)),
+  (SELECT {_DISTINCT} FROM dead_letters d WHERE d.reason = %(reason)s AND {_D_GROUP} AND NOT d.produced
+     AND NOT EXISTS (SELECT 1 FROM dead_letters p WHERE p.reason = %(reason)s AND p.produced
+                     AND (%(grp)s::text IS NULL OR p.grp = %(grp)s)
+                     AND (p.topic, p.partition, p."offset") = (d.topic, d.partition, d."offset")))
+"""
+_BEGIN = """
+INSERT INTO dead_letter_replays (topic, partition, "offset", reason, grp, nonce, scan_from)
+SELECT i.topic, i.partition, i."offset", %(reason)s, %(grp)s, %(nonce)s, i.scan_from
+FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(offsets)s::bigint[], %(scan_from)s::bigint[])
+    AS i(topic, partition, "offset", scan_from)
+ON CONFLICT DO NOTHING
+RETURNING topic, partition, "offset"
+"""
+_CONFIRM = """
+UPDATE dead_letter_replays r SET copy_offset = i.copy_offset, replayed_at = now()
+FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(offsets)s::bigint[], %(copies)s::bigint[])
+    AS i(topic, partition, "offset", copy_offset)
+WHERE (r.topic, r.partition, r."offset") = (i.topic, i.partition, i."offset") AND r.replayed_at IS NULL
+"""
+_FORGET = ('DELETE FROM dead_letter_replays WHERE replayed_at IS NULL AND (topic, partition, "offset") IN '
+           '(SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(offsets)s::bigint[]))')
+_INTENTS = ('SELECT topic, partition, "offset", reason, grp, nonce, scan_from, started_at, copy_offset, replayed_at '
+            'FROM dead_letter_replays WHERE (replayed_at IS NULL) = %(pending)s ORDER BY 1, 2, 3')
+_LOCK_KEY = 0x5EA1_0014_DEAD  # pg_try_advisory_lock key of `sealstream pipeline deadletters replay`
+
+
+@dataclass(frozen=True)
+class ReplayIntent:
+    """One ``dead_letter_replays`` row: the dead-lettered source `position` whose copy goes (or went)
+    to the same topic and partition at offset `scan_from` or later, with header ss-replay-nonce =
+    `nonce`; `copy_offset` and `replayed_at` once confirmed."""
+
+    position: KafkaPosition
+    reason: str
+    group: Optional[str]
+    nonce: str
+    scan_from: int
+    started_at: datetime
+    copy_offset: Optional[int]
+    replayed_at: Optional[datetime]
+
+
+@dataclass(frozen=True)
+class ReplayCounts:
+    """For a reason (and group), in distinct source positions whose dead letter was produced:
+    ``matched``; of those ``replayed`` (confirmed) and ``pending`` (a run died before confirming it);
+    ``unmarked``: positions dead-lettered but never marked produced (not replayed: their dead letter
+    may not exist). `to_replay` = matched - replayed - pending."""
+
+    matched: int
+    replayed: int
+    pending: int
+    unmarked: int
+
+    @property
+    def to_replay(self) -> int:
+        return self.matched - self.replayed - self.pending
+
+
+class DeadLetterReplays:
+    """``dead_letter_replays``: replay intents and confirmations (thread-safe, through a pool).
+    `lock` holds a connection for the whole block: give the pool at least two."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    @contextmanager
+    def lock(self) -> Iterator[bool]:
+        """A session advisory lock held for the block (one replay per database at a time); yields
+        False, without waiting, when another session holds it. A killed process's lock goes with
+        its connection."""
+        with db_errors("lock dead-letter replays"), self._pool.connection() as conn:
+            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()[0]
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+    def database(self) -> str:
+        """The database's name (it scopes the replay producer's transactional id)."""
+        with db_errors("read the database name"), self._pool.connection() as conn:
+            return conn.execute("SELECT current_database()").fetchone()[0]
+
+    def counts(self, reason: str, group: Optional[str] = None) -> ReplayCounts:
+        with db_errors("count dead letters to replay"), self._pool.connection() as conn:
+            return ReplayCounts(*conn.execute(_COUNTS, {"reason": reason, "grp": group}).fetchone())
+
+    def candidates(self, reason: str, group: Optional[str] = None, limit: int = 500) -> list[KafkaPosition]:
+        """Up to `limit` source positions dead-lettered (produced) with `reason` (by `group`, if
+        given) and never replayed, by position."""
+        with db_errors("select dead letters to replay"), self._pool.connection() as conn:
+            found = conn.execute(_CANDIDATES, {"reason": reason, "grp": group, "limit": limit}).fetchall()
+        return [KafkaPosition(*r) for r in found]
+
+    def begin(self, reason: str, group: Optional[str], nonce: str,
+              positions: Sequence[tuple[KafkaPosition, int]]) -> set[KafkaPosition]:
+        """Record the intents ``(position, scan_from)``, committed when this returns; the positions
+        inserted now: only those may be produced (one already there belongs to another run)."""
+        if not positions:
+            return set()
+        params = {"reason": reason, "grp": group, "nonce": nonce, **_columns([p for p, _ in positions]),
+                  "scan_from": [s for _, s in positions]}
+        with db_errors("record dead-letter replays"), self._pool.connection() as conn:
+            return {KafkaPosition(*r) for r in conn.execute(_BEGIN, params).fetchall()}
+
+    def confirm(self, copies: Sequence[tuple[KafkaPosition, int]]) -> int:
+        """The copies ``(position, copy offset)`` are in their topic: replayed (rows changed)."""
+        if not copies:
+            return 0
+        params = {**_columns([p for p, _ in copies]), "copies": [c for _, c in copies]}
+        with db_errors("confirm dead-letter replays"), self._pool.connection() as conn:
+            return conn.execute(_CONFIRM, params).rowcount
+
+    def forget(self, positions: Sequence[KafkaPosition]) -> int:
+        """Unconfirmed intents proven never injected: deleted, so these positions may be replayed."""
+        if not positions:
+            return 0
+        with db_errors("forget dead-letter replays"), self._pool.connection() as conn:
+            return conn.execute(_FORGET, _columns(positions)).rowcount
+
+    def pending(self) -> list[ReplayIntent]:
+        """Every unconfirmed intent (a run died between recording and confirming it), by position."""
+        return self._intents(True)
+
+    def replayed(self) -> list[ReplayIntent]:
+        """Every confirmed replay, by position."""
+        return self._intents(False)
+
+    def _intents(self, pending: bool) -> list[ReplayIntent]:
+        with db_errors("read dead-letter replays"), self._pool.connection() as conn:
+            found = conn.execute(_INTENTS, {"pending": pending}).fetchall()
+        return [ReplayIntent(KafkaPosition(r[0], r[1], r[2]), *r[3:]) for r in found]
