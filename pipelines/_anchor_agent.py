@@ -10,52 +10,106 @@
   at start-up (resolving a crash's leftovers by ledger lookup), whenever the
   agent recorded a batch, and every second for retries (per-batch backoff).
 - A seal made by another gateway is anchored here too (after a rebalance a
-  worker owns partitions another worker sealed), but only if that gateway's
-  key is bound to a gateway on *this* ledger: a seal by a key our ledger does
-  not know cannot be verified against its registry, so it is left alone
-  (counted in ``sealstream_pipeline_anchor_skipped_total{reason}``, logged).
+  worker owns partitions another worker sealed; an ``--anchor-only`` process
+  anchors every ingest worker's seals), but only if that gateway's key is bound
+  to a gateway on *this* ledger: a seal by a key our ledger does not know
+  cannot be verified against its registry.
+- **No seal is acked and forgotten.**  Each seal of a window is, before the
+  window is acked, either recorded in a batch, or *deferred*, or refused
+  visibly (`pipelines._anchor_plan.triage`):
+  - sealed by a key bound to nothing on our ledger (a gateway not registered
+    *yet*, or another ledger's sharing the topic): deferred.  It is acked only
+    once its statement is known to be stored *sealed* in our database (the
+    durable record; ``sealstream_pipeline_anchor_deferred_total{reason}``),
+    and the sweep batches it as soon as the gateway is registered;
+  - never batchable here, each logged and counted in
+    ``sealstream_pipeline_anchor_skipped_total{reason}``: ``malformed-seal``,
+    ``not-a-gateway`` (the key is a device's or a node's), ``not-stored`` (the
+    statement is not in this database);
+  - an error (the ledger or PostgreSQL unreachable) retries the whole window,
+    un-acked.
+- **The sweep** (a periodic task, every ``SEALSTREAM_PIPELINE_ANCHOR_SWEEP_INTERVAL_S``,
+  15 s; 0 = off) batches sealed statements that are in no batch although
+  stored more than ``SEALSTREAM_PIPELINE_ANCHOR_SWEEP_GRACE_S`` (60 s) ago:
+  deferred seals, and statements whose seal never reached an anchor agent
+  (`Anchorer.sweep`).  Concurrent sweepers and agents are safe: the unique
+  ``batch_leaves.statement_hash`` decides, the loser re-cuts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Optional
 
-from ._anchor_plan import SealError, SealedLeaf, parse_sealed
+from ._anchor_metrics import sweep_metrics
+from ._anchor_plan import GATEWAY, UNBOUND, SealError, SealedLeaf, parse_sealed, settle_deferred, triage
 from .anchor import Anchorer
 from .metrics import PipelineMetrics
 
-__all__ = ["add_anchor_agent", "GatewayFilter", "SEALED", "ANCHORS"]
+__all__ = ["add_anchor_agent", "GatewayFilter", "SEALED", "ANCHORS", "SWEEP_GRACE_ENV", "SWEEP_INTERVAL_ENV",
+           "sweep_settings"]
 
 log = logging.getLogger("sealstream.pipeline.anchor")
 SEALED = "iiot.sealed"
 ANCHORS = "iiot.anchors"
 _RAW: dict = dict(key_type=bytes, value_type=bytes)
+#: The sweep's grace period and interval (seconds; interval 0 = no sweep).  Environment variables named
+#: like settings (``SEALSTREAM_PIPELINE_ANCHOR_SWEEP_*``), read here until they are `Settings` fields.
+SWEEP_GRACE_ENV = "SEALSTREAM_PIPELINE_ANCHOR_SWEEP_GRACE_S"
+SWEEP_INTERVAL_ENV = "SEALSTREAM_PIPELINE_ANCHOR_SWEEP_INTERVAL_S"
+SWEEP_GRACE_S, SWEEP_INTERVAL_S = 60.0, 15.0
+
+
+def sweep_settings(settings: Any = None, environ: Optional[dict] = None) -> tuple[float, float]:
+    """``(grace_s, interval_s)`` of the sweep: `settings` fields ``pipeline_anchor_sweep_grace_s`` /
+    ``_interval_s`` if it has them, else the environment, else 60 s / 15 s.  `ValueError` if not a number >= 0."""
+    env = os.environ if environ is None else environ
+    out = []
+    for field, name, default in (("pipeline_anchor_sweep_grace_s", SWEEP_GRACE_ENV, SWEEP_GRACE_S),
+                                 ("pipeline_anchor_sweep_interval_s", SWEEP_INTERVAL_ENV, SWEEP_INTERVAL_S)):
+        value = getattr(settings, field, None) if settings is not None else None
+        if value is None:
+            raw = env.get(name)
+            try:
+                value = default if raw in (None, "") else float(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, not {value!r}")
+        out.append(float(value))
+    return out[0], out[1]
 
 
 class GatewayFilter:
-    """Is a sealing gateway's did bound to a gateway on our ledger? (own did: always; cached)"""
+    """What is a sealing gateway's did on our ledger?  `status(did)`: ``"gateway"`` (bound to a gateway;
+    our own did always), ``"unbound"`` (bound to nothing: not registered yet, or another ledger's) or
+    the type of the entity it is bound to.  Answers are cached (`ttl` for gateways, `negative_ttl`
+    otherwise, so a gateway registered later is seen soon); a ledger error raises (the caller retries)."""
 
     def __init__(self, ledger: Any, own_did: str, ttl: float = 60.0, negative_ttl: float = 10.0) -> None:
         self._ledger = ledger
         self._own = own_did
         self._ttl, self._negative_ttl = ttl, negative_ttl
-        self._cache: dict[str, tuple[float, bool]] = {}
+        self._cache: dict[str, tuple[float, str]] = {}
 
-    def known(self, did: str | None) -> bool:
+    def status(self, did: Optional[str]) -> str:
         if did is None or did == self._own:
-            return True
+            return GATEWAY
         now = time.monotonic()
         hit = self._cache.get(did)
         if hit is not None and hit[0] > now:
             return hit[1]
         answer = self._ledger.resolve_key(did)
         res = (answer or {}).get("resolution") or {}
-        ok = res.get("type") == "gateway"
-        self._cache[did] = (now + (self._ttl if ok else self._negative_ttl), ok)
-        return ok
+        st = str(res.get("type") or UNBOUND)
+        self._cache[did] = (now + (self._ttl if st == GATEWAY else self._negative_ttl), st)
+        return st
+
+    def known(self, did: Optional[str]) -> bool:
+        return self.status(did) == GATEWAY
 
 
 async def _retrying(what: str, fn: Callable[[], Any]) -> Any:
@@ -73,14 +127,21 @@ async def _retrying(what: str, fn: Callable[[], Any]) -> Any:
 
 
 def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, window_s: float,
-                     produce: Callable[[Any, bytes, bytes, list], Awaitable[None]]) -> None:
-    """Add the anchor agent and its submitter task to `app`; `produce(topic, key, value, headers)`
-    sends and waits for the broker's ack."""
+                     produce: Callable[[Any, bytes, bytes, list], Awaitable[None]],
+                     sweep_grace_s: Optional[float] = None, sweep_interval_s: Optional[float] = None) -> None:
+    """Add the anchor agent, its submitter task and the sweep task to `app`; `produce(topic, key, value,
+    headers)` sends and waits for the broker's ack.  The sweep's grace and interval default to
+    `sweep_settings()` (environment)."""
     sealed = app.topic(SEALED, **_RAW)
     anchors = app.topic(ANCHORS, **_RAW)
     gateways = GatewayFilter(anchorer.ledger, anchorer.ledger.key.did)
     skipped = metrics.anchor_skipped
+    extra = sweep_metrics(metrics)
+    grace, interval = sweep_settings()
+    grace = grace if sweep_grace_s is None else sweep_grace_s
+    interval = interval if sweep_interval_s is None else sweep_interval_s
     state: dict[str, Any] = {}
+    deferred_logged: dict[str, float] = {}  # gateway did -> last log (one line a minute per gateway)
 
     def kick() -> asyncio.Event:
         if "kick" not in state:
@@ -96,21 +157,45 @@ def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, 
     anchorer.publish = publish
 
     def leaves_of(events: list) -> list[SealedLeaf]:
-        out = []
+        """The window's seals to cut now; every other one is settled (deferred with its statement
+        stored sealed here, or refused for good), counted and logged.  Raises on a ledger or database
+        error (nothing counted: the whole window is retried, un-acked)."""
+        parsed, malformed = [], []
         for ev in events:
             try:
-                leaf = parse_sealed(ev.message.value or b"")
+                parsed.append(parse_sealed(ev.message.value or b""))
             except SealError as exc:
-                log.error("iiot.sealed %d/%d: %s", ev.message.partition, ev.message.offset, exc)
-                skipped.labels("malformed-seal").inc()
-                continue
-            if not gateways.known(leaf.gateway):
-                log.warning("seal of %s by gateway %s: not a gateway on this ledger, not anchored here",
-                            leaf.statement_hash.hex(), leaf.gateway)
-                skipped.labels("unknown-gateway").inc()
-                continue
-            out.append(leaf)
-        return out
+                malformed.append((ev.message.partition, ev.message.offset, exc))
+        tri = triage(parsed, gateways.status)
+        kept: tuple[SealedLeaf, ...] = ()
+        absent: tuple[SealedLeaf, ...] = ()
+        if tri.defer:
+            stored = anchorer.reader.sealed_statements(lf.statement_hash for lf in tri.defer)
+            kept, absent = settle_deferred(tri.defer, stored)
+        # settled: count and log (only now, so a retried window is not counted twice)
+        for partition, offset, exc in malformed:
+            log.error("iiot.sealed %d/%d: %s; never anchored from this seal", partition, offset, exc)
+            skipped.labels("malformed-seal").inc()
+        for leaf, kind in tri.refuse:
+            log.error("seal of %s by %s: bound to a %s on this ledger, not a gateway; never anchored",
+                      leaf.statement_hash.hex(), leaf.gateway, kind)
+            skipped.labels("not-a-gateway").inc()
+        for leaf in absent:
+            log.warning("seal of %s by %s (not a gateway on this ledger): statement not stored sealed in this "
+                        "database; never anchored here", leaf.statement_hash.hex(), leaf.gateway)
+            skipped.labels("not-stored").inc()
+        if kept:
+            extra.deferred.labels("unknown-gateway").inc(len(kept))
+            now = time.monotonic()
+            by_gw: dict[str, int] = {}
+            for leaf in kept:
+                by_gw[leaf.gateway or "?"] = by_gw.get(leaf.gateway or "?", 0) + 1
+            for gw, n in by_gw.items():
+                if now - deferred_logged.get(gw, -1e9) >= 60.0:
+                    deferred_logged[gw] = now
+                    log.warning("%d seal(s) by %s deferred: not a gateway on this ledger (not registered yet, or "
+                                "another ledger's); stored sealed here, the sweep batches them once it is", n, gw)
+        return list(tri.batch)
 
     async def anchor_agent(stream: Any) -> None:
         kick()
@@ -118,7 +203,7 @@ def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, 
             leaves = await _retrying("resolve sealing gateways", lambda: leaves_of(events))
             if leaves:
                 await _retrying("record batches", lambda: anchorer.add(leaves))
-            for ev in events:  # only now: their statements are in batches (or not ours)
+            for ev in events:  # only now: in batches, deferred (stored sealed: the sweep's) or refused, counted
                 await stream.ack(ev)
             kick().set()
 
@@ -142,3 +227,25 @@ def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, 
 
     submitter.__name__ = submitter.__qualname__ = "anchor_submitter"
     app.task(submitter)
+
+    if interval <= 0:
+        log.warning("anchor sweep off (%s=0): statements whose seal is lost are never batched", SWEEP_INTERVAL_ENV)
+        return
+
+    async def sweeper() -> None:
+        """Every `interval` s: `Anchorer.sweep` (sealed statements in no batch past `grace`), then kick
+        the submitter if it wrote batches.  Errors are logged and retried at the next pass."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                res = await asyncio.to_thread(anchorer.sweep, gateways.status, grace_s=grace)
+            except Exception as exc:  # noqa: BLE001 - the task must survive anything; the next pass retries
+                extra.sweep_passes.labels("error").inc()
+                log.warning("anchor sweep failed, retrying in %.0f s: %s: %s", interval, type(exc).__name__, exc)
+                continue
+            extra.sweep_passes.labels("ok").inc()
+            if res.batches:
+                kick().set()
+
+    sweeper.__name__ = sweeper.__qualname__ = "anchor_sweeper"
+    app.task(sweeper)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from trust import merkle
 from trust._hashes import RootHash, StatementHash
 
 __all__ = ["SealedLeaf", "BatchPlan", "AnchorCommit", "SealError", "parse_sealed", "plan_batch", "batch_id_for",
-           "anchor_payload", "anchor_value", "ANCHOR_KIND"]
+           "anchor_payload", "anchor_value", "ANCHOR_KIND", "GATEWAY", "UNBOUND", "Triage", "triage", "settle_deferred",
+           "sweep_gateways", "leaf_of_row", "WAITING_REASONS"]
 
 ANCHOR_KIND = "anchors.anchor"
 _ID_HEX = 32  # 128 bits of the root in the batch id
@@ -126,3 +128,87 @@ def anchor_value(commit: AnchorCommit, gateway: str, window: Sequence[int], mani
            "gateway": commit.gateway or gateway, "window": [int(window[0]), int(window[1])], "manifest": manifest_key,
            "height": commit.height, "tx_index": commit.tx_index, "tx_id": commit.tx_id}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+# -- which seals are cut now, deferred, or never batched here --------------------------------------
+
+#: `status(did)` of a sealing gateway: bound to a gateway on our ledger ...
+GATEWAY = "gateway"
+#: ... or bound to nothing on our ledger: not registered *yet*, or another ledger's gateway.
+UNBOUND = "unbound"
+#: Anything else is the type of the entity the did is bound to (``device``, ``node``, ...): never a gateway.
+#: Why the sweep leaves a sealed, unbatched statement alone (the ``sweep_waiting`` gauge's labels).
+WAITING_REASONS = ("unknown-gateway", "not-a-gateway")
+
+
+@dataclass(frozen=True)
+class Triage:
+    """A window's seals sorted by what the agent does with them.
+
+    - `batch`: sealed by a gateway of our ledger (or by us): cut into batches now;
+    - `defer`: sealed by a key bound to nothing on our ledger: it may be registered later (a new
+      ingest worker whose gateway is not registered yet), or belong to another ledger sharing the
+      topic.  Not cut now; acked once its statement is known to be stored *sealed* in our database,
+      which is the durable record the sweep batches from once the gateway is registered;
+    - `refuse`: sealed by a key bound to a non-gateway entity (a device's, a node's): its receipt
+      can never verify as a gateway's, so it is never batched (with the entity type).
+    """
+
+    batch: tuple[SealedLeaf, ...]
+    defer: tuple[SealedLeaf, ...]
+    refuse: tuple[tuple[SealedLeaf, str], ...]
+
+
+def triage(leaves: Iterable[SealedLeaf], status: Callable[[Optional[str]], str]) -> Triage:
+    """Sort `leaves` by `status(leaf.gateway)` (`GATEWAY`, `UNBOUND` or an entity type), keeping their order."""
+    batch: list[SealedLeaf] = []
+    defer: list[SealedLeaf] = []
+    refuse: list[tuple[SealedLeaf, str]] = []
+    for leaf in leaves:
+        st = status(leaf.gateway)
+        if st == GATEWAY:
+            batch.append(leaf)
+        elif st == UNBOUND:
+            defer.append(leaf)
+        else:
+            refuse.append((leaf, st))
+    return Triage(tuple(batch), tuple(defer), tuple(refuse))
+
+
+def settle_deferred(defer: Iterable[SealedLeaf], stored_sealed: Mapping[bytes, Any]
+                    ) -> tuple[tuple[SealedLeaf, ...], tuple[SealedLeaf, ...]]:
+    """``(kept, absent)``: deferred seals whose statement is stored sealed here (`stored_sealed`: hash ->
+    anything), so the sweep will find it and the seal may be acked; and those whose statement is not
+    (sealed against another database: never batched here)."""
+    kept: list[SealedLeaf] = []
+    absent: list[SealedLeaf] = []
+    for leaf in defer:
+        (kept if bytes(leaf.statement_hash) in stored_sealed else absent).append(leaf)
+    return tuple(kept), tuple(absent)
+
+
+def sweep_gateways(counts: Mapping[Optional[str], int], status: Callable[[Optional[str]], str]
+                   ) -> tuple[list[str], dict[str, dict[str, int]]]:
+    """Given unbatched sealed statements counted by sealing gateway (did), ``(sweep, waiting)``: the
+    gateways whose statements the sweep batches (sorted), and per reason of `WAITING_REASONS` the
+    gateways left alone with their counts (``unknown-gateway``: bound to nothing on our ledger, yet;
+    ``not-a-gateway``: bound to another kind of entity)."""
+    sweep: list[str] = []
+    waiting: dict[str, dict[str, int]] = {r: {} for r in WAITING_REASONS}
+    for gw, n in counts.items():
+        if gw is None or n <= 0:
+            continue
+        st = status(gw)
+        if st == GATEWAY:
+            sweep.append(gw)
+        else:
+            waiting["unknown-gateway" if st == UNBOUND else "not-a-gateway"][gw] = n
+    return sorted(sweep), waiting
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def leaf_of_row(statement_hash: bytes, ts: datetime, gateway: Optional[str]) -> SealedLeaf:
+    """The leaf of a stored statement (``statements.ts`` back to the statement's ms, as its seal carries it)."""
+    return SealedLeaf(StatementHash(bytes(statement_hash)), (ts - _EPOCH) // timedelta(milliseconds=1), gateway)

@@ -33,6 +33,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -44,13 +45,14 @@ from storage.records import BatchRecord, manifest_key, ms_to_datetime
 from storage.writers import Writer
 from trust._hashes import StatementHash
 
+from ._anchor_metrics import sweep_metrics
 from ._anchor_plan import (ANCHOR_KIND, AnchorCommit, BatchPlan, SealedLeaf, anchor_payload, anchor_value,
-                           plan_batch)
+                           leaf_of_row, plan_batch, sweep_gateways)
 from ._testhook import pause
 from .metrics import PipelineMetrics
 
 __all__ = ["Anchorer", "AnchorError", "AnchorRefused", "AnchorUnavailable", "AnchorConflict", "AnchorCommit",
-           "SealedLeaf", "window_ms"]
+           "SealedLeaf", "SweepResult", "window_ms"]
 
 log = logging.getLogger("sealstream.pipeline.anchor")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -81,6 +83,17 @@ class AnchorUnavailable(AnchorError):
 
 class AnchorConflict(AnchorError):
     """The ledger holds this batch id with another root or size (never resolved automatically)."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """One sweep pass: statements `found` (sealed, in no batch past the grace, of a gateway of our
+    ledger), the `batches` written for them (none for those another worker batched first), and
+    `waiting`: per reason, the sealing gateways (did -> statements) left alone."""
+
+    found: int
+    batches: tuple[BatchRecord, ...]
+    waiting: dict[str, dict[str, int]]
 
 
 def window_ms(batch: BatchRecord) -> tuple[int, int]:
@@ -121,6 +134,7 @@ class Anchorer:
         self.parallel = parallel  # batches submitted at once by anchor_pending (they share ledger blocks)
         self.adopt_after_s = adopt_after_s  # None/0: never anchor other gateways' stale batches
         self._gateways: dict[str, tuple[float, bool]] = {}  # name -> (expires, a gateway on our ledger)
+        self._waiting_logged: dict[str, float] = {}  # sealing gateway did -> when the sweep last logged it
         self._lock = threading.Lock()
         self._inflight: set[str] = set()  # batch ids this process is submitting
         self._backoff: dict[str, tuple[float, float]] = {}  # batch id -> (next attempt, delay)
@@ -165,7 +179,9 @@ class Anchorer:
         if todo:
             stored = self.reader.statement_times(todo)
             for h in [h for h in todo if h not in stored]:  # sealed against another database: not ours
-                log.warning("seal of statement %s: not in this database, not anchored here", h.hex())
+                log.warning("seal of statement %s: not in this database, never anchored here", h.hex())
+                if self.metrics:
+                    self.metrics.anchor_skipped.labels("not-stored").inc()
                 del todo[h]
         for _ in range(10):  # each conflict means another worker batched some of them: re-cut
             for h in self.reader.batched(todo):
@@ -373,6 +389,42 @@ class Anchorer:
         if self.metrics:
             self.metrics.anchor_backlog.set(n)
         return n
+
+    # -- the sweep: stored, sealed statements that no seal brought into a batch -------------------------
+
+    def sweep(self, status: Callable[[Optional[str]], str], *, grace_s: float,
+              limit: Optional[int] = None) -> SweepResult:
+        """Batch the sealed statements that are in no batch although stored more than `grace_s`
+        seconds ago: their seal never reached an anchor agent (lost, expired, never produced), or
+        was deferred (its gateway was not on our ledger yet).  Only statements sealed by a gateway
+        for which `status(did)` is ``"gateway"`` (`pipelines._anchor_plan.GATEWAY`) are batched;
+        the others are counted in `SweepResult.waiting` (gauge ``sealstream_pipeline_anchor_sweep_waiting``)
+        and logged, at most every 10 minutes per gateway.  At most `limit` statements per pass
+        (default ``8 * max_leaves``), oldest ``ts`` first; the next pass takes the rest.
+
+        Idempotent and safe with concurrent sweepers and agents: `add` cuts only statements in no
+        batch, and the unique ``batch_leaves.statement_hash`` decides races (the loser re-cuts what
+        is left), so a statement is never in two batches."""
+        m = sweep_metrics(self.metrics)
+        counts = self.reader.unbatched_gateways(grace_s)
+        ours, waiting = sweep_gateways(counts, status)
+        for reason, gws in waiting.items():
+            m.sweep_waiting.labels(reason).set(sum(gws.values()))
+            now = time.monotonic()
+            for gw, n in gws.items():
+                if now - self._waiting_logged.get(gw, -1e9) >= 600.0:
+                    self._waiting_logged[gw] = now
+                    log.warning("%d sealed statement(s) of gateway %s in no batch for over %.0f s, left alone "
+                                "(%s): batched once it is a gateway on this ledger", n, gw, grace_s,
+                                "not registered on this ledger yet, or another ledger's gateway"
+                                if reason == "unknown-gateway" else "bound to an entity that is not a gateway")
+        rows = self.reader.unbatched_statements(grace_s, ours, limit or 8 * self.max_leaves) if ours else []
+        if not rows:
+            return SweepResult(0, (), waiting)
+        m.sweep_found.inc(len(rows))
+        log.warning("sweep: %d sealed statement(s) in no batch for over %.0f s, batching them", len(rows), grace_s)
+        written = self.add(leaf_of_row(h, ts, gw) for h, ts, gw in rows)
+        return SweepResult(len(rows), tuple(written), waiting)
 
     def anchor_statements(self, hashes: Iterable[bytes]) -> list[BatchRecord]:
         """Batch the given stored statements (those not in a batch yet) and anchor every open batch

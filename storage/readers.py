@@ -176,3 +176,52 @@ class Reader:
                 (gateway,),
             ).fetchone()
         return int(row[0])
+
+    # -- the anchor agent's sweep: sealed statements in no batch ----------------------------------
+    # ``stored_at`` is PostgreSQL's clock (the default of the row), so the grace needs no synchronised
+    # worker clocks.  Each is one anti-join of ``statements`` with ``batch_leaves`` (its unique
+    # statement_hash index).
+
+    def sealed_statements(self, statement_hashes: Iterable[bytes]) -> dict[StatementHash, str]:
+        """The sealing gateway (did) of those of `statement_hashes` stored here *with* a receipt."""
+        hashes = list({bytes(h) for h in statement_hashes})
+        if not hashes:
+            return {}
+        with db_errors("read sealed statements"), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT statement_hash, gateway FROM statements WHERE statement_hash = ANY(%s) "
+                "AND receipt_signature IS NOT NULL", (hashes,)
+            ).fetchall()
+        return {StatementHash(bytes(r[0])): r[1] for r in rows}
+
+    def unbatched_gateways(self, older_than_s: float) -> dict[str, int]:
+        """Sealed statements that are a leaf of no batch and were stored more than `older_than_s`
+        seconds ago, counted by sealing gateway (did)."""
+        with db_errors("count unbatched statements"), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT s.gateway, count(*) FROM statements s WHERE s.receipt_signature IS NOT NULL "
+                "AND s.stored_at < now() - %s * interval '1 second' "
+                "AND NOT EXISTS (SELECT 1 FROM batch_leaves l WHERE l.statement_hash = s.statement_hash) "
+                "GROUP BY s.gateway ORDER BY 1",
+                (older_than_s,),
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def unbatched_statements(self, older_than_s: float, gateways: Iterable[str], limit: int = 4096
+                             ) -> list[tuple[StatementHash, datetime, str]]:
+        """``(statement_hash, ts, gateway)`` of at most `limit` sealed statements of `gateways` (dids)
+        that are a leaf of no batch and were stored more than `older_than_s` seconds ago, oldest
+        ``ts`` first."""
+        gws = sorted(set(gateways))
+        if not gws:
+            return []
+        with db_errors("read unbatched statements"), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT s.statement_hash, s.ts, s.gateway FROM statements s "
+                "WHERE s.receipt_signature IS NOT NULL AND s.gateway = ANY(%s) "
+                "AND s.stored_at < now() - %s * interval '1 second' "
+                "AND NOT EXISTS (SELECT 1 FROM batch_leaves l WHERE l.statement_hash = s.statement_hash) "
+                "ORDER BY s.ts, s.statement_hash LIMIT %s",
+                (gws, older_than_s, limit),
+            ).fetchall()
+        return [(StatementHash(bytes(r[0])), r[1], r[2]) for r in rows]
