@@ -561,6 +561,13 @@ class AsyncLedgerClient:
             h = items[-1][0].height + 1
         return out
 
+    async def get_header_page(self, start: int, end: int | None = None,
+                              node: str | None = None) -> list[tuple[BlockHeader, CommitCertificate]]:
+        """One ``GET /headers`` page from `start` (at most `end`): what the node sends, unverified and
+        possibly short or empty; one request, so a node answering out of order cannot keep it looping."""
+        page = await self._get(f"/headers?from={start}" + ("" if end is None else f"&to={end}"), node)
+        return [decode_header_view(v) for v in page["headers"]]
+
     async def get_tx(self, tx_id: bytes | str, node: str | None = None) -> TxRecord | None:
         """The committed transaction with its inclusion proof, or None if not committed there."""
         text = tx_id.hex() if isinstance(tx_id, bytes) else tx_id
@@ -645,7 +652,7 @@ class AsyncLedgerClient:
         """The canonical bytes of state `key` (None: absent), proven against the state
         root of a header this client verified from genesis (certificates checked
         by a fresh light client); raises `LedgerClientError` if anything fails."""
-        from .contracts import ProofError, verify_state_proof
+        from .contracts import StateProofError, verify_state_proof
 
         sp = await self.get_state_proof(key, node)
         if sp.height < 1 or sp.header_hash is None:
@@ -663,7 +670,7 @@ class AsyncLedgerClient:
                                     f"header at {sp.height} is {header.header_hash().hex()[:16]}")
         try:
             verify_state_proof(header.state_root, key, sp.value, sp.proof)
-        except ProofError as exc:
+        except StateProofError as exc:
             raise LedgerClientError(f"state proof for {key!r} does not verify: {exc}") from None
         return sp.value, header
 
@@ -746,6 +753,11 @@ class LedgerClient:
     def key(self) -> KeyPair:
         return self._async.key
 
+    @property
+    def nodes(self) -> list[NodeAddress]:
+        """The nodes this client asks (a copy; `node=` arguments take their names)."""
+        return list(self._async.nodes)
+
     def make_tx(self, kind: str, payload: Any, nonce: int | None = None) -> Transaction:
         return self._async.make_tx(kind, payload, nonce)
 
@@ -764,6 +776,10 @@ class LedgerClient:
     def get_headers(self, start: int = 1, end: int | None = None,
                     node: str | None = None) -> list[tuple[BlockHeader, CommitCertificate]]:
         return self._call(self._async.get_headers(start, end, node))
+
+    def get_header_page(self, start: int, end: int | None = None,
+                        node: str | None = None) -> list[tuple[BlockHeader, CommitCertificate]]:
+        return self._call(self._async.get_header_page(start, end, node))
 
     def get_tx(self, tx_id: bytes | str, node: str | None = None) -> TxRecord | None:
         return self._call(self._async.get_tx(tx_id, node))

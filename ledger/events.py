@@ -125,7 +125,7 @@ class _Prover:
         self.light = LightClient.from_genesis(client.genesis, verify=client._verify)
 
     async def value(self, key: str, node: str | None) -> tuple[Any, int]:
-        from .contracts import ProofError, verify_state_proof
+        from .contracts import StateProofError, verify_state_proof
 
         sp = await self.client.get_state_proof(key, node)
         if sp.height < 1 or sp.header_hash is None:
@@ -140,7 +140,7 @@ class _Prover:
             raise EventProofError(f"the proof of {key!r} names a header that is not the verified one at {sp.height}")
         try:
             verify_state_proof(header.state_root, key, sp.value, sp.proof)
-        except ProofError as exc:
+        except StateProofError as exc:
             raise EventProofError(f"state proof of {key!r} does not verify: {exc}") from None
         return (None if sp.value is None else canonical.decode(sp.value)), sp.height
 

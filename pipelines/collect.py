@@ -24,27 +24,20 @@ from minio.error import S3Error
 
 from ledger.client import LedgerClient
 from ledger.contracts.anchors import batch_key
-from ledger.contracts.registry import did_key, ent_key
 from storage.blobs import BlobStore
 from storage.readers import Reader
 from storage.records import manifest_key, raw_key
 from storage.verification import VerificationStore
-from trust import canonical, merkle
+from trust import merkle
+from trust.errors import SubjectError
+from verify.subject import ROW_TABLES, RowSubject
+from verify.subject import parse_row_key as _parse_row_key
 
 from verify.model import AnchorTx, BatchEvidence, Evidence, LedgerEvidence, RecordEvidence, StateValue
 
 __all__ = ["Collector", "CollectError", "parse_row_key", "ROW_TABLES"]
 
-#: Tables `verify row` accepts and the form of their key.
-ROW_TABLES = {"readings": "<statement hash hex>:<row index>", "blobs": "<statement hash hex>",
-              "statements": "<statement hash hex>"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-def _micros(t: datetime) -> int:
-    """Exact µs since the epoch of an aware datetime."""
-    return (t - _EPOCH) // timedelta(microseconds=1)
 
 
 class CollectError(Exception):
@@ -52,14 +45,11 @@ class CollectError(Exception):
 
 
 def parse_row_key(table: str, key: str) -> tuple[bytes, Optional[int]]:
-    """``(statement hash, row index or None)`` of a `verify row` key."""
-    if table not in ROW_TABLES:
-        raise CollectError(f"table must be one of {sorted(ROW_TABLES)}, not {table!r}")
-    parts = key.split(":")
-    want = 2 if table == "readings" else 1
-    if len(parts) != want or not _HEX64.match(parts[0]) or (want == 2 and not parts[1].isdigit()):
-        raise CollectError(f"a {table} key is {ROW_TABLES[table]}, got {key!r}")
-    return bytes.fromhex(parts[0]), (int(parts[1]) if want == 2 else None)
+    """``(statement hash, row index or None)`` of a `verify row` key (`verify.subject` rule)."""
+    try:
+        return _parse_row_key(table, key.lower() if isinstance(key, str) else key)
+    except SubjectError as exc:
+        raise CollectError(str(exc)) from None
 
 
 @dataclass
@@ -73,7 +63,8 @@ class Collector:
     progress: Optional[Callable[[str], None]] = None
 
     def __post_init__(self) -> None:
-        self._state: dict[str, StateValue] = {}
+        self._keys: dict[str, None] = {}
+        self._dids: dict[str, None] = {}
 
     @classmethod
     def from_settings(cls, settings: Any, ledger: LedgerClient, pool: Any) -> "Collector":
@@ -102,28 +93,8 @@ class Collector:
 
     # -- ledger --------------------------------------------------------------
 
-    def _state_value(self, key: str) -> StateValue:
-        sv = self._state.get(key)
-        if sv is None:
-            p = self.ledger.get_state_proof(key)
-            sv = StateValue(key, p.value, p.height, p.proof)
-            self._state[key] = sv
-        return sv
-
-    def _registry(self, did: str) -> None:
-        """State values resolving `did` as of any height: its key index, entity and org."""
-        sv = self._state_value(did_key(did))
-        if sv.value is None:
-            return
-        entity_id = canonical.decode(sv.value)
-        ent = self._state_value(ent_key(entity_id))
-        if ent.value is not None:
-            rec = canonical.decode(ent.value)
-            if isinstance(rec, dict) and isinstance(rec.get("org"), str) and rec["org"] != entity_id:
-                self._state_value(ent_key(rec["org"]))
-
     def _anchor(self, batch_id: str) -> Optional[AnchorTx]:
-        self._state_value(batch_key(batch_id))
+        self._keys[batch_key(batch_id)] = None
         doc = self.ledger.get_anchor(batch_id)
         if doc is None:
             return None
@@ -133,16 +104,24 @@ class Collector:
         return AnchorTx(batch_id, rec.tx.raw, rec.proof)
 
     def _ledger(self, anchors: list[AnchorTx]) -> LedgerEvidence:
-        top = max([sv.height for sv in self._state.values()] + [a.proof.height for a in anchors] + [0])
+        """The ledger half: every state value (anchor records, and the registry records resolving
+        each signer's did) proven at ONE height, at or after every anchor (so it also shows a
+        revocation before an anchor), and the certified headers up to it."""
+        state: tuple[StateValue, ...] = ()
+        top = max([a.proof.height for a in anchors] + [0])
+        if self._keys or self._dids:
+            self._say("state proofs")
+            sp = self.ledger.get_state_proofs(tuple(self._keys), tuple(self._dids))
+            state = tuple(sorted((StateValue(p.key, p.value, sp.height, p.proof) for p in sp.proofs),
+                                 key=lambda v: v.key))
+            top = max(top, sp.height)
         self._say(f"headers 1..{top}")
         headers = tuple(self.ledger.get_headers(1, top)) if top else ()
-        return LedgerEvidence(self.ledger.genesis, headers, tuple(anchors),
-                              tuple(sorted(self._state.values(), key=lambda s: s.key)))
+        return LedgerEvidence(self.ledger.genesis, headers, tuple(anchors), state)
 
     # -- subjects ------------------------------------------------------------
 
     def evidence(self, subject: dict, hashes: Iterable[bytes], *, rows: Any = None,
-                 window_us: Optional[tuple[Optional[int], Optional[int]]] = None,
                  payload_override: Optional[bytes] = None) -> Evidence:
         """The evidence of the statements `hashes` (and the stored `rows` under test)."""
         wanted = list(dict.fromkeys(bytes(h) for h in hashes))
@@ -167,7 +146,9 @@ class Collector:
             if rec is None:
                 continue
             st = rec.statement
-            self._registry(st.device)
+            self._dids[st.device] = None
+            if rec.receipt is not None:
+                self._dids[rec.receipt.gateway] = None
             if payload_override is not None:
                 payload = payload_override
             else:
@@ -182,7 +163,7 @@ class Collector:
             records.append(RecordEvidence(st.to_bytes(), rec.signature,
                                           None if rec.receipt is None else rec.receipt.to_bytes(),
                                           payload, batch_id, leaf, proof))
-        return Evidence(subject, self._ledger(anchors), tuple(batches), tuple(records), rows, window_us)
+        return Evidence(subject, self._ledger(anchors), tuple(batches), tuple(records), rows)
 
     def blob(self, target: str) -> Evidence:
         """A blob by SHA-256, object key ``raw/<sha256>``, or a local file (its bytes are the payload)."""
@@ -200,13 +181,13 @@ class Collector:
         hashes = self.store.statements_by_payload(digest)
         if not hashes:
             raise CollectError(f"no stored statement has payload sha256 {digest.hex()}")
-        subject = {"kind": "blob", "sha256": digest.hex(), "target": target, "statements": len(hashes)}
+        subject = {"kind": "blob", "sha256": digest.hex()}
         return self.evidence(subject, hashes, payload_override=override)
 
     def row(self, table: str, key: str) -> Evidence:
         """One row: a reading ``HASH:ROW`` (its values against the signed payload), a blob or a statement."""
         h, index = parse_row_key(table, key)
-        subject = {"kind": "row", "table": table, "key": key}
+        subject = RowSubject(table, h, index).to_json()
         if not self.store.statements([h]):
             raise CollectError(f"no stored statement {h.hex()}")
         if table == "readings":
@@ -220,17 +201,16 @@ class Collector:
 
         self._say("readings")
         subject = {"kind": "range", "device": device, "from": start.isoformat(), "to": end.isoformat()}
-        window = (_micros(start), _micros(end))
         hashes = list(self.store.device_statements(device, start, end))
         with ThreadPoolExecutor(1) as ex:  # the rows stream in while the rest is collected
             pending = ex.submit(self.store.range_rows, device, start, end)
-            ev = self.evidence(subject, hashes, window_us=window)
+            ev = self.evidence(subject, hashes)
             rows = pending.result()
         if rows.num_rows:
             col = rows.column("statement_hash").combine_chunks()
             owners = (col.dictionary if pa.types.is_dictionary(col.type) else pc.unique(col)).to_pylist()
             if set(map(bytes, owners)) - set(map(bytes, hashes)):
-                return self.evidence(subject, hashes + owners, rows=rows, window_us=window)
+                return self.evidence(subject, hashes + owners, rows=rows)
         return replace(ev, rows=rows)
 
     def batch(self, batch_id: str) -> Evidence:
@@ -239,4 +219,4 @@ class Collector:
             raise CollectError(f"no batch {batch_id!r}")
         hashes = self.reader.batch_leaves(batch_id)
         subject = {"kind": "batch", "batch_id": batch_id}
-        return self.evidence(subject, hashes, rows=self.store.statement_rows(hashes), window_us=(None, None))
+        return self.evidence(subject, hashes, rows=self.store.statement_rows(hashes))

@@ -65,7 +65,7 @@ def _stop(message: str, as_json: bool, code: int = 2, **extra: Any) -> None:
 def _trust(genesis_file: Optional[Path], genesis_hash: Optional[str], checkpoint: Optional[str],
            ledger_dir: Optional[Path], as_json: bool, *, default_from_layout: bool = True):
     """``(trusted genesis hash | None, Checkpoint | None)`` from the options."""
-    from verify.chain import Checkpoint
+    from verify.chain import TrustedCheckpoint
 
     pin = None
     try:
@@ -83,7 +83,7 @@ def _trust(genesis_file: Optional[Path], genesis_hash: Optional[str], checkpoint
             from ledger.layout import LedgerLayout
 
             pin = LedgerLayout(ledger_dir).genesis().genesis_hash()
-        cp = Checkpoint.parse(checkpoint) if checkpoint else None
+        cp = TrustedCheckpoint.parse(checkpoint) if checkpoint else None
     except (ValueError, OSError, KeyError, TypeError) as exc:
         _stop(f"trust anchor: {exc}", as_json)
     return pin, cp
@@ -140,30 +140,40 @@ def _bar(total: int, label: str, enabled: bool) -> Optional[Progress]:
     return bar
 
 
-def _run_chain(evidence_: Any, pin: Optional[bytes], cp: Any, as_json: bool) -> Any:
+def _run_chain(evidence_: Any, pin: Optional[bytes], cp: Any, as_json: bool, *, unpinned: bool = False) -> Any:
     from verify.chain import verify as chain_verify
 
     bar = _bar(len(evidence_.records), "verifying records", not as_json and err.is_terminal)
     if bar is None:
-        return chain_verify(evidence_, trusted_genesis_hash=pin, checkpoint=cp)
+        return chain_verify(evidence_, trusted_genesis_hash=pin, checkpoint=cp, insecure_unpinned=unpinned)
     with bar:
         task = bar.add_task("records", total=len(evidence_.records))
-        return chain_verify(evidence_, trusted_genesis_hash=pin, checkpoint=cp,
+        return chain_verify(evidence_, trusted_genesis_hash=pin, checkpoint=cp, insecure_unpinned=unpinned,
                             progress=lambda n: bar.update(task, completed=n))
 
 
+def _subject_line(subj: Optional[dict]) -> str:
+    return ", ".join(f"{k}={v if not isinstance(v, list) or len(v) <= 3 else f'{len(v)} items'}"
+                     for k, v in (subj or {}).items())
+
+
 def _print_report(report: Any, as_json: bool, pinned: bool) -> None:
-    """Checked steps, then failures with their evidence; exit 1 on any failure."""
+    """Checked steps, then failures with their evidence; exit 1 on any failure.
+
+    The subject printed is the one *proven* (derived from the verified content); a failed
+    report shows the claimed one, marked as such."""
     if as_json:
         doc = report.to_json()
         doc["genesis_pinned"] = pinned
         emit_json(doc)
     else:
-        subj = report.subject
-        out.print(f"[bold]subject[/]: {', '.join(f'{k}={v}' for k, v in subj.items())}", highlight=False)
+        if report.ok:
+            out.print(f"[bold]proven[/]: {_subject_line(report.proven)}", highlight=False)
+        else:
+            out.print(f"[bold]claimed[/] (not proven): {_subject_line(report.subject)}", highlight=False)
         out.print(f"ledger: verified {report.ledger_height} header(s) from genesis {report.genesis_hash[:16]}…"
-                  + ("" if pinned else " [yellow](genesis not pinned: compare this hash out of band, "
-                                       "or pass --genesis-hash)[/]"), highlight=False)
+                  + ("" if pinned else " [bold yellow](INSECURE: genesis not pinned, --insecure-unpinned: this "
+                                       "proves nothing unless you compare this hash out of band)[/]"), highlight=False)
         c = report.counts
         out.print(f"checked: {c.get('records', 0)} record(s), {c.get('batches', 0)} batch(es), "
                   f"{c.get('rows', 0)} stored row(s)", highlight=False)
@@ -364,21 +374,46 @@ def export_batch(ctx, batch_id, output, ledger_dir, as_json) -> None:
 @evidence.command("verify")
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @_trust_options
+@click.option("--insecure-unpinned", is_flag=True,
+              help="verify against the bundle's own genesis (proves nothing by itself: the output and JSON "
+                   "say pinned: false)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def evidence_verify(bundle: Path, genesis_file, genesis_hash, checkpoint, as_json) -> None:
-    """Verify a bundle offline: no network, no database, only the zip and the trust anchor.
+@click.pass_context
+def evidence_verify(ctx, bundle: Path, genesis_file, genesis_hash, checkpoint, insecure_unpinned, as_json) -> None:
+    """Verify a bundle offline: no network, no database, only the zip and a trust anchor.
 
-    Without --genesis/--genesis-hash/--checkpoint the bundle's own genesis is the
-    anchor: the report prints its hash, compare it with one you trust.  A
-    --checkpoint alone is a trust anchor too: the headers up to it, and the
-    genesis, are authenticated by their hash links back from it.
+    
+    sealstream evidence verify day.zip --genesis-hash 5be1...      the genesis you trust
+    sealstream evidence verify day.zip --genesis genesis.json      or its file
+    sealstream evidence verify day.zip --checkpoint 120:9ac3...    or a header you trust
+
+    A trust anchor is required: a bundle's author could have made its own
+    ledger, so its genesis proves nothing.  Without one the command exits 2;
+    --insecure-unpinned verifies against the bundle's own genesis anyway and
+    says so.  A --checkpoint alone is a trust anchor: the headers up to it,
+    and the genesis, are authenticated by their hash links back from it.
+
+    Exit 0 = verified (the proven subject is printed), 1 = a step failed,
+    2 = no trust anchor, or the bundle does not read (its reason: not-a-zip,
+    too-many-members, member-too-large, total-too-large, crc-error,
+    unsupported-compression, duplicate-names, unlisted-member, ...).
     """
-    from verify.bundle import verify_bundle
+    from verify.bundle import BundleError, BundleLimits, read_bundle
 
     if not bundle.is_file():
-        _stop(f"no bundle at {bundle}", as_json)
+        _stop(f"no bundle at {bundle}", as_json, error_code="no-bundle")
     pin, cp = _trust(genesis_file, genesis_hash, checkpoint, None, as_json, default_from_layout=False)
-    report = verify_bundle(bundle, trusted_genesis_hash=pin, checkpoint=cp)
+    if pin is None and cp is None and not insecure_unpinned:
+        _stop("no trust anchor: pass --genesis-hash HEX, --genesis FILE or --checkpoint HEIGHT:HASH "
+              "(or --insecure-unpinned to check against the bundle's own genesis)", as_json,
+              error_code="no-trust-anchor")
+    s = _settings(ctx)
+    limits = BundleLimits(s.bundle_max_members, s.bundle_max_member_bytes, s.bundle_max_total_bytes)
+    try:
+        ev = read_bundle(bundle, limits)
+    except BundleError as exc:
+        _stop(f"bundle {bundle}: {exc}", as_json, error_code="bundle", reason=exc.reason)
+    report = _run_chain(ev, pin, cp, as_json, unpinned=insecure_unpinned)
     _print_report(report, as_json, pin is not None or cp is not None)
 
 

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     max_video_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest accepted video chunk")
     max_clock_skew_ms: int = Field(300_000, ge=0, description="largest accepted |statement ts - ingest time|")
 
+    # Evidence bundles (`sealstream evidence verify`): checked on the zip directory before inflating.
+    bundle_max_members: int = Field(250_000, ge=1, description="most members an evidence bundle may hold")
+    bundle_max_member_bytes: int = Field(1 << 30, ge=1, description="largest uncompressed member of a bundle")
+    bundle_max_total_bytes: int = Field(4 << 30, ge=1, description="largest total uncompressed size of a bundle")
+
     # Pipeline worker (`sealstream pipeline worker`, pipelines/app.py).
     pipeline_app_id: str = Field("sealstream-pipeline", description="Faust app id = Kafka consumer group of the workers")
     pipeline_gateway: str = Field("gateway-0", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",

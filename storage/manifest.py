@@ -14,26 +14,19 @@ encoding and its SHA-256 (kept in the object metadata) identifies it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from trust import merkle
 from trust._hashes import RootHash, StatementHash
+from trust.errors import ManifestError
+from trust.manifest import MANIFEST_VERSION, encode_manifest, parse_manifest
 
 from .errors import RecordError
 from .records import BatchRecord, manifest_key
 
 __all__ = ["MANIFEST_VERSION", "Manifest"]
 
-MANIFEST_VERSION = 1
-_KEYS = {"v", "batch_id", "root", "tree_size", "window_start", "window_end", "leaves"}
-
-
-def _iso(t: datetime) -> str:
-    if t.tzinfo is None:
-        raise RecordError("manifest window bounds must be timezone-aware")
-    return t.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -64,33 +57,13 @@ class Manifest:
             raise RecordError(f"manifest {self.batch_id!r}: leaves do not hash to the root")
 
     def to_bytes(self) -> bytes:
-        doc = {
-            "v": MANIFEST_VERSION,
-            "batch_id": self.batch_id,
-            "root": self.root.hex(),
-            "tree_size": self.tree_size,
-            "window_start": _iso(self.window_start),
-            "window_end": _iso(self.window_end),
-            "leaves": [h.hex() for h in self.leaves],
-        }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return encode_manifest(self.batch_id, self.root, self.window_start, self.window_end, self.leaves)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Manifest":
-        """Parse a manifest; anything but the canonical encoding is refused."""
+        """Parse a manifest; anything but the canonical encoding is refused (`trust.manifest`)."""
         try:
-            doc = json.loads(data)
-            if not isinstance(doc, dict) or set(doc) != _KEYS or doc["v"] != MANIFEST_VERSION:
-                raise ValueError(f"want exactly the keys {sorted(_KEYS)} and v={MANIFEST_VERSION}")
-            manifest = cls(
-                doc["batch_id"],
-                RootHash(bytes.fromhex(doc["root"])),
-                datetime.fromisoformat(doc["window_start"]),
-                datetime.fromisoformat(doc["window_end"]),
-                tuple(StatementHash(bytes.fromhex(h)) for h in doc["leaves"]),
-            )
-        except (ValueError, TypeError, KeyError) as exc:
-            raise RecordError(f"malformed batch manifest: {exc}") from None
-        if manifest.to_bytes() != data or manifest.tree_size != doc["tree_size"]:
-            raise RecordError(f"batch manifest {manifest.batch_id!r} is not in canonical form")
-        return manifest
+            m = parse_manifest(data, check_root=False)
+        except ManifestError as exc:
+            raise RecordError(f"batch manifest: {exc}") from None
+        return cls(m.batch_id, m.root, m.window_start, m.window_end, m.leaves)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from trust._hashes import PayloadDigest, RootHash, StatementHash
-from trust.receipt import AnchorRef, SealReceipt
+from trust.receipt import AnchorRef, SealReceipt, content_address
 from trust.statement import Statement
 
 __all__ = [
@@ -39,8 +39,8 @@ def ms_to_datetime(ms: int) -> datetime:
 
 
 def raw_key(payload_sha256: bytes) -> str:
-    """Object key of an archived payload: ``raw/<sha256 hex>``."""
-    return "raw/" + payload_sha256.hex()
+    """Object key of an archived payload: ``raw/<sha256 hex>`` (`trust.receipt.content_address`)."""
+    return content_address(bytes(payload_sha256))
 
 
 def manifest_key(batch_id: str) -> str:

@@ -37,7 +37,7 @@ from .records import StatementRecord
 __all__ = ["BatchVerdict", "VerifiedStatement", "VerificationStore", "READING_COLUMNS"]
 
 #: Columns of the readings tables `VerificationStore` returns, in order.
-READING_COLUMNS = ("statement_hash", "row_index", "time_us", "sensor", "value")
+READING_COLUMNS = ("statement_hash", "row_index", "time_us", "sensor", "value", "device")
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,13 @@ def _uri(conninfo: str) -> str:
 
 
 def _rows_table(t: Optional[pa.Table]) -> pa.Table:
-    """`READING_COLUMNS`: statement_hash dictionary-encoded (few distinct per many rows), time as µs."""
+    """`READING_COLUMNS`: statement_hash and device dictionary-encoded (few distinct per many rows),
+    time as µs; the device is what the database attributes each row to (the verifier checks it)."""
     if t is None or t.num_rows == 0:
         return pa.table({"statement_hash": pa.array([], pa.binary()).dictionary_encode(),
                          "row_index": pa.array([], pa.int32()), "time_us": pa.array([], pa.int64()),
-                         "sensor": pa.array([], pa.string()), "value": pa.array([], pa.float64())})
+                         "sensor": pa.array([], pa.string()), "value": pa.array([], pa.float64()),
+                         "device": pa.array([], pa.string()).dictionary_encode()})
     times = t.column("time").combine_chunks()
     return pa.table({
         "statement_hash": pc.dictionary_encode(t.column("statement_hash").combine_chunks()),
@@ -98,6 +100,7 @@ def _rows_table(t: Optional[pa.Table]) -> pa.Table:
         "time_us": pc.cast(times, pa.timestamp("us", tz="UTC")).cast(pa.int64()),
         "sensor": t.column("sensor").combine_chunks().cast(pa.string()),
         "value": t.column("value").combine_chunks().cast(pa.float64()),
+        "device": pc.dictionary_encode(t.column("device").combine_chunks().cast(pa.string())),
     })
 
 
@@ -172,7 +175,7 @@ class VerificationStore:
             raise DatabaseError(f"{what}: {exc}") from exc
 
     def _arrow_rows(self, where: str, params: Sequence, what: str) -> pa.Table:
-        return _rows_table(self._arrow("SELECT r.statement_hash, r.row_index, r.time, r.sensor, r.value "
+        return _rows_table(self._arrow("SELECT r.statement_hash, r.row_index, r.time, r.sensor, r.value, r.device "
                                        f"FROM readings r {where}", params, what))
 
     def range_rows(self, device: str, start: datetime, end: datetime, *, parallel: int = 2) -> pa.Table:
@@ -208,8 +211,13 @@ class VerificationStore:
 
     # -- verdicts ------------------------------------------------------------
 
-    def record_verdict(self, verdict: BatchVerdict, verified: Iterable[VerifiedStatement] = ()) -> None:
-        """Upsert the batch's verdict and replace its verified statements, in one transaction."""
+    def record_verdict(self, verdict: BatchVerdict, verified: Iterable[VerifiedStatement] = (),
+                       alert: "Optional[OutboxMessage]" = None) -> None:
+        """Upsert the batch's verdict and replace its verified statements, in one transaction;
+        `alert` (a failure's alert) goes to ``alert_outbox`` in that same transaction
+        (`storage.outbox`), so the verdict is never recorded without it, nor it without the verdict."""
+        from .outbox import OutboxMessage, insert_message  # noqa: F401 - OutboxMessage: the annotation
+
         v = verdict
         items = [(bytes(s.statement_hash), v.batch_id, s.leaf_index, s.rows) for s in verified]
         with db_errors(f"record the verdict of batch {v.batch_id!r}"), self._pool.connection() as conn, \
@@ -233,6 +241,8 @@ class VerificationStore:
                     cp.set_types(["bytea", "text", "int4", "int4"])
                     for item in items:
                         cp.write_row(item)
+            if alert is not None:
+                insert_message(conn, alert)
 
     def verdict(self, batch_id: str) -> Optional[BatchVerdict]:
         with db_errors(f"read the verdict of batch {batch_id!r}"), self._pool.connection() as conn:

@@ -44,6 +44,10 @@ __all__ = [
     "AnchorTxError",
     "RegistryProofError",
     "EvidenceMissingError",
+    "SubjectError",
+    "RowDeviceError",
+    "ReceiptGatewayError",
+    "ReceiptLocationError",
     "STEPS",
     "CHAIN_STEPS",
 ]
@@ -256,6 +260,30 @@ class RegistryProofError(LedgerEvidenceError):
     step = "registry-proof"
 
 
+class SubjectError(VerificationError):
+    """The verified evidence does not cover the claimed subject (or holds evidence outside it)."""
+
+    step = "subject"
+
+
+class RowDeviceError(VerificationError):
+    """A stored row names another device than its signed statement (or than the subject)."""
+
+    step = "row-device"
+
+
+class ReceiptGatewayError(VerificationError):
+    """The seal receipt's signer is not an active gateway at the anchor, or not the one that anchored."""
+
+    step = "receipt-gateway"
+
+
+class ReceiptLocationError(VerificationError):
+    """The seal receipt's location is not the payload's content address."""
+
+    step = "receipt-location"
+
+
 #: Steps checked by `trust.verify`, in order.
 STEPS: tuple[str, ...] = (
     StatementFormatError.step,
@@ -290,6 +318,8 @@ CHAIN_STEPS: tuple[str, ...] = (
     ReceiptFormatError.step,
     StatementHashError.step,
     ReceiptSignatureError.step,
+    ReceiptLocationError.step,
+    ReceiptGatewayError.step,
     LeafError.step,
     AnchorMismatchError.step,
     InclusionProofError.step,
@@ -297,4 +327,6 @@ CHAIN_STEPS: tuple[str, ...] = (
     RowValueError.step,
     RowMissingError.step,
     RowUnsignedError.step,
+    RowDeviceError.step,
+    SubjectError.step,
 )

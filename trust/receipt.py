@@ -35,6 +35,7 @@ __all__ = [
     "AnchorRef",
     "seal_receipt",
     "verify_receipt",
+    "content_address",
     "ReceiptError",
 ]
 
@@ -175,6 +176,13 @@ class SealReceipt:
         if doc["v"] != RECEIPT_VERSION or type(doc["v"]) is not int:
             raise ReceiptError(f"unsupported receipt version {doc['v']!r}")
         return cls(doc["statement_hash"], doc["location"], doc["gateway"], doc["sig"], doc["v"])
+
+
+def content_address(payload_sha256: bytes) -> str:
+    """Where an archived payload lives: ``raw/<sha256 hex>``; a receipt's `location` must be
+    exactly this for the payload its statement names (the writer and the verifier share it)."""
+    _bytes32("payload_sha256", payload_sha256)
+    return "raw/" + payload_sha256.hex()
 
 
 def seal_receipt(statement_hash: bytes, location: str, keypair: KeyPair) -> SealReceipt:

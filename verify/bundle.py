@@ -5,25 +5,35 @@ strictly; `verify_bundle(path, ...)` = read + `chain.verify`.  Reading does no
 I/O besides the zip (no network, no database), and this module imports only
 `trust`, the ledger's pure values/light client/contracts code and pyarrow.
 
-Format version 1 (docs/verify.md has the full table):
+Format version 2 (docs/verify.md has the full table):
 
-- ``bundle.json``: ``{"format": "sealstream-evidence-bundle", "v": 1,
-  "subject": {...}, "window_us": [lo, hi] | null, "genesis_hash": hex,
+- ``bundle.json``: ``{"format": "sealstream-evidence-bundle", "v": 2,
+  "subject": {...}, "genesis_hash": hex,
   "batches": [{"batch_id", "manifest": member | null}],
   "members": {name: sha256 hex}}`` (compact JSON, sorted keys);
 - ``ledger/genesis.cbor``, ``ledger/headers.cbor``, ``ledger/anchors.cbor``,
-  ``ledger/state.cbor``: canonical CBOR (`trust.canonical`);
+  ``ledger/state.cbor``: canonical CBOR (`trust.canonical`); every state
+  value is proven at one height;
 - ``ledger/sealer_sets.json``: the sealer-set history the headers imply
   (checked against them);
 - ``records.cbor``: statements, signatures, receipts, leaf indexes and
   inclusion proofs; ``payloads/<statement hash hex>``: the payload bytes;
 - ``batches/<n>.json``: the manifest bytes as stored;
-- ``rows.arrow``: the stored rows under test (Arrow IPC file), if any.
+- ``rows.arrow``: the stored rows under test (Arrow IPC file) with the
+  device each is attributed to, if any.
 
-Strict: an unknown ``format``/``v``, a member listed but absent or with
-another SHA-256, a zip entry not listed (extra member), a duplicate entry or
-malformed content is a `BundleError` (step ``bundle``): nothing is verified
-from a bundle that is not exactly what its index says.
+Version 1 (``window_us`` in the index, rows without a device) is still read:
+its window must be the one its subject implies, and a v1 bundle with stored
+rows is refused (``v1-rows-without-device``: re-export it), since which
+device a row is attributed to is part of the verdict now.
+
+Strict: limits on the number of members and on each member's and the total
+uncompressed size are checked before anything is inflated (`BundleLimits`);
+an unknown ``format``/``v``, a member listed but absent or with another
+SHA-256, a zip entry not listed, a duplicate entry, a zip that does not read
+(CRC, unsupported compression, encryption, truncation) or malformed content
+is a `BundleError` (step ``bundle``) with a machine-readable `reason`:
+nothing is verified from a bundle that is not exactly what its index says.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -43,20 +54,38 @@ from trust._hashes import sha256
 
 from . import chain
 from .model import AnchorTx, BatchEvidence, Evidence, Failure, LedgerEvidence, RecordEvidence, Report, StateValue
+from .subject import window_of, parse_subject
 
-__all__ = ["FORMAT", "VERSION", "INDEX", "BundleError", "write_bundle", "read_bundle", "verify_bundle",
-           "sealer_history"]
+__all__ = ["FORMAT", "VERSION", "INDEX", "BundleError", "BundleLimits", "write_bundle", "read_bundle",
+           "verify_bundle", "sealer_history"]
 
 FORMAT = "sealstream-evidence-bundle"
-VERSION = 1
+VERSION = 2
 INDEX = "bundle.json"
-_MAX_MEMBER = 1 << 32
+_ROW_COLUMNS_V1 = ["statement_hash", "row_index", "time_us", "sensor", "value"]
+_ROW_COLUMNS = _ROW_COLUMNS_V1 + ["device"]
+
+
+@dataclass(frozen=True)
+class BundleLimits:
+    """What `read_bundle` accepts, checked on the zip's directory before inflating anything.
+
+    Defaults fit a batch of ~100k records with video chunks on a workstation; settings
+    ``SEALSTREAM_BUNDLE_MAX_*`` change them for the CLI."""
+
+    max_members: int = 250_000
+    max_member_bytes: int = 1 << 30
+    max_total_bytes: int = 4 << 30
 
 
 class BundleError(Exception):
-    """The bundle is not a well-formed version-1 bundle; `step` is ``bundle``."""
+    """The bundle is not a well-formed bundle; `step` is ``bundle``, `reason` machine-readable."""
 
     step = "bundle"
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _dumps(doc: Any) -> bytes:
@@ -108,16 +137,16 @@ def write_bundle(evidence: Evidence, path: Union[str, Path, io.BytesIO]) -> dict
     members["records.cbor"] = canonical.encode(records)
     if evidence.rows is not None:
         rows = evidence.rows
-        col = rows.column("statement_hash").combine_chunks()
-        if pa.types.is_dictionary(col.type):
-            rows = rows.set_column(0, "statement_hash", col.dictionary_decode())
+        for i, name in enumerate(rows.schema.names):  # a plain Arrow file: dictionaries decoded
+            col = rows.column(name).combine_chunks()
+            if pa.types.is_dictionary(col.type):
+                rows = rows.set_column(i, name, col.dictionary_decode())
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, rows.schema) as w:
             w.write_table(rows)
         members["rows.arrow"] = sink.getvalue().to_pybytes()
     index = {
         "format": FORMAT, "v": VERSION, "subject": evidence.subject,
-        "window_us": None if evidence.window_us is None else list(evidence.window_us),
         "genesis_hash": lg.genesis.genesis_hash().hex(), "batches": batches,
         "members": {name: sha256(data).hex() for name, data in members.items()},
     }
@@ -128,9 +157,9 @@ def write_bundle(evidence: Evidence, path: Union[str, Path, io.BytesIO]) -> dict
     return index
 
 
-def _need(cond: bool, message: str) -> None:
+def _need(cond: bool, message: str, reason: str = "malformed") -> None:
     if not cond:
-        raise BundleError(message)
+        raise BundleError(message, reason)
 
 
 def _cbor(members: dict[str, bytes], name: str) -> Any:
@@ -140,46 +169,82 @@ def _cbor(members: dict[str, bytes], name: str) -> Any:
         raise BundleError(f"{name}: not canonical CBOR: {exc}") from None
 
 
-def _read_members(path: Union[str, Path, io.BytesIO]) -> tuple[dict, dict[str, bytes]]:
+_INDEX_KEYS = {1: {"format", "v", "subject", "window_us", "genesis_hash", "batches", "members"},
+               2: {"format", "v", "subject", "genesis_hash", "batches", "members"}}
+_MAX_INDEX = 64 << 20
+
+
+def _inflate(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """One member's bytes, never more than its declared size (checked against the limits)."""
+    try:
+        with z.open(info) as f:
+            data = f.read(info.file_size + 1)
+    except NotImplementedError as exc:  # an unsupported compression method
+        raise BundleError(f"member {info.filename}: {exc}", "unsupported-compression") from None
+    except RuntimeError as exc:  # encrypted members
+        raise BundleError(f"member {info.filename}: {exc}", "encrypted") from None
+    except zipfile.BadZipFile as exc:
+        reason = "crc-error" if "CRC" in str(exc) else "bad-zip"
+        raise BundleError(f"member {info.filename}: {exc}", reason) from None
+    except (OSError, EOFError, ValueError) as exc:  # truncated or corrupt deflate streams
+        raise BundleError(f"member {info.filename}: {type(exc).__name__}: {exc}", "bad-zip") from None
+    _need(len(data) == info.file_size, f"member {info.filename} is not its declared size", "size-mismatch")
+    return data
+
+
+def _read_members(path: Union[str, Path, io.BytesIO], limits: BundleLimits) -> tuple[dict, dict[str, bytes]]:
     try:
         z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(f"not a zip file: {exc}") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise BundleError(f"not a zip file: {exc}", "not-a-zip") from None
     with z:
         infos = z.infolist()
+        _need(len(infos) <= limits.max_members + 1,
+              f"{len(infos)} zip entries, more than the limit of {limits.max_members} members", "too-many-members")
         names = [i.filename for i in infos]
-        _need(len(set(names)) == len(names), "duplicate zip entries")
-        _need(INDEX in names, f"missing {INDEX}")
+        _need(len(set(names)) == len(names), "duplicate zip entries", "duplicate-names")
+        _need(INDEX in names, f"missing {INDEX}", "missing-index")
+        big = [i.filename for i in infos if i.file_size > limits.max_member_bytes]
+        _need(not big, f"member {big[:1]} inflates past the limit of {limits.max_member_bytes} bytes",
+              "member-too-large")
+        total = sum(i.file_size for i in infos)
+        _need(total <= limits.max_total_bytes, f"the members inflate to {total} bytes, past the limit of "
+              f"{limits.max_total_bytes}", "total-too-large")
+        _need(all(not i.is_dir() for i in infos), "the bundle holds a directory entry", "not-a-plain-file")
+        by_name = {i.filename: i for i in infos}
+        _need(by_name[INDEX].file_size <= _MAX_INDEX, f"{INDEX} is too large", "member-too-large")
         try:
-            index = json.loads(z.read(INDEX))
+            index = json.loads(_inflate(z, by_name[INDEX]))
         except ValueError as exc:
             raise BundleError(f"{INDEX} is not JSON: {exc}") from None
         _need(isinstance(index, dict) and index.get("format") == FORMAT,
-              f"{INDEX}: not a {FORMAT} (format {index.get('format') if isinstance(index, dict) else None!r})")
-        _need(index.get("v") == VERSION, f"unsupported bundle version {index.get('v')!r} (this verifier reads {VERSION})")
-        keys = {"format", "v", "subject", "window_us", "genesis_hash", "batches", "members"}
-        _need(set(index) == keys, f"{INDEX}: want exactly the keys {sorted(keys)}")
+              f"{INDEX}: not a {FORMAT} (format {index.get('format') if isinstance(index, dict) else None!r})",
+              "unknown-format")
+        v = index.get("v")
+        _need(type(v) is int and v in _INDEX_KEYS, f"unsupported bundle version {v!r} (this verifier reads "
+              f"{sorted(_INDEX_KEYS)})", "unsupported-version")
+        _need(set(index) == _INDEX_KEYS[v], f"{INDEX}: want exactly the keys {sorted(_INDEX_KEYS[v])}", "index-keys")
         listed = index["members"]
-        _need(isinstance(listed, dict), f"{INDEX}: members must be a map")
+        _need(isinstance(listed, dict) and all(isinstance(d, str) for d in listed.values()),
+              f"{INDEX}: members must be a map of names to SHA-256 hex", "index-keys")
         extra = sorted(set(names) - set(listed) - {INDEX})
-        _need(not extra, f"members not listed in {INDEX}: {extra[:5]}")
+        _need(not extra, f"members not listed in {INDEX}: {extra[:5]}", "unlisted-member")
         members: dict[str, bytes] = {}
         for name, digest in sorted(listed.items()):
-            _need(name in names, f"missing member {name}")
-            info = z.getinfo(name)
-            _need(not info.is_dir() and info.file_size <= _MAX_MEMBER, f"member {name} is not a plain file")
-            data = z.read(name)
-            _need(sha256(data).hex() == digest, f"member {name} does not have the SHA-256 {INDEX} lists")
+            _need(name in by_name, f"missing member {name}", "missing-member")
+            data = _inflate(z, by_name[name])
+            _need(sha256(data).hex() == digest, f"member {name} does not have the SHA-256 {INDEX} lists",
+                  "digest-mismatch")
             members[name] = data
     return index, members
 
 
-def read_bundle(path: Union[str, Path, io.BytesIO]) -> Evidence:
-    """The `Evidence` in a bundle; `BundleError` for anything but a well-formed version-1 bundle."""
-    index, members = _read_members(path)
+def read_bundle(path: Union[str, Path, io.BytesIO], limits: BundleLimits = BundleLimits()) -> Evidence:
+    """The `Evidence` in a bundle; `BundleError` for anything but a well-formed v2 (or v1) bundle."""
+    index, members = _read_members(path, limits)
     for name in ("ledger/genesis.cbor", "ledger/headers.cbor", "ledger/sealer_sets.json", "ledger/anchors.cbor",
                  "ledger/state.cbor", "records.cbor"):
-        _need(name in members, f"missing member {name}")
+        _need(name in members, f"missing member {name}", "missing-member")
     try:
         genesis = Genesis.from_wire(_cbor(members, "ledger/genesis.cbor"))
         headers = tuple((BlockHeader.from_wire(h), CommitCertificate.from_wire(c))
@@ -192,32 +257,54 @@ def read_bundle(path: Union[str, Path, io.BytesIO]) -> Evidence:
         batches = []
         for b in index["batches"]:
             m = b["manifest"]
-            _need(m is None or m in members, f"batch {b['batch_id']!r}: manifest member {m} not listed")
+            _need(m is None or m in members, f"batch {b['batch_id']!r}: manifest member {m} not listed",
+                  "missing-member")
             batches.append(BatchEvidence(b["batch_id"], None if m is None else members[m]))
         records = []
         for r in _cbor(members, "records.cbor"):
             p = r["payload"]
-            _need(p is None or p in members, f"payload member {p} not listed")
+            _need(p is None or p in members, f"payload member {p} not listed", "missing-member")
             records.append(RecordEvidence(r["statement"], r["signature"], r["receipt"],
                                           None if p is None else members[p], r["batch_id"], r["leaf_index"],
                                           tuple(r["proof"])))
         rows = None
         if "rows.arrow" in members:
             rows = pa.ipc.open_file(pa.BufferReader(members["rows.arrow"])).read_all()
-            _need(rows.schema.names == ["statement_hash", "row_index", "time_us", "sensor", "value"],
-                  f"rows.arrow has the columns {rows.schema.names}")
-        w = index["window_us"]
-        window = None if w is None else (w[0], w[1])
+            if index["v"] == 1:
+                raise BundleError("this version-1 bundle's stored rows carry no device, which the verdict now "
+                                  "covers: re-export it with `sealstream evidence export`", "v1-rows-without-device")
+            _need(rows.schema.names == _ROW_COLUMNS, f"rows.arrow has the columns {rows.schema.names}")
+        subject = index["subject"]
+        if index["v"] == 1:
+            subject = _v1_subject(subject, index["window_us"])
         history = json.loads(members["ledger/sealer_sets.json"])
     except BundleError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError, pa.ArrowException) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, pa.ArrowException) as exc:
         raise BundleError(f"malformed bundle content: {type(exc).__name__}: {exc}") from None
     lg = LedgerEvidence(genesis, headers, anchors, state)
     if history != sealer_history(genesis, headers):
         raise _SealerHistoryMismatch()
     _need(index["genesis_hash"] == genesis.genesis_hash().hex(), f"{INDEX}: genesis_hash is not the genesis' hash")
-    return Evidence(index["subject"], lg, tuple(batches), tuple(records), rows, window)
+    return Evidence(subject, lg, tuple(batches), tuple(records), rows)
+
+
+_V1_SUBJECT_KEYS = {"blob": ("kind", "sha256"), "row": ("kind", "table", "key"),
+                    "range": ("kind", "device", "from", "to"), "batch": ("kind", "batch_id")}
+
+
+def _v1_subject(subject: Any, window: Any) -> dict:
+    """A v1 subject in v2 form: its descriptive extras dropped (they never widened the claim), and
+    its separate window refused unless it is the one the subject implies."""
+    _need(isinstance(subject, dict) and subject.get("kind") in _V1_SUBJECT_KEYS, "v1 bundle: unknown subject")
+    out = {k: subject[k] for k in _V1_SUBJECT_KEYS[subject["kind"]] if k in subject}
+    try:
+        implied = window_of(parse_subject(out))
+    except Exception:  # noqa: BLE001 - chain.verify reports a malformed subject at step subject
+        return out
+    got = None if window is None else tuple(window)
+    _need(got == implied, f"v1 bundle: window_us {window!r} is not the window its subject implies", "v1-window")
+    return out
 
 
 class _SealerHistoryMismatch(BundleError):
@@ -226,17 +313,20 @@ class _SealerHistoryMismatch(BundleError):
     step = "sealer-set"
 
     def __init__(self) -> None:
-        super().__init__("ledger/sealer_sets.json differs from the sealer sets the headers name")
+        super().__init__("ledger/sealer_sets.json differs from the sealer sets the headers name", "sealer-history")
 
 
 def verify_bundle(path: Union[str, Path, io.BytesIO], *, trusted_genesis_hash: Optional[bytes] = None,
-                  checkpoint: Optional[chain.Checkpoint] = None,
+                  checkpoint: Optional[chain.TrustedCheckpoint] = None, insecure_unpinned: bool = False,
+                  limits: BundleLimits = BundleLimits(),
                   progress: Optional[Callable[[int], None]] = None) -> Report:
-    """Read and verify a bundle; a bundle that does not read is a failed `Report` (step ``bundle``)."""
+    """Read and verify a bundle; a bundle that does not read is a failed `Report` (step ``bundle``,
+    its reason in the failure's evidence)."""
     try:
-        evidence = read_bundle(path)
+        evidence = read_bundle(path, limits)
     except BundleError as exc:
-        return Report({"kind": "bundle"}, (), (Failure(exc.step, str(exc)),), {})
+        return Report({"kind": "bundle"}, (), (Failure(exc.step, str(exc), {"reason": exc.reason}),), {},
+                      pinned=trusted_genesis_hash is not None or checkpoint is not None)
     return chain.verify(evidence, trusted_genesis_hash=trusted_genesis_hash, checkpoint=checkpoint,
-                        progress=progress)
+                        insecure_unpinned=insecure_unpinned, progress=progress)
 

@@ -27,14 +27,14 @@ Nothing here does I/O; `trust.verify` does the record steps, the ledger's
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ledger import light_client as lc_mod
 from ledger._types import Transaction
-from ledger.contracts import ProofError, verify_state_proof
-from ledger.contracts.registry import resolve_key
+from ledger.contracts import StateProofError, verify_state_proof
+from ledger.contracts.anchors import batch_key
+from ledger.contracts.registry import ent_key, resolve_key
 from trust import canonical
 from trust._hashes import sha256
 from trust.errors import (
@@ -44,27 +44,32 @@ from trust.errors import (
     CertificateQuorumError,
     DeviceKeyError,
     EvidenceMissingError,
-    LeafError,
     GenesisError,
     HeaderChainError,
+    LeafError,
     LedgerEvidenceError,
-    ManifestError,
     PayloadFormatError,
+    ReceiptGatewayError,
+    ReceiptLocationError,
     RegistryProofError,
+    RowDeviceError,
     RowMissingError,
     RowUnsignedError,
     SealerSetHistoryError,
+    SubjectError,
     TrustError,
     TxInBlockError,
     VerificationError,
 )
-from trust.receipt import AnchorRef
+from trust.manifest import ParsedManifest, parse_manifest
+from trust.receipt import AnchorRef, SealReceipt, content_address
 from trust.statement import Statement
-from trust.verify import check_device_key, check_leaf, check_manifest, verify_record
+from trust.verify import check_device_key, check_leaf, verify_record
 
 from .model import BatchEvidence, Evidence, Failure, LedgerEvidence, RecordEvidence, Report
+from .subject import BatchSubject, BlobSubject, RangeSubject, RowSubject, Subject, parse_subject, window_of
 
-__all__ = ["LedgerView", "ParsedManifest", "verify_ledger", "parse_manifest", "verify", "Checkpoint"]
+__all__ = ["LedgerView", "TrustedCheckpoint", "verify_ledger", "verify"]
 
 _LC_STEPS: dict[type, type] = {
     lc_mod.GenesisMismatch: GenesisError,
@@ -76,7 +81,6 @@ _LC_STEPS: dict[type, type] = {
     lc_mod.TxInclusionError: TxInBlockError,
 }
 _LC_NAMES = ("genesis", "header-link", "header-epoch", "sealer-set", "certificate", "tx-root", "inclusion")
-_MANIFEST_KEYS = {"v", "batch_id", "root", "tree_size", "window_start", "window_end", "leaves"}
 _MAX_FAILURES = 200
 
 
@@ -87,7 +91,7 @@ def _ledger_error(exc: lc_mod.LightClientError) -> LedgerEvidenceError:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class TrustedCheckpoint:
     """A header hash the user trusts at `height` (out of band).
 
     The verified chain must pass through it.  It is a trust anchor on its own:
@@ -100,7 +104,7 @@ class Checkpoint:
     header_hash: bytes
 
     @classmethod
-    def parse(cls, text: str) -> "Checkpoint":
+    def parse(cls, text: str) -> "TrustedCheckpoint":
         """``HEIGHT:HEADER_HASH_HEX``."""
         try:
             h, hx = text.split(":", 1)
@@ -113,7 +117,9 @@ class Checkpoint:
 
 
 class _ProvenState:
-    """A read-only state view over verified state values (what `registry.resolve` reads)."""
+    """A read-only state view over verified state values (what `registry.resolve` reads).
+
+    A key the evidence does not prove is refused (`RegistryProofError`), never defaulted."""
 
     def __init__(self, values: dict[str, Optional[bytes]]) -> None:
         self._values = values
@@ -129,17 +135,23 @@ class _ProvenState:
 
 @dataclass
 class LedgerView:
-    """A verified ledger: its light client and the state values that checked out."""
+    """A verified ledger: its light client, the state values that checked out and the one
+    height they are proven at (None: the evidence proves no state)."""
 
     client: lc_mod.LightClient
     state: _ProvenState
     genesis_hash: bytes
+    state_height: Optional[int] = None
 
 
 def verify_ledger(ledger: LedgerEvidence, *, trusted_genesis_hash: Optional[bytes] = None,
-                  checkpoint: Optional[Checkpoint] = None) -> LedgerView:
+                  checkpoint: Optional[TrustedCheckpoint] = None) -> LedgerView:
     """Follow the headers from the genesis and check every state value; raise a
-    `LedgerEvidenceError` subclass naming the step that failed."""
+    `LedgerEvidenceError` subclass naming the step that failed.
+
+    Every state value must be proven at **one** height (one certified state): values
+    proven at different heights could combine a key index of one time with an entity
+    record of another, e.g. a device record from before its revocation."""
     try:
         client = lc_mod.LightClient.from_genesis(ledger.genesis, trusted_genesis_hash)
         client.add_chain(ledger.headers)
@@ -150,46 +162,25 @@ def verify_ledger(ledger: LedgerEvidence, *, trusted_genesis_hash: Optional[byte
         if hdr is None or hdr.header_hash() != checkpoint.header_hash:
             raise GenesisError(f"the chain does not pass through the trusted checkpoint at height "
                                f"{checkpoint.height}")
+    heights = sorted({sv.height for sv in ledger.state})
+    if len(heights) > 1:
+        raise RegistryProofError(f"state values are proven at heights {heights[:5]}: a verifier needs them "
+                                 "from one certified state")
     values: dict[str, Optional[bytes]] = {}
     for sv in ledger.state:
+        if sv.key in values:
+            raise RegistryProofError(f"state value {sv.key!r} is given twice")
         hdr = client.headers.get(sv.height)
         if hdr is None:
             raise RegistryProofError(f"state value {sv.key!r} is proven at height {sv.height}, "
                                      f"past the {client.height} certified headers")
         try:
             verify_state_proof(hdr.state_root, sv.key, sv.value, sv.proof)
-        except (ProofError, TypeError, KeyError) as exc:
+        except (StateProofError, TypeError, KeyError, ValueError) as exc:
             raise RegistryProofError(f"state value {sv.key!r} at height {sv.height}: {exc}") from None
         values[sv.key] = sv.value
-    return LedgerView(client, _ProvenState(values), ledger.genesis.genesis_hash())
-
-
-@dataclass(frozen=True)
-class ParsedManifest:
-    batch_id: str
-    root: bytes
-    leaves: tuple[bytes, ...]
-
-
-def parse_manifest(data: bytes, batch_id: str) -> ParsedManifest:
-    """Parse a version-1 manifest (docs/storage.md) strictly, for `batch_id`;
-    `ManifestError` unless its leaves hash to its root."""
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or set(doc) != _MANIFEST_KEYS or doc["v"] != 1:
-            raise ValueError(f"want exactly the keys {sorted(_MANIFEST_KEYS)} and v=1")
-        if json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() != data:
-            raise ValueError("not in canonical form")
-        leaves = tuple(bytes.fromhex(h) for h in doc["leaves"])
-        root = bytes.fromhex(doc["root"])
-        if len(root) != 32 or any(len(x) != 32 for x in leaves):
-            raise ValueError("hashes must be 32 bytes")
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ManifestError(f"malformed manifest of batch {batch_id!r}: {exc}") from None
-    if doc["batch_id"] != batch_id:
-        raise ManifestError(f"the manifest stored for batch {batch_id!r} is batch {doc['batch_id']!r}")
-    check_manifest(leaves, root, doc["tree_size"])
-    return ParsedManifest(batch_id, root, leaves)
+    return LedgerView(client, _ProvenState(values), ledger.genesis.genesis_hash(),
+                      heights[0] if heights else None)
 
 
 @dataclass(frozen=True)
@@ -198,6 +189,8 @@ class _Anchor:
     tx_index: int
     root: bytes
     tree_size: int
+    submitter: str  # the did that signed the ANCHOR tx
+    gateway: str  # the registry id the ANCHOR names
 
 
 def _check_anchor(view: LedgerView, ledger: LedgerEvidence, batch_id: str) -> _Anchor:
@@ -215,21 +208,64 @@ def _check_anchor(view: LedgerView, ledger: LedgerEvidence, batch_id: str) -> _A
     p = tx.payload
     if tx.kind != "anchors.anchor" or not isinstance(p, dict) or p.get("batch_id") != batch_id:
         raise AnchorTxError(f"transaction {tx.tx_id.hex()[:16]} is not the ANCHOR of batch {batch_id!r}")
-    root, size = p.get("root"), p.get("tree_size")
-    if type(root) is not bytes or len(root) != 32 or type(size) is not int:
-        raise AnchorTxError(f"the ANCHOR of {batch_id!r} has no valid root/tree_size")
-    rec = view.state.get("anc/batch/" + batch_id)
+    root, size, gateway = p.get("root"), p.get("tree_size"), p.get("gateway")
+    if type(root) is not bytes or len(root) != 32 or type(size) is not int or not isinstance(gateway, str):
+        raise AnchorTxError(f"the ANCHOR of {batch_id!r} has no valid root/tree_size/gateway")
+    rec = view.state.get(batch_key(batch_id))
     if not isinstance(rec, dict) or rec.get("tx_id") != tx.tx_id or rec.get("root") != root \
-            or rec.get("height") != a.proof.height or rec.get("index") != a.proof.index:
+            or rec.get("height") != a.proof.height or rec.get("index") != a.proof.index \
+            or rec.get("submitter") != tx.submitter or rec.get("gateway") != gateway:
         raise AnchorTxError(f"the anchors state does not record this transaction as batch {batch_id!r}'s "
                             "accepted anchor (refused or another tx)")
-    return _Anchor(a.proof.height, a.proof.index, root, size)
+    return _Anchor(a.proof.height, a.proof.index, root, size, tx.submitter, gateway)
+
+
+def _as_of_anchor(view: LedgerView, did: str, anchor: _Anchor, role: str) -> Any:
+    """`did`'s resolution as the ANCHOR tx saw it, from a state proven at or after the anchor
+    (so it also shows any rotation or revocation that took effect before the anchor)."""
+    if view.state_height is None or view.state_height < anchor.height:
+        raise RegistryProofError(
+            f"the registry is proven at height {view.state_height}, before the anchor at height {anchor.height}: "
+            f"it cannot show that the {role} key of {did} was still in force there")
+    return resolve_key(view.state, did, anchor.height, anchor.tx_index)
+
+
+def _active_org(view: LedgerView, org: Optional[str]) -> bool:
+    rec = view.state.get(ent_key(org)) if isinstance(org, str) else None
+    return isinstance(rec, dict) and rec.get("type") == "org" and rec.get("revoked") is None
 
 
 def _device_key(view: LedgerView, stmt: Statement, anchor: _Anchor) -> str:
-    r = resolve_key(view.state, stmt.device, anchor.height, anchor.tx_index)
+    """The key a statement must verify under: `stmt.device`, bound to a ``device`` entity of an
+    active org and in force at the ANCHOR's (height, tx index)."""
+    r = _as_of_anchor(view, stmt.device, anchor, "device")
+    if r is not None and r.type != "device":
+        raise DeviceKeyError(f"{stmt.device} is the key of {r.type} {r.id!r}, not of a device: a statement "
+                             "must be signed by a device key")
+    if r is not None and r.status == "active" and not _active_org(view, r.org):
+        raise DeviceKeyError(f"device {r.id!r} belongs to {r.org!r}, which is not an active organisation")
     status, key = ("unknown", None) if r is None else (r.status, r.key)
     return check_device_key(stmt.device, status, key)
+
+
+def _check_receipt(view: LedgerView, stmt: Statement, receipt_bytes: bytes, anchor: _Anchor) -> None:
+    """The seal receipt binds: its location is the payload's content address, and its signer is
+    an active ``gateway`` at the anchor and the very gateway that submitted the ANCHOR."""
+    receipt = SealReceipt.from_bytes(receipt_bytes)  # parsed and signature-checked by verify_record
+    want = content_address(stmt.payload_sha256)
+    if receipt.location != want:
+        raise ReceiptLocationError(f"the receipt says the payload is at {receipt.location!r}, not at its "
+                                   f"content address {want!r}")
+    r = _as_of_anchor(view, receipt.gateway, anchor, "gateway")
+    if r is None or r.type != "gateway" or r.status != "active":
+        what = "unregistered" if r is None else f"{r.type or 'unknown'} {r.id!r} ({r.status})"
+        raise ReceiptGatewayError(f"the receipt is signed by {receipt.gateway}, which is not an active gateway "
+                                  f"at the anchor (it resolves as {what})")
+    if receipt.gateway != anchor.submitter or r.id != anchor.gateway:
+        raise ReceiptGatewayError(f"the receipt is signed by gateway {r.id!r}, but the batch was anchored by "
+                                  f"gateway {anchor.gateway!r}: the anchoring gateway must seal its records")
+    if not _active_org(view, r.org):
+        raise ReceiptGatewayError(f"gateway {r.id!r} belongs to {r.org!r}, which is not an active organisation")
 
 
 class _Run:
@@ -258,46 +294,92 @@ class _Run:
         return tuple(s for s in CHAIN_STEPS if s in self.passed and s not in failed)
 
 
+@dataclass
+class _Checked:
+    """What one record's verification established (`stmt` None: the statement did not parse)."""
+
+    statement_hash: bytes
+    stmt: Optional[Statement]
+    batch_id: Optional[str]
+    leaf_index: Optional[int]
+    verified: bool
+
+
 def _record_failure(run: _Run, exc: VerificationError, rec_ev: RecordEvidence, stmt_hash: str) -> None:
     run.fail(exc.step, str(exc), statement_hash=stmt_hash, batch_id=rec_ev.batch_id, leaf_index=rec_ev.leaf_index)
 
 
+_NO_ANCHOR = "no trust anchor: pin the genesis (--genesis-hash HEX or --genesis FILE) or a checkpoint " \
+             "(--checkpoint HEIGHT:HASH); --insecure-unpinned verifies against the evidence's own genesis"
+
+
 def verify(evidence: Evidence, *, trusted_genesis_hash: Optional[bytes] = None,
-           checkpoint: Optional[Checkpoint] = None,
+           checkpoint: Optional[TrustedCheckpoint] = None, insecure_unpinned: bool = False,
            progress: Optional[Callable[[int], None]] = None) -> Report:
-    """Check everything in `evidence`; a `Report` with every failure found (capped)."""
+    """Check everything in `evidence` against its claimed subject; a `Report` with every failure
+    found (capped).  A trust anchor (genesis hash or checkpoint) is required unless
+    `insecure_unpinned`, and the report then says ``pinned: false``."""
     run = _Run()
-    subject = evidence.subject
+    pinned = trusted_genesis_hash is not None or checkpoint is not None
     counts = {"records": len(evidence.records), "batches": len(evidence.batches),
               "rows": 0 if evidence.rows is None else evidence.rows.num_rows}
+    genesis_hex = evidence.ledger.genesis.genesis_hash().hex()
+
+    def done(height: int, proven: Optional[dict] = None) -> Report:
+        counts["failures"] = run.failed_count
+        return Report(claimed, run.passed_steps(), tuple(run.failures), counts, genesis_hex, height,
+                      pinned=pinned, proven=proven if not run.failures else None)
+
+    claimed = evidence.subject if isinstance(evidence.subject, dict) else {"kind": None}
+    try:
+        subject = parse_subject(evidence.subject)
+        claimed = subject.to_json()
+    except SubjectError as exc:
+        run.fail(exc.step, str(exc))
+        return done(0)
+    if not pinned and not insecure_unpinned:
+        run.fail(GenesisError.step, _NO_ANCHOR)
+        return done(0)
     try:
         view = verify_ledger(evidence.ledger, trusted_genesis_hash=trusted_genesis_hash, checkpoint=checkpoint)
     except VerificationError as exc:
         run.fail(exc.step, str(exc), height=getattr(exc, "height", None))
-        return Report(subject, run.passed_steps(), tuple(run.failures), counts,
-                      evidence.ledger.genesis.genesis_hash().hex(), 0)
+        return done(0)
     run.ok("genesis", "header-chain", "sealer-set", "certificate")
     if evidence.ledger.state:
         run.ok("registry-proof")
 
     batches: dict[str, tuple[_Anchor, ParsedManifest]] = {}
+    seen_batches: set[str] = set()
     for b in evidence.batches:
+        if b.batch_id in seen_batches:
+            run.fail(SubjectError.step, f"batch {b.batch_id!r} is given twice", batch_id=b.batch_id)
+            continue
+        seen_batches.add(b.batch_id)
         got = _verify_batch(run, view, evidence.ledger, b)
         if got is not None:
             batches[b.batch_id] = got
 
-    if subject.get("kind") == "batch":
+    if isinstance(subject, BatchSubject):
         _verify_complete(run, batches, evidence.records)
     signed_rows: dict[bytes, Any] = {}
+    checked: list[_Checked] = []
+    seen: set[bytes] = set()
     for n, rec_ev in enumerate(evidence.records):
-        _verify_record(run, view, batches, rec_ev, signed_rows, evidence.rows is not None)
+        c = _verify_record(run, view, batches, rec_ev, signed_rows, evidence.rows is not None)
+        if c.statement_hash in seen:
+            run.fail(SubjectError.step, f"statement {c.statement_hash.hex()} is given twice",
+                     statement_hash=c.statement_hash.hex())
+            c.verified = False
+        seen.add(c.statement_hash)
+        checked.append(c)
         if progress is not None:
             progress(n + 1)
     if evidence.rows is not None:
-        _verify_rows(run, evidence, signed_rows)
-    counts["failures"] = run.failed_count
-    return Report(subject, run.passed_steps(), tuple(run.failures), counts,
-                  view.genesis_hash.hex(), view.client.height)
+        devices = {c.statement_hash: c.stmt.device for c in checked if c.verified and c.stmt is not None}
+        _verify_rows(run, evidence.rows, subject, signed_rows, devices)
+    proven = _verify_subject(run, subject, evidence, checked, batches)
+    return done(view.client.height, proven)
 
 
 def _verify_batch(run: _Run, view: LedgerView, ledger: LedgerEvidence,
@@ -334,11 +416,16 @@ def _verify_complete(run: _Run, batches: dict, records: tuple[RecordEvidence, ..
 
 
 def _verify_record(run: _Run, view: LedgerView, batches: dict, rec_ev: RecordEvidence,
-                   signed_rows: dict, want_rows: bool) -> None:
+                   signed_rows: dict, want_rows: bool) -> _Checked:
     from .rows import payload_rows
 
     stmt_hash = sha256(rec_ev.statement)
     hx = stmt_hash.hex()
+    out = _Checked(stmt_hash, None, rec_ev.batch_id, rec_ev.leaf_index, False)
+    try:
+        out.stmt = Statement.from_bytes(rec_ev.statement)
+    except TrustError:
+        pass  # reported below as statement-format, in the chain's order
     try:
         if rec_ev.batch_id is None or rec_ev.leaf_index is None:
             raise EvidenceMissingError(f"statement {hx} is in no anchored batch")
@@ -356,8 +443,9 @@ def _verify_record(run: _Run, view: LedgerView, batches: dict, rec_ev: RecordEvi
         except ValueError as exc:
             raise LeafError(f"statement {hx}: {exc}") from None
         try:
-            stmt = Statement.from_bytes(rec_ev.statement)
-            key = _device_key(view, stmt, anchor)
+            if out.stmt is None:
+                raise DeviceKeyError("the statement does not parse")
+            key = _device_key(view, out.stmt, anchor)
         except (DeviceKeyError, RegistryProofError, TrustError) as exc:
             # Report payload/format failures before the key, as the chain orders them.
             early = verify_record(rec_ev.payload, rec_ev.statement, rec_ev.signature, rec_ev.receipt, ref,
@@ -373,62 +461,192 @@ def _verify_record(run: _Run, view: LedgerView, batches: dict, rec_ev: RecordEvi
                                rec_ev.proof, device_key=key, root=anchor.root)
         run.ok(*result.passed)
         result.raise_for_failure()
-        run.ok("leaf")
-        if want_rows and stmt.kind == "timeseries":
+        _check_receipt(view, out.stmt, rec_ev.receipt, anchor)
+        run.ok("leaf", "receipt-location", "receipt-gateway")
+        if want_rows and out.stmt.kind == "timeseries":
             try:
                 signed_rows[stmt_hash] = payload_rows(rec_ev.payload)
                 run.ok("payload-format")
             except PayloadFormatError as exc:
                 signed_rows[stmt_hash] = exc
                 raise
+        out.verified = True
     except VerificationError as exc:
         _record_failure(run, exc, rec_ev, hx)
+    return out
 
 
-def _verify_rows(run: _Run, evidence: Evidence, signed_rows: dict) -> None:
+def _groups(rows: Any) -> tuple[Any, dict[bytes, tuple[int, int]]]:
+    """`rows` sorted so each statement's rows are contiguous, and ``hash -> (start, count)``."""
     import pyarrow as pa
+    import pyarrow.compute as pc
+
+    groups: dict[bytes, tuple[int, int]] = {}
+    if not rows.num_rows:
+        return rows, groups
+    col = rows.column("statement_hash").combine_chunks()
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(col)
+    ids = col.indices
+    runs = 1 + pc.sum(pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).cast(pa.int64())).as_py() \
+        if len(ids) > 1 else 1
+    if runs != len(pc.unique(ids)):  # a statement's rows are not contiguous: sort them together
+        order = pc.sort_indices(ids)
+        rows = rows.take(order)
+        ids = ids.take(order)
+    start = 0
+    for item in pc.value_counts(ids):  # first-appearance order = the order of the runs
+        h = col.dictionary[item["values"].as_py()].as_py()
+        c = item["counts"].as_py()
+        groups[h] = (start, c)
+        start += c
+    return rows, groups
+
+
+def _plain(arr: Any) -> Any:
+    """A dictionary-encoded column decoded (comparisons against a scalar want plain values)."""
+    return arr.dictionary_decode() if hasattr(arr, "dictionary_decode") else arr
+
+
+def _verify_rows(run: _Run, rows: Any, subject: Subject, signed_rows: dict, devices: dict[bytes, str]) -> None:
     import pyarrow.compute as pc
 
     from .rows import compare_rows
 
-    rows = evidence.rows
-    known = set(signed_rows)
-    # Group the stored rows by statement: sort the dictionary indices once, then slice.
-    groups: dict[bytes, tuple[int, int]] = {}
-    if rows.num_rows:
-        col = rows.column("statement_hash").combine_chunks()
-        if not pa.types.is_dictionary(col.type):
-            col = pc.dictionary_encode(col)
-        ids = col.indices
-        runs = 1 + pc.sum(pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).cast(pa.int64())).as_py() \
-            if len(ids) > 1 else 1
-        if runs != len(pc.unique(ids)):  # a statement's rows are not contiguous: sort them together
-            order = pc.sort_indices(ids)
-            rows = rows.take(order)
-            ids = ids.take(order)
-        start = 0
-        for item in pc.value_counts(ids):  # first-appearance order = the order of the runs
-            h = col.dictionary[item["values"].as_py()].as_py()
-            c = item["counts"].as_py()
-            groups[h] = (start, c)
-            start += c
+    window = window_of(subject)
+    if "device" not in rows.schema.names:
+        run.fail(RowDeviceError.step, "the stored rows carry no device column: which device a row is "
+                 "attributed to cannot be checked")
+        return
+    rows, groups = _groups(rows)
+    if isinstance(subject, RangeSubject) and rows.num_rows:
+        dev = rows.column("device").combine_chunks()
+        wrong = pc.sum(pc.invert(pc.fill_null(pc.equal(_plain(dev), subject.device), False)).cast("int64")).as_py()
+        if wrong:
+            run.fail(RowDeviceError.step, f"{wrong} stored row(s) in the range are attributed to another device "
+                     f"than {subject.device}", device=subject.device, rows=wrong)
+        t = rows.column("time_us").combine_chunks()
+        outside = pc.sum(pc.invert(pc.and_(pc.greater_equal(t, subject.from_us),
+                                           pc.less(t, subject.to_us))).cast("int64")).as_py()
+        if outside:
+            run.fail(SubjectError.step, f"{outside} stored row(s) lie outside the subject's window",
+                     rows=outside)
     for h, (start, count) in groups.items():
-        if h not in known:
+        if h not in devices:
             run.fail(RowUnsignedError.step, f"{count} stored row(s) name statement {h.hex()}, which is not a "
                      "verified signed time series", statement_hash=h.hex(), rows=count)
             continue
-        signed = signed_rows[h]
-        if isinstance(signed, Exception):
+        signed = signed_rows.get(h)
+        if signed is None or isinstance(signed, Exception):
+            run.fail(RowUnsignedError.step, f"{count} stored row(s) name statement {h.hex()}, which signed no "
+                     "time series", statement_hash=h.hex(), rows=count)
             continue
-        for f in compare_rows(h, signed, rows.slice(start, count), evidence.window_us):
+        part = rows.slice(start, count)
+        dev = part.column("device").combine_chunks()
+        same = pc.fill_null(pc.equal(_plain(dev), devices[h]), False)
+        if not pc.all(same).as_py():
+            bad = pc.sum(pc.invert(same).cast("int64")).as_py()
+            run.fail(RowDeviceError.step, f"{bad} stored row(s) of statement {h.hex()} are attributed to another "
+                     f"device than its signer {devices[h]}", statement_hash=h.hex(), rows=bad)
+        for f in compare_rows(h, signed, part, window):
             run.fail(f.step, f.message, **f.evidence)
-    if evidence.window_us is not None:
+    if window is not None:
         for h, signed in signed_rows.items():
             if h not in groups and not isinstance(signed, Exception):
-                for f in compare_rows(h, signed, rows.slice(0, 0), evidence.window_us):
+                for f in compare_rows(h, signed, rows.slice(0, 0), window):
                     run.fail(f.step, f.message, **f.evidence)
-    if evidence.subject.get("kind") == "row" and rows.num_rows == 0:
-        run.fail(RowMissingError.step, f"no stored row {evidence.subject.get('key')!r}",
-                 table=evidence.subject.get("table"), key=evidence.subject.get("key"))
     if not any(f.step.startswith("row-") for f in run.failures):
-        run.ok("row-value", "row-missing", "row-unsigned")
+        run.ok("row-value", "row-missing", "row-unsigned", "row-device")
+
+
+def _outside(subject: Subject, c: _Checked) -> bool:
+    if c.stmt is None:
+        return False  # failed statement-format already
+    if isinstance(subject, BlobSubject):
+        return c.stmt.payload_sha256 != subject.sha256
+    if isinstance(subject, RowSubject):
+        return c.statement_hash != subject.statement_hash
+    if isinstance(subject, RangeSubject):
+        return c.stmt.device != subject.device
+    return c.batch_id != subject.batch_id
+
+
+def _verify_subject(run: _Run, subject: Subject, evidence: Evidence, checked: list[_Checked],
+                    batches: dict[str, tuple[_Anchor, ParsedManifest]]) -> Optional[dict]:
+    """Refuse (step ``subject``) unless the verified content covers the claimed subject and the
+    evidence holds nothing outside it; return the subject as proven."""
+    before = run.failed_count
+    outside = [c.statement_hash.hex() for c in checked if _outside(subject, c)]
+    if outside:
+        run.fail(SubjectError.step, f"{len(outside)} record(s) in the evidence are not about the subject "
+                 f"{subject.to_json()}", statement_hash=outside[:20])
+    used = {c.batch_id for c in checked}
+    if isinstance(subject, BatchSubject):
+        used = {subject.batch_id}
+    stray = sorted({b.batch_id for b in evidence.batches} - used)
+    if stray:
+        run.fail(SubjectError.step, f"batch(es) {stray[:5]} in the evidence hold no record of the subject",
+                 batch_id=stray[:20])
+    ok = [c for c in checked if c.verified and not _outside(subject, c)]
+    # A record that failed is already a failure; coverage is reported on its own only when every
+    # record verified (so a verdict with no failure always covers its subject).
+    quiet = any(not c.verified for c in checked)
+    if not ok:
+        if not quiet:
+            run.fail(SubjectError.step, f"no verified record covers the subject {subject.to_json()}")
+        return None
+    rows = evidence.rows
+    nrows = 0 if rows is None else rows.num_rows
+    if isinstance(subject, BlobSubject):
+        proven: dict = {"kind": "blob", "sha256": subject.sha256.hex(),
+                        "statements": [c.statement_hash.hex() for c in ok],
+                        "devices": sorted({c.stmt.device for c in ok if c.stmt}),
+                        "batches": sorted({c.batch_id for c in ok if c.batch_id})}
+    elif isinstance(subject, RowSubject):
+        c = ok[0]
+        proven = {"kind": "row", "table": subject.table, "key": subject.key, "device": c.stmt.device if c.stmt else None,
+                  "batch_id": c.batch_id, "leaf_index": c.leaf_index}
+        if subject.table == "readings":
+            _row_covered(run, subject, rows)
+        elif subject.table == "blobs" and c.stmt is not None and c.stmt.kind == "timeseries":
+            run.fail(SubjectError.step, f"statement {subject.key} is a time series, not a blob")
+        elif nrows:
+            run.fail(SubjectError.step, f"a {subject.table} row subject carries {nrows} stored reading(s)")
+    elif isinstance(subject, RangeSubject):
+        if rows is None:
+            run.fail(SubjectError.step, "a range subject needs the stored rows of the range")
+        proven = {"kind": "range", "device": subject.device, "from": subject.start, "to": subject.end,
+                  "statements": len(ok), "rows": nrows}
+    else:
+        got = batches.get(subject.batch_id)
+        if got is None:
+            run.fail(SubjectError.step, f"batch {subject.batch_id!r} itself did not verify", batch_id=subject.batch_id)
+            return None
+        anchor, manifest = got
+        covered = {c.statement_hash for c in ok if c.batch_id == subject.batch_id}
+        missing = [i for i, leaf in enumerate(manifest.leaves) if leaf not in covered]
+        if missing and not quiet:
+            run.fail(SubjectError.step, f"{len(missing)} leaf/leaves of batch {subject.batch_id!r} have no "
+                     "verified record", batch_id=subject.batch_id, leaf_index=missing[:20])
+        elif missing:
+            return None
+        if rows is None:
+            run.fail(SubjectError.step, "a batch subject needs the stored rows of its time series")
+        proven = {"kind": "batch", "batch_id": subject.batch_id, "root": anchor.root.hex(),
+                  "height": anchor.height, "tx_index": anchor.tx_index, "leaves": len(manifest.leaves),
+                  "rows": nrows}
+    if run.failed_count == before:
+        run.ok(SubjectError.step)
+    return proven
+
+
+def _row_covered(run: _Run, subject: RowSubject, rows: Any) -> None:
+    """A readings row subject: the stored rows are exactly that one row."""
+    if rows is None or rows.num_rows == 0:
+        run.fail(RowMissingError.step, f"no stored row {subject.key!r}", table=subject.table, key=subject.key)
+        return
+    hs = _plain(rows.column("statement_hash").combine_chunks())
+    pairs = set(zip(map(bytes, hs.to_pylist()), rows.column("row_index").to_pylist()))
+    if pairs != {(subject.statement_hash, subject.row_index)} or rows.num_rows != 1:
+        run.fail(SubjectError.step, f"the stored rows given are not exactly row {subject.key}",
+                 rows=rows.num_rows)

@@ -90,12 +90,12 @@ class RecordEvidence:
 class Evidence:
     """What one verification checks.
 
-    ``subject``: ``{"kind": blob|row|range|batch, ...}`` (JSON-friendly).
+    ``subject``: the *claimed* subject, ``{"kind": blob|row|range|batch, ...}``
+    (`verify.subject`: parsed strictly; the verdict says what was proven).
     ``rows``: the stored time-series rows under test as an Arrow table with
     the columns of `rows.ROW_SCHEMA` (None when the subject has no rows).
-    ``window_us``: for ranges, ``(from, to)`` in µs: every signed row in it
-    must be stored; for a batch, ``(None, None)`` (every row); for one row, None
-    (only the stored rows given are compared).
+    Which signed rows must be stored follows from the subject
+    (`subject.window_of`), never from the evidence.
     """
 
     subject: dict
@@ -103,7 +103,6 @@ class Evidence:
     batches: tuple[BatchEvidence, ...]
     records: tuple[RecordEvidence, ...]
     rows: Any = None
-    window_us: Optional[tuple[Optional[int], Optional[int]]] = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,9 @@ class Failure:
 
 @dataclass(frozen=True)
 class Report:
-    """The verdict: steps that passed, failures (first = the one to show), counts."""
+    """The verdict: the claimed subject, steps that passed, failures (first = the one to
+    show), counts; `proven` is the subject as the verified content shows it (None unless ok);
+    `pinned` is False when no trust anchor was given (``--insecure-unpinned``)."""
 
     subject: dict
     passed: tuple[str, ...]
@@ -128,10 +129,12 @@ class Report:
     counts: dict
     genesis_hash: str = ""
     ledger_height: int = 0
+    pinned: bool = True
+    proven: Optional[dict] = None
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and self.proven is not None
 
     @property
     def failed_step(self) -> Optional[str]:
@@ -140,11 +143,13 @@ class Report:
     def to_json(self) -> dict:
         return {
             "ok": self.ok,
-            "subject": self.subject,
+            "subject": self.proven,
+            "claimed_subject": self.subject,
             "failed_step": self.failed_step,
             "passed": list(self.passed),
             "failures": [f.to_json() for f in self.failures],
             "counts": self.counts,
             "genesis_hash": self.genesis_hash,
             "ledger_height": self.ledger_height,
+            "pinned": self.pinned,
         }

@@ -28,13 +28,15 @@ from .model import Failure
 
 __all__ = ["ROW_SCHEMA", "payload_rows", "compare_rows", "empty_rows"]
 
-#: Columns of the stored rows under test (what `collect` reads from ``readings``).
+#: Columns of the stored rows under test (what `collect` reads from ``readings``); ``device``
+#: is the device the database attributes the row to (checked against its statement's signer).
 ROW_SCHEMA = pa.schema([
     ("statement_hash", pa.binary(32)),
     ("row_index", pa.int32()),
     ("time_us", pa.int64()),
     ("sensor", pa.string()),
     ("value", pa.float64()),
+    ("device", pa.string()),
 ])
 _UTC_US = pa.timestamp("us", tz="UTC")
 _MAX_LISTED = 20

@@ -27,7 +27,7 @@ from ._app import (
     state_root_of,
     verify_state_proof,
 )
-from ._smt import ProofError
+from ._smt import StateProofError
 from .registry import Resolution, resolve, resolve_key
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
     "FeeHook",
     "GenesisEntity",
     "GenesisOrg",
-    "ProofError",
+    "StateProofError",
     "Refused",
     "Resolution",
     "TxContext",

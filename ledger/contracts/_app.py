@@ -156,11 +156,11 @@ def recompute_root(state: Mapping[str, bytes]) -> StateRoot:
 
 
 def verify_state_proof(state_root: bytes, key: str, value: bytes | None, proof: dict) -> None:
-    """Raise `_smt.ProofError` unless `proof` (from `ContractState.prove`) shows
+    """Raise `_smt.StateProofError` unless `proof` (from `ContractState.prove`) shows
     that under `state_root` the key holds the canonical bytes `value` (None: absent)."""
     tree_root = proof.get("tree_root") if isinstance(proof, dict) else None
     if type(tree_root) is not bytes or state_root_of(tree_root) != state_root:
-        raise _smt.ProofError("the proof's tree root does not give the state root")
+        raise _smt.StateProofError("the proof's tree root does not give the state root")
     _smt.verify_proof(tree_root, _key_hash(key), None if value is None else sha256(value), proof)
 
 

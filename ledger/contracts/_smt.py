@@ -32,7 +32,7 @@ from __future__ import annotations
 from hashlib import sha256 as _sha256
 from typing import Iterable, Optional, Sequence, Union
 
-__all__ = ["EMPTY", "Node", "leaf_hash", "root_of", "build", "update", "prove", "verify_proof", "ProofError"]
+__all__ = ["EMPTY", "Node", "leaf_hash", "root_of", "build", "update", "prove", "verify_proof", "StateProofError"]
 
 EMPTY = bytes(32)
 _LEAF = b"\x00"
@@ -41,7 +41,7 @@ _NODE = b"\x01"
 Node = Optional[tuple]
 
 
-class ProofError(ValueError):
+class StateProofError(ValueError):
     """A state proof does not match the claimed root, key or value."""
 
 
@@ -161,36 +161,36 @@ def prove(node: Node, key_hash: bytes) -> dict:
 
 
 def verify_proof(root: bytes, key_hash: bytes, value_hash: Union[bytes, None], proof: dict) -> None:
-    """Raise `ProofError` unless `proof` shows `key_hash -> value_hash` under `root`.
+    """Raise `StateProofError` unless `proof` shows `key_hash -> value_hash` under `root`.
 
     `value_hash` None checks non-membership."""
     try:
         siblings = list(proof["siblings"])
         leaf = proof["leaf"]
     except (KeyError, TypeError):
-        raise ProofError("malformed state proof") from None
+        raise StateProofError("malformed state proof") from None
     if len(siblings) > 256 or not all(type(s) is bytes and len(s) == 32 for s in siblings):
-        raise ProofError("malformed state proof siblings")
+        raise StateProofError("malformed state proof siblings")
     depth = len(siblings)
     if leaf is None:
         if value_hash is not None:
-            raise ProofError("proof ends in an empty subtree: the key is absent")
+            raise StateProofError("proof ends in an empty subtree: the key is absent")
         h = EMPTY
     else:
         if not (isinstance(leaf, (list, tuple)) and len(leaf) == 2
                 and all(type(x) is bytes and len(x) == 32 for x in leaf)):
-            raise ProofError("malformed state proof leaf")
+            raise StateProofError("malformed state proof leaf")
         k0, v0 = leaf
         if any(_bit(k0, d) != _bit(key_hash, d) for d in range(depth)):
-            raise ProofError("the proof's leaf is not on the key's path")
+            raise StateProofError("the proof's leaf is not on the key's path")
         if value_hash is None:
             if k0 == key_hash:
-                raise ProofError("the key is present")
+                raise StateProofError("the key is present")
         elif k0 != key_hash or v0 != value_hash:
-            raise ProofError("the proof's leaf is another key or value")
+            raise StateProofError("the proof's leaf is another key or value")
         h = leaf_hash(k0, v0)
     for d in range(depth - 1, -1, -1):
         s = siblings[d]
         h = _sha256(_NODE + (s + h if _bit(key_hash, d) else h + s)).digest()
     if h != root:
-        raise ProofError("state proof does not lead to the root")
+        raise StateProofError("state proof does not lead to the root")

@@ -20,7 +20,7 @@ from cluster_checks import wait_converged
 from ledger import LightClient
 from ledger.client import AsyncLedgerClient, LedgerClientError, Receipt
 from ledger.cluster import LocalCluster
-from ledger.contracts import ProofError, verify_state_proof
+from ledger.contracts import StateProofError, verify_state_proof
 from ledger.layout import LayoutError
 from trust import canonical
 from trust.identity import KeyPair
@@ -162,9 +162,9 @@ def test_contracts_on_four_nodes(make_cluster: Callable[..., LocalCluster]) -> N
     value = bytes.fromhex(sp["value"])
     verify_state_proof(header.state_root, "reg/ent/dev1", value, proof)
     assert canonical.decode(value)["revoked"] == [r, revoked.index]
-    with pytest.raises(ProofError):
+    with pytest.raises(StateProofError):
         verify_state_proof(header.state_root, "reg/ent/dev1", value + b"\0", proof)
-    with pytest.raises(ProofError):
+    with pytest.raises(StateProofError):
         verify_state_proof(header.state_root, "reg/ent/dev1", None, proof)
 
     # all nodes report the same state root at the same height, the one in that header

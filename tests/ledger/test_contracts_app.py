@@ -11,7 +11,7 @@ from ledger import Genesis, Transaction
 from ledger.contracts import (
     ContractApp,
     ContractsGenesis,
-    ProofError,
+    StateProofError,
     Refused,
     recompute_root,
     verify_state_proof,
@@ -208,15 +208,15 @@ def test_state_proofs() -> None:
     absent = st.prove("reg/ent/ghost")
     assert absent["value"] is None
     verify_state_proof(root, "reg/ent/ghost", None, absent)
-    with pytest.raises(ProofError):
+    with pytest.raises(StateProofError):
         verify_state_proof(root, "reg/ent/gw", p["value"] + b"x", p)
-    with pytest.raises(ProofError):
+    with pytest.raises(StateProofError):
         verify_state_proof(root, "reg/ent/gw", None, p)
-    with pytest.raises(ProofError):
+    with pytest.raises(StateProofError):
         verify_state_proof(root, "reg/ent/ghost", p["value"], absent)
-    with pytest.raises(ProofError):
+    with pytest.raises(StateProofError):
         verify_state_proof(c.roots[0], "reg/ent/gw", p["value"], p)
-    with pytest.raises(ProofError):
+    with pytest.raises(StateProofError):
         verify_state_proof(root, "reg/ent/gw", p["value"], {**p, "siblings": [bytes(32)] + p["siblings"]})
 
 
