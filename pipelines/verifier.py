@@ -8,19 +8,25 @@ archived payloads, each stored row against its signed payload, the root
 rebuilt from the manifest and matched with the ANCHOR tx, headers from the
 genesis), then in one transaction record the verdict in ``batch_verdicts``
 and, for a verified batch, its statements in ``verified_statements`` (what
-the ``verified_*`` views join).  A failed batch: each failure is published to
-``iiot.alerts`` and counted by step, and none of its rows shows in the views.
+the ``verified_*`` views join).  A failed batch: its alert is written to
+``alert_outbox`` in that same transaction (so a verdict is never recorded
+without its alert), its failures are counted by step, and none of its rows
+shows in the views; the outbox relay (`pipelines.outbox.AlertRelay`) then
+commits the alert to ``iiot.alerts`` once (Kafka transactions; header
+``ss-alert-id``).
 
 The Faust app (`build_app`) runs one agent on ``iiot.anchors`` (value: the
 anchor agent's JSON, ``batch_id`` read from it), a timer that picks up
 anchored batches without a verdict (missed messages, a verifier started
-late) and a periodic audit that re-checks a random sample of batches
-verified before (`audit_sample` every `audit_interval_s`).
+late), a periodic audit that re-checks a random sample of batches
+verified before (`audit_sample` every `audit_interval_s`) and the outbox
+relay task (woken by each new alert, and every `relay_interval_s` to retry).
 
 Metrics (own registry): ``sealstream_verify_batches_total{verdict}``,
 ``sealstream_verify_failures_total{step}``,
 ``sealstream_verify_last_failure_timestamp_seconds``,
-``sealstream_verify_batch_seconds``.
+``sealstream_verify_batch_seconds``, and the relay's ``sealstream_alert_outbox_*``
+(`pipelines.outbox.OutboxMetrics`).
 """
 
 from __future__ import annotations
@@ -35,17 +41,19 @@ from typing import Any, Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from storage.outbox import AlertOutbox, OutboxMessage, new_alert_id
 from storage.verification import BatchVerdict, VerificationStore, VerifiedStatement
 from trust._hashes import sha256
 from trust.statement import Statement
 
 from verify import chain
 from .collect import CollectError, Collector
+from .outbox import AlertRelay, OutboxMetrics
 from verify.model import Evidence, Report
 from verify.rows import payload_rows
 
-__all__ = ["VerifyMetrics", "BatchVerifier", "alert_value", "build_app", "run_verifier", "ANCHORS_TOPIC",
-           "ALERTS_TOPIC"]
+__all__ = ["VerifyMetrics", "BatchVerifier", "alert_value", "alert_message", "build_app", "run_verifier",
+           "ANCHORS_TOPIC", "ALERTS_TOPIC"]
 
 log = logging.getLogger("sealstream.pipeline.verifier")
 ANCHORS_TOPIC = "iiot.anchors"
@@ -66,19 +74,31 @@ class VerifyMetrics:
                                   "Unix time of the last failed verification", registry=self.registry)
         self.seconds = Histogram("sealstream_verify_batch_seconds", "Time to verify one batch",
                                  registry=self.registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.outbox = OutboxMetrics(self.registry)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)
 
 
-def alert_value(batch_id: str, report: Report, audit: bool) -> bytes:
-    """The ``iiot.alerts`` value of a failed batch: compact sorted JSON."""
+def alert_value(batch_id: str, report: Report, audit: bool, alert_id: Optional[str] = None) -> bytes:
+    """The ``iiot.alerts`` value of a failed batch: compact sorted JSON (``alert_id``: the
+    ``ss-alert-id`` header's value, when given)."""
     doc = {"v": 1, "source": "verifier", "kind": "verification-failure", "severity": "critical",
            "batch_id": batch_id, "audit": audit, "step": report.failed_step,
            "failures": [f.to_json() for f in report.failures[:20]], "failure_count": report.counts.get("failures"),
            "ledger_height": report.ledger_height, "genesis_hash": report.genesis_hash,
            "time": int(time.time() * 1000)}
+    if alert_id is not None:
+        doc["alert_id"] = alert_id
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def alert_message(batch_id: str, report: Report, audit: bool, topic: str = ALERTS_TOPIC) -> OutboxMessage:
+    """A failed batch's alert as an outbox message: key = batch id, a fresh alert id (also in the
+    value), headers ``ss-rule: verification``, ``ss-severity: critical`` (the relay adds ``ss-alert-id``)."""
+    aid = new_alert_id()
+    return OutboxMessage(topic, batch_id.encode(), alert_value(batch_id, report, audit, aid),
+                         (("ss-rule", "verification"), ("ss-severity", "critical")), aid)
 
 
 def _verified_statements(evidence: Evidence) -> list[VerifiedStatement]:
@@ -98,7 +118,10 @@ class BatchVerifier:
     store: VerificationStore
     trusted_genesis_hash: Optional[bytes] = None
     metrics: Optional[VerifyMetrics] = None
-    alert: Optional[Callable[[str, bytes], None]] = None  # (key, value) -> produced to iiot.alerts
+    #: called with (key, value) once a failed verdict and its alert are committed to the outbox
+    #: (the app wakes the relay with it); the relay, not this callback, sends the alert
+    alert: Optional[Callable[[str, bytes], None]] = None
+    alert_topic: Optional[str] = ALERTS_TOPIC  # None: no outbox row (nothing alerted)
 
     def verify_batch(self, batch_id: str, *, audit: bool = False) -> BatchVerdict:
         started = time.monotonic()
@@ -115,9 +138,10 @@ class BatchVerifier:
             verdict = BatchVerdict(batch_id, "failed", batch.root, batch.ledger_height or 0, batch.tx_index or 0,
                                    len(evidence.records), rows, failed_step=first.step,
                                    detail=first.message[:2000], audit=audit)
-            self.store.record_verdict(verdict)
-            if self.alert is not None:
-                self.alert(batch_id, alert_value(batch_id, report, audit))
+            message = None if self.alert_topic is None else alert_message(batch_id, report, audit, self.alert_topic)
+            self.store.record_verdict(verdict, alert=message)
+            if self.alert is not None and message is not None:
+                self.alert(batch_id, message.value)
             log.warning("batch %s failed verification at %s: %s", batch_id, first.step, first.message)
         if self.metrics is not None:
             self.metrics.batches.labels(verdict.verdict).inc()
@@ -147,8 +171,10 @@ def _batch_id(value: Optional[bytes]) -> Optional[str]:
 
 
 def build_app(settings: Any, verifier: BatchVerifier, *, app_id: str, audit_interval_s: float = 300.0,
-              audit_sample: int = 5, catch_up_s: float = 10.0) -> Any:
-    """The Faust app: the agent on ``iiot.anchors``, a catch-up timer and the audit timer."""
+              audit_sample: int = 5, catch_up_s: float = 10.0, relay: Optional[AlertRelay] = None,
+              relay_interval_s: float = 5.0) -> Any:
+    """The Faust app: the agent on ``iiot.anchors``, a catch-up timer, the audit timer and, with
+    `relay`, the outbox relay task (woken by each alert, retried every `relay_interval_s`)."""
     import faust
 
     datadir = Path(settings.home).resolve() / "pipeline" / app_id
@@ -159,28 +185,32 @@ def build_app(settings: Any, verifier: BatchVerifier, *, app_id: str, audit_inte
                     consumer_auto_offset_reset="earliest", broker_commit_interval=1.0,
                     table_standby_replicas=0)
     anchors = app.topic(ANCHORS_TOPIC, key_type=bytes, value_type=bytes)
-    alerts = app.topic(ALERTS_TOPIC, key_type=bytes, value_type=bytes)
-    pending: list[tuple[str, bytes]] = []
+    wake: dict[str, Any] = {}  # "loop", "event": set by the relay task once it runs
 
-    def queue_alert(key: str, value: bytes) -> None:  # called in a worker thread
-        pending.append((key, value))
+    def alert_committed(key: str, value: bytes) -> None:  # called in a worker thread
+        loop, event = wake.get("loop"), wake.get("event")
+        if loop is not None and event is not None:
+            loop.call_soon_threadsafe(event.set)
 
-    verifier.alert = queue_alert
+    if relay is not None:
+        verifier.alert = alert_committed
 
-    async def flush_alerts() -> None:
-        while pending:
-            key, value = pending.pop(0)
-            fut = await alerts.send(key=key.encode(), value=value,
-                                    headers=[("ss-rule", b"verification"), ("ss-severity", b"critical")])
-            await fut
+        @app.task
+        async def relay_alerts() -> None:
+            wake["event"], wake["loop"] = asyncio.Event(), asyncio.get_running_loop()
+            while True:  # until the worker stops (the task is cancelled)
+                await asyncio.to_thread(relay.run_once)
+                try:
+                    await asyncio.wait_for(wake["event"].wait(), relay_interval_s)
+                except asyncio.TimeoutError:
+                    pass
+                wake["event"].clear()
 
     async def run(fn: Callable[[], Any], what: str) -> Any:
         delay = 0.5
         while True:
             try:
-                result = await asyncio.to_thread(fn)
-                await flush_alerts()
-                return result
+                return await asyncio.to_thread(fn)
             except CollectError as exc:
                 log.error("%s: %s", what, exc)
                 return None
@@ -215,20 +245,30 @@ def make_verifier(settings: Any, ledger_root: Path, metrics: Optional[VerifyMetr
                   ) -> tuple[BatchVerifier, Callable[[], None]]:
     """A `BatchVerifier` on the stack's services and the ledger at `ledger_root` (genesis of its state
     directory = the trust anchor), and a function closing what it opened."""
+    verifier, _, close = _open_verifier(settings, ledger_root, metrics)
+    return verifier, close
+
+
+def _open_verifier(settings: Any, ledger_root: Path, metrics: Optional[VerifyMetrics] = None
+                   ) -> tuple[BatchVerifier, AlertRelay, Callable[[], None]]:
+    """`make_verifier` plus the outbox relay on the same pool (one connection more for its lock)."""
     from ledger.client import LedgerClient
     from ledger.layout import LedgerLayout
     from storage.db import open_pool
 
     client = LedgerClient.from_layout(ledger_root)
-    pool = open_pool(settings.postgres_dsn, max_size=4)
+    pool = open_pool(settings.postgres_dsn, max_size=6)
     collector = Collector.from_settings(settings, client, pool)
     pin = LedgerLayout(ledger_root).genesis().genesis_hash()
+    relay = AlertRelay(AlertOutbox(pool), settings.kafka_bootstrap,
+                       metrics=metrics.outbox if metrics is not None else None)
 
     def close() -> None:
+        relay.close()
         pool.close()
         client.close()
 
-    return BatchVerifier(collector, collector.store, pin, metrics), close
+    return BatchVerifier(collector, collector.store, pin, metrics), relay, close
 
 
 def run_verifier(settings: Any, *, app_id: str, ledger_root: Path, metrics_port: int = 0,
@@ -245,9 +285,9 @@ def run_verifier(settings: Any, *, app_id: str, ledger_root: Path, metrics_port:
 
         metrics.serve(metrics_port, settings.host)
         register_targets(Path(settings.home).resolve(), "sealstream-verifier", [f"{settings.host}:{metrics_port}"])
-    verifier, close = make_verifier(settings, ledger_root, metrics)
+    verifier, relay, close = _open_verifier(settings, ledger_root, metrics)
     app = build_app(settings, verifier, app_id=app_id, audit_interval_s=audit_interval_s,
-                    audit_sample=audit_sample)
+                    audit_sample=audit_sample, relay=relay)
     try:
         faust.Worker(app, loglevel=loglevel).execute_from_commandline()
     finally:
