@@ -1,5 +1,5 @@
 """The offline bundle verifier alone (no services): a real bundle (tests/vectors/
-evidence_bundle_v1.zip, made by tests/vectors/generate_bundle.py) verifies, and each
+evidence_bundle_v2.zip, made by tests/vectors/generate_bundle.py) verifies, and each
 corruption of a copy fails at its own step.  Also: the verifier's modules import no
 database, object-store or Kafka client."""
 
@@ -23,8 +23,8 @@ from trust._hashes import sha256
 from trust.identity import KeyPair
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-BUNDLE = (VECTORS / "evidence_bundle_v1.zip").read_bytes()
-META = json.loads((VECTORS / "evidence_bundle_v1.json").read_text())
+BUNDLE = (VECTORS / "evidence_bundle_v2.zip").read_bytes()
+META = json.loads((VECTORS / "evidence_bundle_v2.json").read_text())
 PIN = bytes.fromhex(META["genesis_hash"])
 
 
@@ -61,7 +61,8 @@ def _verify(buf, pin: bytes = PIN):
 def test_pristine_bundle_verifies() -> None:
     report = _verify(io.BytesIO(BUNDLE))
     assert report.ok, report.to_json()
-    assert report.counts["records"] == META["records"] and report.counts["rows"] == META["rows"]
+    assert report.counts["records"] == 3 and report.counts["rows"] == 24
+    assert report.proven == {**report.proven, "kind": "batch", "batch_id": META["batch_id"]}
     assert {"certificate", "sealer-set", "anchor-tx", "tx-in-block", "inclusion", "row-value"} <= set(report.passed)
 
 
@@ -186,7 +187,8 @@ def _row_value(t: pa.Table) -> pa.Table:
 def _row_unsigned(t: pa.Table) -> pa.Table:
     extra = pa.table({"statement_hash": pa.array([b"\x07" * 32], t.schema.field("statement_hash").type),
                       "row_index": pa.array([0], pa.int32()), "time_us": pa.array([0], pa.int64()),
-                      "sensor": pa.array(["x"]), "value": pa.array([1.0])})
+                      "sensor": pa.array(["x"]), "value": pa.array([1.0]),
+                      "device": pa.array([t.column("device")[0].as_py()])})
     return pa.concat_tables([t, extra.cast(t.schema)])
 
 
@@ -242,7 +244,7 @@ def _stale(index, members):
 
 
 STRICT = {
-    "unknown version": lambda i, m: _zip(dict(i, v=2), m),
+    "unknown version": lambda i, m: _zip(dict(i, v=3), m),
     "unknown format": lambda i, m: _zip(dict(i, format="other"), m),
     "extra member": _extra,
     "missing member": _missing,
@@ -282,7 +284,7 @@ def test_offline_modules_import_no_service_clients() -> None:
 
 def test_checkpoint_is_a_trust_anchor() -> None:
     from ledger._types import BlockHeader
-    from verify.chain import Checkpoint
+    from verify.chain import TrustedCheckpoint as Checkpoint
 
     _, members = _members()
     headers = canonical.decode(members["ledger/headers.cbor"])
@@ -294,3 +296,13 @@ def test_checkpoint_is_a_trust_anchor() -> None:
     assert Checkpoint.parse(f"{h.height}:{h.header_hash().hex()}") == good
     with pytest.raises(ValueError):
         Checkpoint.parse("0:zz")
+
+
+def test_v1_bundle_with_rows_is_refused_with_a_reason_to_reexport() -> None:
+    """tests/vectors/evidence_bundle_v1.zip (format v1, before rows carried their device) is not
+    verified under the new rules: its rows cannot show which device they are attributed to."""
+    from verify.bundle import BundleError, read_bundle
+
+    with pytest.raises(BundleError) as exc:
+        read_bundle(VECTORS / "evidence_bundle_v1.zip")
+    assert exc.value.reason == "v1-rows-without-device" and "re-export" in str(exc.value)
