@@ -174,6 +174,8 @@ def verify_ledger(ledger: LedgerEvidence, *, trusted_genesis_hash: Optional[byte
         if hdr is None:
             raise RegistryProofError(f"state value {sv.key!r} is proven at height {sv.height}, "
                                      f"past the {client.height} certified headers")
+        if not isinstance(sv.proof, dict) or sv.proof.get("key") != sv.key or sv.proof.get("value") != sv.value:
+            raise RegistryProofError(f"state value {sv.key!r}: the proof is for another key or value")
         try:
             verify_state_proof(hdr.state_root, sv.key, sv.value, sv.proof)
         except (StateProofError, TypeError, KeyError, ValueError) as exc:
