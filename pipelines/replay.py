@@ -153,9 +153,20 @@ def _kafka(what: str, exc: BaseException) -> ReplayKafkaError:
 
 
 def _ends(c: Any, tps: Sequence[tuple[str, int]], timeout_s: float) -> dict[tuple[str, int], tuple[int, int]]:
-    from confluent_kafka import TopicPartition
+    """Low and high watermarks (read_uncommitted: the high one, past open transactions) of the
+    partitions of `tps` that exist (a deleted topic's are left out: nothing there can be read)."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-    return {tp: c.get_watermark_offsets(TopicPartition(*tp), timeout=timeout_s, cached=False) for tp in tps}
+    exist: set[tuple[str, int]] = set()
+    for topic in sorted({t for t, _ in tps}):
+        md = c.list_topics(topic, timeout=timeout_s).topics[topic]
+        if md.error is not None:
+            if md.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise KafkaException(md.error)
+            continue
+        exist |= {(topic, p) for p in md.partitions}
+    return {tp: c.get_watermark_offsets(TopicPartition(*tp), timeout=timeout_s, cached=False)
+            for tp in tps if tp in exist}
 
 
 def read_originals(bootstrap: str, positions: Sequence[KafkaPosition], max_bytes: int,
@@ -216,8 +227,8 @@ def find_copies(bootstrap: str, intents: Sequence[ReplayIntent], max_bytes: int,
     deadline = time.monotonic() + timeout_s
     c = _consumer(bootstrap, max_bytes)
     try:
-        ends = {tp: hw for tp, (_, hw) in _ends(c, list(starts), timeout_s).items()}
-        todo = {tp: ends[tp] for tp in starts if starts[tp] < ends[tp]}
+        ends = {tp: hw for tp, (_, hw) in _ends(c, list(starts), timeout_s).items()}  # deleted: not found
+        todo = {tp: ends[tp] for tp in ends if starts[tp] < ends[tp]}
         if not todo:
             return found
         c.assign([TopicPartition(tp[0], tp[1], starts[tp]) for tp in todo])
@@ -318,11 +329,12 @@ def _produce(producer: Any, replays: DeadLetterReplays, bootstrap: str, reason: 
         raise _kafka("reading the source partitions' end offsets", exc) from exc
     finally:
         c.close()
-    mine = replays.begin(reason, group, nonce,
-                         [(o.position, ends[(o.position.topic, o.position.partition)][1]) for o in originals])
+    mine = replays.begin(reason, group, nonce, [(o.position, ends[(o.position.topic, o.position.partition)][1])
+                                                 for o in originals if (o.position.topic, o.position.partition) in ends])
     todo = [o for o in originals if o.position in mine]
     if not todo:
         return
+    pause(PAUSE_ENV, PAUSE_FILE_ENV, "intent", f"{len(todo)} intents committed, nothing produced")
     copies: dict[KafkaPosition, int] = {}
     errors: list[str] = []
 
