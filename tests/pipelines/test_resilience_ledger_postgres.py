@@ -1,0 +1,174 @@
+"""The ledger, then PostgreSQL, are stopped under load and started again: the worker waits and retries
+(an outage while checking a record is not a dead letter), no valid record is dead-lettered, and every
+sent record is stored exactly once.
+
+A PRIVATE PostgreSQL (the project's `infra.PostgreSQL` on a free port, its own data dir, migrated) and a
+private 4-node contracts ledger (in the test's home) that the worker's directory asks
+(``--directory ledger``, cache TTL 1 s, ``--no-anchor``); Kafka and MinIO are the shared ones (never
+stopped; a fresh consumer group pinned at the raw topics' ends, a fresh factory). Four devices produce
+for ~30 s. Once records are stored, every ledger node is stopped until the worker has counted ledger
+retries and stored nothing for 3 s (the directory cache expired: it waits on the ledger), then the
+ledger is started again on its data; once records are stored again, PostgreSQL is stopped (``pg_ctl
+stop -m fast``) until the worker has counted database retries, then started again. Afterwards: every
+sent record stored once, from its own Kafka position, with its rows or blob and its object in MinIO,
+sealed (repeats byte-identical); no dead letter of this group at all (``ss-dlq-group``: the topic is
+shared, other groups' workers may dead-letter these devices they do not know); retries by
+cause ``ledger`` and ``database``, none ``unexpected``; the worker is still up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from anchor_helpers import WorkerProc, ledger_cluster, register_factory
+from devices_helpers import end_offsets, read_range
+from infra import Stack
+from infra._process import wait_until
+from ledger.cluster import free_ports
+from pipelines.devices import Factory, RunConfig
+from pipelines.devices.kinds import KIND_INFO
+from resilience_helpers import SimRun, check_exactly_once, metric_total, pin_offsets, stored_count
+from sealstream.settings import Settings, load_settings
+from storage.blobs import BlobStore
+from storage.migrate import migrate
+
+pytestmark = pytest.mark.services
+RAW = [k.topic for k in KIND_INFO.values()]
+RETRIES = "sealstream_pipeline_store_retries_total"
+
+
+class PrivatePostgres:
+    """Own PostgreSQL cluster on a free port under `home` (the shared one is never touched)."""
+
+    def __init__(self, home: Path, base: Settings) -> None:
+        self.home = Path(home).resolve()
+        port = free_ports(1)[0]
+        dsn = f"postgresql://{base.pg_user}:{base.pg_password}@{base.host}:{port}/{base.pg_database}"
+        self.settings = load_settings(home=self.home, cache_dir=base.cache_dir, pg_port=port, pg_dsn=dsn,
+                                      kafka_bootstrap_servers=base.kafka_bootstrap, minio_endpoint=base.minio_address)
+        self.svc = Stack(self.settings).postgres  # only the service object: never `up`/`down`
+
+    def start(self) -> None:
+        for sub in ("data", "logs", "run", "conf"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        if self.svc.running_pid() is None:
+            self.svc.check_ports()
+            self.svc.install()
+            self.svc.launch()
+        self.svc.wait_healthy()
+        self.svc.provision()
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast`` (clients are cut off), until the postmaster is gone."""
+        svc = self.svc
+        assert svc.running_pid() is not None, "private PostgreSQL is not running"
+        proc = subprocess.run(svc._as_owner([str(svc.bin / "pg_ctl"), "-D", str(svc.data_dir), "-m", "fast", "-w",
+                                             "-t", "60", "stop"]), capture_output=True, text=True, timeout=90)
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        assert wait_until(lambda: svc.running_pid() is None, 30), "private PostgreSQL still running"
+
+    def close(self) -> None:
+        try:
+            self.svc.stop()
+        finally:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _labelled(text: str, name: str, cause: str) -> float:
+    prefix = f'{name}{{cause="{cause}"}} '
+    return sum(float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def _until(pred, timeout: float, what: str, worker: WorkerProc, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        worker.alive()  # raises with the log tail if it exited
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{worker.log.read_text()[-4000:]}")
+        time.sleep(interval)
+
+
+def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stack, settings, tmp_path: Path) -> None:
+    # Not under pytest's tmp_path: every pytest session (others run beside us) makes /tmp/pytest-of-<user>
+    # 0700 again, and PostgreSQL runs as its own OS user when we are root, so it needs a path it can reach.
+    pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="ss-test-pg-")), settings)
+    pg.start()
+    cluster = worker = sim = None
+    try:
+        migrate(pg.settings.postgres_dsn)
+        s = load_settings(home=tmp_path / "home", kafka_bootstrap_servers=settings.kafka_bootstrap,
+                          minio_endpoint=settings.minio_address, pg_dsn=pg.settings.postgres_dsn)
+        cluster = ledger_cluster(Path(s.home) / "ledger")
+        name = f"lp-{uuid.uuid4().hex[:6]}"
+        kinds = ("timeseries", "image")
+        factory = Factory.ensure(s, name, 2, kinds=kinds)
+        dids = sorted(d.did for d in factory.devices)
+        register_factory(cluster, factory)
+        app_id = f"sealstream-test-lp-{uuid.uuid4().hex[:8]}"
+        pin_offsets(s, app_id, end_offsets(s, RAW))
+        sealed_start = end_offsets(s, ["iiot.sealed"])
+        dlq_start = end_offsets(s, ["iiot.deadletter"])
+        worker = WorkerProc(s, app_id, f"gw-{name}", tmp_path / "worker.log",
+                            extra_env={"SEALSTREAM_PG_DSN": s.postgres_dsn,
+                                       "SEALSTREAM_MINIO_ENDPOINT": s.minio_address},
+                            args=("--no-anchor",))
+        sim = SimRun(s, RunConfig(name, devices=2, rate=3, duration=30, kinds=kinds, seed=14))
+        _until(lambda: stored_count(s, dids) > 0, 90, "first records stored", worker)
+
+        # -- the ledger: every node stopped; the worker waits on the directory
+        cluster.stop(timeout=10)
+        _until(lambda: _labelled(worker.metrics(), RETRIES, "ledger") > 0, 60, "ledger retries", worker)
+        time.sleep(1.5)  # past the directory cache's TTL (1 s): every lookup now asks the ledger
+        stalled_from = stored_count(s, dids)
+        time.sleep(3)
+        stalled_to = stored_count(s, dids)
+        assert stalled_to == stalled_from, "records were stored while no ledger node was up"
+        assert metric_total(worker.metrics(), "sealstream_pipeline_deadletters_total") == 0
+        cluster.start(timeout=60)
+        _until(lambda: stored_count(s, dids) > stalled_to, 90, "records stored after the ledger came back", worker)
+
+        # -- PostgreSQL stopped; the worker waits on the database
+        pg.stop()
+        _until(lambda: _labelled(worker.metrics(), RETRIES, "database") > 0, 60, "database retries", worker)
+        time.sleep(3)
+        assert metric_total(worker.metrics(), "sealstream_pipeline_deadletters_total") == 0
+        pg.start()
+
+        sent = sim.join(timeout=120)
+        assert sent and all(r.error is None for r in sent)
+        want = len(sent)
+        _until(lambda: stored_count(s, dids) >= want, 180, f"all {want} records stored", worker, interval=1.0)
+        text = worker.metrics()
+        by_cause = {c: _labelled(text, RETRIES, c) for c in ("ledger", "database", "unexpected")}
+        print(f"sent {want}; stalled at {stalled_to} while the ledger was down; retries {by_cause}")
+        # iiot.deadletter is shared: other groups (other tests' workers, which do not know these devices)
+        # dead-letter these records too, so the dead-letter check is this group's, below (all of them)
+        outcome = check_exactly_once(s, sent, sealed_start, end_offsets(s, ["iiot.deadletter"]),
+                                     BlobStore.from_settings(s), lambda key: key.decode("ascii", "replace") in dids)
+        assert outcome.stored == want
+        group = app_id.encode()
+        ours = [r for r in read_range(s, dlq_start, end_offsets(s, ["iiot.deadletter"]), timeout=60)
+                if dict(r.headers).get("ss-dlq-group") == group]
+        assert not ours, [dict(r.headers).get("ss-dlq-reason") for r in ours]
+        assert metric_total(text, "sealstream_pipeline_deadletters_total") == 0
+        assert by_cause["ledger"] > 0 and by_cause["database"] > 0
+        assert by_cause["unexpected"] == 0, "an outage was not recognised as one (see the worker log)"
+        worker.alive()
+    finally:
+        if sim is not None:
+            sim.stop()
+        if worker is not None:
+            worker.kill()
+        if cluster is not None:
+            cluster.stop(timeout=5)
+        pg.close()
