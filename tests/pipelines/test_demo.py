@@ -1,5 +1,8 @@
 """`sealstream demo --duration 5 --json` against the real stack, with a private home (so a private
-4-node ledger on free ports: `ledger up` puts it in $SEALSTREAM_HOME/ledger), checked against the
+4-node ledger on free ports: `ledger up` puts it in $SEALSTREAM_HOME/ledger) and a private database
+(the verifier agent's catch-up checks every anchored batch without a verdict: in the stack's database,
+batches other tests anchored on other ledgers would fail at `evidence`, and verifiers of other tests
+would fail ours), checked against the
 database, the ledger and the simulator's sent log; its verification story (verifier agent verdicts,
 verified_readings share, one blob, one offline bundle) checked against the database and by re-running
 the commands it prints."""
@@ -11,13 +14,18 @@ import os
 import shlex
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from ledger.cluster import LocalCluster
 from ledger.layout import LedgerLayout
 from pipelines.devices import read_sent_log
+from storage import migrate
 from storage.db import open_pool
 
 pytestmark = pytest.mark.services
@@ -32,10 +40,26 @@ def _again(command: str, env: dict) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=180)
 
 
-def test_demo_summary_matches_the_database(stack, settings, tmp_path) -> None:
+@pytest.fixture
+def database(stack, settings):
+    """A migrated throwaway database on the stack's PostgreSQL (its name), dropped afterwards."""
+    name = f"ss_demo_{uuid.uuid4().hex[:8]}"
+    admin = make_conninfo(settings.postgres_dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        migrate(make_conninfo(settings.postgres_dsn, dbname=name))
+        yield name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_demo_summary_matches_the_database(stack, settings, database, tmp_path) -> None:
     home = tmp_path / "home"
+    dsn = make_conninfo(settings.postgres_dsn, dbname=database)
     env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_LEDGER_BASE_PORT="0",
-               SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap)
+               SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap, SEALSTREAM_PG_DSN=dsn)
     try:
         proc = subprocess.run([sys.executable, "-m", "sealstream", "demo", "--duration", "5", "--factory", "demo-t",
                                "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -47,7 +71,7 @@ def test_demo_summary_matches_the_database(stack, settings, tmp_path) -> None:
         # every injected fault dead-lettered once with its own reason, nothing else
         assert summary["deadletters"] == summary["faults_injected"] and sum(summary["faults_injected"].values()) == 7
         assert summary["accepted"] + sum(summary["deadletters"].values()) == summary["sent"]
-        with open_pool(settings.postgres_dsn, max_size=1) as pool, pool.connection() as conn:
+        with open_pool(dsn, max_size=1) as pool, pool.connection() as conn:
             accepted = conn.execute("SELECT count(*) FROM statements WHERE statement_hash = ANY(%s)",
                                     (good,)).fetchone()[0]
             rows = conn.execute("SELECT count(*) FROM readings WHERE statement_hash = ANY(%s)", (good,)).fetchone()[0]
@@ -71,7 +95,7 @@ def test_demo_summary_matches_the_database(stack, settings, tmp_path) -> None:
         v = summary["verification"]
         genesis = LedgerLayout(home / "ledger").genesis().genesis_hash().hex()
         run_batches = sorted(b[0] for b in batches)
-        with open_pool(settings.postgres_dsn, max_size=1) as pool, pool.connection() as conn:
+        with open_pool(dsn, max_size=1) as pool, pool.connection() as conn:
             verdicts = dict(conn.execute("SELECT batch_id, verdict FROM batch_verdicts WHERE batch_id = ANY(%s)",
                                          (run_batches,)).fetchall())
             verified_rows = conn.execute("SELECT count(*) FROM verified_readings WHERE statement_hash = ANY(%s)",
