@@ -224,9 +224,12 @@ class Writer:
             conflicts = tuple(StatementHash(bytes(r[0])) for r in cur.fetchall())
         return WriteCount(inserted, len(rows) - inserted - len(conflicts), conflicts)
 
-    def write_receipts(self, receipts: Iterable[SealReceipt], sealed_at: Optional[datetime] = None) -> WriteCount:
+    def write_receipts(self, receipts: Iterable[SealReceipt], sealed_at: Optional[datetime] = None, *,
+                       replace: bool = False) -> WriteCount:
         """Attach gateway seal receipts to stored statements (once; a receipt is
-        never replaced).  ``conflicts``: statement missing or sealed differently."""
+        never replaced, except with `replace`: a gateway adopting a batch it did
+        not seal seals its records itself, since the verifier requires the
+        anchoring gateway's receipt).  ``conflicts``: statement missing or sealed differently."""
         rows = {r.statement_hash: r for r in receipts}
         if not rows:
             return WriteCount(0, 0)
@@ -241,7 +244,8 @@ class Writer:
             cur.execute(
                 "UPDATE statements t SET gateway = s.gateway, receipt_location = s.receipt_location, "
                 "receipt_signature = s.receipt_signature, sealed_at = s.sealed_at FROM receipts_stage s "
-                "WHERE t.statement_hash = s.statement_hash AND t.receipt_signature IS NULL"
+                "WHERE t.statement_hash = s.statement_hash"
+                + ("" if replace else " AND t.receipt_signature IS NULL")
             )
             updated = cur.rowcount
             cur.execute(
