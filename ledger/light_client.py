@@ -7,8 +7,9 @@ names the next set (`BlockHeader.next_sealers`), so a client following the
 headers always knows which set must certify the next one.
 
 Every failure raises a `LightClientError` subclass whose `step` names what
-failed: ``genesis``, ``header-link``, ``header-epoch``, ``sealer-set``,
-``certificate``, ``tx-root``, ``inclusion``.
+failed, in the one vocabulary of the evidence chain (`trust.errors.CHAIN_STEPS`):
+``genesis``, ``header-chain`` (a link or an epoch number), ``sealer-set``,
+``certificate``, ``tx-in-block`` (tx root or tx inclusion proof).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from ._types import (
     epoch_of,
     is_epoch_end,
 )
+from trust import errors as _steps
+
 from .errors import CertificateError, LedgerError
 
 __all__ = [
@@ -60,31 +63,31 @@ class LightClientError(LedgerError):
 
 
 class GenesisMismatch(LightClientError):
-    step = "genesis"
+    step = _steps.GenesisError.step
 
 
 class HeaderLinkError(LightClientError):
-    step = "header-link"
+    step = _steps.HeaderChainError.step
 
 
 class HeaderEpochError(LightClientError):
-    step = "header-epoch"
+    step = _steps.HeaderChainError.step
 
 
 class SealerSetError(LightClientError):
-    step = "sealer-set"
+    step = _steps.SealerSetHistoryError.step
 
 
 class CertificateInvalid(LightClientError):
-    step = "certificate"
+    step = _steps.CertificateQuorumError.step
 
 
 class TxRootError(LightClientError):
-    step = "tx-root"
+    step = _steps.TxInBlockError.step
 
 
 class TxInclusionError(LightClientError):
-    step = "inclusion"
+    step = _steps.TxInBlockError.step
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ _LC_STEPS: dict[type, type] = {
     lc_mod.TxRootError: TxInBlockError,
     lc_mod.TxInclusionError: TxInBlockError,
 }
-_LC_NAMES = ("genesis", "header-link", "header-epoch", "sealer-set", "certificate", "tx-root", "inclusion")
+_LC_NAMES = tuple(sorted({c.step for c in _LC_STEPS}))
 _MAX_FAILURES = 200
 
 

@@ -62,7 +62,7 @@ def test_light_client_follows_headers_from_genesis(rotating_chain):
     assert lc.verify_tx(tx, proof) == block.header
     with pytest.raises(TxInclusionError) as exc:
         lc.verify_tx(Client("other").tx(), proof)
-    assert exc.value.step == "inclusion"
+    assert exc.value.step == "tx-in-block"
 
 
 def test_light_client_names_the_failed_step(rotating_chain):
