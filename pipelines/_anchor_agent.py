@@ -126,6 +126,21 @@ async def _retrying(what: str, fn: Callable[[], Any]) -> Any:
             delay = min(delay * 2, 10.0)
 
 
+def _per_gateway(leaves: tuple[SealedLeaf, ...], logged: dict[tuple[str, str], float], what: str,
+                 every_s: float = 60.0) -> list[tuple[str, int, str]]:
+    """``(gateway, count, first statement hash)`` of `leaves` per sealing gateway, for those not logged
+    about (`what`) in the last `every_s` seconds (one log line a minute per gateway, whatever the rate)."""
+    by_gw: dict[str, list[SealedLeaf]] = {}
+    for leaf in leaves:
+        by_gw.setdefault(leaf.gateway or "?", []).append(leaf)
+    now, out = time.monotonic(), []
+    for gw, lst in by_gw.items():
+        if now - logged.get((what, gw), -1e9) >= every_s:
+            logged[(what, gw)] = now
+            out.append((gw, len(lst), lst[0].statement_hash.hex()))
+    return out
+
+
 def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, window_s: float,
                      produce: Callable[[Any, bytes, bytes, list], Awaitable[None]],
                      sweep_grace_s: Optional[float] = None, sweep_interval_s: Optional[float] = None) -> None:
@@ -141,7 +156,7 @@ def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, 
     grace = grace if sweep_grace_s is None else sweep_grace_s
     interval = interval if sweep_interval_s is None else sweep_interval_s
     state: dict[str, Any] = {}
-    deferred_logged: dict[str, float] = {}  # gateway did -> last log (one line a minute per gateway)
+    logged: dict[tuple[str, str], float] = {}  # (what, gateway did) -> last log line (one a minute each)
 
     def kick() -> asyncio.Event:
         if "kick" not in state:
@@ -180,21 +195,17 @@ def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, 
             log.error("seal of %s by %s: bound to a %s on this ledger, not a gateway; never anchored",
                       leaf.statement_hash.hex(), leaf.gateway, kind)
             skipped.labels("not-a-gateway").inc()
-        for leaf in absent:
-            log.warning("seal of %s by %s (not a gateway on this ledger): statement not stored sealed in this "
-                        "database; never anchored here", leaf.statement_hash.hex(), leaf.gateway)
-            skipped.labels("not-stored").inc()
+        if absent:
+            skipped.labels("not-stored").inc(len(absent))
+            for gw, n, first in _per_gateway(absent, logged, "absent"):
+                log.warning("%d seal(s) by %s (not a gateway on this ledger), e.g. of %s: statement not stored "
+                            "sealed in this database; never anchored here", n, gw, first)
         if kept:
             extra.deferred.labels("unknown-gateway").inc(len(kept))
-            now = time.monotonic()
-            by_gw: dict[str, int] = {}
-            for leaf in kept:
-                by_gw[leaf.gateway or "?"] = by_gw.get(leaf.gateway or "?", 0) + 1
-            for gw, n in by_gw.items():
-                if now - deferred_logged.get(gw, -1e9) >= 60.0:
-                    deferred_logged[gw] = now
-                    log.warning("%d seal(s) by %s deferred: not a gateway on this ledger (not registered yet, or "
-                                "another ledger's); stored sealed here, the sweep batches them once it is", n, gw)
+            for gw, n, first in _per_gateway(kept, logged, "deferred"):
+                log.warning("%d seal(s) by %s deferred, e.g. of %s: not a gateway on this ledger (not registered "
+                            "yet, or another ledger's); stored sealed here, the sweep batches them once it is",
+                            n, gw, first)
         return list(tri.batch)
 
     async def anchor_agent(stream: Any) -> None:

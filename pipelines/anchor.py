@@ -178,11 +178,14 @@ class Anchorer:
         written: list[BatchRecord] = []
         if todo:
             stored = self.reader.statement_times(todo)
-            for h in [h for h in todo if h not in stored]:  # sealed against another database: not ours
-                log.warning("seal of statement %s: not in this database, never anchored here", h.hex())
+            absent = [h for h in todo if h not in stored]  # sealed against another database: not ours
+            if absent:
+                log.warning("%d seal(s), e.g. of statement %s: not in this database, never anchored here",
+                            len(absent), absent[0].hex())
                 if self.metrics:
-                    self.metrics.anchor_skipped.labels("not-stored").inc()
-                del todo[h]
+                    self.metrics.anchor_skipped.labels("not-stored").inc(len(absent))
+                for h in absent:
+                    del todo[h]
         for _ in range(10):  # each conflict means another worker batched some of them: re-cut
             for h in self.reader.batched(todo):
                 todo.pop(bytes(h), None)
