@@ -41,9 +41,10 @@ from typing import Any, Callable, Iterable, Optional
 from storage import BatchConflict, InvalidTransition, Manifest, StorageError
 from storage.blobs import BlobStore
 from storage.readers import Reader
-from storage.records import BatchRecord, manifest_key, ms_to_datetime
+from storage.records import BatchRecord, manifest_key, ms_to_datetime, raw_key
 from storage.writers import Writer
 from trust._hashes import StatementHash
+from trust.receipt import seal_receipt
 
 from ._anchor_metrics import sweep_metrics
 from ._anchor_plan import (ANCHOR_KIND, AnchorCommit, BatchPlan, SealedLeaf, anchor_payload, anchor_value,
@@ -225,6 +226,23 @@ class Anchorer:
             with self._lock:
                 self._inflight.discard(batch_id)
 
+    def _reseal(self, batch_id: str) -> None:
+        """Seal an adopted batch's records with this gateway's key before anchoring it: a verifier
+        accepts a receipt only from the gateway that submitted the ANCHOR (docs/verify.md,
+        ``receipt-gateway``), so the adopter vouches for each stored payload itself."""
+        key = getattr(self.ledger, "key", None)
+        if key is None:
+            raise AnchorError(batch_id, "this ledger client has no key to seal an adopted batch with")
+        receipts = []
+        for h in self.reader.batch_leaves(batch_id):
+            rec = self.reader.statement(h)
+            if rec is None:
+                raise AnchorError(batch_id, f"adopted batch: statement {bytes(h).hex()} is not stored")
+            receipts.append(seal_receipt(rec.statement.hash(), raw_key(rec.statement.payload_sha256), key))
+        self.writer.write_receipts(receipts, replace=True)
+        log.warning("adopted batch %s: %d record(s) sealed again by gateway %s", batch_id, len(receipts),
+                    self.gateway)
+
     def _submit(self, batch_id: str) -> BatchRecord:
         batch = self.reader.batch(batch_id)
         if batch is None:
@@ -250,6 +268,8 @@ class Anchorer:
         found = self._lookup(batch)
         if found is not None:
             return self._record(batch, found)
+        if batch.gateway and batch.gateway != self.gateway:
+            self._reseal(batch_id)
         began = time.perf_counter()
         try:
             receipt = self.ledger.submit(ANCHOR_KIND, anchor_payload(batch.batch_id, batch.root, batch.tree_size,

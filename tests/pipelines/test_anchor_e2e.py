@@ -307,6 +307,16 @@ def test_a_worker_gone_for_good_its_batches_are_adopted(env, tmp_path) -> None:
         assert orphan in {x.batch_id for x in batches}
         with cluster.client() as c:
             assert c.get_anchor(orphan)["gateway"] == gw_a  # adopted: anchored under A's key
+            # ... and sealed again by A, so the verifier accepts its receipts (receipt-gateway)
+            from pipelines.collect import Collector
+            from storage.blobs import BlobStore
+            from storage.readers import Reader
+            from storage.verification import VerificationStore
+            from verify.chain import verify
+
+            ev = Collector(VerificationStore(pool), Reader(pool), BlobStore.from_settings(s), c).batch(orphan)
+            report = verify(ev, trusted_genesis_hash=cluster.layout.genesis().genesis_hash())
+            assert report.ok, report.to_json()
         with pool.connection() as conn:
             n, distinct = conn.execute(
                 "SELECT count(*), count(DISTINCT statement_hash) FROM batch_leaves l JOIN batches x "
