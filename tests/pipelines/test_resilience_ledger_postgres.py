@@ -2,17 +2,18 @@
 (an outage while checking a record is not a dead letter), no valid record is dead-lettered, and every
 sent record is stored exactly once.
 
-A PRIVATE PostgreSQL (the project's `infra.PostgreSQL` on a free port, its own data dir, migrated) and a
-private 4-node contracts ledger (in the test's home) that the worker's directory asks
-(``--directory ledger``, cache TTL 1 s, ``--no-anchor``); Kafka and MinIO are the shared ones (never
-stopped; a fresh consumer group pinned at the raw topics' ends, a fresh factory). Four devices produce
+A PRIVATE PostgreSQL (the project's `infra.PostgreSQL` on a free port, its own data dir, migrated), a
+private Kafka (`private_stack`: on the shared broker other tests' records reach our group too and are
+rightly dead-lettered ``unknown-device``, which would hide ours) and a private 4-node contracts ledger (in
+the test's home) that the worker's directory asks (``--directory ledger``, cache TTL 1 s,
+``--no-anchor``); MinIO is the shared one (never stopped). Four devices produce
 for ~30 s. Once records are stored, every ledger node is stopped until the worker has counted ledger
 retries and stored nothing for 3 s (the directory cache expired: it waits on the ledger), then the
 ledger is started again on its data; once records are stored again, PostgreSQL is stopped (``pg_ctl
 stop -m fast``) until the worker has counted database retries, then started again. Afterwards: every
 sent record stored once, from its own Kafka position, with its rows or blob and its object in MinIO,
-sealed (repeats byte-identical); no dead letter of this group at all (``ss-dlq-group``: the topic is
-shared, other groups' workers may dead-letter these devices they do not know); retries by
+sealed (repeats byte-identical); the dead-letter topic empty and the worker's dead-letter counters at 0
+(checked before, during and after the outages); retries by
 cause ``ledger`` and ``database``, none ``unexpected``; the worker is still up.
 """
 
@@ -28,12 +29,13 @@ from pathlib import Path
 import pytest
 
 from anchor_helpers import WorkerProc, ledger_cluster, register_factory
-from devices_helpers import end_offsets, read_range
+from devices_helpers import end_offsets
 from infra import Stack
 from infra._process import wait_until
 from ledger.cluster import free_ports
 from pipelines.devices import Factory, RunConfig
 from pipelines.devices.kinds import KIND_INFO
+from private_stack import PrivateStack
 from resilience_helpers import SimRun, check_exactly_once, metric_total, pin_offsets, stored_count
 from sealstream.settings import Settings, load_settings
 from storage.blobs import BlobStore
@@ -86,6 +88,16 @@ def _labelled(text: str, name: str, cause: str) -> float:
     return sum(float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))
 
 
+def _dead_lettered(worker: WorkerProc) -> dict[str, float]:
+    """reason -> dead letters produced by the worker so far (its metrics)."""
+    prefix = "sealstream_pipeline_deadletters_total{"
+    out = {}
+    for line in worker.metrics().splitlines():
+        if line.startswith(prefix) and float(line.rsplit(" ", 1)[1]) > 0:
+            out[line[len(prefix):line.index("}")]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def _until(pred, timeout: float, what: str, worker: WorkerProc, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while True:
@@ -103,10 +115,11 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
     # 0700 again, and PostgreSQL runs as its own OS user when we are root, so it needs a path it can reach.
     pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="ss-test-pg-")), settings)
     pg.start()
-    cluster = worker = sim = None
+    ps = cluster = worker = sim = None
     try:
         migrate(pg.settings.postgres_dsn)
-        s = load_settings(home=tmp_path / "home", kafka_bootstrap_servers=settings.kafka_bootstrap,
+        ps = PrivateStack(tmp_path / "kafka", base=settings, kafka=True, minio=False).__enter__()
+        s = load_settings(home=tmp_path / "home", kafka_bootstrap_servers=ps.settings.kafka_bootstrap,
                           minio_endpoint=settings.minio_address, pg_dsn=pg.settings.postgres_dsn)
         cluster = ledger_cluster(Path(s.home) / "ledger")
         name = f"lp-{uuid.uuid4().hex[:6]}"
@@ -125,6 +138,8 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
         sim = SimRun(s, RunConfig(name, devices=2, rate=3, duration=30, kinds=kinds, seed=14))
         _until(lambda: stored_count(s, dids) > 0, 90, "first records stored", worker)
 
+        assert _dead_lettered(worker) == {}, "dead letters before any outage"
+
         # -- the ledger: every node stopped; the worker waits on the directory
         cluster.stop(timeout=10)
         _until(lambda: _labelled(worker.metrics(), RETRIES, "ledger") > 0, 60, "ledger retries", worker)
@@ -133,7 +148,7 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
         time.sleep(3)
         stalled_to = stored_count(s, dids)
         assert stalled_to == stalled_from, "records were stored while no ledger node was up"
-        assert metric_total(worker.metrics(), "sealstream_pipeline_deadletters_total") == 0
+        assert _dead_lettered(worker) == {}
         cluster.start(timeout=60)
         _until(lambda: stored_count(s, dids) > stalled_to, 90, "records stored after the ledger came back", worker)
 
@@ -141,7 +156,7 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
         pg.stop()
         _until(lambda: _labelled(worker.metrics(), RETRIES, "database") > 0, 60, "database retries", worker)
         time.sleep(3)
-        assert metric_total(worker.metrics(), "sealstream_pipeline_deadletters_total") == 0
+        assert _dead_lettered(worker) == {}
         pg.start()
 
         sent = sim.join(timeout=120)
@@ -151,16 +166,12 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
         text = worker.metrics()
         by_cause = {c: _labelled(text, RETRIES, c) for c in ("ledger", "database", "unexpected")}
         print(f"sent {want}; stalled at {stalled_to} while the ledger was down; retries {by_cause}")
-        # iiot.deadletter is shared: other groups (other tests' workers, which do not know these devices)
-        # dead-letter these records too, so the dead-letter check is this group's, below (all of them)
-        outcome = check_exactly_once(s, sent, sealed_start, end_offsets(s, ["iiot.deadletter"]),
-                                     BlobStore.from_settings(s), lambda key: key.decode("ascii", "replace") in dids)
+        outcome = check_exactly_once(s, sent, sealed_start, dlq_start, BlobStore.from_settings(s),
+                                     lambda key: key.decode("ascii", "replace") in dids)
         assert outcome.stored == want
-        group = app_id.encode()
-        ours = [r for r in read_range(s, dlq_start, end_offsets(s, ["iiot.deadletter"]), timeout=60)
-                if dict(r.headers).get("ss-dlq-group") == group]
-        assert not ours, [dict(r.headers).get("ss-dlq-reason") for r in ours]
-        assert metric_total(text, "sealstream_pipeline_deadletters_total") == 0
+        dlq = end_offsets(s, ["iiot.deadletter"])
+        assert set(dlq.values()) == {0}, f"records were dead-lettered: {dlq}"
+        assert _dead_lettered(worker) == {}
         assert by_cause["ledger"] > 0 and by_cause["database"] > 0
         assert by_cause["unexpected"] == 0, "an outage was not recognised as one (see the worker log)"
         worker.alive()
@@ -171,4 +182,6 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
             worker.kill()
         if cluster is not None:
             cluster.stop(timeout=5)
+        if ps is not None:
+            ps.close()
         pg.close()
