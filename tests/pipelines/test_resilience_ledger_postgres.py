@@ -36,7 +36,7 @@ from ledger.cluster import free_ports
 from pipelines.devices import Factory, RunConfig
 from pipelines.devices.kinds import KIND_INFO
 from private_stack import PrivateStack
-from resilience_helpers import SimRun, check_exactly_once, metric_total, pin_offsets, stored_count
+from resilience_helpers import SimRun, check_exactly_once, pin_offsets, stored_count
 from sealstream.settings import Settings, load_settings
 from storage.blobs import BlobStore
 from storage.migrate import migrate
