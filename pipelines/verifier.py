@@ -42,6 +42,7 @@ from typing import Any, Callable, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from storage.outbox import AlertOutbox, OutboxMessage, new_alert_id
+from storage.records import ms_to_datetime
 from storage.verification import BatchVerdict, VerificationStore, VerifiedStatement
 from trust._hashes import sha256
 from trust.statement import Statement
@@ -104,9 +105,10 @@ def alert_message(batch_id: str, report: Report, audit: bool, topic: str = ALERT
 def _verified_statements(evidence: Evidence) -> list[VerifiedStatement]:
     out = []
     for r in evidence.records:
-        timeseries = Statement.from_bytes(r.statement).kind == "timeseries"
-        rows = payload_rows(r.payload).num_rows if timeseries and r.payload is not None else 0
-        out.append(VerifiedStatement(sha256(r.statement), r.leaf_index or 0, rows))
+        st = Statement.from_bytes(r.statement)
+        rows = payload_rows(r.payload).num_rows if st.kind == "timeseries" and r.payload is not None else 0
+        out.append(VerifiedStatement(sha256(r.statement), r.leaf_index or 0, rows, st.device, st.seq,
+                                     ms_to_datetime(st.ts), st.payload_sha256))
     return out
 
 

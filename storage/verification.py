@@ -71,6 +71,11 @@ class VerifiedStatement:
     statement_hash: bytes
     leaf_index: int
     rows: int = 0
+    #: the signed statement's device, seq, ts and payload digest (what the views show)
+    device: Optional[str] = None
+    seq: Optional[int] = None
+    ts: Optional[datetime] = None
+    payload_sha256: Optional[bytes] = None
 
 
 def _uri(conninfo: str) -> str:
@@ -219,7 +224,8 @@ class VerificationStore:
         from .outbox import OutboxMessage, insert_message  # noqa: F401 - OutboxMessage: the annotation
 
         v = verdict
-        items = [(bytes(s.statement_hash), v.batch_id, s.leaf_index, s.rows) for s in verified]
+        items = [(bytes(s.statement_hash), v.batch_id, s.leaf_index, s.rows, s.device, s.seq, s.ts,
+                  None if s.payload_sha256 is None else bytes(s.payload_sha256)) for s in verified]
         with db_errors(f"record the verdict of batch {v.batch_id!r}"), self._pool.connection() as conn, \
                 conn.transaction():
             conn.execute(
@@ -236,9 +242,9 @@ class VerificationStore:
             conn.execute("DELETE FROM verified_statements WHERE batch_id = %s", (v.batch_id,))
             if items:
                 cur = conn.cursor()
-                with cur.copy("COPY verified_statements (statement_hash, batch_id, leaf_index, rows) "
-                              "FROM STDIN (FORMAT binary)") as cp:
-                    cp.set_types(["bytea", "text", "int4", "int4"])
+                with cur.copy("COPY verified_statements (statement_hash, batch_id, leaf_index, rows, device, "
+                              "seq, ts, payload_sha256) FROM STDIN (FORMAT binary)") as cp:
+                    cp.set_types(["bytea", "text", "int4", "int4", "text", "int8", "timestamptz", "bytea"])
                     for item in items:
                         cp.write_row(item)
             if alert is not None:
