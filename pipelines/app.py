@@ -226,7 +226,9 @@ def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics:
     if anchorer is not None:
         from ._anchor_agent import add_anchor_agent
 
-        add_anchor_agent(app, anchorer, metrics, window_s=settings.pipeline_anchor_window_s, produce=produce)
+        add_anchor_agent(app, anchorer, metrics, window_s=settings.pipeline_anchor_window_s, produce=produce,
+                         sweep_grace_s=settings.pipeline_anchor_sweep_grace_s,
+                         sweep_interval_s=settings.pipeline_anchor_sweep_interval_s)
     return app
 
 

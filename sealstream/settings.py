@@ -125,6 +125,10 @@ class Settings(BaseSettings):
                                     description="device directory: the ledger registry, or factory manifests (demo)")
     pipeline_factories: str = Field("", description="comma-separated factories for pipeline_directory=manifest")
     pipeline_directory_ttl_s: float = Field(30.0, ge=0, description="cache time of a ledger key resolution")
+    pipeline_anchor_sweep_grace_s: float = Field(60.0, ge=0, description="a sealed statement in no batch this long "
+                                                 "is batched by the anchor agent's sweep")
+    pipeline_anchor_sweep_interval_s: float = Field(15.0, ge=0, description="seconds between sweeps (0 = off: "
+                                                    "deferred seals then wait forever)")
     pipeline_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$",
                                        description="where a new consumer group starts")
     pipeline_session_timeout_s: float = Field(10.0, ge=6, description="Kafka group session timeout of a worker")

@@ -29,7 +29,7 @@ from ..consensus import Equivocation
 from ..messages import signing_bytes
 from ._app import Refused
 
-__all__ = ["KINDS", "Evidence", "verify_evidence", "from_equivocation"]
+__all__ = ["KINDS", "EquivocationEvidence", "verify_evidence", "from_equivocation"]
 
 #: Consensus messages whose conflicting pairs prove equivocation.
 KINDS = ("preprepare", "prepare", "commit")
@@ -37,7 +37,7 @@ _FIELDS = {"node", "kind", "view", "height", "digest_a", "sig_a", "digest_b", "s
 
 
 @dataclass(frozen=True)
-class Evidence(Equivocation):
+class EquivocationEvidence(Equivocation):
     """`node` signed `kind` for (`view`, `height`) over `digest_a` and over
     `digest_b`: a replica's `consensus.Equivocation` as a transaction payload."""
 
@@ -47,7 +47,7 @@ class Evidence(Equivocation):
                 "digest_a": self.digest_a, "sig_a": self.sig_a, "digest_b": self.digest_b, "sig_b": self.sig_b}
 
     @classmethod
-    def from_payload(cls, p: Any) -> "Evidence":
+    def from_payload(cls, p: Any) -> "EquivocationEvidence":
         """Parse a payload; `Refused` ``BAD_EVIDENCE`` names what is wrong."""
         if not isinstance(p, dict) or set(p) != _FIELDS:
             raise Refused("BAD_EVIDENCE", f"evidence must have exactly the fields {sorted(_FIELDS)}")
@@ -78,7 +78,7 @@ class Evidence(Equivocation):
                              {"view": self.view, "height": self.height, "digest": digest, "sender": self.node})
 
 
-def verify_evidence(ev: Evidence, chain_id: str, nodes: tuple[str, ...], sealers: SealerSet | None,
+def verify_evidence(ev: EquivocationEvidence, chain_id: str, nodes: tuple[str, ...], sealers: SealerSet | None,
                     verify: Verifier) -> None:
     """Raise `Refused` unless `ev` proves that a sealer of `ev.height` equivocated.
 
@@ -98,6 +98,6 @@ def verify_evidence(ev: Evidence, chain_id: str, nodes: tuple[str, ...], sealers
             raise Refused("BAD_SIGNATURE", f"a {ev.kind} signature does not verify for the accused")
 
 
-def from_equivocation(e: Any) -> Evidence:
-    """Evidence from a replica's `consensus.Equivocation` (two signed PRE-PREPAREs, PREPAREs or COMMITs)."""
-    return Evidence(e.node, e.view, e.height, e.digest_a, e.sig_a, e.digest_b, e.sig_b, e.kind)
+def from_equivocation(e: Any) -> EquivocationEvidence:
+    """The evidence from a replica's `consensus.Equivocation` (two signed PRE-PREPAREs, PREPAREs or COMMITs)."""
+    return EquivocationEvidence(e.node, e.view, e.height, e.digest_a, e.sig_a, e.digest_b, e.sig_b, e.kind)

@@ -53,7 +53,7 @@ from trust.identity import verify_signature
 from .._types import Params, SealerSet, Transaction, epoch_of
 from ..executor import BlockContext
 from ._app import Refused, TxContext, _TxView, check_fields, check_int, ok, refusal
-from .evidence import Evidence, verify_evidence
+from .evidence import EquivocationEvidence, verify_evidence
 from .registry import resolve_key
 
 __all__ = [
@@ -237,11 +237,11 @@ def heartbeat(tc: TxContext, p: dict, eligible: Eligible = registry_eligible) ->
 
 
 def evidence(tc: TxContext, p: dict, eligible: Eligible = registry_eligible) -> dict:
-    """``reputation.evidence``: see `evidence.Evidence` for the payload and codes."""
+    """``reputation.evidence``: see `evidence.EquivocationEvidence` for the payload and codes."""
     ctx = tc.block
     if not ctx.reputation:
         raise Refused("REPUTATION_OFF", "this chain does not keep reputation (sealer_count is 0)")
-    ev = Evidence.from_payload(p)
+    ev = EquivocationEvidence.from_payload(p)
     g = ctx.genesis
     epoch = epoch_of(ev.height, g.params.epoch_length)  # type: ignore[union-attr]
     sealers = ctx.sealers if epoch == ctx.epoch else _sealers_of(tc.state, epoch)

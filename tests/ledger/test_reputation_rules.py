@@ -13,7 +13,7 @@ from ledger import CommitCertificate, Genesis, Params, Transaction
 from ledger._types import epoch_of, is_epoch_end
 from ledger.contracts import ContractApp, ContractsGenesis
 from ledger.contracts import reputation as rep
-from ledger.contracts.evidence import Evidence
+from ledger.contracts.evidence import EquivocationEvidence
 from ledger.executor import BlockContext, KVExecutor
 from ledger.messages import Commit, Prepare, preprepare_signing_bytes
 from trust import canonical
@@ -130,7 +130,7 @@ def test_contracts_and_kv_apply_the_same_rules() -> None:
 
 
 def _evidence(key: KeyPair, kind: str = "commit", view: int = 0, height: int = 1,
-              a: bytes = b"\x01" * 32, b: bytes = b"\x02" * 32) -> Evidence:
+              a: bytes = b"\x01" * 32, b: bytes = b"\x02" * 32) -> EquivocationEvidence:
     cls = {"commit": Commit, "prepare": Prepare}.get(kind)
     sig = []
     for d in (a, b):
@@ -139,7 +139,7 @@ def _evidence(key: KeyPair, kind: str = "commit", view: int = 0, height: int = 1
             sig.append(msg.sig)
         else:  # a pre-prepare signs the digest of its block: sign the same bytes directly
             sig.append(key.sign(preprepare_signing_bytes(G.chain_id, view, height, d, key.did)))
-    return Evidence(key.did, view, height, a, sig[0], b, sig[1], kind)
+    return EquivocationEvidence(key.did, view, height, a, sig[0], b, sig[1], kind)
 
 
 def _result(c: Chain, tx: Transaction) -> dict:
