@@ -332,7 +332,9 @@ def test_worker_stores_the_copies_once_fixed_and_dead_letters_a_bad_one_again(s,
         worker = _Worker(s, group, [known, unknown], tmp_path / "w2.log")
         dlq_start = end_offsets(s, [DLQ])
         res = _json(_cli(s, "--reason", "unknown-device", "--group", group, "--json"))
-        assert res["replayed"] == 4 and sorted(c["id"] for c in res["copies"]) == sorted(map(dead_letter_id, where))
+        # (on the shared broker the group also dead-letters other tests' records meanwhile: replayed too)
+        assert set(map(dead_letter_id, where)) <= {c["id"] for c in res["copies"]}
+        assert res["replayed"] == len(res["copies"]) == res["matched"]
         copy_of = {KafkaPosition(c["topic"], c["partition"], c["offset"]): c["id"] for c in res["copies"]}
         good = [r for r in sent if r.fault is None]
         wait_stored(s, good, [worker], timeout=120)
@@ -350,9 +352,10 @@ def test_worker_stores_the_copies_once_fixed_and_dead_letters_a_bad_one_again(s,
         _until(lambda: bad_copy in _rows(s, group) and _rows(s, group)[bad_copy].produced, 90,
                "the bad copy was not dead-lettered again", worker)
         assert _rows(s, group)[bad_copy].reason == "bad-signature"
+        ours = {dead_letter_id(p).encode() for p in where}
         again = [r for r in read_range(s, dlq_start, end_offsets(s, [DLQ]))
-                 if dict(r.headers).get("ss-dlq-group") == group.encode()]
-        assert len(again) == 1
+                 if dict(r.headers).get("ss-dlq-group") == group.encode() and dict(r.headers).get(REPLAY_OF) in ours]
+        assert len(again) == 1  # the good copies were stored, not dead-lettered
         h = dict(again[0].headers)
         assert h["ss-dlq-reason"] == b"bad-signature" and h[REPLAY_OF] == bad_id.encode()
         assert (h["ss-dlq-topic"].decode(), int(h["ss-dlq-partition"]), int(h["ss-dlq-offset"])) == (bad_copy.topic, bad_copy.partition, bad_copy.offset)
