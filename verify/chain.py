@@ -27,7 +27,7 @@ Nothing here does I/O; `trust.verify` does the record steps, the ledger's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ledger import light_client as lc_mod
@@ -142,6 +142,8 @@ class LedgerView:
     state: _ProvenState
     genesis_hash: bytes
     state_height: Optional[int] = None
+    #: resolutions already made from `state` (read-only: the same question, the same answer)
+    resolved: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def verify_ledger(ledger: LedgerEvidence, *, trusted_genesis_hash: Optional[bytes] = None,
@@ -229,12 +231,22 @@ def _as_of_anchor(view: LedgerView, did: str, anchor: _Anchor, role: str) -> Any
         raise RegistryProofError(
             f"the registry is proven at height {view.state_height}, before the anchor at height {anchor.height}: "
             f"it cannot show that the {role} key of {did} was still in force there")
-    return resolve_key(view.state, did, anchor.height, anchor.tx_index)
+    if not isinstance(did, str):
+        return resolve_key(view.state, did, anchor.height, anchor.tx_index)
+    at = (did, anchor.height, anchor.tx_index)  # only answers are kept; a refusal is asked again
+    if at not in view.resolved:
+        view.resolved[at] = resolve_key(view.state, did, anchor.height, anchor.tx_index)
+    return view.resolved[at]
 
 
 def _active_org(view: LedgerView, org: Optional[str]) -> bool:
-    rec = view.state.get(ent_key(org)) if isinstance(org, str) else None
-    return isinstance(rec, dict) and rec.get("type") == "org" and rec.get("revoked") is None
+    if not isinstance(org, str):
+        return False
+    at = ("org", org)
+    if at not in view.resolved:
+        rec = view.state.get(ent_key(org))
+        view.resolved[at] = isinstance(rec, dict) and rec.get("type") == "org" and rec.get("revoked") is None
+    return view.resolved[at]
 
 
 def _device_key(view: LedgerView, stmt: Statement, anchor: _Anchor) -> str:
@@ -478,14 +490,15 @@ def _verify_record(run: _Run, view: LedgerView, batches: dict, rec_ev: RecordEvi
     return out
 
 
-def _groups(rows: Any) -> tuple[Any, dict[bytes, tuple[int, int]]]:
-    """`rows` sorted so each statement's rows are contiguous, and ``hash -> (start, count)``."""
+def _groups(rows: Any, with_ids: bool = False) -> tuple:
+    """`rows` sorted so each statement's rows are contiguous, and ``hash -> (start, count)``
+    (`with_ids`: also each row's statement number and the hash of each number)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     groups: dict[bytes, tuple[int, int]] = {}
     if not rows.num_rows:
-        return rows, groups
+        return (rows, groups, None, []) if with_ids else (rows, groups)
     col = rows.column("statement_hash").combine_chunks()
     if not pa.types.is_dictionary(col.type):
         col = pc.dictionary_encode(col)
@@ -497,12 +510,12 @@ def _groups(rows: Any) -> tuple[Any, dict[bytes, tuple[int, int]]]:
         rows = rows.take(order)
         ids = ids.take(order)
     start = 0
-    for item in pc.value_counts(ids):  # first-appearance order = the order of the runs
-        h = col.dictionary[item["values"].as_py()].as_py()
-        c = item["counts"].as_py()
-        groups[h] = (start, c)
+    hashes = col.dictionary.to_pylist()
+    counted = pc.value_counts(ids)  # first-appearance order = the order of the runs
+    for v, c in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()):
+        groups[None if v is None else hashes[v]] = (start, c)
         start += c
-    return rows, groups
+    return (rows, groups, ids, hashes) if with_ids else (rows, groups)
 
 
 def _plain(arr: Any) -> Any:
@@ -511,16 +524,17 @@ def _plain(arr: Any) -> Any:
 
 
 def _verify_rows(run: _Run, rows: Any, subject: Subject, signed_rows: dict, devices: dict[bytes, str]) -> None:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .rows import compare_rows
+    from .rows import all_identical, compare_rows
 
     window = window_of(subject)
     if "device" not in rows.schema.names:
         run.fail(RowDeviceError.step, "the stored rows carry no device column: which device a row is "
                  "attributed to cannot be checked")
         return
-    rows, groups = _groups(rows)
+    rows, groups, ids, hashes = _groups(rows, with_ids=True)
     if isinstance(subject, RangeSubject) and rows.num_rows:
         dev = rows.column("device").combine_chunks()
         wrong = pc.sum(pc.invert(pc.fill_null(pc.equal(_plain(dev), subject.device), False)).cast("int64")).as_py()
@@ -533,7 +547,12 @@ def _verify_rows(run: _Run, rows: Any, subject: Subject, signed_rows: dict, devi
         if outside:
             run.fail(SubjectError.step, f"{outside} stored row(s) lie outside the subject's window",
                      rows=outside)
-    for h, (start, count) in groups.items():
+    # All statements at once first; only if that cannot say "all rows match" is each one compared
+    # on its own (which names every failure).
+    fast = bool(groups) and all(h in devices and isinstance(signed_rows.get(h), pa.Table) for h in groups) \
+        and all_identical(rows, ids, [signed_rows[h] for h in groups], [c for _, c in groups.values()],
+                          [devices.get(h) for h in hashes])
+    for h, (start, count) in () if fast else groups.items():
         if h not in devices:
             run.fail(RowUnsignedError.step, f"{count} stored row(s) name statement {h.hex()}, which is not a "
                      "verified signed time series", statement_hash=h.hex(), rows=count)

@@ -3,8 +3,10 @@
 A row of ``readings`` is ``(time, device, sensor, value, statement_hash,
 row_index)``; it verifies when row `row_index` of the statement's signed
 Arrow payload has the same time (µs, as the writer stores it), sensor and
-value.  The comparison is vectorised (pyarrow compute), one statement at a
-time, so a range of a million rows costs a few array operations per payload.
+value.  The comparison is vectorised (pyarrow compute): `all_identical`
+checks every statement of a range at once (the common case: each statement's
+rows all stored, in order, unchanged), and only when it cannot say yes does
+`compare_rows` look at each statement on its own and name the failures.
 
 Failures, each with the step of `trust.errors`:
 
@@ -26,7 +28,7 @@ from trust.errors import PayloadFormatError, RowMissingError, RowUnsignedError, 
 
 from .model import Failure
 
-__all__ = ["ROW_SCHEMA", "payload_rows", "compare_rows", "empty_rows"]
+__all__ = ["ROW_SCHEMA", "payload_rows", "compare_rows", "all_identical", "empty_rows"]
 
 #: Columns of the stored rows under test (what `collect` reads from ``readings``); ``device``
 #: is the device the database attributes the row to (checked against its statement's signer).
@@ -141,3 +143,49 @@ def compare_rows(
                                         f"{len(missing)} signed row(s) of statement {h} are not stored",
                                         {"statement_hash": h, "row_index": missing[:_MAX_LISTED]}))
     return failures
+
+
+def all_identical(stored: pa.Table, ids: pa.Array, signed: list[pa.Table], counts: list[int],
+                  device_of_id: list[Optional[str]]) -> bool:
+    """True only if `compare_rows` (with any window) and the device check would find nothing for
+    every statement of `stored`, checked for all statements at once; False says nothing (the
+    caller then compares statement by statement, which names the failures).
+
+    `stored` has each statement's rows contiguous, run k of `counts[k]` rows belonging to the
+    statement whose signed rows are `signed[k]`; `ids` (no nulls) numbers each row's statement
+    and `device_of_id[id]` is the device that signed statement `id` (None: no verified signer).
+    Yes means: every run is rows 0..n-1 of its statement, in order, all n of them (so none is
+    unsigned or missing, whatever the window), with the signed time, sensor and value, each
+    attributed to its statement's signer."""
+    total = stored.num_rows
+    if not total or ids.null_count or len(signed) != len(counts) \
+            or any(s.num_rows != c for s, c in zip(signed, counts)) or sum(counts) != total:
+        return False
+    idx = stored.column("row_index").combine_chunks().cast(pa.int64())
+    ids = ids.cast(pa.int64())
+    if idx[0].as_py() != 0:
+        return False
+    if total > 1:  # a new run starts at row index 0, any other row follows the previous one
+        new_run = pc.not_equal(ids.slice(1), ids.slice(0, total - 1))
+        step_ok = pc.if_else(new_run, pc.equal(idx.slice(1), 0),
+                             pc.equal(pc.subtract(idx.slice(1), idx.slice(0, total - 1)), 1))
+        if not pc.all(pc.fill_null(step_ok, False)).as_py():
+            return False
+        starts = pc.add(pc.indices_nonzero(new_run), 1).to_pylist()  # run k begins after runs 0..k-1
+        at, want_starts = 0, []
+        for c in counts[:-1]:
+            at += c
+            want_starts.append(at)
+        if starts != want_starts:
+            return False
+    elif len(counts) != 1:
+        return False
+    want = pa.concat_tables(signed)
+    for col in ("time_us", "sensor", "value"):
+        if not pc.all(_eq(stored.column(col).combine_chunks(), want.column(col).combine_chunks())).as_py():
+            return False
+    dev = stored.column("device").combine_chunks()
+    if hasattr(dev, "dictionary_decode"):
+        dev = dev.dictionary_decode()
+    expected = pc.take(pa.array(device_of_id, pa.string()), ids)
+    return bool(pc.all(pc.fill_null(pc.equal(dev, expected), False)).as_py())
