@@ -33,6 +33,7 @@ from psycopg_pool import ConnectionPool
 from trust import merkle
 from trust._hashes import StatementHash
 from trust.receipt import SealReceipt
+from verify.rows import payload_time_us
 
 from . import _rows
 from .anchor_state import check_transition
@@ -123,15 +124,10 @@ def _column(part: ReadingsPart, name: str) -> pa.Array:
 
 
 def _utc_micros(part: ReadingsPart) -> pa.Array:
-    ts = _column(part, "ts")
-    if pa.types.is_integer(ts.type):
-        ts = ts.cast(pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
-    elif pa.types.is_timestamp(ts.type):
-        if ts.type.tz is None:
-            ts = ts.cast(pa.timestamp(ts.type.unit, tz="UTC"))
-    else:
-        raise RecordError(f"readings of statement {part.statement_hash.hex()}: ts has type {ts.type}")
-    return pc.cast(ts, _UTC_US, safe=False)  # ns -> us truncates
+    try:
+        return payload_time_us(_column(part, "ts"))  # the verifier's rule, so both agree by construction
+    except TypeError as exc:
+        raise RecordError(f"readings of statement {part.statement_hash.hex()}: {exc}") from None
 
 
 def _stage_table(parts: Sequence[ReadingsPart]) -> pa.Table:

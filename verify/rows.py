@@ -44,25 +44,35 @@ _UTC_US = pa.timestamp("us", tz="UTC")
 _MAX_LISTED = 20
 
 
+def payload_time_us(ts: pa.Array) -> pa.Array:
+    """The one timestamp rule of a signed time-series payload (docs/formats.md), shared by the
+    writer (`storage.writers`) and the verifier: an integer ``ts`` counts milliseconds since the
+    epoch, a timestamp without a zone is UTC, and rows are stored and compared as UTC
+    microseconds (finer units truncate).  `TypeError` for any other ``ts`` type."""
+    if pa.types.is_integer(ts.type):
+        ts = ts.cast(pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+    elif pa.types.is_timestamp(ts.type):
+        if ts.type.tz is None:
+            ts = ts.cast(pa.timestamp(ts.type.unit, tz="UTC"))
+    else:
+        raise TypeError(f"ts has type {ts.type}")
+    return pc.cast(ts, _UTC_US, safe=False)
+
+
 def empty_rows() -> pa.Table:
     return ROW_SCHEMA.empty_table()
 
 
 def payload_rows(payload: bytes) -> pa.Table:
-    """``time_us, sensor, value`` of a signed Arrow payload, in row order (the
-    same conversion as `storage.writers`: timestamps to UTC µs, integer ts = ms)."""
+    """``time_us, sensor, value`` of a signed Arrow payload, in row order (`payload_time_us`)."""
     try:
         table = pa.ipc.open_stream(pa.BufferReader(payload)).read_all()
-        ts = table.column("ts").combine_chunks()
-        if pa.types.is_integer(ts.type):
-            ts = ts.cast(pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
-        elif pa.types.is_timestamp(ts.type):
-            if ts.type.tz is None:
-                ts = ts.cast(pa.timestamp(ts.type.unit, tz="UTC"))
-        else:
-            raise PayloadFormatError(f"ts has type {ts.type}")
+        try:
+            time_us = payload_time_us(table.column("ts").combine_chunks())
+        except TypeError as exc:
+            raise PayloadFormatError(str(exc)) from None
         return pa.table({
-            "time_us": pc.cast(ts, _UTC_US, safe=False).cast(pa.int64()),
+            "time_us": time_us.cast(pa.int64()),
             "sensor": table.column("sensor").combine_chunks().cast(pa.string()),
             "value": table.column("value").combine_chunks().cast(pa.float64()),
         })
