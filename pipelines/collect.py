@@ -61,6 +61,7 @@ class Collector:
     blobs: BlobStore
     ledger: LedgerClient
     progress: Optional[Callable[[str], None]] = None
+    fetch_parallel: int = 16  # payload GETs in flight at once
 
     def __post_init__(self) -> None:
         self._keys: dict[str, None] = {}
@@ -90,6 +91,18 @@ class Collector:
             if response is not None:
                 response.close()
                 response.release_conn()
+
+    def _objects(self, digests: Iterable[bytes]) -> dict[bytes, Optional[bytes]]:
+        """The archived payloads of `digests` (None: absent), fetched `fetch_parallel` at a time:
+        one GET per payload is most of what collecting a range of small statements costs, and
+        each waits on a round trip."""
+        todo = sorted(set(digests))
+        if len(todo) <= 1 or self.fetch_parallel <= 1:
+            return {d: self._object(raw_key(d)) for d in todo}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(self.fetch_parallel, len(todo)), thread_name_prefix="collect") as ex:
+            return dict(zip(todo, ex.map(lambda d: self._object(raw_key(d)), todo)))
 
     # -- ledger --------------------------------------------------------------
 
@@ -141,6 +154,8 @@ class Collector:
                 anchors.append(a)
         records = []
         payloads: dict[bytes, Optional[bytes]] = {}
+        if payload_override is None:
+            payloads = self._objects({rec.statement.payload_sha256 for rec in stmts.values()})
         for n, h in enumerate(wanted):
             rec = stmts.get(h)
             if rec is None:
@@ -152,8 +167,6 @@ class Collector:
             if payload_override is not None:
                 payload = payload_override
             else:
-                if st.payload_sha256 not in payloads:
-                    payloads[st.payload_sha256] = self._object(raw_key(st.payload_sha256))
                 payload = payloads[st.payload_sha256]
             batch_id, leaf = members.get(h, (None, None))
             proof: tuple[bytes, ...] = ()
