@@ -52,6 +52,9 @@ class PipelineMetrics:
                                "batch attempts retried, by cause: an outage (ledger, database, blobstore, storage, "
                                "network, timeout, io, other; waited out) or unexpected (a bug: bounded, then "
                                "internal-error)", ["cause"], registry=r)
+        for cause in ("ledger", "database", "blobstore", "storage", "network", "timeout", "io", "other",
+                      "unexpected"):  # = worker.RETRY_CAUSES: every series exported from 0, as before the label
+            self.retries.labels(cause)
         self.store_seconds = Histogram("sealstream_pipeline_store_seconds",
                                        "archive + database writes of one record",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

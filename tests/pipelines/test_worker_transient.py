@@ -412,3 +412,16 @@ def test_call_retries_only_outages() -> None:
 def test_retrier_needs_an_attempt() -> None:
     with pytest.raises(ValueError):
         Retrier(unexpected_attempts=0)
+
+
+def test_every_retry_cause_is_exported_from_zero() -> None:
+    """Dashboards sum the retries counter: each cause's series exists before the first retry."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pipelines.metrics import PipelineMetrics
+    from pipelines.worker import RETRY_CAUSES
+
+    text = generate_latest(PipelineMetrics(CollectorRegistry()).registry).decode()
+    got = {line.split('cause="')[1].split('"')[0] for line in text.splitlines()
+           if line.startswith("sealstream_pipeline_store_retries_total{")}
+    assert got == set(RETRY_CAUSES)
