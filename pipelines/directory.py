@@ -20,9 +20,6 @@ Implementations:
   Answers are cached for `ttl` seconds, and never beyond `ttl` after the floor
   they were judged against was refreshed (negative answers: `negative_ttl`).
   See docs/pipeline.md "How ingest resolves device keys".
-- `LedgerDirectory` — **not used by the pipeline**: takes one node's unproven
-  ``/registry/key`` answer (a single faulty node can un-revoke a device). Kept
-  only for its unit test; do not use it.
 - `ManifestDirectory` — **for tests and demos without a ledger only**: trusts
   a simulator factory's ``devices.json`` (`pipelines.devices.factory`); every
   device listed is active, nothing is ever revoked unless `revoked` says so.
@@ -44,7 +41,7 @@ from ledger.errors import LedgerError
 
 from .checks import DeviceKey
 
-__all__ = ["DeviceDirectory", "DirectoryUnavailable", "LedgerDirectory", "ManifestDirectory", "ProvenDirectory",
+__all__ = ["DeviceDirectory", "DirectoryUnavailable", "ManifestDirectory", "ProvenDirectory",
            "REFUSAL_REASONS", "device_key_from_resolution"]
 
 log = logging.getLogger("sealstream.pipeline.directory")
@@ -367,49 +364,6 @@ class ProvenDirectory:
         close = getattr(self._client, "close", None)
         if close is not None:
             close()
-
-
-class LedgerDirectory:
-    """NOT USED BY THE PIPELINE (use `ProvenDirectory`): one node's unproven answer, cached with a TTL.
-
-    `client` is a blocking `ledger.client.LedgerClient` (anything with
-    ``resolve_key(did) -> dict | None``).  Errors reaching the ledger propagate
-    (the worker retries the message rather than dead-lettering it).
-    """
-
-    def __init__(self, client: Any, *, ttl: float = 30.0, negative_ttl: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._client = client
-        self._ttl = ttl
-        self._negative_ttl = negative_ttl
-        self._clock = clock
-        self._cache: dict[str, tuple[float, Optional[DeviceKey]]] = {}
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_layout(cls, ledger_home: Path, **kw: Any) -> "LedgerDirectory":
-        from ledger.client import LedgerClient
-
-        return cls(LedgerClient.from_layout(ledger_home), **kw)
-
-    def resolve(self, did: str) -> Optional[DeviceKey]:
-        now = self._clock()
-        with self._lock:
-            hit = self._cache.get(did)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        key = device_key_from_resolution(did, self._client.resolve_key(did))
-        expires = now + (self._ttl if key is not None else self._negative_ttl)
-        with self._lock:
-            self._cache[did] = (expires, key)
-        return key
-
-    def invalidate(self, did: Optional[str] = None) -> None:
-        with self._lock:
-            if did is None:
-                self._cache.clear()
-            else:
-                self._cache.pop(did, None)
 
 
 class ManifestDirectory:

@@ -1,4 +1,4 @@
-"""`LedgerDirectory` against a real 4-node contracts ledger, inside the worker.
+"""The ledger directory (`ProvenDirectory`) against a real 4-node contracts ledger, inside the worker.
 
 A factory's devices are registered on the ledger except one; the worker
 (subprocess, ``--directory ledger``, cache TTL 1 s, ``--no-anchor``) stores the

@@ -1,11 +1,11 @@
-"""Device directories: the ledger one maps registry resolutions and caches them with a TTL
-(revocation honoured after expiry); the manifest one reads a factory's devices.json."""
+"""Device directories: registry resolutions map to device keys (`device_key_from_resolution`, used by
+`ProvenDirectory` on proven values); the manifest one reads a factory's devices.json."""
 
 from __future__ import annotations
 
 import json
 
-from pipelines.directory import LedgerDirectory, ManifestDirectory, device_key_from_resolution
+from pipelines.directory import ManifestDirectory, device_key_from_resolution
 from trust.identity import KeyPair
 
 A = KeyPair.from_seed(b"\x01" * 32).did
@@ -28,35 +28,6 @@ def test_resolution_mapping() -> None:
     assert r is not None and r.revoked
     n = device_key_from_resolution(A, _answer("not_current", key=B))
     assert n is not None and n.public_key == B and not n.revoked
-
-
-class _FakeClient:
-    def __init__(self) -> None:
-        self.answers: dict[str, dict | None] = {}
-        self.calls = 0
-
-    def resolve_key(self, did: str) -> dict | None:
-        self.calls += 1
-        return self.answers.get(did)
-
-
-def test_ledger_directory_caches_and_honours_revocation_after_ttl() -> None:
-    now = [0.0]
-    client = _FakeClient()
-    client.answers[A] = _answer("valid")
-    d = LedgerDirectory(client, ttl=10, negative_ttl=2, clock=lambda: now[0])
-    assert not d.resolve(A).revoked
-    client.answers[A] = _answer("revoked")
-    now[0] = 5
-    assert not d.resolve(A).revoked and client.calls == 1  # cached
-    now[0] = 11
-    assert d.resolve(A).revoked and client.calls == 2
-    assert d.resolve(B) is None
-    client.answers[B] = _answer("valid", key=B)
-    now[0] = 12
-    assert d.resolve(B) is None  # negative answer cached for 2 s
-    now[0] = 14
-    assert d.resolve(B) is not None
 
 
 def test_manifest_directory(tmp_path) -> None:
