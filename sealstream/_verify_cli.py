@@ -80,9 +80,15 @@ def _trust(genesis_file: Optional[Path], genesis_hash: Optional[str], checkpoint
             if len(pin) != 32:
                 raise ValueError("the genesis hash must be 64 hex digits")
         elif default_from_layout and ledger_dir is not None:
-            from ledger.layout import LedgerLayout
+            from ledger.layout import LayoutError, LedgerLayout
 
-            pin = LedgerLayout(ledger_dir).genesis().genesis_hash()
+            try:
+                pin = LedgerLayout(ledger_dir).genesis().genesis_hash()
+            except LayoutError:
+                _stop(f"no ledger genesis at {Path(ledger_dir).resolve()} (the state directory is the nearest "
+                      f".sealstream from {Path.cwd()} upward, or $SEALSTREAM_HOME, or --ledger): run from the "
+                      "stack's directory, set SEALSTREAM_HOME, or pin --genesis-hash/--genesis", as_json,
+                      error_code="no-ledger")
         cp = TrustedCheckpoint.parse(checkpoint) if checkpoint else None
     except (ValueError, OSError, KeyError, TypeError) as exc:
         _stop(f"trust anchor: {exc}", as_json)

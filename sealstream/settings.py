@@ -50,13 +50,26 @@ def _config_file() -> Path | None:
     return local if local.exists() else None
 
 
+def _default_home() -> Path:
+    """The state directory when ``SEALSTREAM_HOME`` is not set: the nearest ``.sealstream``
+    directory from the working directory upward (like git finds ``.git``), so commands work from
+    any sub-directory of a stack's checkout; else ``./.sealstream`` (where `stack up` makes one)."""
+    here = Path.cwd()
+    for d in (here, *here.parents):
+        if (d / ".sealstream").is_dir():
+            return d / ".sealstream"
+    return Path(".sealstream")
+
+
 class Settings(BaseSettings):
     """Every knob of the local stack and of the components that talk to it."""
 
     model_config = SettingsConfigDict(env_prefix="SEALSTREAM_", frozen=True, extra="ignore")
 
     # Where things live.
-    home: Path = Field(Path(".sealstream"), description="state directory: data, logs, pid files")
+    home: Path = Field(default_factory=_default_home,
+                       description="state directory: data, logs, pid files (default: the nearest .sealstream "
+                                   "upward from the working directory, else ./.sealstream)")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="downloads and builds shared by stacks")
     host: str = Field("127.0.0.1", description="address every local service binds to")
     auto_install: bool = Field(True, description="let `stack up` apt-get install missing Debian packages (as root)")
@@ -208,7 +221,17 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         for key in ("minio_root_password", "pg_password"):
             data[key] = "***"
+        if data.get("pg_dsn"):
+            data["pg_dsn"] = _mask_dsn(data["pg_dsn"])
         return data
+
+
+def _mask_dsn(dsn: str) -> str:
+    """A DSN with its password replaced by ``***`` (URI ``user:pw@`` or conninfo ``password=...``)."""
+    import re
+
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,0 +1,43 @@
+"""The state directory is found from any working directory (nearest `.sealstream` upward, like
+git), `SEALSTREAM_HOME` wins, and `sealstream settings` never prints a DSN's password."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sealstream.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_home_is_the_nearest_state_directory_upward(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("SEALSTREAM_HOME", raising=False)
+    (tmp_path / ".sealstream").mkdir()
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert load_settings().home == tmp_path / ".sealstream"
+    monkeypatch.setenv("SEALSTREAM_HOME", str(tmp_path / "other"))
+    assert load_settings().home == tmp_path / "other"
+
+
+def test_no_state_directory_anywhere_means_the_local_default(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("SEALSTREAM_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert not any((d / ".sealstream").is_dir() for d in (tmp_path, *tmp_path.parents))
+    assert load_settings().home == Path(".sealstream")
+
+
+def test_settings_mask_every_password() -> None:
+    env = dict(os.environ, SEALSTREAM_PG_DSN="postgresql://alice:s3cr3t-pw@db:5432/x")
+    p = subprocess.run([sys.executable, "-m", "sealstream", "settings", "--json"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "s3cr3t-pw" not in p.stdout and "sealstream-dev-secret" not in p.stdout
+    doc = json.loads(p.stdout)
+    flat = json.dumps(doc)
+    assert "alice:***@db" in flat
