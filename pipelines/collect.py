@@ -24,6 +24,7 @@ from minio.error import S3Error
 
 from ledger.client import LedgerClient
 from ledger.contracts.anchors import batch_key
+from ledger.http_api import MAX_PROOF_KEYS
 from storage.blobs import BlobStore
 from storage.readers import Reader
 from storage.records import manifest_key, raw_key
@@ -124,13 +125,32 @@ class Collector:
         top = max([a.proof.height for a in anchors] + [0])
         if self._keys or self._dids:
             self._say("state proofs")
-            sp = self.ledger.get_state_proofs(tuple(self._keys), tuple(self._dids))
-            state = tuple(sorted((StateValue(p.key, p.value, sp.height, p.proof) for p in sp.proofs),
+            height, proofs = self._state_proofs(tuple(self._keys), tuple(self._dids))
+            state = tuple(sorted((StateValue(p.key, p.value, height, p.proof) for p in proofs),
                                  key=lambda v: v.key))
-            top = max(top, sp.height)
+            top = max(top, height)
         self._say(f"headers 1..{top}")
         headers = tuple(self.ledger.get_headers(1, top)) if top else ()
         return LedgerEvidence(self.ledger.genesis, headers, tuple(anchors), state)
+
+    def _state_proofs(self, keys: tuple[str, ...], dids: tuple[str, ...]) -> tuple[int, list[Any]]:
+        """Every key and did proven at one height: one request when they fit (`MAX_PROOF_KEYS`,
+        a did counting 3 keys), else chunks, asked again (a few times) until every chunk answers
+        at the same height (the chain moved between chunks)."""
+        per = MAX_PROOF_KEYS // 4
+        if len(keys) + 3 * len(dids) <= MAX_PROOF_KEYS:
+            chunks = [(keys, dids)]
+        else:
+            chunks = [(keys[i:i + per], ()) for i in range(0, len(keys), per)] + \
+                     [((), dids[i:i + per]) for i in range(0, len(dids), per)]
+        heights: list[int] = []
+        for _ in range(5):
+            answers = [self.ledger.get_state_proofs(k, d) for k, d in chunks]
+            heights = sorted({a.height for a in answers})
+            if len(heights) == 1:
+                return heights[0], [p for a in answers for p in a.proofs]
+        raise CollectError(f"the ledger moved while its state was being proven (heights {heights}); "
+                           "try again")
 
     # -- subjects ------------------------------------------------------------
 
