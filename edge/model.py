@@ -45,6 +45,10 @@ class BlobItem:
     data: bytes
     ts_ms: int
     received_ms: int
+    #: A stable name of what this blob is (e.g. ``files:<folder>/<name>:<size>:<mtime_ns>``): the agent
+    #: spools a `ref` at most once (kept in the spool's database with the message, in one transaction),
+    #: so a source that re-emits after a crash (the file was spooled but not yet moved) is harmless.
+    ref: str | None = None
 
 
 Item = Union[Reading, BlobItem]

@@ -1,0 +1,288 @@
+"""The store-and-forward spool: SQLite in WAL mode, ``PRAGMA synchronous=FULL``.
+
+persist -> send -> broker ack -> delete. A message is inserted, with the device's next `seq` and
+(for blobs) the source's `ref`, in ONE transaction that is fsynced before anything can be sent
+(``synchronous=FULL``: every commit syncs the WAL). NORMAL would survive a SIGKILL too but may lose
+the last commits on power loss; a message that had already left for Kafka and whose seq row was
+lost would make the next message reuse its seq, which the pipeline rejects as a replay. So FULL:
+one fsync per commit; the agent commits a whole group flush (every due device) at once.
+
+Order: rows are sent in `id` order (insertion order, per device the seq order). A new device's first
+seq is the edge's clock in microseconds (seqs stay above any an earlier, lost spool handed out,
+as long as the clock is not set back).
+
+Bounds: `full()` is ``"size"`` when the spooled bytes reach `max_bytes` and ``"age"`` when the
+oldest message waited more than `max_age_s`; the agent then refuses new readings at the source
+boundary (docs/edge.md, "When the spool fills"). Nothing spooled is ever dropped: a message the
+broker refuses for good (e.g. too large) moves to the ``rejected`` table, counted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+from trust import canonical
+from trust.statement import Statement
+
+from .sdk import EdgeMessage
+
+__all__ = ["Spool", "Spooled", "SpoolStats", "Build"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL, seq INTEGER NOT NULL, topic TEXT NOT NULL,
+    key BLOB NOT NULL, value BLOB NOT NULL, headers BLOB NOT NULL,
+    received_ms INTEGER NOT NULL, spooled_ms INTEGER NOT NULL, size INTEGER NOT NULL, source TEXT NOT NULL,
+    statement BLOB NOT NULL,
+    UNIQUE (device, seq));
+CREATE TABLE IF NOT EXISTS seqs (device TEXT PRIMARY KEY, next INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS refs (ref TEXT PRIMARY KEY, device TEXT NOT NULL, seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, device TEXT, seq INTEGER, topic TEXT, key BLOB,
+    value BLOB, headers BLOB, received_ms INTEGER, spooled_ms INTEGER, size INTEGER, source TEXT,
+    statement BLOB, reason TEXT, at_ms INTEGER);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """A spooled message as the sender reads it."""
+
+    id: int
+    device: str
+    seq: int
+    size: int
+    spooled_ms: int
+    message: EdgeMessage
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    messages: int
+    bytes: int
+    oldest_ms: Optional[int]
+    devices: int
+    rejected: int
+
+    def age_s(self, now_ms: Optional[int] = None) -> float:
+        if self.oldest_ms is None:
+            return 0.0
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return max(0.0, (now - self.oldest_ms) / 1000)
+
+
+#: What `Spool.append` takes per message: device did, a builder given the seq, an optional ref, the source.
+Build = tuple[str, Callable[[int], EdgeMessage], Optional[str], str]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Spool:
+    """One spool database (``<dir>/spool.db``); thread-safe (one connection behind a lock)."""
+
+    def __init__(self, directory: Path, max_bytes: int = 1 << 30, max_age_s: float = 86400.0,
+                 synchronous: str = "FULL") -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = self.dir / "spool.db"
+        self.max_bytes, self.max_age_s = max_bytes, max_age_s
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+        self._count, self._bytes = int(row[0]), int(row[1])
+        self._oldest: Optional[int] = self._query_oldest()
+
+    # -- writing --------------------------------------------------------------------------------------
+    def append(self, builds: Sequence[Build]) -> list[Optional[EdgeMessage]]:
+        """Spool each build in one transaction (fsynced on return): its seq is the device's next, the
+        builder signs with it. A build whose `ref` is already spooled is skipped (None in the result)."""
+        out: list[Optional[EdgeMessage]] = []
+        now = _now_ms()
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                added = added_bytes = 0
+                nexts: dict[str, int] = {}
+                for did, build, ref, source in builds:
+                    if ref is not None and db.execute("SELECT 1 FROM refs WHERE ref = ?", (ref,)).fetchone():
+                        out.append(None)
+                        continue
+                    seq = nexts.get(did)
+                    if seq is None:
+                        r = db.execute("SELECT next FROM seqs WHERE device = ?", (did,)).fetchone()
+                        seq = int(r[0]) if r else int(time.time() * 1_000_000)
+                    msg = build(seq)
+                    if msg.statement.seq != seq or msg.statement.device != did:
+                        raise ValueError("a builder must sign the seq and device it is given")
+                    db.execute("INSERT INTO messages (device, seq, topic, key, value, headers, received_ms, "
+                               "spooled_ms, size, source, statement) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                               (did, seq, msg.topic, msg.key, msg.value,
+                                canonical.encode([[k, v] for k, v in msg.headers]), msg.received_ms, now,
+                                msg.size, source, msg.statement.to_bytes()))
+                    if ref is not None:
+                        db.execute("INSERT INTO refs (ref, device, seq, at_ms) VALUES (?,?,?,?)", (ref, did, seq, now))
+                    nexts[did] = seq + 1
+                    added += 1
+                    added_bytes += msg.size
+                    out.append(msg)
+                for did, nxt in nexts.items():
+                    db.execute("INSERT INTO seqs (device, next) VALUES (?, ?) "
+                               "ON CONFLICT (device) DO UPDATE SET next = excluded.next", (did, nxt))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._count += added
+            self._bytes += added_bytes
+            if added and self._oldest is None:
+                self._oldest = now
+        return out
+
+    def has_ref(self, ref: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM refs WHERE ref = ?", (ref,)).fetchone() is not None
+
+    def next_seq(self, did: str) -> Optional[int]:
+        with self._lock:
+            r = self._db.execute("SELECT next FROM seqs WHERE device = ?", (did,)).fetchone()
+        return None if r is None else int(r[0])
+
+    # -- sending --------------------------------------------------------------------------------------
+    def pending(self, after_id: int = 0, limit: int = 500) -> list[Spooled]:
+        """Up to `limit` messages with id > `after_id`, in id order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, device, seq, topic, key, value, headers, received_ms, spooled_ms, size, statement "
+                "FROM messages WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+        out = []
+        for (id_, device, seq, topic, key, value, headers, received, spooled, size, stmt) in rows:
+            hdrs = tuple((k, bytes(v)) for k, v in canonical.decode(headers))
+            msg = EdgeMessage(topic, bytes(key), bytes(value), hdrs, Statement.from_bytes(bytes(stmt)), int(received))
+            out.append(Spooled(int(id_), device, int(seq), int(size), int(spooled), msg))
+        return out
+
+    def delete(self, acked: Iterable[tuple[int, int]]) -> int:
+        """Delete acknowledged messages ``(id, size)``; the number deleted."""
+        acked = list(acked)
+        if not acked:
+            return 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                n = 0
+                for i in range(0, len(acked), 500):
+                    chunk = acked[i:i + 500]
+                    cur = self._db.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
+                                           [a for a, _ in chunk])
+                    n += cur.rowcount
+                self._db.execute("INSERT INTO meta (k, v) VALUES ('last_send_ms', ?) "
+                                 "ON CONFLICT (k) DO UPDATE SET v = excluded.v", (str(_now_ms()),))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._count -= n
+            self._bytes -= sum(s for _, s in acked) if n == len(acked) else 0
+            if n != len(acked):  # recount (a double ack: should not happen)
+                row = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+                self._count, self._bytes = int(row[0]), int(row[1])
+            self._oldest = self._query_oldest()
+        return n
+
+    def reject(self, id_: int, reason: str) -> None:
+        """Move a message the broker refuses for good to ``rejected`` (kept, never dropped)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                size = self._db.execute("SELECT size FROM messages WHERE id = ?", (id_,)).fetchone()
+                self._db.execute(
+                    "INSERT INTO rejected SELECT id, device, seq, topic, key, value, headers, received_ms, spooled_ms, "
+                    "size, source, statement, ?, ? FROM messages WHERE id = ?", (reason, _now_ms(), id_))
+                self._db.execute("DELETE FROM messages WHERE id = ?", (id_,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if size:
+                self._count -= 1
+                self._bytes -= int(size[0])
+            self._oldest = self._query_oldest()
+
+    def _query_oldest(self) -> Optional[int]:
+        r = self._db.execute("SELECT spooled_ms FROM messages ORDER BY id LIMIT 1").fetchone()
+        return None if r is None else int(r[0])
+
+    # -- bounds and state -----------------------------------------------------------------------------
+    def full(self, now_ms: Optional[int] = None) -> Optional[str]:
+        """``"size"``, ``"age"`` or None (in-memory counters: cheap enough for every emit)."""
+        if self._bytes >= self.max_bytes:
+            return "size"
+        if self._oldest is not None:
+            now = _now_ms() if now_ms is None else now_ms
+            if now - self._oldest > self.max_age_s * 1000:
+                return "age"
+        return None
+
+    @property
+    def depth(self) -> tuple[int, int]:
+        return self._count, self._bytes
+
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            rej = self._db.execute("SELECT count(*) FROM rejected").fetchone()[0]
+            devs = self._db.execute("SELECT count(*) FROM seqs").fetchone()[0]
+            return SpoolStats(self._count, self._bytes, self._oldest, int(devs), int(rej))
+
+    def meta(self, key: str) -> Optional[str]:
+        with self._lock:
+            r = self._db.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
+        return None if r is None else r[0]
+
+    def prune_refs(self, older_than_s: float) -> int:
+        """Forget blob refs older than this (the files source moved those files long ago)."""
+        with self._lock:
+            return self._db.execute("DELETE FROM refs WHERE at_ms < ?",
+                                    (_now_ms() - int(older_than_s * 1000),)).rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def read_stats(directory: Path) -> SpoolStats:
+    """Depth and age of a spool another process owns (read-only; for `edge status`)."""
+    path = Path(directory) / "spool.db"
+    if not path.exists():
+        raise FileNotFoundError(f"no spool at {path}; has `sealstream edge run` started with this config?")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        n, b = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+        oldest = db.execute("SELECT spooled_ms FROM messages ORDER BY id LIMIT 1").fetchone()
+        devs = db.execute("SELECT count(*) FROM seqs").fetchone()[0]
+        rej = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
+        return SpoolStats(int(n), int(b), None if oldest is None else int(oldest[0]), int(devs), int(rej))
+    finally:
+        db.close()
+
+
+def read_meta(directory: Path, key: str) -> Optional[str]:
+    path = Path(directory) / "spool.db"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        r = db.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
+        return None if r is None else r[0]
+    finally:
+        db.close()
