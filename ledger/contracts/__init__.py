@@ -5,12 +5,13 @@ per-tx atomic writes, refusal codes, the incremental sparse-Merkle state
 root), `registry` the identities and key resolution as of a height,
 `anchors` the batch roots, `tokens` the accounts, fees by kind and the
 history of every charge, `audit` the operator operations, declarative rules
-and the events they raise. See docs/contracts.md.
+and the events they raise, `confidentiality` (kinds ``policy.*``) who may read a
+confidential stream as of a height. See docs/contracts.md.
 """
 
 from __future__ import annotations
 
-from . import anchors, audit, registry, tokens
+from . import anchors, audit, confidentiality, registry, tokens
 from ._app import (
     AUTO,
     GENEROUS_BALANCE,
@@ -46,6 +47,7 @@ __all__ = [
     "TxContext",
     "anchors",
     "audit",
+    "confidentiality",
     "recompute_root",
     "registry",
     "resolve",

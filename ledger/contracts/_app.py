@@ -424,7 +424,7 @@ class ContractApp:
     """The contracts as one `ledger.executor.Executor`.
 
     `contracts` maps a contract name to ``{method name: Method}``; by default
-    `registry`, `anchors`, `tokens` and `audit`. `genesis` fills the height-0 state
+    `registry`, `anchors`, `tokens`, `audit`, `reputation` and ``policy`` (`confidentiality`). `genesis` fills the height-0 state
     through the ``genesis_writes`` of `registry` and `tokens`.
 
     `fee_hook` runs before every dispatched method, in the tx's own buffer: it
@@ -438,13 +438,14 @@ class ContractApp:
     def __init__(self, genesis: ContractsGenesis,
                  contracts: Mapping[str, Mapping[str, Method]] | None = None,
                  fee_hook: "FeeHook | None | object" = AUTO) -> None:
-        from . import anchors, audit, registry, reputation, tokens
+        from . import anchors, audit, confidentiality, registry, reputation, tokens
 
         self.genesis = genesis
         self.contracts: dict[str, Mapping[str, Method]] = dict(
             contracts if contracts is not None
             else {"registry": registry.METHODS, "anchors": anchors.METHODS, "tokens": tokens.METHODS,
-                  "audit": audit.METHODS, "reputation": reputation.METHODS})
+                  "audit": audit.METHODS, "reputation": reputation.METHODS,
+                  "policy": confidentiality.METHODS})
         #: reputation records after each block where they changed (``/reputation?height=``)
         self.rep_history = reputation.History()
         if fee_hook is AUTO:

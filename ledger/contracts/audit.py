@@ -102,6 +102,7 @@ __all__ = [
     "record",
     "deploy_rule",
     "retire_rule",
+    "raise_event",
 ]
 
 OP_TYPES = ("command", "config", "login")
@@ -470,6 +471,23 @@ def record(tc: TxContext, p: dict) -> dict:
     st.put(META_KEY, {"ops": meta["ops"] + 1, "events": meta["events"] + len(raised)})
     return {"events": [{"id": _id_text(e["id"]), "seq": e["seq"], "rule": e["rule"], "version": e["version"],
                         "severity": e["severity"]} for e in raised]}
+
+
+def raise_event(tc: TxContext, org: str, rule: str, severity: str, message: str, action: str,
+                params: Mapping[str, Any]) -> dict:
+    """Raise an event for a change another contract made (no deployed rule: `rule` names the
+    built-in source, e.g. ``policy.grant``, version 0, kind ``builtin``); the event is stored and
+    streamed like any other, as a ``config`` operation of `org` by the submitter."""
+    st = tc.state
+    meta = _meta(st)
+    op = {"org": org, "operator": "ledger", "system": "ledger", "op": "config", "action": action,
+          "params": dict(params), "at": None}
+    ev = {"id": [tc.height, tc.index, 0], "seq": meta["events"], "rule": rule, "version": 0, "kind": "builtin",
+          "rule_org": org, "severity": severity, "message": message, "detail": message, "time": tc.block.time,
+          "tx_id": tc.tx.tx_id, "submitter": tc.submitter, "operation": op}
+    st.put(event_key(ev["seq"]), ev)
+    st.put(META_KEY, {"ops": meta["ops"], "events": meta["events"] + 1})
+    return {"id": _id_text(ev["id"]), "seq": ev["seq"], "rule": rule, "version": 0, "severity": severity}
 
 
 METHODS = {"record": record, "deploy_rule": deploy_rule, "retire_rule": retire_rule}

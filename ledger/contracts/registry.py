@@ -23,7 +23,20 @@ registry.rotate_key        id, key (did)                 entity: itself or its o
                                                          consortium: the consortium admin
 registry.revoke            id, reason?                   entity: itself, its org's admin or the
                                                          consortium admin; org: the consortium admin
+registry.register_enc_key  id, org, key (x25519 hex),    that org's admin
+                           name?
+registry.rotate_enc_key    id, key (x25519 hex)          the recipient's org's admin
+registry.revoke_enc_key    id, reason?                   the recipient's org's admin or the
+                                                         consortium admin
 ========================== ============================= ==========================================
+
+*Recipients* (issue 18): an organisation (id = the org's id) or a named
+consumer inside one (any other id) registers an X25519 public key (RFC 7748,
+32 bytes as 64 lowercase hex digits) that devices wrap data keys to (HPKE,
+RFC 9180) for confidential streams. Recipients have their own id space
+(``reg/enc/``), so an org may name its own recipient after itself; a
+recipient key, like a signing key, is bound once, ever. `resolve_enc_key`
+answers as of a height like `resolve`; a revoked org revokes its recipients.
 
 Refusal codes: ``BAD_PAYLOAD``, ``NOT_FOUND``, ``ALREADY_EXISTS``,
 ``KEY_IN_USE`` (a key is bound to at most one org/entity, ever),
@@ -33,7 +46,9 @@ org's entities always gets this), ``REVOKED`` (the target is revoked),
 
 State: ``reg/ent/<id>`` -> the entity record (`entity_json` shows it),
 ``reg/key/<did>`` -> the id the key is bound to (orgs and entities; the
-consortium key is not indexed, so it may also administer one org).
+consortium key is not indexed, so it may also administer one org);
+``reg/enc/<id>`` -> a recipient record (`enc_key_json`), ``reg/enckey/<hex>`` ->
+the recipient id an encryption key is bound to.
 """
 
 from __future__ import annotations
@@ -66,6 +81,11 @@ __all__ = [
     "entities",
     "entity_json",
     "registry_closure",
+    "EncKeyResolution",
+    "get_enc_key",
+    "resolve_enc_key",
+    "enc_keys",
+    "enc_key_json",
 ]
 
 CONSORTIUM = "consortium"
@@ -366,6 +386,160 @@ def revoke(tc: TxContext, p: dict) -> dict:
     return {"id": eid}
 
 
+# ---------------------------------------------------------------- recipients' encryption keys (issue 18)
+
+
+def enc_key(recipient_id: str) -> str:
+    return "reg/enc/" + recipient_id
+
+
+def enc_index_key(key_hex: str) -> str:
+    return "reg/enckey/" + key_hex
+
+
+def _check_x25519(value: Any, field: str) -> str:
+    """A 32-byte X25519 public key as 64 lowercase hex digits (not all zero)."""
+    if (not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value)
+            or value == "0" * 64):
+        raise Refused("BAD_PAYLOAD", f"{field} must be an X25519 public key: 64 lowercase hex digits, not zero")
+    return value
+
+
+def get_enc_key(reader: Any, recipient_id: str) -> dict | None:
+    """The recipient record of `recipient_id`, or None."""
+    return reader.get(enc_key(recipient_id)) if isinstance(recipient_id, str) else None
+
+
+@dataclass(frozen=True)
+class EncKeyResolution:
+    """A recipient's X25519 key and status as of a position (statuses as `Resolution`)."""
+
+    id: str
+    org: str | None
+    key: bytes | None
+    status: str
+    height: int
+    index: int | None
+    registered: tuple[int, int] | None
+    revoked: tuple[int, int] | None
+
+    @property
+    def valid(self) -> bool:
+        return self.status == "active"
+
+    def to_json(self) -> dict:
+        def pos(p: tuple[int, int] | None) -> dict | None:
+            return None if p is None else {"height": p[0], "index": p[1]}
+
+        return {"id": self.id, "org": self.org, "key": None if self.key is None else self.key.hex(),
+                "status": self.status, "valid": self.valid, "height": self.height, "index": self.index,
+                "registered": pos(self.registered), "revoked": pos(self.revoked)}
+
+
+def resolve_enc_key(reader: Any, recipient_id: str, height: int, index: int | None = None) -> EncKeyResolution:
+    """`recipient_id`'s encryption key and status after block `height` (or as tx `index` of it
+    saw it). Revoked from the earlier of its own revocation and its org's."""
+    pos = (height, _END if index is None else index)
+    peek = getattr(reader, "peek", reader.get)
+    rec = peek(enc_key(recipient_id)) if isinstance(recipient_id, str) else None
+    if rec is None:
+        return EncKeyResolution(recipient_id, None, None, "unknown", height, index, None, None)
+    reg = tuple(rec["registered"])
+    marks = [tuple(rec["revoked"])] if rec["revoked"] is not None else []
+    org = _peek_entity(reader, rec["org"])
+    if org is not None and org["revoked"] is not None:
+        marks.append(tuple(org["revoked"]))
+    revoked = min(marks) if marks else None
+    if pos <= reg:
+        status, key = "unregistered", None
+    else:
+        key = bytes.fromhex(_key_at(rec, pos))
+        status = "revoked" if revoked is not None and revoked < pos else "active"
+    return EncKeyResolution(recipient_id, rec["org"], key, status, height, index, reg, revoked)
+
+
+def enc_keys(state: ContractState, org: str | None = None) -> list[tuple[str, dict]]:
+    """(id, record) of every recipient, optionally of one org (a scan)."""
+    return [(k[len("reg/enc/"):], rec) for k, rec in state.items("reg/enc/") if org is None or rec["org"] == org]
+
+
+def enc_key_json(recipient_id: str, rec: dict) -> dict:
+    def pos(p: Any) -> dict | None:
+        return None if p is None else {"height": p[0], "index": p[1]}
+
+    return {"id": recipient_id, "org": rec["org"], "name": rec["name"], "key": rec["keys"][-1][0],
+            "keys": [{"key": k, "height": h, "index": i} for k, h, i in rec["keys"]],
+            "registered": pos(rec["registered"]), "revoked": pos(rec["revoked"]), "reason": rec["reason"]}
+
+
+def _bind_enc(tc: TxContext, key_hex: str, recipient_id: str) -> None:
+    if enc_index_key(key_hex) in tc.state:
+        raise Refused("KEY_IN_USE", "this encryption key is already bound to a recipient")
+    tc.state.put(enc_index_key(key_hex), recipient_id)
+
+
+def _enc_authority(tc: TxContext, rec: dict, for_revoke: bool) -> None:
+    org = _active_org(tc, rec["org"])
+    allowed = {_current_key(org)} | ({_consortium_key(tc)} if for_revoke else set())
+    if tc.submitter not in allowed:
+        raise Refused("FORBIDDEN", f"only the admin of {rec['org']!r}" + (" or the consortium admin" if for_revoke
+                                                                           else "") + " may do this")
+    if org["revoked"] is not None and tc.submitter != _consortium_key(tc):
+        raise Refused("ORG_REVOKED", f"organisation {rec['org']!r} is revoked")
+
+
+def register_enc_key(tc: TxContext, p: dict) -> dict:
+    check_fields(p, ("id", "org", "key"), ("name",))
+    rid, org_id = check_id(p["id"], "id"), check_id(p["org"], "org")
+    key = _check_x25519(p["key"], "key")
+    name = check_text(p.get("name", ""), "name")
+    org = _active_org(tc, org_id)
+    if tc.submitter != _current_key(org):
+        raise Refused("FORBIDDEN", f"only the admin of {org_id!r} registers its recipients")
+    if org["revoked"] is not None:
+        raise Refused("ORG_REVOKED", f"organisation {org_id!r} is revoked")
+    if enc_key(rid) in tc.state:
+        raise Refused("ALREADY_EXISTS", f"recipient {rid!r} exists")
+    _bind_enc(tc, key, rid)
+    tc.state.put(enc_key(rid), {"org": org_id, "name": name, "keys": [[key, tc.height, tc.index]],
+                                "registered": _pos(tc), "revoked": None, "reason": ""})
+    return {"id": rid, "type": "recipient"}
+
+
+def _need_recipient(tc: TxContext, rid: str) -> dict:
+    rec = get_enc_key(tc.state, rid)
+    if rec is None:
+        raise Refused("NOT_FOUND", f"no recipient {rid!r}")
+    return rec
+
+
+def rotate_enc_key(tc: TxContext, p: dict) -> dict:
+    check_fields(p, ("id", "key"))
+    rid, key = check_id(p["id"], "id"), _check_x25519(p["key"], "key")
+    rec = _need_recipient(tc, rid)
+    _enc_authority(tc, rec, for_revoke=False)
+    if rec["revoked"] is not None:
+        raise Refused("REVOKED", f"recipient {rid!r} is revoked")
+    _bind_enc(tc, key, rid)
+    rec["keys"] = rec["keys"] + [[key, tc.height, tc.index]]
+    tc.state.put(enc_key(rid), rec)
+    return {"id": rid, "key": key}
+
+
+def revoke_enc_key(tc: TxContext, p: dict) -> dict:
+    check_fields(p, ("id",), ("reason",))
+    rid = check_id(p["id"], "id")
+    reason = check_text(p.get("reason", ""), "reason", 256)
+    rec = _need_recipient(tc, rid)
+    _enc_authority(tc, rec, for_revoke=True)
+    if rec["revoked"] is not None:
+        raise Refused("REVOKED", f"recipient {rid!r} is already revoked")
+    rec["revoked"] = _pos(tc)
+    rec["reason"] = reason
+    tc.state.put(enc_key(rid), rec)
+    return {"id": rid}
+
+
 METHODS = {
     "register_org": register_org,
     "register_node": _register("node"),
@@ -373,6 +547,9 @@ METHODS = {
     "register_gateway": _register("gateway"),
     "rotate_key": rotate_key,
     "revoke": revoke,
+    "register_enc_key": register_enc_key,
+    "rotate_enc_key": rotate_enc_key,
+    "revoke_enc_key": revoke_enc_key,
 }
 
 
