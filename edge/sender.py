@@ -32,7 +32,7 @@ class Sender(threading.Thread):
         super().__init__(name="edge-sender", daemon=True)
         self.spool, self.make_producer, self.metrics = spool, make_producer, metrics
         self.max_inflight, self.max_inflight_bytes, self.drain_s = max_inflight, max_inflight_bytes, drain_s
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._lock = threading.Lock()
         self._acked: list[tuple[int, int, str]] = []
         self._failed: list[tuple[int, object]] = []
@@ -42,7 +42,7 @@ class Sender(threading.Thread):
         self.error: Optional[BaseException] = None
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def _callback(self, id_: int, size: int, topic: str):
         def done(err, _partition, _offset) -> None:  # noqa: ANN001 - from poll() on this thread
@@ -94,7 +94,7 @@ class Sender(threading.Thread):
         producer = self.make_producer()
         cursor = 0
         self._fatal = False
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             room = self.max_inflight - len(self._inflight)
             inflight_bytes = sum(self._inflight.values())
             rows = []

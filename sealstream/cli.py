@@ -334,6 +334,8 @@ cli.add_command(verify)
 cli.add_command(evidence)
 cli.add_command(export)
 pipeline.add_command(pipeline_verifier)
+from ._edge_cli import edge  # noqa: E402
+cli.add_command(edge)
 
 
 @cli.command("status")

@@ -72,8 +72,11 @@ class FilesSource:
             self._seen.pop(entry.name, None)
             return
         ref = f"files:{self.folder}:{entry.name}:{st.st_size}:{st.st_mtime_ns}"
-        await ctx.emit(BlobItem(self.device, self.kind, self._ctype(entry.name), data, st.st_mtime_ns // 1_000_000,
-                                int(time.time() * 1000), ref))
+        ok = await ctx.emit(BlobItem(self.device, self.kind, self._ctype(entry.name), data,
+                                     st.st_mtime_ns // 1_000_000, int(time.time() * 1000), ref))
+        if ok is False:  # refused (reason counted by the agent): left in place, retaken only once it changes
+            self._seen[entry.name] = (st.st_size, st.st_mtime_ns, float("inf"))
+            return
         try:
             target = self.done / entry.name
             if target.exists():
@@ -106,7 +109,7 @@ class FilesSource:
                 seen = self._seen.get(e.name)
                 if seen is None or seen[:2] != (st.st_size, st.st_mtime_ns):
                     self._seen[e.name] = (st.st_size, st.st_mtime_ns, now)
-                elif now - seen[2] >= self.stable_s:
+                elif seen[2] != float("inf") and now - seen[2] >= self.stable_s:
                     await self._take(ctx, e)
             for gone in set(self._seen) - names:
                 del self._seen[gone]
