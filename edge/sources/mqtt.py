@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import random
+import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ __all__ = ["from_config", "MqttSource", "TopicMap", "BrokerOptions", "Backoff", 
 log = logging.getLogger("sealstream.edge.mqtt")
 
 _DETAIL_MAX = 200
+_CAPTURE = re.compile(r"\{(\d+)\}")
 
 
 def now_ms() -> int:
@@ -246,8 +248,18 @@ class TopicMap:
     qos: int = 1
 
     def names(self, captures: list[str]) -> tuple[str, str]:
-        subs = {str(i + 1): c for i, c in enumerate(captures)}
-        return self.device.format_map(subs), self.sensor.format_map(subs)
+        """`device` and `sensor` with each ``{n}`` replaced by the n-th captured level (IndexError if none)."""
+
+        def level(match: re.Match) -> str:
+            n = int(match.group(1))
+            if not 1 <= n <= len(captures):
+                raise IndexError(f"{{{n}}}: the topic filter has {len(captures)} wildcard level(s)")
+            return captures[n - 1]
+
+        def sub(text: str) -> str:
+            return _CAPTURE.sub(level, text)
+
+        return sub(self.device), sub(self.sensor)
 
     def parse(self, payload: bytes, received_ms: int) -> tuple[float, int]:
         """(value, ts_ms) or ValueError naming what is wrong."""

@@ -5,6 +5,8 @@ in-process, in the test's event loop)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
 import subprocess
 import time
@@ -36,7 +38,8 @@ def wait_listening(port: int, what: str, proc: subprocess.Popen | None = None, l
 class Mosquitto:
     """A mosquitto broker on its own loopback port and config (anonymous, no persistence)."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, tls: dict[str, Path] | None = None,
+                 users: dict[str, str] | None = None) -> None:
         from sealstream.settings import load_settings
 
         self.binary = mosquitto_binary(auto_install=load_settings().auto_install)
@@ -45,13 +48,26 @@ class Mosquitto:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} {LOOPBACK}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-        )
+        lines = [f"listener {self.port} {LOOPBACK}", "persistence false", "log_dest stderr",
+                 "log_type error", "log_type warning", "log_type notice"]
+        if tls is not None:  # the client must show a certificate of the same CA
+            lines += [f"cafile {tls['ca']}", f"certfile {tls['server']}", f"keyfile {tls['server_key']}",
+                      "require_certificate true"]
+        if users:
+            passwd = workdir / "passwd"
+            passwd.write_text("")
+            for user, password in users.items():
+                subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", str(passwd),
+                                user, password], check=True, capture_output=True)
+            passwd.chmod(0o644)
+            lines += [f"password_file {passwd}", "allow_anonymous false"]
+        else:
+            lines.append("allow_anonymous true")
+        if os.geteuid() == 0:
+            # mosquitto started as root drops to its own user before reading the password file, which
+            # cannot reach pytest's 0700 tmp folders; this broker listens on loopback only
+            lines.append("user root")
+        self.conf.write_text("\n".join(lines) + "\n")
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
@@ -77,9 +93,57 @@ class Mosquitto:
 
 
 @contextlib.contextmanager
-def mosquitto(workdir: Path):
-    broker = Mosquitto(workdir).start()
+def mosquitto(workdir: Path, **options):
+    broker = Mosquitto(workdir, **options).start()
     try:
         yield broker
     finally:
         broker.stop()
+
+
+# -- TLS material for the secured tests ------------------------------------------------------------
+def make_tls(workdir: Path) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate (PEM files)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write_key(key, path: Path) -> None:
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+        path.chmod(0o644)  # the broker may drop root for its own user before reading it
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("sealstream test CA")).issuer_name(name("sealstream test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    paths = {"ca": workdir / "ca.pem"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for who, usage, san in [("server", ExtendedKeyUsageOID.SERVER_AUTH,
+                             [x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
+                            ("client", ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName("edge-client")])]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(name(f"sealstream test {who}")).issuer_name(ca.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName(san), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        paths[who] = workdir / f"{who}.pem"
+        paths[who].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        paths[f"{who}_key"] = workdir / f"{who}.key"
+        write_key(key, paths[f"{who}_key"])
+    workdir.chmod(0o755)
+    return paths
