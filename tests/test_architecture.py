@@ -16,14 +16,16 @@ CONFIG = {"sealstream.settings", "sealstream._logging"}
 #: package -> project packages it may import (docs/architecture.md)
 MAY_IMPORT: dict[str, set[str]] = {
     "trust": set(),
+    "confidential": {"trust"},
     "ledger": {"trust"},
     "verify": {"trust", "ledger"},
     "storage": {"trust", "verify"},
-    "edge": {"trust"},
-    "pipelines": {"trust", "verify", "storage", "ledger"},
+    "edge": {"trust", "confidential"},
+    "pipelines": {"trust", "verify", "storage", "ledger", "confidential"},
     "infra": set(),
     "dashboards": set(),
-    "sealstream": {"trust", "verify", "ledger", "storage", "pipelines", "edge", "dashboards", "infra"},
+    "sealstream": {"trust", "confidential", "verify", "ledger", "storage", "pipelines", "edge", "dashboards",
+                   "infra"},
 }
 #: what the verifier may take from the ledger: its pure values, proofs and contract queries
 VERIFY_LEDGER = ("ledger._types", "ledger.light_client", "ledger.contracts", "ledger._merkle", "ledger.errors")
