@@ -147,3 +147,76 @@ def make_tls(workdir: Path) -> dict[str, Path]:
         write_key(key, paths[f"{who}_key"])
     workdir.chmod(0o755)
     return paths
+
+
+# -- OPC UA -------------------------------------------------------------------------------------------
+OPCUA_NS = "urn:sealstream:test:plant"
+
+
+class OpcUaServer:
+    """An asyncua server in the test's event loop: an object ``Press`` with float variables whose node ids
+    are ``ns=2;s=Press.<name>``; `start`/`stop` may be called again (a restart keeps port and node ids)."""
+
+    def __init__(self, variables: dict[str, float], *, port: int | None = None, security: dict | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"opc.tcp://{LOOPBACK}:{self.port}/sealstream/"
+        self.variables = dict(variables)
+        self.security = security  # {"certificate": path, "private_key": path}: Basic256Sha256 only
+        self.server = None
+        self.nodes: dict = {}
+
+    async def start(self) -> "OpcUaServer":
+        from asyncua import Server, ua
+
+        server = Server()
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("sealstream test PLC")
+        if self.security:
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+                                        ua.SecurityPolicyType.Basic256Sha256_Sign])
+            await server.load_certificate(str(self.security["certificate"]))
+            await server.load_private_key(str(self.security["private_key"]))
+        else:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        idx = await server.register_namespace(OPCUA_NS)
+        assert idx == 2, idx
+        press = await server.nodes.objects.add_object(ua.NodeId("Press", idx), "Press")
+        self.nodes = {}
+        for name, value in self.variables.items():
+            self.nodes[name] = await press.add_variable(ua.NodeId(f"Press.{name}", idx), name, float(value))
+        await server.start()
+        self.server = server
+        wait_listening(self.port, "the OPC UA server")
+        return self
+
+    async def write(self, name: str, value: float, source_ts=None, server_ts=None) -> None:
+        from asyncua import ua
+
+        self.variables[name] = value
+        dv = ua.DataValue(ua.Variant(float(value), ua.VariantType.Double), SourceTimestamp=source_ts,
+                          ServerTimestamp=server_ts)
+        await self.server.write_attribute_value(self.nodes[name].nodeid, dv)
+
+    async def delete(self, name: str) -> None:
+        await self.server.delete_nodes([self.nodes.pop(name)])
+        del self.variables[name]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+
+async def opcua_certificate(workdir: Path, app_uri: str, *, server: bool) -> tuple[Path, Path]:
+    """A self-signed application instance certificate (DER) and key (PEM) for `app_uri`."""
+    from asyncua.crypto import cert_gen
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    stem = "server" if server else "client"
+    key, cert = workdir / f"{stem}.pem", workdir / f"{stem}.der"
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server else \
+        [ExtendedKeyUsageOID.CLIENT_AUTH]
+    await cert_gen.setup_self_signed_certificate(key, cert, app_uri, "localhost", usage, {})
+    return cert, key
