@@ -62,6 +62,8 @@ __all__ = [
     "unwrap",
     "decrypt",
     "open_envelope",
+    "KEYS_HEADER",
+    "key_record_of",
 ]
 
 MAGIC = b"SSE1"
@@ -342,3 +344,17 @@ def open_envelope(raw: bytes, keys: KeyRecord | bytes, recipient: str, private_k
     if len(plaintext) != env.size or commitment(salt, plaintext) != env.commitment:
         raise OpenError("plaintext-commitment", "SHA-256(salt || plaintext) is not the signed commitment")
     return Opened(plaintext, env, salt)
+
+
+#: The Kafka header carrying a confidential record's key record (not signed; the worker stores
+#: it apart from the payload, at ``keys/<statement hash>``).
+KEYS_HEADER = "ss-keys"
+
+
+def key_record_of(headers) -> bytes | None:
+    """The bytes of the first non-empty ``ss-keys`` header, or None."""
+    for item in headers or ():
+        name, value = item
+        if (name.decode("utf-8", "replace") if isinstance(name, bytes) else name) == KEYS_HEADER and value:
+            return bytes(value)
+    return None

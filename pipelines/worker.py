@@ -40,6 +40,8 @@ from typing import Any, Awaitable, Callable, Iterator, Mapping, Optional, Sequen
 import psycopg
 import pyarrow as pa
 
+from confidential.envelope import CONTENT_TYPE as ENVELOPE_TYPE
+from confidential.envelope import key_record_of
 from ledger.client import TxRefused
 from ledger.errors import LedgerError
 from storage.blobs import BlobStore
@@ -427,7 +429,8 @@ class IngestProcessor:
             if isinstance(verdict, Rejected):  # e.g. the device was revoked since
                 return _dead(rec, verdict.reason, verdict.detail)
         rows = None
-        if verdict.statement.kind == "timeseries":
+        # a confidential record's payload is an envelope (ciphertext): stored as a blob, never parsed
+        if verdict.statement.kind == "timeseries" and verdict.statement.content_type != ENVELOPE_TYPE:
             try:
                 rows = pa.ipc.open_stream(pa.BufferReader(rec.value)).read_all()
                 for col in ("ts", "sensor", "value"):
@@ -448,6 +451,10 @@ class IngestProcessor:
             if st.payload_sha256 not in done:
                 self.blobs.put_raw(rec.value, st.content_type, st.payload_sha256)
                 done.add(st.payload_sha256)
+            if st.content_type == ENVELOPE_TYPE:
+                record = key_record_of(rec.headers)
+                if record is not None:  # wrapped keys apart from the signed bytes (issue 18)
+                    self.blobs.put_keys(st.hash(), record)
 
     def _archive_pool(self) -> ThreadPoolExecutor:
         with self._lock:

@@ -32,7 +32,12 @@ from .errors import BlobConflict, BlobDigestMismatch, BlobError, BlobNotFound, B
 from .manifest import Manifest
 from .records import manifest_key, raw_key
 
-__all__ = ["BlobStore", "DIGEST_METADATA"]
+__all__ = ["BlobStore", "DIGEST_METADATA", "keys_key"]
+
+
+def keys_key(statement_hash: bytes) -> str:
+    """Where a confidential record's key record lives: ``keys/<statement hash hex>``."""
+    return "keys/" + bytes(statement_hash).hex()
 
 #: User-metadata name of the object digest (sent as ``x-amz-meta-sha256``).
 DIGEST_METADATA = "sha256"
@@ -202,6 +207,30 @@ class BlobStore:
         if actual != expected:
             raise BlobDigestMismatch(key, expected, actual)
         return data
+
+    # -- key records of confidential payloads (issue 18) ----------------------
+
+    def put_keys(self, statement_hash: bytes, record: bytes) -> str:
+        """Store a confidential record's key record (its wrapped data keys) at ``keys/<statement
+        hash>``, apart from the signed payload, so erasure can delete it alone; the key."""
+        key = keys_key(statement_hash)
+        self._put(key, record, "application/vnd.sealstream.keys.v1", sha256(record).hex())
+        return key
+
+    def get_keys(self, statement_hash: bytes) -> bytes:
+        """The key record of a statement; `BlobNotFound` when there is none (or it was erased)."""
+        data, expected = self._get(keys_key(statement_hash))
+        if expected and sha256(data).hex() != expected:
+            raise BlobDigestMismatch(keys_key(statement_hash), expected, sha256(data).hex())
+        return data
+
+    def delete_keys(self, statement_hash: bytes) -> None:
+        """Remove the key record of a statement (erasure); absent is fine."""
+        key = keys_key(statement_hash)
+        try:
+            self.client.remove_object(self.bucket, key)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable(key, exc) from exc
 
     # -- manifests ----------------------------------------------------------
 

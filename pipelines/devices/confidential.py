@@ -1,0 +1,98 @@
+"""The device side of confidential streams (issue 18): what a device team calls.
+
+`seal_confidential` encrypts a payload for the recipients in force (`confidential.envelope`),
+signs the statement over the *envelope* (so ingest, sealing and anchoring see ciphertext
+only) and returns the Kafka record: value = the envelope, headers = the statement's plus
+``ss-keys``, the key record (wrapped data keys), which is not signed and which the worker
+stores apart (``keys/<statement hash>`` in MinIO) so that erasure never touches a signed byte.
+
+`recipients_in_force` reads the stream's recipients from the ledger as of now, every state
+value proven at one certified height (a lying node cannot add a recipient).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from confidential.envelope import CONTENT_TYPE, DEFAULT_CHUNK_SIZE, KEYS_HEADER, key_record_of, seal
+from ledger.contracts import confidentiality, verify_state_proof
+from ledger.contracts.confidentiality import Recipient
+from ledger.light_client import LightClient
+from trust import canonical
+from trust.identity import KeyPair
+from trust.statement import Statement, sign_statement, to_kafka_headers
+
+from .kinds import kind_info
+from .payloads import Payload
+from .signing import OutMessage
+
+__all__ = ["KEYS_HEADER", "seal_confidential", "key_record_of", "recipients_in_force", "ProvenState"]
+
+def seal_confidential(keypair: KeyPair, seq: int, ts_ms: int, payload: Payload, *, stream: str,
+                      recipients: Sequence[Recipient | tuple[str, bytes]],
+                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> OutMessage:
+    """Encrypt `payload` for `recipients` (`Recipient` or ``(id, X25519 public key)``), sign the
+    statement over the envelope as message `seq` of the device owning `keypair`, and return the
+    Kafka record (the key record in the ``ss-keys`` header)."""
+    pairs = [(r.id, r.key) if isinstance(r, Recipient) else (r[0], r[1]) for r in recipients]
+    sealed = seal(payload.data, stream=stream, device=keypair.did, seq=seq, kind=payload.kind,
+                  content_type=payload.content_type, recipients=pairs, chunk_size=chunk_size)
+    stmt = Statement.for_payload(keypair.did, seq, ts_ms, payload.kind, CONTENT_TYPE, sealed.envelope)
+    sig = sign_statement(stmt, keypair)
+    headers = tuple(to_kafka_headers(stmt, sig)) + ((KEYS_HEADER, sealed.keys.to_bytes()),)
+    return OutMessage(kind_info(payload.kind).topic, keypair.did.encode("ascii"), sealed.envelope, headers,
+                      stmt, sig, keypair.did)
+
+
+class ProvenState:
+    """State values proven at one height: the reader `recipients_at` needs (``get``/``peek``)."""
+
+    def __init__(self, values: dict[str, bytes | None], height: int, strict: bool = True) -> None:
+        self._values = values
+        self.height = height
+        self.strict = strict
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self._values.get(key)
+        if raw is None:
+            if key not in self._values and self.strict:
+                raise KeyError(f"state key {key!r} was not proven")
+            return default
+        return canonical.decode(raw)
+
+    peek = get
+
+    def __contains__(self, key: str) -> bool:
+        return self._values.get(key) is not None
+
+
+async def _proven(client: Any, keys: list[str], strict: bool = True) -> ProvenState:
+    sp = await client.get_state_proofs(keys=keys)
+    if sp.height < 1 or sp.header_hash is None:
+        raise ValueError("the ledger has no block yet")
+    lc = LightClient.from_genesis(client.genesis)
+    lc.add_chain(await client.get_headers(1, sp.height))
+    header = lc.headers.get(sp.height)
+    if header is None or header.header_hash() != sp.header_hash:
+        raise ValueError(f"the proofs name a header that is not the verified one at {sp.height}")
+    values = {}
+    for p in sp.proofs:
+        verify_state_proof(header.state_root, p.key, p.value, p.proof)
+        values[p.key] = p.value
+    return ProvenState(values, sp.height, strict)
+
+
+async def recipients_in_force(client: Any, stream: str) -> tuple[int, list[Recipient]]:
+    """``(height, recipients)`` of `stream` as of the ledger's latest certified height, from
+    state proofs checked against headers verified from genesis (`client`: an
+    `AsyncLedgerClient`). Up to three rounds (the stream's record, its recipients, their orgs),
+    the last one proving the whole closure at one height."""
+    keys = [confidentiality.stream_key(stream)]
+    while True:
+        partial = await _proven(client, keys, strict=False)
+        closure = confidentiality.policy_closure(partial, stream)
+        if set(closure) <= set(keys):
+            break
+        keys = closure
+    state = ProvenState(partial._values, partial.height)
+    return state.height, confidentiality.recipients_at(state, stream, state.height)
