@@ -220,3 +220,69 @@ async def opcua_certificate(workdir: Path, app_uri: str, *, server: bool) -> tup
         [ExtendedKeyUsageOID.CLIENT_AUTH]
     await cert_gen.setup_self_signed_certificate(key, cert, app_uri, "localhost", usage, {})
     return cert, key
+
+
+# -- Modbus TCP ---------------------------------------------------------------------------------------
+class ModbusServer:
+    """A pymodbus TCP server in the test's event loop, unit 1, holding and input registers 0..19 (reading
+    past them is an IllegalDataAddress exception); `start`/`stop` may be called again on the same port."""
+
+    SIZE = 20
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.holding = [0] * self.SIZE
+        self.input = [0] * self.SIZE
+        self.server = None
+
+    async def start(self) -> "ModbusServer":
+        from pymodbus.server import ModbusTcpServer
+        from pymodbus.simulator.simdata import DataType, SimData
+        from pymodbus.simulator.simdevice import SimDevice
+
+        def bits():
+            return [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
+
+        device = SimDevice(id=1, simdata=(bits(), bits(),
+                                          [SimData(0, values=list(self.holding), datatype=DataType.REGISTERS)],
+                                          [SimData(0, values=list(self.input), datatype=DataType.REGISTERS)]))
+        self.server = ModbusTcpServer(device, address=(LOOPBACK, self.port))
+        await self.server.serve_forever(background=True)
+        return self
+
+    async def set(self, table: str, address: int, words: list[int]) -> None:
+        store = self.holding if table == "holding" else self.input
+        store[address:address + len(words)] = words
+        if self.server is not None:
+            await self.server.async_setValues(1, 3 if table == "holding" else 4, address, words)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.shutdown()
+            self.server = None
+
+
+class SilentServer:
+    """A TCP listener that accepts connections and never answers (a hung device)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.server = None
+
+    async def start(self) -> "SilentServer":
+        import asyncio
+
+        async def swallow(reader, writer):
+            try:
+                while await reader.read(1024):
+                    pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(swallow, LOOPBACK, self.port)
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
