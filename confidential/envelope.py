@@ -29,41 +29,44 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trust import canonical
 from trust.errors import CanonicalError
 
 __all__ = [
-    "MAGIC",
-    "VERSION",
     "ALG",
     "CONTENT_TYPE",
     "DEFAULT_CHUNK_SIZE",
+    "KEYS_HEADER",
+    "MAGIC",
     "OPEN_STEPS",
     "SUITE",
-    "OpenError",
+    "VERSION",
     "Envelope",
-    "Wrap",
     "KeyRecord",
-    "Sealed",
+    "OpenError",
     "Opened",
-    "commitment",
-    "wrap_info",
+    "Sealed",
+    "Wrap",
     "chunk_aad",
-    "seal",
-    "parse_envelope",
-    "unwrap",
+    "commitment",
     "decrypt",
-    "open_envelope",
-    "KEYS_HEADER",
     "key_record_of",
+    "open_envelope",
+    "parse_envelope",
+    "seal",
+    "unwrap",
+    "wrap_info",
 ]
 
 MAGIC = b"SSE1"
@@ -175,7 +178,7 @@ class KeyRecord:
                                  "wraps": [w.to_wire() for w in self.wraps]})
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "KeyRecord":
+    def from_bytes(cls, data: bytes) -> KeyRecord:
         """Parse a key record; a malformed one raises `OpenError` at ``decrypt`` (it cannot open)."""
         try:
             doc = canonical.decode(data)

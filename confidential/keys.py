@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-__all__ = ["RecipientKey", "KeyFileError", "save_recipient_key", "load_recipient_key"]
+__all__ = ["KeyFileError", "RecipientKey", "load_recipient_key", "save_recipient_key"]
 
 
 class KeyFileError(ValueError):
@@ -29,11 +29,11 @@ class RecipientKey:
     private: X25519PrivateKey
 
     @classmethod
-    def generate(cls, recipient_id: str) -> "RecipientKey":
+    def generate(cls, recipient_id: str) -> RecipientKey:
         return cls(recipient_id, X25519PrivateKey.generate())
 
     @classmethod
-    def from_seed(cls, recipient_id: str, secret: bytes) -> "RecipientKey":
+    def from_seed(cls, recipient_id: str, secret: bytes) -> RecipientKey:
         return cls(recipient_id, X25519PrivateKey.from_private_bytes(secret))
 
     @property

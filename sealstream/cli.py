@@ -336,6 +336,8 @@ cli.add_command(export)
 pipeline.add_command(pipeline_verifier)
 from ._edge_cli import edge  # noqa: E402
 cli.add_command(edge)
+from ._data_cli import data  # noqa: E402
+cli.add_command(data)
 
 
 @cli.command("status")

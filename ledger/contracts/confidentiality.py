@@ -33,14 +33,23 @@ A change by the tx at ``(h, i)`` holds for every position after it (as the regis
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from . import audit, registry
 from ._app import Refused, TxContext, check_fields, check_id, check_text
 
-__all__ = ["METHODS", "Recipient", "stream_key", "get_stream", "recipients_at", "grant_status",
-           "policy_closure", "stream_json"]
+__all__ = [
+    "METHODS",
+    "Recipient",
+    "get_stream",
+    "grant_status",
+    "policy_closure",
+    "recipients_at",
+    "stream_json",
+    "stream_key",
+]
 
 _END = 1 << 63
 

@@ -12,9 +12,16 @@ value proven at one certified height (a lying node cannot add a recipient).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from confidential.envelope import CONTENT_TYPE, DEFAULT_CHUNK_SIZE, KEYS_HEADER, key_record_of, seal
+from confidential.envelope import (
+    CONTENT_TYPE,
+    DEFAULT_CHUNK_SIZE,
+    KEYS_HEADER,
+    key_record_of,
+    seal,
+)
 from ledger.contracts import confidentiality, verify_state_proof
 from ledger.contracts.confidentiality import Recipient
 from ledger.light_client import LightClient
@@ -26,7 +33,7 @@ from .kinds import kind_info
 from .payloads import Payload
 from .signing import OutMessage
 
-__all__ = ["KEYS_HEADER", "seal_confidential", "key_record_of", "recipients_in_force", "ProvenState"]
+__all__ = ["KEYS_HEADER", "ProvenState", "key_record_of", "recipients_in_force", "seal_confidential"]
 
 def seal_confidential(keypair: KeyPair, seq: int, ts_ms: int, payload: Payload, *, stream: str,
                       recipients: Sequence[Recipient | tuple[str, bytes]],

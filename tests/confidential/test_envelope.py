@@ -12,12 +12,27 @@ import struct
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from confidential import envelope as E
-from confidential.envelope import KeyRecord, OpenError, Wrap, open_envelope, parse_envelope, seal
-from confidential.keys import KeyFileError, RecipientKey, load_recipient_key, save_recipient_key
+from confidential.envelope import (
+    KeyRecord,
+    OpenError,
+    Wrap,
+    open_envelope,
+    parse_envelope,
+    seal,
+)
+from confidential.keys import (
+    KeyFileError,
+    RecipientKey,
+    load_recipient_key,
+    save_recipient_key,
+)
 from trust import canonical
 from trust.statement import Statement
 
@@ -253,7 +268,7 @@ def test_statement_binding_and_commitment_steps() -> None:
 
 def test_seal_refuses_what_nobody_could_open() -> None:
     r = RecipientKey.generate("r")
-    kw = dict(stream="s", device="did:key:x", seq=1, kind="image", content_type="image/png")
+    kw = {"stream": "s", "device": "did:key:x", "seq": 1, "kind": "image", "content_type": "image/png"}
     with pytest.raises(ValueError):
         seal(b"x", recipients=[], **kw)
     with pytest.raises(ValueError):

@@ -7,12 +7,11 @@ import hashlib
 import json
 
 import pytest
+from test_contracts_helpers import ACME, ADMIN, BETA, Chain, code, key
 
 from ledger.contracts import audit, confidentiality, registry
 from ledger.contracts.confidentiality import grant_status, policy_closure, recipients_at
 from ledger.contracts.registry import resolve_enc_key
-
-from test_contracts_helpers import ACME, ADMIN, BETA, Chain, code, key
 
 
 def xkey(name: str) -> str:

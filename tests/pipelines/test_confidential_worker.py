@@ -7,6 +7,7 @@ proves what the pipeline stored while an outsider cannot."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from storage.errors import BlobNotFound
 from trust.identity import KeyPair
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))
-from test_contracts_helpers import ACME, BETA, Chain, code  # noqa: E402
+from test_contracts_helpers import ACME, BETA, Chain, code
 
 pytestmark = pytest.mark.services
 
@@ -111,3 +112,65 @@ def test_confidential_records_are_stored_as_ciphertext_and_open_for_recipients(d
     finally:
         proc.close()
         pool.close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sealstream", "data", "open", *args], capture_output=True,
+                          check=False, text=False, timeout=120, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_data_open_names_each_step(dev_settings, tmp_path: Path) -> None:
+    import json
+
+    from confidential.keys import save_recipient_key
+    from pipelines.opener import OpenFailure, open_record
+
+    chain, qa, buyer = _policy()
+    dev = KeyPair.generate()
+    now = int(time.time() * 1000)
+    img = generate("image", 1, "i", 3, now)
+    m = seal_confidential(dev, 1, now, Payload("image", img.content_type, img.data + MARKER), stream="line-3",
+                          recipients=recipients_at(chain.app.state, "line-3", chain.height))
+    granted_at = chain.height
+    assert code(chain.one(ACME, "policy.revoke", {"stream": "line-3", "recipient": qa.id})) is None
+    proc, pool = build_processor(dev_settings, _Directory(dev))
+    try:
+        assert isinstance(proc.process_batch([_raw(m, 0, now)])[0], Seal)
+    finally:
+        proc.close()
+        pool.close()
+    h = m.statement.hash().hex()
+    qa_file, buyer_file = tmp_path / "qa.key", tmp_path / "buyer.key"
+    save_recipient_key(qa, qa_file)
+    save_recipient_key(buyer, buyer_file)
+
+    out = tmp_path / "plain.jpg"
+    ok = _cli("blob", h, "--key", str(qa_file), "--out", str(out), "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["recipient"] == "acme.qa" and MARKER not in ok.stdout
+    assert out.read_bytes() == img.data + MARKER and (out.stat().st_mode & 0o777) == 0o600
+    no = _cli("blob", h, "--key", str(buyer_file), "--json")
+    assert no.returncode == 1 and json.loads(no.stdout)["step"] == "not-a-recipient"
+
+    # the policy as of a height: granted when sealed, revoked by the next block
+    blobs = BlobStore.from_settings(dev_settings)
+    payload, record = blobs.get_raw(m.statement.payload_sha256), blobs.get_keys(m.statement.hash())
+    st = chain.app.state
+    assert open_record(m.statement, m.signature, payload, record, qa, stream_state=st, height=granted_at)
+    for who, height, step in ((qa, chain.height, "recipient-revoked"), (buyer, chain.height, "not-a-recipient")):
+        with pytest.raises(OpenFailure) as e:
+            open_record(m.statement, m.signature, payload, record, who, stream_state=st, height=height)
+        assert e.value.step == step
+    # tampered ciphertext fails payload-hash for anyone; a tampered wrapped key fails decrypt
+    bad = payload[:-1] + bytes([payload[-1] ^ 1])
+    with pytest.raises(OpenFailure) as e:
+        open_record(m.statement, m.signature, bad, record, qa)
+    assert e.value.step == "payload-hash"
+    tampered = record[:-1] + bytes([record[-1] ^ 1])
+    with pytest.raises(OpenFailure) as e:
+        open_record(m.statement, m.signature, payload, tampered, qa)
+    assert e.value.step == "decrypt"
+    # erased key record: the CLI cannot open it any more
+    blobs.delete_keys(m.statement.hash())
+    gone = _cli("blob", h, "--key", str(qa_file), "--json")
+    assert gone.returncode == 1 and json.loads(gone.stdout)["step"] == "decrypt"
