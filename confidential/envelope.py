@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trust import canonical
 from trust.errors import CanonicalError
+from trust.statement import ENVELOPE_CONTENT_TYPE
 
 __all__ = [
     "ALG",
@@ -73,7 +74,7 @@ MAGIC = b"SSE1"
 VERSION = 1
 ALG = "A256GCM-CHUNKED"
 #: The statement's ``content_type`` of an envelope (the plaintext's type is in the header).
-CONTENT_TYPE = "application/vnd.sealstream.envelope.v1"
+CONTENT_TYPE = ENVELOPE_CONTENT_TYPE  # trust.statement's, so the verifier knows it without this package
 DEFAULT_CHUNK_SIZE = 64 * 1024
 MIN_CHUNK_SIZE = 16
 MAX_CHUNK_SIZE = 16 * 1024 * 1024

@@ -45,7 +45,7 @@ from storage.outbox import AlertOutbox, OutboxMessage, new_alert_id
 from storage.records import ms_to_datetime
 from storage.verification import BatchVerdict, VerificationStore, VerifiedStatement
 from trust._hashes import sha256
-from trust.statement import Statement
+from trust.statement import ENVELOPE_CONTENT_TYPE, Statement
 
 from verify import chain
 from .collect import CollectError, Collector
@@ -106,7 +106,8 @@ def _verified_statements(evidence: Evidence) -> list[VerifiedStatement]:
     out = []
     for r in evidence.records:
         st = Statement.from_bytes(r.statement)
-        rows = payload_rows(r.payload).num_rows if st.kind == "timeseries" and r.payload is not None else 0
+        plain_ts = st.kind == "timeseries" and st.content_type != ENVELOPE_CONTENT_TYPE  # an envelope has no rows
+        rows = payload_rows(r.payload).num_rows if plain_ts and r.payload is not None else 0
         out.append(VerifiedStatement(sha256(r.statement), r.leaf_index or 0, rows, st.device, st.seq,
                                      ms_to_datetime(st.ts), st.payload_sha256))
     return out

@@ -26,6 +26,7 @@ from .identity import KeyPair, public_key_from_did, verify_signature
 __all__ = [
     "VERSION",
     "KINDS",
+    "ENVELOPE_CONTENT_TYPE",
     "SIGNING_CONTEXT",
     "HEADERS",
     "Statement",
@@ -39,6 +40,9 @@ __all__ = [
 VERSION = 1
 #: Payload kinds, one per raw topic (iiot.<kind>.raw).
 KINDS = frozenset({"timeseries", "image", "video"})
+#: The content type of a confidential payload (an encryption envelope, docs/formats.md §8): the
+#: pipeline and the verifier treat it as an opaque blob, whatever its kind (no rows are parsed).
+ENVELOPE_CONTENT_TYPE = "application/vnd.sealstream.envelope.v1"
 SIGNING_CONTEXT = b"sealstream/statement/v1\x00"
 _MAX_INT = (1 << 63) - 1
 _CONTENT_TYPE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")

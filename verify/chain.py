@@ -63,7 +63,7 @@ from trust.errors import (
 )
 from trust.manifest import ParsedManifest, parse_manifest
 from trust.receipt import AnchorRef, SealReceipt, content_address
-from trust.statement import Statement
+from trust.statement import ENVELOPE_CONTENT_TYPE, Statement
 from trust.verify import check_device_key, check_leaf, verify_record
 
 from .model import BatchEvidence, Evidence, Failure, LedgerEvidence, RecordEvidence, Report
@@ -481,7 +481,7 @@ def _verify_record(run: _Run, view: LedgerView, batches: dict, rec_ev: RecordEvi
         result.raise_for_failure()
         _check_receipt(view, out.stmt, receipt, anchor)
         run.ok("leaf", "receipt-location", "receipt-gateway")
-        if want_rows and out.stmt.kind == "timeseries":
+        if want_rows and out.stmt.kind == "timeseries" and out.stmt.content_type != ENVELOPE_CONTENT_TYPE:
             try:
                 signed_rows[stmt_hash] = payload_rows(rec_ev.payload)
                 run.ok("payload-format")
@@ -633,7 +633,8 @@ def _verify_subject(run: _Run, subject: Subject, evidence: Evidence, checked: li
                   "batch_id": c.batch_id, "leaf_index": c.leaf_index}
         if subject.table == "readings":
             _row_covered(run, subject, rows)
-        elif subject.table == "blobs" and c.stmt is not None and c.stmt.kind == "timeseries":
+        elif subject.table == "blobs" and c.stmt is not None and c.stmt.kind == "timeseries" \
+                and c.stmt.content_type != ENVELOPE_CONTENT_TYPE:
             run.fail(SubjectError.step, f"statement {subject.key} is a time series, not a blob")
         elif nrows:
             run.fail(SubjectError.step, f"a {subject.table} row subject carries {nrows} stored reading(s)")
