@@ -253,7 +253,8 @@ def _parse(file: Path, doc: dict, *, check_sources: bool) -> tuple[Optional[Edge
             v.bad(f"{path}.type", f"must be one of {', '.join(SOURCE_TYPES)}, got {type_!r}")
             continue
         section = dict(s)
-        section.setdefault("base_dir", str(base))  # sources resolve their relative paths against it
+        if type_ == "files":  # it resolves its relative folder against the config's folder
+            section.setdefault("base_dir", str(base))
         for ref in _device_refs(section):
             if ref not in devices:
                 v.bad(f"{path}.device", f"names device {ref!r}, which is not configured; add [devices.{ref}]")
