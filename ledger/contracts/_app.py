@@ -72,9 +72,9 @@ from trust import canonical
 from trust._hashes import sha256
 from trust.identity import is_did
 
+from .._consensus.app import BlockContext, Execution
 from .._types import Genesis, SealerSet, StateRoot, Transaction
 from ..errors import LedgerError
-from ..executor import BlockContext, Execution
 from . import _smt
 
 __all__ = [

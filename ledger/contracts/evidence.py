@@ -25,7 +25,7 @@ from trust import canonical
 from trust._hashes import sha256
 
 from .._types import SealerSet, Verifier, is_did
-from ..consensus import Equivocation
+from .._consensus.events import Equivocation
 from ..messages import signing_bytes
 from ._app import Refused
 
