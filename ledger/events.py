@@ -38,11 +38,11 @@ import aiohttp
 
 from trust import canonical
 
-from .client import LedgerClientError, NodeUnavailable
+from ._client.errors import LedgerClientError, NodeUnavailable
 from .light_client import LightClient, LightClientError
 
 if TYPE_CHECKING:
-    from .client import AsyncLedgerClient
+    from ._client.aio import AsyncLedgerClient
 
 __all__ = ["AuditEvent", "Tip", "EventStreamError", "EventGapError", "EventProofError", "follow_events"]
 
