@@ -377,7 +377,7 @@ class CometBFTTestnet:
             shutil.rmtree(self.workdir, ignore_errors=True)
         try:
             atexit.unregister(self.stop)
-        except Exception:  # pragma: no cover
+        except Exception:  # noqa: BLE001 - best effort at exit  # pragma: no cover
             pass
 
     def __enter__(self) -> "CometBFTTestnet":

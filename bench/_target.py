@@ -68,7 +68,7 @@ def load_target(spec: str = DEFAULT_TARGET_SPEC) -> LedgerTarget:
         raise TargetUnavailable(f"{mod_name} has no {attr}")
     try:
         target = factory()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise TargetUnavailable(f"{spec}() failed ({type(e).__name__}: {e})") from e
     missing = [m for m in ("start", "stop") if not callable(getattr(target, m, None))]
     if not (callable(getattr(target, "submit", None)) or callable(getattr(target, "asubmit", None))):

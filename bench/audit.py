@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ledger import SealerSet, Transaction  # noqa: E402
-from ledger.contracts import ContractApp, ContractsGenesis, GenesisEntity, GenesisOrg  # noqa: E402
-from ledger.executor import BlockContext  # noqa: E402
-from trust.identity import KeyPair  # noqa: E402
+from ledger import SealerSet, Transaction
+from ledger.contracts import ContractApp, ContractsGenesis, GenesisEntity, GenesisOrg
+from ledger.executor import BlockContext
+from trust.identity import KeyPair
 
 
 def _key(name: str) -> KeyPair:

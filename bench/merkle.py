@@ -33,7 +33,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trust import merkle  # noqa: E402
+from trust import merkle
 
 try:  # optional comparison
     import pymerkle
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, p in zip(indexes, proofs):
             warm.verify(leaf_hashes[i], i, p)
 
-        def verify_warm():
+        def verify_warm(warm: merkle.InclusionVerifier = warm) -> None:  # this round's verifier
             for i, p in zip(indexes, proofs):
                 warm.verify(leaf_hashes[i], i, p)
 
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         roots_old = [tree.root_at(m) for m in old_sizes]
         root_new = tree.root()
 
-        def verify_cons():
+        def verify_cons(roots_old: list = roots_old, cproofs: list = cproofs, root_new: bytes = root_new) -> None:
             vc = merkle.verify_consistency
             for m, r, p in zip(old_sizes, roots_old, cproofs):
                 vc(m, n, r, root_new, p)

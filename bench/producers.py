@@ -34,14 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.devices.images import jpeg_frame, pad_jpeg  # noqa: E402
-from pipelines.devices.payloads import Payload  # noqa: E402
-from pipelines.devices.producer import CLIENTS, Delivery, open_sink  # noqa: E402
-from pipelines.devices.signing import OutMessage, seal  # noqa: E402
-from pipelines.devices.timeseries import CONTENT_TYPE as TS_TYPE  # noqa: E402
-from pipelines.devices.timeseries import timeseries_batch  # noqa: E402
-from sealstream.settings import Settings, load_settings  # noqa: E402
-from trust.identity import KeyPair  # noqa: E402
+from pipelines.devices.images import jpeg_frame, pad_jpeg
+from pipelines.devices.payloads import Payload
+from pipelines.devices.producer import CLIENTS, Delivery, open_sink
+from pipelines.devices.signing import OutMessage, seal
+from pipelines.devices.timeseries import CONTENT_TYPE as TS_TYPE
+from pipelines.devices.timeseries import timeseries_batch
+from sealstream.settings import Settings, load_settings
+from trust.identity import KeyPair
 
 TOPICS = {"small": "bench.producers.small", "large": "bench.producers.large"}
 LARGE_BYTES = 1_000_000

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
-import io
 import json
 import os
 import pstats
@@ -269,7 +268,7 @@ def _bound_seconds(sigs: list) -> float:
 def _profile_top(prof: cProfile.Profile, n: int = 18) -> list[dict]:
     st = pstats.Stats(prof)
     rows = []
-    for (file, line, fn), (cc, nc, tt, ct, _) in st.stats.items():  # type: ignore[attr-defined]
+    for (file, line, fn), (_cc, nc, tt, ct, _) in st.stats.items():  # type: ignore[attr-defined]
         rows.append({"function": f"{Path(file).name}:{line}:{fn}", "calls": nc, "tottime_s": round(tt, 4),
                      "cumtime_s": round(ct, 4)})
     return sorted(rows, key=lambda r: -r["tottime_s"])[:n]

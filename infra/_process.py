@@ -169,7 +169,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         try:
             if predicate():
                 return True
-        except Exception:  # a probe that fails is "not yet"
+        except Exception:  # noqa: BLE001 - a probe that fails is "not yet"
             pass
         if time.monotonic() >= deadline:
             return False

@@ -85,7 +85,7 @@ class Service(ABC):
     @abstractmethod
     def version(self) -> str: ...
 
-    def provision(self) -> None:
+    def provision(self) -> None:  # noqa: B027 - optional: most services have nothing to create
         """Create what the project needs inside the running service (topics, buckets, ...)."""
 
     def describe(self) -> str:
@@ -135,7 +135,7 @@ class Service(ABC):
             return ServiceStatus(self.name, "stopped", self.address(), self.version(), None, self.describe())
         try:
             health = self.health()
-        except Exception as exc:  # a status call reports, it does not fail
+        except Exception as exc:  # noqa: BLE001 - a status call reports, it does not fail
             health = Health(False, str(exc))
         state = "running" if health.ok else "unhealthy"
         detail = "; ".join(d for d in (self.describe(), health.detail) if d)

@@ -145,7 +145,7 @@ class Kafka(Service):
     def _java(self, main: str, *args: str) -> list[str]:
         return [
             "java",
-            f"-Xms256m",
+            "-Xms256m",
             f"-Xmx{self.settings.kafka_heap}",
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",

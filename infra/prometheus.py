@@ -55,7 +55,7 @@ class Prometheus(Service):
             status, body = http_get(f"{self.address()}/api/v1/status/buildinfo")
             if status == 200:
                 return str(json.loads(body)["data"]["version"])
-        except Exception:
+        except Exception:  # noqa: BLE001 - not answering: ask the binary
             pass
         from ._tools import tool_version
 

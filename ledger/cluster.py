@@ -15,6 +15,7 @@ reused a stale pid. Ports: node i listens on ``base_port + 2i`` (p2p) and
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import signal
@@ -190,7 +191,7 @@ class LocalCluster:
             if progress:
                 progress(f"waiting for ledger {name}")
 
-            def ready() -> bool:
+            def ready(name: str = name) -> bool:  # this iteration's node
                 if self.pid(name) is None:
                     raise ClusterError(f"ledger {name} exited; see {self.layout.log_path(name)}")
                 st = self.status(name)
@@ -211,9 +212,10 @@ class LocalCluster:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for name, pid in pids.items():
-            if not _wait(lambda: self._gone(name), max(0.0, deadline - time.monotonic())):
+            gone = functools.partial(self._gone, name)
+            if not _wait(gone, max(0.0, deadline - time.monotonic())):
                 _signal(pid, signal.SIGKILL)
-                _wait(lambda: self._gone(name), 5.0)
+                _wait(gone, 5.0)
         for name in names:
             self.layout.pid_path(name).unlink(missing_ok=True)
         return list(pids)

@@ -39,6 +39,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -211,9 +212,9 @@ def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, 
     async def anchor_agent(stream: Any) -> None:
         kick()
         async for events in stream.noack_take(anchorer.max_leaves, within=window_s):
-            leaves = await _retrying("resolve sealing gateways", lambda: leaves_of(events))
+            leaves = await _retrying("resolve sealing gateways", functools.partial(leaves_of, events))
             if leaves:
-                await _retrying("record batches", lambda: anchorer.add(leaves))
+                await _retrying("record batches", functools.partial(anchorer.add, leaves))
             for ev in events:  # only now: in batches, deferred (stored sealed: the sweep's) or refused, counted
                 await stream.ack(ev)
             kick().set()

@@ -274,7 +274,7 @@ class Anchorer:
         try:
             receipt = self.ledger.submit(ANCHOR_KIND, anchor_payload(batch.batch_id, batch.root, batch.tree_size,
                                                                      self.gateway, window_ms(batch)))
-        except Exception as exc:  # noqa: BLE001 - any client error: the outcome is unknown, look it up
+        except Exception as exc:  # any client error: the outcome is unknown, look it up
             found = self._lookup(batch, quiet=True)
             if found is not None:
                 return self._record(batch, found)
@@ -299,7 +299,7 @@ class Anchorer:
         """The ledger's record of this batch id, if any; `AnchorConflict` if it has other contents."""
         try:
             doc = self.ledger.get_anchor(batch.batch_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if quiet:
                 return None
             self._failed(batch.batch_id, f"anchors lookup: {type(exc).__name__}: {exc}")

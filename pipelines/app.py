@@ -140,7 +140,6 @@ def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics:
     )
     deadletter = app.topic(DEADLETTER, **_RAW)
     group = app_id.encode("utf-8")  # ss-dlq-group: which consumer group rejected it
-    sealed = app.topic(SEALED, **_RAW)
     metrics = metrics or PipelineMetrics()
 
     async def produce(topic: Any, key: Optional[bytes], value: bytes, headers: list[tuple[str, bytes]]) -> None:

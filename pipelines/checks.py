@@ -59,7 +59,7 @@ class Limits:
     def from_settings(cls, settings: object) -> "Limits":
         return cls(
             {k: int(getattr(settings, f"max_{k}_bytes")) for k in ("timeseries", "image", "video")},
-            int(getattr(settings, "max_clock_skew_ms")),
+            int(settings.max_clock_skew_ms),
         )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -176,7 +176,7 @@ class Collector:
         payloads: dict[bytes, Optional[bytes]] = {}
         if payload_override is None:
             payloads = self._objects({rec.statement.payload_sha256 for rec in stmts.values()})
-        for n, h in enumerate(wanted):
+        for h in wanted:
             rec = stmts.get(h)
             if rec is None:
                 continue

@@ -37,7 +37,7 @@ def pin_offsets(bootstrap: str, group: str, offsets: dict, timeout: float = 40.0
             if errors:
                 raise RuntimeError(f"offsets not altered: {errors[0]}")
             return
-        except Exception:  # noqa: BLE001 - retried until the deadline, then raised
+        except Exception:  # retried until the deadline, then raised
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)

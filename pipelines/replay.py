@@ -338,8 +338,8 @@ def _produce(producer: Any, replays: DeadLetterReplays, bootstrap: str, reason: 
     copies: dict[KafkaPosition, int] = {}
     errors: list[str] = []
 
-    def delivered(pos: KafkaPosition):  # noqa: ANN202
-        def cb(err, msg) -> None:  # noqa: ANN001
+    def delivered(pos: KafkaPosition):
+        def cb(err, msg) -> None:
             if err is not None:
                 errors.append(f"{dead_letter_id(pos)}: {err}")
             else:

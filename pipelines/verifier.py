@@ -32,6 +32,7 @@ Metrics (own registry): ``sealstream_verify_batches_total{verdict}``,
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -230,7 +231,7 @@ def build_app(settings: Any, verifier: BatchVerifier, *, app_id: str, audit_inte
                 log.error("iiot.anchors %d/%d: no batch_id in the value", event.message.partition,
                           event.message.offset)
                 continue
-            await run(lambda: verifier.verify_batch(bid), f"verify batch {bid}")
+            await run(functools.partial(verifier.verify_batch, bid), f"verify batch {bid}")
 
     @app.timer(interval=catch_up_s)
     async def catch_up() -> None:

@@ -262,7 +262,7 @@ def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers
             for gw in gateways:
                 ensure_gateway(admin, gw, gateway_key(Path(s.home), gw).did)
             height = admin.get_status().get("height")
-    except Exception as exc:  # noqa: BLE001 - registry refusals, ledger unreachable
+    except Exception as exc:  # registry refusals, ledger unreachable
         raise DemoError("register on the ledger", f"{type(exc).__name__}: {exc}") from exc
 
     group = f"sealstream-demo-{uuid.uuid4().hex[:8]}"
@@ -272,7 +272,7 @@ def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers
         pin_offsets(s.kafka_bootstrap, group,
                     {tp: o for tp, o in starts.items() if tp[0] not in ("iiot.deadletter", "iiot.anchors")})
         pin_offsets(s.kafka_bootstrap, verifier_group, {tp: o for tp, o in starts.items() if tp[0] == "iiot.anchors"})
-    except Exception as exc:  # noqa: BLE001 - Kafka refused: name the step
+    except Exception as exc:  # Kafka refused: name the step
         raise DemoError("pin the consumer group", str(exc)) from exc
     genesis_hash = layout.genesis().genesis_hash().hex()
     state_dir = Path(s.home).resolve() / "demo" / group

@@ -146,7 +146,7 @@ class _Duration(click.ParamType):
 
     name = "duration"
 
-    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+    def convert(self, value, param, ctx):  # click's signature
         from datetime import timedelta
 
         if isinstance(value, timedelta):
@@ -158,7 +158,7 @@ class _Duration(click.ParamType):
         return timedelta(**{_UNITS[text[-1]]: int(text[:-1])})
 
 
-def _dead_letter_log(ctx: click.Context, as_json: bool, work):  # noqa: ANN001, ANN202
+def _dead_letter_log(ctx: click.Context, as_json: bool, work):
     """Run ``work(DeadLetterLog)`` on the stack's PostgreSQL; a storage error is one sentence, exit 1."""
     import psycopg
 
@@ -237,7 +237,7 @@ def _topic_retention(bootstrap: str, topics: list[str]) -> dict[str, _TopicReten
     return found
 
 
-def _retention_refusal(bootstrap: str, topics: list[str], older_than) -> dict | None:  # noqa: ANN001
+def _retention_refusal(bootstrap: str, topics: list[str], older_than) -> dict | None:
     """Why pruning rows of source `topics` older than `older_than` is unsafe, or None: a row
     may go only once Kafka deleted its source record (a re-read would dead-letter it again)."""
     from confluent_kafka import KafkaException
@@ -344,7 +344,7 @@ def deadletters_summary(ctx: click.Context, group: str | None, as_json: bool) ->
                    "offset commit, a group reset). Only when the source topics' records are known to be gone")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def deadletters_prune(ctx: click.Context, older_than, group: str | None, dry_run: bool,  # noqa: ANN001
+def deadletters_prune(ctx: click.Context, older_than, group: str | None, dry_run: bool,
                       force: bool, as_json: bool) -> None:
     """Delete dead_letters rows that are produced and older than --older-than.
 
@@ -382,7 +382,7 @@ def deadletters_prune(ctx: click.Context, older_than, group: str | None, dry_run
     seconds = int(older_than.total_seconds())
     scope_json = {"group": group, "older_than_s": seconds, "dry_run": dry_run}
 
-    def work(log):  # noqa: ANN001, ANN202
+    def work(log):
         topics = log.prunable_topics(older_than, group=group)
         refusal = None if force or not topics else _retention_refusal(_settings(ctx).kafka_bootstrap, topics,
                                                                       older_than)

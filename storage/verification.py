@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -33,6 +33,9 @@ from . import _rows
 from .db import db_errors
 from .errors import DatabaseError
 from .records import StatementRecord
+
+if TYPE_CHECKING:
+    from .outbox import OutboxMessage
 
 __all__ = ["BatchVerdict", "VerifiedStatement", "VerificationStore", "READING_COLUMNS"]
 
@@ -221,7 +224,7 @@ class VerificationStore:
         """Upsert the batch's verdict and replace its verified statements, in one transaction;
         `alert` (a failure's alert) goes to ``alert_outbox`` in that same transaction
         (`storage.outbox`), so the verdict is never recorded without it, nor it without the verdict."""
-        from .outbox import OutboxMessage, insert_message  # noqa: F401 - OutboxMessage: the annotation
+        from .outbox import insert_message
 
         v = verdict
         items = [(bytes(s.statement_hash), v.batch_id, s.leaf_index, s.rows, s.device, s.seq, s.ts,

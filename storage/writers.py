@@ -157,6 +157,9 @@ def _utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
+_DEFAULT_POLICY = PartitionPolicy()
+
+
 def _statement_row(rec: StatementRecord) -> tuple:
     st, h = rec.statement, rec.hash
     if type(rec.signature) is not bytes or len(rec.signature) != 64:
@@ -183,7 +186,7 @@ class Writer:
         self,
         pool: ConnectionPool,
         *,
-        partitions: PartitionPolicy = PartitionPolicy(),
+        partitions: PartitionPolicy = _DEFAULT_POLICY,
         today: Callable[[], date] = _utc_today,
     ) -> None:
         self._pool = pool

@@ -141,7 +141,7 @@ class ConfluentSink:
             raise _missing(missing)
 
     def send(self, msg: OutMessage, on_delivery: DeliveryCallback) -> None:
-        def report(err, m) -> None:  # noqa: ANN001 - librdkafka callback
+        def report(err, m) -> None:  # librdkafka callback
             if err is not None:
                 on_delivery(Delivery(m.topic(), None, None, str(err)))
             else:

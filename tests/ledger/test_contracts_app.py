@@ -160,7 +160,7 @@ def test_root_is_independent_of_history() -> None:
     r = random.Random(3)
     final = {f"k{i}": i for i in range(25)}
     roots = set()
-    for trial in range(4):
+    for _trial in range(4):
         c = Chain(ContractApp(default_genesis(), {"t": {"put": _put}}))
         ops = [{"k": f"k{i}", "v": -i} for i in range(40)] + [{"k": "never"}]  # noise, some on keys that end absent
         r.shuffle(ops)

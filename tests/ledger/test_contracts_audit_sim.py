@@ -72,7 +72,7 @@ def test_honest_nodes_agree_on_rules_and_events(seed: int, monkeypatch: pytest.M
     n = audit.event_count(st)
     evs = audit.events(st, limit=1000)
     assert n >= 1 and [e["seq"] for e in evs] == list(range(n))
-    for inst, app in zip(live, apps):
+    for _inst, app in zip(live, apps):
         assert audit.events(app.state, limit=1000) == evs
         assert audit.rules(app.state) == audit.rules(st)
     # each event sits at the (height, index) its tx was indexed at, and is listed in that tx's result

@@ -57,12 +57,12 @@ async def _scenario(c: LocalCluster) -> None:
     def client(key: KeyPair) -> AsyncLedgerClient:
         return AsyncLedgerClient.from_layout(c.root, key=key)
 
-    async with client(admin) as A, client(acme) as O, client(gw) as G:
+    async with client(admin) as A, client(acme) as Org, client(gw) as G:
         _ok(await A.submit("registry.register_org", {"id": "acme", "name": "ACME", "admin": acme.did}))
         _ok(await A.submit("tokens.mint", {"account": "acme", "amount": 10}))
-        _ok(await O.submit("registry.register_gateway", {"id": "gw1", "org": "acme", "key": gw.did}))
-        _ok(await O.submit("registry.register_device", {"id": "press-7", "org": "acme", "key": dev.did}))
-        _ok(await O.submit("tokens.allocate", {"from": "acme", "to": "gw1", "amount": 2}))
+        _ok(await Org.submit("registry.register_gateway", {"id": "gw1", "org": "acme", "key": gw.did}))
+        _ok(await Org.submit("registry.register_device", {"id": "press-7", "org": "acme", "key": dev.did}))
+        _ok(await Org.submit("tokens.allocate", {"from": "acme", "to": "gw1", "amount": 2}))
 
         async def anchor(batch_id: str, tree: MerkleTree) -> Receipt:
             return await G.submit("anchors.anchor", {"batch_id": batch_id, "root": tree.root(),
@@ -70,7 +70,7 @@ async def _scenario(c: LocalCluster) -> None:
 
         before, tree1 = _batch(dev, gw, 1, 3)
         a1 = _ok(await anchor("b-1", tree1))
-        revoke = _ok(await O.submit("registry.revoke", {"id": "press-7", "reason": "stolen"}))
+        revoke = _ok(await Org.submit("registry.revoke", {"id": "press-7", "reason": "stolen"}))
         after, tree2 = _batch(dev, gw, 4, 2)          # the device keeps signing with its old key
         a2 = _ok(await anchor("b-2", tree2))
         assert a1.height < revoke.height <= a2.height

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import Block, CommitCertificate, Transaction
+from ledger import Block, Transaction
 from ledger._types import tx_root_of
-from ledger.consensus import MessageReceived, Reply, RequestsSubmitted, RequestSubmitted, Tick
+from ledger.consensus import Reply, RequestsSubmitted, RequestSubmitted, Tick
 from ledger.errors import WireError
 from ledger.messages import ClientRequests, CommittedBlock, PrePrepare, Request, decode_message, encode_message
 from ledger.replies import REPLIES_KIND, TxReplies
@@ -261,7 +261,7 @@ def test_the_certified_decoder_gives_exactly_the_strict_decoders_values_on_canon
 
     rnd = random.Random(4)
     c = Client("fast-values")
-    for i in range(1500):
+    for _ in range(1500):
         tx = c.tx(_random_value(rnd))
         strict, lax = Transaction.from_bytes(tx.raw), _tx_from_certified_bytes(tx.raw)
         assert repr(lax.to_wire()) == repr(strict.to_wire()) and lax.tx_id == strict.tx_id

@@ -39,7 +39,7 @@ def _run(seeds: range | list[int]) -> None:
         except InvariantViolation as exc:
             failures.append(f"{exc}\n  scenario: {long_scenario(seed) if seed >= LONG_BASE else scenario(seed)}\n"
                             f"  replay: SEALSTREAM_SIM_SEED={seed} .venv/bin/pytest tests/ledger/test_ledger_sim.py")
-        except Exception as exc:  # a crash of the core is a failure too
+        except Exception as exc:  # noqa: BLE001 - a crash of the core is a failure too
             failures.append(f"seed {seed}: {type(exc).__name__}: {exc}\n"
                             f"  replay: SEALSTREAM_SIM_SEED={seed} .venv/bin/pytest tests/ledger/test_ledger_sim.py")
     if failures:

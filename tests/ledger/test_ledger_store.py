@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -151,7 +150,7 @@ def test_sigkill_mid_append_leaves_a_consistent_store(tmp_path, chain):
         kills += 1
         out = proc.stdout.read()
         proc.wait()
-        heights = [int(l.split()[1]) for l in out.splitlines() if l.startswith("appended")]
+        heights = [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("appended")]
         acked = max([acked, start_height] + heights)
         # reopen: the chain links, every block is whole, the tx index matches
         with BlockStore.open(db, genesis) as st:

@@ -179,7 +179,7 @@ def wait_stored(settings: Settings, good: list[SentRecord], workers: list[Worker
             metrics = ""
             for w in workers:
                 if w.alive():
-                    metrics += "\n".join(l for l in w.metrics().splitlines() if l.startswith("sealstream_"))
+                    metrics += "\n".join(ln for ln in w.metrics().splitlines() if ln.startswith("sealstream_"))
             raise AssertionError(f"{len(missing)} of {len(want)} records not stored after {timeout:.0f} s\n"
                                  + metrics + "\n" + "\n---\n".join(w.tail() for w in workers))
         time.sleep(1.0)

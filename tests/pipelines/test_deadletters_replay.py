@@ -82,7 +82,7 @@ def _originals(s, topic: str, n: int) -> list:
     got: dict[int, KafkaPosition] = {}
     ts = int(time.time() * 1000) - 3_600_000
     for i in range(n):
-        def cb(err, msg, i=i):  # noqa: ANN001, ANN202
+        def cb(err, msg, i=i):
             assert err is None, err
             got[i] = KafkaPosition(msg.topic(), msg.partition(), msg.offset())
         p.produce(topic, key=f"did:key:dev{i}".encode(), value=os.urandom(40) + bytes([i]),
@@ -280,7 +280,7 @@ def test_replay_killed_before_the_mark_then_rerun(s, topic, tmp_path: Path, stag
 class _Worker(WorkerProc):
     """`WorkerProc` trusting several factories, without anchoring."""
 
-    def __init__(self, s, app_id: str, factories: list[str], log: Path) -> None:  # noqa: ANN001
+    def __init__(self, s, app_id: str, factories: list[str], log: Path) -> None:
         from ledger.cluster import free_ports
 
         self.port, self.log = free_ports(1)[0], log

@@ -85,7 +85,7 @@ def _collect(settings, start: dict, want, timeout: float, what: str, worker: Wor
             raise AssertionError(f"worker exited {worker.proc.returncode}:\n{worker.log.read_text()[-4000:]}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}:\n{worker.log.read_text()[-3000:]}\n"
-                                 + "\n".join(l for l in worker.metrics().splitlines() if l.startswith("sealstream")))
+                                 + "\n".join(ln for ln in worker.metrics().splitlines() if ln.startswith("sealstream")))
         time.sleep(1.0)
 
 

@@ -130,7 +130,7 @@ def test_postgres_copy_100k_rows(stack: Stack, settings: Settings) -> None:
         try:
             with conn.cursor() as cur, cur.copy(f"COPY {table} (ts, device, sensor, value) FROM STDIN") as copy:
                 for i in range(100_000):
-                    copy.write_row((f"2026-01-01T00:00:00Z", f"dev-{i % 10}", "temperature", i * 0.5))
+                    copy.write_row(("2026-01-01T00:00:00Z", f"dev-{i % 10}", "temperature", i * 0.5))
             count, total = conn.execute(f"SELECT count(*), sum(value) FROM {table}").fetchone()
             assert count == 100_000
             assert total == pytest.approx(sum(i * 0.5 for i in range(100_000)))

@@ -187,7 +187,7 @@ def test_two_workers_racing_for_one_partition(migrated_dsn: str) -> None:
             with psycopg.connect(migrated_dsn, autocommit=True) as conn:
                 barrier.wait(10)
                 results.append(conn.execute("SELECT readings_ensure_partition('2032-02-29')").fetchone()[0])
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - reported below  # pragma: no cover
             errors.append(exc)
 
     threads = [threading.Thread(target=create) for _ in range(4)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 
@@ -130,7 +131,7 @@ def test_keypair_value_semantics():
     b = KeyPair.from_seed(bytes(32))
     assert a == b and hash(a) == hash(b)
     assert a.seed.hex() not in repr(a)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.did = "x"  # type: ignore[misc]
     with pytest.raises(IdentityError):
         KeyPair.from_seed(b"short")

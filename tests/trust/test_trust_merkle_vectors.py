@@ -300,7 +300,7 @@ def test_batch_verifier_corruption_matrix():
     tree = MerkleTree(LEAF_HASHES)
     for size in range(1, 9):
         verifier = merkle.InclusionVerifier(size, ROOTS[size])
-        for rounds in range(2):  # second round: every upper node is cached
+        for _round in range(2):  # second round: every upper node is cached
             for index in range(size):
                 proof = tree.inclusion_proof(index, size)
                 verifier.verify(LEAF_HASHES[index], index, proof)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
@@ -155,5 +156,5 @@ def test_any_tampered_byte_is_detected_and_named(payload, data):
 
 def test_result_is_frozen_value():
     res = VerificationResult(passed=("statement-format",))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         res.passed = ()  # type: ignore[misc]
