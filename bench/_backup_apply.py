@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"backup apply, {args.blocks} blocks x {args.txs} txs, medians of {args.repeats} (load {report['loadavg'][0]:.1f})")
+        print(f"backup apply, {args.blocks} blocks x {args.txs} txs, medians of {args.repeats} "
+              f"(load {report['loadavg'][0]:.1f})")
         for k in ("baseline", "current"):
             print(f"  {k:9s} {med[k]['cpu_us_per_tx']:7.1f} µs CPU/tx  {med[k]['wall_us_per_tx']:7.1f} µs wall/tx"
                   + (f"  ({args.baseline})" if k == "baseline" else ""))

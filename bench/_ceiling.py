@@ -95,9 +95,11 @@ def merge(*results: CeilingResult) -> CeilingResult:
     """One ceiling from several measurements (e.g. before and after the cluster runs): median of all windows."""
     first = results[0]
     rates = [r for res in results for r in res.runs_verifications_per_s]
-    if any((r.procs, r.msg_size, r.sealers, r.seconds_per_run) != (first.procs, first.msg_size, first.sealers, first.seconds_per_run) for r in results):
+    if any((r.procs, r.msg_size, r.sealers, r.seconds_per_run) != (first.procs, first.msg_size, first.sealers,
+                                                                   first.seconds_per_run) for r in results):
         raise ValueError("merge() needs measurements with the same settings")
-    return CeilingResult(statistics.median(rates), rates, first.procs, first.cpu_count, first.seconds_per_run, first.msg_size, first.sealers)
+    return CeilingResult(statistics.median(rates), rates, first.procs, first.cpu_count, first.seconds_per_run,
+                         first.msg_size, first.sealers)
 
 
 def measure_ceiling(

@@ -101,7 +101,8 @@ def ensure_cometbft(cache_dir: Path = CACHE_DIR, build_timeout: float = 1200.0) 
     go = shutil.which("go")
     if go is None:
         raise CometBFTUnavailable(
-            f"Go is not installed (no `go` on PATH), so CometBFT {COMETBFT_VERSION} cannot be built: install Go >= 1.22 and retry."
+            f"Go is not installed (no `go` on PATH), so CometBFT {COMETBFT_VERSION} cannot be built: "
+            "install Go >= 1.22 and retry."
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GOTOOLCHAIN="local", GOBIN=str(cache_dir))
@@ -255,7 +256,8 @@ class CometBFTTestnet:
         return self.workdir / f"node{i}"
 
     def configure(self) -> None:
-        self._run("testnet", "--v", str(self.n), "--n", "0", "--o", str(self.workdir), "--starting-ip-address", "127.0.0.1")
+        self._run("testnet", "--v", str(self.n), "--n", "0", "--o", str(self.workdir), "--starting-ip-address",
+                  "127.0.0.1")
         ports = _free_ports(2 * self.n)
         self.p2p_ports, self.rpc_ports = ports[: self.n], ports[self.n :]
         ids = [self._run("show-node-id", "--home", str(self.home(i))).strip() for i in range(self.n)]
@@ -430,7 +432,8 @@ class _KeepAliveHTTP:
         except _StaleConnection as e:
             raise ConnectionError("RPC server closed a fresh connection without answering") from e
 
-    async def _exchange(self, idle: list, r: asyncio.StreamReader, w: asyncio.StreamWriter, port: int, body: bytes, path: str) -> bytes:
+    async def _exchange(self, idle: list, r: asyncio.StreamReader, w: asyncio.StreamWriter, port: int, body: bytes,
+                        path: str) -> bytes:
         try:
             w.write(
                 b"POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
@@ -540,7 +543,8 @@ class CometBFTTarget:
     @staticmethod
     def _body(tx: bytes) -> bytes:
         return json.dumps(
-            {"jsonrpc": "2.0", "id": 1, "method": "broadcast_tx_commit", "params": {"tx": base64.b64encode(tx).decode()}}
+            {"jsonrpc": "2.0", "id": 1, "method": "broadcast_tx_commit",
+             "params": {"tx": base64.b64encode(tx).decode()}}
         ).encode()
 
     @staticmethod

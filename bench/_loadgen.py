@@ -222,7 +222,8 @@ def run_closed_loop(
         res.wall_s = time.monotonic() - wall0
 
 
-async def _run_async(asubmit, aclose, res: LoadResult, run_id: str, drain: float, tx_timeout: float, max_txs: int) -> LoadResult:
+async def _run_async(asubmit, aclose, res: LoadResult, run_id: str, drain: float, tx_timeout: float,
+                     max_txs: int) -> LoadResult:
     t0 = time.monotonic()
     rec = _Recorder(res, t0 + res.warmup_s, t0 + res.warmup_s + res.duration_s, max_txs)
 

@@ -42,7 +42,8 @@ ADMIN, ORG, GW, NODE = _key("admin"), _key("org"), _key("gw"), _key("node")
 
 def _genesis() -> ContractsGenesis:
     return ContractsGenesis(ADMIN.did, (GenesisOrg("acme", "Acme", ORG.did),),
-                            (GenesisEntity("gw", "gateway", "acme", GW.did), GenesisEntity("n0", "node", "acme", NODE.did)),
+                            (GenesisEntity("gw", "gateway", "acme", GW.did), GenesisEntity("n0", "node", "acme",
+                                                                                           NODE.did)),
                             {}, {"*": 0})
 
 

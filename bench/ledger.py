@@ -55,8 +55,10 @@ from bench._target import DEFAULT_TARGET_SPEC, TargetUnavailable, load_target  #
 # Xia et al., "Trusted Industrial Infrastructure: An Efficient and Secure
 # Consortium Blockchain System" (ICB), as quoted in issue 4.
 PAPER = [
-    {"config": "ICB paper, 4 nodes (reference)", "nodes": 4, "tx_per_s": 14604.0, "latency_ms": 59.63, "success_rate": 0.9998},
-    {"config": "ICB paper, 16 nodes (reference)", "nodes": 16, "tx_per_s": 13471.0, "latency_ms": 64.13, "success_rate": 0.9998},
+    {"config": "ICB paper, 4 nodes (reference)", "nodes": 4, "tx_per_s": 14604.0, "latency_ms": 59.63,
+     "success_rate": 0.9998},
+    {"config": "ICB paper, 16 nodes (reference)", "nodes": 16, "tx_per_s": 13471.0, "latency_ms": 64.13,
+     "success_rate": 0.9998},
 ]
 TARGETS = {
     "ceiling_ratio_4_nodes": 0.60,  # >= 60% of the ceiling at 4 nodes
@@ -159,7 +161,8 @@ def _cpu_per_tx(a: dict[str, dict[str, Any]] | None, b: dict[str, dict[str, Any]
 def run_ours(args: argparse.Namespace, n_nodes: int) -> dict[str, Any]:
     backups = n_nodes - args.sealers
     row: dict[str, Any] = {
-        "config": f"sealstream {n_nodes} nodes ({args.sealers} sealers" + (f" + {backups} backups)" if backups else ")"),
+        "config": (f"sealstream {n_nodes} nodes ({args.sealers} sealers"
+                   + (f" + {backups} backups)" if backups else ")")),
         "kind": "ours",
         "nodes": n_nodes,
         "sealers": args.sealers,
@@ -249,7 +252,8 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     # 1. the ceiling, before and after the cluster runs (the machine is shared:
     #    its load moves), quoted as the median of all windows
     def ceiling():
-        return measure_ceiling(seconds=args.ceiling_seconds, runs=args.ceiling_runs, msg_size=args.tx_size, sealers=args.sealers)
+        return measure_ceiling(seconds=args.ceiling_seconds, runs=args.ceiling_runs, msg_size=args.tx_size,
+                               sealers=args.sealers)
 
     c_before = ceiling()
     # 2. our cluster at each size
@@ -321,7 +325,8 @@ def format_report(rep: dict[str, Any]) -> str:
         f"sealstream ledger benchmark: closed loop, {s['clients']} clients, {s['tx_size']} B transactions, "
         f"{s['duration_s']:g} s measured (+{s['warmup_s']:g} s warm-up) per run, median of {s['repeats']} run(s)"
     )
-    out.append(f"machine: {m['cpu_count']} cores; load average (1/5/15 min) before {m['loadavg_before']}, after {m.get('loadavg_after')}")
+    out.append(f"machine: {m['cpu_count']} cores; load average (1/5/15 min) before {m['loadavg_before']}, "
+               f"after {m.get('loadavg_after')}")
     out.append("")
     hdr = f"{'configuration':<48} {'tx/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'success':>8}  ratio"
     out.append(hdr)
@@ -340,7 +345,8 @@ def format_report(rep: dict[str, Any]) -> str:
             row(o["config"], o["tx_per_s"], o["p50_ms"], o["p99_ms"], o["success_rate"], ratio)
     for p in rep["paper"]:
         row(p["config"], p["tx_per_s"], p["latency_ms"], None, p["success_rate"], "latency as published")
-    ceil_ratio = "ours/ceiling " + (_f(r["ours_4_over_ceiling"], ".2f") if r["ours_4_over_ceiling"] is not None else "n/a (ours not measured)")
+    ceil_ratio = "ours/ceiling " + (_f(r["ours_4_over_ceiling"], ".2f") if r["ours_4_over_ceiling"] is not None
+                                    else "n/a (ours not measured)")
     row(f"machine ceiling ({c['sealers']} sealers verify each tx)", c["ceiling_tx_per_s"], None, None, None, ceil_ratio)
     bound = rep.get("bound")
     if bound:
@@ -354,17 +360,21 @@ def format_report(rep: dict[str, Any]) -> str:
         if "unavailable" in peer:
             out.append(f"{peer['config']:<48} {peer['unavailable']}")
         else:
-            pr = "ours/peer " + (_f(r["ours_4_over_peer"], ".2f") if r["ours_4_over_peer"] is not None else "n/a (ours not measured)")
+            pr = "ours/peer " + (_f(r["ours_4_over_peer"], ".2f") if r["ours_4_over_peer"] is not None
+                                 else "n/a (ours not measured)")
             row(peer["config"], peer["tx_per_s"], peer["p50_ms"], peer["p99_ms"], peer["success_rate"], pr)
     out.append("")
     out.append(c["formula"])
     out.append(
-        f"  verifications/s: median {c['before_verifications_per_s']:,.0f} before and {c['after_verifications_per_s']:,.0f} after the cluster runs;"
+        f"  verifications/s: median {c['before_verifications_per_s']:,.0f} before and "
+        f"{c['after_verifications_per_s']:,.0f} after the cluster runs;"
         f" all windows: {', '.join(f'{v:,.0f}' for v in c['runs_verifications_per_s'])}"
     )
     if peer and "unavailable" not in peer:
         out.append(
-            f"CometBFT: timeout_commit {peer['timeout_commit']}, gossip sleep/flush {peer['gossip_sleep']}, create_empty_blocks {str(peer['create_empty_blocks']).lower()}, broadcast_tx_commit, testnet ready in {peer['start_s']} s; "
+            f"CometBFT: timeout_commit {peer['timeout_commit']}, gossip sleep/flush {peer['gossip_sleep']}, "
+            f"create_empty_blocks {str(peer['create_empty_blocks']).lower()}, broadcast_tx_commit, "
+            f"testnet ready in {peer['start_s']} s; "
             f"peer/ceiling {_f(r['peer_over_ceiling'], '.2f')}"
         )
     if bound and "unavailable" not in bound:
@@ -378,7 +388,8 @@ def format_report(rep: dict[str, Any]) -> str:
         out.append(
             f"  {o['config']} per run: "
             + "; ".join(
-                f"{x['succeeded']}/{x['submitted']} ok, {x['tx_per_s']:,.0f} tx/s, load generator {_f(x['client_cores'], '.2f')} cores"
+                f"{x['succeeded']}/{x['submitted']} ok, {x['tx_per_s']:,.0f} tx/s, "
+                f"load generator {_f(x['client_cores'], '.2f')} cores"
                 for x in o["runs"]
             )
         )
@@ -400,13 +411,18 @@ def format_report(rep: dict[str, Any]) -> str:
             f"a core per node (4-node over 16-node CPU of a sealer, the busiest process) "
             f"{_f(r['ours_16_over_4_core_per_node'], '.2f')}")
     out.append("Targets (issue 4):")
-    out.append(_target_line(">= 60% of the ceiling at 4 nodes", r["ours_4_over_ceiling"], TARGETS["ceiling_ratio_4_nodes"], lambda v: f"{100 * v:.0f}%"))
+    out.append(_target_line(">= 60% of the ceiling at 4 nodes", r["ours_4_over_ceiling"],
+                            TARGETS["ceiling_ratio_4_nodes"], lambda v: f"{100 * v:.0f}%"))
     if r.get("bound_over_ceiling") is not None:
-        out.append(f"    (the no-consensus bound reaches {100 * r['bound_over_ceiling']:.0f}% of the ceiling on this machine)")
-    out.append(_target_line("16 nodes >= 90% of 4-node tx/s", r["ours_16_over_ours_4"], TARGETS["scaling_16_over_4"], lambda v: f"{100 * v:.0f}%"))
+        out.append(f"    (the no-consensus bound reaches {100 * r['bound_over_ceiling']:.0f}% "
+                   "of the ceiling on this machine)")
+    out.append(_target_line("16 nodes >= 90% of 4-node tx/s", r["ours_16_over_ours_4"], TARGETS["scaling_16_over_4"],
+                            lambda v: f"{100 * v:.0f}%"))
     succ = [o.get("success_rate") for o in rep["ours"] if "unavailable" not in o]
-    out.append(_target_line("100% success", min(succ) if succ and None not in succ else None, TARGETS["success_rate"], _pct))
-    out.append(_target_line("more tx/s than CometBFT", r["ours_4_over_peer"], TARGETS["peer_ratio"], lambda v: f"{v:.2f}x"))
+    out.append(_target_line("100% success", min(succ) if succ and None not in succ else None, TARGETS["success_rate"],
+                            _pct))
+    out.append(_target_line("more tx/s than CometBFT", r["ours_4_over_peer"], TARGETS["peer_ratio"],
+                            lambda v: f"{v:.2f}x"))
     if rep.get("reputation"):
         from bench._reputation import format_reputation
 
@@ -428,21 +444,27 @@ def _nodes(v: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per run (default 20)")
     ap.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each measured window (default 2)")
-    ap.add_argument("--drain", type=float, default=15.0, help="seconds to wait for in-flight txs after the window (default 15)")
+    ap.add_argument("--drain", type=float, default=15.0,
+                    help="seconds to wait for in-flight txs after the window (default 15)")
     ap.add_argument("--clients", type=int, default=32, help="concurrent closed-loop clients (default 32)")
-    ap.add_argument("--tx-size", type=int, default=256, help="transaction size in bytes, same for every target (default 256)")
+    ap.add_argument("--tx-size", type=int, default=256,
+                    help="transaction size in bytes, same for every target (default 256)")
     ap.add_argument("--max-txs", type=int, default=2_000_000, help="cap on submitted txs per run (default 2,000,000)")
-    ap.add_argument("--repeats", type=int, default=1, help="load runs per configuration; medians are quoted (default 1)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="load runs per configuration; medians are quoted (default 1)")
     ap.add_argument("--nodes", type=_nodes, default=[4, 16], help="cluster sizes for our ledger (default 4,16)")
     ap.add_argument("--sealers", type=int, default=4, help="sealers (default 4); the rest are backups")
-    ap.add_argument("--target", default=DEFAULT_TARGET_SPEC, help=f"module:factory of our LedgerTarget (default {DEFAULT_TARGET_SPEC})")
+    ap.add_argument("--target", default=DEFAULT_TARGET_SPEC,
+                    help=f"module:factory of our LedgerTarget (default {DEFAULT_TARGET_SPEC})")
     ap.add_argument("--peer", choices=["cometbft"], default=None, help="also run a 4-validator CometBFT testnet")
     ap.add_argument("--no-bound", dest="bound", action="store_false",
                     help="skip the no-consensus bound (responders that only verify and reply; bench/_ledger_bound.py)")
-    ap.add_argument("--cometbft-timeout-commit", default="10ms", help="CometBFT consensus.timeout_commit (default 10ms)")
+    ap.add_argument("--cometbft-timeout-commit", default="10ms",
+                    help="CometBFT consensus.timeout_commit (default 10ms)")
     ap.add_argument(
         "--cometbft-gossip-sleep",
         default="1ms",
@@ -454,7 +476,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CometBFT create_empty_blocks = true (default false: like our ledger, no blocks when idle)",
     )
     ap.add_argument("--ceiling-seconds", type=float, default=2.0, help="seconds per ceiling run (default 2)")
-    ap.add_argument("--ceiling-runs", type=int, default=3, help="ceiling runs before and again after the cluster runs; median of all quoted (default 3)")
+    ap.add_argument("--ceiling-runs", type=int, default=3,
+                    help="ceiling runs before and again after the cluster runs; median of all quoted (default 3)")
     ap.add_argument("--keep", action="store_true", help="keep the CometBFT testnet directory (for debugging)")
     ap.add_argument("--reputation", action="store_true",
                     help="also run the reputation rows: 16 nodes, 4 reputation-chosen sealers vs all 16 sealing, "

@@ -270,7 +270,8 @@ class Consumer:
             got = self.anchored()
             if all(h in got for h in hashes):
                 return got
-            dead = self.proc.poll() is not None or (self.anchor_proc is not None and self.anchor_proc.poll() is not None)
+            dead = self.proc.poll() is not None or (self.anchor_proc is not None
+                                                    and self.anchor_proc.poll() is not None)
             if dead or time.monotonic() > deadline:
                 raise SystemExit(f"trusted worker: {sum(h in got for h in hashes)} of {len(hashes)} statements "
                                  f"anchored (exit code {self.proc.poll()}); log {self.log}")
@@ -580,7 +581,8 @@ def format_report(rep: dict) -> str:
             lines.append(f"profile: py-spy failed: {prof['error']}")
         else:
             lines.append(f"profile of the trusted worker, wall clock ({prof['samples']} samples, py-spy --idle):")
-            lines.append(f"  threads doing store work at once (batch threads + archive PUT threads), on average: {prof['store_concurrency']}")
+            lines.append("  threads doing store work at once (batch threads + archive PUT threads), on average: "
+                         f"{prof['store_concurrency']}")
             lines.append("  inside process() (per-record blocking work, in threads):")
             lines.extend(f"  {share:5.1f}%  {name}" for name, share in prof["store"])
             lines.append("  event-loop thread (Faust, aiokafka, agents):")

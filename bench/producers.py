@@ -154,7 +154,8 @@ def main() -> None:
             m = w["median"][c]
             print(f"{workload:10} {w['bytes_per_message']:>10} {c:>13} {m['msgs_per_s']:>10.0f} "
                   f"{m['mb_per_s']:>8.1f} {m['errors']:>6}")
-        print(f"{'':10} {'':>10} {'ratio':>13} {w['ratio_confluent_over_kafka_python']:>9.2f}x  (confluent / kafka-python)")
+        print(f"{'':10} {'':>10} {'ratio':>13} {w['ratio_confluent_over_kafka_python']:>9.2f}x  "
+              "(confluent / kafka-python)")
 
 
 if __name__ == "__main__":

@@ -386,10 +386,12 @@ def format_report(doc: dict) -> str:
                      f"{r['verify_range_statements_per_s']:>9,} statements/s  ({med['verify']:.3f} s: collect "
                      f"{med['collect']:.3f} s + verify {med['check']:.3f} s)")
         if shape == "large":
-            lines.append(f"  merkle root         {r['merkle_root_leaves_per_s']:>12,} leaves/s ({med['baseline']:.3f} s)")
+            lines.append(f"  merkle root         {r['merkle_root_leaves_per_s']:>12,} leaves/s "
+                         f"({med['baseline']:.3f} s)")
         else:
-            lines.append(f"  Ed25519 bound       {r['bound_rows_per_s']:>12,} rows/s  {r['bound_statements_per_s']:>9,} "
-                         f"statements/s  ({med['baseline']:.3f} s: {r['ed25519_verifications_per_s']:,} "
+            lines.append(f"  Ed25519 bound       {r['bound_rows_per_s']:>12,} rows/s  "
+                         f"{r['bound_statements_per_s']:>9,} statements/s  "
+                         f"({med['baseline']:.3f} s: {r['ed25519_verifications_per_s']:,} "
                          "verifications/s, 2 per statement, one process)")
         lines.append(f"  ratio               {r['ratio']:>12.2f}   (target >= 0.50: "
                      f"{'met' if r['meets_target'] else 'MISSED'}); verify alone {r['ratio_verify_only']:.2f}")

@@ -17,7 +17,8 @@ def build() -> Dashboard:
                  "anchoring backlog (pipelines/metrics.py, pipelines/lag.py; batches from PostgreSQL).",
                  ["pipeline"], "sealstream_pipeline_ingested_total", [
         (timeseries("Ingest rate per kind", "Records stored and sealed per second.", "ops",
-                    prom(f"sum by (kind) (rate({m('sealstream_pipeline_ingested_total')}[{RATE}]))", "{{kind}}")), 8, 8),
+                    prom(f"sum by (kind) (rate({m('sealstream_pipeline_ingested_total')}[{RATE}]))",
+                         "{{kind}}")), 8, 8),
         (timeseries("Ingest throughput per kind", "Payload bytes stored and sealed per second.", "Bps",
                     prom(f"sum by (kind) (rate({m('sealstream_pipeline_ingested_bytes_total')}[{RATE}]))",
                          "{{kind}}")), 8, 8),

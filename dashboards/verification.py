@@ -55,7 +55,8 @@ def build() -> Dashboard:
                                   "{{verdict}}")), 12, 8),
         (timeseries("Failures by step", "Verification failures per interval, by the step of the evidence chain "
                     "that broke.", "short",
-                    prom(f"sum by (step) (increase({m('sealstream_verify_failures_total')}[{RATE}]))", "{{step}}")), 12, 8),
+                    prom(f"sum by (step) (increase({m('sealstream_verify_failures_total')}[{RATE}]))",
+                         "{{step}}")), 12, 8),
         (stat("Last verification failure", "When the verifier last saw a broken evidence chain.",
               "dateTimeFromNow", prom(f"max({m('sealstream_verify_last_failure_timestamp_seconds')}) * 1000")), 6, 8),
         (table("Batch verdicts", "Verdicts recorded in the time range by verdict and failing step "

@@ -591,8 +591,8 @@ class Params:
 
 
 _LATER_PARAMS = {k: Params.__dataclass_fields__[k].default for k in (
-    "max_pending_per_submitter", "last_commit_wait_ms", "sealer_count", "rep_initial", "rep_max", "rep_floor", "rep_sign_reward",
-    "rep_offline_after", "rep_offline_penalty", "rep_equivocation_penalty", "rep_heartbeat_reward",
+    "max_pending_per_submitter", "last_commit_wait_ms", "sealer_count", "rep_initial", "rep_max", "rep_floor",
+    "rep_sign_reward", "rep_offline_after", "rep_offline_penalty", "rep_equivocation_penalty", "rep_heartbeat_reward",
     "rep_heartbeat_interval")}
 
 

@@ -13,20 +13,39 @@ Read-only and served from the node's own event loop and block store.
 Contracts (nodes running `ContractApp`; a KV ledger answers 404 ``no-contracts``),
 answered from the node's committed state, whose height is ``state_height``:
 
-| route | answer |
-|---|---|
-| ``GET /registry/{id}?height=&index=`` | ``{state_height, resolution, entity}``: `registry.resolve` as of `height` (default: the node's height; with `index`, as that tx of the block saw it) and the full record (`registry.entity_json`) |
-| ``GET /registry/key/{did}?height=&index=`` | ``{state_height, resolution}``: `registry.resolve_key` (``valid``, or ``not_current``, ``revoked``) |
-| ``GET /anchors/{batch_id}`` | ``{state_height, ...anchors.batch_json}``: root, tree size, gateway, window, and the height/index/tx_id of its commit |
-| ``GET /anchors/root/{hex}`` | ``{state_height, root, batches: [batch_json, ...]}`` in commit order (404 if none) |
-| ``GET /tokens/accounts/{id}?since_height=&after=&limit=`` | ``{state_height, ...tokens.tokens_json}``: balance, charges, spent and a page of its consumption history (``next``: the `after` of the next page); 404 if no such account or entity |
-| ``GET /tokens/accounts`` | ``{state_height, accounts: [tokens.account_json, ...]}`` |
-| ``GET /tokens/fees`` | ``{state_height, fees, supply}`` (`tokens.fees_json`) |
-| ``GET /audit/rules?org=&active=1`` | ``{state_height, rules: [audit.rule_json, ...]}`` (current versions, by id) |
-| ``GET /audit/rules/{id}`` | ``{state_height, rule, versions: [...]}``; 404 if unknown |
-| ``GET /events?from_height=&after=&follow=1`` | audit events as NDJSON, streamed (see `events` below) |
-| ``GET /state/proof?key=`` | ``{key, height, header_hash, state_root, value, decoded, proof, canonical}``: a `ContractState.prove` proof for `verify_state_proof` against the state root of the header at `height` (the node's height; ``header_hash`` null at 0) |
-| ``GET /state/proofs?key=&key=&did=`` | ``{height, header_hash, state_root, proofs: [{key, canonical}]}``: every key proven at **one** height; ``did=`` adds the registry records that resolve it (`registry.registry_closure`: key index, entity, org); at most `MAX_PROOF_KEYS` keys |
+``GET /registry/{id}?height=&index=``
+    ``{state_height, resolution, entity}``: `registry.resolve` as of `height` (default: the node's
+    height; with `index`, as that tx of the block saw it) and the full record
+    (`registry.entity_json`)
+``GET /registry/key/{did}?height=&index=``
+    ``{state_height, resolution}``: `registry.resolve_key` (``valid``, or ``not_current``,
+    ``revoked``)
+``GET /anchors/{batch_id}``
+    ``{state_height, ...anchors.batch_json}``: root, tree size, gateway, window, and the
+    height/index/tx_id of its commit
+``GET /anchors/root/{hex}``
+    ``{state_height, root, batches: [batch_json, ...]}`` in commit order (404 if none)
+``GET /tokens/accounts/{id}?since_height=&after=&limit=``
+    ``{state_height, ...tokens.tokens_json}``: balance, charges, spent and a page of its consumption
+    history (``next``: the `after` of the next page); 404 if no such account or entity
+``GET /tokens/accounts``
+    ``{state_height, accounts: [tokens.account_json, ...]}``
+``GET /tokens/fees``
+    ``{state_height, fees, supply}`` (`tokens.fees_json`)
+``GET /audit/rules?org=&active=1``
+    ``{state_height, rules: [audit.rule_json, ...]}`` (current versions, by id)
+``GET /audit/rules/{id}``
+    ``{state_height, rule, versions: [...]}``; 404 if unknown
+``GET /events?from_height=&after=&follow=1``
+    audit events as NDJSON, streamed (see `events` below)
+``GET /state/proof?key=``
+    ``{key, height, header_hash, state_root, value, decoded, proof, canonical}``: a
+    `ContractState.prove` proof for `verify_state_proof` against the state root of the header at
+    `height` (the node's height; ``header_hash`` null at 0)
+``GET /state/proofs?key=&key=&did=``
+    ``{height, header_hash, state_root, proofs: [{key, canonical}]}``: every key proven at **one**
+    height; ``did=`` adds the registry records that resolve it (`registry.registry_closure`: key
+    index, entity, org); at most `MAX_PROOF_KEYS` keys
 
 A batch id goes percent-encoded into the path (``quote(id, safe="")``, as
 `ledger.client` does; it may hold ``/``), which keeps ``/anchors/root%2F...``

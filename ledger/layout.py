@@ -240,7 +240,8 @@ def init_layout(
     layout = LedgerLayout(Path(root))
     if layout.exists() or (layout.root / "nodes").exists():
         if not force:
-            raise LayoutError(f"a ledger already exists in {layout.root}; pass --force to replace it (its blocks are lost)")
+            raise LayoutError(f"a ledger already exists in {layout.root}; pass --force to replace it "
+                              "(its blocks are lost)")
         for sub in ("keys", "nodes", "run"):
             shutil.rmtree(layout.root / sub, ignore_errors=True)
         for f in (layout.genesis_path, layout.addresses_path, layout.contracts_path):

@@ -270,7 +270,8 @@ class PreparedCertificate:
     def verify(self, chain_id: str, sealers: SealerSet, verify: Verifier) -> None:
         primary = sealers.primary(self.view)
         digest = self.block.block_hash()
-        if not verify(primary, preprepare_signing_bytes(chain_id, self.view, self.height, digest, primary), self.pp_sig):
+        if not verify(primary, preprepare_signing_bytes(chain_id, self.view, self.height, digest, primary),
+                      self.pp_sig):
             raise CertificateError("prepared certificate: bad pre-prepare signature")
         seen: set[str] = set()
         for s, g in self.prepares:
@@ -473,13 +474,14 @@ class CommittedBlock(Message):
 
     @classmethod
     def _from(cls, b: dict, sig: bytes, extra: dict) -> "CommittedBlock":
-        return cls(b["sender"], Block.from_wire(b["block"], certified=True), CommitCertificate.from_wire(b["cert"]), sig)
+        return cls(b["sender"], Block.from_wire(b["block"], certified=True), CommitCertificate.from_wire(b["cert"]),
+                   sig)
 
 
 _KINDS: dict[str, type[Message]] = {
     c.KIND: c
-    for c in (Request, ClientRequests, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Status, FetchBlocks,
-              Blocks, CommittedBlock)
+    for c in (Request, ClientRequests, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Status,
+              FetchBlocks, Blocks, CommittedBlock)
 }
 
 

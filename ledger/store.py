@@ -191,7 +191,8 @@ class BlockStore:
             rows = self._db.execute("SELECT height, tx_ids FROM blocks WHERE height > ? AND height <= ?",
                                     (self._indexed, top))
             self._db.executemany("INSERT OR IGNORE INTO txs VALUES (?, ?, ?)",
-                                 [(ids[i:i + 32], h, i // 32) for h, ids in rows.fetchall() for i in range(0, len(ids or b""), 32)])
+                                 [(ids[i:i + 32], h, i // 32) for h, ids in rows.fetchall()
+                                  for i in range(0, len(ids or b""), 32)])
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('txs_indexed', ?)", (top,))
         self._indexed = top
 
@@ -210,7 +211,8 @@ class BlockStore:
     def _decode(row: tuple[bytes, bytes]) -> tuple[Block, CommitCertificate]:
         try:
             # our own blocks, verified before they were appended: the fast tx decoder is enough
-            return Block.from_wire(canonical.decode(row[0]), certified=True), CommitCertificate.from_wire(canonical.decode(row[1]))
+            return (Block.from_wire(canonical.decode(row[0]), certified=True),
+                    CommitCertificate.from_wire(canonical.decode(row[1])))
         except (WireError, ValueError) as exc:
             raise StoreError(f"stored block does not decode: {exc}") from None
 

@@ -211,7 +211,8 @@ class AlertsBridge:
     def _start_producer(self) -> None:
         from confluent_kafka import KafkaException, Producer
 
-        p = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": transactional_id(self.chain_id, self.topic),
+        p = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": transactional_id(self.chain_id,
+                                                                                                self.topic),
                       "enable.idempotence": True, "acks": "all", "linger.ms": 5,
                       "transaction.timeout.ms": 60_000})
         try:

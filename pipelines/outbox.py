@@ -159,7 +159,8 @@ class AlertRelay:
 
     def __init__(self, outbox: AlertOutbox, bootstrap: str, *, metrics: Optional[OutboxMetrics] = None,
                  batch_max: int = 100, lookback_s: float = 60.0, timeout_s: float = 30.0,
-                 backoff_s: float = 0.5, max_backoff_s: float = 30.0, producer_config: Optional[dict[str, Any]] = None) -> None:
+                 backoff_s: float = 0.5, max_backoff_s: float = 30.0,
+                 producer_config: Optional[dict[str, Any]] = None) -> None:
         self.outbox = outbox
         self.bootstrap = bootstrap
         self.metrics = metrics or OutboxMetrics()

@@ -282,7 +282,8 @@ def replay(replays: DeadLetterReplays, bootstrap: str, reason: str, group: Optio
         if not locked:
             raise ReplayBusy("another `sealstream pipeline deadletters replay` is running on this database: "
                              "wait for it to finish, then run this one again")
-        producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"sealstream-replay-{replays.database()}",
+        producer = Producer({"bootstrap.servers": bootstrap,
+                             "transactional.id": f"sealstream-replay-{replays.database()}",
                              "enable.idempotence": True, "acks": "all", "message.max.bytes": max_bytes,
                              "transaction.timeout.ms": 60000, "log_level": 0})
         try:
@@ -330,7 +331,8 @@ def _produce(producer: Any, replays: DeadLetterReplays, bootstrap: str, reason: 
     finally:
         c.close()
     mine = replays.begin(reason, group, nonce, [(o.position, ends[(o.position.topic, o.position.partition)][1])
-                                                 for o in originals if (o.position.topic, o.position.partition) in ends])
+                                                 for o in originals if (o.position.topic,
+                                                                        o.position.partition) in ends])
     todo = [o for o in originals if o.position in mine]
     if not todo:
         return

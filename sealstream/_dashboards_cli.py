@@ -78,7 +78,8 @@ def dashboards_build(root: Path | None, check: bool, as_json: bool) -> None:
 @click.option("--url", required=True, help="Grafana base URL, e.g. http://127.0.0.1:3000")
 @click.option("--token", envvar="SEALSTREAM_GRAFANA_TOKEN", default=None,
               help="service-account token [SEALSTREAM_GRAFANA_TOKEN]")
-@click.option("--user", envvar="SEALSTREAM_GRAFANA_USER", default=None, help="basic-auth user [SEALSTREAM_GRAFANA_USER]")
+@click.option("--user", envvar="SEALSTREAM_GRAFANA_USER", default=None,
+              help="basic-auth user [SEALSTREAM_GRAFANA_USER]")
 @click.option("--password", envvar="SEALSTREAM_GRAFANA_PASSWORD", default=None,
               help="basic-auth password [SEALSTREAM_GRAFANA_PASSWORD]")
 @click.option("--prometheus-url", default=None,

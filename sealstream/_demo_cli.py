@@ -156,7 +156,8 @@ def _deadletters(s: Settings, start: dict, positions: set[tuple[str, int, int]],
                     pos = (h["ss-dlq-topic"], int(h["ss-dlq-partition"]), int(h["ss-dlq-offset"]))
                 except (KeyError, ValueError):
                     pos = None
-                if pos in positions and pos not in seen and h.get("ss-dlq-group") == group:  # a re-read record is dead-lettered again: once here
+                # a re-read record is dead-lettered again: once here
+                if pos in positions and pos not in seen and h.get("ss-dlq-group") == group:
                     seen.add(pos)
                     reason = h.get("ss-dlq-reason", "?")
                     reasons[reason] = reasons.get(reason, 0) + 1

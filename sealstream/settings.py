@@ -109,7 +109,8 @@ class Settings(BaseSettings):
 
     # Ledger (local cluster of `sealstream ledger up`; state in <home>/ledger).
     ledger_base_port: int = Field(7100, ge=0, le=65534,
-                                  description="node i listens on base+2i (p2p) and base+2i+1 (HTTP); read by `ledger init`")
+                                  description="node i listens on base+2i (p2p) and base+2i+1 (HTTP); "
+                                              "read by `ledger init`")
     ledger_nodes: int = Field(4, ge=1, description="nodes created by `ledger init`")
     ledger_sealers: int = Field(4, ge=1, description="of which the first K are sealers")
     ledger_max_block_txs: int = Field(256, ge=1, description="a block is cut when this many requests wait")
@@ -130,7 +131,8 @@ class Settings(BaseSettings):
     bundle_max_total_bytes: int = Field(4 << 30, ge=1, description="largest total uncompressed size of a bundle")
 
     # Pipeline worker (`sealstream pipeline worker`, pipelines/app.py).
-    pipeline_app_id: str = Field("sealstream-pipeline", description="Faust app id = Kafka consumer group of the workers")
+    pipeline_app_id: str = Field("sealstream-pipeline",
+                                 description="Faust app id = Kafka consumer group of the workers")
     pipeline_gateway: str = Field("gateway-0", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                                   description="gateway key name: <home>/gateway/<name>.key (created on first start)")
     pipeline_metrics_port: int = Field(9410, ge=0, le=65535, description="worker /metrics port (0 = none)")
@@ -148,7 +150,8 @@ class Settings(BaseSettings):
     pipeline_max_poll_records: int = Field(50, ge=1, description="records per poll (video chunks are MBs)")
     pipeline_batch_max_records: int = Field(50, ge=1, description="most records of one raw topic stored in one "
                                             "transaction (and the baseline's batch in bench/pipeline.py)")
-    pipeline_batch_window_s: float = Field(0.02, gt=0, description="a batch of raw records waits at most this long to fill")
+    pipeline_batch_window_s: float = Field(0.02, gt=0,
+                                           description="a batch of raw records waits at most this long to fill")
     pipeline_archive_parallel: int = Field(8, ge=1, le=64, description="MinIO PUTs of one batch at once")
     pipeline_anchor_max_leaves: int = Field(512, ge=1, le=100_000, description="most statements in one anchored batch")
     pipeline_anchor_window_s: float = Field(2.0, gt=0, description="a batch is cut at least this often (seconds)")

@@ -629,7 +629,8 @@ def _verify_subject(run: _Run, subject: Subject, evidence: Evidence, checked: li
                         "batches": sorted({c.batch_id for c in ok if c.batch_id})}
     elif isinstance(subject, RowSubject):
         c = ok[0]
-        proven = {"kind": "row", "table": subject.table, "key": subject.key, "device": c.stmt.device if c.stmt else None,
+        proven = {"kind": "row", "table": subject.table, "key": subject.key,
+                  "device": c.stmt.device if c.stmt else None,
                   "batch_id": c.batch_id, "leaf_index": c.leaf_index}
         if subject.table == "readings":
             _row_covered(run, subject, rows)

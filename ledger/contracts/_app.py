@@ -424,8 +424,8 @@ class ContractApp:
     """The contracts as one `ledger.executor.Executor`.
 
     `contracts` maps a contract name to ``{method name: Method}``; by default
-    `registry`, `anchors`, `tokens`, `audit`, `reputation` and ``policy`` (`confidentiality`). `genesis` fills the height-0 state
-    through the ``genesis_writes`` of `registry` and `tokens`.
+    `registry`, `anchors`, `tokens`, `audit`, `reputation` and ``policy`` (`confidentiality`).
+    `genesis` fills the height-0 state through the ``genesis_writes`` of `registry` and `tokens`.
 
     `fee_hook` runs before every dispatched method, in the tx's own buffer: it
     returns the fee it charged (added to the result as ``charged`` when > 0)

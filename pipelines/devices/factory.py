@@ -101,7 +101,8 @@ class Factory:
             doc = json.loads(manifest.read_text("utf-8"))
             specs = [DeviceSpec.from_json(d) for d in doc["devices"]]
         except (ValueError, KeyError, TypeError) as exc:
-            raise FactoryError(f"{manifest} is not a valid device manifest ({exc}); delete the factory directory") from None
+            raise FactoryError(f"{manifest} is not a valid device manifest ({exc}); "
+                               "delete the factory directory") from None
         per_kind: dict[str, int] = {}
         devices = []
         for spec in specs:

@@ -21,7 +21,8 @@ def test_responders_verify_every_signature_and_answer_f_plus_1() -> None:
 
         async def go() -> None:
             client = target._aclient()
-            receipts = await asyncio.gather(*(client.submit("kv.put", {"key": "k", "value": str(i)}) for i in range(20)))
+            receipts = await asyncio.gather(*(client.submit("kv.put", {"key": "k",
+                                                                       "value": str(i)}) for i in range(20)))
             assert {(r.height, r.index, r.block_hash) for r in receipts} == {(RECEIPT["height"], 0, bytes(32))}
             assert all(len(r.nodes) >= 2 for r in receipts)  # f+1 of 4 matching signed replies
             good = client.make_tx("kv.put", {"key": "k", "value": "x"})

@@ -33,8 +33,8 @@ def test_ceiling_structure() -> None:
 
 def test_report_without_our_cluster() -> None:
     args = bench_ledger.parse_args(
-        ["--duration", "1", "--ceiling-seconds", "0.2", "--ceiling-runs", "1", "--nodes", "4,16", "--target", UNLOADABLE,
-         "--no-bound"]
+        ["--duration", "1", "--ceiling-seconds", "0.2", "--ceiling-runs", "1", "--nodes", "4,16",
+         "--target", UNLOADABLE, "--no-bound"]
     )
     rep = bench_ledger.build_report(args)
     assert [o["nodes"] for o in rep["ours"]] == [4, 16]
@@ -48,7 +48,8 @@ def test_report_without_our_cluster() -> None:
     assert rep["ratios"]["ours_4_over_ceiling"] is None
     json.dumps(rep, default=str)
     text = bench_ledger.format_report(rep)
-    for needle in ("sealstream ledger cluster not available yet", "ICB paper, 4 nodes", "machine ceiling", "ceiling = ", "load average"):
+    for needle in ("sealstream ledger cluster not available yet", "ICB paper, 4 nodes", "machine ceiling", "ceiling = ",
+                   "load average"):
         assert needle in text
 
 

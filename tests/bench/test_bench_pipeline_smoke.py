@@ -2,7 +2,8 @@
 
 Both consumers must drain the whole preloaded set and agree on what they
 stored (records and readings); the trusted one also anchors (the bench's own
-4-node ledger); the throwaway databases and buckets must be gone afterwards. The profile summariser is checked on a synthetic py-spy file.
+4-node ledger); the throwaway databases and buckets must be gone afterwards. The profile summariser
+is checked on a synthetic py-spy file.
 """
 
 from __future__ import annotations

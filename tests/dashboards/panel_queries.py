@@ -5,8 +5,8 @@ gets), never re-typed. Grafana's variables and macros are substituted the way
 Grafana would for a "last hour" view of one job: ``$job`` becomes the test's
 private Prometheus job (so only the test's own targets can answer),
 ``$__rate_interval`` becomes ``1m`` (at least four 5 s scrapes),
-``$__timeFilter(col)`` becomes a ``BETWEEN`` on the given range. An unknown variable or macro fails loudly, so a new one cannot
-slip through untested.
+``$__timeFilter(col)`` becomes a ``BETWEEN`` on the given range. An unknown variable or macro fails
+loudly, so a new one cannot slip through untested.
 """
 
 from __future__ import annotations

@@ -87,7 +87,8 @@ class _Proc:
             metrics = "\n".join(line for line in body.splitlines() if line.startswith("sealstream_"))
         except OSError as exc:
             metrics = f"(/metrics: {exc})"
-        return f"--- {self.log.name} metrics:\n{metrics[-3000:]}\n--- log:\n{self.log.read_text(errors='replace')[-2000:]}"
+        return (f"--- {self.log.name} metrics:\n{metrics[-3000:]}\n"
+                f"--- log:\n{self.log.read_text(errors='replace')[-2000:]}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -112,7 +113,8 @@ def _wait(what: str, pred, procs: list[_Proc], deadline: float):
             return got
         for p in procs:
             p.alive()
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n" + "\n".join(p.diagnostics() for p in procs)
+        assert time.monotonic() < deadline, (f"timed out waiting for {what}\n"
+                                             + "\n".join(p.diagnostics() for p in procs))
         time.sleep(1)
 
 

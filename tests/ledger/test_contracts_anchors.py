@@ -20,7 +20,8 @@ ROOT = bytes(range(32))
 def chain() -> Chain:
     c = Chain()
     assert code(c.one(ACME, "registry.register_gateway", {"id": "gw-1", "org": "acme", "key": GW.did})) is None
-    assert code(c.one(ACME, "registry.register_device", {"id": "dev-1", "org": "acme", "key": key("dev-1").did})) is None
+    assert code(c.one(ACME, "registry.register_device", {"id": "dev-1", "org": "acme",
+                                                         "key": key("dev-1").did})) is None
     return c
 
 

@@ -48,7 +48,8 @@ def test_refused_tx_writes_nothing_and_a_contract_bug_is_internal() -> None:
 
     app = ContractApp(default_genesis(), {"t": {"refuse": half_then_refuse, "crash": half_then_crash, "put": put}})
     c = Chain(app)
-    res = c.block(c.tx(ADMIN, "t.refuse", {}), c.tx(ADMIN, "t.crash", {"zero": 0}), c.tx(ADMIN, "t.put", {"k": "c", "v": 2}))
+    res = c.block(c.tx(ADMIN, "t.refuse", {}), c.tx(ADMIN, "t.crash", {"zero": 0}), c.tx(ADMIN, "t.put", {"k": "c",
+                                                                                                          "v": 2}))
     assert res[0] == {"ok": False, "code": "NOPE", "message": "refused after a write"}
     assert res[1] == {"ok": False, "code": "INTERNAL", "message": "t.crash: contract error ZeroDivisionError"}
     assert res[2] == {"ok": True}
@@ -121,7 +122,8 @@ def _random_blocks(seed: int, n_blocks: int, chain: Chain) -> list[list[Transact
             elif op < 0.58:
                 kind, p = "registry.revoke", {"id": r.choice(ents + ["beta"] * (r.random() < 0.1))}
             elif op < 0.62:
-                kind, p = "registry.register_org", {"id": f"o{r.randrange(4)}", "name": "o", "admin": r.choice(keys).did}
+                kind, p = "registry.register_org", {"id": f"o{r.randrange(4)}", "name": "o",
+                                                    "admin": r.choice(keys).did}
             else:
                 signer = r.choice(keys)
                 kind = "anchors.anchor"

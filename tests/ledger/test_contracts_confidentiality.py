@@ -22,7 +22,8 @@ def xkey(name: str) -> str:
 @pytest.fixture
 def chain() -> Chain:
     c = Chain()
-    assert code(c.one(ACME, "registry.register_device", {"id": "cam-1", "org": "acme", "key": key("cam-1").did})) is None
+    assert code(c.one(ACME, "registry.register_device", {"id": "cam-1", "org": "acme",
+                                                         "key": key("cam-1").did})) is None
     assert code(c.one(ACME, "registry.register_gateway", {"id": "gw-1", "org": "acme", "key": key("gw-1").did})) is None
     return c
 

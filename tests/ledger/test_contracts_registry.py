@@ -105,7 +105,8 @@ def test_rotate_key(chain: Chain) -> None:
     assert code(chain.one(ACME, "registry.rotate_key", {"id": "press-07", "key": DEV2.did})) is None  # by its admin
     assert code(chain.one(DEV, "registry.rotate_key", {"id": "press-07", "key": DEV3.did})) == "FORBIDDEN"  # old key
     assert code(chain.one(DEV2, "registry.rotate_key", {"id": "press-07", "key": DEV3.did})) is None  # by itself
-    assert code(chain.one(DEV3, "registry.rotate_key", {"id": "press-07", "key": DEV.did})) == "KEY_IN_USE"  # never reused
+    assert code(chain.one(DEV3, "registry.rotate_key", {"id": "press-07",
+                                                        "key": DEV.did})) == "KEY_IN_USE"  # never reused
     assert registry.get_entity(chain.app.state, "press-07")["keys"][-1][0] == DEV3.did
 
 

@@ -73,7 +73,8 @@ def test_genesis_balances_and_default_fees() -> None:
     assert {a: r["balance"] for a, r in tokens.accounts(st)} == START
     assert supply(st) == {"minted": sum(START.values()), "consumed": 0}
     assert tokens.fee_schedule(st) == DEFAULT_FEES
-    assert [fee_for(st, k) for k in ("anchors.anchor", "registry.revoke", "tokens.mint", "audit.record")] == [1, 1, 0, 1]
+    assert [fee_for(st, k) for k in ("anchors.anchor", "registry.revoke", "tokens.mint", "audit.record")] == [1, 1, 0,
+                                                                                                              1]
     assert bal(c, "gw-nobody") == 0 and tokens.account(st, "beta-x") is None
     g = funded(fees={"registry.*": 3, "*": 0})
     assert ContractsGenesis.from_wire(canonical.decode(canonical.encode(g.to_wire()))) == g
@@ -297,7 +298,8 @@ def test_set_fee_is_the_admins(chain: Chain) -> None:
     for signer in (ACME, BETA, GW, key("nobody")):   # tokens.* costs 0: the contract refuses them
         assert code(chain.one(signer, "tokens.set_fee", {"kind": "anchors.anchor", "fee": 0})) == "FORBIDDEN"
     assert tokens.fee_schedule(chain.app.state) == DEFAULT_FEES
-    assert chain.one(ADMIN, "tokens.set_fee", {"kind": "audit.*", "fee": 7}) == {"ok": True, "kind": "audit.*", "fee": 7}
+    assert chain.one(ADMIN, "tokens.set_fee", {"kind": "audit.*", "fee": 7}) == {"ok": True, "kind": "audit.*",
+                                                                                 "fee": 7}
     assert fee_for(chain.app.state, "audit.record") == 7
 
 

@@ -6,8 +6,8 @@ services of a given `Settings` (shared or private Kafka/MinIO), a fresh group
 and factory; with `Anchoring` (a 4-node contracts ledger in the worker's home,
 the gateway registered and funded) its anchor agent runs too, and
 `Anchoring.check` asserts every record is the leaf of exactly one batch, each
-batch anchored once where the ledger says (test_anchor_e2e's checks). `check_exactly_once` compares the sent-log with PostgreSQL, MinIO
-and `iiot.sealed`/`iiot.deadletter`: each delivered good record has one
+batch anchored once where the ledger says (test_anchor_e2e's checks). `check_exactly_once` compares
+the sent-log with PostgreSQL, MinIO and `iiot.sealed`/`iiot.deadletter`: each delivered good record has one
 statement row, its Arrow rows or blob row, its object in MinIO with the right
 digest, byte-identical seals (redelivery may repeat one, never change it) and
 no dead letter.

@@ -32,7 +32,8 @@ PARAMS = Params(max_block_txs=128, block_time_ms=20, checkpoint_interval=10, vie
 
 
 def _consumer(settings) -> Consumer:
-    return Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"alerts-test-{os.getpid()}-{time.time_ns()}",
+    return Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                     "group.id": f"alerts-test-{os.getpid()}-{time.time_ns()}",
                      "enable.auto.commit": False, "isolation.level": "read_committed"})
 
 
@@ -54,7 +55,8 @@ def _alerts(settings, start: dict[int, int], chain: str) -> list:
     try:
         c.assign([TopicPartition(ALERTS_TOPIC, p, start.get(p, 0)) for p in end])
         deadline = time.monotonic() + 20
-        while any(c.position([TopicPartition(ALERTS_TOPIC, p)])[0].offset < end[p] for p in end if end[p] > start.get(p, 0)):
+        while any(c.position([TopicPartition(ALERTS_TOPIC, p)])[0].offset < end[p]
+                  for p in end if end[p] > start.get(p, 0)):
             for m in c.consume(500, 0.5):
                 assert m.error() is None, m.error()
                 if m.offset() < end[m.partition()] and dict(m.headers() or [])[H_CHAIN] == chain.encode():

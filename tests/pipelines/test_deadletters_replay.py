@@ -358,7 +358,8 @@ def test_worker_stores_the_copies_once_fixed_and_dead_letters_a_bad_one_again(s,
         assert len(again) == 1  # the good copies were stored, not dead-lettered
         h = dict(again[0].headers)
         assert h["ss-dlq-reason"] == b"bad-signature" and h[REPLAY_OF] == bad_id.encode()
-        assert (h["ss-dlq-topic"].decode(), int(h["ss-dlq-partition"]), int(h["ss-dlq-offset"])) == (bad_copy.topic, bad_copy.partition, bad_copy.offset)
+        assert ((h["ss-dlq-topic"].decode(), int(h["ss-dlq-partition"]), int(h["ss-dlq-offset"]))
+                == (bad_copy.topic, bad_copy.partition, bad_copy.offset))
         assert worker.alive(), worker.tail()
     finally:
         worker.kill()

@@ -22,7 +22,8 @@ def test_verdict_follows_the_exit_code_and_report() -> None:
     unpinned = _verdict(Check("bundle", "gw-1", "error", []), 2, {}, "error: no trust anchor pinned")
     assert (unpinned.verdict, unpinned.detail) == ("error", "error: no trust anchor pinned")
     crashed = _verdict(Check("blob", "x", "error", []), 1, {}, "ImportError: cannot import name 'x'")
-    assert (crashed.verdict, crashed.failed_step, crashed.detail) == ("error", None, "ImportError: cannot import name 'x'")
+    assert (crashed.verdict, crashed.failed_step, crashed.detail) == ("error", None,
+                                                                      "ImportError: cannot import name 'x'")
     # exit 0 without an ok report is not a verification
     assert _verdict(Check("blob", "x", "error", []), 0, {}, "").verdict == "error"
 

@@ -68,7 +68,8 @@ def _chain(states: dict[int, dict[str, bytes]], signers: int = 3) -> list[tuple[
         hdr = BlockHeader(h, prev, bytes(32), recompute_root(states[h]), 0, 0, SEALERS[0].did, 1000 + h,
                           GENESIS.sealers.hash())
         hh = hdr.header_hash()
-        sigs = tuple((k.did, k.sign(commit_signing_bytes(GENESIS.chain_id, 0, h, hh, k.did))) for k in SEALERS[:signers])
+        sigs = tuple((k.did, k.sign(commit_signing_bytes(GENESIS.chain_id, 0, h, hh,
+                                                         k.did))) for k in SEALERS[:signers])
         out.append((hdr, CommitCertificate(h, 0, hh, sigs)))
         prev = hh
     return out

@@ -62,7 +62,8 @@ class Worker:
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", app_id, "--directory",
-             "manifest", "--factory", factory, "--metrics-port", str(self.port), "--loglevel", os.environ.get("SS_TEST_WORKER_LOGLEVEL", "warn")],
+             "manifest", "--factory", factory, "--metrics-port", str(self.port),
+             "--loglevel", os.environ.get("SS_TEST_WORKER_LOGLEVEL", "warn")],
             cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
     def metrics(self) -> str:

@@ -117,7 +117,8 @@ def test_readers_return_exactly_what_was_written_in_order(writer: Writer, reader
     for seq in (1, 2):
         record, _ = statement_record(seq, key=device)
         writer.write_statements([record])
-        parts.append(ReadingsPart(device.did, record.hash, readings(start + timedelta(seconds=seq), 50, timedelta(microseconds=1_001))))
+        parts.append(ReadingsPart(device.did, record.hash, readings(start + timedelta(seconds=seq), 50,
+                                                                    timedelta(microseconds=1_001))))
     assert writer.write_readings(parts).inserted == 100
     got = list(reader.readings(device.did, start, start + timedelta(hours=1)))
     want = sorted(

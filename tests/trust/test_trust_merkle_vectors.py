@@ -304,7 +304,8 @@ def test_batch_verifier_corruption_matrix():
             for index in range(size):
                 proof = tree.inclusion_proof(index, size)
                 verifier.verify(LEAF_HASHES[index], index, proof)
-                for desc, (leaf, i, n, pr, root) in inclusion_probes(index, size, proof, ROOTS[size], LEAF_HASHES[index]):
+                for desc, (leaf, i, n, pr, root) in inclusion_probes(index, size, proof, ROOTS[size],
+                                                                     LEAF_HASHES[index]):
                     v = verifier if (n, root) == (size, ROOTS[size]) else None
                     if v is None:
                         continue  # size/root probes are covered by verify_inclusion

@@ -121,7 +121,8 @@ def _unsorted(d: dict) -> bytes:
     [
         ("device", "not-a-did"), ("device", None), ("seq", -1), ("seq", 2**63), ("seq", "1"),
         ("seq", True), ("ts", -5), ("ts", 1.5), ("size", -1), ("kind", "audio"), ("kind", ["image"]),
-        ("content_type", ""), ("content_type", "image/\u00e9"), ("content_type", "a\nb"), ("content_type", "image/png\n"),
+        ("content_type", ""), ("content_type", "image/\u00e9"), ("content_type", "a\nb"), ("content_type",
+                                                                                           "image/png\n"),
         ("content_type", "x" * 256), ("payload_sha256", b"\x00" * 31), ("payload_sha256", "00" * 32),
         ("v", 2), ("v", True),
     ],

@@ -342,7 +342,8 @@ def test_verifier_agent_relays_its_alerts(dataset, settings, tmp_path) -> None:
     since = datetime.now(timezone.utc) - timedelta(seconds=5)
     batch = _failed_batch(dataset, 4)
     p = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    p.produce("iiot.anchors", key=batch.batch_id.encode(), value=json.dumps({"v": 1, "batch_id": batch.batch_id}).encode())
+    p.produce("iiot.anchors", key=batch.batch_id.encode(), value=json.dumps({"v": 1,
+                                                                             "batch_id": batch.batch_id}).encode())
     assert p.flush(10) == 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
