@@ -55,6 +55,7 @@ executor is passed in (`KVExecutor` is only the front's default when none is).
 from __future__ import annotations
 
 from collections import Counter
+from operator import attrgetter
 from typing import Any, Callable, Iterable, Iterator
 
 from trust.identity import verify_signature
@@ -133,15 +134,13 @@ __all__ = [
 
 
 def _part(part: str, name: str) -> Any:
-    """A front attribute that is `name` of the sub-protocol object `part` (read and write)."""
-
-    def get(self: Replica) -> Any:
-        return getattr(getattr(self, part), name)
+    """A front attribute that is `name` of the sub-protocol object `part` (read and write;
+    read through `operator.attrgetter`: hosts and the simulator read `height` and the like often)."""
 
     def set_(self: Replica, value: Any) -> None:
         setattr(getattr(self, part), name, value)
 
-    return property(get, set_, doc=f"`{part}.{name}`")
+    return property(attrgetter(f"{part}.{name}"), set_, doc=f"`{part}.{name}`")
 
 
 class Replica:
