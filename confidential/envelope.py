@@ -29,8 +29,9 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
@@ -163,7 +164,7 @@ class Wrap:
     key: bytes  # the recipient's X25519 public key this was wrapped to
     ct: bytes   # HPKE enc || ciphertext
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         return {"recipient": self.recipient, "key": self.key, "ct": self.ct}
 
 
@@ -355,7 +356,7 @@ def open_envelope(raw: bytes, keys: KeyRecord | bytes, recipient: str, private_k
 KEYS_HEADER = "ss-keys"
 
 
-def key_record_of(headers) -> bytes | None:
+def key_record_of(headers: Iterable[tuple[str | bytes, bytes | None]] | None) -> bytes | None:
     """The bytes of the first non-empty ``ss-keys`` header, or None."""
     for item in headers or ():
         name, value = item

@@ -44,7 +44,7 @@ class RecipientKey:
         return f"RecipientKey({self.id!r}, public={self.public.hex()[:16]}...)"
 
 
-def save_recipient_key(key: RecipientKey, path: str | os.PathLike, overwrite: bool = False) -> None:
+def save_recipient_key(key: RecipientKey, path: str | os.PathLike[str], overwrite: bool = False) -> None:
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
         fd = os.open(os.fspath(path), flags, 0o600)
@@ -58,7 +58,7 @@ def save_recipient_key(key: RecipientKey, path: str | os.PathLike, overwrite: bo
         fh.write("\n")
 
 
-def load_recipient_key(path: str | os.PathLike) -> RecipientKey:
+def load_recipient_key(path: str | os.PathLike[str]) -> RecipientKey:
     p = Path(path)
     with open(p, "rb") as fh:
         mode = os.fstat(fh.fileno()).st_mode

@@ -68,7 +68,7 @@ class PushResult:
 class _SameOriginAuth(urllib.request.HTTPRedirectHandler):
     """Follow redirects, but never carry the credentials to another scheme, host or port."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and _origin(new.full_url) != _origin(req.full_url):
             new.remove_header("Authorization")

@@ -49,7 +49,7 @@ class Kafka(Service):
     name = "kafka"
     start_timeout = 120.0
 
-    def __init__(self, settings, home):  # type: ignore[no-untyped-def]
+    def __init__(self, settings, home):
         super().__init__(settings, home)
         self.kafka_version = _pinned("kafka.version")
         self.runtime_dir = self.cache / f"kafka-{self.kafka_version}"
@@ -198,7 +198,7 @@ class Kafka(Service):
         finally:
             admin.close()
 
-    def _admin(self):  # type: ignore[no-untyped-def]
+    def _admin(self):
         from kafka.admin import KafkaAdminClient
 
         return KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,

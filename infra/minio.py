@@ -26,7 +26,7 @@ MIN_GO = (1, 24)
 class MinIO(Service):
     name = "minio"
 
-    def __init__(self, settings, home):  # type: ignore[no-untyped-def]
+    def __init__(self, settings, home):
         super().__init__(settings, home)
         self.binary = self.cache / "minio" / MINIO_VERSION / "minio"
 
@@ -101,7 +101,7 @@ class MinIO(Service):
         status, _ = http_get(f"http://{self.settings.minio_address}/minio/health/ready")
         return Health(status == 200, "" if status == 200 else f"health endpoint answered {status}")
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self):
         from minio import Minio
 
         s = self.settings

@@ -37,7 +37,7 @@ class PostgreSQL(Service):
     name = "postgres"
     start_timeout = 60.0
 
-    def __init__(self, settings, home):  # type: ignore[no-untyped-def]
+    def __init__(self, settings, home):
         super().__init__(settings, home)
         self._bin: Path | None = None
 
@@ -198,7 +198,7 @@ class PostgreSQL(Service):
                                        "-w", "-t", "60", "stop"]), capture_output=True)
         return True
 
-    def _connect(self, dbname: str | None = None):  # type: ignore[no-untyped-def]
+    def _connect(self, dbname: str | None = None):
         import psycopg
 
         s = self.settings

@@ -36,7 +36,7 @@ def register_targets(home: Path, job: str, targets: list[str], labels: dict[str,
 class Prometheus(Service):
     name = "prometheus"
 
-    def __init__(self, settings, home):  # type: ignore[no-untyped-def]
+    def __init__(self, settings, home):
         super().__init__(settings, home)
         self.config_path = home / "prometheus" / "prometheus.yml"
         self.targets_dir = home / "prometheus" / "targets"

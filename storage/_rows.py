@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trust._hashes import RootHash, StatementHash
+from trust._hashes import PayloadDigest, RootHash, StatementHash
 from trust.receipt import SealReceipt
 from trust.statement import Statement
 
@@ -48,7 +48,7 @@ STATEMENT_READ_COLS = (
 
 def blob_from_row(row: tuple) -> BlobRecord:
     h, key, ctype, size, digest, stored_at = row
-    return BlobRecord(StatementHash(bytes(h)), key, ctype, size, bytes(digest), stored_at)
+    return BlobRecord(StatementHash(bytes(h)), key, ctype, size, PayloadDigest(bytes(digest)), stored_at)
 
 
 def batch_from_row(row: tuple) -> BatchRecord:

@@ -8,14 +8,14 @@ the code.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import DatabaseError
 
-__all__ = ["open_pool", "db_errors"]
+__all__ = ["open_pool", "db_errors", "one_row"]
 
 
 def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 30.0) -> ConnectionPool:
@@ -35,6 +35,15 @@ def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 4, timeout: float 
         pool.close()
         raise DatabaseError(f"cannot connect to PostgreSQL within {timeout:g} s") from exc
     return pool
+
+
+def one_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, a function call, ``RETURNING`` of
+    a row the transaction holds)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise DatabaseError("the query returned no row")
+    return row
 
 
 @contextmanager

@@ -37,7 +37,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from psycopg_pool import ConnectionPool
 
-from .db import db_errors
+from .db import db_errors, one_row
 from .records import KafkaPosition
 
 __all__ = ["DeadLetterRow", "DeadLetterSummary", "DeadLetterLog", "ReplayIntent", "ReplayCounts",
@@ -182,7 +182,7 @@ class DeadLetterLog:
         params = _prune_params(older_than, group, topics)
         with db_errors("prune dead letters"), self._pool.connection() as conn:
             if dry_run:
-                return conn.execute(_PRUNE_COUNT, params).fetchone()[0]
+                return one_row(conn.execute(_PRUNE_COUNT, params))[0]
             return conn.execute(_PRUNE, params).rowcount
 
 
@@ -273,7 +273,7 @@ class DeadLetterReplays:
         False, without waiting, when another session holds it. A killed process's lock goes with
         its connection."""
         with db_errors("lock dead-letter replays"), self._pool.connection() as conn:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()[0]
+            got = one_row(conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)))[0]
             try:
                 yield got
             finally:
@@ -283,11 +283,11 @@ class DeadLetterReplays:
     def database(self) -> str:
         """The database's name (it scopes the replay producer's transactional id)."""
         with db_errors("read the database name"), self._pool.connection() as conn:
-            return conn.execute("SELECT current_database()").fetchone()[0]
+            return one_row(conn.execute("SELECT current_database()"))[0]
 
     def counts(self, reason: str, group: Optional[str] = None) -> ReplayCounts:
         with db_errors("count dead letters to replay"), self._pool.connection() as conn:
-            return ReplayCounts(*conn.execute(_COUNTS, {"reason": reason, "grp": group}).fetchone())
+            return ReplayCounts(*one_row(conn.execute(_COUNTS, {"reason": reason, "grp": group})))
 
     def candidates(self, reason: str, group: Optional[str] = None, limit: int = 500) -> list[KafkaPosition]:
         """Up to `limit` source positions dead-lettered (produced) with `reason` (by `group`, if

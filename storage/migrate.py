@@ -21,6 +21,7 @@ from typing import Mapping, Optional
 
 import psycopg
 
+from .db import one_row
 from .errors import MigrationError
 
 __all__ = [
@@ -143,10 +144,10 @@ def load_migrations(flavour: str, directory: Path = MIGRATIONS_DIR) -> tuple[Mig
 
 
 def _detect_flavour(conn: psycopg.Connection) -> str:
-    available = conn.execute(
+    available = one_row(conn.execute(
         "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone()[0]
-    preload = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
+    ))[0]
+    preload = one_row(conn.execute("SELECT current_setting('shared_preload_libraries')"))[0]
     return choose_flavour(bool(available), "timescaledb" in preload)
 
 
@@ -224,7 +225,7 @@ def migrate(dsn: str, *, flavour: Optional[str] = None) -> MigrationReport:
 
 
 def _table_exists(conn: psycopg.Connection, name: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+    return bool(one_row(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)))[0])
 
 
 def current_version(dsn: str) -> int:
@@ -233,7 +234,7 @@ def current_version(dsn: str) -> int:
         with psycopg.connect(dsn, autocommit=True) as conn:
             if not _table_exists(conn, "schema_migrations"):
                 return 0
-            return conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+            return int(one_row(conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations"))[0])
     except psycopg.Error as exc:
         raise MigrationError(f"cannot read the schema version: {exc}") from exc
 

@@ -31,7 +31,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from psycopg_pool import ConnectionPool
 
-from .db import db_errors
+from .db import db_errors, one_row
 from .errors import RecordError
 
 __all__ = ["OutboxMessage", "OutboxRow", "OutboxBacklog", "AlertOutbox", "insert_message", "new_alert_id"]
@@ -156,9 +156,9 @@ class AlertOutbox:
 
     def backlog(self) -> OutboxBacklog:
         with db_errors("read the outbox backlog"), self._pool.connection() as conn:
-            n, oldest, attempted = conn.execute(
+            n, oldest, attempted = one_row(conn.execute(
                 "SELECT count(*), min(created_at), count(*) FILTER (WHERE attempts > 0) FROM alert_outbox "
-                "WHERE sent_at IS NULL").fetchone()
+                "WHERE sent_at IS NULL"))
         return OutboxBacklog(n, oldest, attempted)
 
     def prune(self, older_than: timedelta) -> int:
@@ -174,7 +174,7 @@ class AlertOutbox:
         """Try the relay's session advisory lock for the duration of the block: yields
         whether this caller holds it (the lock dies with the session if the process does)."""
         with db_errors("take the outbox relay lock"), self._pool.connection() as conn:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,)).fetchone()[0]
+            got = one_row(conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,)))[0]
             try:
                 yield got
             finally:

@@ -12,7 +12,7 @@ from psycopg_pool import ConnectionPool
 from trust._hashes import StatementHash
 
 from . import _rows
-from .db import db_errors
+from .db import db_errors, one_row
 from .records import BatchMembership, BatchRecord, BlobRecord, Reading, StatementRecord
 
 __all__ = ["Reader"]
@@ -170,11 +170,11 @@ class Reader:
     def open_leaves(self, gateway: str) -> int:
         """Leaves in `gateway`'s batches that are not anchored yet."""
         with db_errors("count open leaves"), self._pool.connection() as conn:
-            row = conn.execute(
+            row = one_row(conn.execute(
                 "SELECT coalesce(sum(tree_size), 0) FROM batches WHERE anchor_state <> 'anchored' "
                 "AND gateway = %s",
                 (gateway,),
-            ).fetchone()
+            ))
         return int(row[0])
 
     # -- the anchor agent's sweep: sealed statements in no batch ----------------------------------

@@ -126,6 +126,7 @@ class BatchMembership:
         b = self.batch
         if b.anchor_state != "anchored":
             return None
+        assert b.ledger_height is not None and b.tx_index is not None  # both set when anchored
         return AnchorRef(b.batch_id, self.leaf_index, b.tree_size, b.root, b.ledger_height, b.tx_index)
 
 

@@ -83,7 +83,7 @@ class VerifiedStatement:
 
 def _uri(conninfo: str) -> str:
     """A ``postgresql://`` URI for ADBC from a libpq conninfo string."""
-    d = conninfo_to_dict(conninfo)
+    d = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
     auth = quote(d.get("user", ""), safe="")
     if d.get("password"):
         auth += ":" + quote(d["password"], safe="")
@@ -176,7 +176,9 @@ class VerificationStore:
         import adbc_driver_postgresql.dbapi as adbc
 
         try:
-            with adbc.connect(_uri(self._pool.conninfo), autocommit=True) as conn, conn.cursor() as cur:
+            conninfo = self._pool.conninfo
+            conninfo = conninfo if isinstance(conninfo, str) else conninfo()
+            with adbc.connect(_uri(conninfo), autocommit=True) as conn, conn.cursor() as cur:
                 cur.execute(query, tuple(params) or None)
                 return cur.fetch_arrow_table()
         except adbc.Error as exc:

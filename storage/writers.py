@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,7 +37,7 @@ from verify.rows import payload_time_us
 
 from . import _rows
 from .anchor_state import check_transition
-from .db import db_errors
+from .db import db_errors, one_row
 from .errors import BatchConflict, BatchError, RecordError
 from .partitions import PartitionPolicy, days_to_create
 from .records import BatchRecord, BlobRecord, StatementRecord, WriteCount, ms_to_datetime, raw_key
@@ -199,7 +199,7 @@ class Writer:
     def write_statements(self, records: Iterable[StatementRecord]) -> WriteCount:
         """Store verified statements; a hash already stored is `present`, a
         different statement holding the same ``(device, seq)`` is a conflict."""
-        rows = {}
+        rows: dict[StatementHash, tuple[Any, ...]] = {}
         for rec in records:
             rows.setdefault(rec.hash, _statement_row(rec))
         if not rows:
@@ -260,13 +260,13 @@ class Writer:
     def ensure_partitions(self, days: Iterable[date]) -> list[date]:
         """Create the daily partitions `days` need (within the policy); the days created."""
         todo = days_to_create(days, self._today(), self._policy, self._known_days)
-        created = []
+        created: list[date] = []
         if not todo:
             return created
         with db_errors("create readings partitions"), self._pool.connection() as conn:
             for day in todo:
                 with conn.transaction():
-                    if conn.execute("SELECT readings_ensure_partition(%s)", (day,)).fetchone()[0]:
+                    if one_row(conn.execute("SELECT readings_ensure_partition(%s)", (day,)))[0]:
                         created.append(day)
         self._known_days = self._known_days | frozenset(todo)
         return created
@@ -313,7 +313,7 @@ class Writer:
         rewrites nothing, and a statement refused (``conflict``, ``elsewhere``) gets no
         child rows, so its readings cannot be attributed to it."""
         writes = list(writes)
-        rows = {}
+        rows: dict[StatementHash, tuple[Any, ...]] = {}
         for w in writes:
             rows.setdefault(w.statement.hash, _statement_row(w.statement))
         if not rows:
@@ -345,7 +345,7 @@ class Writer:
             kept = [w for w, o in zip(writes, outcomes) if o.status in ("inserted", "present")]
             for w, o in zip(writes, outcomes):
                 r = w.statement.receipt
-                if o.status == "present" and o.stored.receipt is None and r is not None:
+                if o.status == "present" and o.stored is not None and o.stored.receipt is None and r is not None:
                     cur.execute(
                         "UPDATE statements SET gateway = %s, receipt_location = %s, receipt_signature = %s, "
                         "sealed_at = now() WHERE statement_hash = %s AND receipt_signature IS NULL",
@@ -387,7 +387,7 @@ class Writer:
             created = cur.rowcount == 1
             if not created:
                 cur.execute("SELECT root, tree_size FROM batches WHERE batch_id = %s", (bid,))
-                root, size = cur.fetchone()
+                root, size = one_row(cur)
                 if (bytes(root), size) != (batch.root, batch.tree_size):
                     raise BatchConflict(f"batch {bid!r} exists with another root or size")
             cur.execute(_STAGE_LEAVES)
@@ -428,11 +428,11 @@ class Writer:
                     )
             elif not (wanted == current == "failed"):
                 check_transition(batch_id, current, wanted)
-            record = conn.execute(
+            record = one_row(conn.execute(
                 f"UPDATE batches SET anchor_state = %s, {assignments} WHERE batch_id = %s "
                 f"RETURNING {_rows.BATCH_COLS}",
                 (wanted, *params, batch_id),
-            ).fetchone()
+            ))
         return _rows.batch_from_row(record)
 
     def mark_submitted(self, batch_id: str) -> BatchRecord:
@@ -482,8 +482,8 @@ def _insert_readings(cur, parts: Sequence[ReadingsPart], table: pa.Table) -> int
     return cur.rowcount
 
 
-def _blob_rows(records: Iterable[BlobRecord]) -> dict:
-    rows = {}
+def _blob_rows(records: Iterable[BlobRecord]) -> dict[StatementHash, tuple[Any, ...]]:
+    rows: dict[StatementHash, tuple[Any, ...]] = {}
     for rec in records:
         if rec.object_key != raw_key(rec.sha256):
             raise RecordError(f"blob of statement {rec.statement_hash.hex()}: key {rec.object_key!r} "

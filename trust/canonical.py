@@ -125,7 +125,7 @@ _KEY_MEMO_MAX = 4096
 
 
 def _key_bytes(key: object) -> bytes:
-    kb = _KEY_MEMO.get(key) if type(key) is str else None  # type: ignore[arg-type]
+    kb = _KEY_MEMO.get(key) if type(key) is str else None
     if kb is None:
         kb = _encode_key(key)
         if len(_KEY_MEMO) < _KEY_MEMO_MAX and len(kb) <= 64:

@@ -162,7 +162,7 @@ class KeyPair:
         return verify_signature(self.public_key, message, signature)
 
 
-def save_keypair(path: Union[str, os.PathLike], keypair: KeyPair, *, overwrite: bool = False) -> None:
+def save_keypair(path: Union[str, os.PathLike[str]], keypair: KeyPair, *, overwrite: bool = False) -> None:
     """Write `keypair` to `path` as JSON with mode 0600.
 
     Refuses to replace an existing file unless `overwrite` is true.  The file
@@ -192,7 +192,7 @@ def save_keypair(path: Union[str, os.PathLike], keypair: KeyPair, *, overwrite: 
             os.close(fd)
 
 
-def load_keypair(path: Union[str, os.PathLike]) -> KeyPair:
+def load_keypair(path: Union[str, os.PathLike[str]]) -> KeyPair:
     """Read a key file written by `save_keypair`.
 
     Raises `KeyFileError` when group or others have any permission on the file

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ._hashes import HASH_SIZE, LeafHash, NodeHash, RootHash
 from .errors import ConsistencyError, InclusionError, ProofError
@@ -403,7 +403,7 @@ class InclusionVerifier:
         nodes = self._nodes
         sha, p = _sha256, _NODE_PREFIX
         r = leaf_hash
-        seen = []
+        seen: list[tuple[int, bytes]] = []
         try:
             for i in range(inner):
                 h = proof[i]
@@ -588,11 +588,11 @@ class TreeHead:
         """Check that `newer` extends this head."""
         verify_consistency(self.size, newer.size, self.root, newer.root, proof)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"size": self.size, "root": self.root.hex()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TreeHead":
+    def from_dict(cls, d: dict[str, Any]) -> "TreeHead":
         try:
             if set(d) != {"size", "root"} or not isinstance(d["root"], str):
                 raise ValueError("want exactly the keys size and root")

@@ -61,11 +61,11 @@ def _text(name: str, value: object, limit: int) -> None:
         raise ReceiptError(f"{name} must be 1..{limit} printable ASCII chars without spaces, got {value!r}")
 
 
-def _dumps(doc: dict) -> str:
+def _dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def _loads(text: Union[str, bytes], keys: tuple[str, ...], what: str) -> dict:
+def _loads(text: Union[str, bytes], keys: tuple[str, ...], what: str) -> dict[str, Any]:
     try:
         doc = json.loads(text)
     except (ValueError, TypeError) as exc:
@@ -85,7 +85,7 @@ def _unhex(name: str, value: Any, size: int) -> bytes:
         raise ReceiptError(f"{name} must be {2 * size} lowercase hex digits") from None
 
 
-def _from_canonical(data: bytes, what: str) -> dict:
+def _from_canonical(data: bytes, what: str) -> dict[str, Any]:
     try:
         doc = canonical.decode(data)
     except CanonicalError as exc:
@@ -130,7 +130,7 @@ class SealReceipt:
             {"v": self.v, "statement_hash": self.statement_hash, "location": self.location, "gateway": self.gateway}
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "v": self.v,
             "statement_hash": self.statement_hash.hex(),
@@ -144,7 +144,7 @@ class SealReceipt:
         return _dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, doc: dict) -> "SealReceipt":
+    def from_dict(cls, doc: dict[str, Any]) -> "SealReceipt":
         if not isinstance(doc, dict) or set(doc) != set(cls._KEYS):
             raise ReceiptError(f"seal receipt: want exactly the keys {sorted(cls._KEYS)}")
         if doc["v"] != RECEIPT_VERSION or type(doc["v"]) is not int:
@@ -221,7 +221,7 @@ class AnchorRef:
             raise ReceiptError(f"leaf_index {self.leaf_index} must be < tree_size {self.tree_size}")
         _bytes32("root", self.root)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "v": self.v,
             "batch_id": self.batch_id,
@@ -236,7 +236,7 @@ class AnchorRef:
         return _dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, doc: dict) -> "AnchorRef":
+    def from_dict(cls, doc: dict[str, Any]) -> "AnchorRef":
         if not isinstance(doc, dict) or set(doc) != set(cls._KEYS):
             raise ReceiptError(f"anchor reference: want exactly the keys {sorted(cls._KEYS)}")
         if doc["v"] != ANCHOR_VERSION or type(doc["v"]) is not int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 from . import canonical
 from ._hashes import PayloadDigest, StatementHash, sha256
@@ -127,7 +127,7 @@ class Statement:
         """The statement describing `payload` (computes size and digest)."""
         return cls(device, seq, ts, kind, content_type, len(payload), PayloadDigest(sha256(payload)))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (bytes stay bytes)."""
         return {
             "v": self.v,

@@ -92,7 +92,7 @@ def _dumps(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def sealer_history(genesis: Genesis, headers: Any) -> list[dict]:
+def sealer_history(genesis: Genesis, headers: Any) -> list[dict[str, Any]]:
     """``[{"epoch", "sealers": [did, ...], "from_height"}]``: epoch 0 from the genesis, each next
     set from the header that names it (``next_sealers`` at an epoch end)."""
     out = [{"epoch": 0, "from_height": 1, "sealers": list(genesis.sealers.members)}]
@@ -103,11 +103,11 @@ def sealer_history(genesis: Genesis, headers: Any) -> list[dict]:
     return out
 
 
-def _proof_wire(p: TxProof) -> dict:
+def _proof_wire(p: TxProof) -> dict[str, Any]:
     return {"height": p.height, "index": p.index, "size": p.size, "path": list(p.path)}
 
 
-def write_bundle(evidence: Evidence, path: Union[str, Path, io.BytesIO]) -> dict:
+def write_bundle(evidence: Evidence, path: Union[str, Path, io.BytesIO]) -> dict[str, Any]:
     """Write `evidence` as a version-1 bundle; returns the index."""
     members: dict[str, bytes] = {}
     lg = evidence.ledger
@@ -192,7 +192,7 @@ def _inflate(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     return data
 
 
-def _read_members(path: Union[str, Path, io.BytesIO], limits: BundleLimits) -> tuple[dict, dict[str, bytes]]:
+def _read_members(path: Union[str, Path, io.BytesIO], limits: BundleLimits) -> tuple[dict[str, Any], dict[str, bytes]]:
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
@@ -293,7 +293,7 @@ _V1_SUBJECT_KEYS = {"blob": ("kind", "sha256"), "row": ("kind", "table", "key"),
                     "range": ("kind", "device", "from", "to"), "batch": ("kind", "batch_id")}
 
 
-def _v1_subject(subject: Any, window: Any) -> dict:
+def _v1_subject(subject: Any, window: Any) -> dict[str, Any]:
     """A v1 subject in v2 form: its descriptive extras dropped (they never widened the claim), and
     its separate window refused unless it is the one the subject implies."""
     _need(isinstance(subject, dict) and subject.get("kind") in _V1_SUBJECT_KEYS, "v1 bundle: unknown subject")

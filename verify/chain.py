@@ -36,7 +36,7 @@ from ledger.contracts import StateProofError, verify_state_proof
 from ledger.contracts.anchors import batch_key
 from ledger.contracts.registry import ent_key, resolve_key
 from trust import canonical
-from trust._hashes import sha256
+from trust._hashes import RootHash, sha256
 from trust.errors import (
     CHAIN_STEPS,
     AnchorMismatchError,
@@ -71,7 +71,7 @@ from .subject import BatchSubject, BlobSubject, RangeSubject, RowSubject, Subjec
 
 __all__ = ["LedgerView", "TrustedCheckpoint", "verify_ledger", "verify"]
 
-_LC_STEPS: dict[type, type] = {
+_LC_STEPS: dict[type[lc_mod.LightClientError], type[LedgerEvidenceError]] = {
     lc_mod.GenesisMismatch: GenesisError,
     lc_mod.HeaderLinkError: HeaderChainError,
     lc_mod.HeaderEpochError: HeaderChainError,
@@ -143,7 +143,7 @@ class LedgerView:
     genesis_hash: bytes
     state_height: Optional[int] = None
     #: resolutions already made from `state` (read-only: the same question, the same answer)
-    resolved: dict = field(default_factory=dict, repr=False, compare=False)
+    resolved: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def verify_ledger(ledger: LedgerEvidence, *, trusted_genesis_hash: Optional[bytes] = None,
@@ -191,10 +191,14 @@ def verify_ledger(ledger: LedgerEvidence, *, trusted_genesis_hash: Optional[byte
 class _Anchor:
     height: int
     tx_index: int
-    root: bytes
+    root: RootHash
     tree_size: int
     submitter: str  # the did that signed the ANCHOR tx
     gateway: str  # the registry id the ANCHOR names
+
+
+#: batch id -> its verified anchor and manifest
+_Batches = dict[str, tuple[_Anchor, ParsedManifest]]
 
 
 def _check_anchor(view: LedgerView, ledger: LedgerEvidence, batch_id: str) -> _Anchor:
@@ -221,7 +225,7 @@ def _check_anchor(view: LedgerView, ledger: LedgerEvidence, batch_id: str) -> _A
             or rec.get("submitter") != tx.submitter or rec.get("gateway") != gateway:
         raise AnchorTxError(f"the anchors state does not record this transaction as batch {batch_id!r}'s "
                             "accepted anchor (refused or another tx)")
-    return _Anchor(a.proof.height, a.proof.index, root, size, tx.submitter, gateway)
+    return _Anchor(a.proof.height, a.proof.index, RootHash(root), size, tx.submitter, gateway)
 
 
 def _as_of_anchor(view: LedgerView, did: str, anchor: _Anchor, role: str) -> Any:
@@ -246,7 +250,7 @@ def _active_org(view: LedgerView, org: Optional[str]) -> bool:
     if at not in view.resolved:
         rec = view.state.get(ent_key(org))
         view.resolved[at] = isinstance(rec, dict) and rec.get("type") == "org" and rec.get("revoked") is None
-    return view.resolved[at]
+    return bool(view.resolved[at])  # stored by this function: a bool
 
 
 def _device_key(view: LedgerView, stmt: Statement, anchor: _Anchor) -> str:
@@ -339,7 +343,7 @@ def verify(evidence: Evidence, *, trusted_genesis_hash: Optional[bytes] = None,
               "rows": 0 if evidence.rows is None else evidence.rows.num_rows}
     genesis_hex = evidence.ledger.genesis.genesis_hash().hex()
 
-    def done(height: int, proven: Optional[dict] = None) -> Report:
+    def done(height: int, proven: Optional[dict[str, Any]] = None) -> Report:
         counts["failures"] = run.failed_count
         return Report(claimed, run.passed_steps(), tuple(run.failures), counts, genesis_hex, height,
                       pinned=pinned, proven=proven if not run.failures else None)
@@ -415,7 +419,7 @@ def _verify_batch(run: _Run, view: LedgerView, ledger: LedgerEvidence,
         return None
 
 
-def _verify_complete(run: _Run, batches: dict, records: tuple[RecordEvidence, ...]) -> None:
+def _verify_complete(run: _Run, batches: _Batches, records: tuple[RecordEvidence, ...]) -> None:
     """For a whole batch: every leaf of the manifest has its stored statement (the root is then
     rebuilt from stored statements, not only from the manifest)."""
     have = {sha256(r.statement) for r in records}
@@ -429,8 +433,8 @@ def _verify_complete(run: _Run, batches: dict, records: tuple[RecordEvidence, ..
             run.ok(EvidenceMissingError.step)
 
 
-def _verify_record(run: _Run, view: LedgerView, batches: dict, rec_ev: RecordEvidence,
-                   signed_rows: dict, want_rows: bool) -> _Checked:
+def _verify_record(run: _Run, view: LedgerView, batches: _Batches, rec_ev: RecordEvidence,
+                   signed_rows: dict[bytes, Any], want_rows: bool) -> _Checked:
     from .rows import payload_rows
 
     stmt_hash = sha256(rec_ev.statement)
@@ -464,7 +468,7 @@ def _verify_record(run: _Run, view: LedgerView, batches: dict, rec_ev: RecordEvi
             # Report payload/format failures before the key, as the chain orders them.
             early = verify_record(rec_ev.payload, rec_ev.statement, rec_ev.signature, rec_ev.receipt, ref,
                                   rec_ev.proof, root=anchor.root)
-            if early.failed_step in ("statement-format", "payload-size", "payload-hash"):
+            if early.error is not None and early.failed_step in ("statement-format", "payload-size", "payload-hash"):
                 raise early.error from None
             if isinstance(exc, VerificationError):
                 raise
@@ -494,13 +498,13 @@ def _verify_record(run: _Run, view: LedgerView, batches: dict, rec_ev: RecordEvi
     return out
 
 
-def _groups(rows: Any, with_ids: bool = False) -> tuple:
+def _groups(rows: Any, with_ids: bool = False) -> tuple[Any, ...]:
     """`rows` sorted so each statement's rows are contiguous, and ``hash -> (start, count)``
     (`with_ids`: also each row's statement number and the hash of each number)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    groups: dict[bytes, tuple[int, int]] = {}
+    groups: dict[Optional[bytes], tuple[int, int]] = {}
     if not rows.num_rows:
         return (rows, groups, None, []) if with_ids else (rows, groups)
     col = rows.column("statement_hash").combine_chunks()
@@ -527,7 +531,8 @@ def _plain(arr: Any) -> Any:
     return arr.dictionary_decode() if hasattr(arr, "dictionary_decode") else arr
 
 
-def _verify_rows(run: _Run, rows: Any, subject: Subject, signed_rows: dict, devices: dict[bytes, str]) -> None:
+def _verify_rows(run: _Run, rows: Any, subject: Subject, signed_rows: dict[bytes, Any],
+                 devices: dict[bytes, str]) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -597,7 +602,7 @@ def _outside(subject: Subject, c: _Checked) -> bool:
 
 
 def _verify_subject(run: _Run, subject: Subject, evidence: Evidence, checked: list[_Checked],
-                    batches: dict[str, tuple[_Anchor, ParsedManifest]]) -> Optional[dict]:
+                    batches: dict[str, tuple[_Anchor, ParsedManifest]]) -> Optional[dict[str, Any]]:
     """Refuse (step ``subject``) unless the verified content covers the claimed subject and the
     evidence holds nothing outside it; return the subject as proven."""
     before = run.failed_count
@@ -623,7 +628,7 @@ def _verify_subject(run: _Run, subject: Subject, evidence: Evidence, checked: li
     rows = evidence.rows
     nrows = 0 if rows is None else rows.num_rows
     if isinstance(subject, BlobSubject):
-        proven: dict = {"kind": "blob", "sha256": subject.sha256.hex(),
+        proven: dict[str, Any] = {"kind": "blob", "sha256": subject.sha256.hex(),
                         "statements": [c.statement_hash.hex() for c in ok],
                         "devices": sorted({c.stmt.device for c in ok if c.stmt}),
                         "batches": sorted({c.batch_id for c in ok if c.batch_id})}

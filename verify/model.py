@@ -39,7 +39,7 @@ class StateValue:
     key: str
     value: Optional[bytes]
     height: int
-    proof: dict = field(compare=False)
+    proof: dict[str, Any] = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class Evidence:
     (`subject.window_of`), never from the evidence.
     """
 
-    subject: dict
+    subject: dict[str, Any]
     ledger: LedgerEvidence
     batches: tuple[BatchEvidence, ...]
     records: tuple[RecordEvidence, ...]
@@ -111,9 +111,9 @@ class Failure:
 
     step: str
     message: str
-    evidence: dict = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"step": self.step, "message": self.message, "evidence": self.evidence}
 
 
@@ -123,14 +123,14 @@ class Report:
     show), counts; `proven` is the subject as the verified content shows it (None unless ok);
     `pinned` is False when no trust anchor was given (``--insecure-unpinned``)."""
 
-    subject: dict
+    subject: dict[str, Any]
     passed: tuple[str, ...]
     failures: tuple[Failure, ...]
-    counts: dict
+    counts: dict[str, Any]
     genesis_hash: str = ""
     ledger_height: int = 0
     pinned: bool = True
-    proven: Optional[dict] = None
+    proven: Optional[dict[str, Any]] = None
 
     @property
     def ok(self) -> bool:
@@ -140,7 +140,7 @@ class Report:
     def failed_step(self) -> Optional[str]:
         return self.failures[0].step if self.failures else None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "subject": self.proven,

@@ -19,7 +19,7 @@ Failures, each with the step of `trust.errors`:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -118,7 +118,7 @@ def compare_rows(
     identity = stored.num_rows == n and n > 0 and pc.all(pc.equal(idx, pa.array(range(n), pa.int64()))).as_py()
     if stored.num_rows:
         want = signed if identity else signed.take(idx)
-        ok = None
+        ok: Any = None
         for col in ("time_us", "sensor", "value"):
             eq = _eq(stored.column(col).combine_chunks(), want.column(col).combine_chunks())
             ok = eq if ok is None else pc.and_(ok, eq)

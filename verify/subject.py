@@ -64,7 +64,7 @@ def _iso_us(text: Any, name: str) -> int:
 class BlobSubject:
     sha256: bytes
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"kind": "blob", "sha256": self.sha256.hex()}
 
 
@@ -79,7 +79,7 @@ class RowSubject:
         h = self.statement_hash.hex()
         return h if self.row_index is None else f"{h}:{self.row_index}"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"kind": "row", "table": self.table, "key": self.key}
 
 
@@ -91,7 +91,7 @@ class RangeSubject:
     from_us: int
     to_us: int
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"kind": "range", "device": self.device, "from": self.start, "to": self.end}
 
 
@@ -99,14 +99,14 @@ class RangeSubject:
 class BatchSubject:
     batch_id: str
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"kind": "batch", "batch_id": self.batch_id}
 
 
 Subject = Union[BlobSubject, RowSubject, RangeSubject, BatchSubject]
 
 
-def _keys(doc: dict, want: set[str]) -> None:
+def _keys(doc: dict[str, Any], want: set[str]) -> None:
     if set(doc) != want:
         raise SubjectError(f"a {doc.get('kind')} subject has exactly the keys {sorted(want)}, got {sorted(doc)}")
 
