@@ -55,7 +55,7 @@ class KVExecutor:
 
     def execute(self, ctx: BlockContext, txs: Sequence[Transaction]) -> Execution:
         state = dict(self.state)
-        results = []
+        results: list[Any] = []
         rep = None
         if ctx.reputation:
             from .contracts import reputation

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -304,7 +304,7 @@ def make_app(node: "Node") -> web.Application:
                 st, height = app.state, app.height
                 n = audit.event_count(st)
                 if nxt < n:
-                    batch = [audit.get_event(st, s) for s in range(nxt, min(n, nxt + 256))]
+                    batch = [cast(dict, audit.get_event(st, s)) for s in range(nxt, min(n, nxt + 256))]  # seq < n
                     nxt += len(batch)
                     await resp.write(b"".join(
                         json.dumps({"type": "event", **audit.event_json(e)}).encode() + b"\n" for e in batch))
@@ -385,7 +385,7 @@ def make_app(node: "Node") -> web.Application:
         height = _int_arg(req.query.get("height"), "height", r.height)
         if height > r.height:
             return _error(503, "behind", f"this node is at height {r.height}, below {height}; ask another node")
-        ex = node.executor
+        ex: Any = node.executor  # ContractApp or KVExecutor: both keep rep_history
         ids = None
         if isinstance(ex, ContractApp):
             ids = {}

@@ -38,7 +38,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -287,7 +287,8 @@ class Node:
     def _metric_values(self) -> dict[str, Any]:
         r = self.replica
         return {"height": r.height, "view": r.view, "sealers": r.sealers.n, "is_sealer": int(r.is_sealer),
-                "reputation": own_score(self.executor.rep_history, self.genesis, self.did), "sealer": int(r.is_sealer),
+                "reputation": own_score(cast(Any, self.executor).rep_history, self.genesis, self.did),
+                "sealer": int(r.is_sealer),
                 "peers_connected": len(self.transport.connected), "view_changes": r.view_change_count,
                 "committed_tx": self.committed_tx, "drops": self.all_drops()}
 

@@ -417,8 +417,9 @@ class Simulation:
         live = self.honest_live()
         for tid, tx in self.submitted.items():
             for inst in live:
-                if tid not in inst.replica.tx_index:  # type: ignore[union-attr]
-                    rep = inst.replica
+                rep = inst.replica
+                assert rep is not None  # a live instance has its replica
+                if tid not in rep.tx_index:
                     self._fail(
                         f"LIVENESS: tx {tid.hex()[:12]} (nonce {tx.nonce}) not committed on {inst.name} "
                         f"(height {rep.height}, view {rep.view}, changing {rep.changing}, "

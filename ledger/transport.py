@@ -214,10 +214,11 @@ class Transport:
             first = await read_frame(reader, self.max_frame)
             if first is None:
                 return
-            conn.remote = self._parse_hello(first)
-            if conn.remote is None:
+            remote = self._parse_hello(first)
+            if remote is None:
                 self.drops["bad-hello"] += 1
                 return
+            conn.remote = remote
             while True:
                 frame = await read_frame(reader, self.max_frame)
                 if frame is None:

@@ -43,7 +43,7 @@ import functools
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Callable, Coroutine, Optional
 
 from ._anchor_metrics import sweep_metrics
 from ._anchor_plan import GATEWAY, UNBOUND, SealError, SealedLeaf, parse_sealed, settle_deferred, triage
@@ -143,7 +143,7 @@ def _per_gateway(leaves: tuple[SealedLeaf, ...], logged: dict[tuple[str, str], f
 
 
 def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, window_s: float,
-                     produce: Callable[[Any, bytes, bytes, list], Awaitable[None]],
+                     produce: Callable[[Any, bytes, bytes, list], Coroutine[Any, Any, None]],
                      sweep_grace_s: Optional[float] = None, sweep_interval_s: Optional[float] = None) -> None:
     """Add the anchor agent, its submitter task and the sweep task to `app`; `produce(topic, key, value,
     headers)` sends and waits for the broker's ack.  The sweep's grace and interval default to
@@ -189,8 +189,8 @@ def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, 
             stored = anchorer.reader.sealed_statements(lf.statement_hash for lf in tri.defer)
             kept, absent = settle_deferred(tri.defer, stored)
         # settled: count and log (only now, so a retried window is not counted twice)
-        for partition, offset, exc in malformed:
-            log.error("iiot.sealed %d/%d: %s; never anchored from this seal", partition, offset, exc)
+        for partition, offset, err in malformed:
+            log.error("iiot.sealed %d/%d: %s; never anchored from this seal", partition, offset, err)
             skipped.labels("malformed-seal").inc()
         for leaf, kind in tri.refuse:
             log.error("seal of %s by %s: bound to a %s on this ledger, not a gateway; never anchored",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Container, Iterable, Mapping, Optional, Sequence
 
 from trust import merkle
 from trust._hashes import RootHash, StatementHash
@@ -175,7 +175,7 @@ def triage(leaves: Iterable[SealedLeaf], status: Callable[[Optional[str]], str])
     return Triage(tuple(batch), tuple(defer), tuple(refuse))
 
 
-def settle_deferred(defer: Iterable[SealedLeaf], stored_sealed: Mapping[bytes, Any]
+def settle_deferred(defer: Iterable[SealedLeaf], stored_sealed: Container[bytes]
                     ) -> tuple[tuple[SealedLeaf, ...], tuple[SealedLeaf, ...]]:
     """``(kept, absent)``: deferred seals whose statement is stored sealed here (`stored_sealed`: hash ->
     anything), so the sweep will find it and the seal may be acked; and those whose statement is not

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import faust
 
@@ -80,7 +80,7 @@ def build_processor(settings: Settings, directory: DeviceDirectory, metrics: Opt
                     ) -> tuple[IngestProcessor, Any]:
     """An `IngestProcessor` on the stack's PostgreSQL and MinIO; also returns the pool (close it)."""
     from storage.blobs import BlobStore
-    from storage.db import open_pool
+    from storage.db import one_row, open_pool
     from storage.readers import Reader
     from storage.writers import Writer
 
@@ -89,7 +89,7 @@ def build_processor(settings: Settings, directory: DeviceDirectory, metrics: Opt
 
     def stored_last_seq(did: str) -> Optional[int]:
         with pool.connection() as conn:
-            return conn.execute("SELECT max(seq) FROM statements WHERE device = %s", (did,)).fetchone()[0]
+            return one_row(conn.execute("SELECT max(seq) FROM statements WHERE device = %s", (did,)))[0]
 
     proc = IngestProcessor(Writer(pool), Reader(pool), BlobStore.from_settings(settings), gw, directory.resolve,
                            Limits.from_settings(settings),
@@ -159,6 +159,7 @@ def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics:
     async def process(recs: list[RawRecord]) -> list:
         """`process_batch` in a thread, under the `Retrier`'s policy (outage: wait; bug: bounded, then split
         so that only the poison record is dead-lettered, ``internal-error``)."""
+        assert processor is not None  # agents that process are made only with a processor
         return await retrier.batch(processor.process_batch, recs)
 
     async def gate(recs: list[RawRecord], results: list) -> set:
@@ -251,10 +252,10 @@ def run_worker(settings: Settings, directory: Optional[DeviceDirectory], *, app_
                                                   tuple(TOPIC_KINDS),
                                                   offset_reset or settings.pipeline_offset_reset))
             if hasattr(directory, "collect"):  # ProvenDirectory: refused ledger answers, its floor
-                metrics.registry.register(directory)
+                metrics.registry.register(cast(Any, directory))
         metrics.serve(port, settings.host)
         _register(Path(settings.home).resolve(), f"{settings.host}:{port}", register_targets)
-    processor, pool, gate = None, None, None
+    processor, pool, gate = None, cast(Any, None), None
     if ingest:
         from storage.deadletters import DeadLetterLog
 

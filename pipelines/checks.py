@@ -27,7 +27,7 @@ redelivery, not a replay.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from trust._hashes import sha256
 from trust.errors import IdentityError, StatementError
@@ -56,7 +56,7 @@ class Limits:
     max_clock_skew_ms: int
 
     @classmethod
-    def from_settings(cls, settings: object) -> "Limits":
+    def from_settings(cls, settings: Any) -> "Limits":
         return cls(
             {k: int(getattr(settings, f"max_{k}_bytes")) for k in ("timeseries", "image", "video")},
             int(settings.max_clock_skew_ms),

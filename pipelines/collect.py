@@ -30,6 +30,7 @@ from storage.readers import Reader
 from storage.records import manifest_key, raw_key
 from storage.verification import VerificationStore
 from trust import merkle
+from trust._hashes import StatementHash
 from trust.errors import SubjectError
 from verify.subject import ROW_TABLES, RowSubject
 from verify.subject import parse_row_key as _parse_row_key
@@ -157,7 +158,7 @@ class Collector:
     def evidence(self, subject: dict, hashes: Iterable[bytes], *, rows: Any = None,
                  payload_override: Optional[bytes] = None) -> Evidence:
         """The evidence of the statements `hashes` (and the stored `rows` under test)."""
-        wanted = list(dict.fromkeys(bytes(h) for h in hashes))
+        wanted = list(dict.fromkeys(StatementHash(bytes(h)) for h in hashes))
         self._say(f"{len(wanted)} statement(s)")
         stmts = self.store.statements(wanted)
         members = self.store.memberships(stmts)
@@ -184,6 +185,7 @@ class Collector:
             self._dids[st.device] = None
             if rec.receipt is not None:
                 self._dids[rec.receipt.gateway] = None
+            payload: Optional[bytes]
             if payload_override is not None:
                 payload = payload_override
             else:
@@ -224,6 +226,7 @@ class Collector:
         if not self.store.statements([h]):
             raise CollectError(f"no stored statement {h.hex()}")
         if table == "readings":
+            assert index is not None  # a readings key has its row index
             return self.evidence(subject, [h], rows=self.store.row(h, index))
         return self.evidence(subject, [h])
 

@@ -27,7 +27,7 @@ import logging
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from storage.deadletters import DeadLetterLog, DeadLetterRow
 from storage.records import KafkaPosition
@@ -45,7 +45,7 @@ class DeadLetterLookupError(ConnectionError):
 def _position(headers: Sequence[tuple[str, Optional[bytes]]], group: bytes) -> Optional[KafkaPosition]:
     """The source position a dead letter of `group` names (the last header of each name wins:
     ours are appended after the original record's), or None."""
-    h = {k: v for k, v in headers}
+    h: dict[str, Any] = {k: v for k, v in headers}
     try:
         if h.get("ss-dlq-group") != group:
             return None

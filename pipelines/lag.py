@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -47,7 +47,7 @@ class ConsumerLag(Collector):
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._consumer = None
+        self._consumer: Any = None  # a confluent_kafka Consumer, made on first use
         self._at = float("-inf")
         self._lags: Mapping[tuple[str, int], int] = {}
 

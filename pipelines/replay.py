@@ -216,7 +216,8 @@ def find_copies(bootstrap: str, intents: Sequence[ReplayIntent], max_bytes: int,
     read_uncommitted): ``{position: copy offset}``; blocking."""
     from confluent_kafka import KafkaException, TopicPartition
 
-    want = {(dead_letter_id(i.position).encode("utf-8"), i.nonce.encode("ascii")): i.position for i in intents}
+    want: dict[tuple[Optional[bytes], Optional[bytes]], KafkaPosition] = {
+        (dead_letter_id(i.position).encode("utf-8"), i.nonce.encode("ascii")): i.position for i in intents}
     found: dict[KafkaPosition, int] = {}
     if not want:
         return found
@@ -311,7 +312,7 @@ def replay(replays: DeadLetterReplays, bootstrap: str, reason: str, group: Optio
                 if o is None:
                     skip.add(p)
                     res.missing.append(dead_letter_id(p))
-            present = [originals[p] for p in batch if originals[p] is not None]
+            present = [o for p in batch if (o := originals[p]) is not None]
             if not present:
                 continue
             _produce(producer, replays, bootstrap, reason, group, nonce, present, max_bytes, timeout_s, res)

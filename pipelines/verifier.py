@@ -132,6 +132,7 @@ class BatchVerifier:
         evidence = self.collector.batch(batch_id)
         report = chain.verify(evidence, trusted_genesis_hash=self.trusted_genesis_hash)
         batch = self.collector.reader.batch(batch_id)
+        assert batch is not None  # its evidence was just collected
         rows = 0 if evidence.rows is None else evidence.rows.num_rows
         if report.ok:
             verdict = BatchVerdict(batch_id, "verified", batch.root, batch.ledger_height or 0, batch.tx_index or 0,

@@ -419,6 +419,7 @@ class IngestProcessor:
         if isinstance(verdict, Rejected):
             if verdict.reason != "replay":
                 return _dead(rec, verdict.reason, verdict.detail)
+            assert verdict.statement is not None  # a replay is found after the statement parsed
             stored = self.reader.statement(verdict.statement.hash())
             if stored is None or stored.kafka != rec.position:
                 where = f" (stored from {_pos(stored.kafka)})" if stored is not None and stored.kafka else ""
@@ -478,7 +479,7 @@ class IngestProcessor:
             ))
         outcomes = self.writer.write_sealed(writes)
         elapsed = time.perf_counter() - began
-        out = []
+        out: list[tuple[int, Union[DeadLetter, Seal]]] = []
         for (i, rec, acc, rows), w, o in zip(staged, writes, outcomes):
             stmt = acc.statement
             n = rows.num_rows if rows is not None else 0
@@ -486,12 +487,14 @@ class IngestProcessor:
                 out.append((i, _dead(rec, "replay", f"seq {stmt.seq} of {stmt.device} is already held by "
                                                     "another statement")))
             elif o.status == "elsewhere":
+                assert o.stored is not None  # "elsewhere": the stored statement says where
                 out.append((i, _dead(rec, "replay", f"statement already stored from {_pos(o.stored.kafka)}")))
             else:
-                receipt = w.statement.receipt
+                sealed = w.statement.receipt
                 if o.stored is not None and o.stored.receipt is not None:
-                    receipt = o.stored.receipt  # sealed once; never re-signed by another gateway
-                out.append((i, Seal(stmt, acc.signature, receipt, rec.position, n, o.status == "present")))
+                    sealed = o.stored.receipt  # sealed once; never re-signed by another gateway
+                assert sealed is not None  # every write carries this gateway's receipt
+                out.append((i, Seal(stmt, acc.signature, sealed, rec.position, n, o.status == "present")))
             self.observe_store(elapsed)
         return out
 

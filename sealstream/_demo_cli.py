@@ -29,7 +29,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -128,7 +128,8 @@ def _wait_group(s: Settings, group: str, members: int, procs: "_Workers", timeou
     return False
 
 
-def _deadletters(s: Settings, start: dict, positions: set[tuple[str, int, int]], group: str) -> dict[str, int]:
+def _deadletters(s: Settings, start: dict, positions: set[tuple[str, Optional[int], Optional[int]]], group: str
+                 ) -> dict[str, int]:
     """Dead letters of this run's records by reason: rejected by our workers (``ss-dlq-group``; a worker of
     another group may read the same records) and matched by their source position."""
     from confluent_kafka import Consumer, TopicPartition
@@ -338,6 +339,7 @@ def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers
         summary.seconds = round(time.monotonic() - began, 1)
         say("stopping the workers and the verifier agent")
         procs.stop()  # the checks below are CLI commands on their own; free the CPU
+        assert summary.verification is not None  # set with the summary above
         tell(pool, good, batch_ids, summary.verification, env=_env(s), state_dir=state_dir, say=say)
         return summary
     finally:

@@ -92,7 +92,7 @@ def devices_run(ctx: click.Context, factory: str, n_devices: int, rate: float, d
         return
     sim = Simulator(s, config)
     by_count = count is not None and (duration is None or (rate > 0 and count < duration * rate))
-    total = float(count if by_count else duration or 1)
+    total = float(count) if by_count and count is not None else float(duration or 1)
     bar = _progress_bar(total, by_count) if (_err.is_terminal and not as_json) else None
     last_line = [0.0]
 

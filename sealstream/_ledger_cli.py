@@ -320,7 +320,7 @@ def ledger_submit(ctx: click.Context, kind: str, payload: str, signer: str, time
         key = _signer(cluster.layout, signer)
         with LedgerClient.from_layout(cluster.root, key=key, timeout=timeout) as client:
             r = client.submit(kind, value)
-    except (*_boundary_errors(), OSError) as exc:
+    except _boundary_errors() + (OSError,) as exc:
         _fail(exc, as_json)
         return
     data = {"tx_id": r.tx_id.hex(), "height": r.height, "index": r.index, "block": r.block_hash.hex(),

@@ -67,7 +67,7 @@ def _trust(genesis_file: Optional[Path], genesis_hash: Optional[str], checkpoint
     """``(trusted genesis hash | None, Checkpoint | None)`` from the options."""
     from verify.chain import TrustedCheckpoint
 
-    pin = None
+    pin: Optional[bytes] = None
     try:
         if genesis_file is not None:
             import json

@@ -194,7 +194,7 @@ class Reader:
             ).fetchall()
         return {StatementHash(bytes(r[0])): r[1] for r in rows}
 
-    def unbatched_gateways(self, older_than_s: float) -> dict[str, int]:
+    def unbatched_gateways(self, older_than_s: float) -> dict[Optional[str], int]:
         """Sealed statements that are a leaf of no batch and were stored more than `older_than_s`
         seconds ago, counted by sealing gateway (did)."""
         with db_errors("count unbatched statements"), self._pool.connection() as conn:

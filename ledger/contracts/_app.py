@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, cast
 
 from trust import canonical
 from trust._hashes import sha256
@@ -375,7 +375,7 @@ class ContractsGenesis:
             object.__setattr__(self, "fees", fees)
 
     def to_wire(self) -> dict:
-        w = {"admin": self.admin, "orgs": [o.to_wire() for o in self.orgs],
+        w: dict[str, Any] = {"admin": self.admin, "orgs": [o.to_wire() for o in self.orgs],
              "entities": [e.to_wire() for e in self.entities]}
         if self.balances:  # only when set, so a genesis without tokens fields keeps its wire form
             w["balances"] = dict(self.balances)
@@ -393,7 +393,7 @@ class ContractsGenesis:
             balances, fees = w.get("balances", {}), w.get("fees")
             if not isinstance(balances, dict) or not (fees is None or isinstance(fees, dict)):
                 raise TypeError
-            return cls(w["admin"], orgs, ents, balances, fees)
+            return cls(w["admin"], orgs, ents, balances, fees)  # type: ignore[arg-type]  # maps: __post_init__
         except (KeyError, TypeError):
             raise LedgerError("bad contracts genesis: want {admin, orgs, entities, balances?, fees?}") from None
 
@@ -406,7 +406,7 @@ class ContractsGenesis:
         each node start with `balance` tokens; `fees` None: the default schedule."""
         ents = tuple(GenesisEntity(n.name or f"node{i}", "node", org, n.did) for i, n in enumerate(genesis.nodes))
         balances = {i: balance for i in ["consortium", org] + [e.id for e in ents]} if balance else {}
-        return cls(admin, (GenesisOrg(org, org_name, admin),), ents, balances, fees)
+        return cls(admin, (GenesisOrg(org, org_name, admin),), ents, balances, fees)  # type: ignore[arg-type]  # maps
 
 
 # ---------------------------------------------------------------- the app
@@ -450,7 +450,7 @@ class ContractApp:
         self.rep_history = reputation.History()
         if fee_hook is AUTO:
             fee_hook = tokens.charge if "tokens" in self.contracts else None
-        self.fee_hook: FeeHook | None = fee_hook
+        self.fee_hook: FeeHook | None = cast("FeeHook | None", fee_hook)  # AUTO resolved above
         writes = [*registry.genesis_writes(genesis), *tokens.genesis_writes(genesis)]
         data = {k: canonical.encode(v) for k, v in writes}
         self._data: dict[str, bytes] = data

@@ -453,7 +453,7 @@ def record(tc: TxContext, p: dict) -> dict:
     _may_record(tc, org)
     st = tc.state
     meta = _meta(st)
-    raised = []
+    raised: list[Any] = []
     peek = st.peek
     for scope in (org, ALL_ORGS):
         for rule_id in peek(active_key(scope), ()):

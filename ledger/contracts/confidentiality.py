@@ -96,6 +96,7 @@ def recipients_at(reader: Any, stream: str, height: int, index: int | None = Non
             continue
         r = registry.resolve_enc_key(reader, rid, height, index)
         if r.valid:
+            assert r.org is not None and r.key is not None  # a valid resolution has both
             out.append(Recipient(rid, r.org, r.key, (ivs[-1][0], ivs[-1][1])))
     return out
 

@@ -185,7 +185,7 @@ class Resolution:
             return None if p is None else {"height": p[0], "index": p[1]}
 
         return {"id": self.id, "type": self.type, "org": self.org, "key": self.key,
-                "public_key": None if self.key is None else self.public_key.hex(),
+                "public_key": None if (pk := self.public_key) is None else pk.hex(),
                 "status": self.status, "valid": self.valid, "height": self.height, "index": self.index,
                 "registered": pos(self.registered), "revoked": pos(self.revoked)}
 
@@ -276,7 +276,9 @@ def _need_entity(tc: TxContext, entity_id: str) -> dict:
 
 
 def _consortium_key(tc: TxContext) -> str:
-    return _current_key(_peek_entity(tc.state, CONSORTIUM))
+    consortium = _peek_entity(tc.state, CONSORTIUM)
+    assert consortium is not None  # written at genesis
+    return _current_key(consortium)
 
 
 def _active_org(tc: TxContext, org_id: str) -> dict:
@@ -453,7 +455,9 @@ def resolve_enc_key(reader: Any, recipient_id: str, height: int, index: int | No
     if pos <= reg:
         status, key = "unregistered", None
     else:
-        key = bytes.fromhex(_key_at(rec, pos))
+        hx = _key_at(rec, pos)
+        assert hx is not None  # registered before pos: a key was bound
+        key = bytes.fromhex(hx)
         status = "revoked" if revoked is not None and revoked < pos else "active"
     return EncKeyResolution(recipient_id, rec["org"], key, status, height, index, reg, revoked)
 

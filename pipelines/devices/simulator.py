@@ -241,6 +241,7 @@ class Simulator:
                     sched.skipped()
                     fault = None
                     msg = self._build(dev, None, seqs)
+                    assert msg is not None  # without a fault a message is always built
                 if fault:
                     sched.done(fault)
                 sink.send(msg, deliver(msg))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from fractions import Fraction
+from typing import cast
 
 import av
 
@@ -39,7 +40,7 @@ def video_chunk(seed: int, device: str, seq: int, end_ms: int, *, frames: int = 
     """One MPEG-TS segment of `frames` frames ending at `end_ms`."""
     buf = io.BytesIO()
     container = av.open(buf, "w", format="mpegts")
-    stream = container.add_stream(_codec(), rate=fps)
+    stream = cast(av.VideoStream, container.add_stream(_codec(), rate=fps))  # a video codec: a video stream
     stream.width, stream.height = size
     stream.pix_fmt = "yuv420p"
     stream.time_base = Fraction(1, fps)
@@ -62,7 +63,7 @@ def video_chunk(seed: int, device: str, seq: int, end_ms: int, *, frames: int = 
 
 def decode_video(data: bytes) -> list[tuple[int, int]]:
     """Decode every frame of a chunk; returns their (width, height). Raises `av.error.FFmpegError` on garbage."""
-    with av.open(io.BytesIO(data), format="mpegts") as container:
+    with av.open(io.BytesIO(data), "r", format="mpegts") as container:
         return [(f.width, f.height) for f in container.decode(video=0)]
 
 
