@@ -2,7 +2,7 @@
 SEALSTREAM := .venv/bin/sealstream
 PYTEST_ARGS ?=
 
-.PHONY: demo test install up down status bench-merkle clean-state
+.PHONY: demo check lint types test install up down status bench-merkle clean-state
 
 ## demo: the main job: install what is missing, bring the stack and a 4-node ledger up, run `sealstream demo`
 demo: install
@@ -10,8 +10,20 @@ demo: install
 	$(SEALSTREAM) ledger up
 	$(SEALSTREAM) demo
 
-## test: install what is missing, bring the stack up, run every test against it
-test: install
+## check: what to run between changes, no service started: lint, types, and the tests not marked
+## `services` (unit tests, the ledger simulator, the pure verifier; tests/conftest.py derives the marks)
+check: lint types
+	@SEALSTREAM_TEST_TIER=check .venv/bin/pytest -m "not services" $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "check: PYTEST_ARGS selected no test of this tier"; exit 0; fi; exit $$rc
+
+lint: install
+	.venv/bin/ruff check .
+
+types: install
+	.venv/bin/mypy
+
+## test: `make check`, then bring the stack up and run every test against it
+test: check
 	$(SEALSTREAM) stack up
 	.venv/bin/pytest $(PYTEST_ARGS)
 

@@ -13,9 +13,13 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._errors import MissingToolError, ServiceFailedError
 from ._service import Health, Service
+
+if TYPE_CHECKING:
+    from sealstream.settings import Settings
 from ._tools import apt_install, run_checked
 
 __all__ = ["PostgreSQL", "postgres_bin_dir"]
@@ -37,7 +41,7 @@ class PostgreSQL(Service):
     name = "postgres"
     start_timeout = 60.0
 
-    def __init__(self, settings, home):
+    def __init__(self, settings: Settings, home: Path) -> None:
         super().__init__(settings, home)
         self._bin: Path | None = None
 

@@ -1,12 +1,54 @@
-"""Shared fixtures. Tests that need the local stack ask for ``stack``: it brings the
-stack up (idempotent, seconds when it already runs) or fails loudly — never skips."""
+"""Shared fixtures, and the test tiers.
+
+Tests that need the local stack ask for ``stack``: it brings the stack up (idempotent, seconds
+when it already runs) or fails loudly — never skips.
+
+Tiers: a test is marked ``services`` when any fixture it uses, directly or through other fixtures,
+is one of `SERVICE_FIXTURES` (the stack, a ledger cluster of node processes, a SoftHSM token), when
+its module uses a helper of `SERVER_HELPERS` (they start real servers: mosquitto, OPC UA, Modbus,
+SoftHSM), or when the test or its module says so itself (``pytest.mark.services``: it starts
+servers, node processes or workers in its body). ``make check`` runs ``-m "not services"`` with
+``SEALSTREAM_TEST_TIER=check``, under which `stack` fails at once instead of starting anything;
+``make test`` runs everything.
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from infra import Stack
 from sealstream.settings import Settings, load_settings
+
+#: Fixtures that start or reach real services. Every fixture built on them (``pool``,
+#: ``blob_store``, ``dataset``, ``dev_settings``, ...) is covered through pytest's fixture closure.
+SERVICE_FIXTURES = frozenset({
+    "stack",  # Kafka, MinIO, PostgreSQL, Prometheus (tests/*/conftest.py build on it)
+    "make_cluster",  # a ledger of node processes over TCP (tests/ledger/conftest.py)
+    "cluster",  # the same, per module (tests/verify/conftest.py, test_reputation_cluster.py)
+    "hsm",  # a SoftHSM token (tests/edge/test_pkcs11.py)
+})
+#: Test helper modules whose functions start real servers (tests/edge/brokers.py, _pkcs11_token.py).
+SERVER_HELPERS = frozenset({"brokers", "_pkcs11_token"})
+#: ``SEALSTREAM_TEST_TIER`` value of ``make check``: no service may be started.
+CHECK_TIER = "check"
+
+
+def _uses_server_helpers(module: object) -> bool:
+    return any(getattr(v, "__module__", None) in SERVER_HELPERS or getattr(v, "__name__", None) in SERVER_HELPERS
+               for v in vars(module).values())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    services = pytest.mark.services
+    helpers: dict[object, bool] = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and module not in helpers:
+            helpers[module] = _uses_server_helpers(module)
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())) or helpers.get(module, False):
+            item.add_marker(services)
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +58,9 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def stack(settings: Settings) -> Stack:
+    if os.environ.get("SEALSTREAM_TEST_TIER") == CHECK_TIER:
+        pytest.fail("this test needs the stack, but the `make check` tier starts no service: mark it (or a "
+                    "fixture it uses) in tests/conftest.py SERVICE_FIXTURES, or run it with `make test`")
     st = Stack(settings)
     st.up()
     return st

@@ -12,6 +12,8 @@ from bench import ledger as bench_ledger
 from bench._ledger_bound import RECEIPT, BoundTarget
 from ledger.client import TxRefused
 
+pytestmark = pytest.mark.services  # responder processes over TCP
+
 
 def test_responders_verify_every_signature_and_answer_f_plus_1() -> None:
     target = BoundTarget()

@@ -24,6 +24,7 @@ PARAMS = Params(max_block_txs=16, block_time_ms=20, checkpoint_interval=10, view
                 status_interval_ms=300, fetch_timeout_ms=800)
 
 
+@pytest.mark.services  # a ledger node process
 @pytest.mark.parametrize("value", ["1", "0"])
 def test_ledger_node_metrics_switch(value: str, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SEALSTREAM_METRICS", value)  # the node processes inherit the environment

@@ -34,6 +34,7 @@ def _free_base(n_ports: int) -> int:
     raise RuntimeError("no free port range")
 
 
+@pytest.mark.services  # `ledger up`: node processes
 def test_cli_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = _free_base(8)
     monkeypatch.setenv("SEALSTREAM_HOME", str(tmp_path))

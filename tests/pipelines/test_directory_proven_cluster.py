@@ -35,7 +35,7 @@ from pipelines.directory import ProvenDirectory, device_key_from_resolution
 from trust import canonical
 from trust.identity import KeyPair
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.services]  # a ledger of node processes
 
 
 def _get(url: str) -> tuple[int, bytes]:
