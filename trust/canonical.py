@@ -389,11 +389,62 @@ def _dec_fast(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     return _dec(data, pos - 1, depth)
 
 
-def decode(data: bytes) -> Any:
-    """Decode canonical bytes; raise `CanonicalError` unless they are canonical."""
+def _count_items(data: bytes, max_items: int, max_depth: int) -> None:
+    """Walk the heads of `data` without building values; raise `CanonicalError` once more than
+    `max_items` items (every value, array element, map key and map value counts one) or more than
+    `max_depth` levels of nesting are seen. Costs at most `max_items` steps, so a frame of millions
+    of tiny items is refused before any of them is allocated. Malformed input is left to the
+    decoder (the walk stops at the first head it cannot read)."""
+    end = len(data)
+    pos = 0
+    items = 0
+    stack: list[int] = []  # items still to read at each open level
+    pending = 1
+    while pending or stack:
+        if not pending:
+            pending = stack.pop()
+            continue
+        if pos >= end:
+            return
+        pending -= 1
+        items += 1
+        if items > max_items:
+            raise CanonicalError(f"more than {max_items} items")
+        ib = data[pos]
+        pos += 1
+        major, ai = ib >> 5, ib & 0x1F
+        if major == 7:
+            continue
+        if ai < 24:
+            n = ai
+        elif ai <= 27:
+            width = _WIDTH[ai]
+            n = int.from_bytes(data[pos : pos + width], "big")
+            pos += width
+        else:
+            return
+        if major == 2 or major == 3:
+            pos += n
+        elif major == 4 or major == 5:
+            if len(stack) >= max_depth:
+                raise CanonicalError(f"nesting deeper than {max_depth}")
+            if n > max_items:
+                raise CanonicalError(f"more than {max_items} items")
+            stack.append(pending)
+            pending = n if major == 4 else 2 * n
+
+
+def decode(data: bytes, *, max_items: int | None = None, max_depth: int = MAX_DEPTH) -> Any:
+    """Decode canonical bytes; raise `CanonicalError` unless they are canonical.
+
+    Opt-in bounds for input from untrusted peers: with `max_items`, input holding more than that
+    many items (values, array elements, map keys and values), or nested deeper than `max_depth`
+    (at most `MAX_DEPTH`), is refused before anything is decoded (`_count_items`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CanonicalError(f"expected bytes, not {type(data).__name__}")
     data = bytes(data)
+    if max_items is not None or max_depth < MAX_DEPTH:
+        _count_items(data, 1 << 62 if max_items is None else max_items, min(max_depth, MAX_DEPTH))
     value, pos = _dec_fast(data, 0, 0)
     if pos != len(data):
         raise CanonicalError(f"{len(data) - pos} trailing bytes")
