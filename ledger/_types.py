@@ -10,6 +10,7 @@ Times are integer milliseconds (canonical encoding has no floats).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterable, NewType, Sequence
@@ -156,9 +157,19 @@ class Transaction:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Transaction":
-        """The transaction whose canonical bytes are `raw` (memoised: equal bytes, one object)."""
+        """The transaction whose canonical bytes are `raw` (memoised: equal bytes, one object).
+
+        The memo (`_TX_VERIFIED`) holds only txs whose signature verified; bytes not yet
+        checked wait in a small probation memo (`_TX_UNVERIFIED`, a few MiB at most, no
+        large txs), so unauthenticated bytes cannot grow a node's memory."""
         _need(type(raw) is bytes, "tx must be canonical bytes")
-        return _tx_from_bytes(raw)
+        tx = _TX_VERIFIED.d.get(raw)
+        if tx is None:
+            tx = _TX_UNVERIFIED.d.get(raw)
+            if tx is None:
+                tx = _tx_from_bytes(raw)
+                _TX_UNVERIFIED.put(tx)
+        return tx
 
     @staticmethod
     def signing_bytes_for(submitter: str, nonce: int, kind: str, payload: Any) -> bytes:
@@ -192,7 +203,13 @@ class Transaction:
         if not is_did(self.submitter):
             return False
         v = verify or verify_signature
-        return v(self.submitter, self.signing_bytes(), self.signature)
+        ok = v(self.submitter, self.signing_bytes(), self.signature)
+        if ok:
+            raw = self.raw
+            if raw not in _TX_VERIFIED.d and "_lax" not in self.__dict__:
+                # the object decoded first stays the one (same bytes, same signature check)
+                _TX_VERIFIED.put(_TX_UNVERIFIED.pop(raw) or self)
+        return ok
 
     @property
     def leaf(self) -> bytes:
@@ -224,13 +241,67 @@ class Transaction:
         return hash(self.tx_id)
 
 
-@lru_cache(maxsize=32768)
+class _TxMemo:
+    """Txs by their canonical bytes, first in first out, bounded in entries and bytes."""
+
+    def __init__(self, max_entries: int, max_bytes: int, max_entry: int) -> None:
+        self.max_entries, self.max_bytes, self.max_entry = max_entries, max_bytes, max_entry
+        self.d: dict[bytes, Transaction] = {}
+        self.bytes = 0
+        self._lock = threading.Lock()  # large frames are decoded on a worker thread
+
+    def put(self, tx: Transaction) -> None:
+        raw = tx.raw
+        n = len(raw)
+        if n > self.max_entry:
+            return
+        with self._lock:
+            d = self.d
+            if raw in d:
+                return
+            while d and (len(d) >= self.max_entries or self.bytes + n > self.max_bytes):
+                old = next(iter(d))
+                del d[old]
+                self.bytes -= len(old)
+            d[raw] = tx
+            self.bytes += n
+
+    def pop(self, raw: bytes) -> Transaction | None:
+        with self._lock:
+            tx = self.d.pop(raw, None)
+            if tx is not None:
+                self.bytes -= len(raw)
+            return tx
+
+    def clear(self) -> None:
+        with self._lock:
+            self.d.clear()
+            self.bytes = 0
+
+
+#: txs whose signature verified, and (small, bounded) those decoded but not yet checked
+_TX_VERIFIED = _TxMemo(32768, 64 * 1024 * 1024, 1024 * 1024)
+_TX_UNVERIFIED = _TxMemo(2048, 4 * 1024 * 1024, 16 * 1024)
+#: a tx's bytes above this size are decoded with an item bound (`canonical.decode(max_items=)`)
+_TX_BIG = 64 * 1024
+_TX_MAX_ITEMS = 1 << 16
+
+
 def _tx_from_bytes(raw: bytes) -> Transaction:
     try:
-        w = canonical.decode(raw)
+        w = canonical.decode(raw, max_items=_TX_MAX_ITEMS) if len(raw) > _TX_BIG else canonical.decode(raw)
     except ValueError as exc:
         raise WireError(f"tx is not canonical: {exc}") from None
     return _tx_of(raw, w)
+
+
+def _clear_tx_memo() -> None:
+    """Empty both tx memos (what ``_tx_from_bytes.cache_clear()`` did when it was an lru_cache)."""
+    _TX_VERIFIED.clear()
+    _TX_UNVERIFIED.clear()
+
+
+_tx_from_bytes.cache_clear = _clear_tx_memo  # type: ignore[attr-defined]  # bench/_backup_apply.py
 
 
 def _tx_from_certified_bytes(raw: bytes) -> Transaction:
@@ -248,7 +319,9 @@ def _tx_from_certified_bytes(raw: bytes) -> Transaction:
         w = _cbor2.loads(raw)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a malformed tx
         raise WireError(f"tx does not decode: {exc}") from None
-    return _tx_of(raw, w)
+    tx = _tx_of(raw, w)
+    object.__setattr__(tx, "_lax", True)  # never memoised, even once its signature verified
+    return tx
 
 
 def _tx_of(raw: bytes, w: Any) -> Transaction:

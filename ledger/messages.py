@@ -506,9 +506,11 @@ def encode_message(msg: Message) -> bytes:
     return canonical.encode(msg.to_wire())
 
 
-def decode_message(data: bytes) -> Message:
+def decode_message(data: bytes, max_items: int | None = None) -> Message:
+    """Parse a frame; with `max_items`, one holding more CBOR items is refused before decoding
+    (`WireError`, "too many items"): the transport's bound for frames from the network."""
     try:
-        value = canonical.decode(data)
+        value = canonical.decode(data) if max_items is None else canonical.decode(data, max_items=max_items)
     except ValueError as exc:
         raise WireError(f"not canonical: {exc}") from None
     return message_from_wire(value)

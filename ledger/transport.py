@@ -13,6 +13,15 @@ connections deliver frames and can be answered on (clients wait for replies on
 the connection they submitted on). Frames that cannot be delivered are dropped
 and counted by reason, never raised into the caller.
 
+Limits (`Limits`, read from ``SEALSTREAM_LEDGER_*`` by `Limits.from_env`): a frame's
+length is checked before its body is read, against ``hello_max_frame`` until the HELLO,
+then ``max_frame`` on a link whose HELLO names a known node and ``client_max_frame`` on
+any other (a client's); a connection that sends nothing for ``idle_timeout_s``, takes
+longer than ``read_timeout_s`` over one frame (or its HELLO) is closed; connections
+above ``max_connections`` in all or ``max_connections_per_address`` from one address are
+refused at accept. Refusals (`refused`) and frames over a limit (`over_limit`) are
+counted by reason, as are drops.
+
 Delivery is in order per link and best effort: a frame written just as a peer
 hangs up can be lost, and one in flight during a reconnect can arrive twice.
 PBFT copes with both (handlers are idempotent; status messages, view changes
@@ -23,21 +32,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import struct
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, fields
 
 from trust import canonical
 
-__all__ = ["Transport", "Connection", "Peer", "read_frame", "write_frame", "FrameError", "HELLO_TAG"]
+__all__ = ["Transport", "Connection", "Peer", "Limits", "read_frame", "write_frame", "FrameError", "HELLO_TAG"]
 
 log = logging.getLogger("sealstream.ledger.transport")
 
 HELLO_TAG = "sealstream-hello"
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 _LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one node's listener accepts (see the module doc); the settings are
+    ``SEALSTREAM_LEDGER_<FIELD>`` (`sealstream.settings.Settings` documents them)."""
+
+    max_frame: int = DEFAULT_MAX_FRAME
+    client_max_frame: int = 1024 * 1024
+    hello_max_frame: int = 4096
+    read_timeout_s: float = 10.0
+    idle_timeout_s: float = 120.0
+    max_connections: int = 512
+    max_connections_per_address: int = 64
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Limits":
+        kw: dict[str, float | int] = {}
+        for f in fields(cls):
+            raw = environ.get(f"SEALSTREAM_LEDGER_{f.name.upper()}")
+            if raw is not None and raw.strip():
+                kw[f.name] = float(raw) if f.name.endswith("_s") else int(raw)
+        return cls(**kw)  # type: ignore[arg-type]
 
 
 class FrameError(Exception):
@@ -48,8 +82,13 @@ class FrameError(Exception):
         self.reason = reason
 
 
-async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> bytes | None:
-    """The next frame, or None on a clean end of stream between frames."""
+async def read_frame(reader: asyncio.StreamReader, max_frame: int,
+                     conn: "Connection | None" = None) -> bytes | None:
+    """The next frame, or None on a clean end of stream between frames.
+
+    The length is checked against `max_frame` before the body is read. With
+    `conn`, the time the body read started is kept in ``conn.reading_since``
+    (the transport's sweeper closes a connection stuck in one frame)."""
     try:
         header = await reader.readexactly(_LEN.size)
     except asyncio.IncompleteReadError as exc:
@@ -59,6 +98,8 @@ async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> bytes | No
     (length,) = _LEN.unpack(header)
     if length > max_frame:
         raise FrameError("oversized")
+    if conn is not None:
+        conn.reading_since = time.monotonic()
     try:
         return await reader.readexactly(length)
     except asyncio.IncompleteReadError:
@@ -86,6 +127,12 @@ class Connection:
     def __init__(self, writer: asyncio.StreamWriter, remote: str) -> None:
         self._writer = writer
         self.remote = remote
+        #: when the last frame ended (monotonic), and when the frame being read started (None: between frames)
+        self.last_frame = time.monotonic()
+        self.reading_since: float | None = None
+        self.hello_done = False
+        #: why the transport closed it (a timeout), counted once
+        self.closed_by: str | None = None
 
     def send(self, payload: bytes) -> None:
         if not self._writer.is_closing():
@@ -94,6 +141,11 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self._writer.is_closing()
+
+    def abort(self, reason: str) -> None:
+        """Close now (a limit was hit); the reader of this connection then ends."""
+        self.closed_by = reason
+        self._writer.transport.abort()
 
 
 OnFrame = Callable[[Connection, bytes], Awaitable[None] | None]
@@ -111,7 +163,8 @@ class Transport:
         port: int,
         peers: list[Peer],
         on_frame: OnFrame,
-        max_frame: int = DEFAULT_MAX_FRAME,
+        max_frame: int | None = None,
+        limits: Limits | None = None,
         queue_limit: int = 10_000,
         backoff: tuple[float, float] = (0.05, 2.0),
     ) -> None:
@@ -121,9 +174,18 @@ class Transport:
         self.port = port
         self.peers = {p.node_id: p for p in peers if p.node_id != node_id}
         self.on_frame = on_frame
-        self.max_frame = max_frame
+        limits = limits or Limits()
+        if max_frame is not None:
+            limits = Limits(**{**limits.__dict__, "max_frame": max_frame})
+        self.limits = limits
+        self.max_frame = limits.max_frame
         self.backoff = backoff
         self.drops: Counter[str] = Counter()
+        #: connections refused at accept, and frames over a length limit, by reason
+        self.refused: Counter[str] = Counter()
+        self.over_limit: Counter[str] = Counter()
+        self._conns: dict[Connection, str] = {}  # open inbound connection -> its address
+        self._per_address: Counter[str] = Counter()
         self.connected: set[str] = set()
         self._queues: dict[str, asyncio.Queue[bytes]] = {
             nid: asyncio.Queue(maxsize=queue_limit) for nid in self.peers
@@ -139,6 +201,28 @@ class Transport:
             self.port = self._server.sockets[0].getsockname()[1]
         for nid in self.peers:
             self._tasks.append(asyncio.create_task(self._dial_loop(nid), name=f"dial-{nid[-8:]}"))
+        self._tasks.append(asyncio.create_task(self._sweep(), name="sweep"))
+
+    async def _sweep(self) -> None:
+        """Close inbound connections that sit silent past the idle timeout, or hold one frame
+        (or their HELLO) open past the read timeout. One pass a fraction of the shorter timeout,
+        so the hot path only stamps times."""
+        lim = self.limits
+        period = max(0.05, min(1.0, lim.read_timeout_s / 4, lim.idle_timeout_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self._conns):
+                if conn.closed_by is not None:
+                    continue
+                if conn.reading_since is not None:
+                    if now - conn.reading_since > lim.read_timeout_s:
+                        conn.abort("read_timeout")
+                elif not conn.hello_done:
+                    if now - conn.last_frame > lim.read_timeout_s:
+                        conn.abort("hello_timeout")
+                elif now - conn.last_frame > lim.idle_timeout_s:
+                    conn.abort("idle_timeout")
 
     async def close(self) -> None:
         for task in [*self._tasks, *self._inbound]:
@@ -206,12 +290,26 @@ class Transport:
 
     # -- receiving ------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lim = self.limits
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if len(self._conns) >= lim.max_connections:
+            self.refused["total_cap"] += 1
+            writer.transport.abort()
+            return
+        if self._per_address[address] >= lim.max_connections_per_address:
+            self.refused["address_cap"] += 1
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._inbound.add(task)
         conn = Connection(writer, remote="?")
+        self._conns[conn] = address
+        self._per_address[address] += 1
+        stage = "hello"
         try:
-            first = await read_frame(reader, self.max_frame)
+            first = await read_frame(reader, lim.hello_max_frame, conn)
             if first is None:
                 return
             remote = self._parse_hello(first)
@@ -219,22 +317,39 @@ class Transport:
                 self.drops["bad-hello"] += 1
                 return
             conn.remote = remote
+            conn.hello_done = True
+            conn.reading_since = None
+            conn.last_frame = time.monotonic()
+            # a HELLO is unauthenticated: naming a node only buys the peers' frame limit
+            limit = lim.max_frame if remote in self.peers else lim.client_max_frame
+            stage = "peer" if remote in self.peers else "client"
             while True:
-                frame = await read_frame(reader, self.max_frame)
+                frame = await read_frame(reader, limit, conn)
                 if frame is None:
                     return
+                conn.reading_since = None
                 result = self.on_frame(conn, frame)
                 if result is not None:
                     await result
                 await writer.drain()
+                conn.last_frame = time.monotonic()
         except FrameError as exc:
-            self.drops[exc.reason] += 1
+            if conn.closed_by is None:
+                self.drops[exc.reason] += 1
+                if exc.reason == "oversized":
+                    self.over_limit[stage] += 1
         except (OSError, ConnectionError):
             pass
         except asyncio.CancelledError:
             pass  # close(): end quietly (asyncio logs a handler task that ends cancelled)
         finally:
+            if conn.closed_by is not None:
+                self.drops[conn.closed_by] += 1
             writer.close()
+            self._conns.pop(conn, None)
+            self._per_address[address] -= 1
+            if self._per_address[address] <= 0:
+                del self._per_address[address]
             if task is not None:
                 self._inbound.discard(task)
 
