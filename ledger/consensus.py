@@ -63,6 +63,7 @@ from trust.identity import verify_signature
 from ._consensus.app import BlockContext, Executor
 from ._consensus.checkpoints import Checkpoints
 from ._consensus.commit import Chain
+from ._consensus.freshness import Freshness
 from ._consensus.events import (
     CUT,
     FETCH,
@@ -195,6 +196,7 @@ class Replica:
         self.drops: Counter[str] = Counter()
         #: proofs of double signing (`Equivocation`), kept for reputation
         self.evidence: list[Equivocation] = []
+        self._evidence_slots: set[tuple[str, int, str]] = set()
         #: the effects of the event being handled, in order
         self.out: list[Effect] = []
         # the sub-protocols, each with its own state
@@ -205,6 +207,7 @@ class Replica:
         self.ckpt = Checkpoints(self)
         self.transfer = StateTransfer(self)
         self.votes = Votes(self)
+        self.fresh = Freshness(self)
         self.quotas = SenderQuotas(node_id, self.drops, self._held_entries, 4 * self.params.window + 16)
         self._handlers: dict[type, Callable[[Any], None]] = {
             Request: self.pool.on_request_msg,
@@ -421,3 +424,16 @@ class Replica:
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] += 1
+
+    def keep_evidence(self, e: Equivocation) -> None:
+        """Record one proof of double signing per sealer, height and kind (one suffices to punish;
+        more from one Byzantine sealer would only grow memory); others are dropped, counted."""
+        slot = (e.node, e.height, e.kind)
+        if slot in self._evidence_slots:
+            self._drop("evidence_repeat")
+            return
+        if len(self._evidence_slots) >= 4096:
+            h = self.chain.height
+            self._evidence_slots = {s for s in self._evidence_slots if s[1] > h}
+        self._evidence_slots.add(slot)
+        self.evidence.append(e)

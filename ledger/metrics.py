@@ -17,6 +17,10 @@ latency is observed as it happens. Names (all ``sealstream_ledger_*``):
 | ``reputation`` | gauge | this node's reputation score (committed state) |
 | ``sealer`` | gauge | 1 if this node is in the current sealer set |
 | ``dropped_messages_total{reason}`` | counter | frames/messages dropped, by reason |
+| ``refused_connections_total{reason}`` | counter | inbound connections refused at accept (``total_cap``, ``address_cap``) |
+| ``frames_over_limit_total{link}`` | counter | frames whose length was over the link's limit (``hello``, ``peer``, ``client``) |
+| ``dropped_replays_total{kind}`` | counter | signed ``status``/``fetch``/``viewchange`` messages dropped as replays |
+| ``inbound_connections`` | gauge | inbound connections open |
 
 Every series carries the ``node`` label (the node's name) so one Prometheus
 job can hold the whole cluster.
@@ -121,6 +125,18 @@ class _Snapshot(Collector):
         for reason, n in sorted(dict(s["drops"]).items()):  # type: ignore[call-overload]
             d.add_metric([self.node, reason], float(n))
         yield d
+        for key, name, doc, label in (
+                ("refused", "refused_connections", "Inbound connections refused at accept, by reason.", "reason"),
+                ("over_limit", "frames_over_limit", "Frames over their link's length limit, by link.", "link"),
+                ("replays", "dropped_replays", "Signed messages dropped as replays, by kind.", "kind")):
+            c = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["node", label])
+            for reason, n in sorted(dict(s.get(key, {})).items()):  # type: ignore[call-overload]
+                c.add_metric([self.node, reason], float(n))
+            yield c
+        if "connections" in s:
+            g = GaugeMetricFamily(f"{PREFIX}_inbound_connections", "Inbound connections open.", labels=lab)
+            g.add_metric([self.node], float(s["connections"]))  # type: ignore[arg-type]
+            yield g
 
 
 class NodeMetrics:

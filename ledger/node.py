@@ -11,7 +11,9 @@ Run as ``python -m ledger.node --root DIR --node NAME`` (`ledger.cluster` and
   refuses to start (exit 2, one log line saying why) when that file is missing
   or its hash differs — else `KVExecutor`;
 * feeds `Tick(now_ms)` before every event, decodes frames (a malformed one is
-  dropped and counted as ``malformed``), and turns a `Request` whose sender is
+  dropped and counted as ``malformed``; one holding more CBOR items than its
+  link allows is dropped as ``too_many_items``; a frame above `OFF_LOOP_BYTES`
+  is decoded on a worker thread, so the loop keeps serving meanwhile), and turns a `Request` whose sender is
   not a node (a client) into `RequestSubmitted(tx, client=connection)`;
 * carries out effects in order: `CommitBlock` is appended (fsync) to the
   store before anything after it runs; `Reply`s are gathered per client
@@ -37,6 +39,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -69,7 +72,7 @@ from .messages import ClientRequests, Request, decode_message, encode_message
 from .metrics import NodeMetrics
 from .replies import TxReplies
 from .store import BlockStore
-from .transport import Connection, Peer, Transport
+from .transport import Connection, Limits, Peer, Transport
 from ._verify import CachedVerifier
 
 __all__ = ["Node", "main"]
@@ -79,6 +82,11 @@ log = logging.getLogger("sealstream.ledger.node")
 _VIEW_KEY = "view"  # legacy: the highest view entered (stores written before SafetyState)
 _SAFETY_KEY = "safety"
 _ARRIVAL_TTL_S = 600.0
+#: frames larger than this are decoded off the event loop (`loop.run_in_executor`)
+OFF_LOOP_BYTES = 64 * 1024
+#: CBOR items a frame may hold, from a peer (a node's HELLO) and from a client
+MAX_FRAME_ITEMS = 1 << 19
+CLIENT_MAX_FRAME_ITEMS = 1 << 16
 
 
 def now_ms() -> int:
@@ -108,8 +116,11 @@ class Node:
                                now=now_ms(), min_view=min_view, safety=safety)
         self.persists = 0
         peers = [Peer(a.did, a.host, a.p2p_port) for a in layout.addresses()]
+        self.limits = Limits.from_env()
         self.transport = Transport(chain_id=self.genesis.chain_id, node_id=self.did, host=self.address.host,
-                                   port=self.address.p2p_port, peers=peers, on_frame=self._on_frame)
+                                   port=self.address.p2p_port, peers=peers, on_frame=self._on_frame,
+                                   limits=self.limits)
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self.drops: Counter[str] = Counter()
         self.committed_tx = 0
         self.started = time.time()
@@ -157,6 +168,7 @@ class Node:
         await self.transport.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        self._decoder.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     async def _housekeeping(self) -> None:
@@ -170,12 +182,30 @@ class Node:
 
     # ------------------------------------------------------------ input
 
-    def _on_frame(self, conn: Connection, frame: bytes) -> None:
+    def _on_frame(self, conn: Connection, frame: bytes) -> Any:
+        if len(frame) > OFF_LOOP_BYTES:
+            return self._on_large_frame(conn, frame)
         try:
             msg = decode_message(frame)
         except WireError:
             self.drops["malformed"] += 1
+            return None
+        self._on_msg(conn, msg)
+        return None
+
+    async def _on_large_frame(self, conn: Connection, frame: bytes) -> None:
+        """Decode on the worker thread with the link's item bound; the transport awaits this,
+        so one connection's frames stay in order while others are served."""
+        items = MAX_FRAME_ITEMS if conn.remote in self._node_set else CLIENT_MAX_FRAME_ITEMS
+        assert self._loop is not None
+        try:
+            msg = await self._loop.run_in_executor(self._decoder, decode_message, frame, items)
+        except WireError as exc:
+            self.drops["too_many_items" if "more than" in str(exc) else "malformed"] += 1
             return
+        self._on_msg(conn, msg)
+
+    def _on_msg(self, conn: Connection, msg: Any) -> None:
         if isinstance(msg, Request) and msg.sender not in self._node_set:
             # a client: the tx signature is what counts (the core checks it)
             if msg.tx.submitter != msg.sender:
@@ -286,7 +316,11 @@ class Node:
 
     def _metric_values(self) -> dict[str, Any]:
         r = self.replica
+        t = self.transport
         return {"height": r.height, "view": r.view, "sealers": r.sealers.n, "is_sealer": int(r.is_sealer),
+                "refused": dict(t.refused), "over_limit": dict(t.over_limit),
+                "replays": {k[len("replay_"):]: n for k, n in r.drops.items() if k.startswith("replay_")},
+                "connections": len(t._conns),
                 "reputation": own_score(cast(Any, self.executor).rep_history, self.genesis, self.did),
                 "sealer": int(r.is_sealer),
                 "peers_connected": len(self.transport.connected), "view_changes": r.view_change_count,
@@ -319,6 +353,8 @@ class Node:
             "committed_tx": self.committed_tx,
             "view_changes": r.view_change_count,
             "drops": self.all_drops(),
+            "refused": dict(self.transport.refused),
+            "over_limit": dict(self.transport.over_limit),
             "uptime_s": round(time.time() - self.started, 1),
         }
 

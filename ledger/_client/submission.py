@@ -37,6 +37,25 @@ __all__ = ["MAX_BATCH", "Submission"]
 _MAX_FRAME = 16 * 1024 * 1024
 #: most transactions in one `ClientRequests` frame
 MAX_BATCH = 1024
+#: most tx bytes in one frame: a node takes at most ``ledger_client_max_frame`` (1 MiB) from a client
+MAX_BATCH_BYTES = 768 * 1024
+
+
+def _batches(txs: list[Transaction]) -> list[tuple[Transaction, ...]]:
+    """`txs` in order, in chunks of at most `MAX_BATCH` txs and `MAX_BATCH_BYTES` (a larger tx alone)."""
+    out: list[tuple[Transaction, ...]] = []
+    cur: list[Transaction] = []
+    size = 0
+    for tx in txs:
+        n = len(tx.raw)
+        if cur and (len(cur) >= MAX_BATCH or size + n > MAX_BATCH_BYTES):
+            out.append(tuple(cur))
+            cur, size = [], 0
+        cur.append(tx)
+        size += n
+    if cur:
+        out.append(tuple(cur))
+    return out
 
 
 class _Wait:
@@ -200,8 +219,8 @@ class Submission:
         by_name = {a.name: a for a in self.nodes}
         for name, txs in outbox.items():
             link = self._link(by_name[name])
-            for i in range(0, len(txs), MAX_BATCH):
-                frame = encode_message(ClientRequests(self.key.did, tuple(txs[i:i + MAX_BATCH])))
+            for chunk in _batches(txs):
+                frame = encode_message(ClientRequests(self.key.did, chunk))
                 self.frames_sent += 1
                 fut = asyncio.ensure_future(link.send(frame))
                 self._sending.add(fut)

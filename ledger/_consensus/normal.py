@@ -58,7 +58,14 @@ class NormalCase:
 
     # ------------------------------------------------------------ messages
 
-    def slot_ok(self, view: int, height: int, sender: str) -> SealerSet | None:
+    def hint(self, msg: PrePrepare | Prepare | Commit | None, height: int) -> None:
+        """A height hint (state transfer) only from a message whose signature verifies."""
+        r = self.r
+        if msg is not None and msg.verify(r.chain_id, r._verify):
+            r.transfer.note_height(msg.sender, height)
+
+    def slot_ok(self, view: int, height: int, sender: str,
+                msg: PrePrepare | Prepare | Commit | None = None) -> SealerSet | None:
         """Common checks of normal-case messages (§4.2): view, watermarks, sender."""
         r = self.r
         chain = r.chain
@@ -67,7 +74,7 @@ class NormalCase:
             return None
         if height > r.ckpt.high_watermark:
             r._drop("out_of_watermark")
-            r.transfer.note_height(sender, height - 1)
+            self.hint(msg, height - 1)
             return None
         view_now = r.vc.view
         if view < view_now:
@@ -79,18 +86,18 @@ class NormalCase:
         sealers = chain.sealers_at(height)
         if sealers is None:
             r._drop("unknown_epoch")
-            r.transfer.note_height(sender, height - 1)
+            self.hint(msg, height - 1)
             return None
         if sender not in sealers:
             r._drop("not_sealer")
             return None
         if height > chain.height + 1:
-            r.transfer.note_height(sender, height - 1)
+            self.hint(msg, height - 1)
         return sealers
 
     def on_preprepare(self, msg: PrePrepare) -> None:
         r = self.r
-        sealers = self.slot_ok(msg.view, msg.height, msg.sender)
+        sealers = self.slot_ok(msg.view, msg.height, msg.sender, msg)
         if sealers is None:
             return
         if msg.sender != sealers.primary(msg.view):
@@ -124,7 +131,7 @@ class NormalCase:
 
     def on_prepare(self, msg: Prepare) -> None:
         r = self.r
-        sealers = self.slot_ok(msg.view, msg.height, msg.sender)
+        sealers = self.slot_ok(msg.view, msg.height, msg.sender, msg)
         if sealers is None:
             return
         primary = sealers.primary(msg.view)
@@ -158,7 +165,7 @@ class NormalCase:
         if lc is not None and msg.height == chain.height and msg.digest == chain.last_hash and msg.view == lc.view:
             self.on_late_commit(msg)
             return
-        sealers = self.slot_ok(msg.view, msg.height, msg.sender)
+        sealers = self.slot_ok(msg.view, msg.height, msg.sender, msg)
         if sealers is None:
             return
         if not r._check_sig(msg):
@@ -198,14 +205,14 @@ class NormalCase:
         """Keep as evidence a validly signed vote that contradicts one `msg.sender` sent before."""
         for (v, h, d), sigs in log.items():
             if v == msg.view and h == msg.height and d != msg.digest and msg.sender in sigs:
-                self.r.evidence.append(
+                self.r.keep_evidence(
                     Equivocation(msg.sender, v, h, d, sigs[msg.sender], msg.digest, msg.sig, kind))
                 self.r._drop("double_vote")
                 return
 
     def equivocation(self, node: str, view: int, height: int, da: bytes, sa: bytes, db: bytes, sb: bytes) -> None:
         r = self.r
-        r.evidence.append(Equivocation(node, view, height, da, sa, db, sb))
+        r.keep_evidence(Equivocation(node, view, height, da, sa, db, sb))
         r._drop("equivocation")
         vc = r.vc
         if view == vc.view and not vc.changing and r.is_sealer:

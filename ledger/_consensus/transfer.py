@@ -88,6 +88,9 @@ class StateTransfer:
         r = self.r
         if not r._check_sig(msg):
             return
+        if not r.fresh.fresh("status", msg.sender, (msg.height, msg.view, msg.stable),
+                             r.params.status_interval_ms // 2):
+            return
         if msg.height > r.chain.height:
             self.note_height(msg.sender, msg.height)
         r.vc.on_status(msg)
@@ -95,6 +98,9 @@ class StateTransfer:
     def on_fetch(self, msg: FetchBlocks) -> None:
         r = self.r
         if not r._check_sig(msg):
+            return
+        if not r.fresh.fresh("fetch", msg.sender, (msg.from_height, msg.to_height),
+                             r.params.fetch_timeout_ms // 2):
             return
         hi = min(msg.to_height, r.chain.height, msg.from_height + r.params.fetch_batch - 1)
         entries = []
@@ -140,7 +146,8 @@ class StateTransfer:
             r._drop("stale_height")
             return
         if h > r.chain.height + 1:
-            self.note_height(msg.sender, h)
+            if r._check_sig(msg):  # a height hint only from a verified message
+                self.note_height(msg.sender, h)
             return
         if not r._check_sig(msg):
             return

@@ -168,7 +168,9 @@ class Views:
             return
         if msg.new_view < self.view or (msg.new_view == self.view and not self.changing):
             # a late replica: help it with the NEW-VIEW that installed our view
-            if self.new_view_msg is not None and not self.changing and r._check_sig(msg):
+            if (self.new_view_msg is not None and not self.changing and r._check_sig(msg)
+                    and r.fresh.fresh("viewchange", msg.sender, (msg.new_view, msg.height),
+                                      r.params.status_interval_ms // 2)):
                 r.out.append(Send(msg.sender, self.new_view_msg))
             else:
                 r._drop("old_view")
