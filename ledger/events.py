@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["AuditEvent", "Tip", "EventStreamError", "EventGapError", "EventProofError", "follow_events"]
 
 log = logging.getLogger("sealstream.ledger.events")
+#: a following stream with no line for this long is dropped and resumed on another node
+FOLLOW_READ_TIMEOUT_S = 35.0
+
 
 
 class EventStreamError(LedgerClientError):
@@ -175,7 +178,10 @@ async def follow_events(client: "AsyncLedgerClient", from_height: int = 0, after
     prover = _Prover(client) if verify else None
     expect = None if after is None else after + 1
     last_tip = -1
-    timeout = aiohttp.ClientTimeout(total=None if follow else client.http_timeout * 6, sock_connect=5)
+    # following: no total, but a read timeout well above the node's keepalive tip (`EVENTS_KEEPALIVE_S`),
+    # so a node that hangs without closing is left for the next one
+    timeout = aiohttp.ClientTimeout(total=None if follow else client.http_timeout * 6, sock_connect=5,
+                                    sock_read=FOLLOW_READ_TIMEOUT_S if follow else None)
     failures = 0
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:

@@ -52,7 +52,9 @@ A batch id goes percent-encoded into the path (``quote(id, safe="")``, as
 apart from ``/anchors/root/{hex}``; unencoded, ``root/<x>`` is still read as a
 batch id when x is not 64 hex digits. A `height` above the node's is ``503 behind`` (ask another node).
 
-Errors are JSON ``{"error": code, "message": sentence}`` with 400, 404 or 503.
+Errors are JSON ``{"error": code, "message": sentence}`` with 400, 404 or 503. Every integer
+parameter is range-checked (0 ..  2^63-1, `MAX_INT`; ``limit`` at most `MAX_LIMIT`): out of range
+is 400 ``bad-request`` with the reason, never a 500.
 
 ``GET /events`` streams (chunked ``application/x-ndjson``, one JSON object a
 line) the audit events of the committed state, oldest first, from the first
@@ -61,8 +63,9 @@ event SEQ: ``{"type": "event", ...audit.event_json}``. Without ``follow``
 it ends with ``{"type": "end", "height", "next"}`` (``next``: the seq to ask
 for next); with ``follow=1`` it stays open, sends new events as blocks
 commit and ``{"type": "tip", "height", "next"}`` at most once a second when
-the height moved (so a follower knows how far it has seen), and ends when
-the node stops. Each event names its state ``key`` for ``/state/proof``.
+the height moved (so a follower knows how far it has seen), and at least every
+`EVENTS_KEEPALIVE_S` even when it did not (so a follower can time out a node that
+hangs without closing), and ends when the node stops. Each event names its state ``key`` for ``/state/proof``.
 """
 
 from __future__ import annotations
@@ -90,22 +93,36 @@ MAX_PROOF_KEYS = 1024
 #: How often a following `/events` stream looks for new blocks (seconds), and sends a tip line at most.
 EVENTS_POLL_S = 0.05
 EVENTS_TIP_S = 1.0
+#: a following stream sends a tip line at least this often (the follower's read timeout is a few of these)
+EVENTS_KEEPALIVE_S = 10.0
+#: the largest integer a parameter may hold (SQLite's and the canonical heights' signed 64 bits)
+MAX_INT = 2**63 - 1
+#: the largest page a `limit` may ask for
+MAX_LIMIT = 1000
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
-def _int_arg(value: Any, name: str, default: int) -> int:
+def _int_arg(value: Any, name: str, default: int, maximum: int = MAX_INT) -> int:
     if value is None or value == "":
         return default
+    text = str(value)
+    # at most 19 digits (MAX_INT has 19): int() of a huge string is itself work an attacker chooses
+    if len(text.strip()) > 20:
+        raise web.HTTPBadRequest(text=f'{{"error": "bad-request", "message": "{name} must be <= {maximum}"}}',
+                                 content_type="application/json")
     try:
-        n = int(value)
+        n = int(text)
     except ValueError:
         raise web.HTTPBadRequest(text=f'{{"error": "bad-request", "message": "{name} must be an integer"}}',
                                  content_type="application/json") from None
     if n < 0:
         raise web.HTTPBadRequest(text=f'{{"error": "bad-request", "message": "{name} must be >= 0"}}',
+                                 content_type="application/json")
+    if n > maximum:
+        raise web.HTTPBadRequest(text=f'{{"error": "bad-request", "message": "{name} must be <= {maximum}"}}',
                                  content_type="application/json")
     return n
 
@@ -240,7 +257,7 @@ def make_app(node: "Node") -> web.Application:
         account_id = req.match_info["account_id"]
         since = req.query.get("since_height")
         after = req.query.get("after")
-        limit = _int_arg(req.query.get("limit"), "limit", 100)
+        limit = _int_arg(req.query.get("limit"), "limit", 100, MAX_LIMIT)
         st = app.state
         if tokens.account(st, account_id) is None and registry.get_entity(st, account_id) is None:
             return _error(404, "not-found", f"no account or entity {account_id[:140]!r}")
@@ -312,7 +329,8 @@ def make_app(node: "Node") -> web.Application:
                 if not follow:
                     await resp.write(json.dumps({"type": "end", "height": height, "next": nxt}).encode() + b"\n")
                     break
-                if height != tip_height and loop.time() - tip_at >= EVENTS_TIP_S:
+                if ((height != tip_height and loop.time() - tip_at >= EVENTS_TIP_S)
+                        or loop.time() - tip_at >= EVENTS_KEEPALIVE_S):
                     tip_at, tip_height = loop.time(), height
                     await resp.write(json.dumps({"type": "tip", "height": height, "next": nxt}).encode() + b"\n")
                 try:
