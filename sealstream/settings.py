@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     ledger_block_time_ms: int = Field(50, ge=1, description="... or when the oldest has waited this long")
     ledger_checkpoint_interval: int = Field(10, ge=1, description="PBFT checkpoint every K blocks")
     ledger_view_change_timeout_ms: int = Field(1000, ge=10, description="first view-change timeout (doubles)")
+    # Limits of a node's listener (`ledger.transport.Limits`; nodes read SEALSTREAM_LEDGER_* themselves,
+    # `ledger` does not import `sealstream`; keep the defaults equal to Limits').
+    ledger_max_frame: int = Field(16 * 1024 * 1024, ge=1024, description="largest frame from a peer (bytes)")
+    ledger_client_max_frame: int = Field(1024 * 1024, ge=1024, description="largest frame from a client (bytes)")
+    ledger_hello_max_frame: int = Field(4096, ge=64, description="largest HELLO frame (bytes)")
+    ledger_read_timeout_s: float = Field(10.0, gt=0, description="longest a node waits for one frame or a HELLO")
+    ledger_idle_timeout_s: float = Field(120.0, gt=0, description="an inbound connection silent this long is closed")
+    ledger_max_connections: int = Field(512, ge=1, description="inbound connections a node keeps open")
+    ledger_max_connections_per_address: int = Field(64, ge=1, description="... of which from one address")
 
     # Device payload limits (bytes, per kind): the simulator's `oversized` fault exceeds them and the
     # ingest agent dead-letters payloads above them. Each stays below its topic's max.message.bytes.
