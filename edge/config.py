@@ -88,6 +88,8 @@ class DeviceConfig:
     kind: str
     key: dict  # {"file": Path} or {"pkcs11": {...}}
     sensors: tuple[str, ...] = ()
+    #: the config file's folder: a relative PKCS#11 ``pin_file`` is resolved against it
+    base_dir: Optional[Path] = None
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,7 @@ def _parse(file: Path, doc: dict, *, check_sources: bool) -> tuple[Optional[Edge
             v.bad(f"{path}.sensors", "lists a sensor twice")
         if kind != "timeseries" and sensors:
             v.bad(f"{path}.sensors", f"only timeseries devices have sensors (this one is {kind!r})")
-        devices[name] = DeviceConfig(name, kind if kind in KINDS else "timeseries", parsed_key, tuple(sensors))
+        devices[name] = DeviceConfig(name, kind if kind in KINDS else "timeseries", parsed_key, tuple(sensors), base)
     if not devices and not any(p.path == "devices" for p in v.problems):
         v.bad("devices", "no device configured; add a [devices.<name>] table")
 

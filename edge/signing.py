@@ -73,10 +73,14 @@ def load_signer(device: DeviceConfig) -> Signer:
         raise SignerError(f"device {device.name} uses a PKCS#11 key but edge.pkcs11 is not available ({exc}); "
                           "install sealstream with python-pkcs11 or use a key file") from None
     try:
-        signer = mod.Pkcs11Signer.from_config(device.key["pkcs11"])
+        signer = mod.Pkcs11Signer.from_config(device.key["pkcs11"], base_dir=device.base_dir)
     except Exception as exc:  # noqa: BLE001 - the token module's own error, named
         raise SignerError(f"device {device.name}: PKCS#11 key unusable: {exc}") from None
-    return checked(signer)
+    try:
+        return checked(signer)
+    except SignerError:
+        signer.close()  # its share of the token's session is not kept by a signer nobody gets
+        raise
 
 
 def key_problems(device: DeviceConfig) -> list[Problem]:
@@ -96,9 +100,12 @@ def key_problems(device: DeviceConfig) -> list[Problem]:
             return [Problem(where, str(exc))]
         return []
     try:
-        load_signer(device)
+        signer = load_signer(device)
     except SignerError as exc:
         return [Problem(f"devices.{device.name}.key.pkcs11", str(exc))]
+    close = getattr(signer, "close", None)  # a token signer holds a share of the logged-in session
+    if callable(close):
+        close()
     return []
 
 

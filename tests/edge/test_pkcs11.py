@@ -258,3 +258,34 @@ def test_admin_command_generates_and_shows_a_key(token, capsys):
     os.chmod(pin_file, 0o644)
     assert ep.main(["did", *base]) == 2
     assert "pin-file-insecure" in capsys.readouterr().err
+
+
+def test_check_config_resolves_a_relative_pin_file_and_closes_its_signer(token, key, tmp_path, monkeypatch):
+    # edge.toml names pin_file relative to its own folder; the process runs somewhere else
+    from edge.config import check_config, load_config
+    from edge.signing import load_signer
+
+    token.pin_file("rel.pin")
+    cfg = token.dir / "edge.toml"
+    cfg.write_text(f"""
+[edge]
+factory = "plant-p"
+[devices.press-7]
+kind = "timeseries"
+[devices.press-7.key.pkcs11]
+module = "{token.module}"
+token_label = "{token.label}"
+key_label = "press-7"
+pin_file = "rel.pin"
+""")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    refs = {t.label: t.refs for t in ep._tokens.values()}  # the `key` fixture's signer holds one
+    assert check_config(cfg) == []
+    assert {t.label: t.refs for t in ep._tokens.values()} == refs, "check_config left its signer open"
+    signer = load_signer(load_config(cfg).devices["press-7"])
+    try:
+        assert signer.did == key.did
+    finally:
+        signer.close()
