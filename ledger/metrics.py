@@ -17,8 +17,8 @@ latency is observed as it happens. Names (all ``sealstream_ledger_*``):
 | ``reputation`` | gauge | this node's reputation score (committed state) |
 | ``sealer`` | gauge | 1 if this node is in the current sealer set |
 | ``dropped_messages_total{reason}`` | counter | frames/messages dropped, by reason |
-| ``refused_connections_total{reason}`` | counter | inbound connections refused at accept (``total_cap``, ``address_cap``) |
-| ``frames_over_limit_total{link}`` | counter | frames whose length was over the link's limit (``hello``, ``peer``, ``client``) |
+| ``refused_connections_total{reason}`` | counter | connections refused at accept (``total_cap``, ``address_cap``) |
+| ``frames_over_limit_total{link}`` | counter | frames over the link's limit (``hello``, ``peer``, ``client``) |
 | ``dropped_replays_total{kind}`` | counter | signed ``status``/``fetch``/``viewchange`` messages dropped as replays |
 | ``inbound_connections`` | gauge | inbound connections open |
 

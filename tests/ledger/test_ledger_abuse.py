@@ -14,12 +14,12 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ledger import Transaction
+from ledger import BlockHash, Transaction
 from trust.identity import KeyPair
 from ledger.cluster import QUICK_PARAMS, LocalCluster
 from ledger.messages import ClientRequests, FetchBlocks, Prepare, Request, Status, encode_message
@@ -81,7 +81,7 @@ def _connect(c: LocalCluster, name: str = "node0", as_node: str | None = None) -
     return s
 
 
-def _wait(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def _wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():
@@ -213,7 +213,6 @@ def test_resident_memory_stays_bounded_after_100_dropped_large_requests(cluster:
     base = _rss_kib(pid)
     send_all(100)
     grown_mib = (_rss_kib(pid) - base) / 1024
-    print(f"node0 VmRSS {base / 1024:.0f} MiB, +{grown_mib:.1f} MiB after 100 dropped large requests")
     # before issue 16 the tx memo and the signature memo kept every one (~145 MiB here)
     assert grown_mib < 60, f"node0 grew {grown_mib:.0f} MiB over {base / 1024:.0f} MiB"
     _commits(cluster, "after-large")
@@ -229,7 +228,7 @@ def test_an_unsigned_prepare_with_a_huge_height_starts_no_fetch(cluster: LocalCl
     before, drops0 = fetches(), _drops(cluster)
     s = _connect(cluster, as_node=node1)
     for h in (10**12, 2**62):
-        s.sendall(_frame(encode_message(Prepare(node1, 0, h, b"\x07" * 32, b"", b"\x00" * 64))))
+        s.sendall(_frame(encode_message(Prepare(node1, 0, h, BlockHash(b"\x07" * 32), b"", b"\x00" * 64))))
     time.sleep(3 * QUICK_PARAMS.fetch_timeout_ms / 1000)  # a fetch loop would have asked again meanwhile
     s.close()
     after = _drops(cluster)
@@ -242,7 +241,8 @@ def test_replayed_signed_status_and_fetch_are_dropped_and_counted(cluster: Local
     chain = cluster.layout.genesis().chain_id
     key = cluster.layout.node_key("node1")
     tip = _status(cluster, "node1")
-    status = Status(key.did, tip["height"], tip["view"], tip["changing_view"], tip["stable_checkpoint"]).sign(chain, key.sign)
+    status = Status(key.did, tip["height"], tip["view"], tip["changing_view"],
+                    tip["stable_checkpoint"]).sign(chain, key.sign)
     fetch = FetchBlocks(key.did, 1, 64).sign(chain, key.sign)
     before = _drops(cluster)
     s = _connect(cluster, as_node=key.did)
