@@ -25,6 +25,9 @@ from ledger.cluster import QUICK_PARAMS, LocalCluster
 from ledger.messages import ClientRequests, FetchBlocks, Prepare, Request, Status, encode_message
 from ledger.transport import hello
 
+# node processes: `services` (tests/conftest.py also infers it from the `cluster` fixture)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.services]
+
 IDLE_S = 2.0
 READ_S = 1.5
 PER_ADDRESS = 48
