@@ -24,7 +24,6 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from .config import EdgeConfig, source_factory
@@ -222,7 +221,7 @@ class Agent:
             self._due.clear()
             try:
                 await self.flush()
-            except Exception:  # noqa: BLE001 - a failing flush (disk full?) is logged, retried next tick
+            except Exception:
                 log.exception("spooling a group failed; retried on the next tick")
                 await asyncio.sleep(1.0)
 
@@ -288,7 +287,7 @@ class Agent:
                     raise RuntimeError(f"the Kafka sender stopped: {self.sender.error}")
             except RuntimeError:
                 raise
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("housekeeping failed")
             n += 1
             await asyncio.sleep(0.5)

@@ -12,7 +12,8 @@ STATES = ("connecting", "connected", "disconnected")
 class EdgeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.readings = Counter("sealstream_edge_readings_total", "readings received, by source", ["source"], registry=r)
+        self.readings = Counter("sealstream_edge_readings_total", "readings received, by source", ["source"],
+                                registry=r)
         self.blobs = Counter("sealstream_edge_blobs_total", "images/video chunks received, by source", ["source"],
                              registry=r)
         self.messages = Counter("sealstream_edge_messages_total", "signed messages spooled, by source and kind",

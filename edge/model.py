@@ -57,8 +57,9 @@ Item = Union[Reading, BlobItem]
 class SourceContext(Protocol):
     """What the agent gives a running source."""
 
-    async def emit(self, item: Item) -> None:
-        """Hand one reading or blob to the agent (it is durable once the agent spooled it)."""
+    async def emit(self, item: Item) -> bool:
+        """Hand one reading or blob to the agent (it is durable once the agent spooled it); False when the
+        agent refused it (the reason is counted, e.g. ``unknown-device``) or is stopping."""
 
     def error(self, reason: str, detail: str = "") -> None:
         """Bad input or a failed read: counted by `reason` (machine-readable, e.g.

@@ -43,7 +43,6 @@ import os
 import stat
 import sys
 import threading
-from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import pkcs11

@@ -23,7 +23,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import pyarrow as pa
 
@@ -135,7 +135,7 @@ class Producer:
 
     def produce(self, msg: EdgeMessage,
                 on_delivery: Optional[Callable[[object, Optional[int], Optional[int]], None]] = None) -> None:
-        def report(err, m) -> None:  # noqa: ANN001 - librdkafka callback
+        def report(err, m) -> None:
             if on_delivery is not None:
                 if err is not None:
                     on_delivery(err, None, None)
@@ -171,8 +171,13 @@ class Producer:
 def produce_all(producer: Producer, messages: Sequence[EdgeMessage], timeout: float = 30.0) -> list[Optional[str]]:
     """Produce and flush `messages`; the error of each (None when acked)."""
     errors: list[Optional[str]] = [None] * len(messages)
+    def record(i: int) -> Callable[[Any, Any, Any], None]:
+        def on_delivery(e: Any, _p: Any, _o: Any) -> None:
+            errors[i] = None if e is None else str(e)
+        return on_delivery
+
     for i, m in enumerate(messages):
-        producer.produce(m, lambda e, _p, _o, i=i: errors.__setitem__(i, None if e is None else str(e)))
+        producer.produce(m, record(i))
     left = producer.flush(timeout)
     if left:
         raise TimeoutError(f"{left} message(s) not acknowledged within {timeout:.0f} s; is Kafka reachable?")

@@ -45,7 +45,7 @@ class Sender(threading.Thread):
         self._halt.set()
 
     def _callback(self, id_: int, size: int, topic: str):
-        def done(err, _partition, _offset) -> None:  # noqa: ANN001 - from poll() on this thread
+        def done(err, _partition, _offset) -> None:
             with self._lock:
                 if err is None:
                     self._acked.append((id_, size, topic))
@@ -86,7 +86,7 @@ class Sender(threading.Thread):
     def run(self) -> None:
         try:
             self._loop()
-        except BaseException as exc:  # noqa: BLE001 - reported by the agent
+        except BaseException as exc:
             self.error = exc
             log.exception("the sender stopped")
 

@@ -44,7 +44,8 @@ class FileSigner:
         try:
             return cls(load_keypair(path))
         except FileNotFoundError:
-            raise SignerError(f"key file {path} does not exist; create it with `sealstream edge keygen --config ...`") from None
+            raise SignerError(f"key file {path} does not exist; "
+                              "create it with `sealstream edge keygen --config ...`") from None
         except (KeyFileError, IdentityError) as exc:
             raise SignerError(str(exc)) from None
 
@@ -56,7 +57,8 @@ def checked(signer: Signer) -> Signer:
         sig = signer.sign(probe)
         ok = isinstance(sig, bytes) and len(sig) == 64 and verify_signature(signer.did, probe, sig)
     except Exception as exc:  # noqa: BLE001 - a token can fail in many ways
-        raise SignerError(f"the key of {signer.did} cannot sign ({type(exc).__name__}: {exc}); check the token") from None
+        raise SignerError(f"the key of {signer.did} cannot sign ({type(exc).__name__}: {exc}); "
+                          "check the token") from None
     if not ok:
         raise SignerError(f"the key claims {signer.did} but its signature does not verify under it; "
                           "the token holds another or a non-Ed25519 key")

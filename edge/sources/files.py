@@ -25,6 +25,7 @@ import mimetypes
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 from ..model import BlobItem, SourceContext
 
@@ -36,7 +37,8 @@ _KEYS = {"type", "device", "path", "done", "pattern", "kind", "content_type", "p
 
 
 class FilesSource:
-    def __init__(self, name: str, device: str, folder: Path, done: Path, pattern: str = "*", kind: str = "image",
+    def __init__(self, name: str, device: str, folder: Path, done: Path, pattern: str = "*",
+                 kind: Literal["image", "video"] = "image",
                  content_type: str | None = None, poll_s: float = 0.5, stable_s: float = 1.0) -> None:
         self.name, self.device, self.folder, self.done = name, device, folder, done
         self.pattern, self.kind, self.content_type = pattern, kind, content_type
@@ -119,7 +121,8 @@ class FilesSource:
 def from_config(name: str, section: dict) -> FilesSource:
     unknown = sorted(set(section) - _KEYS)
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)}; a files source takes {', '.join(sorted(_KEYS - {'base_dir'}))}")
+        known = ", ".join(sorted(_KEYS - {"base_dir"}))
+        raise ValueError(f"unknown key(s) {', '.join(unknown)}; a files source takes {known}")
     device = section.get("device")
     if not isinstance(device, str) or not device:
         raise ValueError('needs device = "<a [devices.<name>] of kind image or video>"')

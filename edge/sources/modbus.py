@@ -45,7 +45,7 @@ from pymodbus.exceptions import ModbusException
 
 from edge.model import Reading, SourceContext
 
-from .mqtt import Backoff, _known_keys, now_ms
+from .mqtt import Backoff, _known_keys, now_ms, raise_if_cancelled
 
 __all__ = ["from_config", "ModbusSource", "RegisterMap", "decode"]
 
@@ -112,6 +112,7 @@ class ModbusSource:
                     try:
                         connected = await asyncio.wait_for(client.connect(), self.timeout_s + 1)
                     except (asyncio.TimeoutError, OSError, ModbusException) as exc:
+                        raise_if_cancelled()
                         raise _NoAnswer(f"connect: {type(exc).__name__}: {exc}") from None
                     if not connected:
                         raise _NoAnswer("connect failed (refused or unreachable)")
@@ -119,11 +120,13 @@ class ModbusSource:
                     backoff.reset()
                     await self._poll_forever(ctx, client)
                 except _NoAnswer as exc:
+                    raise_if_cancelled()
                     ctx.state("disconnected")
                     ctx.error("modbus-timeout", f"{self.host}:{self.port} unit {self.unit}: {exc}")
                 finally:
                     with contextlib.suppress(Exception):
                         client.close()
+                raise_if_cancelled()
                 await asyncio.sleep(backoff.next())
         finally:
             ctx.state("disconnected")
@@ -146,6 +149,7 @@ class ModbusSource:
             response = await asyncio.wait_for(call(reg.address, count=reg.count, device_id=self.unit),
                                               self.timeout_s + 1)
         except (asyncio.TimeoutError, OSError, ModbusException) as exc:
+            raise_if_cancelled()
             raise _NoAnswer(f"{reg.where()}: {type(exc).__name__}: {exc}") from None
         received = now_ms()
         if response.isError():

@@ -53,7 +53,8 @@ import aiomqtt
 
 from edge.model import Reading, SourceContext
 
-__all__ = ["from_config", "MqttSource", "TopicMap", "BrokerOptions", "Backoff", "now_ms", "topic_captures"]
+__all__ = ["from_config", "MqttSource", "TopicMap", "BrokerOptions", "Backoff", "now_ms", "topic_captures",
+           "raise_if_cancelled"]
 
 log = logging.getLogger("sealstream.edge.mqtt")
 
@@ -68,6 +69,14 @@ def now_ms() -> int:
 def _short(data: bytes | str) -> str:
     text = data if isinstance(data, str) else data[:_DETAIL_MAX].decode("utf-8", "replace")
     return text if len(text) <= _DETAIL_MAX else text[:_DETAIL_MAX] + "..."
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library (or Python 3.11's ``asyncio.wait_for`` race) swallowed:
+    a source must end when cancelled, whatever it was awaiting then."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
 
 
 class Backoff:
@@ -90,7 +99,8 @@ class Backoff:
 
 def _get(section: dict, key: str, kind: type | tuple[type, ...], default: Any, source: str) -> Any:
     value = section.get(key, default)
-    if value is not None and not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float, (int, float)):
+    if (value is not None and not isinstance(value, kind)
+            or isinstance(value, bool) and kind in (int, float, (int, float))):
         raise ValueError(f"source {source!r}: `{key}` must be {getattr(kind, '__name__', kind)}, not {value!r}")
     return value
 
@@ -136,7 +146,8 @@ class BrokerOptions:
             try:
                 password = Path(password_file).read_text().rstrip("\r\n")
             except OSError as exc:
-                raise ValueError(f"source {name!r}: cannot read password_file {password_file}: {exc.strerror}") from None
+                raise ValueError(f"source {name!r}: cannot read password_file {password_file}: "
+                                 f"{exc.strerror}") from None
         cert_file = _get(section, "cert_file", str, None, name)
         key_file = _get(section, "key_file", str, None, name)
         if (cert_file is None) != (key_file is None):
@@ -362,8 +373,10 @@ class MqttSource:
                         async for message in client.messages:
                             await self.handle(ctx, str(message.topic), bytes(message.payload or b""))
                 except aiomqtt.MqttError as exc:
+                    raise_if_cancelled()
                     ctx.state("disconnected")
                     ctx.error("mqtt-connection", f"{self.broker.host}:{self.broker.port}: {exc}")
+                raise_if_cancelled()
                 await asyncio.sleep(backoff.next())
         finally:
             ctx.state("disconnected")

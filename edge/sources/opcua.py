@@ -31,10 +31,11 @@ Each data change with a Good status becomes a reading: `ts_ms` is the value's So
 ServerTimestamp, else the receive time; numbers and booleans (1/0) are read, anything else ->
 ``opcua-bad-value``. A node that disappears (a BadNodeIdUnknown/BadNodeIdInvalid status on its
 monitored item, when subscribing, or when the source checks every `node_check_s` that its nodes still
-exist: not every server notifies a deleted node's monitored items) -> ``opcua-node-gone``, the other nodes keep flowing; other Bad or
-Uncertain statuses -> ``opcua-bad-status``. A lost connection (server restart, network) ->
-``opcua-connection``, state ``disconnected``, reconnect with backoff and subscribe again (gone nodes are
-tried again on every reconnect; the value a node still has after a reconnect is not emitted twice).
+exist: not every server notifies a deleted node's monitored items) -> ``opcua-node-gone``, the other
+nodes keep flowing; other Bad or Uncertain statuses -> ``opcua-bad-status``. A lost connection (server
+restart, network) -> ``opcua-connection``, state ``disconnected``, reconnect with backoff and subscribe
+again (gone nodes are tried again on every reconnect; the value a node still has after a reconnect is
+not emitted twice).
 """
 
 from __future__ import annotations
@@ -48,13 +49,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from asyncua import Client, ua
+from asyncua import Client, Node, ua
 from asyncua.crypto import security_policies
-from asyncua.ua.uaerrors import UaError
 
 from edge.model import Reading, SourceContext
 
-from .mqtt import Backoff, _known_keys, now_ms
+from .mqtt import Backoff, _known_keys, now_ms, raise_if_cancelled
 
 __all__ = ["from_config", "OpcUaSource", "NodeMap", "OpcUaOptions"]
 
@@ -153,6 +153,9 @@ class OpcUaSource:
             if o.server_certificate is None:
                 log.warning("opcua source %s: no server_certificate pinned; trusting the certificate %s "
                             "announces", self.name, o.endpoint)
+            if o.certificate is None or o.private_key is None or o.security_mode is None:  # from_config refuses it
+                raise ValueError(f"opcua source {self.name}: security_policy {o.security_policy} needs "
+                                 "certificate, private_key and security_mode")
             await client.set_security(policy, o.certificate, o.private_key, server_certificate=o.server_certificate,
                                       mode=_MODES[o.security_mode])
         return client
@@ -170,7 +173,8 @@ class OpcUaSource:
                     await self._session(ctx, client, backoff)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - any failure of the link: report, back off, retry
+                except Exception as exc:
+                    raise_if_cancelled()
                     ctx.state("disconnected")
                     ctx.error("opcua-connection", f"{o.endpoint}: {type(exc).__name__}: {exc}")
                     log.debug("opcua source %s: connection failed", self.name, exc_info=True)
@@ -178,6 +182,7 @@ class OpcUaSource:
                     if client is not None:
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(client.disconnect(), 2)
+                raise_if_cancelled()
                 await asyncio.sleep(backoff.next())
         finally:
             ctx.state("disconnected")
@@ -189,8 +194,8 @@ class OpcUaSource:
         by_id = {n.node_id: n for n in self.nodes}
         nodes = [client.get_node(n.node_id) for n in self.nodes]
         results = await sub.subscribe_data_change(nodes, queuesize=o.queue_size,
-                                                  sampling_interval=o.sampling_interval_ms)
-        live: dict[str, object] = {}  # node id -> Node, subscribed and not known to be gone
+                                                  sampling_interval=ua.Double(o.sampling_interval_ms))
+        live: dict[str, Node] = {}  # node id -> Node, subscribed and not known to be gone
         for n, node, result in zip(self.nodes, nodes, results):
             if isinstance(result, ua.StatusCode):
                 reason = "opcua-node-gone" if result.value in _GONE else "opcua-bad-status"
@@ -205,6 +210,7 @@ class OpcUaSource:
             try:
                 kind, node, payload = await asyncio.wait_for(queue.get(), o.watchdog_s)
             except asyncio.TimeoutError:
+                raise_if_cancelled()
                 kind = None
             if kind == "data":
                 node_id = node.nodeid.to_string()
@@ -252,8 +258,8 @@ class OpcUaSource:
 
 _KEYS = {"type", "endpoint", "security_policy", "security_mode", "certificate", "private_key", "server_certificate",
          "application_uri", "username", "password", "password_file", "publishing_interval_ms",
-         "sampling_interval_ms", "queue_size", "timeout_s", "watchdog_s", "node_check_s", "reconnect_min_s", "reconnect_max_s",
-         "nodes"}
+         "sampling_interval_ms", "queue_size", "timeout_s", "watchdog_s", "node_check_s", "reconnect_min_s",
+         "reconnect_max_s", "nodes"}
 
 
 def _num(section: dict, key: str, default: float, where: str, *, integer: bool = False) -> Any:

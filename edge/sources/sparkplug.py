@@ -54,7 +54,7 @@ from google.protobuf.message import DecodeError
 
 from edge.model import Reading, SourceContext
 
-from .mqtt import BROKER_KEYS, Backoff, BrokerOptions, _known_keys, _qos, now_ms
+from .mqtt import BROKER_KEYS, Backoff, BrokerOptions, _known_keys, _qos, now_ms, raise_if_cancelled
 from .sparkplug_b_pb import DataType, Payload
 
 __all__ = ["from_config", "SparkplugSource", "SparkplugHost", "MetricMap", "rebirth_payload"]
@@ -234,11 +234,11 @@ class SparkplugHost:
         elif mtype == "DDEATH":
             node.devices.pop(dev, None)
         else:  # DDATA
-            scope = node.devices.get(dev)
-            if scope is None:
+            born = node.devices.get(dev)
+            if born is None:
                 ctx.error("sparkplug-no-birth", f"{topic}: DDATA from a device with no live DBIRTH")
                 return out or self._request_rebirth(group, node_id, node)
-            await self._emit(ctx, group, node_id, dev, scope, payload, received)
+            await self._emit(ctx, group, node_id, dev, born, payload, received)
         return out
 
     @staticmethod
@@ -329,8 +329,10 @@ class SparkplugSource:
                                 log.info("requesting a rebirth: %s", ncmd)
                                 await client.publish(ncmd, rebirth_payload(now_ms()), qos=0, retain=False)
                 except aiomqtt.MqttError as exc:
+                    raise_if_cancelled()
                     ctx.state("disconnected")
                     ctx.error("mqtt-connection", f"{self.broker.host}:{self.broker.port}: {exc}")
+                raise_if_cancelled()
                 await asyncio.sleep(backoff.next())
         finally:
             ctx.state("disconnected")

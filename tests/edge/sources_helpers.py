@@ -22,9 +22,10 @@ class RecordingContext:
         self.states: list[str] = []
         self._changed = asyncio.Event()
 
-    async def emit(self, item: Item) -> None:
+    async def emit(self, item: Item) -> bool:
         self.items.append(item)
         self._changed.set()
+        return True
 
     def error(self, reason: str, detail: str = "") -> None:
         self.errors.append((reason, detail))
@@ -64,9 +65,14 @@ class RecordingContext:
 
 
 async def _stop(task: asyncio.Task) -> None:
+    """Cancels the source's task; it must end within WAIT_S (a source that swallows cancellation fails)."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    done, _ = await asyncio.wait({task}, timeout=WAIT_S)
+    if not done:
+        stack = "".join(f"  {f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}\n" for f in task.get_stack())
+        raise AssertionError(f"the source's run() did not end {WAIT_S:.0f} s after it was cancelled:\n{stack}")
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()
 
 
 @contextlib.asynccontextmanager

@@ -93,8 +93,11 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_check_config_cli_json_and_exit_codes(tmp_path: Path) -> None:
     p = _write(tmp_path, GOOD)
-    run = lambda: subprocess.run([sys.executable, "-m", "sealstream", "edge", "check-config", "--config", str(p),
-                                  "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sealstream", "edge", "check-config", "--config", str(p),
+                               "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
     r = run()
     assert r.returncode == 0 and json.loads(r.stdout)["ok"] is True, r.stderr
     p.write_text(GOOD.replace('kind = "timeseries"', 'kind = "ts"'))

@@ -158,7 +158,8 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
             agent.proc.send_signal(signal.SIGKILL)
             agent.proc.wait(10)
             db = sqlite3.connect(home / "spool" / "spool.db")
-            held = [Statement.from_bytes(bytes(r[0])).hash().hex() for r in db.execute("SELECT statement FROM messages")]
+            held = [Statement.from_bytes(bytes(r[0])).hash().hex()
+                    for r in db.execute("SELECT statement FROM messages")]
             db.close()
             assert len(held) >= spooled_in_outage > 0
             _images(home / "camera", "after", 3)

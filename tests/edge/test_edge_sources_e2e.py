@@ -239,7 +239,8 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
         man = Path(s.home) / "devices" / factory
         man.mkdir(parents=True)
         (man / "devices.json").write_text(json.dumps({"v": 1, "factory": factory, "devices": [
-            {"did": did, "kind": "timeseries", "name": name, "sensors": [], "key_file": str(home / "keys" / f"{name}.key")}
+            {"did": did, "kind": "timeseries", "name": name, "sensors": [],
+             "key_file": str(home / "keys" / f"{name}.key")}
             for name, did in keys.items()]}))
         worker = WorkerProc(s, f"sealstream-test-edgep-{uuid.uuid4().hex[:8]}", factory, tmp_path / "worker.log",
                             gateway)

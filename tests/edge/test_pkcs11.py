@@ -52,7 +52,8 @@ def _statement(did: str, seq: int = 1) -> tuple[Statement, bytes]:
 
 def _reason(excinfo) -> str:
     exc = excinfo.value
-    assert exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__), "the library's exception must not be chained"
+    assert exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__), \
+        "the library's exception must not be chained"
     return exc.reason
 
 
@@ -225,7 +226,7 @@ def test_signing_from_many_threads(token, key):
         try:
             for st in part:
                 sigs[st.seq] = key.sign(st.signing_bytes())
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001 - any failure in the thread is reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(stmts[i::8],)) for i in range(8)]

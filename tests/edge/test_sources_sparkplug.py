@@ -30,7 +30,8 @@ def test_embedded_descriptor_is_the_proto_compiled(tmp_path):
 
 
 def test_wire_format_matches_the_spec_field_numbers():
-    # Payload{timestamp=1: 5, metrics=2: [Metric{name=1: "a", alias=2: 1, datatype=4: 10, double_value=13: 1.5}], seq=3: 3}
+    # Payload{timestamp=1: 5, metrics=2: [Metric{name=1: "a", alias=2: 1, datatype=4: 10,
+    #         double_value=13: 1.5}], seq=3: 3}
     wire = bytes.fromhex("0805" "1210" "0a0161" "1001" "200a" "69000000000000f83f" "1803")
     p = Payload.FromString(wire)
     assert (p.timestamp, p.seq, p.metrics[0].name, p.metrics[0].alias, p.metrics[0].datatype,
@@ -212,7 +213,7 @@ def test_broker_restart_reconnects_and_every_node_is_reborn(tmp_path):
                     await node.publish(NODE.format("NDATA"), _payload(seq=1, ts=T0 + 1, metrics=[
                         dict(alias=1, double_value=2.0)]), qos=1)
                     async with asyncio.timeout(WAIT_S):
-                        async for msg in node.messages:
+                        async for msg in node.messages:  # noqa: B007 - the first one, read below
                             break
                     await node.publish(NODE.format("NBIRTH"), _payload(seq=0, ts=T0 + 2, metrics=[
                         dict(name="bdSeq", dt=DataType.Int64, long_value=2),

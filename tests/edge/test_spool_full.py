@@ -22,7 +22,8 @@ def _value(agent: Agent, name: str, **labels: str) -> float:
 
 def test_full_spool_holds_sources_and_alarms(tmp_path: Path, caplog) -> None:
     dead_port = free_ports(1)[0]  # nothing listens: Kafka is "down" for the whole test
-    cfg = EdgeConfig(tmp_path / "edge.toml", "full-test", SpoolConfig(tmp_path / "spool", max_bytes=8192, max_age_s=3600),
+    cfg = EdgeConfig(tmp_path / "edge.toml", "full-test",
+                     SpoolConfig(tmp_path / "spool", max_bytes=8192, max_age_s=3600),
                      GroupConfig(readings=5, seconds=0.2), {"d": DeviceConfig("d", "timeseries", {}, ("t",))}, {},
                      metrics_port=0)
     signer = FileSigner(KeyPair.generate())
