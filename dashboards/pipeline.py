@@ -14,7 +14,8 @@ UID = "sealstream-pipeline"
 def build() -> Dashboard:
     return board(UID, "sealstream / Pipeline",
                  "Pipeline workers: ingest rate, consumer lag, dead letters, store and anchoring latency, "
-                 "anchoring backlog (pipelines/metrics.py, pipelines/lag.py; batches from PostgreSQL).",
+                 "anchoring backlog (pipelines/metrics.py, pipelines/lag.py; batches from PostgreSQL); the Edge row: "
+                 "the edge agents' sources, spool and sends (edge/metrics.py).",
                  ["pipeline"], "sealstream_pipeline_ingested_total", [
         (timeseries("Ingest rate per kind", "Records stored and sealed per second.", "ops",
                     prom(f"sum by (kind) (rate({m('sealstream_pipeline_ingested_total')}[{RATE}]))",
@@ -69,4 +70,42 @@ FROM dead_letters
 WHERE $__timeFilter(recorded_at)
 GROUP BY grp, reason
 ORDER BY dead_letters DESC, reason""")), 24, 8),
+        *_edge_row(),
     ])
+
+
+def _edge_row() -> list:
+    """The Edge row: the agents of `sealstream edge run` (edge/metrics.py), one series per agent and source."""
+    return [
+        (timeseries("Edge readings by source", "Readings (time series values) and blobs (images, video chunks) "
+                    "the edge agents' sources handed over, per second.", "ops",
+                    prom(f"sum by (instance, source) (rate({m('sealstream_edge_readings_total')}[{RATE}]))",
+                         "{{instance}} {{source}} readings"),
+                    prom(f"sum by (instance, source) (rate({m('sealstream_edge_blobs_total')}[{RATE}]))",
+                         "{{instance}} {{source}} blobs")), 8, 8),
+        (timeseries("Edge messages by source", "Signed messages written to the spool per second, by source and "
+                    "kind (a time series message groups up to [edge.group] readings).", "ops",
+                    prom(f"sum by (instance, source, kind) (rate({m('sealstream_edge_messages_total')}[{RATE}]))",
+                         "{{instance}} {{source}} {{kind}}")), 8, 8),
+        (timeseries("Edge source state", "1 for each source's current connection state (connecting, connected, "
+                    "disconnected); source errors by reason per second.", "short",
+                    prom(f"max by (instance, source, state) ({m('sealstream_edge_source_state')}) == 1",
+                         "{{instance}} {{source}} {{state}}"),
+                    prom(f"sum by (instance, source, reason) (rate({m('sealstream_edge_source_errors_total')}"
+                         f"[{RATE}]))", "{{instance}} {{source}} {{reason}}")), 8, 8),
+        (timeseries("Edge spool depth", "Messages waiting in each agent's spool until Kafka acknowledges them; "
+                    "1 while the spool is full (sources are held).", "short",
+                    prom(f"max by (instance) ({m('sealstream_edge_spool_messages')})", "{{instance}} messages"),
+                    prom(f"max by (instance, reason) ({m('sealstream_edge_spool_full')})",
+                         "{{instance}} full ({{reason}})")), 8, 8),
+        (timeseries("Edge spool age", "Age of the oldest spooled message (the spool is full at "
+                    "[edge.spool] max_age_s).", "s",
+                    prom(f"max by (instance) ({m('sealstream_edge_spool_oldest_age_seconds')})", "{{instance}}")),
+         8, 8),
+        (timeseries("Edge sends and send errors", "Messages Kafka acknowledged per second, by topic; delivery "
+                    "errors by reason (the producer retries them; reason none is always 0).", "ops",
+                    prom(f"sum by (instance, topic) (rate({m('sealstream_edge_sent_total')}[{RATE}]))",
+                         "{{instance}} sent {{topic}}"),
+                    prom(f"sum by (instance, reason) (rate({m('sealstream_edge_send_errors_total')}[{RATE}]))",
+                         "{{instance}} error {{reason}}")), 8, 8),
+    ]

@@ -4,10 +4,11 @@ Up for the test: the stack (Kafka, PostgreSQL, MinIO, Prometheus); a 4-node
 contracts ledger (LocalCluster: node processes over TCP) with the gateway and
 the devices registered; a pipeline worker subprocess that ingests, stores,
 seals and anchors on that ledger; a verifier subprocess on ``iiot.anchors``;
+an edge agent (`sealstream edge run`: a ticker source and a camera folder, for the Edge row);
 and the device simulator, first with every fault once, then steady traffic.
 One stored reading is then tampered with and its batch re-announced, so the
 verifier records a failure. The nodes', the worker's and the verifier's
-``/metrics`` are registered with the stack's Prometheus under a private job
+``/metrics`` (and the edge agent's) are registered with the stack's Prometheus under a private job
 (a file_sd target file of its own, removed at the end, as `sealstream ledger up`
 registers its nodes); the dashboards' ``$job`` variable is set to that job, so
 only this test's processes can answer. Then each PromQL query of the JSON has
@@ -118,6 +119,51 @@ def _wait(what: str, pred, procs: list[_Proc], deadline: float):
         time.sleep(1)
 
 
+EDGE_CONFIG = """
+[edge]
+factory = "{factory}"
+kafka_bootstrap = "{bootstrap}"
+[edge.spool]
+path = "spool"
+[edge.group]
+readings = 10
+seconds = 0.5
+[devices.press-1]
+kind = "timeseries"
+key = {{ file = "keys/press-1.key" }}
+[devices.cam-1]
+kind = "image"
+key = {{ file = "keys/cam-1.key" }}
+[sources.tick]
+type = "python"
+module = "ticker_source"
+device = "press-1"
+sensors = ["temperature"]
+period_s = 0.2
+bad_every = 10
+[sources.cam]
+type = "files"
+device = "cam-1"
+path = "camera"
+stable_s = 0.2
+poll_s = 0.1
+"""
+
+
+def _edge_agent(folder: Path, env: dict, bootstrap: str, run_id: str) -> _Proc:
+    """`sealstream edge run` (the Edge row): a ticker (readings, a bad input every 10th) and a camera folder
+    with one image, sending to the stack's Kafka (its devices are not the worker's: dead-lettered there)."""
+    (folder / "camera").mkdir(parents=True)
+    cfg = folder / "edge.toml"
+    cfg.write_text(EDGE_CONFIG.format(factory=f"dash-edge-{run_id}", bootstrap=bootstrap))
+    env = dict(env, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "edge"), str(ROOT)]))
+    keygen = subprocess.run([sys.executable, "-m", "sealstream", "edge", "keygen", "--config", str(cfg)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert keygen.returncode == 0, keygen.stderr
+    (folder / "camera" / "frame-1.jpg").write_bytes(b"\xff\xd8\xff" + os.urandom(256))
+    return _Proc(["edge", "run", "--config", str(cfg)], env, folder.parent / "edge.log")
+
+
 def test_every_panel_query_returns_data(stack, settings, tmp_path) -> None:
     migrate(settings.postgres_dsn)
     run_id = uuid.uuid4().hex[:8]
@@ -154,6 +200,7 @@ def test_every_panel_query_returns_data(stack, settings, tmp_path) -> None:
                             "--factory", factory], env, tmp_path / "worker.log"))
         procs.append(_Proc(["pipeline", "verifier", "--app-id", verifier_group, "--ledger", str(cluster.root),
                             "--audit-interval", "0"], env, tmp_path / "verifier.log"))
+        procs.append(_edge_agent(tmp_path / "edge", env, s.kafka_bootstrap, run_id))
         targets = [f"{a.host}:{a.http_port}" for a in cluster.addresses()] + [f"127.0.0.1:{p.port}" for p in procs]
         target_file = register_targets(Path(settings.home).resolve(), job, targets)
         _drop_a_frame(cluster.addresses()[0].host, cluster.addresses()[0].p2p_port)

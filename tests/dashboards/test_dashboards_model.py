@@ -73,7 +73,7 @@ def test_promql_uses_conventional_metric_names() -> None:
                 assert len(re.findall(r"sealstream_[a-z_]+\{job=~\"\$job\"\}", expr)) == expr.count("sealstream_"), expr
     assert names
     for n in names:
-        assert re.fullmatch(r"sealstream_(ledger|pipeline|verify)_[a-z_]+", n), n
+        assert re.fullmatch(r"sealstream_(ledger|pipeline|verify|edge)_[a-z_]+", n), n
         if "latency" in n or n.endswith(("_seconds_bucket", "_seconds")):
             assert re.search(r"_seconds(_bucket)?$", n), n
 
