@@ -135,6 +135,7 @@ class ModbusSource:
         loop = asyncio.get_running_loop()
         tick = loop.time()
         while True:
+            raise_if_cancelled()
             for reg in self.registers:
                 await self._read(ctx, client, reg)
             tick += self.interval_s

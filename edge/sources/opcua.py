@@ -207,6 +207,7 @@ class OpcUaSource:
         loop = asyncio.get_running_loop()
         next_check = loop.time() + o.node_check_s
         while True:
+            raise_if_cancelled()
             try:
                 kind, node, payload = await asyncio.wait_for(queue.get(), o.watchdog_s)
             except asyncio.TimeoutError:

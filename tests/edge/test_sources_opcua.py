@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
+import pytest
+
 from brokers import OpcUaServer, opcua_certificate
 from edge.sources import opcua
 from sources_helpers import RecordingContext, running
@@ -32,6 +34,9 @@ def _config(server: OpcUaServer, **extra) -> dict:
     }
 
 
+# asyncua's server calls its async datachange callback without awaiting it when a node is deleted (so it
+# never notifies the monitored item: the source's periodic existence check finds the node gone instead)
+@pytest.mark.filterwarnings("ignore:coroutine 'MonitoredItemService.datachange_callback' was never awaited")
 def test_values_a_node_that_disappears_and_a_restart():
     async def main():
         server = await OpcUaServer({"Temperature": 20.0, "Pressure": 1.0}).start()
