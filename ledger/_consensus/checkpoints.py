@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from .._types import SealerSet
+from .._types import BlockHash, SealerSet
 from ..messages import Checkpoint, CheckpointCertificate
 from .events import Broadcast
 from .quotas import CHECKPOINTS, SMALL_MSG
@@ -91,7 +91,7 @@ class Checkpoints:
             r._drop("checkpoint_mismatch")
             return
         self.stable = h
-        self.stable_cert = CheckpointCertificate(h, digest, tuple(sorted(sigs.items())))
+        self.stable_cert = CheckpointCertificate(h, BlockHash(digest), tuple(sorted(sigs.items())))
         # truncate the log below the low watermark (§4.3)
         for k in [k for k in self.log if k < h]:
             del self.log[k]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._types import Block, SealerSet, Transaction
+from .._types import Block, SealerSet, Transaction, TxId
 from ..messages import Request
 from .events import Broadcast, Reply, Send
 
@@ -125,7 +125,7 @@ class Mempool:
                 del self.txs[tid]
                 self.unpend(tx.submitter)
                 for client in self.clients.pop(tid, []):
-                    out.append(Reply(client, tid, {"error": "replay"}))
+                    out.append(Reply(client, TxId(tid), {"error": "replay"}))
 
     def relay_old(self) -> None:
         """Status tick: relay to the primary requests that waited longer than a block time."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from .._types import Block, BlockHeader, CommitCertificate, SealerSet, Transaction, epoch_of, tx_root_of
+from .._types import Block, BlockHash, BlockHeader, CommitCertificate, SealerSet, Transaction, epoch_of, tx_root_of
 from ..messages import Commit, Prepare, PreparedCertificate, PrePrepare, preprepare_signing_bytes
 from .app import Execution
 from .events import CUT, Equivocation, SetTimer, timer
@@ -308,7 +308,7 @@ class NormalCase:
             if hh != h or len(sigs) < sealers.quorum:
                 continue
             block = None
-            for (pv, ph), pp in self.proposals.items():
+            for (_pv, ph), pp in self.proposals.items():
                 if ph == h and pp.digest == d:
                     block = pp.block
                     break
@@ -318,7 +318,7 @@ class NormalCase:
                 continue
             if v == r.vc.view and not r.vc.changing and (v, h) in self.sent_commit:
                 continue  # the normal path commits it
-            cert = CommitCertificate(h, v, d, tuple(sorted(sigs.items())))
+            cert = CommitCertificate(h, v, BlockHash(d), tuple(sorted(sigs.items())))
             if chain.apply_certified(block, cert):
                 return True
         return False
@@ -417,8 +417,8 @@ class NormalCase:
         for k in [k for k in self.proposals if k[1] <= h]:
             del self.proposals[k]
         for d2 in (self.prepares, self.commits, self.pp_sigs):
-            for k in [k for k in d2 if k[1] <= h]:
-                del d2[k]
+            for key in [key for key in d2 if key[1] <= h]:
+                del d2[key]
         self.sent_prepare = {k for k in self.sent_prepare if k[1] > h}
         self.sent_commit = {k for k in self.sent_commit if k[1] > h}
         if self.prepared is not None and self.prepared.height <= h:
