@@ -1,5 +1,5 @@
 """The edge agent end to end, on real services: a time-series source (the in-test `ticker_source`)
-and a camera folder, through `sealstream edge run` (a subprocess), a PRIVATE Kafka (stopped 20 s
+and a camera folder, through `sealstream edge run` (a subprocess), a PRIVATE Kafka (stopped 60 s
 while the sources keep producing, then started), a pipeline worker, a 4-node contracts ledger.
 Then the agent is SIGKILLed while messages are spooled, and restarted.
 
@@ -118,6 +118,9 @@ def _images(folder: Path, tag: str, n: int) -> None:
         (folder / f"{tag}-{i}.jpg").write_bytes(b"\xff\xd8\xff" + f"{tag}-{i}".encode() + os.urandom(64))
 
 
+OUTAGE_S = 60.0  # how long Kafka is away (a sleep while the sources produce, not a timing assert)
+
+
 def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
     with PrivateStack(tmp_path / "private", base=settings, kafka=True) as ps:
         s = ps.settings
@@ -149,11 +152,11 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
         try:
             _images(home / "camera", "before", 3)
             worker.wait_ingesting()
-            # -- Kafka away for 20 s while the sources keep producing; at its end the agent is SIGKILLed
+            # -- Kafka away for 60 s (the issue's outage) while the sources keep producing; at its end the agent is SIGKILLed
             # with the outage's messages spooled (and in librdkafka's queue), then both come back
             ps.stop("kafka")
             _images(home / "camera", "outage", 3)
-            time.sleep(20)
+            time.sleep(OUTAGE_S)
             spooled_in_outage = agent.metric("sealstream_edge_spool_messages")
             agent.proc.send_signal(signal.SIGKILL)
             agent.proc.wait(10)
