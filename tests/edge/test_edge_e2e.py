@@ -152,7 +152,7 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
         try:
             _images(home / "camera", "before", 3)
             worker.wait_ingesting()
-            # -- Kafka away for 60 s (the outage) while the sources keep producing; at its end the agent is SIGKILLed
+            # -- Kafka away 60 s (the outage) while the sources produce; at its end the agent is SIGKILLed
             # with the outage's messages spooled (and in librdkafka's queue), then both come back
             ps.stop("kafka")
             _images(home / "camera", "outage", 3)
