@@ -11,8 +11,16 @@ When the spool is full (`Spool.full`: size or age bound) `emit` waits until ther
 source is held at its boundary: files stay in the camera folder, MQTT/OPC UA/Modbus values are not
 taken), ``sealstream_edge_spool_full{reason}`` is 1, the wait is counted per source
 (``sealstream_edge_spool_blocked_seconds_total``) and logged at the start and end. Nothing already
-spooled is dropped. Readings still in a group (not yet spooled) are lost on a SIGKILL: at most one
-window per (source, device); a SIGTERM flushes them.
+spooled is dropped.
+
+Durable windows (``durable_windows=True``, the default): `emit` of a reading returns True only once
+the reading is committed (fsynced) to the spool's ``pending_readings`` table. One writer task commits
+every reading that arrived meanwhile in one transaction (group commit: concurrent sources share an
+fsync; one source emitting in a loop pays one fsync per reading). A cut window is signed and spooled,
+and its pending readings deleted, in ONE transaction; on start the pending readings are reloaded
+into their (source, device) windows in emit order. So a SIGKILL or a power loss loses no reading
+`emit` acknowledged, and none ends up in two messages. With ``durable_windows=False`` (benchmarks)
+the open windows are only in memory: a SIGKILL loses at most one window per (source, device).
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ class _Group:
     device: str
     rows: list[Reading] = field(default_factory=list)
     started: float = 0.0
+    #: The `pending_readings` ids of `rows` (durable windows), in the same order.
+    ids: list[int] = field(default_factory=list)
 
 
 class _Context:
@@ -79,7 +89,7 @@ class Agent:
 
     def __init__(self, cfg: EdgeConfig, bootstrap: str, *, sources: Optional[list[Source]] = None,
                  signers: Optional[dict[str, Signer]] = None, metrics_port: Optional[int] = None,
-                 max_bytes: Optional[dict[str, int]] = None) -> None:
+                 max_bytes: Optional[dict[str, int]] = None, durable_windows: bool = True) -> None:
         self.cfg, self.bootstrap = cfg, bootstrap
         self.metrics = EdgeMetrics()
         self.metrics_port = cfg.metrics_port if metrics_port is None else metrics_port
@@ -91,6 +101,9 @@ class Agent:
         self.spool = Spool(cfg.spool.path, cfg.spool.max_bytes, cfg.spool.max_age_s)
         self.contexts = {s.name: _Context(self, s.name) for s in sources}
         self._groups: dict[tuple[str, str], _Group] = {}
+        self.durable_windows = durable_windows
+        self._buf: list[tuple[str, Reading, "asyncio.Future[bool]"]] = []
+        self._buf_wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._due = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -149,12 +162,12 @@ class Agent:
             skew = (item.received_ms - item.ts_ms) / 1000
             self.metrics.skew.labels(ctx.source).observe(skew)
             self.metrics.skew_last.labels(item.device).set(skew)
-            key = (ctx.source, item.device)
-            g = self._groups.get(key)
-            if g is None:
-                g = self._groups[key] = _Group(ctx.source, item.device, [], time.monotonic())
-            g.rows.append(item)
-            if len(g.rows) >= self.cfg.group.readings:
+            if self.durable_windows:
+                fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+                self._buf.append((ctx.source, item, fut))
+                self._buf_wake.set()
+                return await fut  # True once the reading is committed to pending_readings
+            if self._add_to_group(ctx.source, item, None):
                 self._due.set()
                 await asyncio.sleep(0)  # let the flusher run before the next reading piles up
             return True
@@ -184,6 +197,67 @@ class Agent:
         return False
 
     # -- grouping --------------------------------------------------------------------------------------
+    def _add_to_group(self, source: str, r: Reading, pending_id: Optional[int]) -> bool:
+        """Append to the (source, device) window; True when it is full (due)."""
+        key = (source, r.device)
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = _Group(source, r.device, [], time.monotonic())
+        g.rows.append(r)
+        if pending_id is not None:
+            g.ids.append(pending_id)
+        return len(g.rows) >= self.cfg.group.readings
+
+    def _reload_pending(self) -> int:
+        """The open windows from `pending_readings` (the database is the truth): start, and shutdown."""
+        self._groups = {}
+        n = kept = 0
+        for id_, (source, device, sensor, value, ts_ms, received_ms) in self.spool.load_pending():
+            dev = self.cfg.devices.get(device)
+            if device not in self.signers or dev is None or dev.kind != "timeseries":
+                kept += 1  # stays pending (never dropped) until the device is configured again
+                continue
+            self._add_to_group(source, Reading(device, sensor, value, ts_ms, received_ms), id_)
+            n += 1
+        if kept:
+            log.warning("pending readings of devices not configured (as time series) are kept, not spooled",
+                        extra={"readings": kept})
+        if any(len(g.rows) >= self.cfg.group.readings for g in self._groups.values()):
+            self._due.set()
+        return n
+
+    async def _pending_writer(self) -> None:
+        """Group commit of the readings `emit` holds: one fsynced transaction per batch, then into windows."""
+        while True:
+            await self._buf_wake.wait()
+            self._buf_wake.clear()
+            while self._buf:
+                batch, self._buf = self._buf, []
+                rows = [(src, r.device, r.sensor, float(r.value), int(r.ts_ms), int(r.received_ms))
+                        for src, r, _ in batch]
+                ids: Optional[list[int]] = None
+                while ids is None:
+                    try:
+                        ids = await asyncio.to_thread(self.spool.add_pending, rows)
+                    except Exception:
+                        log.exception("writing pending readings failed; retried in 1 s")
+                        if self._stopping.is_set():
+                            for _s, _r, fut in batch + self._buf:
+                                if not fut.done():
+                                    fut.set_result(False)  # not acknowledged: the source keeps it
+                            self._buf = []
+                            return
+                        await asyncio.sleep(1.0)
+                due = False
+                for (src, r, fut), id_ in zip(batch, ids):
+                    due = self._add_to_group(src, r, id_) or due
+                    if not fut.done():
+                        fut.set_result(True)
+                if due:
+                    self._due.set()
+            if self._stopping.is_set():
+                return
+
     async def flush(self, force: bool = False) -> int:
         """Sign and spool every due group (all when `force`); the number of messages spooled."""
         async with self._flush_lock:
@@ -192,8 +266,10 @@ class Agent:
                    if force or len(g.rows) >= self.cfg.group.readings or now - g.started >= self.cfg.group.seconds]
             builds = []
             kinds = []
-            for k in due:
-                g = self._groups.pop(k)
+            consumed: list[int] = []
+            popped = {k: self._groups.pop(k) for k in due}
+            for g in popped.values():
+                consumed.extend(g.ids)
                 signer = self.signers[g.device]
                 rows = g.rows
                 for part in _split(rows, self.cfg.group.readings):
@@ -205,7 +281,16 @@ class Agent:
                     kinds.append(g.source)
             if not builds:
                 return 0
-            await asyncio.to_thread(self.spool.append, builds)
+            try:
+                await asyncio.to_thread(self.spool.append, builds, consumed)
+            except Exception:
+                for k, g in popped.items():  # rolled back: the windows are still open, in order
+                    newer = self._groups.get(k)
+                    if newer is not None:
+                        g.rows += newer.rows
+                        g.ids += newer.ids
+                    self._groups[k] = g
+                raise
             self.metrics.spool_writes.inc()
             for src in kinds:
                 self.metrics.messages.labels(src, "timeseries").inc()
@@ -218,6 +303,8 @@ class Agent:
                 await asyncio.wait_for(self._due.wait(), tick)
             except asyncio.TimeoutError:
                 pass
+            if self._stopping.is_set():
+                return  # the agent's shutdown flushes everything (force)
             self._due.clear()
             try:
                 await self.flush()
@@ -301,25 +388,35 @@ class Agent:
             start_http_server(self.metrics_port, registry=self.metrics.registry)
         self.sender = Sender(self.spool, lambda: Producer(self.bootstrap), self.metrics)
         self.sender.start()
+        reloaded = self._reload_pending() if self.durable_windows else 0
         n, b = self.spool.depth
         log.info("edge agent started", extra={"factory": self.cfg.factory, "sources": len(self.sources),
                                               "devices": len(self.signers), "spooled": n, "spool_bytes": b,
+                                              "pending_readings": reloaded,
                                               "kafka": self.bootstrap, "metrics_port": self.metrics_port})
         tasks = [asyncio.create_task(self._supervise(s), name=f"source-{s.name}") for s in self.sources]
-        helpers = [asyncio.create_task(self._flusher(), name="flusher"),
-                   asyncio.create_task(self._housekeeping(), name="housekeeping")]
+        # the writer and the flusher are not cancelled at shutdown (a commit is never cut off): they end
+        # after their current transaction once _stopping is set
+        committers = [asyncio.create_task(self._flusher(), name="flusher"),
+                      asyncio.create_task(self._pending_writer(), name="pending-writer")]
+        housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
         stopper = asyncio.create_task(stop.wait())
         try:
-            done, _ = await asyncio.wait([stopper, *helpers], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([stopper, housekeeping, *committers], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t is not stopper and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
         finally:
             self._stopping.set()
-            for t in tasks + helpers + [stopper]:
+            for t in tasks + [housekeeping, stopper]:
                 t.cancel()
-            await asyncio.gather(*tasks, *helpers, stopper, return_exceptions=True)
+            await asyncio.gather(*tasks, housekeeping, stopper, return_exceptions=True)
+            self._due.set()
+            self._buf_wake.set()
+            await asyncio.gather(*committers, return_exceptions=True)
             try:
+                if self.durable_windows:
+                    self._reload_pending()  # exactly what is pending, whatever the flusher was doing
                 await self.flush(force=True)
             finally:
                 self.sender.stop()

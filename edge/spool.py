@@ -7,6 +7,12 @@ the last commits on power loss; a message that had already left for Kafka and wh
 lost would make the next message reuse its seq, which the pipeline rejects as a replay. So FULL:
 one fsync per commit; the agent commits a whole group flush (every due device) at once.
 
+Open windows: each reading is written to ``pending_readings`` (same file, same fsync policy; the
+agent batches the readings that arrive during one commit into the next) before the source's `emit`
+returns; `append(..., consumed=ids)` deletes the readings a message carries in the transaction that
+spools it, so a SIGKILL or power loss leaves every acknowledged reading either pending (reloaded
+into its window on start) or in exactly one spooled message.
+
 Order: rows are sent in `id` order (insertion order, per device the seq order). A new device's first
 seq is the edge's clock in microseconds (seqs stay above any an earlier, lost spool handed out,
 as long as the clock is not set back).
@@ -31,7 +37,7 @@ from trust.statement import Statement
 
 from .sdk import EdgeMessage
 
-__all__ = ["Spool", "Spooled", "SpoolStats", "Build"]
+__all__ = ["Spool", "Spooled", "SpoolStats", "Build", "PendingRow"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -48,7 +54,13 @@ CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, device TEXT, seq IN
     value BLOB, headers BLOB, received_ms INTEGER, spooled_ms INTEGER, size INTEGER, source TEXT,
     statement BLOB, reason TEXT, at_ms INTEGER);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_readings (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
+    device TEXT NOT NULL, sensor TEXT NOT NULL, value REAL NOT NULL, ts_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL);
 """
+
+#: One reading of an open window as `Spool.add_pending` takes it: source, device, sensor, value, ts_ms, received_ms.
+PendingRow = tuple[str, str, str, float, int, int]
 
 
 @dataclass(frozen=True)
@@ -105,9 +117,40 @@ class Spool:
         self._oldest: Optional[int] = self._query_oldest()
 
     # -- writing --------------------------------------------------------------------------------------
-    def append(self, builds: Sequence[Build]) -> list[Optional[EdgeMessage]]:
+    def add_pending(self, rows: Sequence[PendingRow]) -> list[int]:
+        """Write readings of open windows in one transaction (fsynced on return, like every commit
+        here); their ids, ascending in the order given (the order a restart reloads them in)."""
+        if not rows:
+            return []
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [int(db.execute("INSERT INTO pending_readings (source, device, sensor, value, ts_ms, "
+                                      "received_ms) VALUES (?,?,?,?,?,?)", r).lastrowid or 0) for r in rows]
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return ids
+
+    def load_pending(self) -> list[tuple[int, PendingRow]]:
+        """Every reading of an open window, in id (emit) order."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, source, device, sensor, value, ts_ms, received_ms "
+                                    "FROM pending_readings ORDER BY id").fetchall()
+        return [(int(r[0]), (str(r[1]), str(r[2]), str(r[3]), float(r[4]), int(r[5]), int(r[6]))) for r in rows]
+
+    @property
+    def pending_readings(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM pending_readings").fetchone()[0])
+
+    def append(self, builds: Sequence[Build], consumed: Sequence[int] = ()) -> list[Optional[EdgeMessage]]:
         """Spool each build in one transaction (fsynced on return): its seq is the device's next, the
-        builder signs with it. A build whose `ref` is already spooled is skipped (None in the result)."""
+        builder signs with it. A build whose `ref` is already spooled is skipped (None in the result).
+        `consumed`: ids of pending readings these messages carry, deleted in the same transaction (so a
+        reading is either pending or in exactly one spooled message, never both, never neither)."""
         out: list[Optional[EdgeMessage]] = []
         now = _now_ms()
         with self._lock:
@@ -141,6 +184,13 @@ class Spool:
                 for did, nxt in nexts.items():
                     db.execute("INSERT INTO seqs (device, next) VALUES (?, ?) "
                                "ON CONFLICT (device) DO UPDATE SET next = excluded.next", (did, nxt))
+                ids = list(consumed)
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    cur = db.execute(f"DELETE FROM pending_readings WHERE id IN ({','.join('?' * len(chunk))})",
+                                     chunk)
+                    if cur.rowcount != len(chunk):
+                        raise ValueError("a consumed pending reading is not pending (spooled twice?)")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
