@@ -141,12 +141,18 @@ def _key_at(rec: dict, pos: tuple[int, int]) -> str | None:
     return key
 
 
+def _pos_json(p: Any) -> dict | None:
+    """A ``[height, index]`` position as JSON (None stays None)."""
+    return None if p is None else {"height": p[0], "index": p[1]}
+
+
 def _revoked_at(reader: Any, rec: dict) -> tuple[int, int] | None:
-    """Where `rec` became revoked: its own revocation or its org's, the earlier."""
+    """Where `rec` became revoked: its own revocation or its org's, the earlier (an entity's or a
+    recipient's record: both belong to an org; an org's or the consortium's record does not)."""
     marks = []
     if rec["revoked"] is not None:
         marks.append(tuple(rec["revoked"]))
-    if rec["type"] in ENTITY_TYPES:
+    if rec.get("type") in ENTITY_TYPES or "type" not in rec:  # no type: a recipient record
         org = _peek_entity(reader, rec["org"])
         if org is not None and org["revoked"] is not None:
             marks.append(tuple(org["revoked"]))
@@ -181,13 +187,10 @@ class Resolution:
         return None if self.key is None else public_key_from_did(self.key)
 
     def to_json(self) -> dict:
-        def pos(p: tuple[int, int] | None) -> dict | None:
-            return None if p is None else {"height": p[0], "index": p[1]}
-
         return {"id": self.id, "type": self.type, "org": self.org, "key": self.key,
                 "public_key": None if (pk := self.public_key) is None else pk.hex(),
                 "status": self.status, "valid": self.valid, "height": self.height, "index": self.index,
-                "registered": pos(self.registered), "revoked": pos(self.revoked)}
+                "registered": _pos_json(self.registered), "revoked": _pos_json(self.revoked)}
 
 
 def resolve(reader: Any, entity_id: str, height: int, index: int | None = None) -> Resolution:
@@ -252,13 +255,10 @@ def entities(state: ContractState, org: str | None = None, type: str | None = No
 
 def entity_json(entity_id: str, rec: dict) -> dict:
     """HTTP-friendly view of a record."""
-    def pos(p: Any) -> dict | None:
-        return None if p is None else {"height": p[0], "index": p[1]}
-
     return {"id": entity_id, "type": rec["type"], "org": rec["org"] or None, "name": rec["name"],
             "key": rec["keys"][-1][0],
             "keys": [{"key": d, "height": h, "index": i} for d, h, i in rec["keys"]],
-            "registered": pos(rec["registered"]), "revoked": pos(rec["revoked"]), "reason": rec["reason"]}
+            "registered": _pos_json(rec["registered"]), "revoked": _pos_json(rec["revoked"]), "reason": rec["reason"]}
 
 
 # ---------------------------------------------------------------- transactions
@@ -382,10 +382,15 @@ def revoke(tc: TxContext, p: dict) -> dict:
     _authority(tc, rec, for_revoke=True)
     if rec["revoked"] is not None:
         raise Refused("REVOKED", f"entity {eid!r} is already revoked")
+    _mark_revoked(tc, ent_key(eid), rec, reason)
+    return {"id": eid}
+
+
+def _mark_revoked(tc: TxContext, key: str, rec: dict, reason: str) -> None:
+    """Record `rec` (stored at state `key`) as revoked by this transaction, with its reason."""
     rec["revoked"] = _pos(tc)
     rec["reason"] = reason
-    tc.state.put(ent_key(eid), rec)
-    return {"id": eid}
+    tc.state.put(key, rec)
 
 
 # ---------------------------------------------------------------- recipients' encryption keys (issue 18)
@@ -430,12 +435,9 @@ class EncKeyResolution:
         return self.status == "active"
 
     def to_json(self) -> dict:
-        def pos(p: tuple[int, int] | None) -> dict | None:
-            return None if p is None else {"height": p[0], "index": p[1]}
-
         return {"id": self.id, "org": self.org, "key": None if self.key is None else self.key.hex(),
                 "status": self.status, "valid": self.valid, "height": self.height, "index": self.index,
-                "registered": pos(self.registered), "revoked": pos(self.revoked)}
+                "registered": _pos_json(self.registered), "revoked": _pos_json(self.revoked)}
 
 
 def resolve_enc_key(reader: Any, recipient_id: str, height: int, index: int | None = None) -> EncKeyResolution:
@@ -447,11 +449,7 @@ def resolve_enc_key(reader: Any, recipient_id: str, height: int, index: int | No
     if rec is None:
         return EncKeyResolution(recipient_id, None, None, "unknown", height, index, None, None)
     reg = tuple(rec["registered"])
-    marks = [tuple(rec["revoked"])] if rec["revoked"] is not None else []
-    org = _peek_entity(reader, rec["org"])
-    if org is not None and org["revoked"] is not None:
-        marks.append(tuple(org["revoked"]))
-    revoked = min(marks) if marks else None
+    revoked = _revoked_at(reader, rec)
     if pos <= reg:
         status, key = "unregistered", None
     else:
@@ -468,12 +466,9 @@ def enc_keys(state: ContractState, org: str | None = None) -> list[tuple[str, di
 
 
 def enc_key_json(recipient_id: str, rec: dict) -> dict:
-    def pos(p: Any) -> dict | None:
-        return None if p is None else {"height": p[0], "index": p[1]}
-
     return {"id": recipient_id, "org": rec["org"], "name": rec["name"], "key": rec["keys"][-1][0],
             "keys": [{"key": k, "height": h, "index": i} for k, h, i in rec["keys"]],
-            "registered": pos(rec["registered"]), "revoked": pos(rec["revoked"]), "reason": rec["reason"]}
+            "registered": _pos_json(rec["registered"]), "revoked": _pos_json(rec["revoked"]), "reason": rec["reason"]}
 
 
 def _bind_enc(tc: TxContext, key_hex: str, recipient_id: str) -> None:
@@ -538,9 +533,7 @@ def revoke_enc_key(tc: TxContext, p: dict) -> dict:
     _enc_authority(tc, rec, for_revoke=True)
     if rec["revoked"] is not None:
         raise Refused("REVOKED", f"recipient {rid!r} is already revoked")
-    rec["revoked"] = _pos(tc)
-    rec["reason"] = reason
-    tc.state.put(enc_key(rid), rec)
+    _mark_revoked(tc, enc_key(rid), rec, reason)
     return {"id": rid}
 
 
