@@ -526,17 +526,12 @@ def _groups(rows: Any, with_ids: bool = False) -> tuple[Any, ...]:
     return (rows, groups, ids, hashes) if with_ids else (rows, groups)
 
 
-def _plain(arr: Any) -> Any:
-    """A dictionary-encoded column decoded (comparisons against a scalar want plain values)."""
-    return arr.dictionary_decode() if hasattr(arr, "dictionary_decode") else arr
-
-
 def _verify_rows(run: _Run, rows: Any, subject: Subject, signed_rows: dict[bytes, Any],
                  devices: dict[bytes, str]) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .rows import all_identical, compare_rows
+    from .rows import all_identical, compare_rows, plain
 
     window = window_of(subject)
     if "device" not in rows.schema.names:
@@ -546,7 +541,7 @@ def _verify_rows(run: _Run, rows: Any, subject: Subject, signed_rows: dict[bytes
     rows, groups, ids, hashes = _groups(rows, with_ids=True)
     if isinstance(subject, RangeSubject) and rows.num_rows:
         dev = rows.column("device").combine_chunks()
-        wrong = pc.sum(pc.invert(pc.fill_null(pc.equal(_plain(dev), subject.device), False)).cast("int64")).as_py()
+        wrong = pc.sum(pc.invert(pc.fill_null(pc.equal(plain(dev), subject.device), False)).cast("int64")).as_py()
         if wrong:
             run.fail(RowDeviceError.step, f"{wrong} stored row(s) in the range are attributed to another device "
                      f"than {subject.device}", device=subject.device, rows=wrong)
@@ -573,7 +568,7 @@ def _verify_rows(run: _Run, rows: Any, subject: Subject, signed_rows: dict[bytes
             continue
         part = rows.slice(start, count)
         dev = part.column("device").combine_chunks()
-        same = pc.fill_null(pc.equal(_plain(dev), devices[h]), False)
+        same = pc.fill_null(pc.equal(plain(dev), devices[h]), False)
         if not pc.all(same).as_py():
             bad = pc.sum(pc.invert(same).cast("int64")).as_py()
             run.fail(RowDeviceError.step, f"{bad} stored row(s) of statement {h.hex()} are attributed to another "
@@ -674,10 +669,12 @@ def _verify_subject(run: _Run, subject: Subject, evidence: Evidence, checked: li
 
 def _row_covered(run: _Run, subject: RowSubject, rows: Any) -> None:
     """A readings row subject: the stored rows are exactly that one row."""
+    from .rows import plain
+
     if rows is None or rows.num_rows == 0:
         run.fail(RowMissingError.step, f"no stored row {subject.key!r}", table=subject.table, key=subject.key)
         return
-    hs = _plain(rows.column("statement_hash").combine_chunks())
+    hs = plain(rows.column("statement_hash").combine_chunks())
     pairs = set(zip(map(bytes, hs.to_pylist()), rows.column("row_index").to_pylist()))
     if pairs != {(subject.statement_hash, subject.row_index)} or rows.num_rows != 1:
         run.fail(SubjectError.step, f"the stored rows given are not exactly row {subject.key}",

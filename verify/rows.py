@@ -28,7 +28,7 @@ from trust.errors import PayloadFormatError, RowMissingError, RowUnsignedError, 
 
 from .model import Failure
 
-__all__ = ["ROW_SCHEMA", "payload_rows", "compare_rows", "all_identical", "empty_rows"]
+__all__ = ["ROW_SCHEMA", "payload_rows", "payload_time_us", "plain", "compare_rows", "all_identical", "empty_rows"]
 
 #: Columns of the stored rows under test (what `collect` reads from ``readings``); ``device``
 #: is the device the database attributes the row to (checked against its statement's signer).
@@ -57,6 +57,11 @@ def payload_time_us(ts: pa.Array) -> pa.Array:
     else:
         raise TypeError(f"ts has type {ts.type}")
     return pc.cast(ts, _UTC_US, safe=False)
+
+
+def plain(arr: Any) -> Any:
+    """A dictionary-encoded column decoded (comparisons against plain values want plain values)."""
+    return arr.dictionary_decode() if hasattr(arr, "dictionary_decode") else arr
 
 
 def empty_rows() -> pa.Table:
@@ -194,8 +199,6 @@ def all_identical(stored: pa.Table, ids: pa.Array, signed: list[pa.Table], count
     for col in ("time_us", "sensor", "value"):
         if not pc.all(_eq(stored.column(col).combine_chunks(), want.column(col).combine_chunks())).as_py():
             return False
-    dev = stored.column("device").combine_chunks()
-    if hasattr(dev, "dictionary_decode"):
-        dev = dev.dictionary_decode()
+    dev = plain(stored.column("device").combine_chunks())
     expected = pc.take(pa.array(device_of_id, pa.string()), ids)
     return bool(pc.all(pc.fill_null(pc.equal(dev, expected), False)).as_py())
