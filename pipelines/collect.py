@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import quote
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +41,8 @@ from verify.model import AnchorTx, BatchEvidence, Evidence, LedgerEvidence, Reco
 __all__ = ["Collector", "CollectError", "parse_row_key", "ROW_TABLES"]
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+#: longest query string of one `/state/proofs` request (aiohttp's request line limit is 8,190 bytes)
+_MAX_QUERY = 6000
 
 
 class CollectError(Exception):
@@ -135,18 +138,22 @@ class Collector:
         return LedgerEvidence(self.ledger.genesis, headers, tuple(anchors), state)
 
     def _state_proofs(self, keys: tuple[str, ...], dids: tuple[str, ...]) -> tuple[int, list[Any]]:
-        """Every key and did proven at one height: one request when they fit (`MAX_PROOF_KEYS`,
-        a did counting 3 keys), else chunks, asked again (a few times) until every chunk answers
-        at the same height (the chain moved between chunks)."""
-        per = MAX_PROOF_KEYS // 4
-        if len(keys) + 3 * len(dids) <= MAX_PROOF_KEYS:
-            chunks = [(keys, dids)]
-        else:
-            chunks = [(keys[i:i + per], ()) for i in range(0, len(keys), per)] + \
-                     [((), dids[i:i + per]) for i in range(0, len(dids), per)]
+        """Every key and did proven at one height: one request when they fit, else chunks, asked
+        again (a few times) until every chunk answers at the same height (the chain moved
+        between chunks).  A chunk holds at most `MAX_PROOF_KEYS` keys (a did counts 3) and a
+        query of at most `_MAX_QUERY` bytes (the node's HTTP server refuses longer request lines)."""
+        chunks: list[tuple[list[str], list[str]]] = [([], [])]
+        weight = size = 0
+        for kind, item in [("key", k) for k in keys] + [("did", d) for d in dids]:
+            w, n = (1 if kind == "key" else 3), len(kind) + 2 + len(quote(item, safe=""))
+            if (chunks[-1][0] or chunks[-1][1]) and (weight + w > MAX_PROOF_KEYS or size + n > _MAX_QUERY):
+                chunks.append(([], []))
+                weight = size = 0
+            chunks[-1][0 if kind == "key" else 1].append(item)
+            weight, size = weight + w, size + n
         heights: list[int] = []
         for _ in range(5):
-            answers = [self.ledger.get_state_proofs(k, d) for k, d in chunks]
+            answers = [self.ledger.get_state_proofs(tuple(k), tuple(d)) for k, d in chunks]
             heights = sorted({a.height for a in answers})
             if len(heights) == 1:
                 return heights[0], [p for a in answers for p in a.proofs]
@@ -158,6 +165,7 @@ class Collector:
     def evidence(self, subject: dict, hashes: Iterable[bytes], *, rows: Any = None,
                  payload_override: Optional[bytes] = None) -> Evidence:
         """The evidence of the statements `hashes` (and the stored `rows` under test)."""
+        self._keys, self._dids = {}, {}  # this subject's state keys only (a collector serves many)
         wanted = list(dict.fromkeys(StatementHash(bytes(h)) for h in hashes))
         self._say(f"{len(wanted)} statement(s)")
         stmts = self.store.statements(wanted)

@@ -185,3 +185,29 @@ def test_deleted_statement_fails_evidence(dataset) -> None:
     report = dataset.verify(dataset.collector().batch(batch.batch_id))
     assert report.failed_step == "evidence", report.to_json()
     assert report.failures[0].evidence["statement_hash"] == [gone.hex()]
+
+
+def test_one_collector_serves_many_batches_without_carrying_their_keys(dataset) -> None:
+    """The verifier agent keeps one collector: each subject's state proofs are asked for that
+    subject's keys only (they used to pile up until the request line passed the node's limit)."""
+    col = dataset.collector()
+    calls: list[tuple[tuple, tuple]] = []
+    real = col.ledger.get_state_proofs
+
+    def recording(keys=(), dids=(), node=None):
+        calls.append((tuple(keys), tuple(dids)))
+        return real(keys, dids, node)
+
+    batches = []
+    for _ in range(3):
+        _, key = dataset.device()
+        batch, _ = dataset.batch(key, n_ts=1, n_img=0, rows=4)
+        batches.append(batch.batch_id)
+    col.ledger.get_state_proofs = recording  # type: ignore[method-assign]
+    try:
+        for b in batches:
+            assert dataset.verify(col.batch(b)).ok
+    finally:
+        del col.ledger.get_state_proofs  # the client's own method again (the fixture is shared)
+    for b, (keys, _) in zip(batches, calls, strict=True):
+        assert keys == (f"anc/batch/{b}",), keys
