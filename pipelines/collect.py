@@ -68,9 +68,6 @@ class Collector:
     progress: Optional[Callable[[str], None]] = None
     fetch_parallel: int = 16  # payload GETs in flight at once
 
-    def __post_init__(self) -> None:
-        self._keys: dict[str, None] = {}
-        self._dids: dict[str, None] = {}
 
     @classmethod
     def from_settings(cls, settings: Any, ledger: LedgerClient, pool: Any) -> "Collector":
@@ -111,8 +108,8 @@ class Collector:
 
     # -- ledger --------------------------------------------------------------
 
-    def _anchor(self, batch_id: str) -> Optional[AnchorTx]:
-        self._keys[batch_key(batch_id)] = None
+    def _anchor(self, batch_id: str, keys: dict[str, None]) -> Optional[AnchorTx]:
+        keys[batch_key(batch_id)] = None
         doc = self.ledger.get_anchor(batch_id)
         if doc is None:
             return None
@@ -121,15 +118,15 @@ class Collector:
             return None
         return AnchorTx(batch_id, rec.tx.raw, rec.proof)
 
-    def _ledger(self, anchors: list[AnchorTx]) -> LedgerEvidence:
+    def _ledger(self, anchors: list[AnchorTx], keys: dict[str, None], dids: dict[str, None]) -> LedgerEvidence:
         """The ledger half: every state value (anchor records, and the registry records resolving
         each signer's did) proven at ONE height, at or after every anchor (so it also shows a
         revocation before an anchor), and the certified headers up to it."""
         state: tuple[StateValue, ...] = ()
         top = max([a.proof.height for a in anchors] + [0])
-        if self._keys or self._dids:
+        if keys or dids:
             self._say("state proofs")
-            height, proofs = self._state_proofs(tuple(self._keys), tuple(self._dids))
+            height, proofs = self._state_proofs(tuple(keys), tuple(dids))
             state = tuple(sorted((StateValue(p.key, p.value, height, p.proof) for p in proofs),
                                  key=lambda v: v.key))
             top = max(top, height)
@@ -165,7 +162,10 @@ class Collector:
     def evidence(self, subject: dict, hashes: Iterable[bytes], *, rows: Any = None,
                  payload_override: Optional[bytes] = None) -> Evidence:
         """The evidence of the statements `hashes` (and the stored `rows` under test)."""
-        self._keys, self._dids = {}, {}  # this subject's state keys only (a collector serves many)
+        # this subject's state keys and signers, local: one collector serves many subjects, also
+        # from several threads at once (the verifier agent's batches and its catch-up)
+        keys: dict[str, None] = {}
+        dids: dict[str, None] = {}
         wanted = list(dict.fromkeys(StatementHash(bytes(h)) for h in hashes))
         self._say(f"{len(wanted)} statement(s)")
         stmts = self.store.statements(wanted)
@@ -178,7 +178,7 @@ class Collector:
             leaves = self.reader.batch_leaves(b)
             trees[b] = merkle.MerkleTree(merkle.leaf_hashes(leaves)) if leaves else None
             batches.append(BatchEvidence(b, self._object(manifest_key(b))))
-            a = self._anchor(b)
+            a = self._anchor(b, keys)
             if a is not None:
                 anchors.append(a)
         records = []
@@ -190,9 +190,9 @@ class Collector:
             if rec is None:
                 continue
             st = rec.statement
-            self._dids[st.device] = None
+            dids[st.device] = None
             if rec.receipt is not None:
-                self._dids[rec.receipt.gateway] = None
+                dids[rec.receipt.gateway] = None
             payload: Optional[bytes]
             if payload_override is not None:
                 payload = payload_override
@@ -206,7 +206,7 @@ class Collector:
             records.append(RecordEvidence(st.to_bytes(), rec.signature,
                                           None if rec.receipt is None else rec.receipt.to_bytes(),
                                           payload, batch_id, leaf, proof))
-        return Evidence(subject, self._ledger(anchors), tuple(batches), tuple(records), rows)
+        return Evidence(subject, self._ledger(anchors, keys, dids), tuple(batches), tuple(records), rows)
 
     def blob(self, target: str) -> Evidence:
         """A blob by SHA-256, object key ``raw/<sha256>``, or a local file (its bytes are the payload)."""

@@ -211,3 +211,19 @@ def test_one_collector_serves_many_batches_without_carrying_their_keys(dataset) 
         del col.ledger.get_state_proofs  # the client's own method again (the fixture is shared)
     for b, (keys, _) in zip(batches, calls, strict=True):
         assert keys == (f"anc/batch/{b}",), keys
+
+
+def test_one_collector_from_several_threads(dataset) -> None:
+    """The verifier agent collects from its agent and its catch-up at once, with one collector:
+    each collection keeps its own keys (shared per-collector state lost a batch's anchor record)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    col = dataset.collector()
+    batches = []
+    for _ in range(4):
+        _, key = dataset.device()
+        batch, _ = dataset.batch(key, n_ts=1, n_img=1, rows=4)
+        batches.append(batch.batch_id)
+    with ThreadPoolExecutor(4) as ex:
+        reports = list(ex.map(lambda b: dataset.verify(col.batch(b)), batches * 3))
+    assert all(r.ok for r in reports), [r.failed_step for r in reports]
