@@ -10,12 +10,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sealstream._security import PRINCIPALS, TLSFiles
 from sealstream.settings import Settings, load_settings
 
 from ._errors import ServiceFailedError, StackError
 from ._service import Service, ServiceStatus
 from .kafka import Kafka
 from .minio import MinIO
+from .pki import StackPKI, client_spec, server_spec
 from .postgres import PostgreSQL
 from .prometheus import Prometheus
 
@@ -64,6 +66,8 @@ class Stack:
         with self._locked():
             for sub in ("data", "logs", "run", "conf"):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
+            say("certificates and secrets (made once, renewed before expiry)")
+            self.ensure_pki()
             stopped = [svc for svc in self.services if svc.running_pid() is None]
             # Every problem we can see before touching anything is reported first.
             for svc in stopped:
@@ -85,6 +89,14 @@ class Stack:
             self._record({"up_seconds": round(elapsed, 2), "started": [s.name for s in stopped]})
             log.info("stack up in %.1f s", elapsed, extra={"started": [s.name for s in stopped]})
         return self.status()
+
+    def ensure_pki(self) -> dict[str, TLSFiles]:
+        """The stack CA, a server certificate per service (for the names clients dial) and a client
+        certificate per principal (`sealstream._security.PRINCIPALS`); see `infra.pki`."""
+        hosts = [self.settings.host, "127.0.0.1", "localhost"]
+        specs = [server_spec(name, hosts) for name in ("kafka", "postgres", "minio")]
+        specs += [client_spec(p) for p in PRINCIPALS]
+        return StackPKI(self.home).ensure(specs)
 
     def provision(self, progress: Progress | None = None) -> None:
         """Create topics, bucket and database on already-running services (local or remote)."""
