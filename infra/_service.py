@@ -33,6 +33,8 @@ class ServiceStatus:
     version: str
     pid: int | None
     detail: str = ""
+    #: how clients reach it: "TLS, <authentication>" or "plaintext, no authentication"
+    security: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -91,6 +93,11 @@ class Service(ABC):
     def describe(self) -> str:
         return ""
 
+    def security(self) -> str:
+        """Transport and authentication clients must use (shown by `stack status`); each service
+        with TLS and principals says which."""
+        return "plaintext, no authentication"
+
     # -- shared behaviour -----------------------------------------------------------
     def running_pid(self) -> int | None:
         return self.pidfile.running_pid()
@@ -132,14 +139,15 @@ class Service(ABC):
     def status(self) -> ServiceStatus:
         pid = self.running_pid()
         if pid is None:
-            return ServiceStatus(self.name, "stopped", self.address(), self.version(), None, self.describe())
+            return ServiceStatus(self.name, "stopped", self.address(), self.version(), None, self.describe(),
+                                 self.security())
         try:
             health = self.health()
         except Exception as exc:  # noqa: BLE001 - a status call reports, it does not fail
             health = Health(False, str(exc))
         state = "running" if health.ok else "unhealthy"
         detail = "; ".join(d for d in (self.describe(), health.detail) if d)
-        return ServiceStatus(self.name, state, self.address(), self.version(), pid, detail)
+        return ServiceStatus(self.name, state, self.address(), self.version(), pid, detail, self.security())
 
     def tail_log(self, lines: int) -> list[str]:
         try:

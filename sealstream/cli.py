@@ -112,11 +112,13 @@ def stack() -> None:
 
 
 def _status_table(rows: list[Any]) -> Table:
-    table = Table("service", "state", "address", "version", "pid", "detail")
+    table = Table("service", "state", "address", "version", "pid", "security", "detail")
     colours = {"running": "green", "unhealthy": "yellow", "stopped": "red"}
     for r in rows:
+        sec = r.security or "-"
+        sec = f"[yellow]{sec}[/]" if sec.startswith("plaintext") else sec
         table.add_row(r.name, f"[{colours.get(r.state, 'white')}]{r.state}[/]", r.address, r.version,
-                      str(r.pid or "-"), r.detail)
+                      str(r.pid or "-"), sec, r.detail)
     return table
 
 

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address every local service binds to")
     auto_install: bool = Field(True, description="let `stack up` apt-get install missing Debian packages (as root)")
 
+    # Security (issue 17): TLS and an authenticated principal per job on Kafka, MinIO and PostgreSQL,
+    # certificates from the stack CA (`infra.pki`), secrets resolved by `sealstream._security`.
+    security: bool = Field(False, description="TLS and authentication on every service of the stack; 0 = "
+                                              "plaintext and one root principal (for overhead measurements)")
+
     # Kafka (KRaft, combined broker + controller).
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
