@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from secret_scan import SecretScan
 
 from infra import Stack
 from sealstream.settings import Settings, load_settings
@@ -64,3 +65,41 @@ def stack(settings: Settings) -> Stack:
     st = Stack(settings)
     st.up()
     return st
+
+
+# -- no secret in any output (issue 17): see tests/secret_scan.py ------------------------------------
+_SCAN: SecretScan | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _SCAN
+    _SCAN = scan = SecretScan(load_settings().home.expanduser().resolve())
+    from click.testing import CliRunner
+
+    original = CliRunner.invoke
+    if getattr(original, "_secret_scan", False):
+        return
+
+    def invoke(self, cli, args=None, *a, **kw):  # type: ignore[no-untyped-def]
+        result = original(self, cli, args, *a, **kw)
+        scan.check(f"the output of `sealstream {' '.join(map(str, args or ()))}`", result.output)
+        return result
+
+    invoke._secret_scan = True  # type: ignore[attr-defined]
+    CliRunner.invoke = invoke  # type: ignore[method-assign]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if _SCAN is not None:
+        for name, text in report.sections:
+            _SCAN.check(f"{report.nodeid} ({name})", text)
+        _SCAN.check(f"{report.nodeid} (report)", str(report.longrepr) if report.longrepr else None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SCAN is None:
+        return
+    _SCAN.check_files()
+    if _SCAN.findings:
+        session.config.get_terminal_writer().line(_SCAN.report(), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
