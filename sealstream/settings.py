@@ -236,8 +236,9 @@ class Settings(BaseSettings):
     def public_dict(self) -> dict[str, Any]:
         """Settings as JSON-friendly values, secrets masked."""
         data = self.model_dump(mode="json")
-        for key in ("minio_root_password", "pg_password"):
-            data[key] = "***"
+        for key, value in data.items():  # every password, secret and token field, whatever its service
+            if value and any(w in key for w in ("password", "secret", "token")) and not key.endswith("_file"):
+                data[key] = "***"
         if data.get("pg_dsn"):
             data["pg_dsn"] = _mask_dsn(data["pg_dsn"])
         return data

@@ -41,3 +41,17 @@ def test_settings_mask_every_password() -> None:
     doc = json.loads(p.stdout)
     flat = json.dumps(doc)
     assert "alice:***@db" in flat
+
+
+def test_every_secret_field_is_masked_whatever_its_service() -> None:
+    """A password, secret or token field added later is masked too, without a list to keep."""
+    from sealstream.settings import Settings
+
+    names = [n for n in Settings.model_fields if any(w in n for w in ("password", "secret", "token"))
+             and not n.endswith("_file")]
+    assert names, "the settings carry secret fields"
+    values = {n: f"marker-{i}-0123456789" for i, n in enumerate(names)
+              if Settings.model_fields[n].annotation in (str, str | None)}
+    dumped = json.dumps(load_settings(**values).public_dict())
+    for value in values.values():
+        assert value not in dumped
