@@ -243,13 +243,21 @@ def _as_of_anchor(view: LedgerView, did: str, anchor: _Anchor, role: str) -> Any
     return view.resolved[at]
 
 
-def _active_org(view: LedgerView, org: Optional[str]) -> bool:
+def _active_org(view: LedgerView, org: Optional[str], anchor: _Anchor) -> bool:
+    """`org` is an organisation not revoked at the ANCHOR's (height, tx index): the rule of
+    `resolve_key` (a revocation counts from its own position on), so an org revoked after the
+    anchor leaves the batches anchored before it verified, like a device revoked after it."""
     if not isinstance(org, str):
         return False
-    at = ("org", org)
+    at = ("org", org, anchor.height, anchor.tx_index)
     if at not in view.resolved:
         rec = view.state.get(ent_key(org))
-        view.resolved[at] = isinstance(rec, dict) and rec.get("type") == "org" and rec.get("revoked") is None
+        revoked = rec.get("revoked") if isinstance(rec, dict) else None
+        in_force = revoked is None or (
+            isinstance(revoked, (list, tuple)) and len(revoked) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in revoked)
+            and not tuple(revoked) < (anchor.height, anchor.tx_index))
+        view.resolved[at] = isinstance(rec, dict) and rec.get("type") == "org" and in_force
     return bool(view.resolved[at])  # stored by this function: a bool
 
 
@@ -260,7 +268,7 @@ def _device_key(view: LedgerView, stmt: Statement, anchor: _Anchor) -> str:
     if r is not None and r.type != "device":
         raise DeviceKeyError(f"{stmt.device} is the key of {r.type} {r.id!r}, not of a device: a statement "
                              "must be signed by a device key")
-    if r is not None and r.status == "active" and not _active_org(view, r.org):
+    if r is not None and r.status == "active" and not _active_org(view, r.org, anchor):
         raise DeviceKeyError(f"device {r.id!r} belongs to {r.org!r}, which is not an active organisation")
     status, key = ("unknown", None) if r is None else (r.status, r.key)
     return check_device_key(stmt.device, status, key)
@@ -282,7 +290,7 @@ def _check_receipt(view: LedgerView, stmt: Statement, receipt: SealReceipt, anch
     if receipt.gateway != anchor.submitter or r.id != anchor.gateway:
         raise ReceiptGatewayError(f"the receipt is signed by gateway {r.id!r}, but the batch was anchored by "
                                   f"gateway {anchor.gateway!r}: the anchoring gateway must seal its records")
-    if not _active_org(view, r.org):
+    if not _active_org(view, r.org, anchor):
         raise ReceiptGatewayError(f"gateway {r.id!r} belongs to {r.org!r}, which is not an active organisation")
 
 

@@ -227,3 +227,30 @@ def test_one_collector_from_several_threads(dataset) -> None:
     with ThreadPoolExecutor(4) as ex:
         reports = list(ex.map(lambda b: dataset.verify(col.batch(b)), batches * 3))
     assert all(r.ok for r in reports), [r.failed_step for r in reports]
+
+
+def test_an_org_revoked_after_the_anchor_keeps_its_earlier_batches_verified(dataset) -> None:
+    """An organisation's revocation counts from its position on, like a device's: its devices'
+    batches anchored before it verify, those anchored after fail device-key."""
+    import uuid
+
+    from anchor_helpers import admin_client
+    from trust.identity import KeyPair
+
+    org, org_key, dev_key = f"org-{uuid.uuid4().hex[:8]}", KeyPair.generate(), KeyPair.generate()
+    dev_id = f"dev-{uuid.uuid4().hex[:8]}"
+    with admin_client(dataset.cluster) as admin:
+        r = admin.submit("registry.register_org", {"id": org, "name": "a partner", "admin": org_key.did})
+        assert r.refusal is None, r.refusal
+        r = admin.submit("tokens.mint", {"account": org, "amount": 100_000})
+        assert r.refusal is None, r.refusal
+    with dataset.cluster.client(key=org_key) as org_admin:
+        r = org_admin.submit("registry.register_device", {"id": dev_id, "org": org, "key": dev_key.did})
+        assert r.refusal is None, r.refusal
+    before, _ = dataset.batch(dev_key, n_ts=1, n_img=1)
+    dataset.revoke(org)
+    after, _ = dataset.batch(dev_key, n_ts=1, n_img=1, start_seq=10, t0=T0 + timedelta(minutes=5))
+    col = dataset.collector()
+    assert dataset.verify(col.batch(before.batch_id)).ok
+    report = dataset.verify(col.batch(after.batch_id))
+    assert report.failed_step == "device-key", report.to_json()
