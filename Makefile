@@ -2,7 +2,7 @@
 SEALSTREAM := .venv/bin/sealstream
 PYTEST_ARGS ?=
 
-.PHONY: demo check lint types test install up down status bench-merkle clean-state
+.PHONY: demo check lint types test soak install up down status bench-merkle clean-state
 
 ## demo: the main job: install what is missing, bring the stack and a 4-node ledger up, run `sealstream demo`
 demo: install
@@ -26,6 +26,22 @@ types: install
 test: check
 	$(SEALSTREAM) stack up
 	.venv/bin/pytest $(PYTEST_ARGS)
+
+## soak: SOAK_SEEDS (20,000) seeds of the ledger simulator beyond the 1,500 of `make check`, plus
+## SOAK_LONG (200) long chaos runs, one pytest per core; each failing seed prints its replay line
+## (SEALSTREAM_SIM_SEED=<seed> .venv/bin/pytest tests/ledger/test_ledger_sim.py). No service started.
+SOAK_SEEDS ?= 20000
+SOAK_LONG ?= 200
+soak: install
+	@n=$$(nproc); per=$$(( ($(SOAK_SEEDS) + n - 1) / n )); dir=$$(mktemp -d); pids=""; \
+	  echo "soak: $(SOAK_SEEDS) seeds from 1500 and $(SOAK_LONG) long runs on $$n cores"; \
+	  for i in $$(seq 0 $$((n - 1))); do \
+	    long=0; [ $$i -eq 0 ] && long=$(SOAK_LONG); \
+	    SEALSTREAM_TEST_TIER=check SEALSTREAM_SIM_START=$$((1500 + i * per)) SEALSTREAM_SIM_SEEDS=$$per \
+	      SEALSTREAM_SIM_LONG_SEEDS=$$long .venv/bin/pytest -q -p no:cacheprovider tests/ledger/test_ledger_sim.py \
+	      > $$dir/part$$i.log 2>&1 & pids="$$pids $$!"; \
+	  done; rc=0; for p in $$pids; do wait $$p || rc=1; done; \
+	  for f in $$dir/part*.log; do grep -E "replay:|passed|failed|error" $$f; done; rm -rf $$dir; exit $$rc
 
 install:
 	@infra/bootstrap.sh
