@@ -16,15 +16,11 @@ from typing import Any
 import click
 
 from ._output import emit_json, fail
+from ._output import settings_of as _settings
 from ._output import out as _out
-from .settings import Settings, load_settings
 
 __all__ = ["alerts_bridge"]
 
-
-def _settings(ctx: click.Context) -> Settings:
-    obj = ctx.obj
-    return obj.settings if obj is not None and hasattr(obj, "settings") else load_settings()
 
 
 @click.command("alerts-bridge")

@@ -15,13 +15,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ._output import emit_json, err, fail, out
-from .settings import Settings, load_settings
+from ._output import settings_of as _settings
 
 __all__ = ["dashboards"]
 
-
-def _settings(ctx: click.Context) -> Settings:
-    return getattr(ctx.obj, "settings", None) or load_settings()
 
 
 @click.group("dashboards")

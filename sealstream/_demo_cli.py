@@ -37,7 +37,8 @@ from rich.table import Table
 
 from ._demo_verify import Verification, run_batches, tell, wait_verdicts
 from ._output import emit_json, err, fail, out
-from .settings import Settings, load_settings
+from ._output import settings_of as _settings
+from .settings import Settings
 
 __all__ = ["demo"]
 
@@ -76,10 +77,6 @@ class Summary:
     verification: Verification | None = None
     left_running: str = "the stack and the ledger keep running: `sealstream stack down`, `sealstream ledger down`"
 
-
-def _settings(ctx: click.Context) -> Settings:
-    obj = ctx.obj
-    return obj.settings if obj is not None and hasattr(obj, "settings") else load_settings()
 
 
 def _env(s: Settings, **extra: str) -> dict[str, str]:

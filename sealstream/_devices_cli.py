@@ -16,17 +16,13 @@ from rich.table import Table
 from rich.text import Text
 
 from ._output import emit_json as _emit
+from ._output import settings_of as _settings
 from ._output import err as _err
 from ._output import fail
 from ._output import out as _out
-from .settings import Settings, load_settings
 
 __all__ = ["devices"]
 
-
-def _settings(ctx: click.Context) -> Settings:
-    obj = ctx.obj
-    return obj.settings if obj is not None and hasattr(obj, "settings") else load_settings()
 
 
 def _fail(exc: BaseException, as_json: bool) -> None:

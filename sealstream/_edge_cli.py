@@ -15,9 +15,10 @@ from typing import Any, Optional
 import click
 
 from ._output import emit_json as _emit
+from ._output import settings_of as _settings
 from ._output import fail
 from ._output import out as _out
-from .settings import Settings, load_settings
+from .settings import Settings
 
 __all__ = ["edge", "clock_state"]
 
@@ -25,10 +26,6 @@ _CONFIG = click.option("--config", "config", type=click.Path(dir_okay=False, pat
                        default=Path("edge.toml"), show_default=True, help="the edge's TOML config")
 _JSON = click.option("--json", "as_json", is_flag=True, help="print as JSON")
 
-
-def _settings(ctx: click.Context) -> Settings:
-    obj = ctx.obj
-    return obj.settings if obj is not None and hasattr(obj, "settings") else load_settings()
 
 
 def _load(config: Path, as_json: bool, check_sources: bool = True) -> Any:

@@ -18,19 +18,16 @@ import click
 from rich.table import Table
 
 from ._output import emit_json as _emit
+from ._output import settings_of as _settings
 from ._output import err as _err
 from ._output import fail
 from ._output import out as _out
-from .settings import Settings, load_settings
+from .settings import Settings
 
 __all__ = ["ledger"]
 
 JOB = "sealstream-ledger"
 
-
-def _settings(ctx: click.Context) -> Settings:
-    obj = ctx.obj
-    return obj.settings if obj is not None and hasattr(obj, "settings") else load_settings()
 
 
 def _cluster(s: Settings, n_nodes: int | None = None, n_sealers: int | None = None, app: str = "contracts") -> Any:

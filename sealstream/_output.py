@@ -9,7 +9,9 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
-__all__ = ["err", "out", "emit_json", "fail"]
+from sealstream.settings import Settings, load_settings
+
+__all__ = ["err", "out", "emit_json", "fail", "settings_of"]
 
 # emoji=False: rich would otherwise print "did:key:z6Mk..." as "did🔑z6Mk...".
 err = Console(stderr=True, soft_wrap=True, emoji=False)
@@ -26,3 +28,9 @@ def fail(error: dict[str, Any], as_json: bool) -> NoReturn:
         emit_json(error)
     err.print(f"[bold red]error:[/] {error['message']}", highlight=False)
     sys.exit(1)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The settings of the running command: the root group's (``--home`` and the rest applied), or
+    freshly loaded when a sub-command runs on its own (tests invoke groups directly)."""
+    return getattr(ctx.obj, "settings", None) or load_settings()

@@ -11,14 +11,10 @@ from dataclasses import dataclass
 import click
 
 from ._output import fail
-from .settings import Settings, load_settings
+from ._output import settings_of as _settings
 
 __all__ = ["pipeline"]
 
-
-def _settings(ctx: click.Context) -> Settings:
-    obj = ctx.obj
-    return obj.settings if obj is not None and hasattr(obj, "settings") else load_settings()
 
 
 @click.group()

@@ -18,15 +18,12 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ._output import emit_json, err, out
-from .settings import Settings, load_settings
+from ._output import settings_of as _settings
+from .settings import Settings
 
 __all__ = ["verify", "evidence", "export", "pipeline_verifier"]
 
 
-
-def _settings(ctx: click.Context) -> Settings:
-    obj = ctx.obj
-    return obj.settings if obj is not None and hasattr(obj, "settings") else load_settings()
 
 
 def _ledger_option(f: Callable) -> Callable:
