@@ -15,6 +15,8 @@ kind           payload                      who may submit
 ============== ============================ =============================================
 policy.grant   stream, recipient            the admin of the stream's org
 policy.revoke  stream, recipient, reason?   the admin of the stream's org
+policy.erase   device, statements, reason,  the admin of the device's org
+               scope?
 ============== ============================ =============================================
 
 The stream's org: the org of the device it names; else the org that claimed it (the first
@@ -22,11 +24,22 @@ grant, by that org's admin); a stream id naming an org, node or gateway is refus
 raises an audit event (`audit.raise_event`: rule ``policy.grant`` / ``policy.revoke``, kind
 ``builtin``, severity ``info``) so it is on the event stream with who and when.
 
-Refusal codes: ``BAD_PAYLOAD``, ``NOT_FOUND`` (no such recipient), ``FORBIDDEN``,
+Refusal codes: ``BAD_PAYLOAD``, ``NOT_FOUND`` (no such recipient or device), ``FORBIDDEN``,
 ``ORG_REVOKED``, ``REVOKED`` (granting a revoked recipient), ``ALREADY_GRANTED``,
 ``NOT_GRANTED``.
 
-State: ``pol/stream/<stream>`` -> ``{org, created: [h, i], grants: {recipient: [[h, i, rh, ri],
+**Erasure** (``policy.erase``): the device's org records that the content of some of the
+device's confidential records is destroyed (their key records deleted wherever the system holds
+them; the signed ciphertext and every proof stay). ``statements`` is a list of 1..`MAX_ERASE`
+statement hashes (32 bytes each); the contract cannot see statements (they are not on chain), so
+an erasure is a claim of the device's org about its own device: a verifier applies it to a
+record only when the record's signed ``device`` is the erasure's. Statements already erased are
+skipped (an erasure re-run after a failure is harmless). It raises an audit event (rule
+``policy.erase``, severity ``warning``) with the count, the reason and the scope text.
+
+State: ``pol/erased/<statement hash hex>`` -> ``[h, i, device]`` (the erasing tx's position),
+``pol/erasure/<h>-<i>`` -> ``{device, by, reason, scope, statements}`` (one per erasure tx).
+``pol/stream/<stream>`` -> ``{org, created: [h, i], grants: {recipient: [[h, i, rh, ri],
 ...]}}``, one ``[from, to)`` interval per grant; ``rh, ri`` are null while the grant is in force.
 A change by the tx at ``(h, i)`` holds for every position after it (as the registry's).
 """
@@ -38,11 +51,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import audit, registry
-from ._app import Refused, TxContext, check_fields, check_id, check_text
+from ._app import Refused, TxContext, check_did, check_fields, check_id, check_text
 
 __all__ = [
+    "MAX_ERASE",
     "METHODS",
+    "Erasure",
     "Recipient",
+    "erased_key",
+    "erasure_at",
     "get_stream",
     "grant_status",
     "policy_closure",
@@ -56,6 +73,45 @@ _END = 1 << 63
 
 def stream_key(stream: str) -> str:
     return "pol/stream/" + stream
+
+
+def erased_key(statement_hash: bytes) -> str:
+    """Where the erasure of one record is: ``pol/erased/<statement hash hex>``."""
+    return "pol/erased/" + bytes(statement_hash).hex()
+
+
+def erasure_key(height: int, index: int) -> str:
+    return f"pol/erasure/{height}-{index}"
+
+
+#: statement hashes per ``policy.erase`` tx (the client sends bigger erasures as several txs)
+MAX_ERASE = 1000
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """The erasure of one record: the position of its ``policy.erase`` tx and the device it named."""
+
+    statement_hash: bytes
+    height: int
+    index: int
+    device: str
+
+    def to_json(self) -> dict:
+        return {"statement_hash": self.statement_hash.hex(), "height": self.height, "index": self.index,
+                "device": self.device}
+
+
+def erasure_at(reader: Any, statement_hash: bytes, device: str | None = None) -> Erasure | None:
+    """The erasure of `statement_hash` in `reader`'s state (a proven one for a verifier), or None;
+    with `device`, only an erasure naming that device (the record's signed device) counts."""
+    v = getattr(reader, "peek", reader.get)(erased_key(statement_hash))
+    if v is None:
+        return None
+    h, i, dev = v
+    if device is not None and dev != device:
+        return None
+    return Erasure(bytes(statement_hash), h, i, dev)
 
 
 def get_stream(reader: Any, stream: str) -> dict | None:
@@ -203,7 +259,39 @@ def revoke(tc: TxContext, p: dict) -> dict:
     return {"stream": stream, "recipient": rid, "events": [ev]}
 
 
-METHODS = {"grant": grant, "revoke": revoke}
+def erase(tc: TxContext, p: dict) -> dict:
+    check_fields(p, ("device", "statements", "reason"), ("scope",))
+    device = check_did(p["device"], "device")
+    reason = check_text(p["reason"], "reason", 256)
+    scope = check_text(p.get("scope", ""), "scope", 256)
+    if not reason.strip():
+        raise Refused("BAD_PAYLOAD", "an erasure needs a reason")
+    hashes = p["statements"]
+    if (not isinstance(hashes, list) or not 1 <= len(hashes) <= MAX_ERASE
+            or any(type(h) is not bytes or len(h) != 32 for h in hashes)):
+        raise Refused("BAD_PAYLOAD", f"statements: 1..{MAX_ERASE} statement hashes of 32 bytes")
+    if len(set(hashes)) != len(hashes):
+        raise Refused("BAD_PAYLOAD", "statements: each hash once")
+    eid = tc.state.peek(registry.did_key(device))
+    ent = None if eid is None else tc.state.peek(registry.ent_key(eid))
+    if ent is None or ent["type"] != "device":
+        raise Refused("NOT_FOUND", f"{device!r} is not a registered device")
+    org = tc.state.peek(registry.ent_key(ent["org"]))
+    if org is None or tc.submitter != org["keys"][-1][0]:
+        raise Refused("FORBIDDEN", f"only the admin of {ent['org']!r} erases the records of its device {eid!r}")
+    new = [h for h in hashes if erased_key(h) not in tc.state]
+    for h in new:
+        tc.state.put(erased_key(h), [tc.height, tc.index, device])
+    tc.state.put(erasure_key(tc.height, tc.index), {"device": device, "by": tc.submitter, "reason": reason,
+                                                    "scope": scope, "statements": len(new)})
+    ev = audit.raise_event(tc, ent["org"], "policy.erase", "warning",
+                           f"{len(new)} confidential records of device {eid} erased: {reason}", "policy.erase",
+                           {"device": device, "entity": eid, "erased": len(new),
+                            "already_erased": len(hashes) - len(new), "reason": reason, "scope": scope})
+    return {"device": device, "erased": len(new), "already_erased": len(hashes) - len(new), "events": [ev]}
+
+
+METHODS = {"grant": grant, "revoke": revoke, "erase": erase}
 
 
 def kinds() -> Iterable[str]:

@@ -214,3 +214,36 @@ def test_state_root_is_recomputable(chain: Chain) -> None:
     st = chain.app.state
     for k in policy_closure(st, "cam-1"):
         verify_state_proof(chain.app.state_root(), k, st.raw(k), st.prove(k))
+
+
+def test_erase_records_of_a_device(chain: Chain) -> None:
+    from ledger.contracts.confidentiality import MAX_ERASE, erased_key, erasure_at
+
+    cam = key("cam-1").did
+    hs = [hashlib.sha256(f"st-{i}".encode()).digest() for i in range(3)]
+    p = {"device": cam, "statements": hs[:2], "reason": "retention ended", "scope": "--before 2030-01-01"}
+    assert code(chain.one(BETA, "policy.erase", p)) == "FORBIDDEN"                  # another org's admin
+    assert code(chain.one(key("cam-1"), "policy.erase", p)) == "FORBIDDEN"          # the device itself
+    assert code(chain.one(ACME, "policy.erase", {**p, "device": key("gw-1").did})) == "NOT_FOUND"  # a gateway
+    assert code(chain.one(ACME, "policy.erase", {**p, "device": key("nobody").did})) == "NOT_FOUND"
+    assert code(chain.one(ACME, "policy.erase", {**p, "reason": " "})) == "BAD_PAYLOAD"
+    assert code(chain.one(ACME, "policy.erase", {**p, "statements": []})) == "BAD_PAYLOAD"
+    assert code(chain.one(ACME, "policy.erase", {**p, "statements": [b"x" * 31]})) == "BAD_PAYLOAD"
+    assert code(chain.one(ACME, "policy.erase", {**p, "statements": [hs[0], hs[0]]})) == "BAD_PAYLOAD"
+    assert code(chain.one(ACME, "policy.erase", {**p, "statements": [hs[0]] * (MAX_ERASE + 1)})) == "BAD_PAYLOAD"
+    r = chain.one(ACME, "policy.erase", p)
+    assert code(r) is None and r["erased"] == 2 and r["already_erased"] == 0
+    h = chain.height
+    # a re-run (after a failure) skips what is already erased, and keeps the first position
+    r2 = chain.one(ACME, "policy.erase", {**p, "statements": hs})
+    assert code(r2) is None and (r2["erased"], r2["already_erased"]) == (1, 2)
+    st = chain.app.state
+    e = erasure_at(st, hs[0], cam)
+    assert e is not None and (e.height, e.device) == (h, cam)
+    assert erasure_at(st, hs[2]).height == chain.height
+    assert erasure_at(st, hs[0], key("other").did) is None       # applies only to the device it names
+    assert erasure_at(st, hashlib.sha256(b"never").digest()) is None
+    assert st.get(erased_key(hs[1]))[2] == cam
+    ev = [e for _, e in st.items("aud/ev/") if e["rule"] == "policy.erase"]
+    assert len(ev) == 2 and ev[0]["severity"] == "warning" and ev[0]["submitter"] == ACME.did
+    assert ev[0]["operation"]["params"]["reason"] == "retention ended"
