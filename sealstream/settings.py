@@ -23,7 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "load_settings", "TOPICS"]
+__all__ = ["Settings", "load_settings", "TOPICS", "PG_ROLES", "mask_dsn"]
 
 #: The project's Kafka topics (see DESIGN.md, "One message, end to end").
 TOPICS = (
@@ -40,6 +40,18 @@ TOPICS = (
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "sealstream"
+
+#: The PostgreSQL role of each principal that uses the database (issue 17; `postgres_dsn_for`).
+#: ``admin`` is `Settings.pg_user` (the owner: migrations, provisioning); the others are made
+#: NOLOGIN by migration 0009 (which grants their rights) and given LOGIN and their password by
+#: `sealstream stack up` when security is on. The names are also in that migration's SQL.
+PG_ROLES: dict[str, str] = {
+    "admin": "",
+    "pipeline": "sealstream_pipeline",
+    "verifier": "sealstream_verifier",
+    "analyst": "sealstream_analyst",
+    "grafana": "sealstream_grafana",
+}
 
 
 def _config_file() -> Path | None:
@@ -106,6 +118,15 @@ class Settings(BaseSettings):
     pg_database: str = "sealstream"
     pg_dsn: str | None = Field(None, description="defaults to the local cluster's DSN")
     pg_os_user: str = Field("postgres", description="OS user that runs the local cluster when started as root")
+    # PostgreSQL with security on (issue 17): TLS verified against the stack CA (or
+    # SEALSTREAM_PG_CA_FILE), scram-sha-256, a role per principal (`PG_ROLES`), each with its password
+    # from the secret pg_<principal>_password (SEALSTREAM_PG_<PRINCIPAL>_PASSWORD[_FILE], else the
+    # stack's generated <home>/secrets file); pg_password is then unused.
+    pg_sslmode: str = Field("verify-full", pattern="^(verify-full|verify-ca|require)$",
+                            description="libpq sslmode of every client when security is on")
+    pg_stack_home: Path | None = Field(None, description="the stack home whose secrets/ and pki/ hold the "
+                                                         "PostgreSQL passwords and CA (default: home; a throwaway "
+                                                         "test home using the stack's PostgreSQL sets it)")
 
     # Prometheus.
     prometheus_port: int = 9090
@@ -209,11 +230,61 @@ class Settings(BaseSettings):
 
     @cached_property
     def postgres_dsn(self) -> str:
+        """The owner's (admin's) DSN: migrations, provisioning, operator commands. With security on,
+        its password is the secret pg_admin_password and it carries the TLS parameters (a given
+        `pg_dsn` keeps its own and gets them only where it has none). Components take their own
+        role's: `postgres_dsn_for`."""
+        if not self.security:
+            if self.pg_dsn:
+                return self.pg_dsn
+            return (
+                f"postgresql://{self.pg_user}:{self.pg_password}@{self.host}:{self.pg_port}/{self.pg_database}"
+            )
+        tls = self._pg_tls()
         if self.pg_dsn:
-            return self.pg_dsn
-        return (
-            f"postgresql://{self.pg_user}:{self.pg_password}@{self.host}:{self.pg_port}/{self.pg_database}"
-        )
+            from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+            given = conninfo_to_dict(self.pg_dsn)
+            return make_conninfo(self.pg_dsn, **{k: v for k, v in tls.items() if k not in given})
+        from urllib.parse import quote, urlencode
+
+        password = quote(self.pg_password_for("admin"), safe="")
+        return (f"postgresql://{quote(self.pg_user, safe='')}:{password}@{self.host}:{self.pg_port}/"
+                f"{quote(self.pg_database, safe='')}?{urlencode(tls, safe='/')}")
+
+    def postgres_dsn_for(self, principal: str) -> str:
+        """The DSN of `principal`'s PostgreSQL role (`PG_ROLES`): with security off, `postgres_dsn`
+        (one role for everything, as before); with it on, that principal's role and password (a
+        secret: `sealstream._security.read_secret`) over TLS verified against the stack CA.
+        ``admin`` is the owner that runs migrations; `postgres_dsn` is its DSN."""
+        if principal not in PG_ROLES:
+            raise ValueError(f"no PostgreSQL role for principal {principal!r}; one of {', '.join(PG_ROLES)}")
+        if not self.security or principal == "admin":
+            return self.postgres_dsn
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(self.postgres_dsn, user=self.pg_role(principal), password=self.pg_password_for(principal))
+
+    def pg_role(self, principal: str) -> str:
+        """The PostgreSQL role name of `principal` (the admin's is `pg_user`)."""
+        return self.pg_user if principal == "admin" else PG_ROLES[principal]
+
+    def pg_password_for(self, principal: str) -> str:
+        """`principal`'s PostgreSQL password: `pg_password` with security off (one role); else the
+        secret ``pg_<principal>_password`` (SecretError when none was given nor generated)."""
+        if not self.security:
+            return self.pg_password
+        from ._security import read_secret
+
+        return read_secret(self.pg_stack_home or self.home, f"pg_{principal}_password")
+
+    def _pg_tls(self) -> dict[str, str]:
+        """libpq TLS parameters of every client (security on): `pg_sslmode` against the CA of
+        `sealstream._security.tls_files` (the stack CA, or SEALSTREAM_PG_CA_FILE)."""
+        from ._security import tls_files
+
+        ca = Path(tls_files(self.pg_stack_home or self.home, "pg").ca).expanduser().resolve()
+        return {"sslmode": self.pg_sslmode, "sslrootcert": str(ca)}
 
     @cached_property
     def prometheus_base_url(self) -> str:
@@ -244,12 +315,16 @@ class Settings(BaseSettings):
         return data
 
 
-def _mask_dsn(dsn: str) -> str:
-    """A DSN with its password replaced by ``***`` (URI ``user:pw@`` or conninfo ``password=...``)."""
+def mask_dsn(text: str) -> str:
+    """`text` (a DSN, or a message that may quote one) with every password replaced by ``***``:
+    URI ``user:pw@``, conninfo or URI-query ``password=...`` (also ``sslpassword``)."""
     import re
 
-    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&']+)", r"\1***", text)
+
+
+_mask_dsn = mask_dsn
 
 
 def load_settings(**overrides: Any) -> Settings:
