@@ -25,7 +25,13 @@ __all__ = [
 
 
 class StorageError(Exception):
-    """Base of every error raised by `storage`."""
+    """Base of every error raised by `storage`. Its message never holds a password: a driver
+    message quoting a DSN is masked (`sealstream.settings.mask_dsn`)."""
+
+    def __init__(self, *args: object) -> None:
+        from sealstream.settings import mask_dsn
+
+        super().__init__(*(mask_dsn(a) if isinstance(a, str) else a for a in args))
 
 
 class MigrationError(StorageError):

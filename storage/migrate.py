@@ -216,12 +216,24 @@ def migrate(dsn: str, *, flavour: Optional[str] = None) -> MigrationReport:
                         raise MigrationError(f"migration {label} ({recorded}) failed: {exc}") from exc
                     applied_now.append(label)
                 version = max((m.version for m in plan), default=0)
+                _grant_privileges(conn)
             finally:
                 if not conn.closed and not conn.broken:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     except psycopg.Error as exc:
         raise MigrationError(f"cannot migrate the database: {exc}") from exc
     return MigrationReport(recorded, tuple(applied_now), version, version)
+
+
+def _grant_privileges(conn: psycopg.Connection) -> None:
+    """Re-assert every role's rights (migration 0009's ``storage_grant_privileges()``, replaced by
+    later migrations that add tables): a role made after the database was migrated gets them."""
+    if one_row(conn.execute("SELECT to_regprocedure('storage_grant_privileges()') IS NOT NULL"))[0]:
+        try:
+            with conn.transaction():
+                conn.execute("SELECT storage_grant_privileges()")
+        except psycopg.Error as exc:
+            raise MigrationError(f"granting the roles' privileges failed: {exc}") from exc
 
 
 def _table_exists(conn: psycopg.Connection, name: str) -> bool:

@@ -418,7 +418,13 @@ class Writer:
                 (batch_id,),
             ).fetchone()
             if row is None:
-                raise BatchError(f"batch {batch_id!r} not found")
+                # The pipeline's role may not lock (nor update) an anchored batch (row security,
+                # migration 0009); anchored is final, so an unlocked read is exact.
+                row = conn.execute(
+                    "SELECT anchor_state, ledger_height, tx_index FROM batches WHERE batch_id = %s", (batch_id,),
+                ).fetchone()
+                if row is None:
+                    raise BatchError(f"batch {batch_id!r} not found")
             current, height, tx_index = row
             if wanted == "anchored" and current == "anchored":
                 if (height, tx_index) != params[:2]:
@@ -426,6 +432,9 @@ class Writer:
                         f"batch {batch_id!r} is already anchored at height {height} tx {tx_index}, "
                         f"not {params[0]} tx {params[1]}"
                     )
+                # the same coordinates again: nothing to write (an UPDATE would change nothing)
+                return _rows.batch_from_row(one_row(conn.execute(
+                    f"SELECT {_rows.BATCH_COLS} FROM batches WHERE batch_id = %s", (batch_id,))))
             elif not (wanted == current == "failed"):
                 check_transition(batch_id, current, wanted)
             record = one_row(conn.execute(
