@@ -10,6 +10,7 @@ in the settings (or the ones given on the command line).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
@@ -34,19 +35,28 @@ class Endpoints:
     pg_user: str = "sealstream"
     pg_password: str = "sealstream"
     scrape_interval: str = "5s"
+    #: libpq sslmode Grafana connects with, and the PEM of the CA it verifies the server against
+    #: (sent as certificate content: the Grafana server need not have the stack's files)
+    pg_sslmode: str = "disable"
+    pg_ca_pem: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, prometheus_url: str | None = None, pg_dsn: str | None = None) -> "Endpoints":
-        """The stack's addresses from `sealstream.settings.Settings`, each overridable."""
+        """The stack's addresses from `sealstream.settings.Settings`, each overridable. PostgreSQL is
+        reached as the read-only Grafana role (`Settings.postgres_dsn_for("grafana")`: with security
+        on its own login and password, TLS verified against the stack CA)."""
         from psycopg.conninfo import conninfo_to_dict
 
-        pg = conninfo_to_dict(pg_dsn or settings.postgres_dsn)
+        pg = conninfo_to_dict(pg_dsn or settings.postgres_dsn_for("grafana"))
+        ca = pg.get("sslrootcert")
         return cls(prometheus_url=(prometheus_url or settings.prometheus_base_url).rstrip("/"),
                    pg_host=f"{pg.get('host', settings.host)}:{pg.get('port', settings.pg_port)}",
                    pg_database=str(pg.get("dbname", settings.pg_database)),
                    pg_user=str(pg.get("user", settings.pg_user)),
                    pg_password=str(pg.get("password", settings.pg_password)),
-                   scrape_interval=settings.prometheus_scrape_interval)
+                   scrape_interval=settings.prometheus_scrape_interval,
+                   pg_sslmode=str(pg.get("sslmode") or "disable"),
+                   pg_ca_pem=Path(str(ca)).read_text("ascii") if ca and str(ca) != "system" else None)
 
 
 def datasource_definitions(ep: Endpoints = Endpoints()) -> list[dict[str, Any]]:
@@ -57,7 +67,7 @@ def datasource_definitions(ep: Endpoints = Endpoints()) -> list[dict[str, Any]]:
          "jsonData": {"timeInterval": ep.scrape_interval, "httpMethod": "POST"}},
         {"name": "sealstream-postgres", "uid": POSTGRES.uid, "type": POSTGRES.type_val, "access": "proxy",
          "url": ep.pg_host, "user": ep.pg_user, "isDefault": False,
-         "jsonData": {"database": ep.pg_database, "sslmode": "disable", "postgresVersion": 1500,
-                      "timescaledb": False},
-         "secureJsonData": {"password": ep.pg_password}},
+         "jsonData": {"database": ep.pg_database, "sslmode": ep.pg_sslmode, "postgresVersion": 1500,
+                      "timescaledb": False, **({"tlsConfigurationMethod": "file-content"} if ep.pg_ca_pem else {})},
+         "secureJsonData": {"password": ep.pg_password, **({"tlsCACert": ep.pg_ca_pem} if ep.pg_ca_pem else {})}},
     ]

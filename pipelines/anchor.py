@@ -151,7 +151,7 @@ class Anchorer:
         from .worker import gateway_key
 
         name = gateway or settings.pipeline_gateway
-        pool = open_pool(settings.postgres_dsn, max_size=4)
+        pool = open_pool(settings.postgres_dsn_for("pipeline"), max_size=4)
         owned = ledger is None
         if owned:
             from ledger.client import LedgerClient

@@ -84,7 +84,7 @@ def build_processor(settings: Settings, directory: DeviceDirectory, metrics: Opt
     from storage.readers import Reader
     from storage.writers import Writer
 
-    pool = open_pool(settings.postgres_dsn, max_size=4)
+    pool = open_pool(settings.postgres_dsn_for("pipeline"), max_size=4)
     gw = gateway_key(Path(settings.home), settings.pipeline_gateway)
 
     def stored_last_seq(did: str) -> Optional[int]:

@@ -262,7 +262,7 @@ def _open_verifier(settings: Any, ledger_root: Path, metrics: Optional[VerifyMet
     from storage.db import open_pool
 
     client = LedgerClient.from_layout(ledger_root)
-    pool = open_pool(settings.postgres_dsn, max_size=6)
+    pool = open_pool(settings.postgres_dsn_for("verifier"), max_size=6)
     collector = Collector.from_settings(settings, client, pool)
     pin = LedgerLayout(ledger_root).genesis().genesis_hash()
     relay = AlertRelay(AlertOutbox(pool), settings.kafka_bootstrap,
@@ -281,9 +281,16 @@ def run_verifier(settings: Any, *, app_id: str, ledger_root: Path, metrics_port:
     """Run the verifier until SIGTERM/SIGINT (blocking)."""
     import faust
 
-    from storage import migrate
+    from storage import MigrationError, migrate, storage_status
 
-    migrate(settings.postgres_dsn)
+    if settings.security:
+        # its role may not migrate (least privilege: `sealstream stack up` / `db migrate` do, as the owner)
+        st = storage_status(settings.postgres_dsn_for("verifier"))
+        if st.pending:
+            raise MigrationError(f"the database schema is at v{st.version}, pending {', '.join(st.pending)}: "
+                                 "run `sealstream db migrate` (as the stack's admin) first")
+    else:
+        migrate(settings.postgres_dsn)
     metrics = VerifyMetrics()
     if metrics_port:
         from infra import register_targets
