@@ -35,6 +35,10 @@ SERVER_HELPERS = frozenset({"brokers", "_pkcs11_token"})
 #: ``SEALSTREAM_TEST_TIER`` value of ``make check``: no service may be started.
 CHECK_TIER = "check"
 
+# PostgreSQL with security on (issue 17): a component run with a throwaway home against the stack's
+# PostgreSQL logs in with the stack's secrets and CA (`Settings.pg_stack_home`).
+os.environ.setdefault("SEALSTREAM_PG_STACK_HOME", str(load_settings().home.expanduser().resolve()))
+
 
 def _uses_server_helpers(module: object) -> bool:
     return any(getattr(v, "__module__", None) in SERVER_HELPERS or getattr(v, "__name__", None) in SERVER_HELPERS

@@ -36,8 +36,11 @@ def _reason(r) -> str:
     return r.reason if isinstance(r, DeadLetter) else "sealed"
 
 
-def _rows(pool, table: str, h: bytes) -> int:
-    with pool.connection() as conn:
+def _rows(settings, table: str, h: bytes) -> int:
+    """Rows of a statement, read as the owner (the worker's role may insert readings, not read them)."""
+    import psycopg
+
+    with psycopg.connect(settings.postgres_dsn) as conn:
         return conn.execute(f"SELECT count(*) FROM {table} WHERE statement_hash = %s", (h,)).fetchone()[0]
 
 
@@ -62,10 +65,10 @@ def test_batch_verdicts_storage_and_redelivery(dev_settings) -> None:
         assert not any(r.redelivery for r in out if isinstance(r, Seal))
         for msg, r in zip((m1, m2, i1, m3), (out[0], out[1], out[2], out[5])):
             h = msg.statement.hash()
-            assert r.statement.hash() == h and _rows(pool, "statements", h) == 1
-        assert _rows(pool, "readings", m1.statement.hash()) == out[0].rows > 0
-        assert _rows(pool, "blobs", i1.statement.hash()) == 1 and _rows(pool, "readings", i1.statement.hash()) == 0
-        assert _rows(pool, "statements", m2_other.statement.hash()) == 0
+            assert r.statement.hash() == h and _rows(dev_settings, "statements", h) == 1
+        assert _rows(dev_settings, "readings", m1.statement.hash()) == out[0].rows > 0
+        assert _rows(dev_settings, "blobs", i1.statement.hash()) == 1 and _rows(dev_settings, "readings", i1.statement.hash()) == 0
+        assert _rows(dev_settings, "statements", m2_other.statement.hash()) == 0
         blobs = BlobStore.from_settings(dev_settings)
         assert blobs.get_raw(sha256(i1.value)) == i1.value
         assert proc.last_seq(ts_dev.did) == 3
@@ -76,7 +79,7 @@ def test_batch_verdicts_storage_and_redelivery(dev_settings) -> None:
         for a, b in zip(out, again):
             if isinstance(a, Seal):
                 assert b.redelivery and b.value == a.value
-        assert _rows(pool, "readings", m1.statement.hash()) == out[0].rows
+        assert _rows(dev_settings, "readings", m1.statement.hash()) == out[0].rows
     finally:
         proc.close()
         pool.close()
@@ -90,7 +93,7 @@ def test_batch_verdicts_storage_and_redelivery(dev_settings) -> None:
         assert "already stored from iiot.timeseries.raw/0/0" in late[0].detail
         assert "already held by another statement" in late[1].detail
         assert late[2].redelivery
-        assert _rows(pool, "statements", m2_other.statement.hash()) == 0
+        assert _rows(dev_settings, "statements", m2_other.statement.hash()) == 0
     finally:
         stale.close()
         pool.close()
