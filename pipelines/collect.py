@@ -25,6 +25,7 @@ from minio.error import S3Error
 
 from ledger.client import LedgerClient
 from ledger.contracts.anchors import batch_key
+from ledger.contracts.confidentiality import erased_key
 from ledger.http_api import MAX_PROOF_KEYS
 from storage.blobs import BlobStore
 from storage.readers import Reader
@@ -33,12 +34,13 @@ from storage.verification import VerificationStore
 from trust import merkle
 from trust._hashes import StatementHash
 from trust.errors import SubjectError
+from trust.statement import ENVELOPE_CONTENT_TYPE
 from verify.subject import ROW_TABLES, RowSubject
 from verify.subject import parse_row_key as _parse_row_key
 
 from verify.model import AnchorTx, BatchEvidence, Evidence, LedgerEvidence, RecordEvidence, StateValue
 
-__all__ = ["Collector", "CollectError", "parse_row_key", "ROW_TABLES"]
+__all__ = ["Collector", "CollectError", "ledger_state", "parse_row_key", "ROW_TABLES"]
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 #: longest query string of one `/state/proofs` request (aiohttp's request line limit is 8,190 bytes)
@@ -70,8 +72,10 @@ class Collector:
 
 
     @classmethod
-    def from_settings(cls, settings: Any, ledger: LedgerClient, pool: Any) -> "Collector":
-        return cls(VerificationStore(pool), Reader(pool), BlobStore.from_settings(settings), ledger)
+    def from_settings(cls, settings: Any, ledger: LedgerClient, pool: Any, principal: str = "verifier"
+                      ) -> "Collector":
+        """On the stack's services; MinIO as `principal` (the verifier's read-only user)."""
+        return cls(VerificationStore(pool), Reader(pool), BlobStore.from_settings(settings, principal), ledger)
 
     def _say(self, msg: str) -> None:
         if self.progress is not None:
@@ -191,6 +195,8 @@ class Collector:
                 continue
             st = rec.statement
             dids[st.device] = None
+            if st.content_type == ENVELOPE_CONTENT_TYPE:  # was its content erased? (issue 18)
+                keys[erased_key(h)] = None
             if rec.receipt is not None:
                 dids[rec.receipt.gateway] = None
             payload: Optional[bytes]
@@ -264,3 +270,10 @@ class Collector:
         hashes = self.reader.batch_leaves(batch_id)
         subject = {"kind": "batch", "batch_id": batch_id}
         return self.evidence(subject, hashes, rows=self.store.statement_rows(hashes))
+
+
+def ledger_state(ledger: LedgerClient, keys: Iterable[str]) -> LedgerEvidence:
+    """A ledger half holding only `keys` proven at one (current) height and the certified
+    headers up to it: what `verify.chain.apply_erasures` checks a bundle's erasures against."""
+    c = Collector(None, None, None, ledger)  # type: ignore[arg-type]  # only the ledger is read
+    return c._ledger([], dict.fromkeys(keys), {})

@@ -107,7 +107,7 @@ def _services(s: Settings, ledger_dir: Optional[Path], as_json: bool) -> Iterato
         _stop(f"ledger state directory {root}: {exc}", as_json)
     pool = None
     try:
-        pool = open_pool(s.postgres_dsn_for("verifier"), max_size=2)
+        pool = open_pool(s.postgres_dsn, max_size=2)
         yield Collector.from_settings(s, client, pool)
     except StorageError as exc:
         _stop(f"storage: {exc}", as_json)
@@ -160,7 +160,7 @@ def _subject_line(subj: Optional[dict]) -> str:
                      for k, v in (subj or {}).items())
 
 
-def _print_report(report: Any, as_json: bool, pinned: bool) -> None:
+def _print_report(report: Any, as_json: bool, pinned: bool, plain: Optional[dict] = None) -> None:
     """Checked steps, then failures with their evidence; exit 1 on any failure.
 
     The subject printed is the one *proven* (derived from the verified content); a failed
@@ -168,8 +168,15 @@ def _print_report(report: Any, as_json: bool, pinned: bool) -> None:
     if as_json:
         doc = report.to_json()
         doc["genesis_pinned"] = pinned
+        if plain is not None:
+            doc["plaintext"] = plain
         emit_json(doc)
     else:
+        if plain is not None:
+            out.print(f"plaintext: {plain['proven']} confidential record(s) opened as {plain['recipient']} match "
+                      "their signed commitments", highlight=False)
+            for f in plain["failures"][:20]:
+                out.print(f"  [red]✗ {f['step']}[/]: {f['statement_hash']}: {f['message']}", highlight=False)
         if report.ok:
             out.print(f"[bold]proven[/]: {_subject_line(report.proven)}", highlight=False)
         else:
@@ -190,9 +197,20 @@ def _print_report(report: Any, as_json: bool, pinned: bool) -> None:
         if len(report.failures) > 20 or c.get("failures", 0) > len(report.failures):
             out.print(f"  … {c.get('failures', len(report.failures)) - min(20, len(report.failures))} more "
                       "failure(s) (--json lists up to 200)", highlight=False)
-        out.print("[bold green]VERIFIED[/]" if report.ok else f"[bold red]FAILED[/] at step {report.failed_step}")
-    if not report.ok:
+        if report.ok and report.erased:
+            heights = sorted({e["height"] for e in report.erased})
+            out.print(f"[bold yellow]ERASED[/]: {len(report.erased)} of {c.get('records', 0)} record(s) erased at "
+                      f"height {', '.join(map(str, heights[:5]))}{' ...' if len(heights) > 5 else ''} (content "
+                      "destroyed by policy.erase; the ciphertext and every proof above still check)", highlight=False)
+            for e in report.erased[:10]:
+                out.print(f"  erased at height {e['height']} (tx {e['index']}): statement {e['statement_hash']}",
+                          highlight=False)
+        else:
+            out.print("[bold green]VERIFIED[/]" if report.ok else f"[bold red]FAILED[/] at step {report.failed_step}")
+    if not report.ok or (plain is not None and plain["failures"]):
         sys.exit(1)
+    if report.erased:
+        sys.exit(3)
 
 
 def _parse_time(value: str, what: str) -> datetime:
@@ -204,13 +222,46 @@ def _parse_time(value: str, what: str) -> datetime:
 
 
 def _do_verify(ctx: click.Context, kind: str, args: tuple, ledger_dir, genesis_file, genesis_hash, checkpoint,
-               as_json: bool) -> None:
+               as_json: bool, key_file: Optional[Path] = None) -> None:
     s = _settings(ctx)
     root = ledger_dir or s.ledger_home
     pin, cp = _trust(genesis_file, genesis_hash, checkpoint, root, as_json)
     with _services(s, root, as_json) as col:
         ev = _collect(col, kind, args, as_json)
-    _print_report(_run_chain(ev, pin, cp, as_json), as_json, pin is not None or cp is not None)
+        report = _run_chain(ev, pin, cp, as_json)
+        plain = _plaintexts(ev, report, key_file, col.blobs, as_json) if key_file is not None else None
+    _print_report(report, as_json, pin is not None or cp is not None, plain)
+
+
+_KEY_OPTION = click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                           default=None, help="a recipient's X25519 key file: also prove the plaintext of the "
+                                              "confidential records against their signed commitments")
+
+
+def _plaintexts(ev: Any, report: Any, key_file: Path, blobs: Any, as_json: bool) -> Optional[dict]:
+    """With a recipient key: the plaintext of each confidential record of a verified report proven
+    against its signed commitment (key records from the object store)."""
+    from confidential.keys import KeyFileError, load_recipient_key
+    from pipelines.opener import prove_plaintexts
+    from storage.errors import BlobNotFound
+    from trust._hashes import sha256
+
+    if not report.ok:
+        return None
+    try:
+        recipient = load_recipient_key(key_file)
+    except KeyFileError as exc:
+        _stop(str(exc), as_json)
+    erased = {e["statement_hash"] for e in report.erased}
+    records: dict[bytes, Optional[bytes]] = {}
+    for r in ev.records:
+        h = sha256(r.statement)
+        try:
+            records[h] = blobs.get_keys(h)
+        except BlobNotFound:
+            records[h] = None
+    proven, failures = prove_plaintexts(ev.records, records, recipient, erased)
+    return {"recipient": recipient.id, "proven": proven, "failures": failures}
 
 
 # ---------------------------------------------------------------- verify
@@ -234,7 +285,8 @@ def verify() -> None:
     sealstream verify batch gw-1-3f2a...                  every leaf and row of a batch
     sealstream verify batch gw-1-3f2a... --json           machine-readable report
 
-    Exit 0 = verified, 1 = a step failed (named, with the evidence), 2 = nothing to verify.
+    Exit 0 = verified, 1 = a step failed (named, with the evidence), 2 = nothing to verify,
+    3 = every proof checks but confidential records are erased (ERASED at height H).
 
     \b
     Trust anchor (what the ledger half is checked against):
@@ -248,42 +300,47 @@ def verify() -> None:
 @verify.command("blob")
 @click.argument("target")
 @_common
+@_KEY_OPTION
 @click.pass_context
-def verify_blob(ctx, target, ledger_dir, genesis_file, genesis_hash, checkpoint, as_json) -> None:
+def verify_blob(ctx, target, ledger_dir, genesis_file, genesis_hash, checkpoint, as_json, key_file) -> None:
     """Verify a blob (image, video chunk or any payload) by SHA-256, ``raw/<sha256>`` or local file.
 
     With a local file, the file's bytes are the payload checked (the archive is not read).
     """
-    _do_verify(ctx, "blob", (target,), ledger_dir, genesis_file, genesis_hash, checkpoint, as_json)
+    _do_verify(ctx, "blob", (target,), ledger_dir, genesis_file, genesis_hash, checkpoint, as_json, key_file)
 
 
 @verify.command("row")
 @click.argument("table", type=click.Choice(["readings", "blobs", "statements"]))
 @click.argument("key")
 @_common
+@_KEY_OPTION
 @click.pass_context
-def verify_row(ctx, table, key, ledger_dir, genesis_file, genesis_hash, checkpoint, as_json) -> None:
+def verify_row(ctx, table, key, ledger_dir, genesis_file, genesis_hash, checkpoint, as_json, key_file) -> None:
     """Verify one row: ``readings HASH:ROW`` (values against the signed payload) or ``blobs|statements HASH``."""
-    _do_verify(ctx, "row", (table, key), ledger_dir, genesis_file, genesis_hash, checkpoint, as_json)
+    _do_verify(ctx, "row", (table, key), ledger_dir, genesis_file, genesis_hash, checkpoint, as_json, key_file)
 
 
 @verify.command("range")
 @_range_options
 @_common
+@_KEY_OPTION
 @click.pass_context
-def verify_range(ctx, device, start, end, ledger_dir, genesis_file, genesis_hash, checkpoint, as_json) -> None:
+def verify_range(ctx, device, start, end, ledger_dir, genesis_file, genesis_hash, checkpoint, as_json,
+                 key_file) -> None:
     """Verify every stored reading of a device in [FROM, TO), and that no signed row in it is missing."""
     _do_verify(ctx, "range", (device, _parse_time(start, "--from"), _parse_time(end, "--to")), ledger_dir,
-               genesis_file, genesis_hash, checkpoint, as_json)
+               genesis_file, genesis_hash, checkpoint, as_json, key_file)
 
 
 @verify.command("batch")
 @click.argument("batch_id")
 @_common
+@_KEY_OPTION
 @click.pass_context
-def verify_batch(ctx, batch_id, ledger_dir, genesis_file, genesis_hash, checkpoint, as_json) -> None:
+def verify_batch(ctx, batch_id, ledger_dir, genesis_file, genesis_hash, checkpoint, as_json, key_file) -> None:
     """Verify every leaf of a batch, its manifest, its anchor and every stored row of its time series."""
-    _do_verify(ctx, "batch", (batch_id,), ledger_dir, genesis_file, genesis_hash, checkpoint, as_json)
+    _do_verify(ctx, "batch", (batch_id,), ledger_dir, genesis_file, genesis_hash, checkpoint, as_json, key_file)
 
 
 # ---------------------------------------------------------------- evidence bundles
@@ -380,9 +437,18 @@ def export_batch(ctx, batch_id, output, ledger_dir, as_json) -> None:
 @click.option("--insecure-unpinned", is_flag=True,
               help="verify against the bundle's own genesis (proves nothing by itself: the output and JSON "
                    "say pinned: false)")
+@click.option("--check-erasures", is_flag=True,
+              help="also ask the ledger (proven from the same trust anchor) whether the bundle's confidential "
+                   "records were erased since it was exported (the only part that is not offline)")
+@click.option("--ledger", "ledger_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="with --check-erasures: the ledger state directory to ask (default $SEALSTREAM_HOME/ledger)")
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="a recipient's X25519 key file: also prove the plaintext of the bundle's confidential records "
+                   "(their key records are read from the object store: not offline)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.pass_context
-def evidence_verify(ctx, bundle: Path, genesis_file, genesis_hash, checkpoint, insecure_unpinned, as_json) -> None:
+def evidence_verify(ctx, bundle: Path, genesis_file, genesis_hash, checkpoint, insecure_unpinned, check_erasures,
+                    ledger_dir, key_file, as_json) -> None:
     """Verify a bundle offline: no network, no database, only the zip and a trust anchor.
 
     
@@ -396,7 +462,8 @@ def evidence_verify(ctx, bundle: Path, genesis_file, genesis_hash, checkpoint, i
     says so.  A --checkpoint alone is a trust anchor: the headers up to it,
     and the genesis, are authenticated by their hash links back from it.
 
-    Exit 0 = verified (the proven subject is printed), 1 = a step failed,
+    Exit 0 = verified (the proven subject is printed), 3 = every proof checks but
+    confidential records are erased (see --check-erasures), 1 = a step failed,
     2 = no trust anchor, or the bundle does not read (its reason: not-a-zip,
     too-many-members, member-too-large, total-too-large, crc-error,
     unsupported-compression, duplicate-names, unlisted-member, ...).
@@ -417,7 +484,32 @@ def evidence_verify(ctx, bundle: Path, genesis_file, genesis_hash, checkpoint, i
     except BundleError as exc:
         _stop(f"bundle {bundle}: {exc}", as_json, error_code="bundle", reason=exc.reason)
     report = _run_chain(ev, pin, cp, as_json, unpinned=insecure_unpinned)
-    _print_report(report, as_json, pin is not None or cp is not None)
+    if check_erasures and report.ok:
+        report = _check_erasures(s, ev, report, pin, cp, as_json, ledger_dir)
+    plain = None
+    if key_file is not None:
+        from storage.blobs import BlobStore
+
+        plain = _plaintexts(ev, report, key_file, BlobStore.from_settings(s), as_json)
+    _print_report(report, as_json, pin is not None or cp is not None, plain)
+
+
+def _check_erasures(s: Any, ev: Any, report: Any, pin: Any, cp: Any, as_json: bool,
+                    ledger_dir: Optional[Path]) -> Any:
+    """The bundle's report with the erasures the ledger proves now (issue 18)."""
+    from ledger.client import LedgerClient
+    from pipelines.collect import ledger_state
+    from verify.chain import apply_erasures, erasure_keys
+
+    keys = erasure_keys(ev)
+    if not keys:
+        return report
+    try:
+        with LedgerClient.from_layout(ledger_dir or s.ledger_home) as client:
+            fresh = ledger_state(client, keys)
+    except Exception as exc:  # noqa: BLE001 -- any ledger failure: say which, exit 2 (nothing judged)
+        _stop(f"--check-erasures: the ledger did not answer: {exc}", as_json, error_code="ledger-unavailable")
+    return apply_erasures(report, ev, fresh, trusted_genesis_hash=pin, checkpoint=cp)
 
 
 # ---------------------------------------------------------------- export --verified
@@ -450,7 +542,7 @@ def export(ctx, verified, device, start, end, output, as_json) -> None:
     s = _settings(ctx)
     t0, t1 = _parse_time(start, "--from"), _parse_time(end, "--to")
     try:
-        pool = open_pool(s.postgres_dsn_for("analyst"), max_size=1)
+        pool = open_pool(s.postgres_dsn, max_size=1)
         try:
             table = VerificationStore(pool).verified_readings_arrow(device, t0, t1)
         finally:

@@ -34,6 +34,7 @@ from ledger import light_client as lc_mod
 from ledger._types import Transaction
 from ledger.contracts import StateProofError, verify_state_proof
 from ledger.contracts.anchors import batch_key
+from ledger.contracts.confidentiality import erased_key, erasure_at
 from ledger.contracts.registry import ent_key, resolve_key
 from trust import canonical
 from trust._hashes import RootHash, sha256
@@ -69,7 +70,7 @@ from trust.verify import check_device_key, check_leaf, verify_record
 from .model import BatchEvidence, Evidence, Failure, LedgerEvidence, RecordEvidence, Report
 from .subject import BatchSubject, BlobSubject, RangeSubject, RowSubject, Subject, parse_subject, window_of
 
-__all__ = ["LedgerView", "TrustedCheckpoint", "verify_ledger", "verify"]
+__all__ = ["LedgerView", "TrustedCheckpoint", "apply_erasures", "erasure_keys", "verify_ledger", "verify"]
 
 _LC_STEPS: dict[type[lc_mod.LightClientError], type[LedgerEvidenceError]] = {
     lc_mod.GenesisMismatch: GenesisError,
@@ -131,6 +132,10 @@ class _ProvenState:
         return default if raw is None else canonical.decode(raw)
 
     peek = get
+
+    def proves(self, key: str) -> bool:
+        """True when the evidence proves `key` (its value, or its absence)."""
+        return key in self._values
 
 
 @dataclass
@@ -351,10 +356,11 @@ def verify(evidence: Evidence, *, trusted_genesis_hash: Optional[bytes] = None,
               "rows": 0 if evidence.rows is None else evidence.rows.num_rows}
     genesis_hex = evidence.ledger.genesis.genesis_hash().hex()
 
-    def done(height: int, proven: Optional[dict[str, Any]] = None) -> Report:
+    def done(height: int, proven: Optional[dict[str, Any]] = None,
+             erased: tuple[dict[str, Any], ...] = ()) -> Report:
         counts["failures"] = run.failed_count
         return Report(claimed, run.passed_steps(), tuple(run.failures), counts, genesis_hex, height,
-                      pinned=pinned, proven=proven if not run.failures else None)
+                      pinned=pinned, proven=proven if not run.failures else None, erased=erased)
 
     claimed = evidence.subject if isinstance(evidence.subject, dict) else {"kind": None}
     try:
@@ -405,7 +411,62 @@ def verify(evidence: Evidence, *, trusted_genesis_hash: Optional[bytes] = None,
         devices = {c.statement_hash: c.stmt.device for c in checked if c.verified and c.stmt is not None}
         _verify_rows(run, evidence.rows, subject, signed_rows, devices)
     proven = _verify_subject(run, subject, evidence, checked, batches)
-    return done(view.client.height, proven)
+    erased = tuple(e.to_json() for c in checked if c.verified and c.stmt is not None
+                   and c.stmt.content_type == ENVELOPE_CONTENT_TYPE and view.state.proves(erased_key(c.statement_hash))
+                   for e in [erasure_at(view.state, c.statement_hash, c.stmt.device)] if e is not None)
+    return done(view.client.height, proven, erased)
+
+
+def erasure_keys(evidence: Evidence) -> list[str]:
+    """The state keys that say whether the confidential records of `evidence` were erased
+    (``pol/erased/<statement hash>``): what a verifier asks the ledger for, later than the
+    evidence was collected (`apply_erasures`)."""
+    out = []
+    for r in evidence.records:
+        try:
+            st = Statement.from_bytes(r.statement)
+        except TrustError:
+            continue
+        if st.content_type == ENVELOPE_CONTENT_TYPE:
+            out.append(erased_key(sha256(r.statement)))
+    return out
+
+
+def apply_erasures(report: Report, evidence: Evidence, fresh: LedgerEvidence, *,
+                   trusted_genesis_hash: Optional[bytes] = None,
+                   checkpoint: Optional[TrustedCheckpoint] = None) -> Report:
+    """`report` (of `evidence`) with the erasures a later ledger state proves: `fresh` holds
+    certified headers from the same genesis and the `erasure_keys` values proven at one height
+    (an offline bundle exported before an erasure cannot know of it). A `fresh` that does not
+    verify, or another genesis, is a failure at its step; a failed report is returned as is."""
+    if not report.ok:
+        return report
+    import dataclasses
+
+    def failed(step: str, message: str) -> Report:
+        return dataclasses.replace(report, proven=None, failures=(Failure(step, message, {"erasure_check": True}),))
+
+    if fresh.genesis.genesis_hash() != evidence.ledger.genesis.genesis_hash():
+        return failed(GenesisError.step, "the ledger asked about erasures has another genesis than the evidence")
+    try:
+        view = verify_ledger(fresh, trusted_genesis_hash=trusted_genesis_hash
+                             if trusted_genesis_hash is not None or checkpoint is not None
+                             else evidence.ledger.genesis.genesis_hash(), checkpoint=checkpoint)
+    except VerificationError as exc:
+        return failed(exc.step, f"the erasure check: {exc}")
+    have = {e["statement_hash"] for e in report.erased}
+    found = list(report.erased)
+    for r in evidence.records:
+        st = Statement.from_bytes(r.statement)
+        h = sha256(r.statement)
+        if st.content_type != ENVELOPE_CONTENT_TYPE or h.hex() in have:
+            continue
+        if not view.state.proves(erased_key(h)):
+            return failed(RegistryProofError.step, f"the erasure check: no proof for {erased_key(h)!r}")
+        e = erasure_at(view.state, h, st.device)
+        if e is not None:
+            found.append(e.to_json())
+    return dataclasses.replace(report, erased=tuple(found))
 
 
 def _verify_batch(run: _Run, view: LedgerView, ledger: LedgerEvidence,

@@ -131,10 +131,20 @@ class Report:
     ledger_height: int = 0
     pinned: bool = True
     proven: Optional[dict[str, Any]] = None
+    #: records of the subject whose content was erased (``policy.erase`` proven on chain):
+    #: ``{statement_hash, height, index, device}``; their ciphertext and every proof still check
+    erased: tuple[dict[str, Any], ...] = ()
 
     @property
     def ok(self) -> bool:
+        """Every proof checks and covers the subject (also when its content is erased)."""
         return not self.failures and self.proven is not None
+
+    @property
+    def outcome(self) -> str:
+        """``verified``, ``erased`` (every proof checks; some records' content is destroyed: see
+        `erased`) or ``failed``."""
+        return "failed" if not self.ok else "erased" if self.erased else "verified"
 
     @property
     def failed_step(self) -> Optional[str]:
@@ -143,6 +153,8 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "outcome": self.outcome,
+            "erased": [dict(e) for e in self.erased],
             "subject": self.proven,
             "claimed_subject": self.subject,
             "failed_step": self.failed_step,

@@ -33,7 +33,8 @@ from .kinds import kind_info
 from .payloads import Payload
 from .signing import OutMessage
 
-__all__ = ["KEYS_HEADER", "ProvenState", "key_record_of", "recipients_in_force", "seal_confidential"]
+__all__ = ["KEYS_HEADER", "ProvenState", "key_record_of", "proven_state", "recipients_in_force",
+           "recipients_now", "seal_confidential"]
 
 def seal_confidential(keypair: KeyPair, seq: int, ts_ms: int, payload: Payload, *, stream: str,
                       recipients: Sequence[Recipient | tuple[str, bytes]],
@@ -73,12 +74,9 @@ class ProvenState:
         return self._values.get(key) is not None
 
 
-async def _proven(client: Any, keys: list[str], strict: bool = True) -> ProvenState:
-    sp = await client.get_state_proofs(keys=keys)
-    if sp.height < 1 or sp.header_hash is None:
-        raise ValueError("the ledger has no block yet")
+def _check(client: Any, sp: Any, headers: Any, strict: bool) -> ProvenState:
     lc = LightClient.from_genesis(client.genesis)
-    lc.add_chain(await client.get_headers(1, sp.height))
+    lc.add_chain(headers)
     header = lc.headers.get(sp.height)
     if header is None or header.header_hash() != sp.header_hash:
         raise ValueError(f"the proofs name a header that is not the verified one at {sp.height}")
@@ -89,6 +87,22 @@ async def _proven(client: Any, keys: list[str], strict: bool = True) -> ProvenSt
     return ProvenState(values, sp.height, strict)
 
 
+async def _proven(client: Any, keys: list[str], strict: bool = True) -> ProvenState:
+    sp = await client.get_state_proofs(keys=keys)
+    if sp.height < 1 or sp.header_hash is None:
+        raise ValueError("the ledger has no block yet")
+    return _check(client, sp, await client.get_headers(1, sp.height), strict)
+
+
+def proven_state(client: Any, keys: list[str], strict: bool = True) -> ProvenState:
+    """`keys` proven at the ledger's latest height against headers verified from genesis
+    (`client`: a blocking `LedgerClient`); a value that does not check raises."""
+    sp = client.get_state_proofs(keys=keys)
+    if sp.height < 1 or sp.header_hash is None:
+        raise ValueError("the ledger has no block yet")
+    return _check(client, sp, client.get_headers(1, sp.height), strict)
+
+
 async def recipients_in_force(client: Any, stream: str) -> tuple[int, list[Recipient]]:
     """``(height, recipients)`` of `stream` as of the ledger's latest certified height, from
     state proofs checked against headers verified from genesis (`client`: an
@@ -97,6 +111,19 @@ async def recipients_in_force(client: Any, stream: str) -> tuple[int, list[Recip
     keys = [confidentiality.stream_key(stream)]
     while True:
         partial = await _proven(client, keys, strict=False)
+        closure = confidentiality.policy_closure(partial, stream)
+        if set(closure) <= set(keys):
+            break
+        keys = closure
+    state = ProvenState(partial._values, partial.height)
+    return state.height, confidentiality.recipients_at(state, stream, state.height)
+
+
+def recipients_now(client: Any, stream: str) -> tuple[int, list[Recipient]]:
+    """`recipients_in_force` with a blocking `LedgerClient`."""
+    keys = [confidentiality.stream_key(stream)]
+    while True:
+        partial = proven_state(client, keys, strict=False)
         closure = confidentiality.policy_closure(partial, stream)
         if set(closure) <= set(keys):
             break

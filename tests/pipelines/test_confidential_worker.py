@@ -7,7 +7,6 @@ proves what the pipeline stored while an outsider cannot."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -114,15 +113,9 @@ def test_confidential_records_are_stored_as_ciphertext_and_open_for_recipients(d
         pool.close()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sealstream", "data", "open", *args], capture_output=True,
-                          check=False, text=False, timeout=120, cwd=Path(__file__).resolve().parents[2])
-
-
-def test_data_open_names_each_step(dev_settings, tmp_path: Path) -> None:
-    import json
-
-    from confidential.keys import save_recipient_key
+def test_open_record_names_each_step(dev_settings) -> None:
+    """The reader's pure steps on what the worker stored (the CLI as a user runs it, on a real
+    ledger, is tests/verify/test_confidential_e2e.py)."""
     from pipelines.opener import OpenFailure, open_record
 
     chain, qa, buyer = _policy()
@@ -139,19 +132,6 @@ def test_data_open_names_each_step(dev_settings, tmp_path: Path) -> None:
     finally:
         proc.close()
         pool.close()
-    h = m.statement.hash().hex()
-    qa_file, buyer_file = tmp_path / "qa.key", tmp_path / "buyer.key"
-    save_recipient_key(qa, qa_file)
-    save_recipient_key(buyer, buyer_file)
-
-    out = tmp_path / "plain.jpg"
-    ok = _cli("blob", h, "--key", str(qa_file), "--out", str(out), "--json")
-    assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["recipient"] == "acme.qa" and MARKER not in ok.stdout
-    assert out.read_bytes() == img.data + MARKER and (out.stat().st_mode & 0o777) == 0o600
-    no = _cli("blob", h, "--key", str(buyer_file), "--json")
-    assert no.returncode == 1 and json.loads(no.stdout)["step"] == "not-a-recipient"
-
     # the policy as of a height: granted when sealed, revoked by the next block
     blobs = BlobStore.from_settings(dev_settings)
     payload, record = blobs.get_raw(m.statement.payload_sha256), blobs.get_keys(m.statement.hash())
@@ -170,7 +150,11 @@ def test_data_open_names_each_step(dev_settings, tmp_path: Path) -> None:
     with pytest.raises(OpenFailure) as e:
         open_record(m.statement, m.signature, payload, tampered, qa)
     assert e.value.step == "decrypt"
-    # erased key record: the CLI cannot open it any more
+    assert open_record(m.statement, m.signature, payload, record, qa).plaintext == img.data + MARKER
+    # a deleted key record: nothing opens it
     blobs.delete_keys(m.statement.hash())
-    gone = _cli("blob", h, "--key", str(qa_file), "--json")
-    assert gone.returncode == 1 and json.loads(gone.stdout)["step"] == "decrypt"
+    with pytest.raises(BlobNotFound):
+        blobs.get_keys(m.statement.hash())
+    with pytest.raises(OpenFailure) as e:
+        open_record(m.statement, m.signature, payload, None, qa)
+    assert e.value.step == "decrypt"
