@@ -229,6 +229,48 @@ def test_corruption_matrix(name: str) -> None:
             assert not st.matches_payload(raw)
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_key_record_corruption_matrix(name: str) -> None:
+    """Every single-byte change of the stored key record, and wraps moved between recipients or
+    re-labelled with another key: never opens, always a named step (the record is not signed, so
+    this is what anyone holding the object store can try)."""
+    c = CASES[name]
+    raw = bytes.fromhex(c["output"]["envelope"])
+    rec_bytes = bytes.fromhex(c["output"]["key_record"])
+    keys = keys_of(c)
+    want = open_envelope(raw, rec_bytes, keys[0].id, keys[0].private).plaintext
+    steps = set()
+    for i in range(len(rec_bytes)):
+        bad = _flip(rec_bytes, i)
+        try:
+            got = open_envelope(raw, bad, keys[0].id, keys[0].private)
+        except OpenError as exc:
+            assert exc.step in ("decrypt", "not-a-recipient"), (i, str(exc))
+            steps.add(exc.step)
+            continue
+        # a flip inside another recipient's wrap leaves ours intact: it must still open to the same bytes
+        assert got.plaintext == want, i
+    assert "decrypt" in steps
+    rec = KeyRecord.from_bytes(rec_bytes)
+    mine = rec.wrap_for(keys[0].id)
+    assert mine is not None
+    # our wrap relabelled with another public key (the device's record says whom it wrapped to)
+    other = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    relabelled = KeyRecord(rec.envelope, tuple(Wrap(w.recipient, other, w.ct) if w is mine else w for w in rec.wraps))
+    with pytest.raises(OpenError) as info:
+        open_envelope(raw, relabelled, keys[0].id, keys[0].private)
+    assert info.value.step == "not-a-recipient"
+    if len(keys) > 1:  # another recipient's wrap under our name and key: sealed to their key, it opens with no other
+        theirs = rec.wrap_for(keys[1].id)
+        assert theirs is not None
+        moved = KeyRecord(rec.envelope, tuple(sorted(
+            [Wrap(keys[0].id, keys[0].public, theirs.ct)] + [w for w in rec.wraps if w.recipient not in
+                                                            (keys[0].id,)], key=lambda w: w.recipient)))
+        with pytest.raises(OpenError) as info:
+            open_envelope(raw, moved, keys[0].id, keys[0].private)
+        assert info.value.step == "decrypt"
+
+
 def test_statement_binding_and_commitment_steps() -> None:
     c = CASES["video-chunks"]
     inp = c["input"]
