@@ -78,7 +78,7 @@ class BoundTarget(LedgerBenchTarget):
                 argv = [sys.executable, "-m", "bench._ledger_bound", "--root", str(layout.root), "--node", a.name]
                 self._procs[a.name] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                                        start_new_session=True)
-                _wait_port(a.host, a.p2p_port, self._procs[a.name], timeout=30)
+                _wait_port(a.host, a.client_port or a.p2p_port, self._procs[a.name], timeout=30)
 
     async def asubmit(self, tx: bytes) -> None:
         await super().asubmit(tx)
@@ -134,8 +134,11 @@ class Responder:
         self.verify = CachedVerifier()
         self.malformed = 0
         a = layout.address(name)
+        # the node's transport as the node runs it: with TLS, clients on their own port over TLS
+        tls = layout.node_tls(name, self.key) if layout.tls else None
         self.transport = Transport(chain_id=self.chain_id, node_id=self.key.did, host=a.host, port=a.p2p_port,
-                                   peers=[], on_frame=self.on_frame)
+                                   peers=[], on_frame=self.on_frame, tls=tls,
+                                   client_port=a.client_port if tls else None)
 
     def on_frame(self, conn: Connection, frame: bytes) -> None:
         try:

@@ -2,13 +2,17 @@
 
     .venv/bin/python bench/ledger.py [--duration S] [--clients N] [--tx-size B]
                                      [--nodes 4,16] [--sealers 4] [--repeats R]
-                                     [--peer cometbft] [--reputation] [--json]
+                                     [--peer cometbft] [--reputation] [--no-plaintext] [--json]
 
 One report with:
   * our cluster at each --nodes size (4 nodes = 4 sealers; 16 nodes = 4 sealers
     + 12 backups), driven through the LedgerTarget interface (bench/_target.py)
     that `ledger/` provides; while it does not exist the rows say
     "sealstream ledger cluster not available yet: <reason>" (no numbers);
+  * the same sizes again over the previous plaintext transport (`--no-plaintext` skips it):
+    ours runs with links authenticated and encrypted (TLS 1.3 bound to the genesis keys, clients
+    over TLS on their own port: issue 16) by default, and the ratio secure/plaintext is printed
+    per size (target: at most 10% lost);
   * the ICB paper's figures as reference (Xia et al., "Trusted Industrial
     Infrastructure: An Efficient and Secure Consortium Blockchain System");
   * this machine's ceiling (bench/_ceiling.py): Ed25519 verifications/s on all
@@ -158,19 +162,25 @@ def _cpu_per_tx(a: dict[str, dict[str, Any]] | None, b: dict[str, dict[str, Any]
     return out
 
 
-def run_ours(args: argparse.Namespace, n_nodes: int) -> dict[str, Any]:
+def run_ours(args: argparse.Namespace, n_nodes: int, tls: bool = True) -> dict[str, Any]:
     backups = n_nodes - args.sealers
     row: dict[str, Any] = {
         "config": (f"sealstream {n_nodes} nodes ({args.sealers} sealers"
-                   + (f" + {backups} backups)" if backups else ")")),
-        "kind": "ours",
+                   + (f" + {backups} backups)" if backups else ")") + ("" if tls else ", plaintext")),
+        "kind": "ours" if tls else "plaintext",
         "nodes": n_nodes,
         "sealers": args.sealers,
+        "tls": tls,
     }
     try:
         target = load_target(args.target)
     except TargetUnavailable as e:
         row["unavailable"] = UNAVAILABLE.format(reason=e)
+        return row
+    if hasattr(target, "tls"):
+        target.tls = tls
+    elif not tls:
+        row["unavailable"] = "this target has no plaintext transport"
         return row
     try:
         row.update(drive(target, n_nodes, args.sealers, args))
@@ -245,6 +255,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
             "target": args.target,
             "peer": args.peer,
             "bound": args.bound,
+            "plaintext": args.plaintext,
         },
         "machine": {"cpu_count": os.cpu_count(), "loadavg_before": _loadavg()},
         "paper": PAPER,
@@ -258,6 +269,9 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     c_before = ceiling()
     # 2. our cluster at each size
     report["ours"] = [] if args.reputation_only else [run_ours(args, n) for n in args.nodes]
+    # 2b. the same sizes over the previous plaintext transport (the cost of authenticated, encrypted links)
+    report["plaintext"] = ([run_ours(args, n, tls=False) for n in args.nodes]
+                           if args.plaintext and not args.reputation_only else [])
     if args.reputation or args.reputation_only:
         from bench._reputation import run_reputation
 
@@ -291,6 +305,11 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
         "ours_16_over_4_core_per_node": _ratio(_cpu(ours4, "sealer"), _cpu(ours16, "sealer")),
         "ours_16_over_4_shared_cores_cpu": _ratio(_cpu(ours4, "all_nodes"), _cpu(ours16, "all_nodes")),
     }
+    for n in args.nodes:
+        sec = next((r for r in report["ours"] if r["nodes"] == n and "tx_per_s" in r), None)
+        plain = next((r for r in report["plaintext"] if r["nodes"] == n and "tx_per_s" in r), None)
+        report["ratios"][f"tls_over_plaintext_{n}"] = _ratio(sec["tx_per_s"] if sec else None,
+                                                             plain["tx_per_s"] if plain else None)
     return report
 
 
@@ -343,6 +362,13 @@ def format_report(rep: dict[str, Any]) -> str:
             if o["nodes"] == 16 and r["ours_16_over_ours_4"] is not None:
                 ratio = f"{r['ours_16_over_ours_4']:.2f} x our 4-node tx/s"
             row(o["config"], o["tx_per_s"], o["p50_ms"], o["p99_ms"], o["success_rate"], ratio)
+    for o in rep.get("plaintext", []):
+        if "unavailable" in o:
+            out.append(f"{o['config']:<48} {o['unavailable']}")
+        else:
+            tr = r.get(f"tls_over_plaintext_{o['nodes']}")
+            row(o["config"], o["tx_per_s"], o["p50_ms"], o["p99_ms"], o["success_rate"],
+                f"TLS/plaintext {_f(tr, '.2f')}" if tr is not None else "")
     for p in rep["paper"]:
         row(p["config"], p["tx_per_s"], p["latency_ms"], None, p["success_rate"], "latency as published")
     ceil_ratio = "ours/ceiling " + (_f(r["ours_4_over_ceiling"], ".2f") if r["ours_4_over_ceiling"] is not None
@@ -382,7 +408,7 @@ def format_report(rep: dict[str, Any]) -> str:
                    "each tx's signature (once per sealer) and reply at once; nothing ordered, executed or stored "
                    "(bench/_ledger_bound.py). Any consensus run by these processes with this client on this "
                    "machine stays below it.")
-    for o in [*rep["ours"], *([bound] if bound else []), *([peer] if peer else [])]:
+    for o in [*rep["ours"], *rep.get("plaintext", []), *([bound] if bound else []), *([peer] if peer else [])]:
         if "unavailable" in o:
             continue
         out.append(
@@ -423,6 +449,10 @@ def format_report(rep: dict[str, Any]) -> str:
                             _pct))
     out.append(_target_line("more tx/s than CometBFT", r["ours_4_over_peer"], TARGETS["peer_ratio"],
                             lambda v: f"{v:.2f}x"))
+    out.append("Targets (issue 16, links authenticated and encrypted vs the plaintext transport):")
+    for n in s["nodes"]:
+        out.append(_target_line(f"{n} nodes: TLS >= 90% of plaintext tx/s", r.get(f"tls_over_plaintext_{n}"), 0.90,
+                                lambda v: f"{100 * v:.0f}%"))
     if rep.get("reputation"):
         from bench._reputation import format_reputation
 
@@ -461,6 +491,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--target", default=DEFAULT_TARGET_SPEC,
                     help=f"module:factory of our LedgerTarget (default {DEFAULT_TARGET_SPEC})")
     ap.add_argument("--peer", choices=["cometbft"], default=None, help="also run a 4-validator CometBFT testnet")
+    ap.add_argument("--no-plaintext", dest="plaintext", action="store_false",
+                    help="skip the plaintext-transport rows (our nodes without TLS, the comparison of issue 16)")
     ap.add_argument("--no-bound", dest="bound", action="store_false",
                     help="skip the no-consensus bound (responders that only verify and reply; bench/_ledger_bound.py)")
     ap.add_argument("--cometbft-timeout-commit", default="10ms",

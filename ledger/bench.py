@@ -6,7 +6,8 @@ directory and waits until every node is ready; `asubmit(tx)` / `submit(tx)`
 wrap the load generator's opaque ``key=value`` bytes as a signed ``kv.put``
 transaction and return once f+1 sealers replied with matching signed results
 (raising on refusal or timeout); `stop()` stops every node and removes the
-directory.
+directory. ``tls`` (default True: links bound to the genesis keys, clients over TLS on their
+own port) False runs the previous plaintext transport, the comparison `bench/ledger.py` prints.
 
 All transactions write the one key ``bench`` (the value is the whole payload):
 `KVExecutor` hashes its whole map into each block's state root, so unique keys
@@ -44,8 +45,9 @@ class LedgerBenchTarget:
 
     name = "sealstream"
 
-    def __init__(self, params: Params = BENCH_PARAMS, timeout: float = 30.0) -> None:
+    def __init__(self, params: Params = BENCH_PARAMS, timeout: float = 30.0, tls: bool = True) -> None:
         self.params = params
+        self.tls = tls
         self.timeout = timeout
         self.cluster: LocalCluster | None = None
         self._dir: Path | None = None
@@ -58,7 +60,7 @@ class LedgerBenchTarget:
         self.stop()
         self._dir = Path(tempfile.mkdtemp(prefix=self._dir_prefix))
         self.cluster = LocalCluster(self._dir, n_nodes=n_nodes, n_sealers=n_sealers, params=self.params,
-                                    log_level="WARNING", app="kv")
+                                    log_level="WARNING", app="kv", tls=self.tls)
         try:
             self._launch(self.cluster.init())
         except BaseException:

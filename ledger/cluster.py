@@ -9,7 +9,9 @@ session, its output appended to ``ROOT/logs/NAME.log`` and its pid in
 ``ROOT/run/NAME.pid``. A pid file only counts while the process's command
 line still names ROOT, so `stop` never signals an unrelated process that
 reused a stale pid. Ports: node i listens on ``base_port + 2i`` (p2p) and
-``base_port + 2i + 1`` (HTTP); ``base_port=0`` picks free ports.
+``base_port + 2i + 1`` (HTTP), and with TLS (the default; ``tls=False`` is the
+plaintext transport of before) on ``base_port + 2n + i`` for clients;
+``base_port=0`` picks free ports.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class LocalCluster:
     def __init__(self, root: str | Path, *, n_nodes: int = 4, n_sealers: int | None = None,
                  params: Params | None = None, host: str = "127.0.0.1", base_port: int = 0,
                  port_setting: str = "SEALSTREAM_LEDGER_BASE_PORT", log_level: str = "INFO",
-                 app: str = "contracts") -> None:
+                 app: str = "contracts", tls: bool = True) -> None:
         self.root = Path(root).resolve()
         self.layout = LedgerLayout(self.root)
         self.n_nodes = n_nodes
@@ -102,6 +104,7 @@ class LocalCluster:
         self.port_setting = port_setting
         self.log_level = log_level
         self.app = app  # for `init` only: a started ledger runs what its genesis names
+        self.tls = tls  # for `init` only: a started ledger runs what its layout says (`LedgerLayout.tls`)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # ------------------------------------------------------------ setup
@@ -109,15 +112,17 @@ class LocalCluster:
     def init(self, force: bool = False) -> LedgerLayout:
         """Write keys, genesis and addresses, and for app "contracts" the admin key and
         ``contracts.json`` (`ledger.layout.init_layout`)."""
+        n = self.n_nodes
         if self.base_port:
-            ports = [(self.base_port + 2 * i, self.base_port + 2 * i + 1) for i in range(self.n_nodes)]
+            b = self.base_port
+            ports = [(b + 2 * i, b + 2 * i + 1, b + 2 * n + i) for i in range(n)]
         else:
-            flat = free_ports(2 * self.n_nodes, self.host)
-            ports = [(flat[2 * i], flat[2 * i + 1]) for i in range(self.n_nodes)]
+            flat = free_ports(3 * n, self.host)
+            ports = [(flat[2 * i], flat[2 * i + 1], flat[2 * n + i]) for i in range(n)]
         if force:
             self.stop()
-        return init_layout(self.root, n_nodes=self.n_nodes, n_sealers=self.n_sealers, ports=ports,
-                           host=self.host, params=self.params, force=force, app=self.app)
+        return init_layout(self.root, n_nodes=n, n_sealers=self.n_sealers, ports=ports,
+                           host=self.host, params=self.params, force=force, app=self.app, tls=self.tls)
 
     def addresses(self) -> list[NodeAddress]:
         return self.layout.addresses()
@@ -152,8 +157,8 @@ class LocalCluster:
         todo = [n for n in (names or addrs) if self.pid(n) is None]
         for name in todo:
             a = addrs[name]
-            for port, what in ((a.p2p_port, "p2p"), (a.http_port, "HTTP")):
-                if not _port_free(a.host, port):
+            for port, what in ((a.p2p_port, "p2p"), (a.http_port, "HTTP"), (a.client_port, "client")):
+                if port is not None and not _port_free(a.host, port):
                     raise ClusterError(
                         f"Port {port} on {a.host}, needed by ledger {name} ({what}), is already in use; "
                         f"stop that process or set {self.port_setting} to a free port and run "

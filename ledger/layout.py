@@ -4,16 +4,27 @@ One directory (``$SEALSTREAM_HOME/ledger`` for the CLI, a temp dir in tests)
 holds everything a local cluster needs::
 
     genesis.json            the chain's genesis (JSON of `Genesis.to_wire()`)
-    addresses.json          [{name, did, host, p2p_port, http_port}] per node
-    keys/<name>.key         node keys, mode 0600 (`trust.identity.save_keypair`)
-    keys/client.key         a submitter key for the CLI and tests
-    keys/admin.key          the consortium admin (app "contracts" only)
+    addresses.json          [{name, did, host, p2p_port, http_port, client_port}] per node
+    certs/<name>.pem        each node's self-signed TLS certificate (public; `ledger.tls`)
+    nodes/<name>/node.key   the node's key and nothing else (dir 0700, file 0600)
+    client/client.key       a submitter key for the CLI and tests (dir 0700)
+    admin/admin.key         the consortium admin (app "contracts" only; dir 0700)
     contracts.json          the contracts genesis (app "contracts" only)
     nodes/<name>/blocks.db  each node's block store
     run/<name>.pid          pid files of running nodes
     logs/<name>.log         each node's JSON log
 
 Genesis has no byte strings, so plain JSON is its exact wire form.
+
+Keys: a node process reads only its own directory's key (and the public files), so nodes run
+under separate users need nothing of each other's; key files are written 0600 to a temporary
+name and renamed, so no reader ever sees a partial or wider-readable key. Layouts from before
+this keep ``keys/<name>.key`` and are still read.
+
+TLS (`LedgerLayout.tls`): a layout with ``certs/`` runs its peers' links as mutually
+authenticated TLS 1.3 bound to the genesis keys, and its clients on ``client_port`` over TLS
+(`ledger.tls`); ``init_layout(tls=False)`` (``sealstream ledger init --plaintext``, the bench's
+comparison) and layouts from before this run the previous plaintext transport on one port.
 
 The application (`init_layout(app=...)`): ``"contracts"`` (the default of
 ``sealstream ledger init|up``) runs `ledger.contracts.ContractApp` from
@@ -34,11 +45,14 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from trust import canonical
 from trust._hashes import sha256
 from trust.identity import KeyPair, load_keypair, save_keypair
+
+if TYPE_CHECKING:
+    from .tls import NodeTLS
 
 from ._types import Genesis, Params
 from .errors import LedgerError
@@ -48,7 +62,7 @@ if TYPE_CHECKING:
     from .executor import Executor
 
 __all__ = ["APPS", "LayoutError", "NodeAddress", "LedgerLayout", "init_layout", "contracts_genesis_hash",
-           "app_tag"]
+           "app_tag", "write_key"]
 
 #: Applications a layout can run.
 APPS = ("contracts", "kv")
@@ -71,13 +85,15 @@ class LayoutError(LedgerError):
 
 @dataclass(frozen=True)
 class NodeAddress:
-    """Where one node listens: `p2p_port` for replicas and clients, `http_port` for queries."""
+    """Where one node listens: `p2p_port` for replicas (and, without TLS, clients), `http_port` for
+    queries, `client_port` for clients over TLS (None: a plaintext layout, clients use `p2p_port`)."""
 
     name: str
     did: str
     host: str
     p2p_port: int
     http_port: int
+    client_port: int | None = None
 
     @property
     def http_url(self) -> str:
@@ -98,16 +114,45 @@ class LedgerLayout:
     def addresses_path(self) -> Path:
         return self.root / "addresses.json"
 
-    def key_path(self, name: str) -> Path:
+    def legacy_key_path(self, name: str) -> Path:
+        """Where layouts from before per-node key directories kept every key."""
         return self.root / "keys" / f"{name}.key"
+
+    def _key(self, path: Path, name: str) -> Path:
+        legacy = self.legacy_key_path(name)
+        return legacy if not path.exists() and legacy.exists() else path
+
+    def key_path(self, name: str) -> Path:
+        """Node `name`'s key file: ``nodes/<name>/node.key`` (or a legacy ``keys/<name>.key``)."""
+        if name in ("client", "admin"):
+            return self.client_key_path if name == "client" else self.admin_key_path
+        return self._key(self.node_dir(name) / "node.key", name)
 
     @property
     def client_key_path(self) -> Path:
-        return self.key_path("client")
+        return self._key(self.root / "client" / "client.key", "client")
 
     @property
     def admin_key_path(self) -> Path:
-        return self.key_path("admin")
+        return self._key(self.root / "admin" / "admin.key", "admin")
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.root / "certs"
+
+    @property
+    def tls(self) -> bool:
+        """True when this ledger's links run TLS bound to the genesis keys (``certs/`` exists)."""
+        return self.certs_dir.is_dir()
+
+    def node_tls(self, name: str, key: KeyPair | None = None) -> "NodeTLS":
+        """The TLS contexts of node `name` (its key, the published genesis certificates)."""
+        from .tls import NodeTLS
+
+        g = self.genesis()
+        names = {n.did: n.name for n in g.nodes}
+        return NodeTLS.for_node(key or self.node_key(name), g.node_ids(), self.certs_dir, names,
+                                workdir=self.node_dir(name) if self.node_dir(name).is_dir() else None)
 
     @property
     def contracts_path(self) -> Path:
@@ -217,16 +262,19 @@ def init_layout(
     *,
     n_nodes: int,
     n_sealers: int,
-    ports: list[tuple[int, int]],
+    ports: Sequence[tuple[int, ...]],
     host: str = "127.0.0.1",
     params: Params | None = None,
     chain_id: str | None = None,
     force: bool = False,
     app: str = "contracts",
+    tls: bool = True,
 ) -> LedgerLayout:
     """Write fresh keys, genesis and addresses for `n_nodes` (the first `n_sealers` seal).
 
-    `ports[i]` is node i's (p2p, http) port pair. `app` is ``"contracts"``
+    `ports[i]` is node i's (p2p, http, client) ports; with `tls` (the default) each node's
+    certificate goes to ``certs/`` and clients get their own port (the third; without it, or
+    ``tls=False``, the previous plaintext transport on one port). `app` is ``"contracts"``
     (also writes ``keys/admin.key`` and ``contracts.json``, and binds its hash
     into the genesis) or ``"kv"``. Refuses to touch an existing ledger unless
     `force` (which deletes its keys and block stores too).
@@ -242,17 +290,23 @@ def init_layout(
         if not force:
             raise LayoutError(f"a ledger already exists in {layout.root}; pass --force to replace it "
                               "(its blocks are lost)")
-        for sub in ("keys", "nodes", "run"):
+        for sub in ("keys", "nodes", "run", "certs", "client", "admin"):
             shutil.rmtree(layout.root / sub, ignore_errors=True)
         for f in (layout.genesis_path, layout.addresses_path, layout.contracts_path):
             f.unlink(missing_ok=True)
-    (layout.root / "keys").mkdir(parents=True, exist_ok=True)
-    os.chmod(layout.root / "keys", 0o700)
+    layout.root.mkdir(parents=True, exist_ok=True)
     names = [f"node{i}" for i in range(n_nodes)]
     keys = [KeyPair.generate() for _ in names]
     for name, key in zip(names, keys):
-        save_keypair(layout.key_path(name), key)
-    save_keypair(layout.client_key_path, KeyPair.generate())
+        write_key(layout.node_dir(name) / "node.key", key)
+    write_key(layout.root / "client" / "client.key", KeyPair.generate())
+    tls = tls and all(len(p) > 2 for p in ports)
+    if tls:
+        from .tls import node_certificate
+
+        layout.certs_dir.mkdir(exist_ok=True)
+        for name, key in zip(names, keys):
+            _write_bytes(layout.certs_dir / f"{name}.pem", node_certificate(key))
     genesis = Genesis.create(chain_id or f"sealstream-{os.urandom(4).hex()}", [k.did for k in keys], n_sealers,
                              params or Params())
     genesis = Genesis(genesis.chain_id, tuple(type(n)(n.did, name) for n, name in zip(genesis.nodes, names)),
@@ -261,15 +315,44 @@ def init_layout(
         from .contracts import ContractsGenesis
 
         admin = KeyPair.generate()
-        save_keypair(layout.admin_key_path, admin)
+        write_key(layout.root / "admin" / "admin.key", admin)
         cg = ContractsGenesis.for_ledger(genesis, admin.did)
         _write_json(layout.contracts_path, cg.to_wire())
         genesis = Genesis(genesis.chain_id, genesis.nodes, genesis.sealers, genesis.params, genesis.time,
                           app_tag(cg))
-    addresses = [NodeAddress(name, key.did, host, p2p, http) for name, key, (p2p, http) in zip(names, keys, ports)]
+    addresses = [NodeAddress(name, key.did, host, p[0], p[1], p[2] if tls else None)
+                 for name, key, p in zip(names, keys, ports)]
     _write_json(layout.genesis_path, genesis.to_wire())
     _write_json(layout.addresses_path, [asdict(a) for a in addresses])
     return layout
+
+
+def write_key(path: Path, key: KeyPair) -> None:
+    """`key` to `path` in a directory of its own (0700), the file 0600 from its creation and
+    renamed into place, so it is never seen partial or with wider modes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    save_keypair(tmp, key)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def _write_json(path: Path, value: object) -> None:

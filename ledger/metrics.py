@@ -20,6 +20,8 @@ latency is observed as it happens. Names (all ``sealstream_ledger_*``):
 | ``refused_connections_total{reason}`` | counter | connections refused at accept (``total_cap``, ``address_cap``) |
 | ``frames_over_limit_total{link}`` | counter | frames over the link's limit (``hello``, ``peer``, ``client``) |
 | ``dropped_replays_total{kind}`` | counter | signed ``status``/``fetch``/``viewchange`` messages dropped as replays |
+| ``handshake_failures_total{reason}`` | counter | TLS handshakes refused or failed (``dial_*``: as dialer) |
+| ``mempool_refusals_total{reason}`` | counter | txs refused entry to the mempool (``not_registered``, ...) |
 | ``inbound_connections`` | gauge | inbound connections open |
 
 Every series carries the ``node`` label (the node's name) so one Prometheus
@@ -128,7 +130,12 @@ class _Snapshot(Collector):
         for key, name, doc, label in (
                 ("refused", "refused_connections", "Inbound connections refused at accept, by reason.", "reason"),
                 ("over_limit", "frames_over_limit", "Frames over their link's length limit, by link.", "link"),
-                ("replays", "dropped_replays", "Signed messages dropped as replays, by kind.", "kind")):
+                ("replays", "dropped_replays", "Signed messages dropped as replays, by kind.", "kind"),
+                ("mempool_refusals", "mempool_refusals",
+                 "Client transactions refused entry to the mempool (answered at once, never ordered), by reason.",
+                 "reason"),
+                ("handshake_failures", "handshake_failures",
+                 "TLS handshakes refused or failed, by reason (dial_*: this node dialing a peer).", "reason")):
             c = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["node", label])
             for reason, n in sorted(dict(s.get(key, {})).items()):  # type: ignore[call-overload]
                 c.add_metric([self.node, reason], float(n))

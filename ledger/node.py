@@ -117,9 +117,12 @@ class Node:
         self.persists = 0
         peers = [Peer(a.did, a.host, a.p2p_port) for a in layout.addresses()]
         self.limits = Limits.from_env()
+        # TLS bound to the genesis keys unless the layout is a plaintext one (`LedgerLayout.tls`)
+        self.tls = layout.node_tls(name, self.key) if layout.tls else None
         self.transport = Transport(chain_id=self.genesis.chain_id, node_id=self.did, host=self.address.host,
                                    port=self.address.p2p_port, peers=peers, on_frame=self._on_frame,
-                                   limits=self.limits)
+                                   limits=self.limits, tls=self.tls,
+                                   client_port=self.address.client_port if self.tls else None)
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self.drops: Counter[str] = Counter()
         self.committed_tx = 0
@@ -148,7 +151,8 @@ class Node:
         log.info("node started", extra={"node": self.name, "did": self.did, "app": self.app,
                                         "height": self.replica.height,
                                         "view": self.replica.view, "p2p_port": self.address.p2p_port,
-                                        "http_port": self.address.http_port, "sealer": self.replica.is_sealer})
+                                        "http_port": self.address.http_port, "sealer": self.replica.is_sealer,
+                                        "client_port": self.transport.client_port, "tls": self.tls is not None})
         self._execute(self.replica.start())
         housekeeping = asyncio.create_task(self._housekeeping())
         try:
@@ -196,7 +200,7 @@ class Node:
     async def _on_large_frame(self, conn: Connection, frame: bytes) -> None:
         """Decode on the worker thread with the link's item bound; the transport awaits this,
         so one connection's frames stay in order while others are served."""
-        items = MAX_FRAME_ITEMS if conn.remote in self._node_set else CLIENT_MAX_FRAME_ITEMS
+        items = MAX_FRAME_ITEMS if conn.peer else CLIENT_MAX_FRAME_ITEMS
         assert self._loop is not None
         try:
             msg = await self._loop.run_in_executor(self._decoder, decode_message, frame, items)
@@ -206,7 +210,7 @@ class Node:
         self._on_msg(conn, msg)
 
     def _on_msg(self, conn: Connection, msg: Any) -> None:
-        if isinstance(msg, Request) and msg.sender not in self._node_set:
+        if isinstance(msg, Request) and not conn.peer:
             # a client: the tx signature is what counts (the core checks it)
             if msg.tx.submitter != msg.sender:
                 self.drops["bad_request"] += 1
@@ -216,7 +220,7 @@ class Node:
             self.dispatch(RequestSubmitted(msg.tx, conn, relay=not self.replica.is_sealer))
             return
         if isinstance(msg, ClientRequests):
-            if msg.sender in self._node_set:
+            if conn.peer:
                 self.drops["bad_request"] += 1
                 return
             txs = tuple(tx for tx in msg.txs if tx.submitter == msg.sender)
@@ -228,6 +232,9 @@ class Node:
             for tx in txs:
                 self._arrived.setdefault(tx.tx_id, now)
             self.dispatch(RequestsSubmitted(txs, conn, relay=not self.replica.is_sealer))
+            return
+        if not conn.peer:
+            self.drops["not_peer"] += 1  # a client's link carries requests only
             return
         self.dispatch(MessageReceived(conn.remote, msg))
 
@@ -319,6 +326,9 @@ class Node:
         t = self.transport
         return {"height": r.height, "view": r.view, "sealers": r.sealers.n, "is_sealer": int(r.is_sealer),
                 "refused": dict(t.refused), "over_limit": dict(t.over_limit),
+                "handshake_failures": dict(t.handshake_failures),
+                "mempool_refusals": {k[len("request_"):].lower().replace("-", "_"): n for k, n in r.drops.items()
+                                     if k.startswith("request_")},
                 "replays": {k[len("replay_"):]: n for k, n in r.drops.items() if k.startswith("replay_")},
                 "connections": len(t._conns),
                 "reputation": own_score(cast(Any, self.executor).rep_history, self.genesis, self.did),
@@ -355,6 +365,8 @@ class Node:
             "drops": self.all_drops(),
             "refused": dict(self.transport.refused),
             "over_limit": dict(self.transport.over_limit),
+            "handshake_failures": dict(self.transport.handshake_failures),
+            "tls": self.tls is not None,
             "uptime_s": round(time.time() - self.started, 1),
         }
 

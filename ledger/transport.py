@@ -22,6 +22,18 @@ above ``max_connections`` in all or ``max_connections_per_address`` from one add
 refused at accept. Refusals (`refused`) and frames over a limit (`over_limit`) are
 counted by reason, as are drops.
 
+With TLS (`ledger.tls.NodeTLS`, the default of a layout made by ``init``), the peers' port
+speaks mutually authenticated TLS 1.3: the handshake runs before any frame is read (within
+``read_timeout_s``), a dialer must present the self-signed certificate of a genesis node key
+and prove its possession, and the HELLO must then name that very key (`Connection.remote` is
+the authenticated did, `Connection.peer` True). Clients use a port of their own
+(``client_port``): TLS with the node's certificate only, the client frame limit, and whatever
+arrives there is a client's (never a peer's). A dialer pins the peer's certificate to the
+genesis key of the node it dialed before writing its HELLO. Failed handshakes are counted by
+reason in `handshake_failures` (``dial_<reason>`` for the dialer's side), and a failed dial keeps
+its backoff. Without TLS (a plaintext layout, ``--plaintext``: the bench's comparison) the one
+port serves both as before and the HELLO is unauthenticated.
+
 Delivery is in order per link and best effort: a frame written just as a peer
 hangs up can be lost, and one in flight during a reconnect can arrive twice.
 PBFT copes with both (handlers are idempotent; status messages, view changes
@@ -34,6 +46,7 @@ import asyncio
 import logging
 import os
 import random
+import ssl
 import struct
 import time
 from collections import Counter
@@ -41,6 +54,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 
 from trust import canonical
+
+from .tls import NodeTLS, handshake_reason, peer_did, pinned
 
 __all__ = ["Transport", "Connection", "Peer", "Limits", "read_frame", "write_frame", "FrameError", "HELLO_TAG"]
 
@@ -131,6 +146,8 @@ class Connection:
         self.last_frame = time.monotonic()
         self.reading_since: float | None = None
         self.hello_done = False
+        #: True on a link from a genesis node: authenticated by TLS, or (plaintext) a HELLO naming one
+        self.peer = False
         #: why the transport closed it (a timeout), counted once
         self.closed_by: str | None = None
 
@@ -167,6 +184,8 @@ class Transport:
         limits: Limits | None = None,
         queue_limit: int = 10_000,
         backoff: tuple[float, float] = (0.05, 2.0),
+        tls: NodeTLS | None = None,
+        client_port: int | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.node_id = node_id
@@ -180,7 +199,11 @@ class Transport:
         self.limits = limits
         self.max_frame = limits.max_frame
         self.backoff = backoff
+        self.tls = tls
+        self.client_port = client_port
         self.drops: Counter[str] = Counter()
+        #: TLS handshakes that failed, by reason (``dial_<reason>``: this node dialing a peer)
+        self.handshake_failures: Counter[str] = Counter()
         #: connections refused at accept, and frames over a length limit, by reason
         self.refused: Counter[str] = Counter()
         self.over_limit: Counter[str] = Counter()
@@ -191,6 +214,7 @@ class Transport:
             nid: asyncio.Queue(maxsize=queue_limit) for nid in self.peers
         }
         self._server: asyncio.base_events.Server | None = None
+        self._client_server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._inbound: set[asyncio.Task[None]] = set()
 
@@ -199,6 +223,10 @@ class Transport:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
+        if self.client_port is not None:
+            self._client_server = await asyncio.start_server(self._accept_client, self.host, self.client_port)
+            if self.client_port == 0:
+                self.client_port = self._client_server.sockets[0].getsockname()[1]
         for nid in self.peers:
             self._tasks.append(asyncio.create_task(self._dial_loop(nid), name=f"dial-{nid[-8:]}"))
         self._tasks.append(asyncio.create_task(self._sweep(), name="sweep"))
@@ -228,9 +256,10 @@ class Transport:
         for task in [*self._tasks, *self._inbound]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._inbound, return_exceptions=True)
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in (self._server, self._client_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
 
     # -- sending --------------------------------------------------------------------
     def send(self, node_id: str, payload: bytes) -> None:
@@ -257,7 +286,7 @@ class Transport:
         pending: bytes | None = None
         while True:
             try:
-                reader, writer = await asyncio.open_connection(peer.host, peer.port)
+                reader, writer = await self._dial(peer)
             except OSError:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.backoff[1])
@@ -288,8 +317,51 @@ class Transport:
                 self.connected.discard(node_id)
                 writer.close()
 
+    async def _dial(self, peer: Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to `peer`; with TLS, handshaken and pinned to its genesis key (else OSError)."""
+        if self.tls is None:
+            return await asyncio.open_connection(peer.host, peer.port)
+        try:
+            reader, writer = await asyncio.open_connection(
+                peer.host, peer.port, ssl=self.tls.peer_client, server_hostname=peer.host,
+                ssl_handshake_timeout=self.limits.read_timeout_s)
+        except ssl.SSLError as exc:
+            self.handshake_failures["dial_" + handshake_reason(exc)] += 1
+            raise
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            self.handshake_failures["dial_handshake_timeout"] += 1
+            raise OSError("handshake timeout") from exc
+        if not pinned(writer.get_extra_info("ssl_object"), peer.node_id):
+            self.handshake_failures["dial_wrong_key"] += 1
+            writer.transport.abort()
+            raise OSError(f"{peer.host}:{peer.port} does not hold the genesis key of {peer.node_id}")
+        return reader, writer
+
     # -- receiving ------------------------------------------------------------------
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._accept(reader, writer, client_port=True)
+
+    async def _handshake(self, writer: asyncio.StreamWriter, conn: Connection, client_port: bool) -> str | None:
+        """Server side of TLS; the peer's authenticated did (``""`` on the clients' port), or
+        None when refused (counted in `handshake_failures`). The sweeper bounds it like a HELLO
+        (``hello_timeout`` after ``read_timeout_s``)."""
+        assert self.tls is not None
+        ctx = self.tls.client_server if client_port else self.tls.peer_server
+        try:
+            await writer.start_tls(ctx, ssl_handshake_timeout=self.limits.read_timeout_s + 5)
+        except (ssl.SSLError, OSError, EOFError, asyncio.TimeoutError, TimeoutError) as exc:
+            self.handshake_failures["handshake_timeout" if conn.closed_by else handshake_reason(exc)] += 1
+            return None
+        if client_port:
+            return ""
+        did = peer_did(writer.get_extra_info("ssl_object"))
+        if did is None or did not in self.peers:
+            self.handshake_failures["unknown_key"] += 1  # the trust store holds only genesis keys
+            return None
+        return did
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      client_port: bool = False) -> None:
         lim = self.limits
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
@@ -309,6 +381,11 @@ class Transport:
         self._per_address[address] += 1
         stage = "hello"
         try:
+            authenticated: str | None = None
+            if self.tls is not None:
+                authenticated = await self._handshake(writer, conn, client_port)
+                if authenticated is None:
+                    return
             first = await read_frame(reader, lim.hello_max_frame, conn)
             if first is None:
                 return
@@ -316,13 +393,19 @@ class Transport:
             if remote is None:
                 self.drops["bad-hello"] += 1
                 return
+            if authenticated and remote != authenticated:
+                self.handshake_failures["identity_mismatch"] += 1  # a HELLO naming another node
+                return
             conn.remote = remote
             conn.hello_done = True
             conn.reading_since = None
             conn.last_frame = time.monotonic()
-            # a HELLO is unauthenticated: naming a node only buys the peers' frame limit
-            limit = lim.max_frame if remote in self.peers else lim.client_max_frame
-            stage = "peer" if remote in self.peers else "client"
+            if self.tls is not None:
+                conn.peer = bool(authenticated)
+            else:  # plaintext: a HELLO is unauthenticated; naming a node only buys the peers' frame limit
+                conn.peer = remote in self.peers
+            limit = lim.max_frame if conn.peer else lim.client_max_frame
+            stage = "peer" if conn.peer else "client"
             while True:
                 frame = await read_frame(reader, limit, conn)
                 if frame is None:

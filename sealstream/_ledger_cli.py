@@ -30,7 +30,8 @@ JOB = "sealstream-ledger"
 
 
 
-def _cluster(s: Settings, n_nodes: int | None = None, n_sealers: int | None = None, app: str = "contracts") -> Any:
+def _cluster(s: Settings, n_nodes: int | None = None, n_sealers: int | None = None, app: str = "contracts",
+             tls: bool | None = None) -> Any:
     from ledger import Params
     from ledger.cluster import LocalCluster
 
@@ -39,7 +40,7 @@ def _cluster(s: Settings, n_nodes: int | None = None, n_sealers: int | None = No
                     view_change_timeout_ms=s.ledger_view_change_timeout_ms)
     return LocalCluster(s.ledger_home, n_nodes=n_nodes or s.ledger_nodes,
                         n_sealers=n_sealers or s.ledger_sealers, params=params, host=s.host,
-                        base_port=s.ledger_base_port, app=app)
+                        base_port=s.ledger_base_port, app=app, tls=s.ledger_tls if tls is None else tls)
 
 
 def _from_json(value: Any) -> Any:
@@ -97,7 +98,9 @@ def _rows(cluster: Any) -> list[dict[str, Any]]:
         st = cluster.status(a.name) if pid is not None else None
         row: dict[str, Any] = {"node": a.name, "state": "stopped" if pid is None else
                                ("running" if st is not None else "unhealthy"), "pid": pid,
-                               "p2p": f"{a.host}:{a.p2p_port}", "http": a.http_url}
+                               "p2p": f"{a.host}:{a.p2p_port}", "http": a.http_url,
+                               "client": f"{a.host}:{a.client_port}" if a.client_port else None,
+                               "tls": cluster.layout.tls}
         if st is not None:
             row.update({k: st[k] for k in ("height", "view", "role", "primary", "epoch", "tip", "mempool")})
             row["peers"] = f"{len(st['peers_connected'])}/{st['peers_total']}"
@@ -134,11 +137,13 @@ def ledger() -> None:
     sealstream ledger down                         stop the nodes; blocks are kept
 
     The nodes run the contracts (registry, anchors, tokens, audit; docs/contracts.md) with the
-    consortium admin key in keys/admin.key; `init --app kv` makes a key/value
-    ledger (kv.put) instead.
+    consortium admin key in admin/admin.key; `init --app kv` makes a key/value
+    ledger (kv.put) instead. Node-to-node links are TLS 1.3 bound to the genesis keys and
+    clients use a TLS port of their own (`init --plaintext`: the plaintext transport of before).
 
-    State: $SEALSTREAM_HOME/ledger. Ports: SEALSTREAM_LEDGER_BASE_PORT (node i uses
-    base+2i for p2p and base+2i+1 for HTTP, fixed at `init`).
+    State: $SEALSTREAM_HOME/ledger (each node's key in nodes/<name>/node.key only). Ports:
+    SEALSTREAM_LEDGER_BASE_PORT (node i of n uses base+2i for p2p, base+2i+1 for HTTP and
+    base+2n+i for clients, fixed at `init`).
     """
 
 
@@ -153,13 +158,16 @@ def ledger() -> None:
               help="choose the sealers by reputation: at every epoch end the top K (--sealers) nodes seal")
 @click.option("--epoch-length", type=click.IntRange(min=1), default=None,
               help="blocks per epoch (default 1000, or 100 with --reputation)")
+@click.option("--plaintext", is_flag=True,
+              help="plaintext links, clients on the peers' port (the comparison of bench/ledger.py) "
+                   "[SEALSTREAM_LEDGER_TLS=0]")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def ledger_init(ctx: click.Context, n_nodes: int | None, n_sealers: int | None, app: str, force: bool,
-                reputation: bool, epoch_length: int | None, as_json: bool) -> None:
+                reputation: bool, epoch_length: int | None, plaintext: bool, as_json: bool) -> None:
     """Write node keys, the genesis and the node addresses into the state directory.
 
-    With the contracts app (the default) also keys/admin.key, the consortium
+    With the contracts app (the default) also admin/admin.key, the consortium
     admin, and contracts.json (org "operator", administered by that key,
     holding the nodes), whose hash the genesis records. With --reputation the
     first K nodes seal epoch 0 and each epoch end picks the next K by
@@ -169,7 +177,7 @@ def ledger_init(ctx: click.Context, n_nodes: int | None, n_sealers: int | None, 
       sealstream ledger init --nodes 7 --sealers 4 --reputation --epoch-length 50
     """
     s = _settings(ctx)
-    cluster = _cluster(s, n_nodes, n_sealers, app)
+    cluster = _cluster(s, n_nodes, n_sealers, app, tls=False if plaintext else None)
     if reputation or epoch_length:
         from dataclasses import replace
 
@@ -185,7 +193,7 @@ def ledger_init(ctx: click.Context, n_nodes: int | None, n_sealers: int | None, 
     admin = layout.admin_key().did if app == "contracts" else None
     if as_json:
         _emit({"home": str(layout.root), "chain_id": g.chain_id, "genesis_hash": g.genesis_hash().hex(),
-               "app": layout.app(), "app_hash": g.app.partition(":")[2] or None, "admin": admin,
+               "app": layout.app(), "tls": layout.tls, "app_hash": g.app.partition(":")[2] or None, "admin": admin,
                "sealers": len(g.sealers.members), "reputation": g.params.sealer_count > 0,
                "epoch_length": g.params.epoch_length, "nodes": [a.__dict__ for a in addrs]})
         return
@@ -195,7 +203,7 @@ def ledger_init(ctx: click.Context, n_nodes: int | None, n_sealers: int | None, 
         _out.print(f"sealers chosen by reputation every {g.params.epoch_length} blocks "
                    "(sealstream ledger reputation shows the table)")
     if admin:
-        _out.print(f"consortium admin {admin} (keys/admin.key)")
+        _out.print(f"consortium admin {admin} (admin/admin.key)")
     _out.print(f"genesis hash {g.genesis_hash().hex()}; next: sealstream ledger up")
 
 
@@ -284,7 +292,7 @@ a map whose only key is "$hex" becomes those bytes.
 @click.argument("kind")
 @click.argument("payload")
 @click.option("--as", "signer", default="client", show_default=True, metavar="admin|client|KEYFILE",
-              help="who signs: the consortium admin (keys/admin.key), the ledger's client key, or a key file "
+              help="who signs: the consortium admin (admin/admin.key), the ledger's client key, or a key file "
                    "(trust.identity format, mode 0600)")
 @click.option("--timeout", default=15.0, show_default=True, help="seconds to wait for f+1 matching replies")
 @click.option("--json", "as_json", is_flag=True, help="print the receipt as JSON")
@@ -312,11 +320,20 @@ def ledger_submit(ctx: click.Context, kind: str, payload: str, signer: str, time
         msg = exc.args[0] if exc.args else str(exc)
         _fail(ValueError(f"PAYLOAD is not JSON ({msg}); quote it, e.g. '{{\"key\": \"a\"}}'"), as_json)
         return
+    from ledger.client import TxRefused
+
     cluster = _cluster(_settings(ctx))
     try:
         key = _signer(cluster.layout, signer)
         with LedgerClient.from_layout(cluster.root, key=key, timeout=timeout) as client:
             r = client.submit(kind, value)
+    except TxRefused as exc:
+        # refused at admission (never ordered): say why the ledger's client key is, and what to use
+        hint = ("; it was signed by the ledger's client key, which the registry does not know: "
+                "sign with --as admin or --as KEYFILE" if signer == "client"
+                and exc.code in ("NOT_REGISTERED", "INSUFFICIENT_QUOTA") else "")
+        fail({"error": exc.code, "message": f"{exc}{hint}"}, as_json)
+        return
     except _boundary_errors() + (OSError,) as exc:
         _fail(exc, as_json)
         return
@@ -618,7 +635,7 @@ def ledger_tokens_history(ctx: click.Context, account: str, since_height: int | 
     _out.print(f"balance {got['balance']}, {got['charges']} charges, spent {got['spent']}{more}")
 
 
-_AS_HELP = "who signs: admin (keys/admin.key), client, or a key file (mode 0600)"
+_AS_HELP = "who signs: admin (admin/admin.key), client, or a key file (mode 0600)"
 
 
 @ledger_tokens.command("mint")

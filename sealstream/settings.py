@@ -152,6 +152,8 @@ class Settings(BaseSettings):
     ledger_idle_timeout_s: float = Field(120.0, gt=0, description="an inbound connection silent this long is closed")
     ledger_max_connections: int = Field(512, ge=1, description="inbound connections a node keeps open")
     ledger_max_connections_per_address: int = Field(64, ge=1, description="... of which from one address")
+    ledger_tls: bool = Field(True, description="`ledger init`: TLS 1.3 links bound to the genesis keys and a TLS "
+                                               "client port; 0 = the plaintext transport (bench comparison)")
 
     # Device payload limits (bytes, per kind): the simulator's `oversized` fault exceeds them and the
     # ingest agent dead-letters payloads above them. Each stays below its topic's max.message.bytes.

@@ -8,12 +8,19 @@ event-loop turn leaves as one `ClientRequests` frame per node (at most
 signed `TxReplies` frames on the same connections. After `retry_after` the
 tx goes to every node (backups relay), until `timeout`. The client follows
 the chain as a light client to know the sealer set of each height.
+
+With a TLS layout (a node address with a ``client_port``) the connection is TLS 1.3 to that
+port, and the node's certificate must carry the Ed25519 key the genesis names for it
+(`ledger.tls.pinned`, checked before anything is written): a node is trusted for what the
+genesis says, nothing else. A node that fails the pin counts in ``handshake_errors`` and is
+tried again after the usual pause.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -24,6 +31,7 @@ from ..layout import NodeAddress
 from ..light_client import LightClient, LightClientError
 from ..messages import ClientRequests, encode_message
 from ..replies import TxReplies
+from ..tls import client_context, pinned
 from ..transport import FrameError, hello, read_frame, write_frame
 from .errors import LedgerClientError, SubmitTimeout
 from .records import Receipt
@@ -84,10 +92,20 @@ class _Link:
                 return False
             async with self._connecting:
                 if self.writer is None or self.writer.is_closing():
+                    a = self.addr
                     try:
-                        reader, writer = await asyncio.wait_for(
-                            asyncio.open_connection(self.addr.host, self.addr.p2p_port), 2.0)
+                        if a.client_port is None:  # a plaintext layout: the one port of before
+                            conn = asyncio.open_connection(a.host, a.p2p_port)
+                        else:
+                            conn = asyncio.open_connection(a.host, a.client_port, ssl=self.client._tls(),
+                                                           server_hostname=a.host, ssl_handshake_timeout=2.0)
+                        reader, writer = await asyncio.wait_for(conn, 2.0)
                     except (OSError, asyncio.TimeoutError):
+                        self.down_until = time.monotonic() + 0.5
+                        return False
+                    if a.client_port is not None and not pinned(writer.get_extra_info("ssl_object"), a.did):
+                        self.client.handshake_errors += 1
+                        writer.transport.abort()
                         self.down_until = time.monotonic() + 0.5
                         return False
                     write_frame(writer, hello(self.client.genesis.chain_id, self.client.key.did))
@@ -147,6 +165,13 @@ class Submission:
         self._flush_handle: asyncio.Handle | None = None
         self._sending: set[asyncio.Future[Any]] = set()
         self.frames_sent = 0
+        self.handshake_errors = 0  # nodes whose TLS certificate did not carry their genesis key
+        self._tls_context: ssl.SSLContext | None = None
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            self._tls_context = client_context()
+        return self._tls_context
 
     if TYPE_CHECKING:  # provided by `queries.Queries`, the other half of `AsyncLedgerClient`
         async def get_headers(self, start: int = 1, end: int | None = None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +18,7 @@ from ledger.client import AsyncLedgerClient, TxRefused
 from ledger.cluster import LocalCluster
 from ledger.light_client import TxProof
 from ledger.messages import Status, encode_message
+from ledger.tls import client_context
 from ledger.transport import hello
 from trust.identity import KeyPair
 
@@ -96,32 +98,44 @@ def test_replies_replay_proofs_and_garbage(make_cluster: Callable[..., LocalClus
 
     asyncio.run(client_side())
 
-    # a peer that sends garbage and forged messages is ignored and counted
+    # a member's link (node3's own key over TLS) that sends garbage and forged messages is ignored
+    # and counted; an outsider's consensus message on the clients' port is not a peer's; plaintext
+    # on the peers' port is refused before any frame
     target = c.layout.address("node1")
     victim = c.layout.address("node3").did
     g = c.layout.genesis()
     forged = Status(victim, 10**6, 10**6, False, 0).sign(g.chain_id, KeyPair.generate().sign)
     stranger = KeyPair.generate()
     unknown = Status(stranger.did, 5, 0, False, 0).sign(g.chain_id, stranger.sign)
+    reasons = ("malformed", "bad_signature", "unknown_sender", "not_peer")
     before = {r: metric(c, "node1", "sealstream_ledger_dropped_messages_total", node="node1", reason=r)
-              for r in ("malformed", "bad_signature", "unknown_sender")}
-    with socket.create_connection((target.host, target.p2p_port)) as s:
+              for r in reasons}
+    fails0 = metric(c, "node1", "sealstream_ledger_handshake_failures_total", node="node1", reason="not_tls")
+    peer_ctx = c.layout.node_tls("node3").peer_client
+    with peer_ctx.wrap_socket(socket.create_connection((target.host, target.p2p_port))) as s:
         s.sendall(_frame(hello(g.chain_id, victim)) + _frame(b"\xffgarbage") + _frame(b"")
                   + _frame(encode_message(forged)) + _frame(encode_message(unknown)))
-    with socket.create_connection((target.host, target.p2p_port)) as s:
+        time.sleep(0.5)
+    assert target.client_port is not None
+    with client_context().wrap_socket(socket.create_connection((target.host, target.client_port))) as s:
         s.sendall(_frame(hello(g.chain_id, "a-stranger")) + _frame(encode_message(unknown)))
-
-    import time
+        time.sleep(0.5)
+    with socket.create_connection((target.host, target.p2p_port)) as s:
+        s.sendall(_frame(hello(g.chain_id, victim)) + _frame(encode_message(unknown)))
 
     for _ in range(50):
         after = {r: metric(c, "node1", "sealstream_ledger_dropped_messages_total", node="node1", reason=r)
                  for r in before}
-        if all(after[r] >= before[r] + n for r, n in (("malformed", 2), ("bad_signature", 1), ("unknown_sender", 2))):
+        if all(after[r] >= before[r] + n for r, n in (("malformed", 2), ("bad_signature", 1), ("unknown_sender", 1),
+                                                      ("not_peer", 1))):
             break
         time.sleep(0.1)
     assert after["malformed"] >= before["malformed"] + 2
     assert after["bad_signature"] >= before["bad_signature"] + 1
-    assert after["unknown_sender"] >= before["unknown_sender"] + 2
+    assert after["unknown_sender"] >= before["unknown_sender"] + 1
+    assert after["not_peer"] >= before["not_peer"] + 1
+    assert metric(c, "node1", "sealstream_ledger_handshake_failures_total", node="node1",
+                  reason="not_tls") >= fails0 + 1
     st = c.status("node1")
     assert st is not None and st["drops"]["malformed"] >= 2
     # ... and the forged height did not make node1 chase a phantom chain

@@ -36,7 +36,7 @@ def _free_base(n_ports: int) -> int:
 
 @pytest.mark.services  # `ledger up`: node processes
 def test_cli_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = _free_base(8)
+    base = _free_base(12)
     monkeypatch.setenv("SEALSTREAM_HOME", str(tmp_path))
     monkeypatch.setenv("SEALSTREAM_LEDGER_BASE_PORT", str(base))
     monkeypatch.setenv("SEALSTREAM_LEDGER_BLOCK_TIME_MS", "20")
@@ -46,8 +46,16 @@ def test_cli_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert r.exit_code == 0, r.output
         init = json.loads(r.output)
         assert [n["p2p_port"] for n in init["nodes"]] == [base, base + 2, base + 4, base + 6]
-        keys = tmp_path / "ledger" / "keys"
-        assert all((p.stat().st_mode & 0o777) == 0o600 for p in keys.iterdir())
+        assert [n["client_port"] for n in init["nodes"]] == [base + 8, base + 9, base + 10, base + 11]
+        assert init["tls"] is True
+        home = tmp_path / "ledger"
+        # one directory per node with only its own key; the admin and client keys apart; 0600 / 0700
+        key_files = sorted(p.relative_to(home).as_posix() for p in home.rglob("*.key"))
+        assert key_files == ["admin/admin.key", "client/client.key"] + [f"nodes/node{i}/node.key" for i in range(4)]
+        assert all((home / k).stat().st_mode & 0o777 == 0o600 for k in key_files)
+        assert all((home / k).parent.stat().st_mode & 0o777 == 0o700 for k in key_files)
+        assert not (home / "keys").exists() and not list(home.rglob("*.tmp"))
+        keys = home / "admin"
         r = run(cli, ["ledger", "init"])
         assert r.exit_code == 1 and "--force" in r.output
 

@@ -23,6 +23,7 @@ from ledger import BlockHash, Transaction
 from trust.identity import KeyPair
 from ledger.cluster import QUICK_PARAMS, LocalCluster
 from ledger.messages import ClientRequests, FetchBlocks, Prepare, Request, Status, encode_message
+from ledger.tls import client_context, pinned
 from ledger.transport import hello
 
 # node processes: `services` (tests/conftest.py also infers it from the `cluster` fixture)
@@ -77,10 +78,21 @@ def _did(c: LocalCluster, name: str) -> str:
 
 
 def _connect(c: LocalCluster, name: str = "node0", as_node: str | None = None) -> socket.socket:
+    """A connection to `name`: as a genesis node (its key: TLS on the peers' port), as a client
+    (any other did: TLS on the clients' port), or a bare TCP connection (no `as_node`)."""
     addr = c.layout.address(name)
-    s = socket.create_connection((addr.host, addr.p2p_port), timeout=10)
-    if as_node is not None:
-        s.sendall(_frame(hello(c.layout.genesis().chain_id, as_node)))
+    nodes = {n.did: n.name for n in c.layout.genesis().nodes}
+    if as_node is None:
+        return socket.create_connection((addr.host, addr.p2p_port), timeout=10)
+    if as_node in nodes:
+        ctx = c.layout.node_tls(nodes[as_node]).peer_client
+        port = addr.p2p_port
+    else:
+        ctx, port = client_context(), addr.client_port
+    assert port is not None
+    s = ctx.wrap_socket(socket.create_connection((addr.host, port), timeout=10), server_hostname=addr.host)
+    assert pinned(s, addr.did)
+    s.sendall(_frame(hello(c.layout.genesis().chain_id, as_node)))
     return s
 
 
@@ -131,7 +143,7 @@ def test_an_8_mib_frame_of_empty_arrays_is_refused_while_status_keeps_answering(
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
-        # as a peer (the HELLO names a node: the 16 MiB limit), twice; then as a client (1 MiB: refused unread)
+        # as a peer (node1's key over TLS: the 16 MiB limit), twice; then as a client (1 MiB: refused unread)
         for _ in range(2):
             s = _connect(cluster, as_node=_did(cluster, "node1"))
             s.sendall(_frame(bomb))
@@ -196,8 +208,8 @@ def test_resident_memory_stays_bounded_after_100_dropped_large_requests(cluster:
         return d.get("bad_signature", 0) + d.get("request_bad_signature", 0)
 
     def send_all(n: int) -> None:
-        # half as a client (ClientRequests of ~900 KiB: under the client limit), half as a "peer"
-        # (Requests of 2 MiB claiming node1, with a bad signature); every one is dropped
+        # half as a client (ClientRequests of ~900 KiB: under the client limit), half as a member's
+        # key would (node1's TLS link: Requests of 2 MiB, with a bad signature); every one is dropped
         start, all0 = dropped(), _drops(cluster)
         c = _connect(cluster, as_node=client.did)
         p = _connect(cluster, as_node=node1)
