@@ -634,6 +634,11 @@ class Params:
     #: transactions of one submitter a sealer keeps in its mempool; more are refused with
     #: ``submitter-busy`` until some commit (in the wire form only when not the default)
     max_pending_per_submitter: int = 1024
+    #: transactions a sealer keeps in its mempool in all (more: ``mempool-full``), and the share of
+    #: them, in percent, that the submitters of one organisation may hold (more: ``org-busy``);
+    #: organisations come from the app's admission (`Executor.admit`; none for the KV app)
+    max_mempool: int = 16_384
+    org_mempool_share_pct: int = 50
     # -- reputation (docs/contracts.md, "Reputation"); in the wire form only when not the default
     last_commit_wait_ms: int = 20
     sealer_count: int = 0
@@ -666,7 +671,7 @@ class Params:
 _LATER_PARAMS = {k: Params.__dataclass_fields__[k].default for k in (
     "max_pending_per_submitter", "last_commit_wait_ms", "sealer_count", "rep_initial", "rep_max", "rep_floor",
     "rep_sign_reward", "rep_offline_after", "rep_offline_penalty", "rep_equivocation_penalty", "rep_heartbeat_reward",
-    "rep_heartbeat_interval")}
+    "rep_heartbeat_interval", "max_mempool", "org_mempool_share_pct")}
 
 
 @dataclass(frozen=True)

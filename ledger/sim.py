@@ -20,7 +20,10 @@ signs two PRE-PREPAREs, PREPAREs or COMMITs with different digests for one
 (view, height), and every such message leaves only after a `Persist`
 recording it; `check_liveness()` asserts that every
 request submitted to an honest majority is committed on every honest replica
-once the network has healed.
+once the network has healed, unless mempool admission refused it (issue 16:
+the app's rule against the committed state, e.g. an unregistered submitter, or
+a full mempool) and no honest replica committed it: a refused tx is answered at
+once and never ordered (`refused`).
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ from .executor import KVExecutor
 from .messages import Commit, Message, NewView, PrePrepare, Prepare
 
 __all__ = ["SimConfig", "Simulation", "InvariantViolation", "CachingVerifier", "scenario", "run_seed"]
+
+#: refusal codes of mempool admission (`ledger._consensus.mempool`, `ledger.contracts.admission`)
+ADMISSION_CODES = frozenset({"NOT_REGISTERED", "REVOKED", "INSUFFICIENT_QUOTA", "mempool-full", "org-busy"})
 
 
 class InvariantViolation(LedgerError, AssertionError):
@@ -144,6 +150,8 @@ class Simulation:
         self.committed: dict[int, bytes] = {}  # height -> block hash (honest)
         self.max_height: dict[str, int] = {}
         self.submitted: dict[bytes, Transaction] = {}
+        #: tx id -> the admission code an honest sealer answered it with (never ordered there)
+        self.refused: dict[bytes, str] = {}
         self.steps = 0
         self.log: list[str] = []
         self.signed: dict[tuple[str, str, int, int], bytes] = {}  # (node, kind, view, height) -> digest
@@ -266,7 +274,9 @@ class Simulation:
             elif isinstance(e, CommitBlock):
                 self._on_commit(inst, e)
             elif isinstance(e, Reply):
-                pass
+                err = e.result.get("error") if isinstance(e.result, dict) else None
+                if err in ADMISSION_CODES and inst.honest:
+                    self.refused.setdefault(e.tx_id, err)
 
     def _equivocate(self, inst: _Instance, e: Broadcast) -> None:
         """Byzantine primary: a second, equally valid block for half the sealers."""
@@ -400,6 +410,8 @@ class Simulation:
         if not live:
             return False
         for tid in self.submitted:
+            if tid in self.refused and not any(tid in i.replica.tx_index for i in live):  # type: ignore[union-attr]
+                continue
             for inst in live:
                 if tid not in inst.replica.tx_index:  # type: ignore[union-attr]
                     return False
@@ -416,6 +428,8 @@ class Simulation:
     def check_liveness(self) -> None:
         live = self.honest_live()
         for tid, tx in self.submitted.items():
+            if tid in self.refused and not any(tid in i.replica.tx_index for i in live):  # type: ignore[union-attr]
+                continue  # refused at admission, answered at once, ordered nowhere
             for inst in live:
                 rep = inst.replica
                 assert rep is not None  # a live instance has its replica

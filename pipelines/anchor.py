@@ -38,6 +38,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from ledger.client import TxRefused
 from storage import BatchConflict, InvalidTransition, Manifest, StorageError
 from storage.blobs import BlobStore
 from storage.readers import Reader
@@ -274,6 +275,9 @@ class Anchorer:
         try:
             receipt = self.ledger.submit(ANCHOR_KIND, anchor_payload(batch.batch_id, batch.root, batch.tree_size,
                                                                      self.gateway, window_ms(batch)))
+        except TxRefused as exc:  # refused at admission (never ordered): a verdict, like a committed refusal
+            self._failed(batch_id, f"{exc.code}: {exc}")
+            raise AnchorRefused(batch_id, exc.code, str(exc)) from exc
         except Exception as exc:  # any client error: the outcome is unknown, look it up
             found = self._lookup(batch, quiet=True)
             if found is not None:

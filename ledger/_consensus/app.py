@@ -58,7 +58,11 @@ class Execution:
 
 
 class Executor(Protocol):
-    """Deterministic state machine replicated by the ledger."""
+    """Deterministic state machine replicated by the ledger.
+
+    An executor may also have ``admit(tx, nodes) -> (code, org)``: mempool admission against its
+    committed state (`ledger._consensus.mempool`; the contracts' is `ledger.contracts.admission`).
+    Without it every submitter is admitted (the KV app)."""
 
     def state_root(self) -> StateRoot:
         """Root of the committed state (genesis state before block 1)."""

@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, cast
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence, cast
 
 from trust import canonical
 from trust._hashes import sha256
@@ -513,6 +513,12 @@ class ContractApp:
 
             return next_sealers(_TxView(self._data, dict(writes), self._cache), ctx)
         return ctx.sealers
+
+    def admit(self, tx: Transaction, nodes: Collection[str]) -> tuple[str | None, str | None]:
+        """Mempool admission against the committed state (`ledger.contracts.admission`)."""
+        from .admission import admit
+
+        return admit(self.state, tx, nodes)
 
     # ------------------------------------------------------------ queries
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ledger.client import AsyncLedgerClient, Receipt
+from ledger.client import AsyncLedgerClient, Receipt, TxRefused
 from ledger.cluster import LocalCluster
 from ledger.contracts import registry
 from trust import canonical
@@ -76,9 +76,11 @@ async def _scenario(c: LocalCluster) -> None:
         assert a1.height < revoke.height <= a2.height
 
         # token exhaustion: the gateway's allocation (2) paid for two anchors; the third is refused
+        # at admission (issue 16: answered at once, never ordered)
         _, tree3 = _batch(dev, gw, 6, 1)
-        r = await anchor("b-3", tree3)
-        assert r.refusal is not None and r.refusal[0] == "INSUFFICIENT_QUOTA", r.result
+        with pytest.raises(TxRefused) as refused:
+            await anchor("b-3", tree3)
+        assert refused.value.code == "INSUFFICIENT_QUOTA"
         assert await G.get_anchor("b-3") is None
 
         async def verify(records: list[dict], tree: MerkleTree, batch_id: str, node: str) -> list[str | None]:
@@ -101,7 +103,7 @@ async def _scenario(c: LocalCluster) -> None:
                     out.append(exc.step)
             return out
 
-        wait_converged(c, c.names, min_height=r.height)
+        wait_converged(c, c.names, min_height=a2.height)
         for node in c.names:
             assert await verify(before, tree1, "b-1", node) == [None, None, None]
             assert await verify(after, tree2, "b-2", node) == ["device-key"] * 2

@@ -102,3 +102,92 @@ def test_a_real_cluster_refuses_a_busy_submitter_and_serves_the_others(make_clus
     assert again.height > 0
     drops = cluster_.status("node1")["drops"]
     assert drops.get("request_submitter_busy", 0) > 0
+
+
+# ---------------------------------------------------------------- admission (issue 16)
+
+import hashlib  # noqa: E402
+
+from ledger.contracts import ContractApp, ContractsGenesis  # noqa: E402
+from ledger.sim import SimConfig, Simulation  # noqa: E402
+from ledger._types import Genesis  # noqa: E402
+from trust.identity import KeyPair  # noqa: E402
+
+_ADMIN = KeyPair.from_seed(hashlib.sha256(b"admission-admin").digest())
+
+
+def _contracts(n_sealers: int = 4, fees: dict | None = None, balances: dict | None = None, **params: int):
+    base = SimConfig(seed=0).params
+    from dataclasses import replace
+
+    cfg = SimConfig(seed=0, n_sealers=n_sealers, n_backups=0, max_delay=5, drop=0.0, dup=0.0,
+                    params=replace(base, **params))
+    ids = [KeyPair.from_seed(hashlib.sha256(f"sim-node-{i}".encode()).digest()).did for i in range(n_sealers)]
+    cg = ContractsGenesis.for_ledger(Genesis.create("sim-0", ids, n_sealers, cfg.params), _ADMIN.did)
+    if fees is not None or balances is not None:
+        cg = ContractsGenesis(cg.admin, cg.orgs, cg.entities,
+                              cg.balances if balances is None else tuple(sorted(balances.items())),
+                              cg.fees if fees is None else tuple(sorted(fees.items())))
+    cfg.executor = lambda: ContractApp(cg)
+    return Simulation(cfg)
+
+
+def _codes(effects):
+    return [e.result.get("error") for e in _replies(effects) if isinstance(e.result, dict)]
+
+
+def test_an_unregistered_submitter_is_refused_at_once_and_never_ordered():
+    sim = _contracts(fees={"*": 0})
+    r = sim.instances[1].replica
+    stranger = KeyPair.generate()
+    txs = tuple(Transaction.create(stranger, i + 1, "anchors.anchor", {"batch_id": f"b{i}"}) for i in range(20))
+    r.handle(Tick(sim.now))
+    out = r.handle(RequestsSubmitted(txs, "conn", relay=False))
+    assert _codes(out) == ["NOT_REGISTERED"] * 20
+    assert not r.mempool and r.drops["request_NOT_REGISTERED"] == 20
+    # refused before the signature check: forged signatures cost no verification either
+    forged = Transaction(stranger.did, 99, "kv.put", {}, b"\x00" * 64)
+    assert _codes(r.handle(RequestSubmitted(forged, "c", relay=False))) == ["NOT_REGISTERED"]
+    assert r.drops["request_bad-signature"] == 0
+    # the consortium admin is registered: its tx enters
+    ok = Transaction.create(_ADMIN, 1, "tokens.mint", {"to": "consortium", "amount": 1})
+    assert _codes(r.handle(RequestSubmitted(ok, "c", relay=False))) == [] and ok.tx_id in r.mempool
+
+
+def test_a_submitter_without_the_fee_is_refused_and_a_nodes_own_reputation_txs_are_admitted():
+    sim = _contracts(fees={"*": 5, "tokens.*": 0}, balances={})
+    r = sim.instances[1].replica
+    r.handle(Tick(sim.now))
+    # the admin's account holds nothing: a fee-paying kind is refused, a free one enters
+    poor = Transaction.create(_ADMIN, 1, "registry.register_org", {"id": "x", "name": "X", "admin": _ADMIN.did})
+    assert _codes(r.handle(RequestSubmitted(poor, "c", relay=False))) == ["INSUFFICIENT_QUOTA"]
+    free = Transaction.create(_ADMIN, 2, "tokens.mint", {"to": "consortium", "amount": 1})
+    assert _codes(r.handle(RequestSubmitted(free, "c", relay=False))) == []
+    # a node's heartbeat: admitted by its own rule (no account, no fee), outside the caps
+    node = sim.instances[2]
+    hb = Transaction.create(node.key, 1, "reputation.heartbeat", {"height": 0})
+    assert _codes(r.handle(RequestSubmitted(hb, None, relay=False))) == [] and hb.tx_id in r.mempool
+    assert hb.tx_id not in r.pool.org_of
+    # ... but not another kind from a node key that is no registered entity's current key
+    other = Transaction.create(node.key, 2, "anchors.anchor", {"batch_id": "n"})
+    assert _codes(r.handle(RequestSubmitted(other, "c", relay=False))) == ["INSUFFICIENT_QUOTA"]  # no balance
+
+
+def test_the_global_cap_and_an_organisations_share_bound_the_mempool():
+    sim = _contracts(fees={"*": 0}, max_mempool=10, org_mempool_share_pct=60)
+    r = sim.instances[1].replica
+    r.handle(Tick(sim.now))
+    # the admin's organisation (the consortium) may hold 6 of the 10 slots
+    txs = tuple(Transaction.create(_ADMIN, i + 1, "tokens.mint", {"to": "consortium", "amount": 1})
+                for i in range(8))
+    out = r.handle(RequestsSubmitted(txs, "c", relay=False))
+    assert _codes(out) == ["org-busy"] * 2 and len(r.mempool) == 6
+    assert r.pool.org_pending == {"consortium": 6}
+    # nodes' own txs never count; a full mempool refuses with mempool-full
+    for inst in sim.instances[:4]:
+        hb = Transaction.create(inst.key, 7, "reputation.heartbeat", {"height": 0})
+        assert _codes(r.handle(RequestSubmitted(hb, None, relay=False))) == []
+    assert len(r.mempool) == 10 and len(r.pool.org_of) == 6
+    r.params = type(r.params)(**{**r.params.__dict__, "max_mempool": 6})
+    more = Transaction.create(_ADMIN, 100, "tokens.mint", {"to": "consortium", "amount": 1})
+    assert _codes(r.handle(RequestSubmitted(more, "c", relay=False))) == ["mempool-full"]

@@ -39,8 +39,9 @@ def _sim(seed: int, equivocate: bool = False) -> Simulation:
 
 def _drive(sim: Simulation, until: int) -> None:
     """Client load (a tx every 40 ms, refused UNKNOWN_KIND but committed) and the
-    nodes' reporters every 50 ms, up to `until`."""
-    client = KeyPair.from_seed(hashlib.sha256(f"rep-client-{sim.cfg.seed}".encode()).digest())
+    nodes' reporters every 50 ms, up to `until`. The load is the consortium admin's (mempool
+    admission, issue 16, orders only registered submitters' txs)."""
+    client = ADMIN
     reporters = {i.name: rep.Reporter(i.key, nonce=1000 * n) for n, i in enumerate(sim.instances)}
     honest = sorted({i.node_id for i in sim.instances if i.honest})
     for t in range(0, until, 40):
