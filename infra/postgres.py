@@ -91,6 +91,10 @@ class PostgreSQL(Service):
     def __init__(self, settings: Settings, home: Path) -> None:
         super().__init__(settings, home)
         self._bin: Path | None = None
+        #: whose secrets/ and pki/ the cluster's passwords and server certificate come from
+        #: (`pg_stack_home`: a private test cluster under its own home serves the stack's, so the
+        #: stack's clients reach it)
+        self.secrets_home = Path(settings.pg_stack_home).expanduser().resolve() if settings.pg_stack_home else home
 
     # -- facts ----------------------------------------------------------------------
     @property
@@ -202,9 +206,9 @@ class PostgreSQL(Service):
         from sealstream._security import SecretError, new_secret, read_secret
 
         try:
-            return read_secret(self.home, name)
+            return read_secret(self.secrets_home, name)
         except SecretError:
-            return new_secret(self.home, name)
+            return new_secret(self.secrets_home, name)
 
     def _admin_password(self) -> str:
         return self._secret("pg_admin_password") if self.settings.security else self.settings.pg_password
@@ -221,7 +225,7 @@ class PostgreSQL(Service):
         if self.settings.security:
             from .pki import server_spec
 
-            files = StackPKI(self.home).files(server_spec(self.name, ()))
+            files = StackPKI(self.secrets_home).files(server_spec(self.name, ()))
             assert files.cert is not None and files.key is not None
             for src, dst in ((files.cert, self.data_dir / "server.crt"), (files.key, self.data_dir / "server.key")):
                 data = src.read_bytes()
@@ -388,7 +392,7 @@ class PostgreSQL(Service):
         if self.settings.security:
             return self.settings.pg_password
         try:
-            return read_secret(self.home, "pg_admin_password")
+            return read_secret(self.secrets_home, "pg_admin_password")
         except SecretError:
             return None
 

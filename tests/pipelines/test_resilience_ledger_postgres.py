@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from anchor_helpers import WorkerProc, ledger_cluster, register_factory
 from devices_helpers import end_offsets
@@ -52,7 +53,7 @@ class PrivatePostgres:
     def __init__(self, home: Path, base: Settings) -> None:
         self.home = Path(home).resolve()
         port = free_ports(1)[0]
-        dsn = f"postgresql://{base.pg_user}:{base.pg_password}@{base.host}:{port}/{base.pg_database}"
+        dsn = make_conninfo(base.postgres_dsn, port=str(port), dbname=base.pg_database)  # with security: TLS, secret
         self.settings = load_settings(home=self.home, cache_dir=base.cache_dir, pg_port=port, pg_dsn=dsn,
                                       kafka_bootstrap_servers=base.kafka_bootstrap, minio_endpoint=base.minio_address)
         self.svc = Stack(self.settings).postgres  # only the service object: never `up`/`down`
