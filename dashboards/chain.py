@@ -14,7 +14,7 @@ UID = "sealstream-chain-health"
 def build() -> Dashboard:
     return board(UID, "sealstream / Chain health",
                  "Ledger nodes: height, block and transaction rate, commit latency, views, sealers, "
-                 "reputation, peers and dropped messages (ledger/metrics.py).", ["ledger"],
+                 "reputation, peers, dropped messages and what the nodes refused (ledger/metrics.py).", ["ledger"],
                  "sealstream_ledger_height", [
         (timeseries("Height per node", "Committed height reported by each node; a node below the others lags.",
                     "short", prom(f"max by (node) ({m('sealstream_ledger_height')})", "{{node}}")), 12, 8),
@@ -42,4 +42,19 @@ def build() -> Dashboard:
         (timeseries("Dropped messages", "Frames or messages dropped per second, by reason (docs/ledger.md, Drops).",
                     "ops", prom(f"sum by (reason) (rate({m('sealstream_ledger_dropped_messages_total')}[{RATE}]))",
                                 "{{reason}}")), 8, 8),
+        (timeseries("Refused links and transactions",
+                    "What the nodes refused, per second: TLS handshakes (a key outside the genesis, a replayed "
+                    "handshake, plaintext), connections over their caps, frames over their link's limit, signed "
+                    "messages dropped as replays, and transactions refused entry to the mempool (unregistered, "
+                    "no fee, caps). docs/ledger.md, Links bound to genesis and Admission.", "ops",
+                    prom(f"sum by (reason) (rate({m('sealstream_ledger_handshake_failures_total')}[{RATE}]))",
+                         "handshake {{reason}}"),
+                    prom(f"sum by (reason) (rate({m('sealstream_ledger_refused_connections_total')}[{RATE}]))",
+                         "connection {{reason}}"),
+                    prom(f"sum by (link) (rate({m('sealstream_ledger_frames_over_limit_total')}[{RATE}]))",
+                         "over limit {{link}}"),
+                    prom(f"sum by (kind) (rate({m('sealstream_ledger_dropped_replays_total')}[{RATE}]))",
+                         "replay {{kind}}"),
+                    prom(f"sum by (reason) (rate({m('sealstream_ledger_mempool_refusals_total')}[{RATE}]))",
+                         "mempool {{reason}}")), 24, 8),
     ])

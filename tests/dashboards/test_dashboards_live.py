@@ -38,6 +38,7 @@ from infra import register_targets
 from ledger import Params
 from ledger.cluster import LocalCluster, free_ports
 from panel_queries import finite_samples, panel_queries, prom_query, promql, sql, targets_up
+from ledger_refusals import provoke_refusals
 from pipelines._anchor_ledger import ensure_devices, ensure_gateway
 from pipelines.devices import FAULTS, Factory, FaultPlan, RunConfig, Simulator, run
 from pipelines.devices.kinds import KIND_INFO
@@ -203,7 +204,7 @@ def test_every_panel_query_returns_data(stack, settings, tmp_path) -> None:
         procs.append(_edge_agent(tmp_path / "edge", env, s.kafka_bootstrap, run_id))
         targets = [f"{a.host}:{a.http_port}" for a in cluster.addresses()] + [f"127.0.0.1:{p.port}" for p in procs]
         target_file = register_targets(Path(settings.home).resolve(), job, targets)
-        _drop_a_frame(cluster.addresses()[0].host, cluster.addresses()[0].p2p_port)
+        provoke_refusals(cluster)  # a refusal of each kind the Chain-health panels show (and a drop)
 
         summary = run(s, RunConfig(factory, devices=2, rate=3, duration=3, seed=7,
                                    faults=FaultPlan.parse([f"{f}:1" for f in FAULTS])))
