@@ -1,18 +1,39 @@
-"""MinIO object store, built from source with ``go install`` (the binary is cached)."""
+"""MinIO object store, built from source with ``go install`` (the binary is cached).
+
+With security on (issue 17; docs/storage.md "Users, policies, TLS and WORM"):
+
+- MinIO serves TLS only, with the stack CA's ``server-minio`` certificate (``--certs-dir``:
+  ``public.crt``, ``private.key``, the CA in ``CAs/``); clients verify it against the stack CA;
+- the root password is generated per stack (``<home>/secrets/minio_root_password``, or
+  ``SEALSTREAM_MINIO_ROOT_PASSWORD(_FILE)``) and used by `stack up`/`stack provision` alone;
+- `provision` makes (idempotently, as root) a user and a policy per job (`POLICIES`), each user's
+  secret ``minio_<user>_secret``; and the bucket with object lock and a default retention
+  (`Settings.minio_worm`), key records in a bucket of their own without lock (erasure deletes them).
+
+With it off: plaintext and the root user, exactly as before.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import ssl
 import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
 
-from ._errors import MissingToolError
+from sealstream._security import SecretError, new_secret, pki_dir, read_secret, write_private
+
+from ._errors import MissingToolError, ServiceFailedError
 from ._process import spawn
 from ._service import Health, Service, http_get
 from ._tools import require_tool, run_checked, tool_version
 
-__all__ = ["MinIO", "MINIO_MODULE", "MINIO_VERSION"]
+__all__ = ["MinIO", "MINIO_MODULE", "MINIO_VERSION", "MINIO_USERS", "POLICIES", "policy"]
 
 log = logging.getLogger("sealstream.stack")
 
@@ -23,12 +44,57 @@ MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 MIN_GO = (1, 24)
 
 
+#: The MinIO users the stack makes with security on, one per job that touches blobs (the
+#: `sealstream._security.PRINCIPALS` of the same name, and ``erasure``: `sealstream data erase`,
+#: which destroys key records). ``admin`` is the root user; alerts and grafana have no MinIO user.
+MINIO_USERS = ("pipeline", "verifier", "analyst", "erasure")
+
+#: What each user may do: (actions, prefixes) on the data bucket and on the keys bucket.  No job may
+#: delete a payload or a manifest; only ``erasure`` deletes, and only key records.
+POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "pipeline": {"data": (("s3:GetObject", "s3:PutObject"), ("raw/", "manifests/")),
+                 "keys": (("s3:GetObject", "s3:PutObject"), ("keys/",))},
+    "verifier": {"data": (("s3:GetObject",), ("raw/", "manifests/")),
+                 "keys": (("s3:GetObject",), ("keys/",))},
+    "analyst": {"data": (("s3:GetObject",), ("raw/", "manifests/")),
+                "keys": (("s3:GetObject",), ("keys/",))},
+    "erasure": {"keys": (("s3:GetObject", "s3:DeleteObject"), ("keys/",))},
+}
+
+#: Bucket-level reads every user needs on both buckets (a `BlobStore` checks both exist): HEAD bucket
+#: (``s3:ListBucket``, which also lists names: they are digests and batch ids) and the region.
+_BUCKET_READ = ("s3:GetBucketLocation", "s3:ListBucket")
+
+
+def policy(user: str, bucket: str, keys_bucket: str) -> dict[str, Any]:
+    """The IAM policy document of `user` (`POLICIES`) for these buckets."""
+    buckets = {"data": bucket, "keys": keys_bucket}
+    statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": list(_BUCKET_READ),
+                                         "Resource": [f"arn:aws:s3:::{b}" for b in dict.fromkeys(buckets.values())]}]
+    for which, (actions, prefixes) in POLICIES[user].items():
+        statements.append({"Effect": "Allow", "Action": list(actions),
+                           "Resource": [f"arn:aws:s3:::{buckets[which]}/{p}*" for p in prefixes]})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _secret(home: Path, name: str) -> str:
+    """Secret `name` as given (env, ``..._FILE``, the stack's file), else generated for this stack."""
+    try:
+        return read_secret(home, name)
+    except SecretError:
+        return new_secret(home, name)
+
+
 class MinIO(Service):
     name = "minio"
 
     def __init__(self, settings, home):
         super().__init__(settings, home)
         self.binary = self.cache / "minio" / MINIO_VERSION / "minio"
+        #: whose secrets/ and pki/ the server's certificate, the root password and the users' secrets
+        #: come from (`minio_stack_home`: a private MinIO of a test shares the stack's; default: home)
+        self.secrets_home = Path(settings.minio_stack_home).expanduser().resolve() if settings.minio_stack_home \
+            else home
 
     def ports(self) -> list[tuple[int, str]]:
         return [
@@ -43,7 +109,50 @@ class MinIO(Service):
         return MINIO_VERSION
 
     def describe(self) -> str:
-        return f"bucket {self.settings.minio_bucket}"
+        s = self.settings
+        state = self.read_json(self.conf_dir / "provisioned.json")
+        parts = [f"bucket {s.minio_bucket}"]
+        if state.get("object_lock"):
+            parts.append(f"object lock {state['object_lock']}")
+        if s.minio_keys_bucket_name != s.minio_bucket:
+            parts.append(f"keys in {s.minio_keys_bucket_name}")
+        return "; ".join(parts)
+
+    def security(self) -> str:
+        s = self.settings
+        if not s.security:
+            return super().security() if not s.minio_tls else "TLS, root user"
+        return ("TLS" if s.minio_tls else "plaintext") + ", a user and policy per job"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.conf_dir / "certs"
+
+    def _sync_certs(self) -> bool:
+        """Copy the stack CA's server certificate into MinIO's certs directory (MinIO reloads changed
+        files by itself); True when something changed."""
+        pki = pki_dir(self.secrets_home)  # `Stack.ensure_pki` made them (`infra.pki`)
+        wanted = {
+            self.certs_dir / "public.crt": pki / "server-minio.crt",
+            self.certs_dir / "private.key": pki / "server-minio.key",
+            self.certs_dir / "CAs" / "ca.crt": pki / "ca.crt",
+        }
+        changed = False
+        for dest, src in wanted.items():
+            data = src.read_bytes()
+            if not dest.exists() or dest.read_bytes() != data:
+                write_private(dest, data)
+                changed = True
+        return changed
+
+    def root_credentials(self) -> tuple[str, str]:
+        """The root user and password (generated per stack with security on)."""
+        s = self.settings
+        if not s.security:
+            return s.minio_root_user, s.minio_root_password
+        if "minio_root_password" in s.model_fields_set:
+            return s.minio_root_user, s.minio_root_password
+        return s.minio_root_user, _secret(self.secrets_home, "minio_root_password")
 
     def install(self) -> None:
         if self.binary.exists():
@@ -79,38 +188,147 @@ class MinIO(Service):
     def launch(self) -> None:
         s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        user, password = self.root_credentials()
         env = dict(
             os.environ,
-            MINIO_ROOT_USER=s.minio_root_user,
-            MINIO_ROOT_PASSWORD=s.minio_root_password,
+            MINIO_ROOT_USER=user,
+            MINIO_ROOT_PASSWORD=password,
             MINIO_PROMETHEUS_AUTH_TYPE="public",
             MINIO_UPDATE="off",
             MINIO_CALLHOME_ENABLE="off",
         )
+        tls: list[str] = []
+        if s.minio_tls:
+            self._sync_certs()
+            tls = ["--certs-dir", str(self.certs_dir)]
         proc = spawn(
             [str(self.binary), "server", "--quiet", "--anonymous",
              "--address", f"{s.host}:{s.minio_port}",
              "--console-address", f"{s.host}:{s.minio_console_port}",
-             str(self.data_dir)],
+             *tls, str(self.data_dir)],
             log_path=self.log_path,
             env=env,
         )
         self.pidfile.write(proc.pid)
 
+    def _ssl_context(self) -> ssl.SSLContext:
+        ca = self.settings.minio_ca_file
+        return ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+
     def health(self) -> Health:
-        status, _ = http_get(f"http://{self.settings.minio_address}/minio/health/ready")
+        s = self.settings
+        if not s.minio_tls:
+            status, _ = http_get(f"http://{s.minio_address}/minio/health/ready")
+        else:
+            try:
+                with urllib.request.urlopen(f"https://{s.minio_address}/minio/health/ready", timeout=2.0,
+                                            context=self._ssl_context()) as resp:
+                    status = resp.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
         return Health(status == 200, "" if status == 200 else f"health endpoint answered {status}")
 
+    def _http(self) -> Any:
+        import urllib3
+
+        tls: dict[str, Any] = {}
+        if self.settings.minio_tls:
+            ca = self.settings.minio_ca_file
+            tls = {"cert_reqs": "CERT_REQUIRED", **({"ca_certs": str(ca)} if ca is not None else {})}
+        return urllib3.PoolManager(timeout=urllib3.Timeout(connect=5.0, read=60.0),
+                                   retries=urllib3.Retry(total=3, backoff_factor=0.2,
+                                                         status_forcelist=[500, 502, 503, 504]), **tls)
+
     def client(self):
+        """An SDK client as the root user (the stack itself: provisioning, and tests)."""
         from minio import Minio
 
-        s = self.settings
-        return Minio(s.minio_address, access_key=s.minio_root_user, secret_key=s.minio_root_password,
-                     secure=s.minio_secure)
+        user, password = self.root_credentials()
+        return Minio(self.settings.minio_address, access_key=user, secret_key=password,
+                     secure=self.settings.minio_tls, http_client=self._http())
+
+    def admin(self):
+        """MinIO's admin API (users, policies) as the root user."""
+        from minio import MinioAdmin
+        from minio.credentials import StaticProvider
+
+        user, password = self.root_credentials()
+        return MinioAdmin(endpoint=self.settings.minio_address, credentials=StaticProvider(user, password),
+                          secure=self.settings.minio_tls, http_client=self._http())
 
     def provision(self) -> None:
+        s = self.settings
+        if s.minio_tls and self.running_pid() is not None and s.minio_endpoint is None:
+            self._sync_certs()  # renewed by this `stack up`: MinIO picks the new files up
         client = self.client()
-        bucket = self.settings.minio_bucket
+        lock = self._ensure_bucket(client)
+        state: dict[str, Any] = {"object_lock": lock}
+        keys_bucket = s.minio_keys_bucket_name
+        if keys_bucket != s.minio_bucket:
+            if not client.bucket_exists(keys_bucket):
+                log.info("creating bucket %s (key records, no object lock)", keys_bucket,
+                         extra={"service": self.name})
+                client.make_bucket(keys_bucket)
+            if not lock or lock.startswith("off"):
+                self._move_key_records(client)  # (a locked bucket never held them: put_keys went apart)
+        if s.security:
+            state["users"] = self._ensure_users()
+        self.write_if_changed(self.conf_dir / "provisioned.json", json.dumps(state, indent=2) + "\n")
+
+    def _ensure_bucket(self, client: Any) -> str:
+        """The data bucket, with object lock when `minio_worm`; what the lock is (for `describe`)."""
+        from minio.error import S3Error
+        from minio.objectlockconfig import DAYS, ObjectLockConfig
+
+        s = self.settings
+        bucket = s.minio_bucket
+        if s.minio_worm and s.minio_keys_bucket_name == bucket:
+            raise ServiceFailedError(f"object lock on bucket {bucket} needs key records in another bucket "
+                                     "(erasure deletes them): unset SEALSTREAM_MINIO_KEYS_BUCKET or name another",
+                                     service=self.name)
         if not client.bucket_exists(bucket):
-            log.info("creating bucket %s", bucket, extra={"service": self.name})
-            client.make_bucket(bucket)
+            log.info("creating bucket %s%s", bucket, " with object lock" if s.minio_worm else "",
+                     extra={"service": self.name})
+            client.make_bucket(bucket, object_lock=s.minio_worm)
+        if not s.minio_worm:
+            return ""
+        try:
+            client.get_object_lock_config(bucket)
+        except S3Error as exc:
+            if exc.code != "ObjectLockConfigurationNotFoundError":
+                raise
+            log.warning("bucket %s was made without object lock (S3 cannot add it later): payloads and manifests "
+                        "are not write-once; a new stack (or bucket) is", bucket, extra={"service": self.name})
+            return "off (bucket made without it)"
+        wanted = ObjectLockConfig(s.minio_retention_mode, s.minio_retention_days, DAYS)
+        if client.get_object_lock_config(bucket) != wanted:
+            log.info("object lock of bucket %s: %s, %d days by default", bucket, s.minio_retention_mode,
+                     s.minio_retention_days, extra={"service": self.name})
+            client.set_object_lock_config(bucket, wanted)
+        return f"{s.minio_retention_mode} {s.minio_retention_days} d"
+
+    def _move_key_records(self, client: Any) -> None:
+        """Key records a stack stored in the data bucket before they had a bucket of their own (it ran
+        with security off): moved, so readers find them and erasure reaches the only copy."""
+        from minio.commonconfig import CopySource
+
+        s = self.settings
+        moved = 0
+        for obj in client.list_objects(s.minio_bucket, prefix="keys/", recursive=True):
+            client.copy_object(s.minio_keys_bucket_name, obj.object_name, CopySource(s.minio_bucket, obj.object_name))
+            client.remove_object(s.minio_bucket, obj.object_name)
+            moved += 1
+        if moved:
+            log.info("moved %d key records from %s to %s", moved, s.minio_bucket, s.minio_keys_bucket_name,
+                     extra={"service": self.name})
+
+    def _ensure_users(self) -> list[str]:
+        """A user and a policy per job (idempotent: same secret, policy replaced, attachment set)."""
+        s = self.settings
+        admin = self.admin()
+        for user in MINIO_USERS:
+            name = f"sealstream-{user}"
+            admin.policy_add(name, policy=policy(user, s.minio_bucket, s.minio_keys_bucket_name))
+            admin.user_add(user, _secret(self.secrets_home, f"minio_{user}_secret"))
+            admin.policy_set(name, user=user)
+        return list(MINIO_USERS)

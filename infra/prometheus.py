@@ -91,6 +91,10 @@ class Prometheus(Service):
                 "    static_configs:",
                 f"      - targets: {json.dumps(targets)}",
             ]
+            if job == "minio" and s.minio_tls:  # MinIO serves TLS only (issue 17)
+                lines += ["    scheme: https"]
+                if s.minio_ca_file is not None:
+                    lines += ["    tls_config:", f"      ca_file: {json.dumps(str(s.minio_ca_file))}"]
         lines += [
             "  - job_name: sealstream",
             "    file_sd_configs:",

@@ -107,8 +107,10 @@ class Settings(BaseSettings):
     minio_console_port: int = 9001
     minio_endpoint: str | None = Field(None, description="defaults to host:minio_port")
     minio_root_user: str = "sealstream"
-    minio_root_password: str = "sealstream-dev-secret"
-    minio_secure: bool = False
+    minio_root_password: str = Field("sealstream-dev-secret",
+                                     description="with security on: never this default, but $SEALSTREAM_MINIO_ROOT_"
+                                                 "PASSWORD(_FILE) or the stack's generated secret")
+    minio_secure: bool | None = Field(None, description="TLS to MinIO; default: on with security (`minio_tls`)")
     minio_bucket: str = Field("sealstream", description="bucket for raw/<sha256> and manifests/<batch_id>")
 
     # PostgreSQL (+ TimescaleDB when the extension is available).
@@ -117,6 +119,21 @@ class Settings(BaseSettings):
     pg_password: str = "sealstream"
     pg_database: str = "sealstream"
     pg_dsn: str | None = Field(None, description="defaults to the local cluster's DSN")
+    # MinIO with security on (issue 17, docs/storage.md "Users, policies, TLS and WORM"): TLS against
+    # the stack CA, a user and policy per job (`minio_credentials`), object lock on the bucket.
+    minio_object_lock: bool | None = Field(None, description="make the bucket with object lock (WORM) and a default "
+                                                             "retention; default: on with security")
+    minio_retention_mode: str = Field("GOVERNANCE", pattern="^(GOVERNANCE|COMPLIANCE)$",
+                                      description="default retention of the locked bucket: GOVERNANCE (only the "
+                                                  "root user, with the bypass header, may shorten it) or "
+                                                  "COMPLIANCE (no one)")
+    minio_retention_days: int = Field(3650, ge=1, le=36500, description="default retention period (days)")
+    minio_keys_bucket: str | None = Field(None, description="bucket for keys/<statement hash> (wrapped data keys, "
+                                                            "deleted by erasure; never locked): default "
+                                                            "<bucket>-keys with object lock, else the bucket")
+    minio_stack_home: Path | None = Field(None, description="the stack home whose secrets/ and pki/ MinIO clients "
+                                                            "read (default: home; a process with a home of its own "
+                                                            "on the same stack points it at the stack's)")
     pg_os_user: str = Field("postgres", description="OS user that runs the local cluster when started as root")
     # PostgreSQL with security on (issue 17): TLS verified against the stack CA (or
     # SEALSTREAM_PG_CA_FILE), scram-sha-256, a role per principal (`PG_ROLES`), each with its password
@@ -237,6 +254,58 @@ class Settings(BaseSettings):
         `pg_dsn` keeps its own and gets them only where it has none). Components take their own
         role's: `postgres_dsn_for`."""
         if not self.security:
+    @cached_property
+    def minio_tls(self) -> bool:
+        """Whether clients speak TLS to MinIO (`minio_secure`, else `security`)."""
+        return self.security if self.minio_secure is None else self.minio_secure
+
+    @cached_property
+    def minio_worm(self) -> bool:
+        """Whether the bucket is made with object lock (`minio_object_lock`, else `security`)."""
+        return self.security if self.minio_object_lock is None else self.minio_object_lock
+
+    @cached_property
+    def minio_keys_bucket_name(self) -> str:
+        """Where key records live: apart from a locked bucket (erasure must destroy them for real)."""
+        if self.minio_keys_bucket:
+            return self.minio_keys_bucket
+        return f"{self.minio_bucket}-keys" if self.minio_worm else self.minio_bucket
+
+    @cached_property
+    def minio_ca_file(self) -> Path | None:
+        """The CA MinIO clients verify the server against: ``SEALSTREAM_MINIO_CA_FILE``, else the stack
+        CA with security on; None: the system's trust store (a remote MinIO with a public certificate)."""
+        from ._security import tls_files
+
+        if not self.minio_tls:
+            return None
+        if os.environ.get("SEALSTREAM_MINIO_CA_FILE") or self.security:
+            return tls_files(self._minio_home, "minio").ca
+        return None
+
+    @property
+    def _minio_home(self) -> Path:
+        return Path(self.minio_stack_home or self.home).expanduser()
+
+    def minio_credentials(self, principal: str) -> tuple[str, str]:
+        """(access key, secret key) MinIO user `principal` signs with.
+
+        Security off: the root user for every principal (as before issue 17). On: ``admin`` is the
+        root user, for `stack up` and `stack provision` only (and tests that play an attacker), with
+        its secret ``minio_root_password``; every other job is its own user ``<principal>`` (policy
+        in `infra.minio.POLICIES`) with the secret ``minio_<principal>_secret``; both resolved by
+        `sealstream._security.read_secret` (env, ``..._FILE``, or the stack's generated file).
+        """
+        from ._security import read_secret
+
+        if not self.security:
+            return self.minio_root_user, self.minio_root_password
+        if principal == "admin":
+            if "minio_root_password" in self.model_fields_set:
+                return self.minio_root_user, self.minio_root_password
+            return self.minio_root_user, read_secret(self._minio_home, "minio_root_password")
+        return principal, read_secret(self._minio_home, f"minio_{principal}_secret")
+
             if self.pg_dsn:
                 return self.pg_dsn
             return (

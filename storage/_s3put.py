@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import http.client
 import re
+import ssl
 import threading
 import time
 from datetime import datetime, timezone
@@ -52,13 +53,17 @@ class ObjectPut:
     """PUTs into one bucket of one endpoint (``host:port``); thread-safe (a connection per thread)."""
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = False,
-                 region: str = "us-east-1", timeout: float = 30.0, retries: int = 3) -> None:
+                 region: str = "us-east-1", timeout: float = 30.0, retries: int = 3,
+                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
         host, _, port = endpoint.rpartition(":")
         host, port_ok = (host, port.isdigit()) if host and not port.endswith("]") else (endpoint, False)
         self._host = host.strip("[]")  # "[::1]:9000": the socket wants the bare IPv6 address
         self._port = int(port) if port_ok else (443 if secure else 80)
         self._netloc = endpoint
         self._scheme = "https" if secure else "http"
+        #: how an HTTPS connection verifies the server (None: the system's trust store, hostname checked)
+        self._ssl_context = ssl_context if ssl_context is not None else (ssl.create_default_context() if secure
+                                                                         else None)
         self._bucket = bucket
         self._access_key, self._secret_key = access_key, secret_key
         self._region = region
@@ -74,9 +79,14 @@ class ObjectPut:
             return conn, True
         if conn is not None:
             conn.close()
-        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        conn = self._local.conn = cls(self._host, self._port, timeout=self._timeout)
-        return conn, False
+        new: http.client.HTTPConnection
+        if self._scheme == "https":
+            new = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout,
+                                              context=self._ssl_context)
+        else:
+            new = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        self._local.conn = new
+        return new, False
 
     def put(self, key: str, body: bytes, content_sha256: str, content_type: str,
             metadata: Optional[dict[str, str]] = None) -> None:

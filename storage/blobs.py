@@ -3,7 +3,9 @@
 Object layout in one bucket:
 
 - ``raw/<sha256 hex>``     every accepted payload, byte for byte;
-- ``manifests/<batch_id>`` the batch's leaf list (`storage.manifest`, JSON).
+- ``manifests/<batch_id>`` the batch's leaf list (`storage.manifest`, JSON);
+- ``keys/<statement hash>`` a confidential record's key record, in the keys bucket (the same
+  bucket, or one apart when the data bucket has object lock: erasure must really delete it).
 
 Every object carries its SHA-256 (lowercase hex) in the user metadata
 ``x-amz-meta-sha256``.  Writes are idempotent: `put_raw` PUTs the content-addressed bytes
@@ -14,11 +16,18 @@ verifies the signed payload hash of every PUT); a manifest is immutable
 `get_raw` hashes what it read and raises `BlobDigestMismatch` naming the key
 when the bytes are not what the key promises.  SDK and network errors become
 `BlobStoreUnavailable`.
+
+Who signs: `BlobStore.from_settings(settings, principal)` connects as that job's MinIO user
+(`Settings.minio_credentials`: with security on its own user and policy, over TLS verified
+against the stack CA; off, the root user in plaintext as before); `minio_client` gives the
+same SDK client for other uses.
 """
 
 from __future__ import annotations
 
 import io
+import ssl
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import urllib3
@@ -32,7 +41,7 @@ from .errors import BlobConflict, BlobDigestMismatch, BlobError, BlobNotFound, B
 from .manifest import Manifest
 from .records import manifest_key, raw_key
 
-__all__ = ["BlobStore", "DIGEST_METADATA", "keys_key"]
+__all__ = ["BlobStore", "DIGEST_METADATA", "keys_key", "minio_client"]
 
 
 def keys_key(statement_hash: bytes) -> str:
@@ -57,55 +66,88 @@ def _hex_digest(digest: Union[bytes, str]) -> str:
     raise ValueError(f"want a SHA-256 digest (32 bytes or 64 hex digits), got {digest!r}")
 
 
-class BlobStore:
-    """One bucket of a MinIO/S3 endpoint."""
+def _http_pool(timeout: float, retries: int, ca_file: Optional[Union[str, Path]], maxsize: int = 16
+               ) -> urllib3.PoolManager:
+    """The SDK's connection pool: certificates verified against `ca_file` (None: the system's trust
+    store; used only over TLS)."""
+    tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
+    if ca_file is not None:
+        tls["ca_certs"] = str(ca_file)
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=min(5.0, timeout), read=timeout),
+        retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        maxsize=maxsize, **tls,
+    )
 
-    def __init__(self, client: Minio, bucket: str, raw_put: Optional[ObjectPut] = None) -> None:
+
+def minio_client(settings: Any, principal: str, *, timeout: float = 30.0, retries: int = 3) -> Minio:
+    """An SDK client of the stack's MinIO signing as `principal` (`Settings.minio_credentials`), over
+    TLS verified against `Settings.minio_ca_file` when `Settings.minio_tls`."""
+    access_key, secret_key = settings.minio_credentials(principal)
+    return Minio(settings.minio_address, access_key, secret_key, secure=settings.minio_tls,
+                 http_client=_http_pool(timeout, retries, settings.minio_ca_file))
+
+
+class BlobStore:
+    """One bucket of a MinIO/S3 endpoint (and the bucket of key records, by default the same)."""
+
+    def __init__(self, client: Minio, bucket: str, raw_put: Optional[ObjectPut] = None,
+                 keys_bucket: Optional[str] = None) -> None:
         self.client = client
         self.bucket = bucket
+        self.keys_bucket = keys_bucket or bucket
         self._raw_put = raw_put  # `put_raw` without the SDK (`storage._s3put`); None: through `client`
 
     @classmethod
     def connect(
         cls, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = False,
-        timeout: float = 30.0, retries: int = 3,
+        timeout: float = 30.0, retries: int = 3, ca_file: Optional[Union[str, Path]] = None,
+        keys_bucket: Optional[str] = None,
     ) -> "BlobStore":
-        """A store for `bucket` at `endpoint` (``host:port``); creates the bucket if missing."""
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=min(5.0, timeout), read=timeout),
-            retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-            maxsize=16,
-        )
-        client = Minio(endpoint, access_key, secret_key, secure=secure, http_client=http)
-        store = cls(client, bucket)
+        """A store for `bucket` at `endpoint` (``host:port``); creates the bucket if missing (and
+        allowed: with security on only `stack up`/`stack provision` make buckets).  `secure`: TLS,
+        the server's certificate verified against `ca_file` (None: the system's trust store)."""
+        client = Minio(endpoint, access_key, secret_key, secure=secure,
+                       http_client=_http_pool(timeout, retries, ca_file))
+        store = cls(client, bucket, keys_bucket=keys_bucket)
         store.ensure_bucket()
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None) if secure else None
         store._raw_put = ObjectPut(endpoint, access_key, secret_key, bucket, secure=secure,
-                                   region=store._region(), timeout=timeout, retries=retries)
+                                   region=store._region(), timeout=timeout, retries=retries, ssl_context=context)
         return store
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "BlobStore":
-        """From an object with sealstream's ``minio_*`` settings fields."""
+    def from_settings(cls, settings: Any, principal: str = "pipeline") -> "BlobStore":
+        """The stack's store as MinIO user `principal` (`Settings.minio_credentials`; with security
+        off every principal is the root user): ``pipeline`` (workers, the anchor agent: put and get,
+        no delete; the default), ``verifier`` (`sealstream verify`, evidence, the verifier agent: read
+        only), ``analyst`` (reading data: read only), ``erasure`` (deletes key records only)."""
+        access_key, secret_key = settings.minio_credentials(principal)
         return cls.connect(
-            settings.minio_address, settings.minio_root_user, settings.minio_root_password,
-            settings.minio_bucket, secure=settings.minio_secure,
+            settings.minio_address, access_key, secret_key, settings.minio_bucket, secure=settings.minio_tls,
+            ca_file=settings.minio_ca_file, keys_bucket=settings.minio_keys_bucket_name,
         )
 
     # -- plumbing -----------------------------------------------------------
 
     def _unavailable(self, key: str, exc: Exception) -> BlobStoreUnavailable:
-        return BlobStoreUnavailable(key, f"blob store {self.bucket}/{key}: {exc}")
+        bucket = self.keys_bucket if key.startswith("keys/") else self.bucket
+        return BlobStoreUnavailable(key, f"blob store {bucket}/{key}: {exc}")
 
     def ensure_bucket(self) -> None:
-        """Create the bucket unless it exists (safe when racing another worker)."""
-        try:
-            if not self.client.bucket_exists(self.bucket):
-                self.client.make_bucket(self.bucket)
-        except S3Error as exc:
-            if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-                raise self._unavailable("", exc) from exc
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unavailable("", exc) from exc
+        """Create the bucket (and the keys bucket) unless it exists (safe when racing another worker)."""
+        for bucket in dict.fromkeys((self.bucket, self.keys_bucket)):
+            try:
+                if not self.client.bucket_exists(bucket):
+                    self.client.make_bucket(bucket)
+            except S3Error as exc:
+                if exc.code == "AccessDenied":
+                    raise BlobStoreUnavailable("", f"blob store {bucket}: {exc.code} ({exc.message}): this user "
+                                                   "may not make buckets; `sealstream stack provision` does") from exc
+                if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    raise BlobStoreUnavailable("", f"blob store {bucket}: {exc}") from exc
+            except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise BlobStoreUnavailable("", f"blob store {bucket}: {exc}") from exc
 
     def _region(self) -> str:
         """The bucket's region as the SDK signs for it (asked once; MinIO's default otherwise)."""
@@ -126,20 +168,20 @@ class BlobStore:
             raise self._unavailable(key, exc) from exc
         return (stat.metadata or {}).get(_DIGEST_HEADER, "")
 
-    def _put(self, key: str, data: bytes, content_type: str, digest: str) -> None:
+    def _put(self, key: str, data: bytes, content_type: str, digest: str, bucket: Optional[str] = None) -> None:
         try:
             self.client.put_object(
-                self.bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+                bucket or self.bucket, key, io.BytesIO(data), len(data), content_type=content_type,
                 metadata={DIGEST_METADATA: digest},
             )
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable(key, exc) from exc
 
-    def _get(self, key: str) -> tuple[bytes, str]:
+    def _get(self, key: str, bucket: Optional[str] = None) -> tuple[bytes, str]:
         """Bytes and digest metadata of `key`."""
         response = None
         try:
-            response = self.client.get_object(self.bucket, key)
+            response = self.client.get_object(bucket or self.bucket, key)
             data = response.read()
             meta = response.headers.get(_DIGEST_HEADER, "")
         except S3Error as exc:
@@ -214,12 +256,12 @@ class BlobStore:
         """Store a confidential record's key record (its wrapped data keys) at ``keys/<statement
         hash>``, apart from the signed payload, so erasure can delete it alone; the key."""
         key = keys_key(statement_hash)
-        self._put(key, record, "application/vnd.sealstream.keys.v1", sha256(record).hex())
+        self._put(key, record, "application/vnd.sealstream.keys.v1", sha256(record).hex(), self.keys_bucket)
         return key
 
     def get_keys(self, statement_hash: bytes) -> bytes:
         """The key record of a statement; `BlobNotFound` when there is none (or it was erased)."""
-        data, expected = self._get(keys_key(statement_hash))
+        data, expected = self._get(keys_key(statement_hash), self.keys_bucket)
         if expected and sha256(data).hex() != expected:
             raise BlobDigestMismatch(keys_key(statement_hash), expected, sha256(data).hex())
         return data
@@ -228,7 +270,7 @@ class BlobStore:
         """Remove the key record of a statement (erasure); absent is fine."""
         key = keys_key(statement_hash)
         try:
-            self.client.remove_object(self.bucket, key)
+            self.client.remove_object(self.keys_bucket, key)
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable(key, exc) from exc
 

@@ -35,6 +35,9 @@ SERVER_HELPERS = frozenset({"brokers", "_pkcs11_token"})
 #: ``SEALSTREAM_TEST_TIER`` value of ``make check``: no service may be started.
 CHECK_TIER = "check"
 
+# MinIO with security on (issue 17): its users' secrets and the CA are the stack's (`Settings.minio_stack_home`).
+os.environ.setdefault("SEALSTREAM_MINIO_STACK_HOME", str(load_settings().home.expanduser().resolve()))
+
 # PostgreSQL with security on (issue 17): a component run with a throwaway home against the stack's
 # PostgreSQL logs in with the stack's secrets and CA (`Settings.pg_stack_home`).
 os.environ.setdefault("SEALSTREAM_PG_STACK_HOME", str(load_settings().home.expanduser().resolve()))

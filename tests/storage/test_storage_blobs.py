@@ -125,8 +125,9 @@ def test_manifest_format_is_canonical() -> None:
 
 def test_bucket_is_created_when_missing(stack, settings) -> None:
     bucket = "sealstream-test-" + uuid.uuid4().hex[:12]
-    store = BlobStore.connect(settings.minio_address, settings.minio_root_user, settings.minio_root_password,
-                              bucket, secure=settings.minio_secure)
+    access_key, secret_key = settings.minio_credentials("admin")  # makes a bucket: the stack's root user
+    store = BlobStore.connect(settings.minio_address, access_key, secret_key, bucket, secure=settings.minio_tls,
+                              ca_file=settings.minio_ca_file)
     try:
         assert store.client.bucket_exists(bucket)
         store.ensure_bucket()  # idempotent

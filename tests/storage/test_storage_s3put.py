@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,12 +19,17 @@ import pytest
 
 from storage import BlobStore
 from storage._s3put import UNSIGNED_PAYLOAD, ObjectPut, PutRefused, PutUnavailable
+from storage.blobs import minio_client
 from trust._hashes import sha256
 
 
-def _put(settings, bucket: str, **kw) -> ObjectPut:
-    return ObjectPut(settings.minio_address, kw.pop("access", settings.minio_root_user),
-                     kw.pop("secret", settings.minio_root_password), bucket, secure=settings.minio_secure, **kw)
+def _put(settings, bucket: str, principal: str = "pipeline", **kw) -> ObjectPut:
+    """As the pipeline workers PUT (their MinIO user; TLS against the stack CA with security on)."""
+    access, secret = settings.minio_credentials(principal)
+    ca = settings.minio_ca_file
+    context = ssl.create_default_context(cafile=str(ca) if ca else None) if settings.minio_tls else None
+    return ObjectPut(settings.minio_address, kw.pop("access", access), kw.pop("secret", secret), bucket,
+                     secure=settings.minio_tls, ssl_context=context, **kw)
 
 
 @pytest.mark.services
@@ -49,9 +55,9 @@ def test_server_refuses_a_body_that_does_not_match_the_signed_hash(blob_store: B
 
 @pytest.mark.services
 def test_unsigned_payload_is_accepted(blob_store: BlobStore, settings) -> None:
-    key = "baseline/" + os.urandom(8).hex()
-    _put(settings, blob_store.bucket).put(key, b"x" * 100, UNSIGNED_PAYLOAD, "application/octet-stream")
-    assert blob_store.client.stat_object(blob_store.bucket, key).size == 100
+    key = "baseline/" + os.urandom(8).hex()  # the benchmark's untrusted baseline: the root user, any prefix
+    _put(settings, blob_store.bucket, "admin").put(key, b"x" * 100, UNSIGNED_PAYLOAD, "application/octet-stream")
+    assert minio_client(settings, "admin").stat_object(blob_store.bucket, key).size == 100
 
 
 @pytest.mark.services
