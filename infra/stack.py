@@ -10,14 +10,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sealstream._kafka_config import factory_principal
 from sealstream._security import PRINCIPALS, TLSFiles
 from sealstream.settings import Settings, load_settings
 
 from ._errors import ServiceFailedError, StackError
 from ._service import Service, ServiceStatus
-from .kafka import Kafka
+from .kafka import BROKER_CERT, Kafka
+from .kafka_acls import known_factories
 from .minio import MinIO
-from .pki import StackPKI, client_spec, server_spec
+from .pki import CertSpec, StackPKI, client_spec, server_spec
 from .postgres import PostgreSQL
 from .prometheus import Prometheus
 
@@ -96,7 +98,17 @@ class Stack:
         hosts = [self.settings.host, "127.0.0.1", "localhost"]
         specs = [server_spec(name, hosts) for name in ("kafka", "postgres", "minio")]
         specs += [client_spec(p) for p in PRINCIPALS]
+        # Kafka (issue 17): the broker's own certificate, server and client (it dials its
+        # controller listener with it), and each factory's principal the stack already knows.
+        specs.append(CertSpec(name=BROKER_CERT, common_name=BROKER_CERT, hosts=tuple(dict.fromkeys(hosts)),
+                              server=True, client=True))
+        specs += [client_spec(factory_principal(f)) for f in known_factories(self.home)]
         return StackPKI(self.home).ensure(specs)
+
+    def ensure_factory(self, factory: str) -> TLSFiles:
+        """A factory's Kafka principal (certificate, and ACLs when security is on); see
+        `infra.kafka.Kafka.ensure_factory`."""
+        return self.kafka.ensure_factory(factory)
 
     def provision(self, progress: Progress | None = None) -> None:
         """Create topics, bucket and database on already-running services (local or remote)."""

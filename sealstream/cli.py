@@ -199,6 +199,36 @@ def stack_provision(obj: _Context) -> None:
         _fail(exc, False)
 
 
+@stack.group("factory")
+def stack_factory() -> None:
+    """Factories' Kafka principals (``factory-<name>``: may only produce raw telemetry)."""
+
+
+@stack_factory.command("add")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print the principal and its files as JSON")
+@click.pass_obj
+def stack_factory_add(obj: _Context, name: str, as_json: bool) -> None:
+    """Enrol factory NAME: a client certificate from the stack CA (CN factory-NAME, under
+    <home>/pki) and, with security on, its Kafka ACLs (WRITE/DESCRIBE on the raw topics,
+    IDEMPOTENT_WRITE). Idempotent; hand the CA, certificate and key to the factory's edge."""
+    from infra import Stack, StackError
+    from sealstream._kafka_config import factory_principal, kafka_secured
+
+    try:
+        files = Stack(obj.settings).ensure_factory(name)
+    except (StackError, ValueError) as exc:
+        _fail(exc, as_json)
+        return
+    doc = {"principal": factory_principal(name), "ca": str(files.ca), "cert": str(files.cert), "key": str(files.key),
+           "acls": kafka_secured(obj.settings)}
+    if as_json:
+        _emit_json(doc)
+    else:
+        out.print(f"User:{doc['principal']}: certificate {doc['cert']}, key {doc['key']}, CA {doc['ca']}"
+                  + ("" if doc["acls"] else " (security is off: no ACLs until it is on and the stack provisioned)"))
+
+
 @stack.command("down")
 @click.option("--json", "as_json", is_flag=True, help="print what was stopped as JSON")
 @click.pass_obj
