@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from sealstream._kafka_config import KafkaLike
+
 from .config import EdgeConfig, source_factory
 from .metrics import EdgeMetrics
 from .model import BlobItem, Item, Reading, Signer, Source
@@ -87,7 +89,7 @@ class _Context:
 class Agent:
     """One edge agent. `sources` overrides the config's (tests, benchmarks)."""
 
-    def __init__(self, cfg: EdgeConfig, bootstrap: str, *, sources: Optional[list[Source]] = None,
+    def __init__(self, cfg: EdgeConfig, bootstrap: KafkaLike, *, sources: Optional[list[Source]] = None,
                  signers: Optional[dict[str, Signer]] = None, metrics_port: Optional[int] = None,
                  max_bytes: Optional[dict[str, int]] = None, durable_windows: bool = True) -> None:
         self.cfg, self.bootstrap = cfg, bootstrap
@@ -337,7 +339,7 @@ class Agent:
         st = self.spool.stats()
         return {
             "pid": os.getpid(), "factory": self.cfg.factory, "started_ms": self.started_ms,
-            "updated_ms": int(time.time() * 1000), "kafka_bootstrap": self.bootstrap,
+            "updated_ms": int(time.time() * 1000), "kafka_bootstrap": str(self.bootstrap),
             "last_send_ms": self.sender.last_send_ms if self.sender else None,
             "sent": self.sender.sent if self.sender else 0,
             "spool": {"messages": st.messages, "bytes": st.bytes, "oldest_age_s": round(st.age_s(), 3),
@@ -393,7 +395,7 @@ class Agent:
         log.info("edge agent started", extra={"factory": self.cfg.factory, "sources": len(self.sources),
                                               "devices": len(self.signers), "spooled": n, "spool_bytes": b,
                                               "pending_readings": reloaded,
-                                              "kafka": self.bootstrap, "metrics_port": self.metrics_port})
+                                              "kafka": str(self.bootstrap), "metrics_port": self.metrics_port})
         tasks = [asyncio.create_task(self._supervise(s), name=f"source-{s.name}") for s in self.sources]
         # the writer and the flusher are not cancelled at shutdown (a commit is never cut off): they end
         # after their current transaction once _stopping is set
@@ -442,7 +444,7 @@ def _split(rows: list[Reading], n: int) -> list[list[Reading]]:
     return out
 
 
-def run_agent(cfg: EdgeConfig, bootstrap: str) -> None:
+def run_agent(cfg: EdgeConfig, bootstrap: KafkaLike) -> None:
     """Run until SIGTERM/SIGINT (blocking)."""
 
     async def main() -> None:

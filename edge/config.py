@@ -4,6 +4,9 @@
     factory = "plant-a"                 # names the edge (metrics, logs, ledger device ids "<factory>-<device>")
     metrics_port = 9420                 # /metrics (0 = none)
     kafka_bootstrap = "10.0.0.5:9092"   # optional: default SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS
+    kafka_ca = "tls/ca.crt"             # optional TLS files of the factory's Kafka principal (factory-<factory>):
+    kafka_cert = "tls/factory.crt"      #   the cluster's CA, the certificate and its key; default
+    kafka_key = "tls/factory.key"       #   SEALSTREAM_KAFKA_{CA,CERT,KEY}_FILE, else the stack's <home>/pki
     [edge.spool]
     path = "spool"                      # directory of spool.db (relative paths: to this file's folder)
     max_bytes = 1_073_741_824           # full at this many payload+header bytes ...
@@ -109,6 +112,10 @@ class EdgeConfig:
     sources: dict[str, SourceConfig]
     kafka_bootstrap: Optional[str] = None
     metrics_port: int = 9420
+    #: TLS files of the factory's Kafka principal (None: from the settings / the stack's pki)
+    kafka_ca: Optional[Path] = None
+    kafka_cert: Optional[Path] = None
+    kafka_key: Optional[Path] = None
     extra: dict = field(default_factory=dict)
 
     def ledger_id(self, device: str) -> str:
@@ -179,7 +186,8 @@ def _parse(file: Path, doc: dict, *, check_sources: bool) -> tuple[Optional[Edge
     base = file.resolve().parent
     v.unknown(doc, {"edge", "devices", "sources"}, "")
     edge = v.table(doc, "edge", "edge", required=True)
-    v.unknown(edge, {"factory", "spool", "group", "kafka_bootstrap", "metrics_port"}, "edge")
+    v.unknown(edge, {"factory", "spool", "group", "kafka_bootstrap", "metrics_port", "kafka_ca", "kafka_cert",
+                     "kafka_key"}, "edge")
     factory = edge.get("factory")
     if not isinstance(factory, str) or not _NAME.match(factory):
         v.bad("edge.factory", f"must name the factory (letters, digits, '.', '_', '-'), got {factory!r}")
@@ -189,6 +197,15 @@ def _parse(file: Path, doc: dict, *, check_sources: bool) -> tuple[Optional[Edge
         v.bad("edge.kafka_bootstrap", 'must be "host:port[,host:port...]" or left out')
         kafka = None
     metrics_port = v.num(edge, "metrics_port", "edge", 9420)
+    tls: dict[str, Optional[Path]] = {}
+    for name in ("kafka_ca", "kafka_cert", "kafka_key"):
+        value = edge.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            v.bad(f"edge.{name}", "must be a PEM file path or left out")
+            value = None
+        tls[name] = _resolve(base, value) if value else None
+    if tls["kafka_key"] is not None and tls["kafka_cert"] is None:
+        v.bad("edge.kafka_key", "needs edge.kafka_cert (the certificate of that key)")
     if metrics_port > 65535:
         v.bad("edge.metrics_port", f"must be a TCP port (0..65535), got {metrics_port}")
     sp = v.table(edge, "spool", "edge.spool")
@@ -270,7 +287,8 @@ def _parse(file: Path, doc: dict, *, check_sources: bool) -> tuple[Optional[Edge
                 v.bad(path, f"{exc}")
     if v.problems:
         return None, v.problems
-    return EdgeConfig(file, factory, spool, group, devices, sources, kafka, metrics_port), []
+    return EdgeConfig(file, factory, spool, group, devices, sources, kafka, metrics_port,
+                      kafka_ca=tls["kafka_ca"], kafka_cert=tls["kafka_cert"], kafka_key=tls["kafka_key"]), []
 
 
 def _device_refs(section: dict) -> list[str]:

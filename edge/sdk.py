@@ -7,7 +7,7 @@
     payload = timeseries_payload([(1767225600000, "temperature", 61.8), (1767225600000, "pressure", 6.02)])
     msg = sign_payload(signer, seq=42, ts_ms=1767225600000, kind="timeseries",
                        content_type=TIMESERIES_CONTENT_TYPE, payload=payload, received_ms=1767225600013)
-    with Producer("127.0.0.1:9092") as p:
+    with Producer("127.0.0.1:9092") as p:   # or a sealstream._kafka_config.KafkaEndpoint (TLS)
         p.produce(msg)                 # idempotent, acks=all
         p.flush(30)
 
@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import pyarrow as pa
 
+from sealstream._kafka_config import KafkaLike, as_endpoint
 from trust.statement import Statement, to_kafka_headers
 
 from .model import Signer
@@ -105,12 +106,14 @@ def sign_payload(signer: Signer, seq: int, ts_ms: int, kind: str, content_type: 
     return EdgeMessage(TOPIC_OF_KIND[kind], signer.did.encode("ascii"), payload, headers, stmt, received)
 
 
-def producer_config(bootstrap: str, **extra: object) -> dict:
+def producer_config(bootstrap: KafkaLike, **extra: object) -> dict:
     """confluent-kafka settings of the edge: idempotent (no duplicate or reorder on an internal retry),
     acks=all, and never giving up on a message (`message.timeout.ms` 0: the spool, not librdkafka, bounds
-    an outage)."""
+    an outage). `bootstrap`: a bare bootstrap (PLAINTEXT) or the factory principal's `KafkaEndpoint`
+    (TLS with its certificate; the client id is the principal)."""
+    ep = as_endpoint(bootstrap, "factory")
     conf: dict = {
-        "bootstrap.servers": bootstrap, "client.id": "sealstream-edge", "acks": "all",
+        **ep.confluent(), "client.id": ep.principal if ep.secure else "sealstream-edge", "acks": "all",
         "enable.idempotence": True, "message.timeout.ms": 0, "linger.ms": 5, "batch.size": 1024 * 1024,
         "message.max.bytes": 16 * 1024 * 1024 + 64 * 1024, "queue.buffering.max.kbytes": 256 * 1024,
         "reconnect.backoff.max.ms": 2000, "logger": logging.getLogger("confluent_kafka"),
@@ -128,7 +131,7 @@ class Producer:
     clock-skew check compares the device's clock with the edge's, not with how long the WAN was down.
     """
 
-    def __init__(self, bootstrap: str, **extra: object) -> None:
+    def __init__(self, bootstrap: KafkaLike, **extra: object) -> None:
         from confluent_kafka import Producer as _P
 
         self._p = _P(producer_config(bootstrap, **extra))

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from sealstream._kafka_config import KafkaLike, as_endpoint
 
 if TYPE_CHECKING:
     from ledger.client import AsyncLedgerClient
@@ -116,7 +117,7 @@ def _header(msg: Any, name: str) -> bytes | None:
     return None
 
 
-def last_published_seq(bootstrap: str, topic: str, chain_id: str, timeout_s: float = 30.0) -> int | None:
+def last_published_seq(bootstrap: KafkaLike, topic: str, chain_id: str, timeout_s: float = 30.0) -> int | None:
     """The highest ``ss-event-seq`` of `chain_id` committed to `topic`, or None if none.
 
     Reads each partition backwards in pages from its end, stopping at the
@@ -124,8 +125,9 @@ def last_published_seq(bootstrap: str, topic: str, chain_id: str, timeout_s: flo
     offsets within a partition)."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"sealstream-alerts-resume-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False, "isolation.level": "read_committed", "enable.partition.eof": False})
+    c = Consumer(as_endpoint(bootstrap, "alerts").confluent({
+        "group.id": f"sealstream-alerts-resume-{uuid.uuid4().hex}", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "enable.partition.eof": False}))
     want = chain_id.encode()
     best: int | None = None
     deadline = time.monotonic() + timeout_s
@@ -186,7 +188,7 @@ class _Metrics:
 class AlertsBridge:
     """Follow the ledger's audit events and publish each to Kafka exactly once (see the module doc)."""
 
-    def __init__(self, client: "AsyncLedgerClient", bootstrap: str, topic: str = ALERTS_TOPIC, *,
+    def __init__(self, client: "AsyncLedgerClient", bootstrap: KafkaLike, topic: str = ALERTS_TOPIC, *,
                  from_height: int = 0, verify: bool = False, batch_max: int = 100,
                  registry: CollectorRegistry | None = None,
                  on_publish: "Callable[[list[AuditEvent]], None] | None" = None) -> None:
@@ -211,8 +213,8 @@ class AlertsBridge:
     def _start_producer(self) -> None:
         from confluent_kafka import KafkaException, Producer
 
-        p = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": transactional_id(self.chain_id,
-                                                                                                self.topic),
+        p = Producer({**as_endpoint(self.bootstrap, "alerts").confluent(),
+                      "transactional.id": transactional_id(self.chain_id, self.topic),
                       "enable.idempotence": True, "acks": "all", "linger.ms": 5,
                       "transaction.timeout.ms": 60_000})
         try:

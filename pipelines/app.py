@@ -43,6 +43,7 @@ from typing import Any, Optional, cast
 
 import faust
 
+from sealstream._kafka_config import kafka_endpoint
 from sealstream.settings import Settings
 
 from ._testhook import pause
@@ -116,9 +117,11 @@ def build_app(settings: Settings, processor: Optional[IngestProcessor], metrics:
     max_bytes = settings.kafka_video_max_message_bytes + _HEADROOM
     datadir = Path(settings.home).resolve() / "pipeline" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
+    kafka = kafka_endpoint(settings, "pipeline")
     app = faust.App(
         app_id,
-        broker=[f"kafka://{b}" for b in settings.kafka_bootstrap.split(",")],
+        broker=kafka.faust_broker(),
+        broker_credentials=kafka.ssl_context(),
         store="memory://",
         datadir=str(datadir),
         key_serializer="raw",
@@ -248,7 +251,8 @@ def run_worker(settings: Settings, directory: Optional[DeviceDirectory], *, app_
         if ingest:
             from .lag import ConsumerLag
 
-            metrics.registry.register(ConsumerLag(settings.kafka_bootstrap, app_id or settings.pipeline_app_id,
+            metrics.registry.register(ConsumerLag(kafka_endpoint(settings, "pipeline"),
+                                                  app_id or settings.pipeline_app_id,
                                                   tuple(TOPIC_KINDS),
                                                   offset_reset or settings.pipeline_offset_reset))
             if hasattr(directory, "collect"):  # ProvenDirectory: refused ledger answers, its floor
@@ -261,8 +265,8 @@ def run_worker(settings: Settings, directory: Optional[DeviceDirectory], *, app_
 
         assert directory is not None
         processor, pool = build_processor(settings, directory, metrics)
-        gate = DeadLetterGate(DeadLetterLog(pool), settings.kafka_bootstrap, app_id or settings.pipeline_app_id,
-                              DEADLETTER)
+        gate = DeadLetterGate(DeadLetterLog(pool), kafka_endpoint(settings, "pipeline"),
+                              app_id or settings.pipeline_app_id, DEADLETTER)
         log.info("gateway %s", processor.gateway.did)
     anchorer = make_anchorer(settings, metrics) if anchor else None
     if anchorer is None and not ingest:

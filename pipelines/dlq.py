@@ -31,6 +31,7 @@ from typing import Any, Optional, Sequence
 
 from storage.deadletters import DeadLetterLog, DeadLetterRow
 from storage.records import KafkaPosition
+from sealstream._kafka_config import KafkaLike, as_endpoint
 
 __all__ = ["DeadLetterGate", "DeadLetterLookupError", "PRODUCE", "RECORDED", "IN_TOPIC", "find_dead_letters"]
 
@@ -55,7 +56,7 @@ def _position(headers: Sequence[tuple[str, Optional[bytes]]], group: bytes) -> O
         return None
 
 
-def find_dead_letters(bootstrap: str, topic: str, group: str, wanted: Sequence[KafkaPosition], since: datetime,
+def find_dead_letters(kafka: KafkaLike, topic: str, group: str, wanted: Sequence[KafkaPosition], since: datetime,
                       timeout_s: float = 30.0) -> set[KafkaPosition]:
     """Which of `wanted` have a dead letter of `group` in `topic`, produced at or after `since`
     (every partition scanned from ``offsets_for_times(since)`` to its end offset; blocking)."""
@@ -64,8 +65,9 @@ def find_dead_letters(bootstrap: str, topic: str, group: str, wanted: Sequence[K
     want, gid = set(wanted), group.encode("utf-8")
     found: set[KafkaPosition] = set()
     deadline = time.monotonic() + timeout_s
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"sealstream-dlq-lookup-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False, "enable.partition.eof": False, "log_level": 4})
+    c = Consumer(as_endpoint(kafka, "pipeline").confluent({
+        "group.id": f"sealstream-dlq-lookup-{uuid.uuid4().hex}", "enable.auto.commit": False,
+        "enable.partition.eof": False, "log_level": 4}))
     try:
         parts = sorted(c.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
         ms = int(since.timestamp() * 1000)
@@ -104,7 +106,7 @@ def find_dead_letters(bootstrap: str, topic: str, group: str, wanted: Sequence[K
 class DeadLetterGate:
     """Decides which dead letters of a batch to produce, for one consumer group (blocking; thread-safe)."""
 
-    def __init__(self, log_: DeadLetterLog, bootstrap: str, group: str, topic: str = "iiot.deadletter",
+    def __init__(self, log_: DeadLetterLog, bootstrap: KafkaLike, group: str, topic: str = "iiot.deadletter",
                  lookback_s: float = 5.0, timeout_s: float = 30.0) -> None:
         self.log, self.bootstrap, self.group, self.topic = log_, bootstrap, group, topic
         self.lookback_s, self.timeout_s = lookback_s, timeout_s

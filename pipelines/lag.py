@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sealstream._kafka_config import KafkaLike, as_endpoint
 
 __all__ = ["ConsumerLag", "partition_lag", "LAG_METRIC"]
 
@@ -38,7 +39,7 @@ def partition_lag(committed: int, low: int, high: int, offset_reset: str = "earl
 class ConsumerLag(Collector):
     """Collector of the lag of ``group`` on ``topics`` (confluent-kafka, read at scrape time)."""
 
-    def __init__(self, bootstrap: str, group: str, topics: Sequence[str], offset_reset: str = "earliest",
+    def __init__(self, bootstrap: KafkaLike, group: str, topics: Sequence[str], offset_reset: str = "earliest",
                  ttl_s: float = 2.0, timeout_s: float = 5.0) -> None:
         self.bootstrap = bootstrap
         self.group = group
@@ -56,8 +57,8 @@ class ConsumerLag(Collector):
         from confluent_kafka import Consumer, TopicPartition
 
         if self._consumer is None:
-            self._consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
-                                       "enable.auto.commit": False, "client.id": f"{self.group}-lag"})
+            self._consumer = Consumer(as_endpoint(self.bootstrap, "pipeline").confluent({
+                "group.id": self.group, "enable.auto.commit": False, "client.id": f"{self.group}-lag"}))
         c = self._consumer
         meta = c.list_topics(timeout=self.timeout_s)
         tps = [TopicPartition(t, p) for t in self.topics if t in meta.topics for p in sorted(meta.topics[t].partitions)]

@@ -10,12 +10,14 @@ import uuid
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from sealstream._kafka_config import KafkaLike, as_endpoint
+
 __all__ = ["end_offsets", "pin_offsets"]
 
 
-def end_offsets(bootstrap: str, topics: list[str] | tuple[str, ...]) -> dict[tuple[str, int], int]:
+def end_offsets(kafka: KafkaLike, topics: list[str] | tuple[str, ...]) -> dict[tuple[str, int], int]:
     """High watermark of every partition of `topics`."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"sealstream-probe-{uuid.uuid4().hex}"})
+    c = Consumer(as_endpoint(kafka).confluent({"group.id": f"sealstream-probe-{uuid.uuid4().hex}"}))
     try:
         md = c.list_topics(timeout=10)
         return {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
@@ -24,10 +26,10 @@ def end_offsets(bootstrap: str, topics: list[str] | tuple[str, ...]) -> dict[tup
         c.close()
 
 
-def pin_offsets(bootstrap: str, group: str, offsets: dict, timeout: float = 40.0) -> None:
+def pin_offsets(kafka: KafkaLike, group: str, offsets: dict, timeout: float = 40.0) -> None:
     """Commit `offsets` ({(topic, partition): offset}) for the (empty) consumer `group`, so its
     members start exactly there.  Retried until `timeout`: a member that just left may still hold it."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # not librdkafka's info chatter
+    admin = AdminClient(as_endpoint(kafka).confluent({"log_level": 4}))  # not librdkafka's info chatter
     tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
     deadline = time.monotonic() + timeout
     while True:

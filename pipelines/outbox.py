@@ -50,6 +50,7 @@ from typing import Any, Callable, Optional, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from storage.outbox import AlertOutbox, OutboxRow
+from sealstream._kafka_config import KafkaLike, as_endpoint
 
 __all__ = ["AlertRelay", "OutboxMetrics", "RelayResult", "OutboxLookupError", "find_alerts", "transactional_id",
            "H_ALERT_ID"]
@@ -87,7 +88,7 @@ def _header(headers: Sequence[tuple[str, Optional[bytes]]], name: str) -> Option
     return None
 
 
-def find_alerts(bootstrap: str, topics: Sequence[str], alert_ids: Sequence[str], since: datetime,
+def find_alerts(bootstrap: KafkaLike, topics: Sequence[str], alert_ids: Sequence[str], since: datetime,
                 timeout_s: float = 30.0) -> set[str]:
     """Which of `alert_ids` are in a committed message of `topics` (``ss-alert-id`` header), every
     partition scanned from ``offsets_for_times(since)`` to its end (blocking)."""
@@ -96,7 +97,8 @@ def find_alerts(bootstrap: str, topics: Sequence[str], alert_ids: Sequence[str],
     want = {a.encode() for a in alert_ids}
     found: set[str] = set()
     deadline = time.monotonic() + timeout_s
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"sealstream-outbox-lookup-{uuid.uuid4().hex}",
+    c = Consumer({**as_endpoint(bootstrap, "verifier").confluent(),
+                  "group.id": f"sealstream-outbox-lookup-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "enable.partition.eof": False,
                   "isolation.level": "read_committed", "log_level": 4})
     try:
@@ -157,7 +159,7 @@ class AlertRelay:
     """Send the outbox's unsent rows to Kafka, each committed once (see the module doc; blocking,
     one round at a time per instance)."""
 
-    def __init__(self, outbox: AlertOutbox, bootstrap: str, *, metrics: Optional[OutboxMetrics] = None,
+    def __init__(self, outbox: AlertOutbox, bootstrap: KafkaLike, *, metrics: Optional[OutboxMetrics] = None,
                  batch_max: int = 100, lookback_s: float = 60.0, timeout_s: float = 30.0,
                  backoff_s: float = 0.5, max_backoff_s: float = 30.0,
                  producer_config: Optional[dict[str, Any]] = None) -> None:
@@ -184,8 +186,9 @@ class AlertRelay:
 
         if self._txid is None:
             self._txid = transactional_id(self.outbox.instance_id())
-        conf = {"bootstrap.servers": self.bootstrap, "transactional.id": self._txid, "enable.idempotence": True,
-                "acks": "all", "linger.ms": 5, "transaction.timeout.ms": 60_000, "log_level": 3,
+        conf = {**as_endpoint(self.bootstrap, "verifier").confluent(), "transactional.id": self._txid,
+                "enable.idempotence": True, "acks": "all", "linger.ms": 5, "transaction.timeout.ms": 60_000,
+                "log_level": 3,
                 **self.producer_config}
         p = Producer(conf)
         try:

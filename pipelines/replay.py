@@ -47,6 +47,7 @@ from storage.records import KafkaPosition
 
 from ._testhook import pause
 from .checks import REASONS
+from sealstream._kafka_config import KafkaLike, as_endpoint
 
 __all__ = ["REPLAY_OF", "REPLAY_NONCE", "ReplayError", "UnknownReason", "ReplayBusy", "ReplayKafkaError",
            "ReplayResult", "Original", "dead_letter_id", "copy_headers", "read_originals", "find_copies",
@@ -139,10 +140,10 @@ def check_reason(reason: str) -> None:
         raise UnknownReason(reason)
 
 
-def _consumer(bootstrap: str, max_bytes: int) -> Any:
+def _consumer(bootstrap: KafkaLike, max_bytes: int) -> Any:
     from confluent_kafka import Consumer
 
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"sealstream-replay-{uuid.uuid4().hex}",
+    return Consumer({**as_endpoint(bootstrap).confluent(), "group.id": f"sealstream-replay-{uuid.uuid4().hex}",
                      "enable.auto.commit": False, "enable.partition.eof": False,
                      "isolation.level": "read_uncommitted",  # as the workers read (Faust at-least-once)
                      "fetch.max.bytes": max_bytes, "max.partition.fetch.bytes": max_bytes, "log_level": 0})
@@ -169,7 +170,7 @@ def _ends(c: Any, tps: Sequence[tuple[str, int]], timeout_s: float) -> dict[tupl
             for tp in tps if tp in exist}
 
 
-def read_originals(bootstrap: str, positions: Sequence[KafkaPosition], max_bytes: int,
+def read_originals(bootstrap: KafkaLike, positions: Sequence[KafkaPosition], max_bytes: int,
                    timeout_s: float = 30.0) -> dict[KafkaPosition, Optional[Original]]:
     """Each position's record (None: no longer in its topic, or not a record); blocking."""
     from confluent_kafka import KafkaException, TopicPartition
@@ -210,7 +211,7 @@ def read_originals(bootstrap: str, positions: Sequence[KafkaPosition], max_bytes
         c.close()
 
 
-def find_copies(bootstrap: str, intents: Sequence[ReplayIntent], max_bytes: int,
+def find_copies(bootstrap: KafkaLike, intents: Sequence[ReplayIntent], max_bytes: int,
                 timeout_s: float = 60.0) -> dict[KafkaPosition, int]:
     """The intents whose copy is in its partition (at or after ``scan_from``, up to the current end,
     read_uncommitted): ``{position: copy offset}``; blocking."""
@@ -269,7 +270,7 @@ def _counted(res: ReplayResult, counts: ReplayCounts) -> ReplayResult:
     return res
 
 
-def replay(replays: DeadLetterReplays, bootstrap: str, reason: str, group: Optional[str] = None, *,
+def replay(replays: DeadLetterReplays, bootstrap: KafkaLike, reason: str, group: Optional[str] = None, *,
            max_message_bytes: int, chunk: int = 500, timeout_s: float = 60.0) -> ReplayResult:
     """Re-inject the dead letters of `reason` (and `group`) not replayed before, once each (module
     docstring); blocking. Raises `UnknownReason`, `ReplayBusy`, `ReplayKafkaError` (rerun: safe),
@@ -283,7 +284,7 @@ def replay(replays: DeadLetterReplays, bootstrap: str, reason: str, group: Optio
         if not locked:
             raise ReplayBusy("another `sealstream pipeline deadletters replay` is running on this database: "
                              "wait for it to finish, then run this one again")
-        producer = Producer({"bootstrap.servers": bootstrap,
+        producer = Producer({**as_endpoint(bootstrap).confluent(),
                              "transactional.id": f"sealstream-replay-{replays.database()}",
                              "enable.idempotence": True, "acks": "all", "message.max.bytes": max_bytes,
                              "transaction.timeout.ms": 60000, "log_level": 0})
@@ -319,7 +320,7 @@ def replay(replays: DeadLetterReplays, bootstrap: str, reason: str, group: Optio
         return res
 
 
-def _produce(producer: Any, replays: DeadLetterReplays, bootstrap: str, reason: str, group: Optional[str],
+def _produce(producer: Any, replays: DeadLetterReplays, bootstrap: KafkaLike, reason: str, group: Optional[str],
              nonce: str, originals: list[Original], max_bytes: int, timeout_s: float, res: ReplayResult) -> None:
     """Steps 4-6 for one chunk: intents committed, the copies in one transaction, then confirmed."""
     from confluent_kafka import KafkaException

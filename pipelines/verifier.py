@@ -53,6 +53,7 @@ from .collect import CollectError, Collector
 from .outbox import AlertRelay, OutboxMetrics
 from verify.model import Evidence, Report
 from verify.rows import payload_rows
+from sealstream._kafka_config import kafka_endpoint
 
 __all__ = ["VerifyMetrics", "BatchVerifier", "alert_value", "alert_message", "build_app", "run_verifier",
            "ANCHORS_TOPIC", "ALERTS_TOPIC"]
@@ -184,7 +185,8 @@ def build_app(settings: Any, verifier: BatchVerifier, *, app_id: str, audit_inte
 
     datadir = Path(settings.home).resolve() / "pipeline" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(app_id, broker=[f"kafka://{b}" for b in settings.kafka_bootstrap.split(",")],
+    kafka = kafka_endpoint(settings, "verifier")
+    app = faust.App(app_id, broker=kafka.faust_broker(), broker_credentials=kafka.ssl_context(),
                     store="memory://", datadir=str(datadir), key_serializer="raw", value_serializer="raw",
                     web_enabled=False, topic_allow_declare=False, topic_replication_factor=1,
                     consumer_auto_offset_reset="earliest", broker_commit_interval=1.0,
@@ -265,7 +267,7 @@ def _open_verifier(settings: Any, ledger_root: Path, metrics: Optional[VerifyMet
     pool = open_pool(settings.postgres_dsn_for("verifier"), max_size=6)
     collector = Collector.from_settings(settings, client, pool)
     pin = LedgerLayout(ledger_root).genesis().genesis_hash()
-    relay = AlertRelay(AlertOutbox(pool), settings.kafka_bootstrap,
+    relay = AlertRelay(AlertOutbox(pool), kafka_endpoint(settings, "verifier"),
                        metrics=metrics.outbox if metrics is not None else None)
 
     def close() -> None:

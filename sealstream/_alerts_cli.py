@@ -55,6 +55,7 @@ def alerts_bridge(ctx: click.Context, ledger_dir: Path | None, topic: str, from_
     from ledger.client import AsyncLedgerClient
     from ledger.errors import LedgerError
     from pipelines.alerts import AlertsBridge, AlertsBridgeError
+    from sealstream._kafka_config import kafka_endpoint
 
     s = _settings(ctx)
     root = ledger_dir or s.ledger_home
@@ -73,8 +74,8 @@ def alerts_bridge(ctx: click.Context, ledger_dir: Path | None, topic: str, from_
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with AsyncLedgerClient.from_layout(root) as client:
-            bridge = AlertsBridge(client, s.kafka_bootstrap, topic, from_height=from_height, verify=verify,
-                                  on_publish=printed)
+            bridge = AlertsBridge(client, kafka_endpoint(s, "alerts"), topic, from_height=from_height,
+                                  verify=verify, on_publish=printed)
             if metrics_port:
                 from prometheus_client import start_http_server
 

@@ -38,6 +38,7 @@ from rich.table import Table
 from ._demo_verify import Verification, run_batches, tell, wait_verdicts
 from ._output import emit_json, err, fail, out
 from ._output import settings_of as _settings
+from ._kafka_config import kafka_endpoint, kafka_secured
 from .settings import Settings
 
 __all__ = ["demo"]
@@ -111,7 +112,7 @@ def _wait_group(s: Settings, group: str, members: int, procs: "_Workers", timeou
     from confluent_kafka import ConsumerGroupState
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient(kafka_endpoint(s, "admin").confluent())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         procs.check()
@@ -133,13 +134,13 @@ def _deadletters(s: Settings, start: dict, positions: set[tuple[str, Optional[in
 
     from pipelines.offsets import end_offsets
 
-    end = end_offsets(s.kafka_bootstrap, ("iiot.deadletter",))
+    end = end_offsets(kafka_endpoint(s, "admin"), ("iiot.deadletter",))
     todo = {tp: hi for tp, hi in end.items() if hi > start.get(tp, 0)}
     reasons: dict[str, int] = {}
     seen: set[tuple[str, int, int]] = set()
     if not todo:
         return reasons
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"sealstream-demo-dlq-{uuid.uuid4().hex}",
+    c = Consumer({**kafka_endpoint(s, "admin").confluent(), "group.id": f"sealstream-demo-dlq-{uuid.uuid4().hex}",
                   "enable.auto.commit": False})
     try:
         c.assign([TopicPartition(t, p, start.get((t, p), 0)) for (t, p) in todo])
@@ -264,13 +265,20 @@ def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers
     except Exception as exc:  # registry refusals, ledger unreachable
         raise DemoError("register on the ledger", f"{type(exc).__name__}: {exc}") from exc
 
-    group = f"sealstream-demo-{uuid.uuid4().hex[:8]}"
-    verifier_group = f"{group}-verifier"
-    starts = end_offsets(s.kafka_bootstrap, (*_RAW, "iiot.sealed", "iiot.deadletter", "iiot.anchors"))
+    # groups under the prefixes the pipeline and verifier principals' ACLs grant (infra.kafka_acls)
+    tag = uuid.uuid4().hex[:8]
+    group = f"{s.pipeline_app_id}-demo-{tag}"
+    verifier_group = f"sealstream-verifier-demo-{tag}"
+    if kafka_secured(s):  # the simulated factory's Kafka principal (produce only), as `stack factory add`
+        from infra import Stack
+
+        Stack(s).ensure_factory(factory)
+    kafka = kafka_endpoint(s, "admin")
+    starts = end_offsets(kafka, (*_RAW, "iiot.sealed", "iiot.deadletter", "iiot.anchors"))
     try:
-        pin_offsets(s.kafka_bootstrap, group,
+        pin_offsets(kafka, group,
                     {tp: o for tp, o in starts.items() if tp[0] not in ("iiot.deadletter", "iiot.anchors")})
-        pin_offsets(s.kafka_bootstrap, verifier_group, {tp: o for tp, o in starts.items() if tp[0] == "iiot.anchors"})
+        pin_offsets(kafka, verifier_group, {tp: o for tp, o in starts.items() if tp[0] == "iiot.anchors"})
     except Exception as exc:  # Kafka refused: name the step
         raise DemoError("pin the consumer group", str(exc)) from exc
     genesis_hash = layout.genesis().genesis_hash().hex()

@@ -52,6 +52,17 @@ def _progress_bar(total: float, by_count: bool) -> Progress:
         TimeElapsedColumn(), console=_err, transient=False)
 
 
+def _enrol(s: Any, factory: str) -> None:
+    """On a local stack (its CA key at hand) the simulated factory gets its Kafka principal: a
+    certificate and its produce-only ACLs (what `sealstream stack factory add` does)."""
+    from sealstream._security import pki_dir
+
+    if (pki_dir(s.home) / "ca.key").exists() and not (pki_dir(s.home) / f"client-factory-{factory}.crt").exists():
+        from infra import Stack
+
+        Stack(s).ensure_factory(factory)
+
+
 @devices.command("run")
 @click.option("--factory", required=True, help="factory name (created on first use)")
 @click.option("--devices", "n_devices", type=click.IntRange(1), default=2, show_default=True,
@@ -86,6 +97,10 @@ def devices_run(ctx: click.Context, factory: str, n_devices: int, rate: float, d
     except ValueError as exc:
         _fail(ValueError(f"{exc} (see `sealstream devices run --help`)"), as_json)
         return
+    from sealstream._kafka_config import kafka_secured
+
+    if kafka_secured(s):
+        _enrol(s, factory)
     sim = Simulator(s, config)
     by_count = count is not None and (duration is None or (rate > 0 and count < duration * rate))
     total = float(count) if by_count and count is not None else float(duration or 1)

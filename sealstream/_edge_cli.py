@@ -174,6 +174,7 @@ def run_cmd(ctx: click.Context, config: Path, metrics_port: Optional[int]) -> No
     import dataclasses
 
     from edge.agent import run_agent
+    from sealstream._kafka_config import factory_principal, kafka_endpoint
     from edge.signing import SignerError
 
     s = _settings(ctx)
@@ -181,7 +182,8 @@ def run_cmd(ctx: click.Context, config: Path, metrics_port: Optional[int]) -> No
     if metrics_port is not None:
         cfg = dataclasses.replace(cfg, metrics_port=metrics_port)
     try:
-        run_agent(cfg, cfg.kafka_bootstrap or s.kafka_bootstrap)
+        run_agent(cfg, kafka_endpoint(s, factory_principal(cfg.factory), bootstrap=cfg.kafka_bootstrap,
+                                      ca=cfg.kafka_ca, cert=cfg.kafka_cert, key=cfg.kafka_key))
     except SignerError as exc:
         fail({"error": "SignerError", "message": str(exc)}, False)
     except OSError as exc:

@@ -12,6 +12,7 @@ import click
 
 from ._output import fail
 from ._output import settings_of as _settings
+from ._kafka_config import KafkaLike, as_endpoint, kafka_endpoint
 
 __all__ = ["pipeline"]
 
@@ -210,13 +211,13 @@ class _TopicRetention:
         return {"topic": self.topic, "retention_ms": self.retention_ms, "segment_ms": self.segment_ms}
 
 
-def _topic_retention(bootstrap: str, topics: list[str]) -> dict[str, _TopicRetention | None]:
+def _topic_retention(bootstrap: KafkaLike, topics: list[str]) -> dict[str, _TopicRetention | None]:
     """`topics`' deletion settings as the broker reports them (None: no such topic).
     Raises KafkaException or TimeoutError when the broker cannot be asked."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, ConfigResource
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})  # errors are ours to say
+    admin = AdminClient(as_endpoint(bootstrap).confluent({"log_level": 0}))  # errors are ours to say
     futures = admin.describe_configs([ConfigResource("topic", t) for t in topics],
                                      request_timeout=_KAFKA_TIMEOUT_S)
     found: dict[str, _TopicRetention | None] = {}
@@ -233,7 +234,7 @@ def _topic_retention(bootstrap: str, topics: list[str]) -> dict[str, _TopicReten
     return found
 
 
-def _retention_refusal(bootstrap: str, topics: list[str], older_than) -> dict | None:
+def _retention_refusal(bootstrap: KafkaLike, topics: list[str], older_than) -> dict | None:
     """Why pruning rows of source `topics` older than `older_than` is unsafe, or None: a row
     may go only once Kafka deleted its source record (a re-read would dead-letter it again)."""
     from confluent_kafka import KafkaException
@@ -241,7 +242,7 @@ def _retention_refusal(bootstrap: str, topics: list[str], older_than) -> dict | 
     try:
         kept = _topic_retention(bootstrap, topics)
     except (KafkaException, TimeoutError) as exc:
-        return {"error": "kafka-unavailable", "bootstrap": bootstrap, "topics": topics,
+        return {"error": "kafka-unavailable", "bootstrap": str(bootstrap), "topics": topics,
                 "message": f"refusing to prune: cannot read the retention of source topic(s) {', '.join(topics)} "
                            f"from Kafka at {bootstrap} ({exc}); use --force only if these topics' records are "
                            "known to be gone (topic deleted, retention passed)"}
@@ -255,7 +256,7 @@ def _retention_refusal(bootstrap: str, topics: list[str], older_than) -> dict | 
                            f"(retention.ms={r.retention_ms}, cleanup.policy={r.cleanup_policy}), so a "
                            "re-read position would be dead-lettered again at any age; --force prunes anyway"}
     if unknown:
-        return {"error": "source-topic-unknown", "topic": unknown[0], "bootstrap": bootstrap,
+        return {"error": "source-topic-unknown", "topic": unknown[0], "bootstrap": str(bootstrap),
                 "message": f"refusing to prune: source topic {unknown[0]} does not exist on Kafka at {bootstrap} "
                            "(wrong cluster? check SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS); if the topic was deleted, "
                            "its records cannot be re-read: use --force"}
@@ -380,7 +381,7 @@ def deadletters_prune(ctx: click.Context, older_than, group: str | None, dry_run
 
     def work(log):
         topics = log.prunable_topics(older_than, group=group)
-        refusal = None if force or not topics else _retention_refusal(_settings(ctx).kafka_bootstrap, topics,
+        refusal = None if force or not topics else _retention_refusal(kafka_endpoint(_settings(ctx), "admin"), topics,
                                                                       older_than)
         if refusal is not None:  # a dry run still counts what the real run would not delete
             return refusal, log.prune(older_than, group=group, dry_run=True, topics=topics) if dry_run else None
@@ -462,7 +463,7 @@ def deadletters_replay(ctx: click.Context, reason: str, group: str | None, dry_r
         with open_pool(s.postgres_dsn, max_size=2, timeout=10.0) as pool:  # one connection holds the lock
             replays = DeadLetterReplays(pool)
             res = plan(replays, reason, group) if dry_run else replay(
-                replays, s.kafka_bootstrap, reason, group, max_message_bytes=s.kafka_video_max_message_bytes)
+                replays, kafka_endpoint(s, "admin"), reason, group, max_message_bytes=s.kafka_video_max_message_bytes)
     except StorageError as exc:
         hint = (" (run `sealstream db migrate`)" if isinstance(exc.__cause__, psycopg.errors.UndefinedTable)
                 else "; fix it and run the replay again (it is safe to rerun)")

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
 
+from sealstream._kafka_config import KafkaEndpoint, factory_principal, kafka_endpoint
 from sealstream.settings import Settings
 
 from .signing import OutMessage
@@ -61,18 +62,29 @@ def _missing(topics: Iterable[str]) -> ProducerError:
     return ProducerError(f"topic(s) {', '.join(sorted(topics))} do not exist; create them with `sealstream stack up`")
 
 
+def _endpoint(settings: Settings, factory: str | None) -> KafkaEndpoint:
+    """A factory's devices authenticate as its principal ``factory-<name>`` (security on: its
+    certificate, made by `sealstream stack factory add`); without a factory, as the admin."""
+    ep = kafka_endpoint(settings, factory_principal(factory) if factory else "admin")
+    if ep.tls is not None and ep.tls.cert is not None and not ep.tls.cert.exists():
+        raise ProducerError(f"no Kafka certificate for {ep.principal} ({ep.tls.cert}); enrol the factory with "
+                            f"`sealstream stack factory add {factory}`, or give SEALSTREAM_KAFKA_CERT_FILE")
+    return ep
+
+
 class KafkaPythonSink:
     """kafka-python's `KafkaProducer`."""
 
     name = "kafka-python"
 
-    def __init__(self, settings: Settings, topics: Iterable[str]) -> None:
+    def __init__(self, settings: Settings, topics: Iterable[str], factory: str | None = None) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
+        ep = _endpoint(settings, factory)
         try:
             self._p = KafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap, client_id="sealstream-devices", acks="all",
+                **ep.kafka_python(), client_id=ep.principal, acks="all",
                 enable_idempotence=True, linger_ms=5, batch_size=1024 * 1024,
                 max_request_size=settings.kafka_video_max_message_bytes + _HEADROOM,
                 max_block_ms=10_000, request_timeout_ms=30_000,
@@ -123,11 +135,12 @@ class ConfluentSink:
 
     name = "confluent"
 
-    def __init__(self, settings: Settings, topics: Iterable[str]) -> None:
+    def __init__(self, settings: Settings, topics: Iterable[str], factory: str | None = None) -> None:
         from confluent_kafka import KafkaException, Producer
 
+        ep = _endpoint(settings, factory)
         self._p = Producer({
-            "bootstrap.servers": settings.kafka_bootstrap, "client.id": "sealstream-devices", "acks": "all",
+            **ep.confluent(), "client.id": ep.principal, "acks": "all",
             "enable.idempotence": True, "linger.ms": 5, "batch.size": 1024 * 1024,
             "message.max.bytes": settings.kafka_video_max_message_bytes + _HEADROOM,
             "queue.buffering.max.kbytes": 128 * 1024, "logger": logging.getLogger("confluent_kafka"),
@@ -181,20 +194,22 @@ def default_client(settings: Settings | None = None) -> str:
     return "confluent"
 
 
-def open_sink(settings: Settings, topics: Iterable[str], client: str | None = None) -> Sink:
-    """A connected producer for `topics` using `client` (see `CLIENTS`)."""
+def open_sink(settings: Settings, topics: Iterable[str], client: str | None = None,
+              factory: str | None = None) -> Sink:
+    """A connected producer for `topics` using `client` (see `CLIENTS`), as `factory`'s principal
+    (``factory-<name>``; client id the same: Kafka ACLs bind the principal, not the client id)."""
     client = client or default_client(settings)
     topics = list(topics)
     started = time.monotonic()
     if client == "kafka-python":
-        sink: Sink = KafkaPythonSink(settings, topics)
+        sink: Sink = KafkaPythonSink(settings, topics, factory)
     elif client == "confluent":
         try:
             import confluent_kafka  # noqa: F401
         except ImportError:
             raise ProducerError("confluent-kafka is not installed; run `.venv/bin/pip install confluent-kafka` "
                                 "or use --client kafka-python") from None
-        sink = ConfluentSink(settings, topics)
+        sink = ConfluentSink(settings, topics, factory)
     else:
         raise ProducerError(f"unknown Kafka client {client!r}; use one of {', '.join(CLIENTS)}")
     log.info("producer connected", extra={"client": client, "bootstrap": settings.kafka_bootstrap,

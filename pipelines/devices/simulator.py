@@ -189,7 +189,8 @@ class Simulator:
         lock = _FactoryLock(factory.path / ".lock")
         sent_path = cfg.sent_log or factory.path / "sent.jsonl"
         try:
-            sink = open_sink(self.settings, sorted({kind_info(k).topic for k in cfg.kinds}), cfg.client)
+            sink = open_sink(self.settings, sorted({kind_info(k).topic for k in cfg.kinds}), cfg.client,
+                             factory=cfg.factory)
         except BaseException:
             lock.release()
             raise
