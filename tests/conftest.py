@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import kafka_principals
 from secret_scan import SecretScan
 
 from infra import Stack
@@ -34,6 +35,11 @@ SERVICE_FIXTURES = frozenset({
 SERVER_HELPERS = frozenset({"brokers", "_pkcs11_token"})
 #: ``SEALSTREAM_TEST_TIER`` value of ``make check``: no service may be started.
 CHECK_TIER = "check"
+
+# Kafka with security on (issue 17): throwaway test homes and private brokers use the stack's CA and
+# its principals' certificates (`Settings.kafka_pki_home`, read by sealstream._kafka_config).
+os.environ.setdefault("SEALSTREAM_KAFKA_PKI_HOME", str(load_settings().home.expanduser().resolve()))
+kafka_principals.install()  # in-process simulator runs enrol their factory (tests/kafka_principals.py)
 
 # MinIO with security on (issue 17): its users' secrets and the CA are the stack's (`Settings.minio_stack_home`).
 os.environ.setdefault("SEALSTREAM_MINIO_STACK_HOME", str(load_settings().home.expanduser().resolve()))

@@ -47,6 +47,7 @@ from pipelines.worker import gateway_key
 from sealstream.settings import load_settings
 from storage.db import open_pool
 from storage.migrate import migrate
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +169,7 @@ def _edge_agent(folder: Path, env: dict, bootstrap: str, run_id: str) -> _Proc:
 def test_every_panel_query_returns_data(stack, settings, tmp_path) -> None:
     migrate(settings.postgres_dsn)
     run_id = uuid.uuid4().hex[:8]
-    job = f"sealstream-dashtest-{run_id}"
+    job = f"sealstream-pipeline-dashtest-{run_id}"
     home = tmp_path / "home"
     s = load_settings(home=home, kafka_bootstrap_servers=settings.kafka_bootstrap)
     started = datetime.now(timezone.utc) - timedelta(minutes=1)
@@ -192,11 +193,12 @@ def test_every_panel_query_returns_data(stack, settings, tmp_path) -> None:
         env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
                    SEALSTREAM_PIPELINE_GATEWAY=GATEWAY, SEALSTREAM_PIPELINE_SESSION_TIMEOUT_S="6",
                    SEALSTREAM_METRICS="1")
-        worker_group, verifier_group = f"sealstream-dashtest-{run_id}", f"verifier-dashtest-{run_id}"
+        worker_group = f"sealstream-pipeline-dashtest-{run_id}"
+        verifier_group = f"sealstream-verifier-dashtest-{run_id}"
         # retried: on a fresh broker this is the first group, whose coordinator may still be loading
-        pin_offsets(s.kafka_bootstrap, worker_group,
+        pin_offsets(kafka_endpoint(s, "admin"), worker_group,
                     end_offsets(s, [k.topic for k in KIND_INFO.values()] + ["iiot.sealed"]))
-        pin_offsets(s.kafka_bootstrap, verifier_group, end_offsets(s, ["iiot.anchors"]))
+        pin_offsets(kafka_endpoint(s, "admin"), verifier_group, end_offsets(s, ["iiot.anchors"]))
         procs.append(_Proc(["pipeline", "worker", "--app-id", worker_group, "--directory", "manifest",
                             "--factory", factory], env, tmp_path / "worker.log"))
         procs.append(_Proc(["pipeline", "verifier", "--app-id", verifier_group, "--ledger", str(cluster.root),
@@ -223,7 +225,7 @@ def test_every_panel_query_returns_data(stack, settings, tmp_path) -> None:
             statement_hash, row_index, batch_id = _wait("a verified reading", verified, procs, deadline)
             conn.execute("UPDATE readings SET value = value + 1 WHERE statement_hash = %s AND row_index = %s",
                          (statement_hash, row_index))
-        producer = Producer({"bootstrap.servers": s.kafka_bootstrap})
+        producer = Producer(kafka_endpoint(s, "admin").confluent())
         producer.produce("iiot.anchors", key=batch_id.encode(), value=json.dumps({"v": 1, "batch_id": batch_id}))
         assert producer.flush(10) == 0
 

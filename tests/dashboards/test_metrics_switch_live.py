@@ -19,6 +19,7 @@ from ledger import Params
 from ledger.cluster import LocalCluster, free_ports
 from pipelines.devices import Factory
 from sealstream.settings import load_settings
+from sealstream._kafka_config import kafka_endpoint
 
 PARAMS = Params(max_block_txs=16, block_time_ms=20, checkpoint_interval=10, view_change_timeout_ms=800,
                 status_interval_ms=300, fetch_timeout_ms=800)
@@ -51,7 +52,7 @@ def test_pipeline_worker_without_metrics_serves_nothing(stack, settings, tmp_pat
     """With SEALSTREAM_METRICS=0 a worker that has joined its group opens no /metrics port and registers no target."""
     home = tmp_path / "home"
     s = load_settings(home=home, kafka_bootstrap_servers=settings.kafka_bootstrap)
-    factory, group = f"off-{uuid.uuid4().hex[:8]}", f"sealstream-metricsoff-{uuid.uuid4().hex[:8]}"
+    factory, group = f"off-{uuid.uuid4().hex[:8]}", f"sealstream-pipeline-metricsoff-{uuid.uuid4().hex[:8]}"
     Factory.ensure(s, factory, 1)
     port = free_ports(1)[0]
     env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
@@ -61,7 +62,7 @@ def test_pipeline_worker_without_metrics_serves_nothing(stack, settings, tmp_pat
                              "--directory", "manifest", "--factory", factory, "--metrics-port", str(port),
                              "--no-anchor"], cwd=Path(__file__).resolve().parents[2], env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient(kafka_endpoint(s, "admin").confluent())
     try:
         deadline = time.monotonic() + 90
         while True:

@@ -35,6 +35,8 @@ from private_stack import PrivateStack
 from resilience_helpers import Anchoring, WorkerProc, metric_total, wait_stored
 from storage.db import open_pool
 from trust.statement import Statement, from_kafka_headers
+from kafka_principals import enrol_factory
+from sealstream._kafka_config import factory_principal, kafka_endpoint
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +129,7 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
         factory = f"edge-{uuid.uuid4().hex[:8]}"
         gateway = f"gw-{factory}"
         anchoring = Anchoring(s, gateway)
+        enrol_factory(s, factory)  # its Kafka principal factory-<name> (security on)
         home = tmp_path / "edge"
         (home / "camera").mkdir(parents=True)
         port = free_ports(1)[0]
@@ -146,8 +149,8 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
              "key_file": str(home / "keys" / "press-1.key")},
             {"did": keys["cam-1"], "kind": "image", "name": "cam-1", "sensors": [],
              "key_file": str(home / "keys" / "cam-1.key")}]}))
-        worker = WorkerProc(s, f"sealstream-test-edge-{uuid.uuid4().hex[:8]}", factory, tmp_path / "worker.log",
-                            gateway)
+        worker = WorkerProc(s, f"sealstream-pipeline-test-edge-{uuid.uuid4().hex[:8]}", factory,
+                            tmp_path / "worker.log", gateway)
         agent = EdgeProc(cfg, env, tmp_path / "edge.log", port)
         try:
             _images(home / "camera", "before", 3)
@@ -208,7 +211,7 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
             dlq_before = read_range(s, {}, end_offsets(s, ["iiot.deadletter"]), timeout=30)
             assert all(dict(d.headers)["ss-dlq-reason"] == b"replay" for d in dlq_before)
             stmt, rec = by_dev[keys["press-1"]][0]
-            with Producer(s.kafka_bootstrap) as p:
+            with Producer(kafka_endpoint(s, factory_principal(factory))) as p:
                 p.produce(EdgeMessage(rec.topic, rec.key, rec.value, tuple(rec.headers), stmt, rec.timestamp_ms))
             deadline = time.monotonic() + 90
             while len(read_range(s, {}, end_offsets(s, ["iiot.deadletter"]), timeout=30)) <= len(dlq_before):

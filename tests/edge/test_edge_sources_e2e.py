@@ -37,6 +37,7 @@ from resilience_helpers import Anchoring, WorkerProc, wait_stored
 from storage.db import open_pool
 from test_edge_e2e import EdgeProc, Good, _cli
 from trust.statement import from_kafka_headers, verify_statement
+from kafka_principals import enrol_factory
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,6 +224,7 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
         factory = f"edgep-{uuid.uuid4().hex[:8]}"
         gateway = f"gw-{factory}"
         anchoring = Anchoring(s, gateway)
+        enrol_factory(s, factory)  # its Kafka principal factory-<name> (security on)
         home = tmp_path / "edge"
         home.mkdir()
         port = free_ports(1)[0]
@@ -242,8 +244,8 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
             {"did": did, "kind": "timeseries", "name": name, "sensors": [],
              "key_file": str(home / "keys" / f"{name}.key")}
             for name, did in keys.items()]}))
-        worker = WorkerProc(s, f"sealstream-test-edgep-{uuid.uuid4().hex[:8]}", factory, tmp_path / "worker.log",
-                            gateway)
+        worker = WorkerProc(s, f"sealstream-pipeline-test-edgep-{uuid.uuid4().hex[:8]}", factory,
+                            tmp_path / "worker.log", gateway)
         agent = EdgeProc(cfg, env, tmp_path / "edge.log", port)
         expected: set[tuple[str, str, float, int | None]] = set()
 

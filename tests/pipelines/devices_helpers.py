@@ -18,6 +18,7 @@ from pipelines.devices.sentlog import SentRecord
 from sealstream.settings import Settings
 from trust.errors import StatementError
 from trust.statement import Statement, from_kafka_headers, verify_statement
+from sealstream._kafka_config import kafka_endpoint
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def read_records(settings: Settings, where: list[tuple[str, int, int]], timeout:
     by_tp: dict[tuple[str, int], list[int]] = {}
     for t, p, o in wanted:
         by_tp.setdefault((t, p), []).append(o)
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+    c = Consumer({**kafka_endpoint(settings, "admin").confluent(), "group.id": f"test-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
         c.assign([TopicPartition(t, p, min(offs)) for (t, p), offs in by_tp.items()])
@@ -62,7 +63,7 @@ def read_records(settings: Settings, where: list[tuple[str, int, int]], timeout:
 
 def end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
     """High watermark of every partition of `topics`."""
-    return offsets.end_offsets(settings.kafka_bootstrap, topics)
+    return offsets.end_offsets(kafka_endpoint(settings, "admin"), topics)
 
 
 def read_range(settings: Settings, start: dict, end: dict, timeout: float = 20.0) -> list[Record]:

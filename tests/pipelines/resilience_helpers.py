@@ -36,6 +36,7 @@ from sealstream.settings import Settings
 from storage.blobs import BlobStore
 from storage.db import open_pool
 from trust._hashes import sha256
+from sealstream._kafka_config import kafka_endpoint
 
 __all__ = ["Anchoring", "WorkerProc", "SimRun", "pin_offsets", "wait_stored", "check_exactly_once", "check_private_run",
            "metric_total", "stored_count", "Outcome"]
@@ -46,7 +47,7 @@ GATEWAY = "gw-resilience"
 
 def pin_offsets(settings: Settings, group: str, offsets: dict, timeout: float = 40.0) -> None:
     """Commit `offsets` for the (empty) consumer `group`, so its workers start exactly there."""
-    _pin(settings.kafka_bootstrap, group, offsets, timeout)
+    _pin(kafka_endpoint(settings, "admin"), group, offsets, timeout)
 
 
 class WorkerProc:

@@ -11,6 +11,7 @@ from pipelines.app import build_processor
 from pipelines.devices import Factory, generate, seal
 from pipelines.directory import ManifestDirectory
 from pipelines.worker import RawRecord, Seal
+from sealstream._kafka_config import kafka_endpoint
 
 
 def store_sealed(settings, gateway: str, factory: Factory, per_device: int, seq0: int = 1) -> list[Seal]:
@@ -42,7 +43,7 @@ def produce_seals(settings, seals: list[Seal]) -> dict[tuple[str, int], int]:
     waiting for the broker's acks; per partition, the offset just past the last one produced."""
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
+    p = Producer({**kafka_endpoint(settings, "admin").confluent(), "acks": "all", "enable.idempotence": True})
     ends: dict[tuple[str, int], int] = {}
     errors: list = []
 

@@ -23,6 +23,7 @@ from ledger.client import LedgerClient
 from ledger.cluster import LocalCluster
 from pipelines.alerts import ALERTS_TOPIC, H_CHAIN, H_ID, H_SEQ, last_published_seq
 from sealstream.settings import TOPICS
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -32,7 +33,7 @@ PARAMS = Params(max_block_txs=128, block_time_ms=20, checkpoint_interval=10, vie
 
 
 def _consumer(settings) -> Consumer:
-    return Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+    return Consumer({**kafka_endpoint(settings, "admin").confluent(),
                      "group.id": f"alerts-test-{os.getpid()}-{time.time_ns()}",
                      "enable.auto.commit": False, "isolation.level": "read_committed"})
 
@@ -117,7 +118,7 @@ def test_bridge_publishes_each_event_once_across_a_kill(stack, settings, tmp_pat
     try:
         chain = c.layout.genesis().chain_id
         start = _ends(settings)
-        assert last_published_seq(settings.kafka_bootstrap, ALERTS_TOPIC, chain) is None
+        assert last_published_seq(kafka_endpoint(settings, "alerts"), ALERTS_TOPIC, chain) is None
         now_min = time.gmtime().tm_hour * 60 + time.gmtime().tm_min
         lo, hi = (now_min + 120) % 1440, (now_min + 180) % 1440  # an allowed window that excludes now
         admin = c.layout.admin_key()   # the consortium admin also administers org "operator"
@@ -194,7 +195,7 @@ def test_bridge_publishes_each_event_once_across_a_kill(stack, settings, tmp_pat
             assert dict(m.headers())[H_ID] == e["id"].encode()
             assert m.timestamp()[1] == e["time"]
             assert v == {"v": 1, "chain": chain, **{k: x for k, x in e.items() if k != "type"}, "verified_at": None}
-        assert last_published_seq(settings.kafka_bootstrap, ALERTS_TOPIC, chain) == total - 1
+        assert last_published_seq(kafka_endpoint(settings, "alerts"), ALERTS_TOPIC, chain) == total - 1
         assert "resumed_after_seq" in (tmp_path / "bridge2.log").read_text()
     finally:
         if bridge is not None:
@@ -229,7 +230,8 @@ def test_a_second_bridge_fences_the_first(stack, settings, tmp_path: Path) -> No
                                                          "max": 0, "match": {"op": "login"}})
                 assert r.refusal is None, r.result
                 await record(3)
-                first, second = AlertsBridge(A, settings.kafka_bootstrap), AlertsBridge(A, settings.kafka_bootstrap)
+                kafka = kafka_endpoint(settings, "alerts")
+                first, second = AlertsBridge(A, kafka), AlertsBridge(A, kafka)
                 t1 = asyncio.create_task(first.run())
                 while first.published < 3:
                     assert not t1.done(), t1.exception()

@@ -37,6 +37,7 @@ from storage.db import open_pool
 from storage.readers import Reader
 from test_worker_e2e import _pin_offsets
 from trust import merkle
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 RAW = [k.topic for k in KIND_INFO.values()]
@@ -68,7 +69,7 @@ def _setup(s, cluster, tag: str):
     assert out.returncode == 0, out.stderr
     reg = json.loads(out.stdout)
     assert reg["did"] == gw.did and reg["registered_now"] and reg["balance"] >= 1
-    app_id = f"sealstream-test-{uuid.uuid4().hex[:8]}"
+    app_id = f"sealstream-pipeline-test-{uuid.uuid4().hex[:8]}"
     starts = end_offsets(s, RAW + ["iiot.sealed"])
     _pin_offsets(s, app_id, starts)
     return name, factory, gateway, app_id, end_offsets(s, ["iiot.anchors"])
@@ -186,7 +187,7 @@ def _committed(s, group: str, tps) -> dict:
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient(kafka_endpoint(s, "admin").confluent())
     req = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in tps])
     res = admin.list_consumer_group_offsets([req])[group].result(10)
     return {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions}

@@ -54,7 +54,7 @@ def _sample(worker: WorkerProc, sample: str) -> float:
 
 def _anchor_worker(s, tmp_path: Path, gateway: str, tag: str) -> WorkerProc:
     """An ``--anchor-only`` worker of `gateway` in a fresh group pinned to the end of ``iiot.sealed``."""
-    group = f"sealstream-test-{tag}-{uuid.uuid4().hex[:8]}"
+    group = f"sealstream-pipeline-test-{tag}-{uuid.uuid4().hex[:8]}"
     _pin_offsets(s, group, end_offsets(s, ["iiot.sealed"]))
     w = WorkerProc(s, group, gateway, tmp_path / f"{tag}.log", extra_env=SWEEP, args=("--anchor-only",))
     w.group = group  # type: ignore[attr-defined]

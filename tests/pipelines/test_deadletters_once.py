@@ -32,6 +32,7 @@ from storage.blobs import BlobStore
 from storage.db import open_pool
 from storage.deadletters import DeadLetterLog
 from storage.records import KafkaPosition
+from sealstream._kafka_config import KafkaEndpoint, kafka_endpoint
 
 pytestmark = pytest.mark.services
 DLQ = "iiot.deadletter"
@@ -45,11 +46,11 @@ def private(stack, settings, tmp_path_factory):
         yield ps.settings
 
 
-def _produce_dead_letter(bootstrap: str, pos: KafkaPosition, group: str, timestamp_ms: int = 0) -> None:
+def _produce_dead_letter(bootstrap: KafkaEndpoint, pos: KafkaPosition, group: str, timestamp_ms: int = 0) -> None:
     """A dead letter as the worker produces it (`_dead` headers + ``ss-dlq-group``)."""
     rec = RawRecord(pos.topic, pos.partition, pos.offset, b"dev", b"payload", [("ss-v", b"1")], 0)
     dl = _dead(rec, "bad-signature", "test")
-    p = Producer({"bootstrap.servers": bootstrap})
+    p = Producer(bootstrap.confluent())
     extra = {"timestamp": timestamp_ms} if timestamp_ms else {}
     p.produce(DLQ, key=dl.key, value=dl.value, headers=dl.headers + [("ss-dlq-group", group.encode())], **extra)
     assert p.flush(30) == 0
@@ -61,18 +62,19 @@ def test_gate_resolves_unmarked_rows_against_the_topic(private) -> None:
     pos = [KafkaPosition("iiot.images.raw", 0, 1000 + i) for i in range(6)]
     with open_pool(s.postgres_dsn, max_size=2) as pool:
         log = DeadLetterLog(pool)
-        gate = DeadLetterGate(log, s.kafka_bootstrap, group, DLQ, lookback_s=5.0, timeout_s=30.0)
+        gate = DeadLetterGate(log, kafka_endpoint(s, "pipeline"), group, DLQ, lookback_s=5.0, timeout_s=30.0)
         # pos[0..3] recorded, never marked (the crash hit between record and mark)
         log.record(group, [(p, "bad-signature") for p in pos[:4]])
         # one partition (same key): an hour-old dead letter of pos[2] first, before the scanned range
         old = int((datetime.now(timezone.utc) - timedelta(hours=1)).timestamp() * 1000)
-        _produce_dead_letter(s.kafka_bootstrap, pos[2], group, old)
-        _produce_dead_letter(s.kafka_bootstrap, pos[0], group)  # it made it to the topic
-        _produce_dead_letter(s.kafka_bootstrap, pos[1], "another-group")  # not ours
+        _produce_dead_letter(kafka_endpoint(s, "admin"), pos[2], group, old)
+        _produce_dead_letter(kafka_endpoint(s, "admin"), pos[0], group)  # it made it to the topic
+        _produce_dead_letter(kafka_endpoint(s, "admin"), pos[1], "another-group")  # not ours
         # pos[3]: never produced; pos[4], pos[5]: new
         since = datetime.now(timezone.utc) - timedelta(minutes=1)
-        assert find_dead_letters(s.kafka_bootstrap, DLQ, group, pos, since) == {pos[0]}
-        assert find_dead_letters(s.kafka_bootstrap, DLQ, group, pos, since - timedelta(hours=2)) == {pos[0], pos[2]}
+        assert find_dead_letters(kafka_endpoint(s, "pipeline"), DLQ, group, pos, since) == {pos[0]}
+        earlier = since - timedelta(hours=2)
+        assert find_dead_letters(kafka_endpoint(s, "pipeline"), DLQ, group, pos, earlier) == {pos[0], pos[2]}
 
         verdicts = gate.decide([(p, "bad-signature") for p in pos])
         assert verdicts == [IN_TOPIC, PRODUCE, PRODUCE, PRODUCE, PRODUCE, PRODUCE]
@@ -125,7 +127,7 @@ def _faulty_run(s, name: str, seed: int) -> list:
 def test_worker_killed_at_the_dead_letter_pause_points(private, tmp_path: Path, monkeypatch) -> None:
     s = private
     name = f"dq-{uuid.uuid4().hex[:8]}"
-    group = f"sealstream-test-dq-{uuid.uuid4().hex[:8]}"
+    group = f"sealstream-pipeline-test-dq-{uuid.uuid4().hex[:8]}"
     Factory.ensure(s, name, 2)
     marker = tmp_path / "paused"
     dlq_start = end_offsets(s, [DLQ])

@@ -36,6 +36,7 @@ from storage import migrate
 from storage.db import open_pool
 from storage.deadletters import DeadLetterLog, DeadLetterReplays
 from storage.records import KafkaPosition
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 DLQ = "iiot.deadletter"
@@ -51,7 +52,7 @@ def s(stack, settings):
 def topic(s):
     """A fresh two-partition topic: what is in it is this test's alone."""
     name = f"ss-test-replay-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient(kafka_endpoint(s, "admin").confluent())
     admin.create_topics([NewTopic(name, 2, 1)])[name].result(30)
     try:
         yield name
@@ -78,7 +79,7 @@ def _json(done: subprocess.CompletedProcess) -> dict:
 def _originals(s, topic: str, n: int) -> list:
     """`n` records on `topic` (keys spread over both partitions), each with headers and an hour-old
     timestamp; their positions, in produce order."""
-    p = Producer({"bootstrap.servers": s.kafka_bootstrap, "enable.idempotence": True})
+    p = Producer({**kafka_endpoint(s, "admin").confluent(), "enable.idempotence": True})
     got: dict[int, KafkaPosition] = {}
     ts = int(time.time() * 1000) - 3_600_000
     for i in range(n):
@@ -103,7 +104,7 @@ def _dead_lettered(s, group: str, letters: list[tuple[KafkaPosition, str]], prod
 
 def _read(s, start: dict, end: dict, committed: bool = False) -> list:
     """(partition, offset, key, value, headers, timestamp) of every record in [start, end)."""
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+    c = Consumer({**kafka_endpoint(s, "admin").confluent(), "group.id": f"test-{uuid.uuid4().hex}",
                   "enable.auto.commit": False,
                   "isolation.level": "read_committed" if committed else "read_uncommitted"})
     out, todo = [], {tp: hi for tp, hi in end.items() if start.get(tp, 0) < hi}
@@ -127,7 +128,7 @@ def _read(s, start: dict, end: dict, committed: bool = False) -> list:
 
 def _hw(s, topic: str) -> dict:
     """Every partition's high watermark (read_uncommitted: past an open transaction, unlike the LSO)."""
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+    c = Consumer({**kafka_endpoint(s, "admin").confluent(), "group.id": f"test-{uuid.uuid4().hex}",
                   "isolation.level": "read_uncommitted"})
     try:
         parts = c.list_topics(topic, timeout=30).topics[topic].partitions
@@ -308,7 +309,7 @@ def _until(cond, timeout: float, what: str, worker: WorkerProc) -> None:
 
 def test_worker_stores_the_copies_once_fixed_and_dead_letters_a_bad_one_again(s, tmp_path: Path) -> None:
     known, unknown = f"rp-known-{uuid.uuid4().hex[:6]}", f"rp-new-{uuid.uuid4().hex[:6]}"
-    group = f"sealstream-test-rp-{uuid.uuid4().hex[:8]}"
+    group = f"sealstream-pipeline-test-rp-{uuid.uuid4().hex[:8]}"
     Factory.ensure(s, known, 1, ("timeseries",))
     Factory.ensure(s, unknown, 1, ("timeseries",))
     raw = ["iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw"]

@@ -41,7 +41,7 @@ def test_worker_resolves_devices_on_the_ledger(dev_settings, tmp_path) -> None:
         ids = {d.did: f"{name}-{d.spec.name}" for d in devices}
         with admin_client(cluster) as admin:
             ensure_devices(admin, [(ids[d.did], d.did) for d in devices if d is not unregistered])
-        app_id = f"sealstream-test-{uuid.uuid4().hex[:8]}"
+        app_id = f"sealstream-pipeline-test-{uuid.uuid4().hex[:8]}"
         _pin_offsets(s, app_id, end_offsets(s, RAW))
         dlq_start = end_offsets(s, ["iiot.deadletter"])
         worker = WorkerProc(s, app_id, f"gw-{name}", tmp_path / "worker.log", args=("--no-anchor",))

@@ -42,7 +42,7 @@ def test_kafka_broker_killed_and_restarted(stack, settings, tmp_path: Path) -> N
         gateway = f"gw-{name}"
         anchoring = Anchoring(s, gateway)
         assert set(end_offsets(s, ["iiot.sealed", "iiot.deadletter"]).values()) == {0}  # all on it is ours
-        app_id = f"sealstream-test-kk-{uuid.uuid4().hex[:8]}"
+        app_id = f"sealstream-pipeline-test-kk-{uuid.uuid4().hex[:8]}"
         worker = WorkerProc(s, app_id, name, tmp_path / "worker.log", gateway)
         try:
             sim = SimRun(s, RunConfig(name, devices=2, rate=2, duration=10, seed=7))

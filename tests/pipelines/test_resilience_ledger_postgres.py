@@ -128,7 +128,7 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
         factory = Factory.ensure(s, name, 2, kinds=kinds)
         dids = sorted(d.did for d in factory.devices)
         register_factory(cluster, factory)
-        app_id = f"sealstream-test-lp-{uuid.uuid4().hex[:8]}"
+        app_id = f"sealstream-pipeline-test-lp-{uuid.uuid4().hex[:8]}"
         pin_offsets(s, app_id, end_offsets(s, RAW))
         sealed_start = end_offsets(s, ["iiot.sealed"])
         dlq_start = end_offsets(s, ["iiot.deadletter"])

@@ -38,7 +38,7 @@ def test_minio_outage_waits_and_loses_nothing(stack, settings, tmp_path: Path) -
         dids = [d.did for d in factory.devices]
         gateway = f"gw-{name}"
         anchoring = Anchoring(s, gateway)
-        app_id = f"sealstream-test-mo-{uuid.uuid4().hex[:8]}"
+        app_id = f"sealstream-pipeline-test-mo-{uuid.uuid4().hex[:8]}"
         worker = WorkerProc(s, app_id, name, tmp_path / "worker.log", gateway)
         try:
             sim = SimRun(s, RunConfig(name, devices=2, rate=2, duration=12, seed=9))

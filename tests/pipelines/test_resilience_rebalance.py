@@ -36,7 +36,7 @@ def test_two_workers_share_partitions_through_rebalances(stack, settings, tmp_pa
     with PrivateStack(tmp_path / "private", base=settings, kafka=True) as ps:
         s = ps.settings
         name = f"rb-{uuid.uuid4().hex[:8]}"
-        app_id = f"sealstream-test-rb-{uuid.uuid4().hex[:8]}"
+        app_id = f"sealstream-pipeline-test-rb-{uuid.uuid4().hex[:8]}"
         Factory.ensure(s, name, 2)
         gateway = f"gw-{name}"
         anchoring = Anchoring(s, gateway)

@@ -35,6 +35,7 @@ from storage.blobs import BlobStore
 from storage.db import open_pool
 from trust._hashes import sha256
 from trust.receipt import SealReceipt, verify_receipt
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 RAW = [k.topic for k in KIND_INFO.values()]
@@ -50,7 +51,7 @@ def _free_port() -> int:
 
 def _pin_offsets(settings, group: str, offsets: dict, timeout: float = 40.0) -> None:
     """Set `group`'s committed offsets (the group must be empty: retried until its members expired)."""
-    pin_offsets(settings.kafka_bootstrap, group, offsets, timeout)
+    pin_offsets(kafka_endpoint(settings, "admin"), group, offsets, timeout)
 
 
 class Worker:
@@ -98,7 +99,7 @@ def _dlq_position(rec) -> tuple[str, int, int]:
 def test_ingest_store_seal_and_replay(dev_settings, tmp_path) -> None:
     s = dev_settings
     name = f"wk-{uuid.uuid4().hex[:8]}"
-    app_id = f"sealstream-test-{uuid.uuid4().hex[:8]}"
+    app_id = f"sealstream-pipeline-test-{uuid.uuid4().hex[:8]}"
     factory = Factory.ensure(s, name, 2)
     dids = {d.did for d in factory.devices}
     gw = gateway_key(Path(s.home), GATEWAY)

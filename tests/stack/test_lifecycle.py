@@ -21,6 +21,7 @@ import pytest
 
 from infra import Stack
 from sealstream.settings import Settings
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 
@@ -148,7 +149,7 @@ def test_down_then_up_keeps_data_and_only_stops_its_own(private_env: dict[str, s
     import psycopg
 
     marker = uuid.uuid4().hex
-    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**kafka_endpoint(s, "admin").kafka_python(), acks="all")
     sent = producer.send("iiot.sealed", key=b"k", value=marker.encode(), partition=0).get(timeout=30)
     producer.close()
     private.minio.client().put_object(s.minio_bucket, f"raw/{marker}", io.BytesIO(marker.encode()), len(marker))
@@ -165,7 +166,7 @@ def test_down_then_up_keeps_data_and_only_stops_its_own(private_env: dict[str, s
     again = _sealstream(private_env, "stack", "up", "--json")
     assert again.returncode == 0, again.stderr
 
-    consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+    consumer = KafkaConsumer(**kafka_endpoint(s, "admin").kafka_python(), enable_auto_commit=False,
                              consumer_timeout_ms=15_000)
     tp = TopicPartition("iiot.sealed", 0)
     consumer.assign([tp])

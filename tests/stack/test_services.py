@@ -15,6 +15,7 @@ import pytest
 
 from infra import Stack
 from sealstream.settings import TOPICS, Settings
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 
@@ -24,7 +25,7 @@ TOPIC = "iiot.alerts"
 def _end_offset(settings: Settings, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(**kafka_endpoint(settings, "admin").kafka_python())
     try:
         tp = TopicPartition(topic, 0)
         return consumer.end_offsets([tp])[tp]
@@ -37,13 +38,13 @@ def test_kafka_python_produce_and_consume(stack: Stack, settings: Settings) -> N
 
     start = _end_offset(settings, TOPIC)
     marker = uuid.uuid4().bytes
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**kafka_endpoint(settings, "admin").kafka_python(), acks="all")
     meta = producer.send(TOPIC, key=b"test-device", value=marker, headers=[("sig", b"\x01\x02")],
                          partition=0).get(timeout=30)
     producer.close()
     assert meta.offset >= start
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = KafkaConsumer(**kafka_endpoint(settings, "admin").kafka_python(), enable_auto_commit=False,
                              consumer_timeout_ms=15_000)
     tp = TopicPartition(TOPIC, 0)
     consumer.assign([tp])
@@ -58,13 +59,13 @@ def test_aiokafka_produce_and_consume(stack: Stack, settings: Settings) -> None:
 
     async def roundtrip() -> tuple[bytes, bytes]:
         marker = uuid.uuid4().bytes
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        producer = AIOKafkaProducer(**kafka_endpoint(settings, "admin").kafka_python(), acks="all")
         await producer.start()
         try:
             meta = await producer.send_and_wait(TOPIC, marker, key=b"aio-device", partition=0)
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**kafka_endpoint(settings, "admin").kafka_python(), enable_auto_commit=False)
         await consumer.start()
         try:
             tp = TopicPartition(TOPIC, 0)
@@ -82,7 +83,7 @@ def test_aiokafka_produce_and_consume(stack: Stack, settings: Settings) -> None:
 def test_topics_exist_with_settings(stack: Stack, settings: Settings) -> None:
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_endpoint(settings, "admin").kafka_python())
     try:
         described = {t["name"]: t for t in admin.describe_topics(list(TOPICS))}
         assert set(described) == set(TOPICS)

@@ -22,6 +22,7 @@ from sealstream.cli import cli
 from storage.deadletters import DeadLetterLog
 from storage.records import KafkaPosition
 from test_storage_deadletters import backdate, seed
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 
@@ -121,7 +122,7 @@ def topics(stack, settings):
                "longer": {"retention.ms": str(2 * HOUR_MS), "segment.ms": str(3 * TEN_MIN_MS)},
                "forever": {"retention.ms": "-1", "segment.ms": str(TEN_MIN_MS)}}
     names = {k: f"test.deadletters.{k}.{tag}" for k in configs}
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(kafka_endpoint(settings, "admin").confluent())
     for f in admin.create_topics([NewTopic(names[k], 1, 1, config=c) for k, c in configs.items()]).values():
         f.result(30)
     try:

@@ -23,6 +23,7 @@ from storage.errors import DatabaseError
 from storage.outbox import AlertOutbox, OutboxMessage
 from storage.verification import BatchVerdict
 from verify_helpers import T0
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 
@@ -97,7 +98,7 @@ def committed_alerts(settings, alert_id: str, since: datetime, topic: str = ALER
     (each partition read to its end offset; `isolation`: the consumer's isolation level)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"outbox-test-{uuid.uuid4().hex}",
+    c = Consumer({**kafka_endpoint(settings, "admin").confluent(), "group.id": f"outbox-test-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "isolation.level": isolation})
     out = []
     try:
@@ -234,7 +235,7 @@ def test_alert_survives_kafka_outage_and_is_sent_once(dataset, settings) -> None
 
         # nothing more to send: another round (and another relay) does not send it again
         assert relay.run_once(force=True).sent == 0
-        assert AlertRelay(outbox, settings.kafka_bootstrap, timeout_s=10).run_once().sent == 0
+        assert AlertRelay(outbox, kafka_endpoint(settings, "verifier"), timeout_s=10).run_once().sent == 0
         assert len(committed_alerts(settings, alert_id, since)) == 1
     finally:
         relay.close()
@@ -252,7 +253,7 @@ def _crash(rows) -> None:
 def test_crash_between_kafka_commit_and_mark_is_not_resent(dataset, settings) -> None:
     since = datetime.now(timezone.utc) - timedelta(seconds=5)
     outbox = AlertOutbox(dataset.pool)
-    relay = AlertRelay(outbox, settings.kafka_bootstrap, timeout_s=10)
+    relay = AlertRelay(outbox, kafka_endpoint(settings, "verifier"), timeout_s=10)
     relay.run_once(force=True)  # an empty outbox for this test's rows
     msg = _message("outbox-test")
     outbox.add(msg)
@@ -264,7 +265,7 @@ def test_crash_between_kafka_commit_and_mark_is_not_resent(dataset, settings) ->
     assert len(committed_alerts(settings, msg.alert_id, since)) == 1  # committed, not marked
 
     # a new relay (the restarted process): the unknown outcome is found in the topic, not re-sent
-    again = AlertRelay(outbox, settings.kafka_bootstrap, timeout_s=10)
+    again = AlertRelay(outbox, kafka_endpoint(settings, "verifier"), timeout_s=10)
     r = again.run_once()
     assert r.error is None and r.found == 1 and r.sent == 0, r
     assert outbox.get(msg.alert_id).sent_at is not None
@@ -275,7 +276,7 @@ def test_crash_between_kafka_commit_and_mark_is_not_resent(dataset, settings) ->
 def test_crash_before_kafka_commit_is_resent_once(dataset, settings) -> None:
     since = datetime.now(timezone.utc) - timedelta(seconds=5)
     outbox = AlertOutbox(dataset.pool)
-    relay = AlertRelay(outbox, settings.kafka_bootstrap, timeout_s=10)
+    relay = AlertRelay(outbox, kafka_endpoint(settings, "verifier"), timeout_s=10)
     relay.run_once(force=True)
     msg = _message("outbox-test")
     outbox.add(msg)
@@ -288,7 +289,7 @@ def test_crash_before_kafka_commit_is_resent_once(dataset, settings) -> None:
     assert abandoned[0].flush(10) == 0
 
     # the next producer's init_transactions aborts that transaction; not found, so sent again
-    again = AlertRelay(outbox, settings.kafka_bootstrap, timeout_s=10)
+    again = AlertRelay(outbox, kafka_endpoint(settings, "verifier"), timeout_s=10)
     r = again.run_once()
     assert r.error is None and r.found == 0 and r.sent == 1, r
     row = outbox.get(msg.alert_id)
@@ -301,7 +302,7 @@ def test_crash_before_kafka_commit_is_resent_once(dataset, settings) -> None:
 
 def test_one_relay_at_a_time_and_prune_keeps_unsent(dataset, settings) -> None:
     outbox = AlertOutbox(dataset.pool)
-    relay = AlertRelay(outbox, settings.kafka_bootstrap, timeout_s=10)
+    relay = AlertRelay(outbox, kafka_endpoint(settings, "verifier"), timeout_s=10)
     with outbox.relay_lock() as held:
         assert held
         r = relay.run_once(force=True)
@@ -341,7 +342,7 @@ def test_verifier_agent_relays_its_alerts(dataset, settings, tmp_path) -> None:
 
     since = datetime.now(timezone.utc) - timedelta(seconds=5)
     batch = _failed_batch(dataset, 4)
-    p = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    p = Producer(kafka_endpoint(settings, "admin").confluent())
     p.produce("iiot.anchors", key=batch.batch_id.encode(), value=json.dumps({"v": 1,
                                                                              "batch_id": batch.batch_id}).encode())
     assert p.flush(10) == 0

@@ -27,6 +27,7 @@ import pytest
 from pipelines.verifier import BatchVerifier, VerifyMetrics
 from trust.identity import KeyPair
 from verify_helpers import T0
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,8 +174,8 @@ def test_gateway_key_signs_statement_sent_through_kafka(dataset, settings, tmp_p
     (home / "ledger").symlink_to(Path(dataset.cluster.root).resolve(), target_is_directory=True)
     s = load_settings(home=home, kafka_bootstrap_servers=settings.kafka_bootstrap)
     _, dev_key = dataset.device()
-    app_id = f"sealstream-test-{uuid.uuid4().hex[:8]}"
-    pin_offsets(s.kafka_bootstrap, app_id, end_offsets(s, raw))
+    app_id = f"sealstream-pipeline-test-{uuid.uuid4().hex[:8]}"
+    pin_offsets(kafka_endpoint(s, "admin"), app_id, end_offsets(s, raw))
     dlq_start = end_offsets(s, ["iiot.deadletter"])
     worker = WorkerProc(s, app_id, f"gw-fl-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log",
                         extra_env={"SEALSTREAM_PG_DSN": dataset.pool.conninfo}, args=("--no-anchor",))
@@ -188,7 +189,7 @@ def test_gateway_key_signs_statement_sent_through_kafka(dataset, settings, tmp_p
             assert err is None, err
             positions[h] = (msg.topic(), msg.partition(), msg.offset())
 
-        producer = Producer({"bootstrap.servers": s.kafka_bootstrap, "enable.idempotence": True})
+        producer = Producer({**kafka_endpoint(s, "admin").confluent(), "enable.idempotence": True})
         for m in (good, forged):
             h = m.statement.hash()
             producer.produce(m.topic, key=m.key, value=m.value, headers=list(m.headers),

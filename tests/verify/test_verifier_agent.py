@@ -20,6 +20,7 @@ import pytest
 
 from pipelines.verifier import BatchVerifier, VerifyMetrics
 from verify_helpers import T0
+from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,14 +102,14 @@ def test_faust_agent_verifies_anchored_batches(dataset, settings, tmp_path) -> N
     forged = bad_records[0].payload[:-1] + b"\x00"
     dataset.blobs.client.put_object(dataset.blobs.bucket, "raw/" + bad_records[0].statement.payload_sha256.hex(),
                                     io.BytesIO(forged), len(forged))
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer(kafka_endpoint(settings, "admin").confluent())
     for b in (good, bad):
         producer.produce("iiot.anchors", key=b.batch_id.encode(),
                          value=json.dumps({"v": 1, "batch_id": b.batch_id}).encode())
     producer.flush(10)
     port = _free_port()
     env = dict(os.environ, SEALSTREAM_PG_DSN=dataset.pool.conninfo, SEALSTREAM_HOME=str(tmp_path / "home"))
-    app_id = f"verifier-test-{uuid.uuid4().hex[:8]}"
+    app_id = f"sealstream-verifier-test-{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen([sys.executable, "-m", "sealstream", "pipeline", "verifier", "--app-id", app_id,
                              "--ledger", str(dataset.cluster.root), "--metrics-port", str(port),
                              "--audit-interval", "0"], cwd=ROOT, env=env,
@@ -126,7 +127,7 @@ def test_faust_agent_verifies_anchored_batches(dataset, settings, tmp_path) -> N
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert 'sealstream_verify_batches_total{verdict="failed"} 1.0' in metrics
         assert 'sealstream_verify_failures_total{step="payload-hash"} 1.0' in metrics
-        consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
+        consumer = Consumer({**kafka_endpoint(settings, "admin").confluent(), "group.id": f"t-{uuid.uuid4().hex}",
                              "auto.offset.reset": "earliest"})
         consumer.subscribe(["iiot.alerts"])
         found = None
