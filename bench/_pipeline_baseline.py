@@ -49,6 +49,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 
+from sealstream._kafka_config import KafkaLike, as_endpoint, kafka_endpoint  # noqa: E402
 from storage._s3put import UNSIGNED_PAYLOAD  # noqa: E402
 
 __all__ = ["SCHEMA_SQL", "ensure_schema", "BaselineStore", "main"]
@@ -200,14 +201,14 @@ def _readings_csv(table: pa.Table, device: str, topic: str, partition: int, offs
     return memoryview(sink.getvalue())
 
 
-async def consume(store: BaselineStore, bootstrap: str, group: str, max_bytes: int, max_poll: int,
+async def consume(store: BaselineStore, bootstrap: KafkaLike, group: str, max_bytes: int, max_poll: int,
                   session_timeout_s: float, stop: asyncio.Event, batch: int = 1) -> None:
     """Poll, store each topic's records in batches of at most `batch` (topics in parallel, like the
     worker's three agents), commit the offsets after the writes."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        *RAW_TOPICS, bootstrap_servers=bootstrap.split(","), group_id=group, enable_auto_commit=False,
+        *RAW_TOPICS, **as_endpoint(bootstrap, "pipeline").aiokafka(), group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest", max_partition_fetch_bytes=max_bytes, fetch_max_bytes=max_bytes,
         max_poll_records=max_poll, session_timeout_ms=int(session_timeout_s * 1000),
         heartbeat_interval_ms=int(min(3.0, session_timeout_s / 3) * 1000))
@@ -251,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await consume(store, s.kafka_bootstrap, args.group, s.kafka_video_max_message_bytes + _HEADROOM,
+        # the same principal and TLS as the trusted worker: the comparison is of the work, not the link
+        await consume(store, kafka_endpoint(s, "pipeline"), args.group, s.kafka_video_max_message_bytes + _HEADROOM,
                       s.pipeline_max_poll_records, s.pipeline_session_timeout_s, stop,
                       batch=s.pipeline_batch_max_records)
 

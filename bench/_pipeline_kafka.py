@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, TopicPartition
 
 from pipelines.offsets import end_offsets, pin_offsets  # re-exported: one place positions consumer groups
+from sealstream._kafka_config import KafkaLike, as_endpoint
 
 __all__ = ["end_offsets", "pin_offsets", "SealFollower"]
 
@@ -32,11 +33,11 @@ class SealSeen:
 class SealFollower:
     """Reads ``iiot.sealed`` from given offsets, keeping the first seal of each statement of `devices`."""
 
-    def __init__(self, bootstrap: str, start: dict[tuple[str, int], int], devices: set[str]) -> None:
+    def __init__(self, bootstrap: KafkaLike, start: dict[tuple[str, int], int], devices: set[str]) -> None:
         self.devices = {d.encode() for d in devices}
         self.seen: dict[str, SealSeen] = {}
         self.repeats = 0
-        self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+        self._c = Consumer({**as_endpoint(bootstrap).confluent(), "group.id": f"bench-{uuid.uuid4().hex}",
                             "enable.auto.commit": False, "fetch.max.bytes": 64 * 1024 * 1024})
         self._c.assign([TopicPartition(t, p, o) for (t, p), o in start.items()])
 

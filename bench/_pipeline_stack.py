@@ -27,6 +27,7 @@ from infra import Stack
 from infra._process import wait_until
 from infra._service import Service
 from ledger.cluster import free_ports
+from sealstream._kafka_config import kafka_endpoint
 from sealstream.settings import Settings, load_settings
 
 __all__ = ["PrivateStack"]
@@ -40,7 +41,8 @@ class PrivateStack:
         ports = free_ports(5)
         overrides: dict = dict(home=self.home, cache_dir=base.cache_dir, pg_dsn=base.postgres_dsn,
                                kafka_bootstrap_servers=base.kafka_bootstrap, minio_endpoint=base.minio_address,
-                               kafka_heap="512m")
+                               kafka_heap="512m", security=base.security, kafka_security=base.kafka_security,
+                               kafka_pki_home=Path(base.kafka_pki_home or base.home).expanduser().resolve())
         if kafka:
             overrides.update(kafka_port=ports[0], kafka_controller_port=ports[1], kafka_metrics_port=ports[2],
                              kafka_bootstrap_servers=f"{base.host}:{ports[0]}")
@@ -66,6 +68,10 @@ class PrivateStack:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def ensure_factory(self, factory: str) -> None:
+        """A factory's Kafka principal on the private broker (certificate from the shared CA, its ACLs)."""
+        self.services["kafka"].ensure_factory(factory)  # type: ignore[attr-defined]
 
     def service(self, name: str) -> Service:
         return self.services[name]
@@ -93,7 +99,7 @@ class PrivateStack:
 
         from sealstream.settings import TOPICS
 
-        c = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "private-stack-probe"})
+        c = Consumer(kafka_endpoint(self.settings, "admin").confluent({"group.id": "private-stack-probe"}))
 
         def ready() -> bool:
             md = c.list_topics(timeout=5)

@@ -35,6 +35,7 @@ from edge.sdk import TIMESERIES_CONTENT_TYPE, Producer, sign_payload, timeseries
 from edge.sender import Sender
 from edge.signing import FileSigner
 from edge.spool import Spool
+from sealstream._kafka_config import KafkaLike, factory_principal, kafka_endpoint, kafka_secured
 from trust.identity import KeyPair
 
 
@@ -117,7 +118,7 @@ def _drained(agent: Agent, readings: int) -> bool:
             and agent.sender is not None and agent.sender.sent >= spooled)
 
 
-def agent_run(bootstrap: str, home: Path, readings: int, group: int, durable: bool = False, sources: int = 1,
+def agent_run(bootstrap: KafkaLike, home: Path, readings: int, group: int, durable: bool = False, sources: int = 1,
               rate: float = 0.0) -> tuple[float, float, int]:
     cfg = EdgeConfig(home / "edge.toml", "bench", SpoolConfig(home / "spool", 1 << 34, 86400),
                      GroupConfig(group, 0.2), {"d": DeviceConfig("d", "timeseries", {}, ())}, {}, metrics_port=0)
@@ -149,7 +150,7 @@ def agent_run(bootstrap: str, home: Path, readings: int, group: int, durable: bo
     return readings / dt, messages / dt, messages
 
 
-def spool_rates(bootstrap: str, home: Path, n: int) -> tuple[float, float]:
+def spool_rates(bootstrap: KafkaLike, home: Path, n: int) -> tuple[float, float]:
     signer = FileSigner(KeyPair.generate())
     payload = timeseries_payload([(1_700_000_000_000 + i, "t", float(i)) for i in range(50)])
     sp = Spool(home / "spool-bench")
@@ -188,7 +189,10 @@ def main() -> None:
     from sealstream.settings import load_settings
 
     with tempfile.TemporaryDirectory() as tmp, PrivateStack(Path(tmp) / "k", base=load_settings(), kafka=True) as ps:
-        bootstrap = ps.settings.kafka_bootstrap
+        # the edge's own principal (TLS with its certificate when Kafka security is on)
+        if kafka_secured(ps.settings):
+            ps.ensure_factory("bench-edge")
+        bootstrap = kafka_endpoint(ps.settings, factory_principal("bench-edge"))
         ceil, rps, mps, wr, dr = [], [], [], [], []
         drps, dmps, crps = [], [], []
         lat: dict[bool, list[float]] = {False: [], True: []}

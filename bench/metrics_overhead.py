@@ -39,6 +39,7 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
+from sealstream._kafka_config import kafka_endpoint
 
 _HERE = Path(__file__).resolve().parent
 # as in bench/ledger.py: bench/ first on sys.path would shadow the `ledger` package
@@ -196,7 +197,7 @@ def pipeline_costs(records_per_s: Optional[float], scrape_interval_s: float = 5.
         m.device_to_anchored.observe(1.5)
     per_record_us = (time.perf_counter() - t0) / n * 1e6
     s = load_settings()
-    lag = ConsumerLag(s.kafka_bootstrap, f"bench-lag-{os.getpid()}", tuple(TOPIC_KINDS), ttl_s=0.0)
+    lag = ConsumerLag(kafka_endpoint(s, "pipeline"), f"bench-lag-{os.getpid()}", tuple(TOPIC_KINDS), ttl_s=0.0)
     m.registry.register(lag)
     try:
         generate_latest(m.registry)  # connect once, as the worker's long-lived collector has

@@ -3,6 +3,7 @@
     .venv/bin/python bench/pipeline.py [--devices 2] [--messages 300] [--repeats 3]
                                        [--latency-seconds 8] [--latency-rate 1]
                                        [--metrics on|off] [--profile] [--json]
+                                       [--security on|off|both]
 
 Kafka: by default a private broker (the project's infra.Kafka on free ports in
 the benchmark's home), so a drained range holds only the benchmark's records
@@ -42,6 +43,13 @@ timed) and prints where its active time goes. --metrics off runs the worker
 with SEALSTREAM_METRICS=0 (Settings.metrics, when the installed code has it).
 Everything it creates (home, databases, buckets, consumer groups' work) is
 removed at the end unless --keep.
+
+--security on|off runs the whole report with Kafka security on or off (a private
+broker with TLS listeners, certificate principals and ACLs, or PLAINTEXT; the
+worker as ``pipeline``, the baseline too, the preload as its factory);
+--security both runs it once each way, one after the other, and adds the
+ratio of the trusted worker's records/s with security on over off (target
+>= 0.9). Needs --kafka private. Without it: Kafka as the settings say.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ if str(_HERE.parent) not in sys.path:
 
 from bench._pipeline_kafka import SealFollower, end_offsets, pin_offsets  # noqa: E402
 from bench._pipeline_profile import profile_summary  # noqa: E402
+from sealstream._kafka_config import kafka_endpoint, kafka_secured  # noqa: E402
 
 ROOT = _HERE.parent
 RAW = ["iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw"]
@@ -97,12 +106,16 @@ def _preload(s: Any, factory: str, devices_per_kind: int, messages: int, seed: i
     from pipelines.devices import Factory, RunConfig, read_sent_log, run
 
     fac = Factory.ensure(s, factory, devices_per_kind)
-    start = end_offsets(s.kafka_bootstrap, RAW)
+    if kafka_secured(s):  # its devices produce as factory-<name>: certificate and produce-only ACLs
+        from infra import Stack
+
+        Stack(s).ensure_factory(factory)
+    start = end_offsets(kafka_endpoint(s, "admin"), RAW)
     summary = run(s, RunConfig(factory, devices=devices_per_kind, rate=0, count=messages, seed=seed))
     sent = list(read_sent_log(Path(summary.sent_log), summary.run_id))
     if summary.errors or any(r.error for r in sent):
         raise SystemExit(f"preload failed: {summary.first_error}")
-    end = end_offsets(s.kafka_bootstrap, RAW)
+    end = end_offsets(kafka_endpoint(s, "admin"), RAW)
     by_kind: dict[str, int] = {}
     for r in sent:
         by_kind[r.kind] = by_kind.get(r.kind, 0) + 1
@@ -179,20 +192,24 @@ class Consumer:
     def __init__(self, kind: str, s: Any, load: Load, home: Path, metrics: str, log: Path,
                  start: Optional[dict] = None, anchor: bool = False, anchor_process: str = "inline") -> None:
         self.kind, self.s, self.load = kind, s, load
-        self.group = f"ss-bench-{kind}-{uuid.uuid4().hex[:8]}"
+        self.group = f"sealstream-pipeline-bench-{kind}-{uuid.uuid4().hex[:8]}"
         self.dsn = _fresh_db(s, kind[0])
         self.bucket = f"ss-bench-{kind}-{uuid.uuid4().hex[:8]}"
         from psycopg.conninfo import conninfo_to_dict
 
         Consumer.created.append((conninfo_to_dict(self.dsn)["dbname"], self.bucket))
-        self.sealed_start = end_offsets(s.kafka_bootstrap, ["iiot.sealed"])
+        self.sealed_start = end_offsets(kafka_endpoint(s, "admin"), ["iiot.sealed"])
         # iiot.sealed too: the anchor agent reads it in the same group, and must not start at the
         # shared topic's beginning (other runs' seals)
-        pin_offsets(s.kafka_bootstrap, self.group,
+        pin_offsets(kafka_endpoint(s, "admin"), self.group,
                     {**(start if start is not None else load.start), **self.sealed_start})
         env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_PG_DSN=self.dsn,
                    SEALSTREAM_MINIO_BUCKET=self.bucket, SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
                    SEALSTREAM_PIPELINE_GATEWAY=GATEWAY)
+        if s.kafka_security is not None:  # --security: the consumers reach Kafka as the bench's settings say
+            env["SEALSTREAM_KAFKA_SECURITY"] = "1" if s.kafka_security else "0"
+        if s.kafka_pki_home is not None:
+            env["SEALSTREAM_KAFKA_PKI_HOME"] = str(s.kafka_pki_home)
         if metrics != "default" and _metrics_supported():
             env["SEALSTREAM_METRICS"] = "1" if metrics == "on" else "0"
         if kind == "trusted":
@@ -213,12 +230,12 @@ class Consumer:
         self.anchor_proc = None
         if kind == "trusted" and anchor and anchor_process == "separate":
             group = f"{self.group}-anchor"  # its own group: it reads only iiot.sealed
-            pin_offsets(s.kafka_bootstrap, group, self.sealed_start)
+            pin_offsets(kafka_endpoint(s, "admin"), group, self.sealed_start)
             self.anchor_proc = subprocess.Popen(
                 [sys.executable, "-m", "sealstream", "pipeline", "worker", "--anchor-only", "--app-id", group,
                  "--metrics-port", "0", "--loglevel", "warn"],
                 cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-        self.follower = SealFollower(s.kafka_bootstrap, self.sealed_start, set(load.devices)) \
+        self.follower = SealFollower(kafka_endpoint(s, "admin"), self.sealed_start, set(load.devices)) \
             if kind == "trusted" else None
         self.anchor = anchor and kind == "trusted"
 
@@ -403,7 +420,7 @@ def _latency(kind: str, s: Any, load: Load, home: Path, args: argparse.Namespace
     """Live run: consumer up first (warm-up records stored), then a paced load; device-to-done p50/p99."""
     from pipelines.devices import RunConfig, read_sent_log, run
 
-    here = end_offsets(s.kafka_bootstrap, RAW)
+    here = end_offsets(kafka_endpoint(s, "admin"), RAW)
     c = Consumer(kind, s, load, home, args.metrics, home / f"{kind}-latency.log", start=here, anchor=args.anchor,
                  anchor_process=args.anchor_process)
     try:
@@ -444,6 +461,9 @@ def build_report(args: argparse.Namespace) -> dict:
     from sealstream.settings import load_settings
 
     base = load_settings()
+    if getattr(args, "security", None) in ("on", "off"):
+        base = base.model_copy(update={"kafka_security": args.security == "on",
+                                       "kafka_pki_home": Path(base.kafka_pki_home or base.home).expanduser().resolve()})
     home = Path(tempfile.mkdtemp(prefix="ss-bench-pipeline-"))
     private = None
     ledger = None
@@ -456,7 +476,8 @@ def build_report(args: argparse.Namespace) -> dict:
             private = PrivateStack(home / "private", base=base, kafka=True).__enter__()
         bootstrap = private.settings.kafka_bootstrap if private is not None else base.kafka_bootstrap
         s = load_settings(home=home, kafka_bootstrap_servers=bootstrap, pg_dsn=base.postgres_dsn,
-                          minio_endpoint=base.minio_address)
+                          minio_endpoint=base.minio_address, kafka_security=base.kafka_security,
+                          kafka_pki_home=base.kafka_pki_home or base.home)
         ledger = _start_ledger(home) if args.anchor else None
         load = _preload(s, f"bench-{uuid.uuid4().hex[:8]}", args.devices, args.messages, args.seed)
         drains: list[Drain] = []
@@ -503,6 +524,7 @@ def build_report(args: argparse.Namespace) -> dict:
             "anchor_process": args.anchor_process if args.anchor else None,
             "batch": int(os.environ.get("SEALSTREAM_PIPELINE_BATCH_MAX_RECORDS") or 0) or "default",
             "kafka": args.kafka,
+            "kafka_security": kafka_secured(s),
             "profile": profile,
             "created": {"databases": [d for d, _ in Consumer.created], "buckets": [b for _, b in Consumer.created],
                         "kept": bool(args.keep)},
@@ -516,6 +538,33 @@ def build_report(args: argparse.Namespace) -> dict:
             private.close()
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
+
+
+SECURITY_TARGET = 0.9
+
+
+def build_security_report(args: argparse.Namespace) -> dict:
+    """`build_report` with Kafka security on, then off (same arguments): both reports and the
+    trusted worker's records/s ratio on/off (and the baseline's, which pays the same TLS)."""
+    reports = {}
+    for mode in ("on", "off"):
+        _say(args, f"-- Kafka security {mode}")
+        reports[mode] = build_report(argparse.Namespace(**{**vars(args), "security": mode}))
+    t_on, t_off = reports["on"]["trusted"]["records_per_s"], reports["off"]["trusted"]["records_per_s"]
+    b_on, b_off = reports["on"]["baseline"]["records_per_s"], reports["off"]["baseline"]["records_per_s"]
+    ratio = round(t_on / t_off, 3)
+    return {"security": reports, "ratio_on_over_off": {"trusted": ratio, "baseline": round(b_on / b_off, 3)},
+            "target_ratio": SECURITY_TARGET, "target_met": ratio >= SECURITY_TARGET}
+
+
+def format_security_report(rep: dict) -> str:
+    lines = []
+    for mode in ("on", "off"):
+        lines += [f"== Kafka security {mode}", format_report(rep["security"][mode])]
+    r = rep["ratio_on_over_off"]
+    lines.append(f"records/s with Kafka security on / off: trusted {r['trusted']:.2f}, baseline {r['baseline']:.2f}; "
+                 f"target >= {rep['target_ratio']}: {'met' if rep['target_met'] else 'MISSED'}")
+    return "\n".join(lines)
 
 
 def _start_ledger(home: Path) -> Any:
@@ -617,7 +666,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the databases, buckets and home")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--security", choices=["on", "off", "both"], default=None,
+                   help="Kafka security (TLS, principals, ACLs) on, off, or both one after the other with the "
+                        "on/off ratio (default: as the settings say)")
     args = p.parse_args(argv)
+    if args.security is not None and args.kafka != "private":
+        p.error("--security needs --kafka private (the broker is started with or without it)")
     if args.messages < 2 or args.repeats < 1 or args.devices < 1:
         p.error("--messages >= 2, --repeats >= 1, --devices >= 1")
     return args
@@ -629,6 +683,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.batch:  # both consumers inherit it: the same batching freedom on each side
         os.environ["SEALSTREAM_PIPELINE_BATCH_MAX_RECORDS"] = str(args.batch)
+    if args.security == "both":
+        rep = build_security_report(args)
+        print(json.dumps(rep, indent=2, default=str) if args.json else format_security_report(rep))
+        return
     rep = build_report(args)
     print(json.dumps(rep, indent=2, default=str) if args.json else format_report(rep))
 

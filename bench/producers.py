@@ -1,6 +1,6 @@
 """Kafka producer clients side by side: kafka-python vs confluent-kafka, same run, same messages.
 
-    .venv/bin/python bench/producers.py [--small N] [--large N] [--repeats R] [--json]
+    .venv/bin/python bench/producers.py [--small N] [--large N] [--repeats R] [--security on|off|both] [--json]
 
 Workloads (pre-built and signed before timing, so only producing is measured):
   small   signed time-series batches (Arrow IPC, ~1.5 KB) with their 9 headers
@@ -20,6 +20,12 @@ on loopback, 3 partitions): without crc32c kafka-python did ~2.8k small msgs/s
 and ~6 MB/s of 1 MB images vs confluent-kafka ~63k msgs/s and ~430 MB/s
 (22x, 72x); with crc32c ~12.4k msgs/s and ~125 MB/s vs ~47k and ~177 MB/s
 (3.8x, 1.4x). Hence confluent-kafka is the simulator's default producer.
+
+Producers authenticate as a factory (``factory-bench-producers``), as the simulator's devices do.
+``--security on|off|both`` runs against private brokers (the project's infra.Kafka on free ports)
+started with Kafka security on (TLS listener, the factory's certificate, ACLs: WRITE/DESCRIBE on
+the bench topics, IDEMPOTENT_WRITE) and/or off (PLAINTEXT), interleaved in the same run; with
+``both`` the table adds the on/off ratio per client. Without it: the stack's broker as configured.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,16 +48,33 @@ from pipelines.devices.signing import OutMessage, seal
 from pipelines.devices.timeseries import CONTENT_TYPE as TS_TYPE
 from pipelines.devices.timeseries import timeseries_batch
 from sealstream.settings import Settings, load_settings
+from sealstream._kafka_config import kafka_endpoint, kafka_secured
 from trust.identity import KeyPair
 
 TOPICS = {"small": "bench.producers.small", "large": "bench.producers.large"}
 LARGE_BYTES = 1_000_000
+FACTORY = "bench-producers"
+
+
+def _allow_factory(settings: Settings) -> None:
+    """The bench factory's principal, allowed to produce to the bench topics only (as to *.raw)."""
+    from confluent_kafka.admin import AdminClient
+
+    from infra import Stack
+    from infra.kafka_acls import Acl, _binding
+
+    Stack(settings).ensure_factory(FACTORY)
+    principal = f"factory-{FACTORY}"
+    acls = [Acl(principal, "TOPIC", t, "LITERAL", op) for t in TOPICS.values() for op in ("WRITE", "DESCRIBE")]
+    admin = AdminClient(kafka_endpoint(settings, "admin").confluent({"log_level": 4}))
+    for fut in admin.create_acls([_binding(a) for a in acls], request_timeout=30).values():
+        fut.result(30)
 
 
 def _topics(settings: Settings, create: bool) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="sealstream-bench")
+    admin = KafkaAdminClient(**kafka_endpoint(settings, "admin").kafka_python(), client_id="sealstream-bench")
     try:
         existing = set(admin.list_topics())
         if create:
@@ -94,7 +118,7 @@ def build(workload: str, n: int) -> list[OutMessage]:
 
 
 def measure(settings: Settings, client: str, msgs: list[OutMessage]) -> dict:
-    sink = open_sink(settings, sorted({m.topic for m in msgs}), client)
+    sink = open_sink(settings, sorted({m.topic for m in msgs}), client, factory=FACTORY)
     acked = errors = 0
 
     def done(d: Delivery) -> None:
@@ -122,40 +146,71 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=20_000, help="time-series messages per measurement")
     ap.add_argument("--large", type=int, default=150, help="1 MB images per measurement")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--security", choices=["on", "off", "both"], default=None,
+                    help="private brokers with Kafka security on / off / both, interleaved (default: the stack's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    settings = load_settings()
-    _topics(settings, create=True)
-    report: dict = {"workloads": {}, "crc32c": _has_crc32c()}
+    base = load_settings()
+    stacks: dict[str, Any] = {}
+    tmp = None
+    if args.security is None:
+        targets = {"on" if kafka_secured(base) else "off": base}
+    else:
+        import tempfile
+
+        from bench._pipeline_stack import PrivateStack
+
+        tmp = tempfile.TemporaryDirectory(prefix="ss-bench-producers-")
+        modes = ["on", "off"] if args.security == "both" else [args.security]
+        for mode in modes:
+            mb = base.model_copy(update={"kafka_security": mode == "on"})
+            stacks[mode] = PrivateStack(Path(tmp.name) / mode, base=mb, kafka=True).__enter__()
+        targets = {mode: ps.settings for mode, ps in stacks.items()}
+    report: dict = {"workloads": {}, "crc32c": _has_crc32c(), "security": list(targets)}
     try:
+        for settings in targets.values():
+            _topics(settings, create=True)
+            if kafka_secured(settings):
+                _allow_factory(settings)
         for workload, n in (("small", args.small), ("large", args.large)):
             msgs = build(workload, n)
-            runs: dict[str, list[dict]] = {c: [] for c in CLIENTS}
+            runs: dict[str, list[dict]] = {f"{c}/{m}": [] for c in CLIENTS for m in targets}
             for _ in range(args.repeats):
                 for client in CLIENTS:
-                    runs[client].append(measure(settings, client, msgs))
-            med = {c: {k: statistics.median(r[k] for r in runs[c]) for k in ("msgs_per_s", "mb_per_s")}
-                   | {"errors": sum(r["errors"] for r in runs[c])} for c in CLIENTS}
-            report["workloads"][workload] = {
-                "messages": n, "bytes_per_message": round(statistics.mean(m.size for m in msgs)),
-                "median": med, "runs": runs,
-                "ratio_confluent_over_kafka_python": med["confluent"]["msgs_per_s"] / med["kafka-python"]["msgs_per_s"],
-            }
+                    for mode, settings in targets.items():
+                        runs[f"{client}/{mode}"].append(measure(settings, client, msgs))
+            med = {k: {f: statistics.median(r[f] for r in rs) for f in ("msgs_per_s", "mb_per_s")}
+                   | {"errors": sum(r["errors"] for r in rs)} for k, rs in runs.items()}
+            w: dict[str, Any] = {"messages": n, "bytes_per_message": round(statistics.mean(m.size for m in msgs)),
+                                 "median": med, "runs": runs}
+            for mode in targets:
+                w[f"ratio_confluent_over_kafka_python/{mode}"] = (med[f"confluent/{mode}"]["msgs_per_s"]
+                                                                  / med[f"kafka-python/{mode}"]["msgs_per_s"])
+            if len(targets) == 2:
+                for c in CLIENTS:
+                    w[f"ratio_security_on_over_off/{c}"] = med[f"{c}/on"]["msgs_per_s"] / med[f"{c}/off"]["msgs_per_s"]
+            report["workloads"][workload] = w
     finally:
-        _topics(settings, create=False)
+        for settings in targets.values():
+            _topics(settings, create=False)
+        for ps in stacks.values():
+            ps.close()
+        if tmp is not None:
+            tmp.cleanup()
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"producers: medians of {args.repeats} interleaved runs against {settings.kafka_bootstrap}; "
+    where = ", ".join(f"{m}: {s.kafka_bootstrap}" for m, s in targets.items())
+    print(f"producers: medians of {args.repeats} interleaved runs (Kafka security {where}); "
           f"kafka-python crc32c accelerator: {'yes' if report['crc32c'] else 'no (pure-Python CRC)'}")
-    print(f"{'workload':10} {'bytes/msg':>10} {'client':>13} {'msgs/s':>10} {'MB/s':>8} {'errors':>6}")
+    print(f"{'workload':10} {'bytes/msg':>10} {'client/security':>18} {'msgs/s':>10} {'MB/s':>8} {'errors':>6}")
     for workload, w in report["workloads"].items():
-        for c in CLIENTS:
-            m = w["median"][c]
-            print(f"{workload:10} {w['bytes_per_message']:>10} {c:>13} {m['msgs_per_s']:>10.0f} "
+        for k, m in w["median"].items():
+            print(f"{workload:10} {w['bytes_per_message']:>10} {k:>18} {m['msgs_per_s']:>10.0f} "
                   f"{m['mb_per_s']:>8.1f} {m['errors']:>6}")
-        print(f"{'':10} {'':>10} {'ratio':>13} {w['ratio_confluent_over_kafka_python']:>9.2f}x  "
-              "(confluent / kafka-python)")
+        for k, v in w.items():
+            if k.startswith("ratio_"):
+                print(f"{'':10} {'':>10} {k:>40} {v:>6.2f}x")
 
 
 if __name__ == "__main__":
