@@ -119,13 +119,6 @@ class Settings(BaseSettings):
                                                  "PASSWORD(_FILE) or the stack's generated secret")
     minio_secure: bool | None = Field(None, description="TLS to MinIO; default: on with security (`minio_tls`)")
     minio_bucket: str = Field("sealstream", description="bucket for raw/<sha256> and manifests/<batch_id>")
-
-    # PostgreSQL (+ TimescaleDB when the extension is available).
-    pg_port: int = 5433
-    pg_user: str = "sealstream"
-    pg_password: str = "sealstream"
-    pg_database: str = "sealstream"
-    pg_dsn: str | None = Field(None, description="defaults to the local cluster's DSN")
     # MinIO with security on (issue 17, docs/storage.md "Users, policies, TLS and WORM"): TLS against
     # the stack CA, a user and policy per job (`minio_credentials`), object lock on the bucket.
     minio_object_lock: bool | None = Field(None, description="make the bucket with object lock (WORM) and a default "
@@ -141,6 +134,13 @@ class Settings(BaseSettings):
     minio_stack_home: Path | None = Field(None, description="the stack home whose secrets/ and pki/ MinIO clients "
                                                             "read (default: home; a process with a home of its own "
                                                             "on the same stack points it at the stack's)")
+
+    # PostgreSQL (+ TimescaleDB when the extension is available).
+    pg_port: int = 5433
+    pg_user: str = "sealstream"
+    pg_password: str = "sealstream"
+    pg_database: str = "sealstream"
+    pg_dsn: str | None = Field(None, description="defaults to the local cluster's DSN")
     pg_os_user: str = Field("postgres", description="OS user that runs the local cluster when started as root")
     # PostgreSQL with security on (issue 17): TLS verified against the stack CA (or
     # SEALSTREAM_PG_CA_FILE), scram-sha-256, a role per principal (`PG_ROLES`), each with its password
@@ -255,13 +255,6 @@ class Settings(BaseSettings):
         return self.minio_endpoint or f"{self.host}:{self.minio_port}"
 
     @cached_property
-    def postgres_dsn(self) -> str:
-        """The owner's (admin's) DSN: migrations, provisioning, operator commands. With security on,
-        its password is the secret pg_admin_password and it carries the TLS parameters (a given
-        `pg_dsn` keeps its own and gets them only where it has none). Components take their own
-        role's: `postgres_dsn_for`."""
-        if not self.security:
-    @cached_property
     def minio_tls(self) -> bool:
         """Whether clients speak TLS to MinIO (`minio_secure`, else `security`)."""
         return self.security if self.minio_secure is None else self.minio_secure
@@ -313,6 +306,13 @@ class Settings(BaseSettings):
             return self.minio_root_user, read_secret(self._minio_home, "minio_root_password")
         return principal, read_secret(self._minio_home, f"minio_{principal}_secret")
 
+    @cached_property
+    def postgres_dsn(self) -> str:
+        """The owner's (admin's) DSN: migrations, provisioning, operator commands. With security on,
+        its password is the secret pg_admin_password and it carries the TLS parameters (a given
+        `pg_dsn` keeps its own and gets them only where it has none). Components take their own
+        role's: `postgres_dsn_for`."""
+        if not self.security:
             if self.pg_dsn:
                 return self.pg_dsn
             return (
