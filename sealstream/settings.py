@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     kafka_internal_partitions: int = Field(1, ge=1, description="partitions of deadletter/sealed/anchors/alerts")
     kafka_max_message_bytes: int = 1_048_588
     kafka_video_max_message_bytes: int = Field(16 * 1024 * 1024, description="max message size of iiot.video.raw")
+    # Kafka with security on (issue 17, docs/pipeline.md "Kafka: TLS, principals and ACLs"): TLS
+    # listeners, every client authenticated by its certificate (CN = principal), ACLs per job.
+    kafka_security: bool | None = Field(None, description="TLS, certificate principals and ACLs on Kafka; default: "
+                                                          "`security` (0/1 to set Kafka alone, e.g. to measure it)")
+    kafka_pki_home: Path | None = Field(None, description="the stack home whose pki/ holds the Kafka CA and the "
+                                                          "client-<principal> certificates (default: home; "
+                                                          "SEALSTREAM_KAFKA_{CA,CERT,KEY}_FILE override files)")
 
     # MinIO.
     minio_port: int = 9000
