@@ -110,7 +110,8 @@ class BaselineStore:
     """Writes one raw record: object to MinIO, then rows + a record row in one transaction (blocking)."""
 
     def __init__(self, dsn: str, endpoint: str, access_key: str, secret_key: str, bucket: str,
-                 secure: bool = False, parallel: int = 8) -> None:
+                 secure: bool = False, parallel: int = 8, ca_file: str | None = None) -> None:
+        import ssl
         from concurrent.futures import ThreadPoolExecutor
 
         import urllib3
@@ -122,13 +123,16 @@ class BaselineStore:
         self.parallel = parallel
         self.executor = ThreadPoolExecutor(parallel, thread_name_prefix="put")
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5.0, read=30.0), maxsize=16,
-                                   retries=urllib3.Retry(total=3, backoff_factor=0.2))
+                                   retries=urllib3.Retry(total=3, backoff_factor=0.2),
+                                   cert_reqs="CERT_REQUIRED", **({"ca_certs": ca_file} if ca_file else {}))
         self.minio = Minio(endpoint, access_key, secret_key, secure=secure, http_client=http)
         self.bucket = bucket
         if not self.minio.bucket_exists(bucket):
             self.minio.make_bucket(bucket)
         # the worker's archive PUT (storage._s3put), with no payload hash: UNSIGNED-PAYLOAD
-        self.objects = ObjectPut(endpoint, access_key, secret_key, bucket, secure=secure, timeout=30.0, retries=3)
+        context = ssl.create_default_context(cafile=ca_file) if secure else None
+        self.objects = ObjectPut(endpoint, access_key, secret_key, bucket, secure=secure, timeout=30.0, retries=3,
+                                 ssl_context=context)
         self.pool = open_pool(dsn, max_size=4)
 
     def store(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes, headers) -> None:
@@ -244,8 +248,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     s = load_settings()
     ensure_schema(args.dsn)
-    store = BaselineStore(args.dsn, s.minio_address, s.minio_root_user, s.minio_root_password, args.bucket,
-                          s.minio_secure, parallel=s.pipeline_archive_parallel)
+    access_key, secret_key = s.minio_credentials("admin")  # it makes its own bucket
+    store = BaselineStore(args.dsn, s.minio_address, access_key, secret_key, args.bucket, s.minio_tls,
+                          parallel=s.pipeline_archive_parallel,
+                          ca_file=str(s.minio_ca_file) if s.minio_ca_file else None)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -151,10 +151,11 @@ def _drop_db(s: Any, dsn: str) -> None:
 
 
 def _drop_bucket(s: Any, bucket: str) -> None:
-    from minio import Minio
     from minio.deleteobjects import DeleteObject
 
-    mc = Minio(s.minio_address, s.minio_root_user, s.minio_root_password, secure=s.minio_secure)
+    from storage.blobs import minio_client
+
+    mc = minio_client(s, "admin")
     if not mc.bucket_exists(bucket):
         return
     objs = [DeleteObject(o.object_name) for o in mc.list_objects(bucket, recursive=True)]

@@ -166,7 +166,7 @@ class Anchorer:
 
         kw.setdefault("max_leaves", settings.pipeline_anchor_max_leaves)
         kw.setdefault("adopt_after_s", settings.pipeline_anchor_adopt_after_s)
-        return cls(Writer(pool), Reader(pool), BlobStore.from_settings(settings), ledger, name,
+        return cls(Writer(pool), Reader(pool), BlobStore.from_settings(settings, "pipeline"), ledger, name,
                    on_close=close, **kw)
 
     def close(self) -> None:

@@ -92,8 +92,8 @@ def build_processor(settings: Settings, directory: DeviceDirectory, metrics: Opt
         with pool.connection() as conn:
             return one_row(conn.execute("SELECT max(seq) FROM statements WHERE device = %s", (did,)))[0]
 
-    proc = IngestProcessor(Writer(pool), Reader(pool), BlobStore.from_settings(settings), gw, directory.resolve,
-                           Limits.from_settings(settings),
+    blobs = BlobStore.from_settings(settings, "pipeline")  # put and get, no delete (issue 17)
+    proc = IngestProcessor(Writer(pool), Reader(pool), blobs, gw, directory.resolve, Limits.from_settings(settings),
                            observe_store=metrics.store_seconds.observe if metrics else (lambda s: None),
                            stored_last_seq=stored_last_seq, archive_parallel=settings.pipeline_archive_parallel)
     return proc, pool

@@ -12,11 +12,11 @@ import json
 
 import psycopg
 import pytest
-from minio import Minio
 from psycopg.conninfo import make_conninfo
 
 from bench import pipeline as bench_pipeline
 from bench._pipeline_profile import profile_summary
+from storage.blobs import minio_client
 
 
 @pytest.mark.services
@@ -53,8 +53,7 @@ def test_bench_pipeline_tiny_run(stack, settings) -> None:
         left = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)",
                             (created["databases"],)).fetchall()
     assert left == []
-    mc = Minio(settings.minio_address, settings.minio_root_user, settings.minio_root_password,
-               secure=settings.minio_secure)
+    mc = minio_client(settings, "admin")
     assert not [b for b in created["buckets"] if mc.bucket_exists(b)]
 
 
