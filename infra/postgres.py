@@ -252,7 +252,9 @@ class PostgreSQL(Service):
 
     def wait_healthy(self) -> None:
         # A cluster already running when the security setting changed takes the new TLS, hba and
-        # conf on a reload (not a restart) before it is probed.
+        # conf on a reload (not a restart) before it is probed; the admin's secret exists first
+        # (a cluster made with security off has none yet: `_connect` then moves the password to it).
+        self._admin_password()
         if self.running_pid() is not None and (self.data_dir / "PG_VERSION").exists():
             conf_changed = self.write_if_changed(self.data_dir / "sealstream.conf", self._conf())
             ids = self._owner_ids()

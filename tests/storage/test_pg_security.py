@@ -353,3 +353,55 @@ def test_the_grafana_datasource_uses_its_role_over_tls(secured, tmp_path: Path) 
     off = next(d for d in datasource_definitions(Endpoints.from_settings(Settings(home=tmp_path, security=False)))
                if d["uid"] == "sealstream-postgres")
     assert off["jsonData"]["sslmode"] == "disable" and "tlsCACert" not in off["secureJsonData"]
+
+
+@pytest.mark.services  # starts a PostgreSQL cluster of its own
+def test_a_running_cluster_follows_the_security_setting(settings: Settings, tmp_path: Path) -> None:
+    """Off -> on -> off on one running cluster (a private one with a CA and secrets of its own, the
+    shared stack untouched): `stack up` reloads TLS and pg_hba, moves the admin's password and gives
+    the roles their login, then takes it back; nothing is restarted."""
+    import shutil
+
+    from infra import Stack
+    from infra.pki import server_spec
+    from ledger.cluster import free_ports
+
+    home, own = tmp_path / "pg", tmp_path / "stack"
+    for sub in ("data", "logs", "run", "conf"):
+        (home / sub).mkdir(parents=True)
+    StackPKI(own).ensure([server_spec("postgres", [settings.host, "127.0.0.1", "localhost"])])
+    port = free_ports(1)[0]
+
+    def cluster(security: bool):
+        s = load_settings(home=home, cache_dir=settings.cache_dir, pg_port=port, security=security,
+                          pg_stack_home=own)
+        return s, Stack(s).postgres
+
+    off, svc = cluster(False)
+    try:
+        svc.install()
+        svc.launch()
+        pid = svc.running_pid()
+        for security in (False, True, False):
+            s, svc = cluster(security)
+            svc.wait_healthy()
+            svc.provision()
+            assert svc.running_pid() == pid  # reloaded, not restarted
+            with psycopg.connect(s.postgres_dsn, connect_timeout=5) as conn:
+                ssl = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0]
+                logins = dict(conn.execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY(%s)",
+                                           ([r for r in PG_ROLES.values() if r],)).fetchall())
+            # (a fresh cluster with security off has no roles yet: migration 0009 makes them NOLOGIN)
+            assert ssl is security and all(v is security for v in logins.values()), (security, ssl, logins)
+            assert len(logins) == 4 or not security
+            if security:
+                assert "no encryption" in _refused(s.postgres_dsn, sslmode="disable")
+                with psycopg.connect(s.postgres_dsn_for("analyst"), connect_timeout=5) as conn:
+                    assert conn.execute("SELECT current_user").fetchone() == (PG_ROLES["analyst"],)
+            else:
+                assert "password authentication failed" in _refused(make_conninfo(s.postgres_dsn, password="wrong"))
+            assert svc.security() == ("TLS (verify-full), scram-sha-256, 5 roles" if security
+                                      else "plaintext, scram-sha-256, one role")
+    finally:
+        svc.stop()
+        shutil.rmtree(home, ignore_errors=True)
