@@ -3,6 +3,7 @@
     .venv/bin/python bench/pipeline.py [--devices 2] [--messages 300] [--repeats 3]
                                        [--latency-seconds 8] [--latency-rate 1]
                                        [--metrics on|off] [--profile] [--json]
+    .venv/bin/python bench/pipeline.py --confidential [--recipients 1] [--device-rounds 5] ...
                                        [--security on|off|both]
 
 Kafka: by default a private broker (the project's infra.Kafka on free ports in
@@ -43,6 +44,11 @@ timed) and prints where its active time goes. --metrics off runs the worker
 with SEALSTREAM_METRICS=0 (Settings.metrics, when the installed code has it).
 Everything it creates (home, databases, buckets, consumer groups' work) is
 removed at the end unless --keep.
+
+--confidential (issue 18) replaces the trusted/baseline comparison by a confidential stream
+against the same load in plaintext, both through the trusted worker in the same run (records/s
+ratio, target >= 0.85), and measures the device-side cost per message of encryption and wrapping
+for 1, 3 and 10 recipients against signing alone: bench/_pipeline_confidential.py.
 
 --security on|off runs the whole report with Kafka security on or off (a private
 broker with TLS listeners, certificate principals and ACLs, or PLAINTEXT; the
@@ -686,7 +692,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--security", choices=["on", "off", "both"], default=None,
                    help="Kafka security (TLS, principals, ACLs) on, off, or both one after the other with the "
                         "on/off ratio (default: as the settings say)")
+    p.add_argument("--confidential", action="store_true",
+                   help="a confidential stream vs the same load in plaintext, and the device-side cost of "
+                        "encryption (bench/_pipeline_confidential.py)")
+    p.add_argument("--recipients", type=int, default=1, help="with --confidential: recipients per message")
+    p.add_argument("--device-rounds", type=int, default=5, help="with --confidential: rounds of the device-side "
+                                                                "measurement (medians)")
     args = p.parse_args(argv)
+    if args.confidential and (args.recipients < 1 or args.device_rounds < 1):
+        p.error("--recipients >= 1, --device-rounds >= 1")
     if args.security is not None and args.kafka != "private":
         p.error("--security needs --kafka private (the broker is started with or without it)")
     if args.messages < 2 or args.repeats < 1 or args.devices < 1:
@@ -700,6 +714,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.batch:  # both consumers inherit it: the same batching freedom on each side
         os.environ["SEALSTREAM_PIPELINE_BATCH_MAX_RECORDS"] = str(args.batch)
+    if args.confidential:
+        from bench._pipeline_confidential import build_confidential_report, format_confidential_report
+
+        rep = build_confidential_report(args)
+        print(json.dumps(rep, indent=2, default=str) if args.json else format_confidential_report(rep))
+        return
     if args.security == "both":
         rep = build_security_report(args)
         print(json.dumps(rep, indent=2, default=str) if args.json else format_security_report(rep))
