@@ -292,3 +292,17 @@ def test_erase_destroys_keys_and_every_proof_still_checks(dataset, world) -> Non
     assert _cli(dataset, "evidence", "export", "row", "blobs", h.hex(), "-o", str(after), *led)[0] == 0
     code, doc, _ = _cli(dataset, "evidence", "verify", str(after), "--genesis-hash", genesis)
     assert code == 3 and doc["outcome"] == "erased" and doc["erased"][0]["height"] == height, doc
+    # the other selections: a whole batch (its erased record skipped on chain), then the device before a time
+    code, doc, _ = _cli(dataset, "data", "erase", "--batch", world["batches"][0].batch_id, "--reason", "contract ended",
+                        "--as", admin_key, *led)
+    assert code == 0 and doc["records"] == 3 and doc["keys_deleted"] == 3, doc
+    assert (doc["txs"][0]["erased"], doc["txs"][0]["already_erased"]) == (2, 1)
+    before = (world["t0"] + timedelta(hours=1)).isoformat()
+    code, doc, _ = _cli(dataset, "data", "erase", "--device", world["dev"].did, "--before", before, "--reason",
+                        "retention ended", "--as", admin_key, *led)
+    assert code == 0 and doc["records"] == 5 and doc["skipped_plain"] == 0, doc
+    assert (doc["txs"][0]["erased"], doc["txs"][0]["already_erased"]) == (2, 3)
+    code, doc, _ = _cli(dataset, "verify", "batch", world["batches"][1].batch_id, *led)
+    assert code == 3 and doc["ok"] and len(doc["erased"]) == 2, doc
+    code, doc, _ = _cli(dataset, "data", "erase", "--batch", "no-such-batch", "--reason", "x", "--as", admin_key, *led)
+    assert code == 1 and doc["step"] == "select", doc
