@@ -86,7 +86,8 @@ def _stop(message: str, as_json: bool, code: int = 2) -> None:
 class _Session:
     """PostgreSQL, MinIO and the ledger for a reader (closed at exit)."""
 
-    def __init__(self, as_json: bool, key: Any = None, ledger_dir: Path | None = None) -> None:
+    def __init__(self, as_json: bool, key: Any = None, ledger_dir: Path | None = None,
+                 minio_user: str = "analyst") -> None:
         from ledger.client import LedgerClient
         from storage.blobs import BlobStore
         from storage.db import open_pool
@@ -95,7 +96,8 @@ class _Session:
         self.as_json = as_json
         try:
             self.pool = open_pool(self.settings.postgres_dsn, max_size=2)
-            self.blobs = BlobStore.from_settings(self.settings)
+            # MinIO as `minio_user` (issue 17): readers read only; erasure alone deletes key records
+            self.blobs = BlobStore.from_settings(self.settings, minio_user)
             self.ledger = LedgerClient.from_layout(ledger_dir or self.settings.ledger_home, key=key)
         except Exception as exc:  # noqa: BLE001 -- a service or the ledger state dir: a usage error, exit 2
             _stop(f"cannot reach the stack: {exc}", as_json)
@@ -439,7 +441,7 @@ def data_erase(device: str | None, before: str | None, batch: str | None, statem
     from trust.identity import load_keypair
 
     key = load_keypair(signer)
-    sess = _Session(as_json, key=key, ledger_dir=ledger_dir)
+    sess = _Session(as_json, key=key, ledger_dir=ledger_dir, minio_user="erasure")
     try:
         sel = select(sess.pool, device=device, before=None if before is None else _time(before, "--before"),
                      batch=batch, statements=[_hash(s, "--statement") for s in statements])

@@ -490,7 +490,7 @@ def evidence_verify(ctx, bundle: Path, genesis_file, genesis_hash, checkpoint, i
     if key_file is not None:
         from storage.blobs import BlobStore
 
-        plain = _plaintexts(ev, report, key_file, BlobStore.from_settings(s), as_json)
+        plain = _plaintexts(ev, report, key_file, BlobStore.from_settings(s, "analyst"), as_json)
     _print_report(report, as_json, pin is not None or cp is not None, plain)
 
 
