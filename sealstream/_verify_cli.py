@@ -107,7 +107,7 @@ def _services(s: Settings, ledger_dir: Optional[Path], as_json: bool) -> Iterato
         _stop(f"ledger state directory {root}: {exc}", as_json)
     pool = None
     try:
-        pool = open_pool(s.postgres_dsn, max_size=2)
+        pool = open_pool(s.postgres_dsn_for("verifier"), max_size=2)
         yield Collector.from_settings(s, client, pool)
     except StorageError as exc:
         _stop(f"storage: {exc}", as_json)
@@ -542,7 +542,7 @@ def export(ctx, verified, device, start, end, output, as_json) -> None:
     s = _settings(ctx)
     t0, t1 = _parse_time(start, "--from"), _parse_time(end, "--to")
     try:
-        pool = open_pool(s.postgres_dsn, max_size=1)
+        pool = open_pool(s.postgres_dsn_for("analyst"), max_size=1)
         try:
             table = VerificationStore(pool).verified_readings_arrow(device, t0, t1)
         finally:
