@@ -23,6 +23,22 @@ __all__ = ["SecretScan"]
 MIN_SECRET_LEN = 12
 
 
+#: directories of the state directory that hold key files (services' data/ and the rest are not walked:
+#: a running MinIO creates and deletes files under data/ all the time)
+KEY_DIRS = ("gateway", "ledger", "devices", "edge")
+
+
+def _key_files(home: Path) -> list[Path]:
+    out: list[Path] = []
+    for name in KEY_DIRS:
+        root = home / name
+        try:
+            out.extend(p for p in root.rglob("*.key") if p.is_file())
+        except OSError:  # a file gone while walking: the next check sees the rest
+            continue
+    return out
+
+
 @dataclass
 class SecretScan:
     home: Path
@@ -54,7 +70,7 @@ class SecretScan:
         if not self.home.is_dir():
             return out
         candidates = list((self.home / "secrets").glob("*")) + list((self.home / "pki").glob("*.key"))
-        candidates += [p for p in self.home.rglob("*.key") if "pki" not in p.parts]
+        candidates += _key_files(self.home)
         for path in candidates:
             try:
                 mtime = path.stat().st_mtime
