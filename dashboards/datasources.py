@@ -29,16 +29,21 @@ FOLDER_TITLE = "sealstream"
 class Endpoints:
     """Where Grafana reaches the data (as seen from the Grafana server)."""
 
+    # The defaults are infra/compose.yaml's: the read-only grafana role, its password read by
+    # Grafana from the Docker secret (``$__file{}`` expansion of provisioning files), TLS verified
+    # against the stack CA mounted at /etc/sealstream/pki.
     prometheus_url: str = "http://prometheus:9090"
     pg_host: str = "postgres:5432"
     pg_database: str = "sealstream"
-    pg_user: str = "sealstream"
-    pg_password: str = "sealstream"
+    pg_user: str = "sealstream_grafana"
+    pg_password: str = "$__file{/run/secrets/pg_grafana_password}"
     scrape_interval: str = "5s"
-    #: libpq sslmode Grafana connects with, and the PEM of the CA it verifies the server against
-    #: (sent as certificate content: the Grafana server need not have the stack's files)
-    pg_sslmode: str = "disable"
+    #: libpq sslmode Grafana connects with, and the CA it verifies the server against: PEM content
+    #: (`dashboards push`: the Grafana server need not have the stack's files) or a path on the
+    #: Grafana server (the compose provisioning)
+    pg_sslmode: str = "verify-full"
     pg_ca_pem: str | None = None
+    pg_ca_file: str | None = "/etc/sealstream/pki/ca.crt"
 
     @classmethod
     def from_settings(cls, settings: Any, prometheus_url: str | None = None, pg_dsn: str | None = None) -> "Endpoints":
@@ -56,7 +61,16 @@ class Endpoints:
                    pg_password=str(pg.get("password", settings.pg_password)),
                    scrape_interval=settings.prometheus_scrape_interval,
                    pg_sslmode=str(pg.get("sslmode") or "disable"),
-                   pg_ca_pem=Path(str(ca)).read_text("ascii") if ca and str(ca) != "system" else None)
+                   pg_ca_pem=Path(str(ca)).read_text("ascii") if ca and str(ca) != "system" else None,
+                   pg_ca_file=None)
+
+
+def _tls_json(ep: Endpoints) -> dict[str, str]:
+    if ep.pg_ca_pem:
+        return {"tlsConfigurationMethod": "file-content"}
+    if ep.pg_ca_file and ep.pg_sslmode != "disable":
+        return {"tlsConfigurationMethod": "file-path", "sslRootCertFile": ep.pg_ca_file}
+    return {}
 
 
 def datasource_definitions(ep: Endpoints = Endpoints()) -> list[dict[str, Any]]:
@@ -68,6 +82,6 @@ def datasource_definitions(ep: Endpoints = Endpoints()) -> list[dict[str, Any]]:
         {"name": "sealstream-postgres", "uid": POSTGRES.uid, "type": POSTGRES.type_val, "access": "proxy",
          "url": ep.pg_host, "user": ep.pg_user, "isDefault": False,
          "jsonData": {"database": ep.pg_database, "sslmode": ep.pg_sslmode, "postgresVersion": 1500,
-                      "timescaledb": False, **({"tlsConfigurationMethod": "file-content"} if ep.pg_ca_pem else {})},
+                      "timescaledb": False, **_tls_json(ep)},
          "secureJsonData": {"password": ep.pg_password, **({"tlsCACert": ep.pg_ca_pem} if ep.pg_ca_pem else {})}},
     ]

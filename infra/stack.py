@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sealstream._kafka_config import factory_principal
-from sealstream._security import PRINCIPALS, TLSFiles
+from sealstream._security import PRINCIPALS, TLSFiles, new_secret, secret_path, write_private
 from sealstream.settings import Settings, load_settings
 
 from ._errors import ServiceFailedError, StackError
@@ -96,7 +96,8 @@ class Stack:
         """The stack CA, a server certificate per service (for the names clients dial) and a client
         certificate per principal (`sealstream._security.PRINCIPALS`); see `infra.pki`."""
         hosts = [self.settings.host, "127.0.0.1", "localhost"]
-        specs = [server_spec(name, hosts) for name in ("kafka", "postgres", "minio")]
+        # each also by its compose service name (infra/compose.yaml); Kafka's is BROKER_CERT below
+        specs = [server_spec(name, [*hosts, name]) for name in ("postgres", "minio")]
         specs += [client_spec(p) for p in PRINCIPALS]
         # Kafka (issue 17): the broker's own certificate, server and client (it dials its
         # controller listener with it), and each factory's principal the stack already knows.
@@ -104,6 +105,31 @@ class Stack:
                               server=True, client=True))
         specs += [client_spec(factory_principal(f)) for f in known_factories(self.home)]
         return StackPKI(self.home).ensure(specs)
+
+    #: secrets a containerised stack (infra/compose.yaml) needs before its services start
+    COMPOSE_SECRETS = ("pg_admin_password", "pg_grafana_password", "minio_root_password", "grafana_admin_password")
+
+    def ensure_certs(self) -> dict[str, Path]:
+        """What services started by others (infra/compose.yaml, a remote cluster) need from this
+        state directory before they start: the PKI of `ensure_pki`, the broker's PEM key store
+        (``pki/kafka-broker.pem``: key then certificate, the form Kafka's ``ssl.keystore.type=PEM``
+        reads) and the secrets of `COMPOSE_SECRETS`. Idempotent; returns the files by name."""
+        files = self.ensure_pki()
+        out: dict[str, Path] = {"ca": files[BROKER_CERT].ca}
+        for name, f in files.items():
+            if f.cert is not None:
+                out[name] = f.cert
+        broker = files[BROKER_CERT]
+        assert broker.key is not None and broker.cert is not None
+        keystore = broker.cert.with_name(f"{BROKER_CERT}.pem")
+        data = broker.key.read_bytes() + broker.cert.read_bytes()
+        if not keystore.exists() or keystore.read_bytes() != data:
+            write_private(keystore, data)
+        out[f"{BROKER_CERT}-keystore"] = keystore
+        for name in self.COMPOSE_SECRETS:
+            new_secret(self.home, name)
+            out[name] = secret_path(self.home, name)
+        return out
 
     def ensure_factory(self, factory: str) -> TLSFiles:
         """A factory's Kafka principal (certificate, and ACLs when security is on); see

@@ -28,7 +28,8 @@ def dashboards() -> None:
     \b
     sealstream dashboards build                 regenerate dashboards/provisioning/ (JSON + YAML)
     sealstream dashboards build --check         exit 2 if the committed files are stale (CI)
-    sealstream dashboards push --url http://127.0.0.1:3000 --user admin --password sealstream
+    sealstream dashboards push --url http://127.0.0.1:3000 --user admin \\
+        --password "$(cat .sealstream/secrets/grafana_admin_password)"     (compose's Grafana)
     sealstream dashboards push --url https://grafana.example --token $GRAFANA_TOKEN --json
 
     The dashboards are Python (dashboards/*.py, grafana-foundation-sdk); panels name
@@ -92,7 +93,8 @@ def dashboards_push(ctx: click.Context, url: str, token: str | None, user: str |
     """Create or update the sealstream folder, both datasources and the dashboards (idempotent).
 
     \b
-    sealstream dashboards push --url http://127.0.0.1:3000 --user admin --password sealstream
+    sealstream dashboards push --url http://127.0.0.1:3000 --user admin \\
+        --password "$(cat .sealstream/secrets/grafana_admin_password)"
     SEALSTREAM_GRAFANA_TOKEN=glsa_... sealstream dashboards push --url https://grafana.example \\
         --prometheus-url http://prometheus.internal:9090 --pg-dsn postgresql://grafana:pw@db:5432/sealstream
 

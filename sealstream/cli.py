@@ -182,6 +182,30 @@ def stack_up(obj: _Context, as_json: bool) -> None:
     out.print(f"stack up in {took:.1f} s; state in {st.home}")
 
 
+@stack.command("certs")
+@click.option("--json", "as_json", is_flag=True, help="print the files as JSON")
+@click.pass_obj
+def stack_certs(obj: _Context, as_json: bool) -> None:
+    """Make the stack CA, the certificates and the secrets without starting anything.
+
+    `stack up` does this itself; run it first for services you start some other way (Docker with
+    infra/compose.yaml, which mounts <home>/pki and <home>/secrets). Safe to repeat: certificates
+    are kept until 30 days before they end, secrets forever. Prints paths, never a secret.
+    """
+    from infra import Stack, StackError
+    from infra.pki import PKIError
+
+    try:
+        files = Stack(obj.settings).ensure_certs()
+    except (StackError, PKIError, OSError) as exc:
+        fail({"error": type(exc).__name__, "message": str(exc)}, as_json)
+    if as_json:
+        _emit_json({name: str(path) for name, path in files.items()})
+        return
+    for name, path in files.items():
+        out.print(f"{name:24} {path}", highlight=False)
+
+
 @stack.command("provision")
 @click.pass_obj
 def stack_provision(obj: _Context) -> None:
