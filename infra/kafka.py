@@ -21,7 +21,7 @@ from ._process import spawn
 from ._service import Health, Service
 from ._tools import require_tool, run_checked, tool_version
 
-__all__ = ["Kafka", "KAFKA_POM", "BROKER_CERT", "SUPER_USERS"]
+__all__ = ["Kafka", "KAFKA_POM", "BROKER_CERT", "SUPER_USERS", "broker_hosts"]
 
 log = logging.getLogger("sealstream.stack")
 
@@ -30,6 +30,12 @@ KAFKA_POM = KAFKA_DIR / "pom.xml"
 
 #: the broker's own certificate (server and client: it dials its controller listener too), CN = its principal
 BROKER_CERT = "kafka-broker"
+
+
+def broker_hosts(host: str) -> tuple[str, ...]:
+    """The names the broker's certificate is valid for: the stack's host, loopback, and ``kafka``
+    (its service name in infra/compose.yaml, where it dials its own listeners by that name)."""
+    return tuple(dict.fromkeys([host, "127.0.0.1", "localhost", "kafka"]))
 #: principals the authorizer lets do anything: the stack's admin and the broker itself
 SUPER_USERS = ("admin", BROKER_CERT)
 _FACTORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -206,7 +212,7 @@ class Kafka(Service):
         of the tests, started without `up`, makes it here)."""
         from .pki import CertSpec, StackPKI
 
-        hosts = tuple(dict.fromkeys([self.settings.host, "127.0.0.1", "localhost"]))
+        hosts = broker_hosts(self.settings.host)
         StackPKI(self.pki_home).ensure([CertSpec(name=BROKER_CERT, common_name=BROKER_CERT, hosts=hosts,
                                                  server=True, client=True)])
 

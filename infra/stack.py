@@ -16,7 +16,7 @@ from sealstream.settings import Settings, load_settings
 
 from ._errors import ServiceFailedError, StackError
 from ._service import Service, ServiceStatus
-from .kafka import BROKER_CERT, Kafka
+from .kafka import BROKER_CERT, Kafka, broker_hosts
 from .kafka_acls import known_factories
 from .minio import MinIO
 from .pki import CertSpec, StackPKI, client_spec, server_spec
@@ -101,7 +101,7 @@ class Stack:
         specs += [client_spec(p) for p in PRINCIPALS]
         # Kafka (issue 17): the broker's own certificate, server and client (it dials its
         # controller listener with it), and each factory's principal the stack already knows.
-        specs.append(CertSpec(name=BROKER_CERT, common_name=BROKER_CERT, hosts=tuple(dict.fromkeys(hosts)),
+        specs.append(CertSpec(name=BROKER_CERT, common_name=BROKER_CERT, hosts=broker_hosts(self.settings.host),
                               server=True, client=True))
         specs += [client_spec(factory_principal(f)) for f in known_factories(self.home)]
         return StackPKI(self.home).ensure(specs)

@@ -78,3 +78,15 @@ def test_postgres_is_tls_only_and_grafana_reads_as_its_role() -> None:
     assert pgds["user"] == PG_ROLES["grafana"]
     assert pgds["jsonData"]["sslmode"] == "verify-full"
     assert pgds["secureJsonData"]["password"] == "$__file{/run/secrets/pg_grafana_password}"
+
+
+def test_each_server_certificate_carries_its_compose_service_name(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    home = tmp_path / ".sealstream"
+    made = Stack(load_settings(home=home)).ensure_certs()
+    for cert_name, service in (("kafka-broker", "kafka"), ("server-postgres", "postgres"), ("server-minio", "minio")):
+        cert = x509.load_pem_x509_certificate(made[cert_name].read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert service in names.get_values_for_type(x509.DNSName), cert_name
+        assert service in _doc()["services"]
