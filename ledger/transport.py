@@ -29,9 +29,11 @@ and prove its possession, and the HELLO must then name that very key (`Connectio
 the authenticated did, `Connection.peer` True). Clients use a port of their own
 (``client_port``): TLS with the node's certificate only, the client frame limit, and whatever
 arrives there is a client's (never a peer's). A dialer pins the peer's certificate to the
-genesis key of the node it dialed before writing its HELLO. Failed handshakes are counted by
-reason in `handshake_failures` (``dial_<reason>`` for the dialer's side), and a failed dial keeps
-its backoff. Without TLS (a plaintext layout, ``--plaintext``: the bench's comparison) the one
+genesis key of the node it dialed before writing its HELLO, and counts the link up (and resets
+its backoff) only once the peer answered ``HELLO_ACK`` (in TLS 1.3 the dialer's handshake ends
+before the server has checked the dialer's certificate). Failed handshakes are counted by reason
+in `handshake_failures` (``dial_<reason>`` for the dialer's side), and a refused dial keeps its
+backoff. Without TLS (a plaintext layout, ``--plaintext``: the bench's comparison) the one
 port serves both as before and the HELLO is unauthenticated.
 
 Delivery is in order per link and best effort: a frame written just as a peer
@@ -57,11 +59,14 @@ from trust import canonical
 
 from .tls import NodeTLS, handshake_reason, peer_did, pinned
 
-__all__ = ["Transport", "Connection", "Peer", "Limits", "read_frame", "write_frame", "FrameError", "HELLO_TAG"]
+__all__ = ["Transport", "Connection", "Peer", "Limits", "read_frame", "write_frame", "FrameError", "HELLO_TAG",
+           "HELLO_ACK"]
 
 log = logging.getLogger("sealstream.ledger.transport")
 
 HELLO_TAG = "sealstream-hello"
+#: what a node answers on its peers' port (TLS) once a dialer's certificate and HELLO are accepted
+HELLO_ACK = canonical.encode(["sealstream-hello-ok", 1])
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 _LEN = struct.Struct(">I")
 
@@ -294,11 +299,12 @@ class Transport:
             delay = self.backoff[0]
             self.connected.add(node_id)
             log.debug("connected to %s", node_id)
-            # The peer never writes on this link, so a finished read means it hung up; watching for
-            # that lets us reconnect before writing into a dead socket.
+            # The peer never writes on this link (after its HELLO_ACK, with TLS), so a finished read
+            # means it hung up; watching for that lets us reconnect before writing into a dead socket.
             hangup = asyncio.ensure_future(reader.read())
             try:
-                write_frame(writer, hello(self.chain_id, self.node_id))
+                if self.tls is None:
+                    write_frame(writer, hello(self.chain_id, self.node_id))
                 while True:
                     if pending is None:
                         getter = asyncio.ensure_future(queue.get())
@@ -335,6 +341,20 @@ class Transport:
             self.handshake_failures["dial_wrong_key"] += 1
             writer.transport.abort()
             raise OSError(f"{peer.host}:{peer.port} does not hold the genesis key of {peer.node_id}")
+        # In TLS 1.3 the dialer's handshake ends before the server has checked its certificate: the
+        # link counts (and the backoff resets) only once the peer acknowledged our HELLO.
+        write_frame(writer, hello(self.chain_id, self.node_id))
+        try:
+            ack = await asyncio.wait_for(read_frame(reader, 64), self.limits.read_timeout_s)
+        except (OSError, FrameError, asyncio.TimeoutError, TimeoutError) as exc:
+            ack = None
+            reason = "dial_refused" if isinstance(exc, (OSError, FrameError)) else "dial_ack_timeout"
+        else:
+            reason = "dial_refused"
+        if ack != HELLO_ACK:
+            self.handshake_failures[reason] += 1
+            writer.transport.abort()
+            raise OSError(f"{peer.host}:{peer.port} refused this node's link")
         return reader, writer
 
     # -- receiving ------------------------------------------------------------------
@@ -402,6 +422,9 @@ class Transport:
             conn.last_frame = time.monotonic()
             if self.tls is not None:
                 conn.peer = bool(authenticated)
+                if conn.peer:  # tell the dialer its link is accepted (see `_dial`)
+                    write_frame(writer, HELLO_ACK)
+                    await writer.drain()
             else:  # plaintext: a HELLO is unauthenticated; naming a node only buys the peers' frame limit
                 conn.peer = remote in self.peers
             limit = lim.max_frame if conn.peer else lim.client_max_frame

@@ -24,7 +24,7 @@ from trust.identity import KeyPair
 from ledger.cluster import QUICK_PARAMS, LocalCluster
 from ledger.messages import ClientRequests, FetchBlocks, Prepare, Request, Status, encode_message
 from ledger.tls import client_context, pinned
-from ledger.transport import hello
+from ledger.transport import HELLO_ACK, hello
 
 # node processes: `services` (tests/conftest.py also infers it from the `cluster` fixture)
 pytestmark = [pytest.mark.timeout(180), pytest.mark.services]
@@ -94,6 +94,12 @@ def _connect(c: LocalCluster, name: str = "node0", as_node: str | None = None) -
     s = ctx.wrap_socket(socket.create_connection((addr.host, port), timeout=10), server_hostname=addr.host)
     assert pinned(s, addr.did)
     s.sendall(_frame(hello(c.layout.genesis().chain_id, as_node)))
+    if as_node in nodes:  # a peer's link is acknowledged (read, so closing does not reset it early)
+        want = len(_frame(HELLO_ACK))
+        got = b""
+        while len(got) < want:
+            got += s.recv(want - len(got))
+        assert got == _frame(HELLO_ACK)
     return s
 
 

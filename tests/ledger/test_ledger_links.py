@@ -186,6 +186,8 @@ class _Recorder:
                         up.sendall(data)
                     else:
                         down.sendall(data)
+        except OSError:
+            return  # one side hung up mid-relay: what was recorded is what was sent
         finally:
             down.close()
             up.close()
