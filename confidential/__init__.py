@@ -10,7 +10,8 @@ mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM) into a *key record* 
 and is stored apart from the signed bytes, so erasing it destroys the content without touching
 any signed byte. Format, vectors and steps: docs/formats.md section 8.
 
-This package holds only the format (`envelope`) and recipient key files (`keys`); it may import
+This package holds the format (`envelope`), recipient key files (`keys`) and the device side
+(`device`: seal and sign one message, recipients files), all pure; it may import
 `trust` and `cryptography` (which `trust/` may not: trust is stdlib + PyNaCl only).
 """
 

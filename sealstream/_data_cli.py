@@ -462,3 +462,44 @@ def data_erase(device: str | None, before: str | None, batch: str | None, statem
                    f"{', '.join(map(str, doc['heights']))}, {doc['keys_deleted']} key record(s) destroyed"
                    + (f"; {doc['skipped_plain']} plaintext record(s) skipped (no key to destroy)"
                       if doc["skipped_plain"] else ""), highlight=False)
+
+
+@data.command("recipients")
+@click.option("--stream", required=True, help="the confidential stream (a device id or a named stream)")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write the recipients file here (what an edge agent's `recipients = \"FILE\"` reads)")
+@_LEDGER
+@_JSON
+def data_recipients(stream: str, out_file: Path | None, ledger_dir: Path | None, as_json: bool) -> None:
+    """The recipients in force for STREAM now: the policy and the recipients' X25519 keys, proven at one
+    certified height against headers verified from the genesis (docs/edge.md "Confidential devices")."""
+    import json
+
+    from confidential.device import recipients_doc
+    from ledger.client import LedgerClient
+    from pipelines.devices.confidential import recipients_now
+
+    settings = load_settings()
+    try:
+        client = LedgerClient.from_layout(ledger_dir or settings.ledger_home)
+    except Exception as exc:  # noqa: BLE001 -- the ledger state dir: a usage error, exit 2
+        _stop(f"cannot reach the ledger: {exc}", as_json)
+    try:
+        height, rcpts = recipients_now(client, stream)
+    except Exception as exc:  # noqa: BLE001 -- no proven answer, no recipients: exit 2
+        _stop(f"the ledger's policy could not be proven: {type(exc).__name__}: {exc}", as_json)
+    finally:
+        client.close()
+    if not rcpts:
+        _stop(f"stream {stream!r} has no recipient in force at height {height}", as_json, 1)
+    doc = recipients_doc(stream, height, [(r.id, r.org, r.key) for r in rcpts])
+    if out_file is not None:
+        tmp = out_file.with_name(out_file.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", "utf-8")
+        os.replace(tmp, out_file)  # an agent re-reading it never sees half a file
+    if as_json:
+        _emit(doc)
+    else:
+        _out.print(f"stream {stream}: {len(rcpts)} recipient(s) in force at height {height}: "
+                   + ", ".join(f"{r.id} ({r.org})" for r in rcpts)
+                   + (f"; written to {out_file}" if out_file else ""), highlight=False)

@@ -80,11 +80,16 @@ def _enrol(s: Any, factory: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of payloads and fault choices")
 @click.option("--client", type=click.Choice(["confluent", "kafka-python"]), default=None,
               help="Kafka producer [SEALSTREAM_DEVICES_KAFKA_CLIENT; default confluent if installed]")
+@click.option("--confidential", "confidential", metavar="STREAM", default=None,
+              help="seal every payload for STREAM's recipients in force (issue 18; the policy and the "
+                   "recipients' keys proven from the ledger)")
+@click.option("--recipients-refresh", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
+              metavar="SECONDS", help="with --confidential: re-read the recipients in force this often")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.pass_context
 def devices_run(ctx: click.Context, factory: str, n_devices: int, rate: float, duration: float | None,
                 count: int | None, kinds: str, faults: tuple[str, ...], seed: int, client: str | None,
-                as_json: bool) -> None:
+                confidential: str | None, recipients_refresh: float, as_json: bool) -> None:
     """Produce signed telemetry from every device of a factory for a bounded time or count."""
     from pipelines.devices import FactoryError, FaultPlan, ProducerError, RunConfig, Simulator, parse_kinds
 
@@ -93,7 +98,7 @@ def devices_run(ctx: click.Context, factory: str, n_devices: int, rate: float, d
         if duration is None and count is None:
             raise ValueError("a run needs a bound: give --duration SECONDS or --count MESSAGES")
         config = RunConfig(factory, n_devices, rate, duration, count, parse_kinds(kinds), FaultPlan.parse(faults),
-                           seed, client)
+                           seed, client, confidential=confidential, recipients_refresh=recipients_refresh)
     except ValueError as exc:
         _fail(ValueError(f"{exc} (see `sealstream devices run --help`)"), as_json)
         return

@@ -15,25 +15,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from confidential.envelope import (
-    CONTENT_TYPE,
-    DEFAULT_CHUNK_SIZE,
-    KEYS_HEADER,
-    key_record_of,
-    seal,
-)
+from confidential.device import seal_and_sign
+from confidential.envelope import DEFAULT_CHUNK_SIZE, KEYS_HEADER, key_record_of
 from ledger.contracts import confidentiality, verify_state_proof
 from ledger.contracts.confidentiality import Recipient
 from ledger.light_client import LightClient
 from trust import canonical
 from trust.identity import KeyPair
-from trust.statement import Statement, sign_statement, to_kafka_headers
 
 from .kinds import kind_info
 from .payloads import Payload
 from .signing import OutMessage
 
-__all__ = ["KEYS_HEADER", "ProvenState", "key_record_of", "proven_state", "recipients_in_force",
+__all__ = ["KEYS_HEADER", "ProvenState", "RecipientsInForce", "key_record_of", "proven_state", "recipients_in_force",
            "recipients_now", "seal_confidential"]
 
 def seal_confidential(keypair: KeyPair, seq: int, ts_ms: int, payload: Payload, *, stream: str,
@@ -43,13 +37,10 @@ def seal_confidential(keypair: KeyPair, seq: int, ts_ms: int, payload: Payload, 
     statement over the envelope as message `seq` of the device owning `keypair`, and return the
     Kafka record (the key record in the ``ss-keys`` header)."""
     pairs = [(r.id, r.key) if isinstance(r, Recipient) else (r[0], r[1]) for r in recipients]
-    sealed = seal(payload.data, stream=stream, device=keypair.did, seq=seq, kind=payload.kind,
-                  content_type=payload.content_type, recipients=pairs, chunk_size=chunk_size)
-    stmt = Statement.for_payload(keypair.did, seq, ts_ms, payload.kind, CONTENT_TYPE, sealed.envelope)
-    sig = sign_statement(stmt, keypair)
-    headers = tuple(to_kafka_headers(stmt, sig)) + ((KEYS_HEADER, sealed.keys.to_bytes()),)
-    return OutMessage(kind_info(payload.kind).topic, keypair.did.encode("ascii"), sealed.envelope, headers,
-                      stmt, sig, keypair.did)
+    m = seal_and_sign(keypair.sign, keypair.did, seq, ts_ms, payload.kind, payload.content_type, payload.data,
+                      stream=stream, recipients=pairs, chunk_size=chunk_size)
+    return OutMessage(kind_info(payload.kind).topic, keypair.did.encode("ascii"), m.envelope, m.headers,
+                      m.statement, m.signature, keypair.did)
 
 
 class ProvenState:
@@ -130,3 +121,64 @@ def recipients_now(client: Any, stream: str) -> tuple[int, list[Recipient]]:
         keys = closure
     state = ProvenState(partial._values, partial.height)
     return state.height, confidentiality.recipients_at(state, stream, state.height)
+
+
+class RecipientsInForce:
+    """The recipients in force for `stream`, as the simulator seals for them: read with
+    `recipients_now` (every value proven at one certified height against headers verified from
+    the genesis, never one node's unproven answer) at start and again once `refresh` seconds
+    have passed, so that a `policy.grant`/`policy.revoke` takes effect within `refresh` seconds
+    (plus the time the ledger takes to commit it). A failed refresh keeps the last proven set
+    and tries again `refresh` seconds later (logged); a stream with no recipient in force raises
+    (an envelope nobody could open is never sent)."""
+
+    def __init__(self, client: Any, stream: str, refresh: float = 30.0, *, owns_client: bool = False,
+                 clock: Any = None) -> None:
+        import time
+
+        self.client, self.stream, self.refresh = client, stream, refresh
+        self._owns = owns_client
+        self._clock = clock or time.monotonic
+        self.height, self._recipients = recipients_now(client, stream)
+        self._at = self._clock()
+        self.refreshes = 0
+        self._check()
+
+    @classmethod
+    def from_settings(cls, settings: Any, stream: str, refresh: float = 30.0) -> RecipientsInForce:
+        """Through a ledger client of the local layout (`settings.ledger_home`)."""
+        from ledger.client import LedgerClient
+
+        client = LedgerClient.from_layout(settings.ledger_home)
+        try:
+            return cls(client, stream, refresh, owns_client=True)
+        except BaseException:
+            client.close()
+            raise
+
+    def _check(self) -> None:
+        if not self._recipients:
+            raise ValueError(f"stream {self.stream!r} has no recipient in force at height {self.height} "
+                             f"(grant one with policy.grant); nothing is sealed for nobody")
+
+    def current(self) -> list[Recipient]:
+        if self._clock() - self._at >= self.refresh:
+            import logging
+
+            self._at = self._clock()
+            try:
+                self.height, self._recipients = recipients_now(self.client, self.stream)
+                self.refreshes += 1
+            except Exception as exc:  # noqa: BLE001 -- keep the last proven set, retry next time
+                logging.getLogger(__name__).warning(
+                    "recipients not refreshed", extra={"stream": self.stream, "error": f"{type(exc).__name__}: {exc}"})
+            self._check()
+        return list(self._recipients)
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(r.id for r in self._recipients)
+
+    def close(self) -> None:
+        if self._owns:
+            self.client.close()

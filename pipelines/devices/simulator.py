@@ -26,11 +26,13 @@ from trust.identity import KeyPair
 from . import faults as F
 from .factory import Device, Factory, FactoryError
 from .kinds import ALL_KINDS, kind_info, max_payload_bytes
-from .payloads import generate, generate_oversized
+from .confidential import RecipientsInForce, seal_confidential
+from .payloads import Payload, generate, generate_oversized
 from .producer import Delivery, open_sink
 from .sentlog import SentLog, SentRecord
 from .seqstore import SeqStore
-from .signing import OutMessage, seal
+from .signing import OutMessage
+from .signing import seal as _seal_plain
 
 __all__ = ["RunConfig", "RunStats", "RunSummary", "Simulator", "run"]
 
@@ -51,6 +53,11 @@ class RunConfig:
     seed: int = 0
     client: str | None = None
     sent_log: Path | None = None
+    #: a confidential stream (issue 18): every device of the run seals its payloads for the
+    #: stream's recipients in force, read from the ledger (proven) and re-read every
+    #: `recipients_refresh` seconds so that a grant or revoke takes effect
+    confidential: str | None = None
+    recipients_refresh: float = 30.0
 
     def __post_init__(self) -> None:
         if self.duration is None and self.count is None:
@@ -59,6 +66,10 @@ class RunConfig:
             raise ValueError("devices must be at least 1 per kind")
         if self.rate < 0:
             raise ValueError("rate must be >= 0 (0 means as fast as possible)")
+        if self.confidential is not None and not self.confidential:
+            raise ValueError("a confidential stream needs a name")
+        if self.recipients_refresh <= 0:
+            raise ValueError("recipients_refresh must be > 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,10 @@ class RunSummary:
     first_error: str | None = None
     interrupted: bool = False
     sent_log: str = ""
+    #: the confidential stream sealed for, the recipient ids last in force and the height proven
+    confidential: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    recipients_height: int | None = None
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -136,6 +151,7 @@ class Simulator:
         self._counters = _Counters()
         self._rogue_seq: dict[str, int] = {}
         self._last: dict[str, OutMessage] = {}
+        self._recipients: RecipientsInForce | None = None
 
     def stop(self) -> None:
         """Ask a running `run` to finish early (it still flushes and writes the summary)."""
@@ -153,6 +169,15 @@ class Simulator:
 
     def _build(self, dev: Device, fault: str | None, seqs: SeqStore) -> OutMessage | None:
         cfg, kind = self.config, dev.kind
+        resolver = self._recipients
+
+        def seal(keypair: KeyPair, seq: int, ts_ms: int, payload: Payload) -> OutMessage:
+            if resolver is None:
+                return _seal_plain(keypair, seq, ts_ms, payload)
+            assert cfg.confidential is not None
+            return seal_confidential(keypair, seq, ts_ms, payload, stream=cfg.confidential,
+                                     recipients=resolver.current())
+
         now = int(time.time() * 1000)
         if fault == "replay":
             earlier = self._last.get(dev.did)
@@ -186,6 +211,15 @@ class Simulator:
         cfg = self.config
         factory = Factory.ensure(self.settings, cfg.factory, cfg.devices, cfg.kinds)
         devices = factory.select(cfg.kinds, cfg.devices)
+        if cfg.confidential is not None and self._recipients is None:
+            try:
+                self._recipients = RecipientsInForce.from_settings(self.settings, cfg.confidential,
+                                                                   cfg.recipients_refresh)
+            except ValueError:
+                raise
+            except Exception as exc:  # the ledger unreachable or unproven: a usage error
+                raise ValueError(f"cannot resolve the recipients of stream {cfg.confidential!r} from the "
+                                 f"ledger: {type(exc).__name__}: {exc}") from exc
         lock = _FactoryLock(factory.path / ".lock")
         sent_path = cfg.sent_log or factory.path / "sent.jsonl"
         try:
@@ -264,6 +298,8 @@ class Simulator:
             seqs.close()
             sent_log.close()
             lock.release()
+            if self._recipients is not None:
+                self._recipients.close()
         elapsed = time.monotonic() - started
         if on_progress is not None:
             on_progress(self.stats(started))
@@ -273,7 +309,9 @@ class Simulator:
                 self.run_id, cfg.factory, sink.name, len(devices), c.sent, c.delivered, c.bytes, round(elapsed, 3),
                 dict(c.by_kind), dict(c.bytes_by_kind), dict(c.faults), c.errors + undelivered,
                 c.first_error or (f"{undelivered} message(s) not acknowledged within 30 s" if undelivered else None),
-                interrupted or self._stop.is_set(), str(sent_path))
+                interrupted or self._stop.is_set(), str(sent_path), cfg.confidential,
+                self._recipients.ids if self._recipients else [],
+                self._recipients.height if self._recipients else None)
         log.info("run finished", extra={"run": self.run_id, "messages": summary.messages,
                                         "delivered": summary.delivered, "errors": summary.errors,
                                         "seconds": summary.seconds})
