@@ -21,6 +21,13 @@ and its pending readings deleted, in ONE transaction; on start the pending readi
 into their (source, device) windows in emit order. So a SIGKILL or a power loss loses no reading
 `emit` acknowledged, and none ends up in two messages. With ``durable_windows=False`` (benchmarks)
 the open windows are only in memory: a SIGKILL loses at most one window per (source, device).
+
+Confidential devices (``confidential = { stream, recipients }``, issue 18): every payload is sealed
+for the stream's recipients (`edge.sdk.seal_confidential`) before it is spooled, so the spool, Kafka
+and everything after hold the envelope, never the plaintext. Their readings are therefore never
+written to ``pending_readings`` (that table holds plaintext values): their open windows are in
+memory only, as with ``durable_windows=False``, and a SIGKILL loses at most the open window of each
+(source, confidential device) -- at most ``[edge.group] readings`` readings or ``seconds``.
 """
 
 from __future__ import annotations
@@ -39,7 +46,15 @@ from sealstream._kafka_config import KafkaLike
 from .config import EdgeConfig, source_factory
 from .metrics import EdgeMetrics
 from .model import BlobItem, Item, Reading, Signer, Source
-from .sdk import TIMESERIES_CONTENT_TYPE, MAX_SENSORS_PER_PAYLOAD, Producer, sign_payload, timeseries_payload
+from .sdk import (
+    MAX_SENSORS_PER_PAYLOAD,
+    TIMESERIES_CONTENT_TYPE,
+    Producer,
+    Recipients,
+    seal_confidential,
+    sign_payload,
+    timeseries_payload,
+)
 from .sender import Sender
 from .signing import load_signer
 from .spool import Spool
@@ -97,6 +112,9 @@ class Agent:
         self.metrics_port = cfg.metrics_port if metrics_port is None else metrics_port
         self.max_bytes = dict(MAX_BYTES, **(max_bytes or {}))
         self.signers = signers if signers is not None else {n: load_signer(d) for n, d in cfg.devices.items()}
+        #: the recipients of each confidential device (a file re-read when it changes)
+        self.recipients = {n: Recipients(d.confidential.stream, d.confidential.recipients)
+                           for n, d in cfg.devices.items() if d.confidential is not None}
         if sources is None:
             sources = [source_factory(s.type, s.section)(s.name, s.section) for s in cfg.sources.values()]
         self.sources = sources
@@ -164,7 +182,7 @@ class Agent:
             skew = (item.received_ms - item.ts_ms) / 1000
             self.metrics.skew.labels(ctx.source).observe(skew)
             self.metrics.skew_last.labels(item.device).set(skew)
-            if self.durable_windows:
+            if self.durable_windows and item.device not in self.recipients:  # no plaintext in the spool
                 fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
                 self._buf.append((ctx.source, item, fut))
                 self._buf_wake.set()
@@ -186,7 +204,8 @@ class Agent:
             signer = self.signers[item.device]
 
             def build(seq: int, item: BlobItem = item) -> Any:
-                return sign_payload(signer, seq, item.ts_ms, item.kind, item.content_type, item.data, item.received_ms)
+                return self._message(item.device, signer, seq, item.ts_ms, item.kind, item.content_type, item.data,
+                                     item.received_ms)
 
             async with self._flush_lock:
                 (msg,) = await asyncio.to_thread(self.spool.append, [(signer.did, build, item.ref, ctx.source)])
@@ -197,6 +216,15 @@ class Agent:
             return True
         ctx.error("bad-item", f"{type(item).__name__} is not a Reading or BlobItem")
         return False
+
+    def _message(self, device: str, signer: Signer, seq: int, ts_ms: int, kind: str, content_type: str,
+                 payload: bytes, received_ms: int) -> Any:
+        """The Kafka record of one payload: signed, and sealed first for a confidential device."""
+        rc = self.recipients.get(device)
+        if rc is None:
+            return sign_payload(signer, seq, ts_ms, kind, content_type, payload, received_ms)
+        return seal_confidential(signer, seq, ts_ms, kind, content_type, payload, stream=rc.stream,
+                                 recipients=rc.current(), received_ms=received_ms)
 
     # -- grouping --------------------------------------------------------------------------------------
     def _add_to_group(self, source: str, r: Reading, pending_id: Optional[int]) -> bool:
@@ -211,8 +239,9 @@ class Agent:
         return len(g.rows) >= self.cfg.group.readings
 
     def _reload_pending(self) -> int:
-        """The open windows from `pending_readings` (the database is the truth): start, and shutdown."""
-        self._groups = {}
+        """The open windows from `pending_readings` (the database is the truth): start, and shutdown.
+        The windows of confidential devices are in memory only (never pending): kept as they are."""
+        self._groups = {k: g for k, g in self._groups.items() if k[1] in self.recipients}
         n = kept = 0
         for id_, (source, device, sensor, value, ts_ms, received_ms) in self.spool.load_pending():
             dev = self.cfg.devices.get(device)
@@ -275,10 +304,11 @@ class Agent:
                 signer = self.signers[g.device]
                 rows = g.rows
                 for part in _split(rows, self.cfg.group.readings):
-                    def build(seq: int, part: list[Reading] = part, signer: Signer = signer) -> Any:
+                    def build(seq: int, part: list[Reading] = part, signer: Signer = signer,
+                              device: str = g.device) -> Any:
                         payload = timeseries_payload((r.ts_ms, r.sensor, r.value) for r in part)
-                        return sign_payload(signer, seq, max(r.ts_ms for r in part), "timeseries",
-                                            TIMESERIES_CONTENT_TYPE, payload, max(r.received_ms for r in part))
+                        return self._message(device, signer, seq, max(r.ts_ms for r in part), "timeseries",
+                                             TIMESERIES_CONTENT_TYPE, payload, max(r.received_ms for r in part))
                     builds.append((signer.did, build, None, g.source))
                     kinds.append(g.source)
             if not builds:

@@ -21,6 +21,9 @@
     # key = { pkcs11 = { module = "/usr/lib/softhsm/libsofthsm2.so", token = "edge", label = "press-1",
     #                    pin_file = "/etc/sealstream/pin" } }
     sensors = ["temperature", "pressure"]   # the sensor names its readings may carry (empty: any)
+    # confidential = { stream = "line-3", recipients = "recipients/line-3.json" }   # issue 18: sealed for
+    #   the stream's recipients, from a recipients file (`sealstream data recipients --stream S --out F`,
+    #   re-read when it changes) or a list of recipient public key files ["keys/qa.pub", ...]
 
     [sources.line-1]
     type = "opcua"                      # mqtt | sparkplug | opcua | modbus | files | python
@@ -41,8 +44,8 @@ from typing import Any, Callable, Optional
 
 from trust.statement import KINDS
 
-__all__ = ["ConfigError", "Problem", "EdgeConfig", "SpoolConfig", "GroupConfig", "DeviceConfig", "SourceConfig",
-           "SOURCE_TYPES", "load_config", "check_config", "source_factory"]
+__all__ = ["ConfidentialConfig", "ConfigError", "Problem", "EdgeConfig", "SpoolConfig", "GroupConfig",
+           "DeviceConfig", "SourceConfig", "SOURCE_TYPES", "load_config", "check_config", "source_factory"]
 
 SOURCE_TYPES = ("mqtt", "sparkplug", "opcua", "modbus", "files", "python")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -93,6 +96,17 @@ class DeviceConfig:
     sensors: tuple[str, ...] = ()
     #: the config file's folder: a relative PKCS#11 ``pin_file`` is resolved against it
     base_dir: Optional[Path] = None
+    #: a confidential stream (issue 18): every payload sealed for its recipients before the spool
+    confidential: Optional["ConfidentialConfig"] = None
+
+
+@dataclass(frozen=True)
+class ConfidentialConfig:
+    """``confidential = { stream, recipients }`` of a device: `recipients` is one recipients file (a
+    `Path`, re-read when it changes) or a tuple of recipient public key files."""
+
+    stream: str
+    recipients: "Path | tuple[Path, ...]"
 
 
 @dataclass(frozen=True)
@@ -229,7 +243,7 @@ def _parse(file: Path, doc: dict, *, check_sources: bool) -> tuple[Optional[Edge
         if not isinstance(d, dict):
             v.bad(path, "must be a table")
             continue
-        v.unknown(d, {"kind", "key", "sensors"}, path)
+        v.unknown(d, {"kind", "key", "sensors", "confidential"}, path)
         kind = d.get("kind")
         if kind not in KINDS:
             v.bad(f"{path}.kind", f"must be one of {', '.join(sorted(KINDS))}, got {kind!r}")
@@ -255,7 +269,10 @@ def _parse(file: Path, doc: dict, *, check_sources: bool) -> tuple[Optional[Edge
             v.bad(f"{path}.sensors", "lists a sensor twice")
         if kind != "timeseries" and sensors:
             v.bad(f"{path}.sensors", f"only timeseries devices have sensors (this one is {kind!r})")
-        devices[name] = DeviceConfig(name, kind if kind in KINDS else "timeseries", parsed_key, tuple(sensors), base)
+        conf = _confidential(v, d.get("confidential"), f"{path}.confidential", base) \
+            if "confidential" in d else None
+        devices[name] = DeviceConfig(name, kind if kind in KINDS else "timeseries", parsed_key, tuple(sensors), base,
+                                     conf)
     if not devices and not any(p.path == "devices" for p in v.problems):
         v.bad("devices", "no device configured; add a [devices.<name>] table")
 
@@ -289,6 +306,30 @@ def _parse(file: Path, doc: dict, *, check_sources: bool) -> tuple[Optional[Edge
         return None, v.problems
     return EdgeConfig(file, factory, spool, group, devices, sources, kafka, metrics_port,
                       kafka_ca=tls["kafka_ca"], kafka_cert=tls["kafka_cert"], kafka_key=tls["kafka_key"]), []
+
+
+def _confidential(v: _V, c: Any, path: str, base: Path) -> Optional[ConfidentialConfig]:
+    if not isinstance(c, dict):
+        v.bad(path, 'must be a table: { stream = "...", recipients = "recipients.json" | ["keys/qa.pub"] }')
+        return None
+    v.unknown(c, {"stream", "recipients"}, path)
+    stream, rc = c.get("stream"), c.get("recipients")
+    ok = True
+    if not isinstance(stream, str) or not _NAME.match(stream) and not stream.startswith("did:"):
+        v.bad(f"{path}.stream", "must name the stream (a device's ledger id or a named stream)")
+        ok = False
+    if rc == "ledger":
+        v.bad(f"{path}.recipients", "the edge does not read the ledger: export the recipients in force with "
+              "`sealstream data recipients --stream S --out FILE` and give that FILE (re-read when it changes)")
+        return None
+    if isinstance(rc, str) and rc:
+        recipients: Path | tuple[Path, ...] = _resolve(base, rc)
+    elif isinstance(rc, list) and rc and all(isinstance(x, str) and x for x in rc):
+        recipients = tuple(_resolve(base, x) for x in rc)
+    else:
+        v.bad(f"{path}.recipients", "must be a recipients file or a non-empty list of recipient public key files")
+        return None
+    return ConfidentialConfig(str(stream), recipients) if ok else None
 
 
 def _device_refs(section: dict) -> list[str]:
@@ -334,6 +375,13 @@ def check_config(file: Path | str, *, check_sources: bool = True) -> list[Proble
 
     for dev in cfg.devices.values():
         problems += key_problems(dev)
+        if dev.confidential is not None:
+            from confidential.device import RecipientsFileError, load_recipients
+
+            try:
+                load_recipients(dev.confidential.recipients, dev.confidential.stream)
+            except RecipientsFileError as exc:
+                problems.append(Problem(f"devices.{dev.name}.confidential.recipients", str(exc)))
     return problems
 
 

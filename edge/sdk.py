@@ -23,17 +23,21 @@ import io
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import pyarrow as pa
 
+from confidential.device import RecipientsFileError, load_recipients, seal_and_sign
+from confidential.envelope import DEFAULT_CHUNK_SIZE
 from sealstream._kafka_config import KafkaLike, as_endpoint
 from trust.statement import Statement, to_kafka_headers
 
 from .model import Signer
 
 __all__ = ["TIMESERIES_CONTENT_TYPE", "SCHEMA", "TOPIC_OF_KIND", "EDGE_RECEIVED_HEADER", "EdgeMessage",
-           "timeseries_payload", "sign_payload", "Producer", "producer_config", "produce_all"]
+           "timeseries_payload", "sign_payload", "seal_confidential", "Recipients", "Producer", "producer_config",
+           "produce_all"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,55 @@ def sign_payload(signer: Signer, seq: int, ts_ms: int, kind: str, content_type: 
     received = int(time.time() * 1000) if received_ms is None else int(received_ms)
     headers = tuple(to_kafka_headers(stmt, sig)) + ((EDGE_RECEIVED_HEADER, str(received).encode("ascii")),)
     return EdgeMessage(TOPIC_OF_KIND[kind], signer.did.encode("ascii"), payload, headers, stmt, received)
+
+
+def seal_confidential(signer: Signer, seq: int, ts_ms: int, kind: str, content_type: str, payload: bytes, *,
+                      stream: str, recipients: Sequence[tuple[str, bytes]], received_ms: Optional[int] = None,
+                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> EdgeMessage:
+    """`sign_payload` for a confidential stream (issue 18): `payload` (of MIME `content_type`) is sealed
+    for `recipients` ``(id, X25519 public key)`` (`confidential.device.load_recipients` reads them from a
+    recipients file or recipient public key files) with a fresh data key, and the statement signs the
+    envelope. Value = the envelope, headers = the nine ``ss-*`` statement headers, ``ss-keys`` (the key
+    record) then ``ss-edge-received-ms``: docs/edge.md "Confidential devices"."""
+    m = seal_and_sign(signer.sign, signer.did, seq, ts_ms, kind, content_type, payload, stream=stream,
+                      recipients=recipients, chunk_size=chunk_size)
+    received = int(time.time() * 1000) if received_ms is None else int(received_ms)
+    headers = m.headers + ((EDGE_RECEIVED_HEADER, str(received).encode("ascii")),)
+    return EdgeMessage(TOPIC_OF_KIND[kind], signer.did.encode("ascii"), m.envelope, headers, m.statement, received)
+
+
+class Recipients:
+    """The recipients a device seals for, from its `confidential` config: a recipients file is re-read
+    when it changes (its mtime or size), so a new export (`sealstream data recipients --out FILE`)
+    takes effect on the next payload; a file that became unusable keeps the last good list (logged)."""
+
+    def __init__(self, stream: str, source: "Path | Sequence[Path]") -> None:
+        self.stream, self.source = stream, source
+        self._stamp: Optional[tuple[int, int]] = None
+        self._list = load_recipients(source, stream)
+        self._stamp = self._stat()
+
+    def _stat(self) -> Optional[tuple[int, int]]:
+        if not isinstance(self.source, Path):
+            return None
+        try:
+            st = self.source.stat()
+        except OSError:
+            return self._stamp
+        return (st.st_mtime_ns, st.st_size)
+
+    def current(self) -> list[tuple[str, bytes]]:
+        stamp = self._stat()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._list = load_recipients(self.source, self.stream)
+                log.info("recipients reloaded", extra={"stream": self.stream,
+                                                       "recipients": [i for i, _ in self._list]})
+            except RecipientsFileError as exc:
+                log.warning("recipients file unusable; sealing for the last good list",
+                            extra={"stream": self.stream, "error": str(exc)})
+        return list(self._list)
 
 
 def producer_config(bootstrap: KafkaLike, **extra: object) -> dict:
