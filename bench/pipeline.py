@@ -157,6 +157,50 @@ def _drop_db(s: Any, dsn: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def _bench_minio_user(s: Any, bucket: str) -> dict[str, str]:
+    """With MinIO secured, the trusted worker signs as a user of this run with the pipeline job's
+    policy (`infra.minio.policy`: put and get, no delete) on its own bucket, made here by the root
+    user (the job may not make buckets); without object lock, so the run's clean-up can drop it.
+    Returns the worker's environment for it (user prefix, secret, no lock)."""
+    import secrets
+
+    from infra.minio import policy
+    from storage.blobs import minio_client
+
+    mc = minio_client(s, "admin")
+    if not mc.bucket_exists(bucket):
+        mc.make_bucket(bucket)
+    prefix = f"{bucket}-"
+    secret = secrets.token_urlsafe(24)
+    admin = _minio_admin(s)
+    admin.policy_add(prefix + "pipeline", policy=policy("pipeline", bucket, bucket))
+    admin.user_add(prefix + "pipeline", secret)
+    admin.policy_set(prefix + "pipeline", user=prefix + "pipeline")
+    _bench_users.append(prefix + "pipeline")
+    return {"SEALSTREAM_MINIO_USER_PREFIX": prefix, "SEALSTREAM_MINIO_PIPELINE_SECRET": secret,
+            "SEALSTREAM_MINIO_OBJECT_LOCK": "0"}
+
+
+#: MinIO users (and their policies, of the same name) made by `_bench_minio_user`, removed at clean-up
+_bench_users: list[str] = []
+
+
+def _minio_admin(s: Any) -> Any:
+    from infra.minio import MinIO
+
+    return MinIO(s, Path(s.minio_stack_home or s.home).expanduser().resolve()).admin()
+
+
+def _drop_bench_users(s: Any) -> None:
+    if not _bench_users:
+        return
+    admin = _minio_admin(s)
+    while _bench_users:
+        name = _bench_users.pop()
+        admin.user_remove(name)
+        admin.policy_remove(name)
+
+
 def _drop_bucket(s: Any, bucket: str) -> None:
     from minio.deleteobjects import DeleteObject
 
@@ -214,6 +258,11 @@ class Consumer:
         env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_PG_DSN=self.dsn,
                    SEALSTREAM_MINIO_BUCKET=self.bucket, SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
                    SEALSTREAM_PIPELINE_GATEWAY=GATEWAY)
+        if s.security:  # the stack's PostgreSQL and MinIO are secured: the stack's secrets and CA
+            env.update(SEALSTREAM_PG_STACK_HOME=str(s.pg_stack_home or s.home),
+                       SEALSTREAM_MINIO_STACK_HOME=str(s.minio_stack_home or s.home))
+            if kind == "trusted":
+                env.update(_bench_minio_user(s, self.bucket))
         if s.kafka_security is not None:  # --security: the consumers reach Kafka as the bench's settings say
             env["SEALSTREAM_KAFKA_SECURITY"] = "1" if s.kafka_security else "0"
         if s.kafka_pki_home is not None:
@@ -328,6 +377,7 @@ class Consumer:
         if not keep:
             _drop_db(self.s, self.dsn)
             _drop_bucket(self.s, self.bucket)
+            _drop_bench_users(self.s)
 
 
 _ANCHOR_FLAG: list[bool] = []
@@ -485,7 +535,9 @@ def build_report(args: argparse.Namespace) -> dict:
         bootstrap = private.settings.kafka_bootstrap if private is not None else base.kafka_bootstrap
         s = load_settings(home=home, kafka_bootstrap_servers=bootstrap, pg_dsn=base.postgres_dsn,
                           minio_endpoint=base.minio_address, kafka_security=base.kafka_security,
-                          kafka_pki_home=base.kafka_pki_home or base.home)
+                          kafka_pki_home=base.kafka_pki_home or base.home,
+                          pg_stack_home=base.pg_stack_home or base.home,
+                          minio_stack_home=base.minio_stack_home or base.home)
         ledger = _start_ledger(home) if args.anchor else None
         load = _preload(s, f"bench-{uuid.uuid4().hex[:8]}", args.devices, args.messages, args.seed)
         drains: list[Drain] = []

@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     minio_keys_bucket: str | None = Field(None, description="bucket for keys/<statement hash> (wrapped data keys, "
                                                             "deleted by erasure; never locked): default "
                                                             "<bucket>-keys with object lock, else the bucket")
+    minio_user_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,40}$",
+                                   description="prefix of the jobs' MinIO user names (a benchmark's own users "
+                                               "for its own buckets on a shared stack); the secret stays "
+                                               "minio_<principal>_secret")
     minio_stack_home: Path | None = Field(None, description="the stack home whose secrets/ and pki/ MinIO clients "
                                                             "read (default: home; a process with a home of its own "
                                                             "on the same stack points it at the stack's)")
@@ -304,7 +308,7 @@ class Settings(BaseSettings):
             if "minio_root_password" in self.model_fields_set:
                 return self.minio_root_user, self.minio_root_password
             return self.minio_root_user, read_secret(self._minio_home, "minio_root_password")
-        return principal, read_secret(self._minio_home, f"minio_{principal}_secret")
+        return self.minio_user_prefix + principal, read_secret(self._minio_home, f"minio_{principal}_secret")
 
     @cached_property
     def postgres_dsn(self) -> str:
