@@ -181,9 +181,18 @@ def run_cmd(ctx: click.Context, config: Path, metrics_port: Optional[int]) -> No
     cfg = _load(config, False)
     if metrics_port is not None:
         cfg = dataclasses.replace(cfg, metrics_port=metrics_port)
+    endpoint = kafka_endpoint(s, factory_principal(cfg.factory), bootstrap=cfg.kafka_bootstrap,
+                              ca=cfg.kafka_ca, cert=cfg.kafka_cert, key=cfg.kafka_key)
+    tls = endpoint.tls
+    for what, path in (("CA", tls.ca if tls else None), ("certificate", tls.cert if tls else None),
+                       ("key", tls.key if tls else None)):
+        if path is not None and not Path(path).is_file():
+            fail({"error": "KafkaCredentialsMissing",
+                  "message": f"the Kafka {what} of {factory_principal(cfg.factory)} ({path}) does not exist: "
+                             f"enrol the factory with `sealstream stack factory add {cfg.factory}`, or name "
+                             "kafka_ca, kafka_cert and kafka_key in the [edge] table of the config"}, False)
     try:
-        run_agent(cfg, kafka_endpoint(s, factory_principal(cfg.factory), bootstrap=cfg.kafka_bootstrap,
-                                      ca=cfg.kafka_ca, cert=cfg.kafka_cert, key=cfg.kafka_key))
+        run_agent(cfg, endpoint)
     except SignerError as exc:
         fail({"error": "SignerError", "message": str(exc)}, False)
     except OSError as exc:

@@ -158,6 +158,9 @@ def _edge_agent(folder: Path, env: dict, bootstrap: str, run_id: str) -> _Proc:
     (folder / "camera").mkdir(parents=True)
     cfg = folder / "edge.toml"
     cfg.write_text(EDGE_CONFIG.format(factory=f"dash-edge-{run_id}", bootstrap=bootstrap))
+    from kafka_principals import enrol_factory
+
+    enrol_factory(load_settings(), f"dash-edge-{run_id}")  # its Kafka principal factory-<name> (security on)
     env = dict(env, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "edge"), str(ROOT)]))
     keygen = subprocess.run([sys.executable, "-m", "sealstream", "edge", "keygen", "--config", str(cfg)], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=60)
