@@ -190,7 +190,7 @@ def run_cmd(ctx: click.Context, config: Path, metrics_port: Optional[int]) -> No
             fail({"error": "KafkaCredentialsMissing",
                   "message": f"the Kafka {what} of {factory_principal(cfg.factory)} ({path}) does not exist: "
                              f"enrol the factory with `sealstream stack factory add {cfg.factory}`, or name "
-                             "kafka_ca, kafka_cert and kafka_key in the [edge] table of the config"}, False)
+                             "kafka_ca, kafka_cert and kafka_key in the edge table of the config"}, False)
     try:
         run_agent(cfg, endpoint)
     except SignerError as exc:

@@ -79,7 +79,9 @@ def test_sigkill_mid_window_loses_no_acknowledged_reading(tmp_path: Path) -> Non
     home.mkdir()
     cfg = home / "edge.toml"
     dead_port = free_ports(1)[0]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]), SEALSTREAM_LOG_LEVEL="WARNING")
+    # Kafka is unreachable throughout (the spool is under test), so no Kafka credentials are needed
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]), SEALSTREAM_LOG_LEVEL="WARNING",
+               SEALSTREAM_KAFKA_SECURITY="0")
     starts = (0, 100_000, 200_000)
     logs = [tmp_path / f"acked-{i}.log" for i in range(len(starts))]
 
