@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from confidential.envelope import CONTENT_TYPE, KEYS_HEADER, OpenError, open_envelope
@@ -79,7 +80,8 @@ def test_confidential_records_are_stored_as_ciphertext_and_open_for_recipients(d
         out = proc.process_batch([_raw(c1, 0, now), _raw(c2, 1, now), _raw(p1, 2, now)])
         assert all(isinstance(r, Seal) for r in out), [getattr(r, "reason", None) for r in out]
         blobs = BlobStore.from_settings(dev_settings)
-        with pool.connection() as conn:
+        # read back as the owner: the worker's role may only insert readings (security on)
+        with psycopg.connect(dev_settings.postgres_dsn) as conn:
             for m in (c1, c2):
                 h = m.statement.hash()
                 n_rows = conn.execute("SELECT count(*) FROM readings WHERE statement_hash = %s", (h,)).fetchone()[0]
