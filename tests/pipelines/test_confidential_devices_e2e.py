@@ -83,7 +83,8 @@ def test_devices_run_confidential_is_stored_as_ciphertext_and_opens_for_the_reci
                        SEALSTREAM_LOG_LEVEL="WARNING")
             log = tmp_path / "worker.log"
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", f"cd-{uuid.uuid4().hex[:6]}",
+                [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id",
+                 f"{settings.pipeline_app_id}-cd-{uuid.uuid4().hex[:6]}",
                  "--directory", "manifest", "--factory", fac_name, "--metrics-port", str(free_ports(1)[0])],
                 cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
             try:

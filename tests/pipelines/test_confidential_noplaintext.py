@@ -190,7 +190,8 @@ def test_no_plaintext_of_a_confidential_stream_in_kafka_minio_postgres_logs_metr
                        SEALSTREAM_PIPELINE_GATEWAY=gateway, SEALSTREAM_PIPELINE_ANCHOR_WINDOW_S="1",
                        SEALSTREAM_LOG_LEVEL="DEBUG")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", f"np-{uuid.uuid4().hex[:6]}",
+                [sys.executable, "-m", "sealstream", "pipeline", "worker",
+                 "--app-id", f"{settings.pipeline_app_id}-np-{uuid.uuid4().hex[:6]}",
                  "--directory", "manifest", "--factory", fac_name, "--metrics-port", str(port), "--loglevel", "debug"],
                 cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
             try:
