@@ -29,6 +29,7 @@ from confidential.keys import RecipientKey, save_recipient_key
 from ledger.cluster import free_ports
 from pipelines.devices import Factory
 from pipelines.devices.confidential import RecipientsInForce
+from kafka_principals import enrol_factory
 from private_stack import PrivateStack
 from resilience_helpers import Anchoring
 from storage import migrate
@@ -65,6 +66,7 @@ def test_devices_run_confidential_is_stored_as_ciphertext_and_opens_for_the_reci
             s = ps.settings
             fac_name = f"cd-{uuid.uuid4().hex[:8]}"
             Factory.ensure(s, fac_name, 1, kinds=("timeseries", "image"))
+            enrol_factory(s, fac_name)  # its Kafka principal factory-<name> on the private broker (security on)
             gateway = f"gw-{fac_name}"
             anchoring = Anchoring(s, gateway)
             stream = f"line-{uuid.uuid4().hex[:6]}"
