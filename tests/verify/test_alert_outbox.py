@@ -23,6 +23,7 @@ from storage.errors import DatabaseError
 from storage.outbox import AlertOutbox, OutboxMessage
 from storage.verification import BatchVerdict
 from verify_helpers import T0
+from infra.kafka_acls import VERIFIER_GROUP_PREFIX
 from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
@@ -210,7 +211,8 @@ def test_alert_survives_kafka_outage_and_is_sent_once(dataset, settings) -> None
     host, port = settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)
     proxy = TcpProxy((host, int(port)))  # stopped: Kafka is unreachable for the relay
     outbox = AlertOutbox(dataset.pool)
-    relay = AlertRelay(outbox, proxy.address, metrics=metrics.outbox, timeout_s=5, backoff_s=600)
+    relay = AlertRelay(outbox, kafka_endpoint(settings, "verifier", bootstrap=proxy.address), metrics=metrics.outbox,
+                       timeout_s=5, backoff_s=600)
     try:
         r = relay.run_once()
         assert r.error is not None and r.sent == 0
@@ -353,7 +355,8 @@ def test_verifier_agent_relays_its_alerts(dataset, settings, tmp_path) -> None:
     env = dict(os.environ, SEALSTREAM_PG_DSN=dataset.pool.conninfo, SEALSTREAM_HOME=str(tmp_path / "home"))
     log = tmp_path / "verifier.log"
     proc = subprocess.Popen([sys.executable, "-m", "sealstream", "pipeline", "verifier", "--app-id",
-                             f"outbox-test-{uuid.uuid4().hex[:8]}", "--ledger", str(dataset.cluster.root),
+                             f"{VERIFIER_GROUP_PREFIX}-outbox-test-{uuid.uuid4().hex[:8]}",
+                             "--ledger", str(dataset.cluster.root),
                              "--metrics-port", str(port), "--audit-interval", "0"], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     try:
