@@ -47,7 +47,9 @@ def private_env(stack: Stack) -> Iterator[dict[str, str]]:
     """Environment for a second stack: own home (inside the shared one) and free ports."""
     home = stack.home / "test-stacks" / uuid.uuid4().hex[:8]
     home.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALSTREAM_")}
+    # its own everything (home, CA, secrets, ports); only the security mode is the run's
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SEALSTREAM_") or k in ("SEALSTREAM_SECURITY", "SEALSTREAM_KAFKA_SECURITY")}
     env["SEALSTREAM_HOME"] = str(home)
     env["SEALSTREAM_CACHE_DIR"] = str(stack.settings.cache_dir)
     env["SEALSTREAM_KAFKA_HEAP"] = "512m"
@@ -64,7 +66,11 @@ def _sealstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
 
 
 def _settings(env: dict[str, str]) -> Settings:
-    return Settings(**{k[len("SEALSTREAM_"):].lower(): v for k, v in env.items() if k.startswith("SEALSTREAM_")})
+    """The private stack's settings as its own processes see them: this process's environment
+    (tests/conftest.py points the *_STACK_HOME/PKI_HOME at the shared stack) does not leak in."""
+    home = env["SEALSTREAM_HOME"]
+    given = {k[len("SEALSTREAM_"):].lower(): v for k, v in env.items() if k.startswith("SEALSTREAM_")}
+    return Settings(**{"kafka_pki_home": home, "pg_stack_home": home, "minio_stack_home": home, **given})
 
 
 def _nothing_started(env: dict[str, str]) -> None:
