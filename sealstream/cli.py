@@ -421,7 +421,12 @@ def status_cmd(obj: _Context, as_json: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="sealstream")
+    from ._security import SecretError
+
+    try:
+        cli(prog_name="sealstream")
+    except SecretError as exc:  # a secret no one gave nor generated: one sentence naming the fix, never a value
+        fail({"error": "SecretError", "message": str(exc)}, "--json" in sys.argv)
 
 
 if __name__ == "__main__":

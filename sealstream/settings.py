@@ -88,8 +88,8 @@ class Settings(BaseSettings):
 
     # Security (issue 17): TLS and an authenticated principal per job on Kafka, MinIO and PostgreSQL,
     # certificates from the stack CA (`infra.pki`), secrets resolved by `sealstream._security`.
-    security: bool = Field(False, description="TLS and authentication on every service of the stack; 0 = "
-                                              "plaintext and one root principal (for overhead measurements)")
+    security: bool = Field(True, description="TLS and authentication on every service of the stack; 0 = "
+                                             "plaintext and one root principal (for overhead measurements)")
 
     # Kafka (KRaft, combined broker + controller).
     kafka_port: int = 9092
