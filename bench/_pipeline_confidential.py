@@ -146,11 +146,9 @@ def build_confidential_report(args: argparse.Namespace) -> dict[str, Any]:
 
             private = PrivateStack(home / "private", base=base, kafka=True).__enter__()
         bootstrap = private.settings.kafka_bootstrap if private is not None else base.kafka_bootstrap
-        stack_home = base.home.expanduser().resolve()  # the stack's CA and secrets (security on)
         s = load_settings(home=home, kafka_bootstrap_servers=bootstrap, pg_dsn=base.postgres_dsn,
-                          minio_endpoint=base.minio_address, kafka_pki_home=base.kafka_pki_home or stack_home,
-                          pg_stack_home=base.pg_stack_home or stack_home,
-                          minio_stack_home=base.minio_stack_home or stack_home)
+                          minio_endpoint=base.minio_address,
+                          stack_home=base.stack_dir.resolve())  # the stack's CA and secrets (security on)
         ledger = _start_ledger(home) if args.anchor else None
         fac = Factory.ensure(s, f"bench-{uuid.uuid4().hex[:8]}", args.devices)
         recipients = [(r.id, r.public) for r in (RecipientKey.generate(f"bench.r{i}")

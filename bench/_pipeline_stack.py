@@ -42,7 +42,7 @@ class PrivateStack:
         overrides: dict = dict(home=self.home, cache_dir=base.cache_dir, pg_dsn=base.postgres_dsn,
                                kafka_bootstrap_servers=base.kafka_bootstrap, minio_endpoint=base.minio_address,
                                kafka_heap="512m", security=base.security, kafka_security=base.kafka_security,
-                               kafka_pki_home=Path(base.kafka_pki_home or base.home).expanduser().resolve())
+                               stack_home=base.stack_dir.resolve())
         if kafka:
             overrides.update(kafka_port=ports[0], kafka_controller_port=ports[1], kafka_metrics_port=ports[2],
                              kafka_bootstrap_servers=f"{base.host}:{ports[0]}")

@@ -188,7 +188,7 @@ _bench_users: list[str] = []
 def _minio_admin(s: Any) -> Any:
     from infra.minio import MinIO
 
-    return MinIO(s, Path(s.minio_stack_home or s.home).expanduser().resolve()).admin()
+    return MinIO(s, s.stack_dir.resolve()).admin()
 
 
 def _drop_bench_users(s: Any) -> None:
@@ -258,15 +258,11 @@ class Consumer:
         env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_PG_DSN=self.dsn,
                    SEALSTREAM_MINIO_BUCKET=self.bucket, SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
                    SEALSTREAM_PIPELINE_GATEWAY=GATEWAY)
-        if s.security:  # the stack's PostgreSQL and MinIO are secured: the stack's secrets and CA
-            env.update(SEALSTREAM_PG_STACK_HOME=str(s.pg_stack_home or s.home),
-                       SEALSTREAM_MINIO_STACK_HOME=str(s.minio_stack_home or s.home))
-            if kind == "trusted":
-                env.update(_bench_minio_user(s, self.bucket))
+        env["SEALSTREAM_STACK_HOME"] = str(s.stack_dir)  # the stack's CA and secrets (security on)
+        if s.security and kind == "trusted":
+            env.update(_bench_minio_user(s, self.bucket))
         if s.kafka_security is not None:  # --security: the consumers reach Kafka as the bench's settings say
             env["SEALSTREAM_KAFKA_SECURITY"] = "1" if s.kafka_security else "0"
-        if s.kafka_pki_home is not None:
-            env["SEALSTREAM_KAFKA_PKI_HOME"] = str(s.kafka_pki_home)
         if metrics != "default" and _metrics_supported():
             env["SEALSTREAM_METRICS"] = "1" if metrics == "on" else "0"
         if kind == "trusted":
@@ -520,8 +516,7 @@ def build_report(args: argparse.Namespace) -> dict:
 
     base = load_settings()
     if getattr(args, "security", None) in ("on", "off"):
-        base = base.model_copy(update={"kafka_security": args.security == "on",
-                                       "kafka_pki_home": Path(base.kafka_pki_home or base.home).expanduser().resolve()})
+        base = base.model_copy(update={"kafka_security": args.security == "on", "stack_home": base.stack_dir.resolve()})
     home = Path(tempfile.mkdtemp(prefix="ss-bench-pipeline-"))
     private = None
     ledger = None
@@ -535,9 +530,7 @@ def build_report(args: argparse.Namespace) -> dict:
         bootstrap = private.settings.kafka_bootstrap if private is not None else base.kafka_bootstrap
         s = load_settings(home=home, kafka_bootstrap_servers=bootstrap, pg_dsn=base.postgres_dsn,
                           minio_endpoint=base.minio_address, kafka_security=base.kafka_security,
-                          kafka_pki_home=base.kafka_pki_home or base.home,
-                          pg_stack_home=base.pg_stack_home or base.home,
-                          minio_stack_home=base.minio_stack_home or base.home)
+                          stack_home=base.stack_dir.resolve())
         ledger = _start_ledger(home) if args.anchor else None
         load = _preload(s, f"bench-{uuid.uuid4().hex[:8]}", args.devices, args.messages, args.seed)
         drains: list[Drain] = []

@@ -70,9 +70,9 @@ class Kafka(Service):
         self.runtime_dir = self.cache / f"kafka-{self.kafka_version}"
         self.libs = self.runtime_dir / "libs"
         self.stdout_log = home / "logs" / "kafka.stdout.log"
-        #: whose pki/ the broker's certificates and factories' principals live in (`kafka_pki_home`:
+        #: whose pki/ the broker's certificates and factories' principals live in (`stack_home`:
         #: a private broker of the tests shares the stack's CA)
-        self.pki_home = Path(settings.kafka_pki_home).expanduser().resolve() if settings.kafka_pki_home else home
+        self.pki_home = Path(settings.stack_home).expanduser().resolve() if settings.stack_home else home
 
     def ports(self) -> list[tuple[int, str]]:
         s = self.settings

@@ -92,9 +92,8 @@ class MinIO(Service):
         super().__init__(settings, home)
         self.binary = self.cache / "minio" / MINIO_VERSION / "minio"
         #: whose secrets/ and pki/ the server's certificate, the root password and the users' secrets
-        #: come from (`minio_stack_home`: a private MinIO of a test shares the stack's; default: home)
-        self.secrets_home = Path(settings.minio_stack_home).expanduser().resolve() if settings.minio_stack_home \
-            else home
+        #: come from (`stack_home`: a private MinIO of a test shares the stack's; default: home)
+        self.secrets_home = Path(settings.stack_home).expanduser().resolve() if settings.stack_home else home
 
     def ports(self) -> list[tuple[int, str]]:
         return [

@@ -92,9 +92,9 @@ class PostgreSQL(Service):
         super().__init__(settings, home)
         self._bin: Path | None = None
         #: whose secrets/ and pki/ the cluster's passwords and server certificate come from
-        #: (`pg_stack_home`: a private test cluster under its own home serves the stack's, so the
+        #: (`stack_home`: a private test cluster under its own home serves the stack's, so the
         #: stack's clients reach it)
-        self.secrets_home = Path(settings.pg_stack_home).expanduser().resolve() if settings.pg_stack_home else home
+        self.secrets_home = Path(settings.stack_home).expanduser().resolve() if settings.stack_home else home
 
     # -- facts ----------------------------------------------------------------------
     @property

@@ -159,14 +159,14 @@ def kafka_endpoint(settings: "Settings", principal: str, *, ca: Path | str | Non
 
     Security off: PLAINTEXT. On: mutual TLS with the principal's certificate, from (highest first)
     the explicit `ca`/`cert`/`key` (an edge agent's own files from edge.toml), then
-    ``SEALSTREAM_KAFKA_{CA,CERT,KEY}_FILE``, then the stack's ``<home>/pki`` (``kafka_pki_home``:
+    ``SEALSTREAM_KAFKA_{CA,CERT,KEY}_FILE``, then the stack's ``<home>/pki`` (``stack_home``:
     another home's, e.g. a throwaway test home using the stack's certificates). Explicit files mean
     TLS whatever the setting (an edge host talking to a remote, secured cluster).
     """
     servers = bootstrap or settings.kafka_bootstrap
     if not kafka_secured(settings) and not (ca or cert or key):
         return KafkaEndpoint(servers, principal)
-    files = tls_files(settings.kafka_pki_home or settings.home, "kafka", principal, env=env)
+    files = tls_files(settings.stack_dir, "kafka", principal, env=env)
     if ca or cert or key:
         cert_path = Path(cert) if cert else files.cert
         files = TLSFiles(ca=Path(ca) if ca else files.ca, cert=cert_path,

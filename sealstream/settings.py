@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="downloads and builds shared by stacks")
     host: str = Field("127.0.0.1", description="address every local service binds to")
     auto_install: bool = Field(True, description="let `stack up` apt-get install missing Debian packages (as root)")
+    stack_home: Path | None = Field(None, description="the stack home whose pki/ and secrets/ hold the CA, the "
+                                                      "principals' certificates and the Kafka, PostgreSQL and MinIO "
+                                                      "secrets (default: home; a process with a throwaway home on "
+                                                      "the same stack, e.g. a test or a benchmark, points it at the "
+                                                      "stack's)")
 
     # Security (issue 17): TLS and an authenticated principal per job on Kafka, MinIO and PostgreSQL,
     # certificates from the stack CA (`infra.pki`), secrets resolved by `sealstream._security`.
@@ -105,9 +110,6 @@ class Settings(BaseSettings):
     # listeners, every client authenticated by its certificate (CN = principal), ACLs per job.
     kafka_security: bool | None = Field(None, description="TLS, certificate principals and ACLs on Kafka; default: "
                                                           "`security` (0/1 to set Kafka alone, e.g. to measure it)")
-    kafka_pki_home: Path | None = Field(None, description="the stack home whose pki/ holds the Kafka CA and the "
-                                                          "client-<principal> certificates (default: home; "
-                                                          "SEALSTREAM_KAFKA_{CA,CERT,KEY}_FILE override files)")
 
     # MinIO.
     minio_port: int = 9000
@@ -135,9 +137,6 @@ class Settings(BaseSettings):
                                    description="prefix of the jobs' MinIO user names (a benchmark's own users "
                                                "for its own buckets on a shared stack); the secret stays "
                                                "minio_<principal>_secret")
-    minio_stack_home: Path | None = Field(None, description="the stack home whose secrets/ and pki/ MinIO clients "
-                                                            "read (default: home; a process with a home of its own "
-                                                            "on the same stack points it at the stack's)")
 
     # PostgreSQL (+ TimescaleDB when the extension is available).
     pg_port: int = 5433
@@ -152,9 +151,6 @@ class Settings(BaseSettings):
     # stack's generated <home>/secrets file); pg_password is then unused.
     pg_sslmode: str = Field("verify-full", pattern="^(verify-full|verify-ca|require)$",
                             description="libpq sslmode of every client when security is on")
-    pg_stack_home: Path | None = Field(None, description="the stack home whose secrets/ and pki/ hold the "
-                                                         "PostgreSQL passwords and CA (default: home; a throwaway "
-                                                         "test home using the stack's PostgreSQL sets it)")
 
     # Prometheus.
     prometheus_port: int = 9090
@@ -284,12 +280,13 @@ class Settings(BaseSettings):
         if not self.minio_tls:
             return None
         if os.environ.get("SEALSTREAM_MINIO_CA_FILE") or self.security:
-            return tls_files(self._minio_home, "minio").ca
+            return tls_files(self.stack_dir, "minio").ca
         return None
 
     @property
-    def _minio_home(self) -> Path:
-        return Path(self.minio_stack_home or self.home).expanduser()
+    def stack_dir(self) -> Path:
+        """Where the stack's CA, certificates and secrets are: `stack_home`, else `home`."""
+        return Path(self.stack_home or self.home).expanduser()
 
     def minio_credentials(self, principal: str) -> tuple[str, str]:
         """(access key, secret key) MinIO user `principal` signs with.
@@ -307,8 +304,8 @@ class Settings(BaseSettings):
         if principal == "admin":
             if "minio_root_password" in self.model_fields_set:
                 return self.minio_root_user, self.minio_root_password
-            return self.minio_root_user, read_secret(self._minio_home, "minio_root_password")
-        return self.minio_user_prefix + principal, read_secret(self._minio_home, f"minio_{principal}_secret")
+            return self.minio_root_user, read_secret(self.stack_dir, "minio_root_password")
+        return self.minio_user_prefix + principal, read_secret(self.stack_dir, f"minio_{principal}_secret")
 
     @cached_property
     def postgres_dsn(self) -> str:
@@ -358,14 +355,14 @@ class Settings(BaseSettings):
             return self.pg_password
         from ._security import read_secret
 
-        return read_secret(self.pg_stack_home or self.home, f"pg_{principal}_password")
+        return read_secret(self.stack_dir, f"pg_{principal}_password")
 
     def _pg_tls(self) -> dict[str, str]:
         """libpq TLS parameters of every client (security on): `pg_sslmode` against the CA of
         `sealstream._security.tls_files` (the stack CA, or SEALSTREAM_PG_CA_FILE)."""
         from ._security import tls_files
 
-        ca = Path(tls_files(self.pg_stack_home or self.home, "pg").ca).expanduser().resolve()
+        ca = Path(tls_files(self.stack_dir, "pg").ca).expanduser().resolve()
         return {"sslmode": self.pg_sslmode, "sslrootcert": str(ca)}
 
     @cached_property

@@ -36,17 +36,10 @@ SERVER_HELPERS = frozenset({"brokers", "_pkcs11_token"})
 #: ``SEALSTREAM_TEST_TIER`` value of ``make check``: no service may be started.
 CHECK_TIER = "check"
 
-# Kafka with security on (issue 17): throwaway test homes and private brokers use the stack's CA and
-# its principals' certificates (`Settings.kafka_pki_home`, read by sealstream._kafka_config).
-os.environ.setdefault("SEALSTREAM_KAFKA_PKI_HOME", str(load_settings().home.expanduser().resolve()))
+# Security on (issue 17): throwaway test homes, private brokers and clusters use the stack's CA, its
+# principals' certificates and its Kafka, PostgreSQL and MinIO secrets (`Settings.stack_home`).
+os.environ.setdefault("SEALSTREAM_STACK_HOME", str(load_settings().home.expanduser().resolve()))
 kafka_principals.install()  # in-process simulator runs enrol their factory (tests/kafka_principals.py)
-
-# MinIO with security on (issue 17): its users' secrets and the CA are the stack's (`Settings.minio_stack_home`).
-os.environ.setdefault("SEALSTREAM_MINIO_STACK_HOME", str(load_settings().home.expanduser().resolve()))
-
-# PostgreSQL with security on (issue 17): a component run with a throwaway home against the stack's
-# PostgreSQL logs in with the stack's secrets and CA (`Settings.pg_stack_home`).
-os.environ.setdefault("SEALSTREAM_PG_STACK_HOME", str(load_settings().home.expanduser().resolve()))
 
 
 def _uses_server_helpers(module: object) -> bool:

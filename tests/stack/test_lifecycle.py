@@ -67,10 +67,10 @@ def _sealstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
 
 def _settings(env: dict[str, str]) -> Settings:
     """The private stack's settings as its own processes see them: this process's environment
-    (tests/conftest.py points the *_STACK_HOME/PKI_HOME at the shared stack) does not leak in."""
+    (tests/conftest.py points SEALSTREAM_STACK_HOME at the shared stack) does not leak in."""
     home = env["SEALSTREAM_HOME"]
     given = {k[len("SEALSTREAM_"):].lower(): v for k, v in env.items() if k.startswith("SEALSTREAM_")}
-    return Settings(**{"kafka_pki_home": home, "pg_stack_home": home, "minio_stack_home": home, **given})
+    return Settings(**{"stack_home": home, **given})
 
 
 def _nothing_started(env: dict[str, str]) -> None:

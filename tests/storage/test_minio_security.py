@@ -270,9 +270,10 @@ def test_the_keys_bucket_is_not_locked(secured) -> None:
 
 @pytest.fixture
 def own_home(monkeypatch, tmp_path) -> Path:
-    for var in ("ROOT_PASSWORD", "ROOT_PASSWORD_FILE", "PIPELINE_SECRET", "PIPELINE_SECRET_FILE", "STACK_HOME",
-                "CA_FILE", "SECURE", "OBJECT_LOCK", "KEYS_BUCKET"):
+    for var in ("ROOT_PASSWORD", "ROOT_PASSWORD_FILE", "PIPELINE_SECRET", "PIPELINE_SECRET_FILE", "CA_FILE",
+                "SECURE", "OBJECT_LOCK", "KEYS_BUCKET"):
         monkeypatch.delenv(f"SEALSTREAM_MINIO_{var}", raising=False)
+    monkeypatch.delenv("SEALSTREAM_STACK_HOME", raising=False)
     return tmp_path
 
 
@@ -303,7 +304,7 @@ def test_credentials_with_security_on_are_per_job_secrets(monkeypatch, own_home)
     assert load_settings(security=True, home=tmp_path, minio_object_lock=False).minio_keys_bucket_name == \
         s.minio_bucket
     # a process with a home of its own on the same stack reads the stack's secrets and CA
-    mine = load_settings(security=True, home=tmp_path / "own", minio_stack_home=tmp_path)
+    mine = load_settings(security=True, home=tmp_path / "own", stack_home=tmp_path)
     assert mine.minio_credentials("pipeline") == ("pipeline", "from-the-environment")
     monkeypatch.delenv("SEALSTREAM_MINIO_PIPELINE_SECRET")
     assert mine.minio_credentials("pipeline") == ("pipeline", pipeline)

@@ -58,7 +58,8 @@ def test_scram_verifier_round_trip() -> None:
 def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Settings with security on whose PostgreSQL passwords are the files of a fresh state directory."""
     for var in list(os.environ):
-        if var.startswith("SEALSTREAM_PG_") or var in ("SEALSTREAM_CONFIG", "SEALSTREAM_TLS_CA_FILE"):
+        if var.startswith("SEALSTREAM_PG_") or var in ("SEALSTREAM_CONFIG", "SEALSTREAM_TLS_CA_FILE",
+                                                                "SEALSTREAM_STACK_HOME"):
             monkeypatch.delenv(var)
     secrets = tmp_path / "secrets"
     secrets.mkdir()
@@ -374,7 +375,7 @@ def test_a_running_cluster_follows_the_security_setting(settings: Settings, tmp_
 
     def cluster(security: bool):
         s = load_settings(home=home, cache_dir=settings.cache_dir, pg_port=port, security=security,
-                          pg_stack_home=own)
+                          stack_home=own)
         return s, Stack(s).postgres
 
     off, svc = cluster(False)
