@@ -1,12 +1,17 @@
-"""A private Kafka and/or MinIO: for tests that kill, stop or restart them, and for the pipeline
-benchmark, whose drains must see only their own records.
+"""A private Kafka, MinIO and/or PostgreSQL: for tests that kill, stop or restart them, and for the
+pipeline benchmark, whose drains must see only their own records (and whose security on/off
+comparison runs every service of each mode privately).
 
 The shared stack (Kafka :9092, MinIO :9000) is used by every other test and
 helper, so a test that takes a broker or the object store away starts its own
 instance with the project's own service classes (`infra.Kafka`, `infra.MinIO`)
 under a private home, on free ports, with its own data directory; PostgreSQL
-stays the shared one (nothing here stops it). The binaries/jars come from the
-shared cache, so starting takes seconds.
+stays the shared one unless ``postgres=True`` (a private cluster, migrated by
+its provisioning; the home must be reachable by PostgreSQL's OS user when we are
+root: not under pytest's 0700 tmp_path). The binaries/jars come from the shared
+cache, so starting takes seconds. With security on, the private services serve
+the CA and secrets of the base's stack (`Settings.stack_dir`), so the stack's
+clients reach them as themselves.
 
     with PrivateStack(tmp_path / "stack", kafka=True, minio=False, base=settings) as ps:
         ps.settings            # Settings pointing at the private Kafka (and shared MinIO/PostgreSQL)
@@ -34,11 +39,12 @@ __all__ = ["PrivateStack"]
 
 
 class PrivateStack:
-    """Own Kafka and/or MinIO on free ports under `home`; the other services come from `base`."""
+    """Own Kafka, MinIO and/or PostgreSQL on free ports under `home`; the others come from `base`."""
 
-    def __init__(self, home: Path, *, base: Settings, kafka: bool = True, minio: bool = False) -> None:
+    def __init__(self, home: Path, *, base: Settings, kafka: bool = True, minio: bool = False,
+                 postgres: bool = False) -> None:
         self.home = Path(home).resolve()
-        ports = free_ports(5)
+        ports = free_ports(6)
         overrides: dict = dict(home=self.home, cache_dir=base.cache_dir, pg_dsn=base.postgres_dsn,
                                kafka_bootstrap_servers=base.kafka_bootstrap, minio_endpoint=base.minio_address,
                                kafka_heap="512m", security=base.security, kafka_security=base.kafka_security,
@@ -49,6 +55,8 @@ class PrivateStack:
         if minio:
             overrides.update(minio_port=ports[3], minio_console_port=ports[4],
                              minio_endpoint=f"{base.host}:{ports[3]}")
+        if postgres:  # the DSN from host:pg_port (with security: TLS, the admin's secret of stack_dir)
+            overrides.update(pg_port=ports[5], pg_dsn=None)
         self.settings = load_settings(**overrides)
         stack = Stack(self.settings)  # only its service objects: never `up`/`down` (that would start PostgreSQL)
         self.services: dict[str, Service] = {}
@@ -56,6 +64,8 @@ class PrivateStack:
             self.services["kafka"] = stack.kafka
         if minio:
             self.services["minio"] = stack.minio
+        if postgres:
+            self.services["postgres"] = stack.postgres
 
     def __enter__(self) -> "PrivateStack":
         try:
@@ -143,9 +153,12 @@ class PrivateStack:
 
     def close(self) -> None:
         """Stop every private service and remove the private home."""
-        for svc in self.services.values():
+        for name, svc in self.services.items():
             try:
-                svc.pidfile.stop(timeout=10)
+                if name == "postgres":
+                    svc.stop()  # pg_ctl stop -m fast: the postmaster's own pid file
+                else:
+                    svc.pidfile.stop(timeout=10)
             except Exception:  # noqa: BLE001 - teardown must reach every service
                 pid = svc.running_pid()
                 if pid is not None:

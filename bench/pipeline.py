@@ -50,13 +50,17 @@ against the same load in plaintext, both through the trusted worker in the same 
 ratio, target >= 0.85), and measures the device-side cost per message of encryption and wrapping
 for 1, 3 and 10 recipients against signing alone: bench/_pipeline_confidential.py.
 
---security on|off runs the whole report with Kafka security on or off (a private
-broker with TLS listeners, certificate principals and ACLs, or PLAINTEXT; the
-worker as ``pipeline``, the baseline too, the preload as its factory);
+--security on|off runs the whole report with the services' security on or off
+(issue 17), every service private to the run: a broker with TLS listeners,
+certificate principals and ACLs, or PLAINTEXT; a MinIO with TLS, a user per job
+and object lock, or plain HTTP and its root user; a PostgreSQL with hostssl,
+verify-full and a role per job, or plaintext and one role (the worker as
+``pipeline``, the baseline too, the preload as its factory). The private
+4-node ledger keeps its TLS links in both modes (issue 16 measures those).
 --security both runs --repeats rounds of one repeat each way, interleaved
 (the order alternates), and adds the ratio of the trusted worker's median
 records/s with security on over off (target >= 0.9). Needs --kafka private.
-Without it: Kafka as the settings say.
+Without it: Kafka as the settings say, the stack's MinIO and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -257,6 +261,7 @@ class Consumer:
                     {**(start if start is not None else load.start), **self.sealed_start})
         env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_PG_DSN=self.dsn,
                    SEALSTREAM_MINIO_BUCKET=self.bucket, SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
+                   SEALSTREAM_MINIO_ENDPOINT=s.minio_address, SEALSTREAM_SECURITY="1" if s.security else "0",
                    SEALSTREAM_PIPELINE_GATEWAY=GATEWAY)
         env["SEALSTREAM_STACK_HOME"] = str(s.stack_dir)  # the stack's CA and secrets (security on)
         if s.security and kind == "trusted":
@@ -515,8 +520,10 @@ def build_report(args: argparse.Namespace) -> dict:
     from sealstream.settings import load_settings
 
     base = load_settings()
-    if getattr(args, "security", None) in ("on", "off"):
-        base = base.model_copy(update={"kafka_security": args.security == "on", "stack_home": base.stack_dir.resolve()})
+    full = getattr(args, "security", None) in ("on", "off")
+    if full:  # this mode's settings for every service (fresh: no DSN cached for the other mode)
+        on = args.security == "on"
+        base = load_settings(security=on, kafka_security=on, stack_home=base.stack_dir.resolve())
     home = Path(tempfile.mkdtemp(prefix="ss-bench-pipeline-"))
     private = None
     ledger = None
@@ -526,11 +533,13 @@ def build_report(args: argparse.Namespace) -> dict:
         if args.kafka == "private":
             from bench._pipeline_stack import PrivateStack
 
-            private = PrivateStack(home / "private", base=base, kafka=True).__enter__()
-        bootstrap = private.settings.kafka_bootstrap if private is not None else base.kafka_bootstrap
-        s = load_settings(home=home, kafka_bootstrap_servers=bootstrap, pg_dsn=base.postgres_dsn,
-                          minio_endpoint=base.minio_address, kafka_security=base.kafka_security,
-                          stack_home=base.stack_dir.resolve())
+            # --security on|off: Kafka, MinIO and PostgreSQL all private, each secured or not with the
+            # mode (the stack's own MinIO and PostgreSQL stay secured whatever the mode)
+            private = PrivateStack(home / "private", base=base, kafka=True, minio=full, postgres=full).__enter__()
+        src = private.settings if private is not None else base
+        s = load_settings(home=home, kafka_bootstrap_servers=src.kafka_bootstrap, pg_dsn=src.postgres_dsn,
+                          minio_endpoint=src.minio_address, security=base.security,
+                          kafka_security=base.kafka_security, stack_home=base.stack_dir.resolve())
         ledger = _start_ledger(home) if args.anchor else None
         load = _preload(s, f"bench-{uuid.uuid4().hex[:8]}", args.devices, args.messages, args.seed)
         drains: list[Drain] = []
@@ -578,6 +587,8 @@ def build_report(args: argparse.Namespace) -> dict:
             "batch": int(os.environ.get("SEALSTREAM_PIPELINE_BATCH_MAX_RECORDS") or 0) or "default",
             "kafka": args.kafka,
             "kafka_security": kafka_secured(s),
+            "security": {"mode": getattr(args, "security", None), "services_secured": bool(s.security),
+                         "private": sorted(private.services) if private is not None else []},
             "profile": profile,
             "created": {"databases": [d for d, _ in Consumer.created], "buckets": [b for _, b in Consumer.created],
                         "kept": bool(args.keep)},
@@ -597,14 +608,15 @@ SECURITY_TARGET = 0.9
 
 
 def build_security_report(args: argparse.Namespace) -> dict:
-    """`build_report` with Kafka security on and off, interleaved: `args.repeats` rounds, each one
-    report of one repeat per mode (own private broker, ledger and preload; the order alternates), so
+    """`build_report` with the services' security on and off, interleaved: `args.repeats` rounds, each
+    one report of one repeat per mode (own private Kafka, MinIO, PostgreSQL, ledger and preload; the
+    order alternates), so
     the machine's load hits both alike. The ratio is of the trusted worker's median records/s on/off
-    (and the baseline's, which pays the same TLS); per round too."""
+    (and the baseline's, which pays the same TLS to Kafka, MinIO and PostgreSQL); per round too."""
     reports: dict[str, list[dict]] = {"on": [], "off": []}
     for r in range(args.repeats):
         for mode in (("on", "off") if r % 2 == 0 else ("off", "on")):
-            _say(args, f"-- round {r + 1}/{args.repeats}: Kafka security {mode}")
+            _say(args, f"-- round {r + 1}/{args.repeats}: security {mode} (Kafka, MinIO, PostgreSQL)")
             reports[mode].append(build_report(argparse.Namespace(**{**vars(args), "security": mode, "repeats": 1})))
 
     def med(mode: str, who: str) -> float:
@@ -625,11 +637,11 @@ def format_security_report(rep: dict) -> str:
     lines = []
     for mode in ("on", "off"):
         for i, r in enumerate(rep["security"][mode]):
-            lines += [f"== Kafka security {mode}, round {i + 1}", format_report(r)]
+            lines += [f"== security {mode}, round {i + 1}", format_report(r)]
     m, r = rep["median_records_per_s"], rep["ratio_on_over_off"]
-    lines.append(f"median records/s, Kafka security on: trusted {m['on']['trusted']}, baseline {m['on']['baseline']}; "
+    lines.append(f"median records/s, security on: trusted {m['on']['trusted']}, baseline {m['on']['baseline']}; "
                  f"off: trusted {m['off']['trusted']}, baseline {m['off']['baseline']}")
-    lines.append(f"records/s with Kafka security on / off: trusted {r['trusted']:.2f} (per round "
+    lines.append(f"records/s with security on / off: trusted {r['trusted']:.2f} (per round "
                  f"{r['trusted_per_round']}), baseline {r['baseline']:.2f}; target >= {rep['target_ratio']}: "
                  f"{'met' if rep['target_met'] else 'MISSED'}")
     return "\n".join(lines)
@@ -690,7 +702,11 @@ def format_report(rep: dict) -> str:
             else:
                 lines.append(f"latency {name} {what}: p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms "
                              f"({v['n']} records at {v['rate_per_s']}/s)")
-    lines.append(f"kafka: {rep['kafka']}; metrics: {rep['metrics']}; anchoring: {'on' if rep['anchoring'] else 'off'}; "
+    sec = rep.get("security") or {}
+    secured = "on" if sec.get("services_secured") else "off"
+    where = f" (private {', '.join(sec['private'])})" if sec.get("private") else ""
+    lines.append(f"kafka: {rep['kafka']}; security: {secured}{where}; metrics: {rep['metrics']}; "
+                 f"anchoring: {'on' if rep['anchoring'] else 'off'}; "
                  f"load average before {rep['load_average']['before']} after {rep['load_average']['after']}")
     prof = rep.get("profile")
     if prof:
@@ -735,8 +751,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the databases, buckets and home")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--security", choices=["on", "off", "both"], default=None,
-                   help="Kafka security (TLS, principals, ACLs) on, off, or both one after the other with the "
-                        "on/off ratio (default: as the settings say)")
+                   help="security of Kafka, MinIO and PostgreSQL (TLS, principals, ACLs, roles) on, off, or both "
+                        "interleaved with the on/off ratio; every service private to the run (default: as "
+                        "the settings say)")
     p.add_argument("--confidential", action="store_true",
                    help="a confidential stream vs the same load in plaintext, and the device-side cost of "
                         "encryption (bench/_pipeline_confidential.py)")

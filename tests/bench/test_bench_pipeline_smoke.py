@@ -57,6 +57,28 @@ def test_bench_pipeline_tiny_run(stack, settings) -> None:
     assert not [b for b in created["buckets"] if mc.bucket_exists(b)]
 
 
+@pytest.mark.services
+def test_bench_pipeline_security_both_runs_every_service_private_in_each_mode(stack, settings) -> None:
+    """--security both: one round each way, Kafka, MinIO and PostgreSQL private to each mode and
+    secured or not with it (a client of the other mode would be refused: TLS against plaintext or
+    the reverse), both consumers drain everything, the ratio is computed; nothing is left."""
+    args = bench_pipeline.parse_args(["--messages", "9", "--repeats", "1", "--latency-seconds", "0",
+                                      "--no-anchor", "--security", "both", "--json"])
+    rep = bench_pipeline.build_security_report(args)
+    json.dumps(rep, default=str)
+    for mode in ("on", "off"):
+        (r,) = rep["security"][mode]
+        assert r["security"] == {"mode": mode, "services_secured": mode == "on",
+                                 "private": ["kafka", "minio", "postgres"]}
+        assert r["kafka_security"] is (mode == "on")
+        assert [(x["consumer"], x["records"]) for x in r["runs"]] == [("trusted", 9), ("baseline", 9)]
+        assert "private kafka, minio, postgres" in bench_pipeline.format_report(r)
+    ratio = rep["ratio_on_over_off"]
+    assert ratio["trusted"] > 0 and ratio["baseline"] > 0 and len(ratio["trusted_per_round"]) == 1
+    assert rep["target_ratio"] == 0.9 and isinstance(rep["target_met"], bool)
+    assert "records/s with security on / off" in bench_pipeline.format_security_report(rep)
+
+
 def test_profile_summary_views(tmp_path) -> None:
     loop = "<module> (sealstream/__main__.py:4);BaseEventLoop.run_forever (asyncio/base_events.py:607)"
     pool = "Thread._bootstrap (threading.py:1002);_WorkItem.run (concurrent/futures/thread.py:58)"
