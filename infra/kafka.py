@@ -11,6 +11,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sealstream._kafka_config import KafkaEndpoint, factory_principal, kafka_endpoint, kafka_secured
@@ -312,21 +313,72 @@ class Kafka(Service):
     # -- principals and ACLs (security on) -----------------------------------------------
     def provision_acls(self, factories: list[str] | None = None) -> None:
         """The ACLs of every job (`infra.kafka_acls.plan`) for the pipeline group prefix and the
-        factories the stack issued certificates for (plus `factories`), idempotently."""
-        from .kafka_acls import MANAGED, apply, known_factories, plan
+        factories the stack issued certificates for (plus `factories`), idempotently; a revoked
+        factory's principal is managed too, so whatever ACL it still holds is deleted."""
+        from .kafka_acls import MANAGED, apply, known_factories, plan, revoked_factories
 
-        names = sorted({*known_factories(self.pki_home), *(factories or [])})
+        revoked = revoked_factories(self.pki_home)
+        names = sorted({*known_factories(self.pki_home), *(factories or [])} - set(revoked))
         wanted = plan(self.settings.pipeline_app_id, names)
-        apply(self.endpoint(), wanted, [*MANAGED, *(factory_principal(n) for n in names)])
+        apply(self.endpoint(), wanted, [*MANAGED, *(factory_principal(n) for n in [*names, *revoked])])
 
     def ensure_factory(self, factory: str) -> TLSFiles:
         """A factory's Kafka principal ``factory-<name>``: its client certificate (made once, under
         <home>/pki) and, with security on, its ACLs (produce to the raw topics only)."""
         from .pki import StackPKI, client_spec
 
+        from .kafka_acls import revoked_factories
+
         if not _FACTORY.match(factory):
             raise ValueError(f"bad factory name {factory!r}")
+        gone = revoked_factories(self.pki_home).get(factory)
+        if gone is not None:
+            raise ValueError(f"factory {factory!r} was revoked at {gone['revoked_at']}: a revoked principal is not "
+                             "enrolled again; enrol the factory under a new name")
         files = StackPKI(self.pki_home).ensure([client_spec(factory_principal(factory))])
         if kafka_secured(self.settings):
             self.provision_acls([factory])
         return next(iter(files.values()))
+
+    def revoke_factory(self, factory: str) -> dict:
+        """Revoke factory `factory`'s Kafka principal: recorded as revoked (never enrolled again under
+        that name), its certificate and key moved to ``<pki>/revoked/``, and, with security on, every
+        ACL of ``User:factory-<name>`` deleted at once. The broker still completes a TLS handshake
+        with the old certificate (no CRL: issue 17's note), but the authorizer refuses each of its
+        requests, on open connections too, since every request is authorised against the ACLs.
+        Returns what was done."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from .kafka_acls import record_revocation, revoked_factories
+
+        if not _FACTORY.match(factory):
+            raise ValueError(f"bad factory name {factory!r}")
+        d = pki_dir(self.pki_home)
+        cert = d / f"client-{factory_principal(factory)}.crt"
+        if factory in revoked_factories(self.pki_home):
+            raise ValueError(f"factory {factory!r} is already revoked")
+        if not cert.exists():
+            raise ValueError(f"factory {factory!r} was never enrolled here (no {cert.name} under {d})")
+        der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(Encoding.DER)
+        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record_revocation(self.pki_home, factory, hashlib.sha256(der).hexdigest(), when)
+        (d / "revoked").mkdir(mode=0o700, exist_ok=True)
+        for suffix in (".crt", ".key"):
+            f = d / f"client-{factory_principal(factory)}{suffix}"
+            if f.exists():
+                f.replace(d / "revoked" / f"{f.stem}-{when.replace(':', '')}{suffix}")
+        acls = kafka_secured(self.settings)
+        if acls:
+            self.provision_acls()
+        log.warning("factory %s revoked: principal User:%s has no ACL", factory, factory_principal(factory),
+                    extra={"service": self.name})
+        return {"factory": factory, "principal": factory_principal(factory), "revoked_at": when,
+                "cert_sha256": hashlib.sha256(der).hexdigest(), "acls_deleted": acls}
+
+    def factories(self) -> dict[str, list]:
+        """Enrolled and revoked factories of this stack."""
+        from .kafka_acls import known_factories, revoked_factories
+
+        return {"enrolled": known_factories(self.pki_home),
+                "revoked": [{"factory": n, **v} for n, v in sorted(revoked_factories(self.pki_home).items())]}

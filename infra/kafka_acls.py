@@ -12,6 +12,7 @@ Kafka's model names are used throughout: resource types ``TOPIC``, ``GROUP``, ``
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from pathlib import Path
 from sealstream._kafka_config import KafkaEndpoint, factory_principal
 from sealstream._security import pki_dir
 
-__all__ = ["Acl", "plan", "apply", "known_factories", "VERIFIER_GROUP_PREFIX", "MANAGED"]
+__all__ = ["Acl", "plan", "apply", "known_factories", "revoked_factories", "record_revocation",
+           "VERIFIER_GROUP_PREFIX", "MANAGED"]
 
 log = logging.getLogger("sealstream.stack")
 
@@ -98,8 +100,33 @@ def plan(pipeline_app_id: str, factories: Iterable[str] = ()) -> list[Acl]:
 
 
 def known_factories(home: Path) -> list[str]:
-    """Factories the stack issued a Kafka certificate for (``client-factory-<name>.crt``)."""
-    return sorted(c.name[len("client-factory-"):-len(".crt")] for c in pki_dir(home).glob("client-factory-*.crt"))
+    """Factories the stack issued a Kafka certificate for (``client-factory-<name>.crt``) and has
+    not revoked."""
+    revoked = revoked_factories(home)
+    return sorted(n for n in (c.name[len("client-factory-"):-len(".crt")]
+                              for c in pki_dir(home).glob("client-factory-*.crt")) if n not in revoked)
+
+
+def _revocations_path(home: Path) -> Path:
+    return pki_dir(home) / "revoked-factories.json"
+
+
+def revoked_factories(home: Path) -> dict[str, dict]:
+    """Revoked factories: name -> {"revoked_at": ISO time, "cert_sha256": hex of the DER certificate
+    that was in force}. Their principals keep no ACL, whatever certificate they still hold."""
+    path = _revocations_path(home)
+    if not path.exists():
+        return {}
+    doc = json.loads(path.read_text())
+    return dict(doc.get("factories", {}))
+
+
+def record_revocation(home: Path, name: str, cert_sha256: str, revoked_at: str) -> None:
+    """Add `name` to the revoked factories (0600, atomically)."""
+    from sealstream._security import write_private
+
+    doc = {"factories": {**revoked_factories(home), name: {"revoked_at": revoked_at, "cert_sha256": cert_sha256}}}
+    write_private(_revocations_path(home), (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _binding(acl: Acl):

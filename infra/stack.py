@@ -136,6 +136,14 @@ class Stack:
         `infra.kafka.Kafka.ensure_factory`."""
         return self.kafka.ensure_factory(factory)
 
+    def revoke_factory(self, factory: str) -> dict:
+        """Revoke a factory's Kafka principal (`infra.kafka.Kafka.revoke_factory`)."""
+        return self.kafka.revoke_factory(factory)
+
+    def factories(self) -> dict[str, list]:
+        """The factories enrolled and revoked on this stack's Kafka."""
+        return self.kafka.factories()
+
     def provision(self, progress: Progress | None = None) -> None:
         """Create topics, bucket and database on already-running services (local or remote)."""
         say = progress or (lambda _msg: None)

@@ -131,6 +131,8 @@ def _fail(exc: Exception, as_json: bool) -> None:
         fail(exc.to_dict(), as_json)
     if isinstance(exc, StorageError):
         fail({"error": type(exc).__name__, "service": "postgres", "message": str(exc)}, as_json)
+    if isinstance(exc, ValueError):  # a refused argument (a bad or revoked factory name): one sentence
+        fail({"error": "invalid-argument", "message": str(exc)}, as_json)
     raise exc
 
 
@@ -251,6 +253,46 @@ def stack_factory_add(obj: _Context, name: str, as_json: bool) -> None:
     else:
         out.print(f"User:{doc['principal']}: certificate {doc['cert']}, key {doc['key']}, CA {doc['ca']}"
                   + ("" if doc["acls"] else " (security is off: no ACLs until it is on and the stack provisioned)"))
+
+
+@stack_factory.command("revoke")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print what was revoked as JSON")
+@click.pass_obj
+def stack_factory_revoke(obj: _Context, name: str, as_json: bool) -> None:
+    """Revoke factory NAME (a stolen edge, a decommissioned site): every Kafka ACL of
+    User:factory-NAME is deleted at once, so each of its requests is refused from now on, open
+    connections too; its certificate and key move to <home>/pki/revoked/ and the name is never
+    enrolled again (`stack up` does not restore it). Enrol a replacement under a new name."""
+    from infra import Stack, StackError
+
+    try:
+        done = Stack(obj.settings).revoke_factory(name)
+    except (StackError, ValueError) as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit_json(done)
+    else:
+        out.print(f"User:{done['principal']} revoked at {done['revoked_at']} (certificate sha256 "
+                  f"{done['cert_sha256'][:16]}…)" + ("; its ACLs are deleted" if done["acls_deleted"] else
+                                                     "; security is off: it had no ACLs"))
+
+
+@stack_factory.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print the factories as JSON")
+@click.pass_obj
+def stack_factory_list(obj: _Context, as_json: bool) -> None:
+    """The factories enrolled on this stack (a certificate and ACLs) and those revoked."""
+    from infra import Stack
+
+    doc = Stack(obj.settings).factories()
+    if as_json:
+        _emit_json(doc)
+        return
+    out.print("enrolled: " + (", ".join(doc["enrolled"]) or "none"))
+    for r in doc["revoked"]:
+        out.print(f"revoked:  {r['factory']} at {r['revoked_at']}")
 
 
 @stack.command("down")

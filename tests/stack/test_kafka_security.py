@@ -11,6 +11,8 @@ every library (confluent-kafka, kafka-python, aiokafka) connects through `sealst
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from confluent_kafka.admin import AdminClient
 from infra.kafka_acls import current, plan
 from infra.pki import StackPKI, client_spec
 from sealstream._kafka_config import KafkaEndpoint, factory_principal, kafka_endpoint, kafka_secured
+from sealstream._security import TLSFiles
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -219,3 +222,77 @@ def test_kafka_python_and_aiokafka_connect_with_tls(secured, factory):
             await prod.stop()
 
     assert asyncio.run(aio()) >= 0
+
+
+# -- revoking a factory ---------------------------------------------------------------------------
+def _refused_within(send, timeout: float = 20.0) -> KafkaError | None:
+    """`send()` -> its delivery error (None when acked), until one is refused or `timeout` passes
+    (an ACL deletion reaches the broker's authorizer through the metadata log within moments)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        err = send()
+        if err is not None or time.monotonic() > deadline:
+            return err
+        time.sleep(0.5)
+
+
+def test_revoked_factory_is_refused_at_once_and_stays_revoked(secured, tmp_path: Path):
+    """A stolen edge: `stack factory revoke` deletes its principal's ACLs, so its open producer and
+    a new one with the copied certificate are refused (the broker still completes the TLS handshake:
+    no CRL), `stack provision` (what `stack up` runs) does not give the rights back, the name cannot
+    be enrolled again, and `stack factory list` says so."""
+    from click.testing import CliRunner
+
+    from sealstream.cli import cli
+
+    name = f"rev-{uuid.uuid4().hex[:8]}"
+    secured.ensure_factory(name)
+    principal = factory_principal(name)
+    ep = kafka_endpoint(secured.settings, principal)
+    stolen = {}
+    for what in ("cert", "key"):  # the thief's copy, taken before the revocation moves the files
+        src = Path(getattr(ep.tls, what))
+        stolen[what] = tmp_path / src.name
+        stolen[what].write_bytes(src.read_bytes())
+    errors: list = []
+    open_producer = Producer(ep.confluent({"enable.idempotence": True, "message.timeout.ms": 10000,
+                                           "log_level": 0}))
+
+    def send_open() -> KafkaError | None:
+        errors.clear()
+        open_producer.produce("iiot.timeseries.raw", value=b"x", key=b"k",
+                              on_delivery=lambda err, _m: errors.append(err))
+        open_producer.flush(20)
+        assert errors, "no delivery report"
+        return errors[0]
+
+    assert send_open() is None  # enrolled: it produces
+    runner = CliRunner()
+    res = runner.invoke(cli, ["stack", "factory", "revoke", name, "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    done = json.loads(res.stdout)
+    assert done["principal"] == principal and done["acls_deleted"] is True and len(done["cert_sha256"]) == 64
+    assert not [b for b in current(kafka_endpoint(secured.settings, "admin")) if b.principal == f"User:{principal}"]
+
+    err = _refused_within(send_open)  # the connection opened before the revocation
+    assert err is not None and err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                                              KafkaError.CLUSTER_AUTHORIZATION_FAILED), err
+    thief = KafkaEndpoint(secured.settings.kafka_bootstrap, principal, "SSL",
+                          TLSFiles(ca=ep.tls.ca, cert=stolen["cert"], key=stolen["key"]))
+    err = _produce(thief, "iiot.timeseries.raw")
+    assert err is not None and err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                                              KafkaError.CLUSTER_AUTHORIZATION_FAILED), err
+
+    secured.provision()  # what `stack up` / `stack provision` run: the revoked principal gets nothing back
+    assert not [b for b in current(kafka_endpoint(secured.settings, "admin")) if b.principal == f"User:{principal}"]
+    with pytest.raises(ValueError, match="revoked"):
+        secured.ensure_factory(name)
+    res = runner.invoke(cli, ["stack", "factory", "list", "--json"], catch_exceptions=False)
+    listed = json.loads(res.stdout)
+    assert name not in listed["enrolled"] and name in [r["factory"] for r in listed["revoked"]]
+    res = runner.invoke(cli, ["stack", "factory", "revoke", name, "--json"])
+    assert res.exit_code == 1 and json.loads(res.stdout)["error"] == "invalid-argument"
+    assert "already revoked" in res.output
+    res = runner.invoke(cli, ["stack", "factory", "add", name])
+    assert res.exit_code == 1 and "revoked" in res.output and "new name" in res.output
+    open_producer.flush(0)
