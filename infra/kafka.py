@@ -42,6 +42,12 @@ SUPER_USERS = ("admin", BROKER_CERT)
 _FACTORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+def _check_factory_name(factory: str) -> None:
+    """ValueError unless `factory` is a valid factory name (it becomes a principal and file names)."""
+    if not _FACTORY.match(factory):
+        raise ValueError(f"bad factory name {factory!r}")
+
+
 def _pinned(prop: str) -> str:
     match = re.search(rf"<{re.escape(prop)}>([^<]+)</", KAFKA_POM.read_text())
     if not match:  # pragma: no cover - the pom ships with the package
@@ -325,12 +331,10 @@ class Kafka(Service):
     def ensure_factory(self, factory: str) -> TLSFiles:
         """A factory's Kafka principal ``factory-<name>``: its client certificate (made once, under
         <home>/pki) and, with security on, its ACLs (produce to the raw topics only)."""
+        from .kafka_acls import revoked_factories
         from .pki import StackPKI, client_spec
 
-        from .kafka_acls import revoked_factories
-
-        if not _FACTORY.match(factory):
-            raise ValueError(f"bad factory name {factory!r}")
+        _check_factory_name(factory)
         gone = revoked_factories(self.pki_home).get(factory)
         if gone is not None:
             raise ValueError(f"factory {factory!r} was revoked at {gone['revoked_at']}: a revoked principal is not "
@@ -352,29 +356,29 @@ class Kafka(Service):
 
         from .kafka_acls import record_revocation, revoked_factories
 
-        if not _FACTORY.match(factory):
-            raise ValueError(f"bad factory name {factory!r}")
+        _check_factory_name(factory)
+        principal = factory_principal(factory)
         d = pki_dir(self.pki_home)
-        cert = d / f"client-{factory_principal(factory)}.crt"
+        cert = d / f"client-{principal}.crt"
         if factory in revoked_factories(self.pki_home):
             raise ValueError(f"factory {factory!r} is already revoked")
         if not cert.exists():
             raise ValueError(f"factory {factory!r} was never enrolled here (no {cert.name} under {d})")
         der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(Encoding.DER)
+        fingerprint = hashlib.sha256(der).hexdigest()
         when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        record_revocation(self.pki_home, factory, hashlib.sha256(der).hexdigest(), when)
+        record_revocation(self.pki_home, factory, fingerprint, when)
         (d / "revoked").mkdir(mode=0o700, exist_ok=True)
-        for suffix in (".crt", ".key"):
-            f = d / f"client-{factory_principal(factory)}{suffix}"
+        for f in (cert, cert.with_suffix(".key")):
             if f.exists():
-                f.replace(d / "revoked" / f"{f.stem}-{when.replace(':', '')}{suffix}")
+                f.replace(d / "revoked" / f"{f.stem}-{when.replace(':', '')}{f.suffix}")
         acls = kafka_secured(self.settings)
         if acls:
             self.provision_acls()
-        log.warning("factory %s revoked: principal User:%s has no ACL", factory, factory_principal(factory),
+        log.warning("factory %s revoked: principal User:%s has no ACL", factory, principal,
                     extra={"service": self.name})
-        return {"factory": factory, "principal": factory_principal(factory), "revoked_at": when,
-                "cert_sha256": hashlib.sha256(der).hexdigest(), "acls_deleted": acls}
+        return {"factory": factory, "principal": principal, "revoked_at": when, "cert_sha256": fingerprint,
+                "acls_deleted": acls}
 
     def factories(self) -> dict[str, list]:
         """Enrolled and revoked factories of this stack."""
