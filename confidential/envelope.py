@@ -352,7 +352,7 @@ def open_envelope(raw: bytes, keys: KeyRecord | bytes, recipient: str, private_k
 
 
 #: The Kafka header carrying a confidential record's key record (not signed; the worker stores
-#: it apart from the payload, at ``keys/<statement hash>``).
+#: it apart from the payload: a row of PostgreSQL's ``key_records``).
 KEYS_HEADER = "ss-keys"
 
 

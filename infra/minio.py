@@ -8,7 +8,8 @@ With security on (issue 17; docs/storage.md "Users, policies, TLS and WORM"):
   ``SEALSTREAM_MINIO_ROOT_PASSWORD(_FILE)``) and used by `stack up`/`stack provision` alone;
 - `provision` makes (idempotently, as root) a user and a policy per job (`POLICIES`), each user's
   secret ``minio_<user>_secret``; and the bucket with object lock and a default retention
-  (`Settings.minio_worm`), key records in a bucket of their own without lock (erasure deletes them).
+  (`Settings.minio_worm`). No user may delete: key records, which erasure destroys, are rows of
+  PostgreSQL (`storage.key_records`), not objects.
 
 With it off: plaintext and the root user, exactly as before.
 """
@@ -28,7 +29,7 @@ from typing import Any
 
 from sealstream._security import SecretError, new_secret, pki_dir, read_secret, write_private
 
-from ._errors import MissingToolError, ServiceFailedError
+from ._errors import MissingToolError
 from ._process import spawn
 from ._service import Health, Service, http_get
 from ._tools import require_tool, run_checked, tool_version
@@ -45,36 +46,33 @@ MIN_GO = (1, 24)
 
 
 #: The MinIO users the stack makes with security on, one per job that touches blobs (the
-#: `sealstream._security.PRINCIPALS` of the same name, and ``erasure``: `sealstream data erase`,
-#: which destroys key records). ``admin`` is the root user; alerts and grafana have no MinIO user.
-MINIO_USERS = ("pipeline", "verifier", "analyst", "erasure")
+#: `sealstream._security.PRINCIPALS` of the same name). ``admin`` is the root user; alerts and
+#: grafana have no MinIO user.
+MINIO_USERS = ("pipeline", "verifier", "analyst")
 
-#: What each user may do: (actions, prefixes) on the data bucket and on the keys bucket.  No job may
-#: delete a payload or a manifest; only ``erasure`` deletes, and only key records.
-POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    "pipeline": {"data": (("s3:GetObject", "s3:PutObject"), ("raw/", "manifests/")),
-                 "keys": (("s3:GetObject", "s3:PutObject"), ("keys/",))},
-    "verifier": {"data": (("s3:GetObject",), ("raw/", "manifests/")),
-                 "keys": (("s3:GetObject",), ("keys/",))},
-    "analyst": {"data": (("s3:GetObject",), ("raw/", "manifests/")),
-                "keys": (("s3:GetObject",), ("keys/",))},
-    "erasure": {"keys": (("s3:GetObject", "s3:DeleteObject"), ("keys/",))},
+#: Users of earlier stacks that `provision` removes: ``erasure`` deleted key records when they were
+#: objects (before migration 0010 made them rows).
+_RETIRED_USERS = ("erasure",)
+
+#: What each user may do on the bucket: (actions, prefixes).  No job may delete anything.
+POLICIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "pipeline": (("s3:GetObject", "s3:PutObject"), ("raw/", "manifests/")),
+    "verifier": (("s3:GetObject",), ("raw/", "manifests/")),
+    "analyst": (("s3:GetObject",), ("raw/", "manifests/")),
 }
 
-#: Bucket-level reads every user needs on both buckets (a `BlobStore` checks both exist): HEAD bucket
+#: Bucket-level reads every user needs (a `BlobStore` checks the bucket exists): HEAD bucket
 #: (``s3:ListBucket``, which also lists names: they are digests and batch ids) and the region.
 _BUCKET_READ = ("s3:GetBucketLocation", "s3:ListBucket")
 
 
-def policy(user: str, bucket: str, keys_bucket: str) -> dict[str, Any]:
-    """The IAM policy document of `user` (`POLICIES`) for these buckets."""
-    buckets = {"data": bucket, "keys": keys_bucket}
-    statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": list(_BUCKET_READ),
-                                         "Resource": [f"arn:aws:s3:::{b}" for b in dict.fromkeys(buckets.values())]}]
-    for which, (actions, prefixes) in POLICIES[user].items():
-        statements.append({"Effect": "Allow", "Action": list(actions),
-                           "Resource": [f"arn:aws:s3:::{buckets[which]}/{p}*" for p in prefixes]})
-    return {"Version": "2012-10-17", "Statement": statements}
+def policy(user: str, bucket: str) -> dict[str, Any]:
+    """The IAM policy document of `user` (`POLICIES`) for `bucket`."""
+    actions, prefixes = POLICIES[user]
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": list(_BUCKET_READ), "Resource": [f"arn:aws:s3:::{bucket}"]},
+        {"Effect": "Allow", "Action": list(actions), "Resource": [f"arn:aws:s3:::{bucket}/{p}*" for p in prefixes]},
+    ]}
 
 
 def _secret(home: Path, name: str) -> str:
@@ -113,8 +111,6 @@ class MinIO(Service):
         parts = [f"bucket {s.minio_bucket}"]
         if state.get("object_lock"):
             parts.append(f"object lock {state['object_lock']}")
-        if s.minio_keys_bucket_name != s.minio_bucket:
-            parts.append(f"keys in {s.minio_keys_bucket_name}")
         return "; ".join(parts)
 
     def security(self) -> str:
@@ -262,14 +258,7 @@ class MinIO(Service):
         client = self.client()
         lock = self._ensure_bucket(client)
         state: dict[str, Any] = {"object_lock": lock}
-        keys_bucket = s.minio_keys_bucket_name
-        if keys_bucket != s.minio_bucket:
-            if not client.bucket_exists(keys_bucket):
-                log.info("creating bucket %s (key records, no object lock)", keys_bucket,
-                         extra={"service": self.name})
-                client.make_bucket(keys_bucket)
-            if not lock or lock.startswith("off"):
-                self._move_key_records(client)  # (a locked bucket never held them: put_keys went apart)
+        self._adopt_key_objects(client)
         if s.security:
             state["users"] = self._ensure_users()
         self.write_if_changed(self.conf_dir / "provisioned.json", json.dumps(state, indent=2) + "\n")
@@ -281,10 +270,6 @@ class MinIO(Service):
 
         s = self.settings
         bucket = s.minio_bucket
-        if s.minio_worm and s.minio_keys_bucket_name == bucket:
-            raise ServiceFailedError(f"object lock on bucket {bucket} needs key records in another bucket "
-                                     "(erasure deletes them): unset SEALSTREAM_MINIO_KEYS_BUCKET or name another",
-                                     service=self.name)
         if not client.bucket_exists(bucket):
             log.info("creating bucket %s%s", bucket, " with object lock" if s.minio_worm else "",
                      extra={"service": self.name})
@@ -306,20 +291,49 @@ class MinIO(Service):
             client.set_object_lock_config(bucket, wanted)
         return f"{s.minio_retention_mode} {s.minio_retention_days} d"
 
-    def _move_key_records(self, client: Any) -> None:
-        """Key records a stack stored in the data bucket before they had a bucket of their own (it ran
-        with security off): moved, so readers find them and erasure reaches the only copy."""
-        from minio.commonconfig import CopySource
+    def _adopt_key_objects(self, client: Any) -> int:
+        """Key records a stack made before migration 0010 kept as objects (``keys/<statement hash>``
+        in ``<bucket>-keys``, or in the bucket itself without object lock): each is copied into
+        PostgreSQL's ``key_records`` (the services are provisioned in order, so it is migrated) if
+        its statement is stored there, then removed, so that erasure reaches the only copy. An
+        object whose statement is unknown stays, with a warning. Idempotent; the number moved."""
+        import psycopg
 
         s = self.settings
-        moved = 0
-        for obj in client.list_objects(s.minio_bucket, prefix="keys/", recursive=True):
-            client.copy_object(s.minio_keys_bucket_name, obj.object_name, CopySource(s.minio_bucket, obj.object_name))
-            client.remove_object(s.minio_bucket, obj.object_name)
-            moved += 1
+        moved, orphans = 0, 0
+        for bucket in (f"{s.minio_bucket}-keys", s.minio_bucket):
+            if not client.bucket_exists(bucket):
+                continue
+            objs = [o.object_name for o in client.list_objects(bucket, prefix="keys/", recursive=True)]
+            if not objs:
+                continue
+            with psycopg.connect(s.postgres_dsn, connect_timeout=10) as conn:
+                for name in objs:
+                    try:
+                        h = bytes.fromhex(name.removeprefix("keys/"))
+                    except ValueError:
+                        continue
+                    resp = client.get_object(bucket, name)
+                    try:
+                        record = resp.read()
+                    finally:
+                        resp.close()
+                        resp.release_conn()
+                    if conn.execute("SELECT 1 FROM statements WHERE statement_hash = %s", (h,)).fetchone() is None:
+                        orphans += 1
+                        continue
+                    conn.execute("INSERT INTO key_records (statement_hash, record) VALUES (%s, %s) "
+                                 "ON CONFLICT DO NOTHING", (h, record))
+                    conn.commit()
+                    client.remove_object(bucket, name)
+                    moved += 1
         if moved:
-            log.info("moved %d key records from %s to %s", moved, s.minio_bucket, s.minio_keys_bucket_name,
+            log.info("moved %d key records from MinIO objects into PostgreSQL (key_records)", moved,
                      extra={"service": self.name})
+        if orphans:
+            log.warning("%d key record objects name no stored statement; left in MinIO", orphans,
+                        extra={"service": self.name})
+        return moved
 
     def _ensure_users(self) -> list[str]:
         """A user and a policy per job (idempotent: same secret, policy replaced, attachment set)."""
@@ -327,7 +341,12 @@ class MinIO(Service):
         admin = self.admin()
         for user in MINIO_USERS:
             name = f"sealstream-{user}"
-            admin.policy_add(name, policy=policy(user, s.minio_bucket, s.minio_keys_bucket_name))
+            admin.policy_add(name, policy=policy(user, s.minio_bucket))
             admin.user_add(user, _secret(self.secrets_home, f"minio_{user}_secret"))
             admin.policy_set(name, user=user)
+        known = json.loads(admin.user_list())
+        for user in _RETIRED_USERS:
+            if user in known:
+                log.info("removing the MinIO user %s of an earlier stack", user, extra={"service": self.name})
+                admin.user_remove(user)
         return list(MINIO_USERS)

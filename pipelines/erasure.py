@@ -1,8 +1,8 @@
 """Erasure of confidential records by destroying their keys (issue 18).
 
 A confidential record's content can only be read through its key record (the data key and
-salt wrapped for each recipient, ``keys/<statement hash>`` in MinIO; docs/formats.md section
-8). Erasing it: (1) the device's org records a ``policy.erase`` transaction on chain naming the
+salt wrapped for each recipient, a row of PostgreSQL's ``key_records``: `storage.key_records`;
+docs/formats.md section 8). Erasing it: (1) the device's org records a ``policy.erase`` transaction on chain naming the
 statement hashes, the reason and the selection (who and when are the tx's submitter and
 position; it raises an audit event), then (2) every key record the system holds for them is
 deleted. The signed ciphertext, the statements, the manifests and the anchors are untouched,
@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Optional, Sequence
 
 from ledger.contracts.confidentiality import MAX_ERASE
-from storage.errors import BlobNotFound
+from storage import key_records
 from trust.statement import ENVELOPE_CONTENT_TYPE
 
 __all__ = ["ERASE_STEPS", "ErasureError", "ErasureResult", "Selection", "erase", "select"]
@@ -108,9 +108,10 @@ def select(pool: Any, *, device: Optional[str] = None, before: Optional[datetime
     return Selection(tuple((d, tuple(hs)) for d, hs in groups.items()), plain, scope[:256])
 
 
-def erase(client: Any, blobs: Any, selection: Selection, reason: str) -> ErasureResult:
+def erase(client: Any, pool: Any, selection: Selection, reason: str) -> ErasureResult:
     """Record the erasure on chain (`client`: a `LedgerClient` signing as the device's org
-    admin), then delete every key record of the selection from `blobs`; raise `ErasureError`."""
+    admin), then destroy every key record of the selection (`pool`: PostgreSQL as the erasure
+    role) and check none is left; raise `ErasureError`."""
     txs = []
     for device, hashes in selection.by_device:
         for i in range(0, len(hashes), MAX_ERASE):
@@ -125,18 +126,11 @@ def erase(client: Any, blobs: Any, selection: Selection, reason: str) -> Erasure
                 raise ErasureError("erasure-tx", f"refused with {code}: {message} (height {r.height})")
             txs.append({"tx_id": r.tx_id.hex(), "height": r.height, "index": r.index, "device": device,
                         "erased": r.result["erased"], "already_erased": r.result["already_erased"]})
-    deleted = 0
-    for _, hashes in selection.by_device:
-        for h in hashes:
-            try:
-                blobs.delete_keys(h)
-            except Exception as exc:  # noqa: BLE001 -- store failure: the tx is on chain, re-run to finish
-                raise ErasureError("delete-keys", f"{h.hex()}: {exc} (the erasure is on chain; run the same "
-                                                  "command again to finish)") from None
-            try:
-                blobs.get_keys(h)
-            except BlobNotFound:
-                deleted += 1
-                continue
-            raise ErasureError("delete-keys", f"the key record of {h.hex()} is still readable after its deletion")
+    try:
+        deleted, left = key_records.destroy(pool, [h for _, hs in selection.by_device for h in hs])
+    except Exception as exc:  # noqa: BLE001 -- store failure: the tx is on chain, re-run to finish
+        raise ErasureError("delete-keys", f"{exc} (the erasure is on chain; run the same command again to "
+                                          "finish)") from None
+    if left:
+        raise ErasureError("delete-keys", f"the key record of {left[0].hex()} is still held after its deletion")
     return ErasureResult(selection, tuple(txs), deleted)

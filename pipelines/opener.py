@@ -26,7 +26,7 @@ from confidential.keys import RecipientKey
 from ledger.contracts import confidentiality
 from ledger.contracts.anchors import batch_key
 from ledger.contracts.confidentiality import erasure_at, grant_status
-from storage.errors import BlobNotFound
+from storage import key_records
 from trust.statement import Statement, verify_statement
 
 from .devices.confidential import ProvenState, proven_state
@@ -81,10 +81,7 @@ def fetch(pool: Any, blobs: Any, statement_hash: bytes) -> Fetched:
     if rec is None:
         raise OpenFailure("not-found", f"no statement {statement_hash.hex()}")
     payload = _raw_object(blobs, rec.statement.payload_sha256)
-    try:
-        keys = blobs.get_keys(statement_hash)
-    except BlobNotFound:
-        keys = None
+    keys = key_records.read(pool, [statement_hash])[bytes(statement_hash)]
     with pool.connection() as conn:
         row = conn.execute("SELECT batch_id FROM batch_leaves WHERE statement_hash = %s",
                            (bytes(statement_hash),)).fetchone()

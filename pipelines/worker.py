@@ -62,10 +62,6 @@ log = logging.getLogger(__name__)
 DLQ_HEADERS = ("ss-dlq-reason", "ss-dlq-detail", "ss-dlq-topic", "ss-dlq-partition", "ss-dlq-offset")
 
 
-#: the `puts` key of a confidential record's key-record PUT (beside the payloads' digests)
-_KEYS = b"keys:"
-
-
 @dataclass(frozen=True)
 class RawRecord:
     """One consumed record of a raw topic."""
@@ -395,10 +391,6 @@ class IngestProcessor:
                 if pool is not None and st.payload_sha256 not in puts:
                     puts[st.payload_sha256] = pool.submit(self.blobs.put_raw, rec.value, st.content_type,
                                                           st.payload_sha256)
-                if pool is not None and st.content_type == ENVELOPE_TYPE:
-                    record = key_record_of(rec.headers)
-                    if record is not None:  # the key record's PUT in parallel too (one per confidential record)
-                        puts[_KEYS + st.hash()] = pool.submit(self.blobs.put_keys, st.hash(), record)
             if staged:
                 for i, seal_or_dead in self._store(staged, puts):
                     out[i] = seal_or_dead
@@ -460,10 +452,6 @@ class IngestProcessor:
             if st.payload_sha256 not in done:
                 self.blobs.put_raw(rec.value, st.content_type, st.payload_sha256)
                 done.add(st.payload_sha256)
-            if st.content_type == ENVELOPE_TYPE and _KEYS + st.hash() not in done:
-                record = key_record_of(rec.headers)
-                if record is not None:  # wrapped keys apart from the signed bytes (issue 18)
-                    self.blobs.put_keys(st.hash(), record)
 
     def _archive_pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -484,6 +472,8 @@ class IngestProcessor:
                 StatementRecord(stmt, acc.signature, rec.position, receipt),
                 ReadingsPart(stmt.device, h, rows) if rows is not None else None,
                 BlobRecord.for_statement(stmt) if rows is None else None,
+                # wrapped keys apart from the signed bytes, in PostgreSQL (issue 18, `storage.key_records`)
+                key_record_of(rec.headers) if stmt.content_type == ENVELOPE_TYPE else None,
             ))
         outcomes = self.writer.write_sealed(writes)
         elapsed = time.perf_counter() - began

@@ -1,7 +1,7 @@
 """``sealstream data open|export|erase``: confidential records (issue 18).
 
 ``data open blob|row|range`` reads as one recipient: the signed statement (PostgreSQL), the
-ciphertext (MinIO ``raw/``) and the key record (MinIO ``keys/``); it proves the ciphertext against
+ciphertext (MinIO ``raw/``) and the key record (PostgreSQL ``key_records``); it proves the ciphertext against
 the device's signature, checks the stream's policy as of the record's anchor height and the
 record's erasure (both proven against headers verified from genesis), opens the envelope with the
 recipient's X25519 key file and proves the plaintext against the signed commitment. Plaintext goes
@@ -87,7 +87,7 @@ class _Session:
     """PostgreSQL, MinIO and the ledger for a reader (closed at exit)."""
 
     def __init__(self, as_json: bool, key: Any = None, ledger_dir: Path | None = None,
-                 minio_user: str = "analyst") -> None:
+                 pg_principal: str = "admin", minio: bool = True) -> None:
         from ledger.client import LedgerClient
         from storage.blobs import BlobStore
         from storage.db import open_pool
@@ -95,9 +95,9 @@ class _Session:
         self.settings = load_settings()
         self.as_json = as_json
         try:
-            self.pool = open_pool(self.settings.postgres_dsn, max_size=2)
-            # MinIO as `minio_user` (issue 17): readers read only; erasure alone deletes key records
-            self.blobs = BlobStore.from_settings(self.settings, minio_user)
+            self.pool = open_pool(self.settings.postgres_dsn_for(pg_principal), max_size=2)
+            # MinIO as the analyst (issue 17): read only; no MinIO user deletes (key records are rows)
+            self.blobs = BlobStore.from_settings(self.settings, "analyst") if minio else None
             self.ledger = LedgerClient.from_layout(ledger_dir or self.settings.ledger_home, key=key)
         except Exception as exc:  # noqa: BLE001 -- a service or the ledger state dir: a usage error, exit 2
             _stop(f"cannot reach the stack: {exc}", as_json)
@@ -441,11 +441,12 @@ def data_erase(device: str | None, before: str | None, batch: str | None, statem
     from trust.identity import load_keypair
 
     key = load_keypair(signer)
-    sess = _Session(as_json, key=key, ledger_dir=ledger_dir, minio_user="erasure")
+    # PostgreSQL as the erasure role: it may read statements and destroy key records, nothing else
+    sess = _Session(as_json, key=key, ledger_dir=ledger_dir, pg_principal="erasure", minio=False)
     try:
         sel = select(sess.pool, device=device, before=None if before is None else _time(before, "--before"),
                      batch=batch, statements=[_hash(s, "--statement") for s in statements])
-        result = erase(sess.ledger, sess.blobs, sel, reason)
+        result = erase(sess.ledger, sess.pool, sel, reason)
     except ErasureError as exc:
         if as_json:
             _emit({"ok": False, "step": exc.step, "message": exc.message})

@@ -229,7 +229,7 @@ def _do_verify(ctx: click.Context, kind: str, args: tuple, ledger_dir, genesis_f
     with _services(s, root, as_json) as col:
         ev = _collect(col, kind, args, as_json)
         report = _run_chain(ev, pin, cp, as_json)
-        plain = _plaintexts(ev, report, key_file, col.blobs, as_json) if key_file is not None else None
+        plain = _plaintexts(ev, report, key_file, col.reader.pool, as_json) if key_file is not None else None
     _print_report(report, as_json, pin is not None or cp is not None, plain)
 
 
@@ -238,12 +238,12 @@ _KEY_OPTION = click.option("--key", "key_file", type=click.Path(exists=True, dir
                                               "confidential records against their signed commitments")
 
 
-def _plaintexts(ev: Any, report: Any, key_file: Path, blobs: Any, as_json: bool) -> Optional[dict]:
+def _plaintexts(ev: Any, report: Any, key_file: Path, pool: Any, as_json: bool) -> Optional[dict]:
     """With a recipient key: the plaintext of each confidential record of a verified report proven
-    against its signed commitment (key records from the object store)."""
+    against its signed commitment (key records from PostgreSQL, `storage.key_records`)."""
     from confidential.keys import KeyFileError, load_recipient_key
     from pipelines.opener import prove_plaintexts
-    from storage.errors import BlobNotFound
+    from storage import key_records
     from trust._hashes import sha256
 
     if not report.ok:
@@ -253,13 +253,10 @@ def _plaintexts(ev: Any, report: Any, key_file: Path, blobs: Any, as_json: bool)
     except KeyFileError as exc:
         _stop(str(exc), as_json)
     erased = {e["statement_hash"] for e in report.erased}
-    records: dict[bytes, Optional[bytes]] = {}
-    for r in ev.records:
-        h = sha256(r.statement)
-        try:
-            records[h] = blobs.get_keys(h)
-        except BlobNotFound:
-            records[h] = None
+    try:
+        records = key_records.read(pool, [sha256(r.statement) for r in ev.records])
+    except Exception as exc:  # noqa: BLE001 -- PostgreSQL unreachable: a service problem, exit 2
+        _stop(f"cannot read the key records: {exc}", as_json)
     proven, failures = prove_plaintexts(ev.records, records, recipient, erased)
     return {"recipient": recipient.id, "proven": proven, "failures": failures}
 
@@ -488,9 +485,14 @@ def evidence_verify(ctx, bundle: Path, genesis_file, genesis_hash, checkpoint, i
         report = _check_erasures(s, ev, report, pin, cp, as_json, ledger_dir)
     plain = None
     if key_file is not None:
-        from storage.blobs import BlobStore
+        from storage.db import open_pool
 
-        plain = _plaintexts(ev, report, key_file, BlobStore.from_settings(s, "analyst"), as_json)
+        try:
+            pool = open_pool(s.postgres_dsn_for("analyst"), max_size=1)  # the analyst may read key records
+        except Exception as exc:  # noqa: BLE001 -- PostgreSQL unreachable: a service problem, exit 2
+            _stop(f"cannot reach PostgreSQL for the key records: {exc}", as_json)
+        with pool:
+            plain = _plaintexts(ev, report, key_file, pool, as_json)
     _print_report(report, as_json, pin is not None or cp is not None, plain)
 
 

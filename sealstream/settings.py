@@ -51,6 +51,7 @@ PG_ROLES: dict[str, str] = {
     "verifier": "sealstream_verifier",
     "analyst": "sealstream_analyst",
     "grafana": "sealstream_grafana",
+    "erasure": "sealstream_erasure",  # `sealstream data erase` (migration 0010): destroys key records only
 }
 
 
@@ -130,9 +131,6 @@ class Settings(BaseSettings):
                                                   "root user, with the bypass header, may shorten it) or "
                                                   "COMPLIANCE (no one)")
     minio_retention_days: int = Field(3650, ge=1, le=36500, description="default retention period (days)")
-    minio_keys_bucket: str | None = Field(None, description="bucket for keys/<statement hash> (wrapped data keys, "
-                                                            "deleted by erasure; never locked): default "
-                                                            "<bucket>-keys with object lock, else the bucket")
     minio_user_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,40}$",
                                    description="prefix of the jobs' MinIO user names (a benchmark's own users "
                                                "for its own buckets on a shared stack); the secret stays "
@@ -263,13 +261,6 @@ class Settings(BaseSettings):
     def minio_worm(self) -> bool:
         """Whether the bucket is made with object lock (`minio_object_lock`, else `security`)."""
         return self.security if self.minio_object_lock is None else self.minio_object_lock
-
-    @cached_property
-    def minio_keys_bucket_name(self) -> str:
-        """Where key records live: apart from a locked bucket (erasure must destroy them for real)."""
-        if self.minio_keys_bucket:
-            return self.minio_keys_bucket
-        return f"{self.minio_bucket}-keys" if self.minio_worm else self.minio_bucket
 
     @cached_property
     def minio_ca_file(self) -> Path | None:

@@ -3,9 +3,11 @@
 Object layout in one bucket:
 
 - ``raw/<sha256 hex>``     every accepted payload, byte for byte;
-- ``manifests/<batch_id>`` the batch's leaf list (`storage.manifest`, JSON);
-- ``keys/<statement hash>`` a confidential record's key record, in the keys bucket (the same
-  bucket, or one apart when the data bucket has object lock: erasure must really delete it).
+- ``manifests/<batch_id>`` the batch's leaf list (`storage.manifest`, JSON).
+
+A confidential record's key record (its wrapped data keys) is not an object: it is a row of
+PostgreSQL's ``key_records`` (`storage.key_records`, migration 0010), so no MinIO user deletes
+anything and the bucket can be write-once.
 
 Every object carries its SHA-256 (lowercase hex) in the user metadata
 ``x-amz-meta-sha256``.  Writes are idempotent: `put_raw` PUTs the content-addressed bytes
@@ -41,12 +43,8 @@ from .errors import BlobConflict, BlobDigestMismatch, BlobError, BlobNotFound, B
 from .manifest import Manifest
 from .records import manifest_key, raw_key
 
-__all__ = ["BlobStore", "DIGEST_METADATA", "keys_key", "minio_client"]
+__all__ = ["BlobStore", "DIGEST_METADATA", "minio_client"]
 
-
-def keys_key(statement_hash: bytes) -> str:
-    """Where a confidential record's key record lives: ``keys/<statement hash hex>``."""
-    return "keys/" + bytes(statement_hash).hex()
 
 #: User-metadata name of the object digest (sent as ``x-amz-meta-sha256``).
 DIGEST_METADATA = "sha256"
@@ -89,27 +87,24 @@ def minio_client(settings: Any, principal: str, *, timeout: float = 30.0, retrie
 
 
 class BlobStore:
-    """One bucket of a MinIO/S3 endpoint (and the bucket of key records, by default the same)."""
+    """One bucket of a MinIO/S3 endpoint."""
 
-    def __init__(self, client: Minio, bucket: str, raw_put: Optional[ObjectPut] = None,
-                 keys_bucket: Optional[str] = None) -> None:
+    def __init__(self, client: Minio, bucket: str, raw_put: Optional[ObjectPut] = None) -> None:
         self.client = client
         self.bucket = bucket
-        self.keys_bucket = keys_bucket or bucket
         self._raw_put = raw_put  # `put_raw` without the SDK (`storage._s3put`); None: through `client`
 
     @classmethod
     def connect(
         cls, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = False,
         timeout: float = 30.0, retries: int = 3, ca_file: Optional[Union[str, Path]] = None,
-        keys_bucket: Optional[str] = None,
     ) -> "BlobStore":
         """A store for `bucket` at `endpoint` (``host:port``); creates the bucket if missing (and
         allowed: with security on only `stack up`/`stack provision` make buckets).  `secure`: TLS,
         the server's certificate verified against `ca_file` (None: the system's trust store)."""
         client = Minio(endpoint, access_key, secret_key, secure=secure,
                        http_client=_http_pool(timeout, retries, ca_file))
-        store = cls(client, bucket, keys_bucket=keys_bucket)
+        store = cls(client, bucket)
         store.ensure_bucket()
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None) if secure else None
         store._raw_put = ObjectPut(endpoint, access_key, secret_key, bucket, secure=secure,
@@ -121,33 +116,32 @@ class BlobStore:
         """The stack's store as MinIO user `principal` (`Settings.minio_credentials`; with security
         off every principal is the root user): ``pipeline`` (workers, the anchor agent: put and get,
         no delete; the default), ``verifier`` (`sealstream verify`, evidence, the verifier agent: read
-        only), ``analyst`` (reading data: read only), ``erasure`` (deletes key records only)."""
+        only), ``analyst`` (reading data: read only). No user may delete."""
         access_key, secret_key = settings.minio_credentials(principal)
         return cls.connect(
             settings.minio_address, access_key, secret_key, settings.minio_bucket, secure=settings.minio_tls,
-            ca_file=settings.minio_ca_file, keys_bucket=settings.minio_keys_bucket_name,
+            ca_file=settings.minio_ca_file,
         )
 
     # -- plumbing -----------------------------------------------------------
 
     def _unavailable(self, key: str, exc: Exception) -> BlobStoreUnavailable:
-        bucket = self.keys_bucket if key.startswith("keys/") else self.bucket
-        return BlobStoreUnavailable(key, f"blob store {bucket}/{key}: {exc}")
+        return BlobStoreUnavailable(key, f"blob store {self.bucket}/{key}: {exc}")
 
     def ensure_bucket(self) -> None:
-        """Create the bucket (and the keys bucket) unless it exists (safe when racing another worker)."""
-        for bucket in dict.fromkeys((self.bucket, self.keys_bucket)):
-            try:
-                if not self.client.bucket_exists(bucket):
-                    self.client.make_bucket(bucket)
-            except S3Error as exc:
-                if exc.code == "AccessDenied":
-                    raise BlobStoreUnavailable("", f"blob store {bucket}: {exc.code} ({exc.message}): this user "
-                                                   "may not make buckets; `sealstream stack provision` does") from exc
-                if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-                    raise BlobStoreUnavailable("", f"blob store {bucket}: {exc}") from exc
-            except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+        """Create the bucket unless it exists (safe when racing another worker)."""
+        bucket = self.bucket
+        try:
+            if not self.client.bucket_exists(bucket):
+                self.client.make_bucket(bucket)
+        except S3Error as exc:
+            if exc.code == "AccessDenied":
+                raise BlobStoreUnavailable("", f"blob store {bucket}: {exc.code} ({exc.message}): this user "
+                                               "may not make buckets; `sealstream stack provision` does") from exc
+            if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                 raise BlobStoreUnavailable("", f"blob store {bucket}: {exc}") from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise BlobStoreUnavailable("", f"blob store {bucket}: {exc}") from exc
 
     def _region(self) -> str:
         """The bucket's region as the SDK signs for it (asked once; MinIO's default otherwise)."""
@@ -168,20 +162,20 @@ class BlobStore:
             raise self._unavailable(key, exc) from exc
         return (stat.metadata or {}).get(_DIGEST_HEADER, "")
 
-    def _put(self, key: str, data: bytes, content_type: str, digest: str, bucket: Optional[str] = None) -> None:
+    def _put(self, key: str, data: bytes, content_type: str, digest: str) -> None:
         try:
             self.client.put_object(
-                bucket or self.bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+                self.bucket, key, io.BytesIO(data), len(data), content_type=content_type,
                 metadata={DIGEST_METADATA: digest},
             )
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable(key, exc) from exc
 
-    def _get(self, key: str, bucket: Optional[str] = None) -> tuple[bytes, str]:
+    def _get(self, key: str) -> tuple[bytes, str]:
         """Bytes and digest metadata of `key`."""
         response = None
         try:
-            response = self.client.get_object(bucket or self.bucket, key)
+            response = self.client.get_object(self.bucket, key)
             data = response.read()
             meta = response.headers.get(_DIGEST_HEADER, "")
         except S3Error as exc:
@@ -249,37 +243,6 @@ class BlobStore:
         if actual != expected:
             raise BlobDigestMismatch(key, expected, actual)
         return data
-
-    # -- key records of confidential payloads (issue 18) ----------------------
-
-    def put_keys(self, statement_hash: bytes, record: bytes) -> str:
-        """Store a confidential record's key record (its wrapped data keys) at ``keys/<statement
-        hash>``, apart from the signed payload, so erasure can delete it alone; the key."""
-        key = keys_key(statement_hash)
-        digest, ctype = sha256(record).hex(), "application/vnd.sealstream.keys.v1"
-        if self._raw_put is not None and self.keys_bucket == self.bucket:  # the payloads' PUT (no SDK cost)
-            try:
-                self._raw_put.put(key, record, digest, ctype, {DIGEST_METADATA: digest})
-            except (PutRefused, PutUnavailable) as exc:
-                raise self._unavailable(key, exc) from exc
-        else:
-            self._put(key, record, ctype, digest, self.keys_bucket)
-        return key
-
-    def get_keys(self, statement_hash: bytes) -> bytes:
-        """The key record of a statement; `BlobNotFound` when there is none (or it was erased)."""
-        data, expected = self._get(keys_key(statement_hash), self.keys_bucket)
-        if expected and sha256(data).hex() != expected:
-            raise BlobDigestMismatch(keys_key(statement_hash), expected, sha256(data).hex())
-        return data
-
-    def delete_keys(self, statement_hash: bytes) -> None:
-        """Remove the key record of a statement (erasure); absent is fine."""
-        key = keys_key(statement_hash)
-        try:
-            self.client.remove_object(self.keys_bucket, key)
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unavailable(key, exc) from exc
 
     # -- manifests ----------------------------------------------------------
 

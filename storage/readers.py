@@ -26,6 +26,11 @@ class Reader:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> ConnectionPool:
+        """The pool it reads through (for the readers of other tables, e.g. `storage.key_records`)."""
+        return self._pool
+
     def readings(
         self, device: str, start: datetime, end: datetime, *, chunk: int = 10_000
     ) -> Iterator[Reading]:

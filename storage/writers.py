@@ -35,7 +35,7 @@ from trust._hashes import StatementHash
 from trust.receipt import SealReceipt
 from verify.rows import payload_time_us
 
-from . import _rows
+from . import _rows, key_records
 from .anchor_state import check_transition
 from .db import db_errors, one_row
 from .errors import BatchConflict, BatchError, RecordError
@@ -89,11 +89,13 @@ class ReadingsPart:
 @dataclass(frozen=True)
 class SealedWrite:
     """One sealed record for `Writer.write_sealed`: its statement (with receipt and
-    Kafka position) and its readings (time series) or blob row (image, video)."""
+    Kafka position), its readings (time series) or blob row (image, video), and for a
+    confidential record its key record (`storage.key_records`)."""
 
     statement: StatementRecord
     readings: Optional[ReadingsPart] = None
     blob: Optional[BlobRecord] = None
+    key_record: Optional[bytes] = None
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,8 @@ class Writer:
 
     def write_sealed(self, writes: Sequence[SealedWrite]) -> list[SealedOutcome]:
         """Store many sealed records -- statements, then the readings or blob rows of
-        those that are new or redelivered -- in **one transaction**; one outcome per
+        those that are new or redelivered, and the key records of those that are new --
+        in **one transaction**; one outcome per
         write, in order.  Idempotent like the single writes: a redelivered record
         rewrites nothing, and a statement refused (``conflict``, ``elsewhere``) gets no
         child rows, so its readings cannot be attributed to it."""
@@ -359,6 +362,9 @@ class Writer:
             blob_rows = _blob_rows(w.blob for w in kept if w.blob is not None)
             if blob_rows:
                 _insert_blobs(cur, blob_rows)
+            # key records with new statements only: a redelivery never restores an erased one
+            key_records.insert(cur, [(w.statement.hash, w.key_record) for w, o in zip(writes, outcomes)
+                                     if o.status == "inserted" and w.key_record is not None])
         return outcomes
 
     # -- batches ------------------------------------------------------------

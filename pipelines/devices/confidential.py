@@ -4,7 +4,7 @@
 signs the statement over the *envelope* (so ingest, sealing and anchoring see ciphertext
 only) and returns the Kafka record: value = the envelope, headers = the statement's plus
 ``ss-keys``, the key record (wrapped data keys), which is not signed and which the worker
-stores apart (``keys/<statement hash>`` in MinIO) so that erasure never touches a signed byte.
+stores apart (a row of PostgreSQL's ``key_records``) so that erasure never touches a signed byte.
 
 `recipients_in_force` reads the stream's recipients from the ledger as of now, every state
 value proven at one certified height (a lying node cannot add a recipient).

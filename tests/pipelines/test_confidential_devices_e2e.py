@@ -32,8 +32,8 @@ from pipelines.devices.confidential import RecipientsInForce
 from kafka_principals import enrol_factory
 from private_stack import PrivateStack
 from resilience_helpers import Anchoring
-from storage import migrate
-from storage.blobs import BlobStore
+from storage import key_records, migrate
+from storage.db import open_pool
 from test_confidential_noplaintext import _kafka_scan
 
 pytestmark = pytest.mark.services
@@ -122,10 +122,12 @@ def test_devices_run_confidential_is_stored_as_ciphertext_and_opens_for_the_reci
                     time.sleep(1)
                 # everything the pipeline stored is an envelope, with a key record for the recipient
                 assert {ct for ct, in stored} == {"application/vnd.sealstream.envelope.v1"}
-                blobs = BlobStore.from_settings(s)
+                with open_pool(dsn, max_size=1) as pool:
+                    held = key_records.read(pool, hashes)
                 for h in hashes:
-                    rec = KeyRecord.from_bytes(blobs.get_keys(h))
-                    assert [w.recipient for w in rec.wraps] == [qa.id]
+                    record = held[bytes(h)]
+                    assert record is not None
+                    assert [w.recipient for w in KeyRecord.from_bytes(record).wraps] == [qa.id]
                 # the recipient opens and proves a time series and an image
                 by_kind = {r["kind"]: bytes.fromhex(r["statement_hash"]) for r in sent}
                 assert set(by_kind) == {"timeseries", "image"}

@@ -40,8 +40,9 @@ from pipelines.devices.payloads import Payload
 from pipelines.devices.signing import OutMessage, seal
 from private_stack import PrivateStack
 from resilience_helpers import Anchoring
-from storage import migrate
+from storage import key_records, migrate
 from storage.blobs import BlobStore
+from storage.db import open_pool
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -256,8 +257,10 @@ def test_no_plaintext_of_a_confidential_stream_in_kafka_minio_postgres_logs_metr
                 # while the named recipient reads it from what the pipeline stored
                 img = msgs[3]
                 stored = blobs.get_raw(img.statement.payload_sha256)
-                opened = open_envelope(stored, blobs.get_keys(img.statement.hash()), qa.id, qa.private,
-                                       device=img.device, seq=0, kind="image")
+                with open_pool(dsn, max_size=1) as pool:
+                    record = key_records.read(pool, [img.statement.hash()])[img.statement.hash()]
+                assert record is not None
+                opened = open_envelope(stored, record, qa.id, qa.private, device=img.device, seq=0, kind="image")
                 assert SECRET in opened.plaintext
             finally:
                 if proc.poll() is None:

@@ -24,7 +24,8 @@ from pipelines.devices.confidential import seal_confidential
 from pipelines.devices.payloads import Payload
 from pipelines.worker import RawRecord, Seal
 from storage.blobs import BlobStore
-from storage.errors import BlobNotFound
+from storage import key_records
+from storage.db import open_pool
 from trust.identity import KeyPair
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))
@@ -81,7 +82,8 @@ def test_confidential_records_are_stored_as_ciphertext_and_open_for_recipients(d
         assert all(isinstance(r, Seal) for r in out), [getattr(r, "reason", None) for r in out]
         blobs = BlobStore.from_settings(dev_settings)
         # read back as the owner: the worker's role may only insert readings (security on)
-        with psycopg.connect(dev_settings.postgres_dsn) as conn:
+        with psycopg.connect(dev_settings.postgres_dsn) as conn, \
+                open_pool(dev_settings.postgres_dsn, max_size=1) as owner:
             for m in (c1, c2):
                 h = m.statement.hash()
                 n_rows = conn.execute("SELECT count(*) FROM readings WHERE statement_hash = %s", (h,)).fetchone()[0]
@@ -89,7 +91,7 @@ def test_confidential_records_are_stored_as_ciphertext_and_open_for_recipients(d
                 assert (n_rows, n_blobs) == (0, 1)  # a confidential time series is never parsed into rows
                 stored = blobs.get_raw(m.statement.payload_sha256)
                 assert stored == m.value and MARKER not in stored
-                record = blobs.get_keys(h)
+                record = key_records.read(owner, [h])[h]
                 assert record == dict(m.headers)[KEYS_HEADER] and MARKER not in record
                 row = conn.execute("SELECT canonical, signature FROM statements WHERE statement_hash = %s",
                                    (h,)).fetchone()
@@ -105,10 +107,15 @@ def test_confidential_records_are_stored_as_ciphertext_and_open_for_recipients(d
             assert conn.execute("SELECT count(*) FROM readings WHERE statement_hash = %s",
                                 (p1.statement.hash(),)).fetchone()[0] > 0
         assert out[0].statement.hash() == c1.statement.hash()
-        # erasure's primitive: the key record goes, the signed payload stays
-        BlobStore.from_settings(dev_settings, "erasure").delete_keys(c2.statement.hash())  # erasure's user
-        with pytest.raises(BlobNotFound):
-            blobs.get_keys(c2.statement.hash())
+        # erasure's primitive, as its role: the key record goes, the signed payload stays
+        h2 = c2.statement.hash()
+        with open_pool(dev_settings.postgres_dsn_for("erasure"), max_size=1) as eraser:
+            assert key_records.destroy(eraser, [h2]) == (1, [])
+            assert key_records.read(eraser, [h2]) == {h2: None}
+            # a redelivery of the raw message (its ss-keys header still carries the record) restores nothing
+            again = proc.process_batch([_raw(c2, 1, now)])
+            assert isinstance(again[0], Seal) and again[0].redelivery
+            assert key_records.read(eraser, [h2]) == {h2: None}
         assert blobs.get_raw(c2.statement.payload_sha256) == c2.value
     finally:
         proc.close()
@@ -136,7 +143,10 @@ def test_open_record_names_each_step(dev_settings) -> None:
         pool.close()
     # the policy as of a height: granted when sealed, revoked by the next block
     blobs = BlobStore.from_settings(dev_settings)
-    payload, record = blobs.get_raw(m.statement.payload_sha256), blobs.get_keys(m.statement.hash())
+    h = m.statement.hash()
+    with open_pool(dev_settings.postgres_dsn_for("erasure"), max_size=1) as eraser:
+        payload, record = blobs.get_raw(m.statement.payload_sha256), key_records.read(eraser, [h])[h]
+    assert record is not None
     st = chain.app.state
     assert open_record(m.statement, m.signature, payload, record, qa, stream_state=st, height=granted_at)
     for who, height, step in ((qa, chain.height, "recipient-revoked"), (buyer, chain.height, "not-a-recipient")):
@@ -154,9 +164,9 @@ def test_open_record_names_each_step(dev_settings) -> None:
     assert e.value.step == "decrypt"
     assert open_record(m.statement, m.signature, payload, record, qa).plaintext == img.data + MARKER
     # a deleted key record: nothing opens it
-    BlobStore.from_settings(dev_settings, "erasure").delete_keys(m.statement.hash())  # erasure's user
-    with pytest.raises(BlobNotFound):
-        blobs.get_keys(m.statement.hash())
+    with open_pool(dev_settings.postgres_dsn_for("erasure"), max_size=1) as eraser:
+        assert key_records.destroy(eraser, [h]) == (1, [])
+        assert key_records.read(eraser, [h]) == {h: None}
     with pytest.raises(OpenFailure) as e:
         open_record(m.statement, m.signature, payload, None, qa)
     assert e.value.step == "decrypt"

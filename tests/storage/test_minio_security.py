@@ -9,6 +9,7 @@ gets, with security on and off.
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import ssl
@@ -148,18 +149,13 @@ def test_the_pipeline_user_puts_and_gets_but_cannot_delete(secured) -> None:
     m = _manifest()
     mkey = store.put_manifest(m)
     assert store.get_manifest(m.batch_id) == m
-    h = os.urandom(32)
-    store.put_keys(h, b"wrapped keys")
-    assert store.get_keys(h) == b"wrapped keys"
     for bucket, k in ((s.minio_bucket, key), (s.minio_bucket, mkey)):
         with pytest.raises(S3Error) as info:
             store.client.remove_object(bucket, k)
         assert info.value.code == "AccessDenied"
         errors = list(store.client.remove_objects(bucket, [DeleteObject(k)]))
         assert errors and errors[0].code == "AccessDenied"
-    with pytest.raises(BlobStoreUnavailable, match="AccessDenied"):
-        store.delete_keys(h)
-    assert store.get_raw(sha256(payload)) == payload and store.get_keys(h) == b"wrapped keys"
+    assert store.get_raw(sha256(payload)) == payload
     # nothing outside its prefixes, no bucket administration
     with pytest.raises(S3Error, match="AccessDenied"):
         _put(store.client, s.minio_bucket, "elsewhere/x", b"x")
@@ -181,29 +177,19 @@ def test_readers_cannot_put_or_delete(secured, user: str) -> None:
         reader.put_raw(os.urandom(64))
     with pytest.raises(BlobStoreUnavailable, match="AccessDenied"):
         reader.put_manifest(_manifest())
-    with pytest.raises(BlobStoreUnavailable, match="AccessDenied"):
-        reader.put_keys(os.urandom(32), b"x")
     with pytest.raises(S3Error, match="AccessDenied"):
         reader.client.remove_object(s.minio_bucket, key)
     assert reader.get_raw(sha256(payload)) == payload
 
 
-def test_the_erasure_user_destroys_key_records_only(secured) -> None:
-    s = secured
-    pipeline = BlobStore.from_settings(s, "pipeline")
-    payload, key = _raw(pipeline)
-    h = os.urandom(32)
-    pipeline.put_keys(h, b"wrapped keys")
-    eraser = BlobStore.from_settings(s, "erasure")
-    eraser.delete_keys(h)
-    root = minio_client(s, "admin")
-    # gone for real: the keys bucket keeps no versions (it has no object lock)
-    assert not list(root.list_objects(s.minio_keys_bucket_name, prefix=f"keys/{h.hex()}", include_version=True))
-    with pytest.raises(S3Error, match="AccessDenied"):
-        eraser.client.remove_object(s.minio_bucket, key)
-    with pytest.raises(S3Error, match="AccessDenied"):
-        eraser.client.stat_object(s.minio_bucket, key)
-    assert pipeline.get_raw(sha256(payload)) == payload
+def test_no_user_of_an_earlier_stack_may_delete(stack, secured) -> None:
+    """The ``erasure`` user deleted key records when they were objects; they are rows now
+    (`storage.key_records`), so provisioning removes it and no MinIO user deletes anything."""
+    admin = stack.minio.admin()
+    admin.user_add("erasure", "an-earlier-stacks-secret-0123")  # as an earlier stack left it
+    stack.minio.provision()
+    users = json.loads(admin.user_list())
+    assert "erasure" not in users and set(MINIO_USERS) <= set(users)
 
 
 # -- object lock (WORM) -----------------------------------------------------------------------------
@@ -256,22 +242,12 @@ def test_object_lock_keeps_every_archived_version(secured) -> None:
     assert root.stat_object(s.minio_bucket, key, version_id=original.version_id).size == len(payload)
 
 
-def test_the_keys_bucket_is_not_locked(secured) -> None:
-    s = secured
-    if not s.minio_worm:
-        pytest.skip("object lock is off")
-    assert s.minio_keys_bucket_name != s.minio_bucket
-    with pytest.raises(S3Error) as info:
-        minio_client(s, "admin").get_object_lock_config(s.minio_keys_bucket_name)
-    assert info.value.code == "ObjectLockConfigurationNotFoundError"
-
-
 # -- which credentials and policies (no service) ---------------------------------------------------
 
 @pytest.fixture
 def own_home(monkeypatch, tmp_path) -> Path:
     for var in ("ROOT_PASSWORD", "ROOT_PASSWORD_FILE", "PIPELINE_SECRET", "PIPELINE_SECRET_FILE", "CA_FILE",
-                "SECURE", "OBJECT_LOCK", "KEYS_BUCKET"):
+                "SECURE", "OBJECT_LOCK"):
         monkeypatch.delenv(f"SEALSTREAM_MINIO_{var}", raising=False)
     monkeypatch.delenv("SEALSTREAM_STACK_HOME", raising=False)
     return tmp_path
@@ -282,8 +258,7 @@ def test_credentials_with_security_off_are_the_root_user_for_everyone(own_home) 
     s = load_settings(security=False, home=tmp_path)
     for user in ("admin", *MINIO_USERS):
         assert s.minio_credentials(user) == (s.minio_root_user, "sealstream-dev-secret")
-    assert (s.minio_tls, s.minio_worm, s.minio_keys_bucket_name, s.minio_ca_file) == (False, False, s.minio_bucket,
-                                                                                        None)
+    assert (s.minio_tls, s.minio_worm, s.minio_ca_file) == (False, False, None)
 
 
 def test_credentials_with_security_on_are_per_job_secrets(monkeypatch, own_home) -> None:
@@ -299,10 +274,8 @@ def test_credentials_with_security_on_are_per_job_secrets(monkeypatch, own_home)
     assert s.minio_credentials("pipeline") == ("pipeline", pipeline) and pipeline != root
     monkeypatch.setenv("SEALSTREAM_MINIO_PIPELINE_SECRET", "from-the-environment")
     assert s.minio_credentials("pipeline") == ("pipeline", "from-the-environment")
-    assert s.minio_tls and s.minio_worm and s.minio_keys_bucket_name == s.minio_bucket + "-keys"
+    assert s.minio_tls and s.minio_worm
     assert s.minio_ca_file == tmp_path / "pki" / "ca.crt"
-    assert load_settings(security=True, home=tmp_path, minio_object_lock=False).minio_keys_bucket_name == \
-        s.minio_bucket
     # a process with a home of its own on the same stack reads the stack's secrets and CA
     mine = load_settings(security=True, home=tmp_path / "own", stack_home=tmp_path)
     assert mine.minio_credentials("pipeline") == ("pipeline", "from-the-environment")
@@ -311,19 +284,50 @@ def test_credentials_with_security_on_are_per_job_secrets(monkeypatch, own_home)
     assert mine.minio_ca_file == tmp_path / "pki" / "ca.crt"
 
 
-def test_policies_grant_no_delete_but_erasure_of_key_records() -> None:
-    docs = {u: policy(u, "data", "data-keys") for u in MINIO_USERS}
+def test_policies_grant_no_delete() -> None:
+    docs = {u: policy(u, "data") for u in MINIO_USERS}
     for user, doc in docs.items():
         for st in doc["Statement"]:
             assert st["Effect"] == "Allow"
             for action in st["Action"]:
-                assert action in {"s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "s3:PutObject",
-                                  "s3:DeleteObject"}, (user, action)
-                if action == "s3:DeleteObject":
-                    assert user == "erasure" and st["Resource"] == ["arn:aws:s3:::data-keys/keys/*"]
+                assert action in {"s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "s3:PutObject"}, \
+                    (user, action)
                 if action == "s3:PutObject":
                     assert user == "pipeline"
     assert set(POLICIES) == set(MINIO_USERS)
     writes = [st for st in docs["pipeline"]["Statement"] if "s3:PutObject" in st["Action"]]
     assert sorted(r for st in writes for r in st["Resource"]) == [
-        "arn:aws:s3:::data-keys/keys/*", "arn:aws:s3:::data/manifests/*", "arn:aws:s3:::data/raw/*"]
+        "arn:aws:s3:::data/manifests/*", "arn:aws:s3:::data/raw/*"]
+
+
+def test_provisioning_moves_key_record_objects_of_an_earlier_stack_into_postgres(stack, settings) -> None:
+    """Before migration 0010 key records were MinIO objects (``keys/<statement hash>`` in
+    ``<bucket>-keys``); `provision` copies each whose statement is stored into ``key_records`` and
+    removes the object, so erasure reaches the only copy; one naming no statement stays."""
+    import uuid
+
+    from storage import Writer, key_records, open_pool
+    from storage_helpers import statement_record
+
+    s = settings
+    rec, _ = statement_record(int(uuid.uuid4().int % 10**9))
+    orphan = os.urandom(32)
+    root = minio_client(s, "admin")
+    old = f"{s.minio_bucket}-keys"
+    if not root.bucket_exists(old):
+        root.make_bucket(old)
+    with open_pool(s.postgres_dsn, max_size=1) as pool:
+        assert Writer(pool).write_statements([rec]).inserted == 1
+        _put(root, old, f"keys/{rec.hash.hex()}", b"wrapped keys of before")
+        _put(root, old, f"keys/{orphan.hex()}", b"no statement")
+        try:
+            stack.minio.provision()
+            assert key_records.read(pool, [rec.hash, orphan]) == {bytes(rec.hash): b"wrapped keys of before",
+                                                                 orphan: None}
+            names = {o.object_name for o in root.list_objects(old, prefix="keys/", recursive=True)}
+            assert names == {f"keys/{orphan.hex()}"}
+            stack.minio.provision()  # idempotent
+            assert key_records.read(pool, [rec.hash])[bytes(rec.hash)] == b"wrapped keys of before"
+        finally:
+            root.remove_object(old, f"keys/{orphan.hex()}")
+            root.remove_object(old, f"keys/{rec.hash.hex()}")

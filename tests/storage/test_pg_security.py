@@ -28,7 +28,7 @@ from storage_helpers import readings, statement_record, utc
 from infra.pki import StackPKI
 from infra.postgres import scram_matches, scram_verifier
 from sealstream.settings import PG_ROLES, Settings, load_settings, mask_dsn
-from storage import BatchRecord, ReadingsPart, StorageError, Writer, manifest_key, open_pool
+from storage import BatchRecord, ReadingsPart, StorageError, Writer, key_records, manifest_key, open_pool
 from storage.outbox import OutboxMessage
 from storage.records import ms_to_datetime
 from storage.verification import BatchVerdict, VerificationStore, VerifiedStatement
@@ -297,6 +297,42 @@ def test_the_analyst_reads_the_verified_views_only(role_dsn, connect, anchored) 
         assert table.num_rows == 4
 
 
+def test_key_records_are_inserted_by_the_writer_and_destroyed_by_erasure_only(role_dsn, connect, anchored) -> None:
+    """Migration 0010: the pipeline may only INSERT a key record (with its new statement:
+    `Writer.write_sealed`); the erasure role may read statements and batch leaves and SELECT and
+    DELETE key records, and nothing else; the analyst and the verifier read them; Grafana cannot."""
+    rec = anchored["records"][0]
+    h = rec.hash
+    with connect("pipeline") as conn:
+        conn.execute("INSERT INTO key_records (statement_hash, record) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                     (h, b"wrapped keys"))
+        for sql in ("SELECT count(*) FROM key_records", "UPDATE key_records SET record = '\\x00'",
+                    "DELETE FROM key_records"):
+            with pytest.raises(DENIED):
+                conn.execute(sql)
+    for principal in ("analyst", "verifier"):
+        with open_pool(role_dsn(principal), max_size=1) as pool:
+            assert key_records.read(pool, [h]) == {h: b"wrapped keys"}
+        with connect(principal) as conn:
+            with pytest.raises(DENIED):
+                conn.execute("DELETE FROM key_records")
+    with connect("grafana") as conn:
+        with pytest.raises(DENIED):
+            conn.execute("SELECT count(*) FROM key_records")
+    with connect("erasure") as conn:
+        assert conn.execute("SELECT count(*) FROM statements WHERE statement_hash = %s", (h,)).fetchone() == (1,)
+        conn.execute("SELECT count(*) FROM batch_leaves")
+        for sql in ("UPDATE key_records SET record = '\\x00'", "INSERT INTO key_records (statement_hash, record) "
+                    "VALUES ('\\x00', '\\x00')", "DELETE FROM statements", "UPDATE statements SET gateway = 'x'",
+                    "SELECT count(*) FROM readings", "DELETE FROM readings", "DELETE FROM batch_leaves",
+                    "SELECT count(*) FROM verified_readings", "CREATE TABLE t (x int)"):
+            with pytest.raises(DENIED):
+                conn.execute(sql)
+    with open_pool(role_dsn("erasure"), max_size=1) as pool:
+        assert key_records.destroy(pool, [h]) == (1, [])
+        assert key_records.read(pool, [h]) == {h: None}
+
+
 def test_grafana_reads_its_panels_tables_and_writes_nothing(connect, anchored) -> None:
     with connect("grafana") as conn:
         for table in ("batches", "dead_letters", "batch_verdicts", "readings", "verified_readings", "verified_blobs"):
@@ -315,7 +351,8 @@ def test_no_public_access(settings: Settings, connect, dbname: str) -> None:
     with connect("grafana") as conn:
         acl = conn.execute("SELECT datacl::text FROM pg_database WHERE datname = %s", (dbname,)).fetchone()[0]
         assert not re.search(r"(^|[{,])=", acl), acl  # no PUBLIC entry
-        for role in ("sealstream_pipeline", "sealstream_verifier", "sealstream_analyst", "sealstream_grafana"):
+        for role in ("sealstream_pipeline", "sealstream_verifier", "sealstream_analyst", "sealstream_grafana",
+                     "sealstream_erasure"):
             assert f"{role}=c" in acl or f"{role}=Tc" in acl
 
 
@@ -394,14 +431,14 @@ def test_a_running_cluster_follows_the_security_setting(settings: Settings, tmp_
                                            ([r for r in PG_ROLES.values() if r],)).fetchall())
             # (a fresh cluster with security off has no roles yet: migration 0009 makes them NOLOGIN)
             assert ssl is security and all(v is security for v in logins.values()), (security, ssl, logins)
-            assert len(logins) == 4 or not security
+            assert len(logins) == len(PG_ROLES) - 1 or not security  # every role but the owner
             if security:
                 assert "no encryption" in _refused(s.postgres_dsn, sslmode="disable")
                 with psycopg.connect(s.postgres_dsn_for("analyst"), connect_timeout=5) as conn:
                     assert conn.execute("SELECT current_user").fetchone() == (PG_ROLES["analyst"],)
             else:
                 assert "password authentication failed" in _refused(make_conninfo(s.postgres_dsn, password="wrong"))
-            assert svc.security() == ("TLS (verify-full), scram-sha-256, 5 roles" if security
+            assert svc.security() == ("TLS (verify-full), scram-sha-256, 6 roles" if security
                                       else "plaintext, scram-sha-256, one role")
     finally:
         svc.stop()
