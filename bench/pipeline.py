@@ -177,7 +177,7 @@ def _bench_minio_user(s: Any, bucket: str) -> dict[str, str]:
     prefix = f"{bucket}-"
     secret = secrets.token_urlsafe(24)
     admin = _minio_admin(s)
-    admin.policy_add(prefix + "pipeline", policy=policy("pipeline", bucket, bucket))
+    admin.policy_add(prefix + "pipeline", policy=policy("pipeline", bucket))
     admin.user_add(prefix + "pipeline", secret)
     admin.policy_set(prefix + "pipeline", user=prefix + "pipeline")
     _bench_users.append(prefix + "pipeline")
