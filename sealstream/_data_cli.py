@@ -87,7 +87,7 @@ class _Session:
     """PostgreSQL, MinIO and the ledger for a reader (closed at exit)."""
 
     def __init__(self, as_json: bool, key: Any = None, ledger_dir: Path | None = None,
-                 pg_principal: str = "admin", minio: bool = True) -> None:
+                 pg_principal: str = "verifier", minio: bool = True) -> None:
         from ledger.client import LedgerClient
         from storage.blobs import BlobStore
         from storage.db import open_pool
@@ -95,6 +95,7 @@ class _Session:
         self.settings = load_settings()
         self.as_json = as_json
         try:
+            # a reader reads as the verifier's role (every table, no write but verdicts), never the owner
             self.pool = open_pool(self.settings.postgres_dsn_for(pg_principal), max_size=2)
             # MinIO as the analyst (issue 17): read only; no MinIO user deletes (key records are rows)
             self.blobs = BlobStore.from_settings(self.settings, "analyst") if minio else None
