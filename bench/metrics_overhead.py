@@ -94,7 +94,8 @@ class _ScrapedTarget:
         self.target.start(n_nodes, n_sealers)
         self.node_cpu_s = -self._node_cpu()
         if self.scrape_interval_s > 0:
-            urls = [f"http://{a.host}:{a.http_port}/metrics" for a in self.target.cluster.addresses()]
+            # the plain-HTTP metrics listener Prometheus scrapes (the API itself is pinned HTTPS)
+            urls = [u for a in self.target.cluster.addresses() if (u := a.metrics_url) is not None]
             self.scraper = _Scraper(urls, self.scrape_interval_s)
             self.scraper.start()
 

@@ -9,9 +9,10 @@ session, its output appended to ``ROOT/logs/NAME.log`` and its pid in
 ``ROOT/run/NAME.pid``. A pid file only counts while the process's command
 line still names ROOT, so `stop` never signals an unrelated process that
 reused a stale pid. Ports: node i listens on ``base_port + 2i`` (p2p) and
-``base_port + 2i + 1`` (HTTP), and with TLS (the default; ``tls=False`` is the
-plaintext transport of before) on ``base_port + 2n + i`` for clients;
-``base_port=0`` picks free ports.
+``base_port + 2i + 1`` (HTTP; HTTPS pinned to its genesis key with TLS, `ledger.https`),
+with TLS (the default; ``tls=False`` is the plaintext transport of before) on
+``base_port + 2n + i`` for clients, and on ``metrics_host:base_port + 3n + i`` for
+Prometheus (plain HTTP, ``/metrics`` only); ``base_port=0`` picks free ports.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from . import https
 from ._types import Params
 from .client import AsyncLedgerClient, LedgerClient
 from .errors import LedgerError
+from .https import Pins
 from .layout import LedgerLayout, NodeAddress, init_layout
 
 __all__ = ["QUICK_PARAMS", "ClusterError", "LocalCluster", "free_ports"]
@@ -93,7 +96,7 @@ class LocalCluster:
     def __init__(self, root: str | Path, *, n_nodes: int = 4, n_sealers: int | None = None,
                  params: Params | None = None, host: str = "127.0.0.1", base_port: int = 0,
                  port_setting: str = "SEALSTREAM_LEDGER_BASE_PORT", log_level: str = "INFO",
-                 app: str = "contracts", tls: bool = True) -> None:
+                 app: str = "contracts", tls: bool = True, metrics_host: str = "127.0.0.1") -> None:
         self.root = Path(root).resolve()
         self.layout = LedgerLayout(self.root)
         self.n_nodes = n_nodes
@@ -105,7 +108,9 @@ class LocalCluster:
         self.log_level = log_level
         self.app = app  # for `init` only: a started ledger runs what its genesis names
         self.tls = tls  # for `init` only: a started ledger runs what its layout says (`LedgerLayout.tls`)
+        self.metrics_host = metrics_host  # for `init` only, like `tls`
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._pins: tuple[int, Pins] | None = None
 
     # ------------------------------------------------------------ setup
 
@@ -115,14 +120,15 @@ class LocalCluster:
         n = self.n_nodes
         if self.base_port:
             b = self.base_port
-            ports = [(b + 2 * i, b + 2 * i + 1, b + 2 * n + i) for i in range(n)]
+            ports = [(b + 2 * i, b + 2 * i + 1, b + 2 * n + i, b + 3 * n + i) for i in range(n)]
         else:
-            flat = free_ports(3 * n, self.host)
-            ports = [(flat[2 * i], flat[2 * i + 1], flat[2 * n + i]) for i in range(n)]
+            flat = free_ports(4 * n, self.host)
+            ports = [(flat[2 * i], flat[2 * i + 1], flat[2 * n + i], flat[3 * n + i]) for i in range(n)]
         if force:
             self.stop()
         return init_layout(self.root, n_nodes=n, n_sealers=self.n_sealers, ports=ports,
-                           host=self.host, params=self.params, force=force, app=self.app, tls=self.tls)
+                           host=self.host, metrics_host=self.metrics_host, params=self.params, force=force,
+                           app=self.app, tls=self.tls)
 
     def addresses(self) -> list[NodeAddress]:
         return self.layout.addresses()
@@ -157,10 +163,12 @@ class LocalCluster:
         todo = [n for n in (names or addrs) if self.pid(n) is None]
         for name in todo:
             a = addrs[name]
-            for port, what in ((a.p2p_port, "p2p"), (a.http_port, "HTTP"), (a.client_port, "client")):
-                if port is not None and not _port_free(a.host, port):
+            for host, port, what in ((a.host, a.p2p_port, "p2p"), (a.host, a.http_port, "HTTP"),
+                                     (a.host, a.client_port, "client"),
+                                     (a.metrics_host or a.host, a.metrics_port, "metrics")):
+                if port is not None and not _port_free(host, port):
                     raise ClusterError(
-                        f"Port {port} on {a.host}, needed by ledger {name} ({what}), is already in use; "
+                        f"Port {port} on {host}, needed by ledger {name} ({what}), is already in use; "
                         f"stop that process or set {self.port_setting} to a free port and run "
                         f"`sealstream ledger init --force` again.")
         for name in todo:
@@ -247,12 +255,19 @@ class LocalCluster:
 
     # ------------------------------------------------------------ queries
 
+    def pins(self) -> Pins:
+        """The genesis keys the HTTP API's certificates are pinned to (`ledger.https`)."""
+        stamp = self.layout.genesis_path.stat().st_mtime_ns
+        if self._pins is None or self._pins[0] != stamp:
+            self._pins = (stamp, Pins(self.layout.genesis()))
+        return self._pins[1]
+
     def status(self, name: str, timeout: float = 2.0) -> dict | None:
-        """`/status` of node `name`, or None if it does not answer."""
+        """`/status` of node `name`, or None if it does not answer (or is not who genesis says)."""
         a = self.layout.address(name)
         try:
-            with urllib.request.urlopen(f"{a.http_url}/status", timeout=timeout) as resp:
-                return json.loads(resp.read())
+            code, body = https.get(a, "/status", timeout=timeout, pins=self.pins())
+            return json.loads(body) if code == 200 else None
         except (OSError, ValueError):
             return None
 
@@ -260,12 +275,22 @@ class LocalCluster:
         return {n: self.status(n) for n in self.names}
 
     def http_get(self, name: str, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        a = self.layout.address(name)
+        """``GET path`` of node `name`'s HTTP API (pinned HTTPS with TLS): (status, body); raises
+        `ledger.https.PinError` when the node's certificate is not its genesis key's, OSError if down."""
+        return https.get(self.layout.address(name), path, timeout=timeout, pins=self.pins())
+
+    def metrics_get(self, name: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """``GET /metrics`` of node `name`'s plain-HTTP metrics listener (what Prometheus scrapes)."""
+        url = self.layout.address(name).metrics_url
+        if url is None:
+            raise ClusterError(f"ledger {name} has no plain-HTTP metrics port (a layout from before it); "
+                               "`sealstream ledger init --force` gives it one")
         try:
-            with urllib.request.urlopen(f"{a.http_url}{path}", timeout=timeout) as resp:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+            with exc:
+                return exc.code, exc.read()
 
     def client(self, **kw: Any) -> LedgerClient:
         """A blocking client with the ledger's client key (or ``key=``; close it when done)."""

@@ -39,6 +39,7 @@ import aiohttp
 from trust import canonical
 
 from ._client.errors import LedgerClientError, NodeUnavailable
+from .https import describe
 from .light_client import LightClient, LightClientError
 
 if TYPE_CHECKING:
@@ -193,7 +194,8 @@ async def follow_events(client: "AsyncLedgerClient", from_height: int = 0, after
                 elif from_height:
                     q["from_height"] = str(from_height)
                 try:
-                    async with session.get(addr.http_url + "/events", params=q) as resp:
+                    async with session.get(addr.http_url + "/events", params=q,
+                                           ssl=client.http_pins.aiohttp_ssl(addr)) as resp:
                         if resp.status != 200:
                             body = await resp.text()
                             if resp.status == 404 and "no-contracts" in body:
@@ -235,7 +237,7 @@ async def follow_events(client: "AsyncLedgerClient", from_height: int = 0, after
                             last_tip = height
                     errors.append(f"{addr.name}: the stream ended")
                 except (aiohttp.ClientError, asyncio.TimeoutError, NodeUnavailable) as exc:
-                    errors.append(f"{addr.name}: {type(exc).__name__} {exc}".strip())
+                    errors.append(f"{addr.name}: {describe(exc)}")
             if not follow:
                 raise NodeUnavailable(f"GET /events failed on every node ({'; '.join(errors)})")
             failures += 1

@@ -10,6 +10,10 @@ Read-only and served from the node's own event loop and block store.
 | ``GET /tx/{id}`` | the tx, its height, index, result and RFC 9162 inclusion proof |
 | ``GET /metrics`` | Prometheus text format (`ledger.metrics`) |
 
+A TLS layout serves this over HTTPS with the node's own certificate (`ledger.node`; callers pin
+the node's genesis key, `ledger.https`). Prometheus, which cannot pin an Ed25519 key, scrapes
+`make_metrics_app` instead: ``/metrics`` alone, over plain HTTP, on the node's metrics port.
+
 Contracts (nodes running `ContractApp`; a KV ledger answers 404 ``no-contracts``),
 answered from the node's committed state, whose height is ``state_height``:
 
@@ -85,7 +89,7 @@ from .views import block_view, header_view, jsonable, tx_view
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["make_app", "MAX_HEADERS"]
+__all__ = ["make_app", "make_metrics_app", "MAX_HEADERS"]
 
 #: Largest page of `/headers`.
 MAX_HEADERS = 256
@@ -125,6 +129,21 @@ def _int_arg(value: Any, name: str, default: int, maximum: int = MAX_INT) -> int
         raise web.HTTPBadRequest(text=f'{{"error": "bad-request", "message": "{name} must be <= {maximum}"}}',
                                  content_type="application/json")
     return n
+
+
+def _metrics_handler(node: "Node") -> Any:
+    async def metrics(_req: web.Request) -> web.Response:
+        body = generate_latest(node.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return metrics
+
+
+def make_metrics_app(node: "Node") -> web.Application:
+    """The plain-HTTP listener for Prometheus: ``GET /metrics`` and nothing else (404)."""
+    app = web.Application()
+    app.router.add_get("/metrics", _metrics_handler(node))
+    return app
 
 
 def make_app(node: "Node") -> web.Application:
@@ -170,10 +189,6 @@ def make_app(node: "Node") -> web.Application:
         results = store.results(h)
         return web.json_response(tx_view(blk.txs[i], h, i, results[i] if i < len(results) else None,
                                          tx_proof(blk, tx_id), blk.header))
-
-    async def metrics(_req: web.Request) -> web.Response:
-        body = generate_latest(node.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # ------------------------------------------------------------ contracts
     # Each handler reads the committed state without awaiting, so one answer
@@ -427,7 +442,7 @@ def make_app(node: "Node") -> web.Application:
     app.router.add_get("/blocks/{h}", block)
     app.router.add_get("/headers", headers)
     app.router.add_get("/tx/{tx_id}", tx)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", _metrics_handler(node))
     app.router.add_get("/registry/key/{did}", registry_key)
     app.router.add_get("/registry/{entity_id}", registry_entity)
     app.router.add_get("/anchors/root/{root}", anchors_by_root)

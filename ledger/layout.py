@@ -4,7 +4,8 @@ One directory (``$SEALSTREAM_HOME/ledger`` for the CLI, a temp dir in tests)
 holds everything a local cluster needs::
 
     genesis.json            the chain's genesis (JSON of `Genesis.to_wire()`)
-    addresses.json          [{name, did, host, p2p_port, http_port, client_port}] per node
+    addresses.json          [{name, did, host, p2p_port, http_port, client_port, metrics_port,
+                             metrics_host}] per node
     certs/<name>.pem        each node's self-signed TLS certificate (public; `ledger.tls`)
     nodes/<name>/node.key   the node's key and nothing else (dir 0700, file 0600)
     client/client.key       a submitter key for the CLI and tests (dir 0700)
@@ -22,9 +23,12 @@ name and renamed, so no reader ever sees a partial or wider-readable key. Layout
 this keep ``keys/<name>.key`` and are still read.
 
 TLS (`LedgerLayout.tls`): a layout with ``certs/`` runs its peers' links as mutually
-authenticated TLS 1.3 bound to the genesis keys, and its clients on ``client_port`` over TLS
-(`ledger.tls`); ``init_layout(tls=False)`` (``sealstream ledger init --plaintext``, the bench's
-comparison) and layouts from before this run the previous plaintext transport on one port.
+authenticated TLS 1.3 bound to the genesis keys, its clients on ``client_port`` over TLS
+(`ledger.tls`) and its HTTP API over HTTPS pinned to the same keys (`ledger.https`);
+``init_layout(tls=False)`` (``sealstream ledger init --plaintext``, the bench's comparison) and
+layouts from before this run the previous plaintext transport on one port and plain HTTP. Every
+node also has a plain-HTTP ``/metrics`` listener (``metrics_port`` on ``metrics_host``) for
+Prometheus.
 
 The application (`init_layout(app=...)`): ``"contracts"`` (the default of
 ``sealstream ledger init|up``) runs `ledger.contracts.ContractApp` from
@@ -86,7 +90,12 @@ class LayoutError(LedgerError):
 @dataclass(frozen=True)
 class NodeAddress:
     """Where one node listens: `p2p_port` for replicas (and, without TLS, clients), `http_port` for
-    queries, `client_port` for clients over TLS (None: a plaintext layout, clients use `p2p_port`)."""
+    queries, `client_port` for clients over TLS (None: a plaintext layout, clients use `p2p_port`),
+    `metrics_port` on `metrics_host` for Prometheus (plain HTTP, ``/metrics`` only; None: a layout
+    from before it, whose ``/metrics`` is on the HTTP API only).
+
+    A TLS layout (`client_port` set) serves its HTTP API over HTTPS with the node's certificate;
+    callers pin it to the node's genesis key (`ledger.https`)."""
 
     name: str
     did: str
@@ -94,10 +103,30 @@ class NodeAddress:
     p2p_port: int
     http_port: int
     client_port: int | None = None
+    metrics_port: int | None = None
+    metrics_host: str | None = None
+
+    @property
+    def https(self) -> bool:
+        """True when the HTTP API speaks TLS (a TLS layout: `ledger.https` pins it)."""
+        return self.client_port is not None
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://{self.host}:{self.http_port}"
+
+    @property
+    def metrics_target(self) -> str | None:
+        """``host:port`` Prometheus scrapes for ``/metrics`` over plain HTTP (None: none it can: a TLS
+        layout from before the metrics port, whose ``/metrics`` is behind the pinned HTTPS API)."""
+        if self.metrics_port is not None:
+            return f"{self.metrics_host or self.host}:{self.metrics_port}"
+        return None if self.https else f"{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        target = self.metrics_target
+        return None if target is None else f"http://{target}/metrics"
 
 
 @dataclass(frozen=True)
@@ -264,6 +293,7 @@ def init_layout(
     n_sealers: int,
     ports: Sequence[tuple[int, ...]],
     host: str = "127.0.0.1",
+    metrics_host: str = "127.0.0.1",
     params: Params | None = None,
     chain_id: str | None = None,
     force: bool = False,
@@ -272,9 +302,11 @@ def init_layout(
 ) -> LedgerLayout:
     """Write fresh keys, genesis and addresses for `n_nodes` (the first `n_sealers` seal).
 
-    `ports[i]` is node i's (p2p, http, client) ports; with `tls` (the default) each node's
-    certificate goes to ``certs/`` and clients get their own port (the third; without it, or
-    ``tls=False``, the previous plaintext transport on one port). `app` is ``"contracts"``
+    `ports[i]` is node i's (p2p, http, client, metrics) ports; with `tls` (the default) each node's
+    certificate goes to ``certs/``, its HTTP API serves HTTPS and clients get their own port (the
+    third; without it, or ``tls=False``, the previous plaintext transport on one port and plain
+    HTTP). The fourth, when given, is a plain-HTTP listener on `metrics_host` serving ``/metrics``
+    only (for Prometheus, which cannot pin the node's key). `app` is ``"contracts"``
     (also writes ``keys/admin.key`` and ``contracts.json``, and binds its hash
     into the genesis) or ``"kv"``. Refuses to touch an existing ledger unless
     `force` (which deletes its keys and block stores too).
@@ -320,7 +352,8 @@ def init_layout(
         _write_json(layout.contracts_path, cg.to_wire())
         genesis = Genesis(genesis.chain_id, genesis.nodes, genesis.sealers, genesis.params, genesis.time,
                           app_tag(cg))
-    addresses = [NodeAddress(name, key.did, host, p[0], p[1], p[2] if tls else None)
+    addresses = [NodeAddress(name, key.did, host, p[0], p[1], p[2] if tls else None,
+                             p[3] if len(p) > 3 else None, metrics_host if len(p) > 3 else None)
                  for name, key, p in zip(names, keys, ports)]
     _write_json(layout.genesis_path, genesis.to_wire())
     _write_json(layout.addresses_path, [asdict(a) for a in addresses])

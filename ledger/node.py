@@ -25,8 +25,11 @@ Run as ``python -m ledger.node --root DIR --node NAME`` (`ledger.cluster` and
   rebuilt with `Replica(safety=...)` and rejoins the view it crashed in
   (stores from before this only recorded the view: `Replica(min_view=)`
   then sits that view out);
-* serves `ledger.http_api` on its HTTP port, logs JSON lines to stderr and
-  shuts down cleanly on SIGTERM/SIGINT.
+* serves `ledger.http_api` on its HTTP port — over TLS 1.3 with its own certificate in a TLS
+  layout (the client port's context: server authentication; callers pin its genesis key,
+  `ledger.https`) — and ``/metrics`` alone over plain HTTP on its metrics port (for Prometheus;
+  not while ``SEALSTREAM_METRICS=0``), logs JSON lines to stderr and shuts down cleanly on
+  SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from .consensus import (
     TimerFired,
 )
 from .errors import LedgerError, WireError
-from .http_api import make_app
+from .http_api import make_app, make_metrics_app
 from .layout import LedgerLayout
 from .messages import ClientRequests, Request, decode_message, encode_message
 from .metrics import NodeMetrics
@@ -133,6 +136,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._logged_view = self.replica.view
         # heartbeats while a backup and equivocation evidence, for reputation (no-op when it is off)
         self.reporter = Reporter(self.key, nonce=time.time_ns() // 1000)
@@ -147,11 +151,19 @@ class Node:
         await self.transport.start()
         self._runner = web.AppRunner(make_app(self), access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.address.host, self.address.http_port).start()
+        await web.TCPSite(self._runner, self.address.host, self.address.http_port,
+                          ssl_context=None if self.tls is None else self.tls.client_server).start()
+        a = self.address
+        if a.metrics_port is not None and self.metrics.enabled:
+            self._metrics_runner = web.AppRunner(make_metrics_app(self), access_log=None)
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, a.metrics_host or a.host, a.metrics_port).start()
         log.info("node started", extra={"node": self.name, "did": self.did, "app": self.app,
                                         "height": self.replica.height,
                                         "view": self.replica.view, "p2p_port": self.address.p2p_port,
-                                        "http_port": self.address.http_port, "sealer": self.replica.is_sealer,
+                                        "http_port": self.address.http_port, "https": self.tls is not None,
+                                        "metrics_port": self.address.metrics_port if self._metrics_runner else None,
+                                        "sealer": self.replica.is_sealer,
                                         "client_port": self.transport.client_port, "tls": self.tls is not None})
         self._execute(self.replica.start())
         housekeeping = asyncio.create_task(self._housekeeping())
@@ -170,8 +182,9 @@ class Node:
             handle.cancel()
         self._timers.clear()
         await self.transport.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
         self._decoder.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 

@@ -40,7 +40,8 @@ def _cluster(s: Settings, n_nodes: int | None = None, n_sealers: int | None = No
                     view_change_timeout_ms=s.ledger_view_change_timeout_ms)
     return LocalCluster(s.ledger_home, n_nodes=n_nodes or s.ledger_nodes,
                         n_sealers=n_sealers or s.ledger_sealers, params=params, host=s.host,
-                        base_port=s.ledger_base_port, app=app, tls=s.ledger_tls if tls is None else tls)
+                        base_port=s.ledger_base_port, app=app, tls=s.ledger_tls if tls is None else tls,
+                        metrics_host=s.ledger_metrics_host)
 
 
 def _from_json(value: Any) -> Any:
@@ -100,6 +101,7 @@ def _rows(cluster: Any) -> list[dict[str, Any]]:
                                ("running" if st is not None else "unhealthy"), "pid": pid,
                                "p2p": f"{a.host}:{a.p2p_port}", "http": a.http_url,
                                "client": f"{a.host}:{a.client_port}" if a.client_port else None,
+                               "metrics": a.metrics_url,
                                "tls": cluster.layout.tls}
         if st is not None:
             row.update({k: st[k] for k in ("height", "view", "role", "primary", "epoch", "tip", "mempool")})
@@ -139,11 +141,14 @@ def ledger() -> None:
     The nodes run the contracts (registry, anchors, tokens, audit; docs/contracts.md) with the
     consortium admin key in admin/admin.key; `init --app kv` makes a key/value
     ledger (kv.put) instead. Node-to-node links are TLS 1.3 bound to the genesis keys and
-    clients use a TLS port of their own (`init --plaintext`: the plaintext transport of before).
+    clients use a TLS port of their own; the HTTP API is HTTPS with each node's own certificate,
+    pinned by every caller to the node's genesis key (`init --plaintext`: the plaintext transport
+    and plain HTTP of before).
 
     State: $SEALSTREAM_HOME/ledger (each node's key in nodes/<name>/node.key only). Ports:
-    SEALSTREAM_LEDGER_BASE_PORT (node i of n uses base+2i for p2p, base+2i+1 for HTTP and
-    base+2n+i for clients, fixed at `init`).
+    SEALSTREAM_LEDGER_BASE_PORT (node i of n uses base+2i for p2p, base+2i+1 for HTTP(S),
+    base+2n+i for clients and base+3n+i for Prometheus's plain-HTTP /metrics on
+    SEALSTREAM_LEDGER_METRICS_HOST, fixed at `init`).
     """
 
 
@@ -226,7 +231,8 @@ def ledger_up(ctx: click.Context, timeout: float, as_json: bool) -> None:
             cluster.init()
         cluster.start(timeout=timeout, progress=say)
         addrs = cluster.addresses()
-        targets_file = register_targets(s.home, JOB, [f"{a.host}:{a.http_port}" for a in addrs])
+        # Prometheus scrapes each node's plain-HTTP metrics port (the API is HTTPS pinned to genesis keys)
+        targets_file = register_targets(s.home, JOB, [t for a in addrs if (t := a.metrics_target) is not None])
     except _boundary_errors() as exc:
         _fail(exc, as_json)
         return

@@ -157,8 +157,9 @@ class Settings(BaseSettings):
 
     # Ledger (local cluster of `sealstream ledger up`; state in <home>/ledger).
     ledger_base_port: int = Field(7100, ge=0, le=65534,
-                                  description="node i listens on base+2i (p2p) and base+2i+1 (HTTP); "
-                                              "read by `ledger init`")
+                                  description="node i of n listens on base+2i (p2p), base+2i+1 (HTTP(S)), "
+                                              "base+2n+i (clients) and base+3n+i (metrics); read by "
+                                              "`ledger init`")
     ledger_nodes: int = Field(4, ge=1, description="nodes created by `ledger init`")
     ledger_sealers: int = Field(4, ge=1, description="of which the first K are sealers")
     ledger_max_block_txs: int = Field(256, ge=1, description="a block is cut when this many requests wait")
@@ -174,8 +175,11 @@ class Settings(BaseSettings):
     ledger_idle_timeout_s: float = Field(120.0, gt=0, description="an inbound connection silent this long is closed")
     ledger_max_connections: int = Field(512, ge=1, description="inbound connections a node keeps open")
     ledger_max_connections_per_address: int = Field(64, ge=1, description="... of which from one address")
-    ledger_tls: bool = Field(True, description="`ledger init`: TLS 1.3 links bound to the genesis keys and a TLS "
-                                               "client port; 0 = the plaintext transport (bench comparison)")
+    ledger_tls: bool = Field(True, description="`ledger init`: TLS 1.3 links bound to the genesis keys, a TLS "
+                                               "client port and an HTTPS API pinned to them; 0 = the plaintext "
+                                               "transport and plain HTTP (bench comparison)")
+    ledger_metrics_host: str = Field("127.0.0.1", description="`ledger init`: where each node's plain-HTTP "
+                                                              "/metrics listener (for Prometheus) binds")
 
     # Device payload limits (bytes, per kind): the simulator's `oversized` fault exceeds them and the
     # ingest agent dead-letters payloads above them. Each stays below its topic's max.message.bytes.

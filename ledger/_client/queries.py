@@ -21,6 +21,7 @@ from trust import canonical
 
 from .._types import Block, BlockHeader, CommitCertificate, Genesis
 from .._verify import CachedVerifier
+from ..https import Pins, describe
 from ..layout import NodeAddress
 from ..light_client import LightClient, LightClientError
 from ..views import decode_block_view, decode_header_view, decode_tx_view
@@ -43,6 +44,8 @@ class Queries:
     def _init_queries(self, http_timeout: float) -> None:
         self.http_timeout = http_timeout
         self._session: aiohttp.ClientSession | None = None
+        # each node's HTTPS certificate is pinned to the key the genesis names for it (`ledger.https`)
+        self.http_pins = Pins(self.genesis)
 
     async def _close_queries(self) -> None:
         if self._session is not None:
@@ -68,7 +71,7 @@ class Queries:
         missing = False
         for addr in self._address(node):
             try:
-                async with self._session.get(addr.http_url + path) as resp:
+                async with self._session.get(addr.http_url + path, ssl=self.http_pins.aiohttp_ssl(addr)) as resp:
                     body = await resp.json(content_type=None)
                     if resp.status == 200:
                         return body
@@ -81,7 +84,7 @@ class Queries:
                     message = body.get("message", "") if isinstance(body, dict) else ""
                     errors.append(f"{addr.name}: HTTP {resp.status} {message}".strip())
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-                errors.append(f"{addr.name}: {type(exc).__name__} {exc}".strip())
+                errors.append(f"{addr.name}: {describe(exc)}")
         if missing:
             return None
         raise NodeUnavailable(f"GET {path} failed on every node ({'; '.join(errors)}); "

@@ -207,7 +207,9 @@ def test_every_panel_query_returns_data(stack, settings, tmp_path) -> None:
         procs.append(_Proc(["pipeline", "verifier", "--app-id", verifier_group, "--ledger", str(cluster.root),
                             "--audit-interval", "0"], env, tmp_path / "verifier.log"))
         procs.append(_edge_agent(tmp_path / "edge", env, s.kafka_bootstrap, run_id))
-        targets = [f"{a.host}:{a.http_port}" for a in cluster.addresses()] + [f"127.0.0.1:{p.port}" for p in procs]
+        # the nodes' plain-HTTP metrics listeners (their API is HTTPS pinned to the genesis keys)
+        targets = [a.metrics_target for a in cluster.addresses()] + [f"127.0.0.1:{p.port}" for p in procs]
+        assert all(targets) and all(a.https for a in cluster.addresses())
         target_file = register_targets(Path(settings.home).resolve(), job, targets)
         provoke_refusals(cluster)  # a refusal of each kind the Chain-health panels show (and a drop)
 

@@ -43,6 +43,15 @@ def test_ledger_node_metrics_switch(value: str, tmp_path, monkeypatch) -> None:
         else:
             assert "sealstream_" not in text
         assert cluster.status(cluster.names[0])["height"] >= 1
+        # Prometheus's plain-HTTP listener: the same series when on, not listening when off
+        a = cluster.addresses()[0]
+        assert a.metrics_port is not None
+        if value == "1":
+            status, body = cluster.metrics_get(a.name)
+            assert status == 200 and "sealstream_ledger_height{" in body.decode()
+        else:
+            with socket.socket() as sock:
+                assert sock.connect_ex((a.metrics_host or a.host, a.metrics_port)) != 0
     finally:
         cluster.stop(timeout=5)
 

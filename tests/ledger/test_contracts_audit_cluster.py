@@ -167,7 +167,9 @@ def _follower_does_not_block_shutdown(c: LocalCluster, node: str) -> None:
     import http.client
 
     a = next(x for x in c.addresses() if x.name == node)
-    conn = http.client.HTTPConnection(a.host, a.http_port, timeout=30)
+    ctx = c.pins().context(a)  # HTTPS pinned to the node's genesis key
+    assert ctx is not None
+    conn = http.client.HTTPSConnection(a.host, a.http_port, timeout=30, context=ctx)
     conn.request("GET", "/events?follow=1")
     resp = conn.getresponse()
     assert resp.status == 200 and json.loads(resp.readline())["type"] == "event"

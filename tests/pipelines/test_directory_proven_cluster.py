@@ -3,7 +3,8 @@
 A device is registered, the answers of node 0 are captured (``/state/proofs?did=`` and
 ``/registry/key/{did}``), then the device is revoked. A stand-in HTTP server in front of node 0
 (the first node the directories ask) answers those two paths with the answers captured BEFORE the
-revocation and proxies everything else (``/status``, ``/headers``) to node 0 unchanged:
+revocation and proxies everything else (``/status``, ``/headers``) to node 0 unchanged. It serves
+HTTPS with node 0's own key, as node 0 itself lying would (the clients pin node 0's genesis key):
 
 - one node's unproven ``/registry/key`` answer (what the pipeline used to take) says active: the attack is real;
 - `ProvenDirectory` refuses the stand-in's proof as stale (below the floor that node 0's own
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 import urllib.parse
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +29,9 @@ import pytest
 from aiohttp import web
 
 from anchor_helpers import admin_client, ledger_cluster
+from ledger import https
 from ledger.client import LedgerClient
+from ledger.layout import NodeAddress
 from ledger.contracts.registry import ent_key
 from pipelines._anchor_ledger import ensure_devices
 from pipelines.directory import ProvenDirectory, device_key_from_resolution
@@ -38,17 +41,22 @@ from trust.identity import KeyPair
 pytestmark = [pytest.mark.timeout(180), pytest.mark.services]  # a ledger of node processes
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return resp.status, resp.read()
+def _get(addr: NodeAddress, path: str) -> tuple[int, bytes]:
+    code, body = https.get(addr, path, timeout=10)
+    if code != 200:
+        raise OSError(f"{addr.name} {path}: HTTP {code} {body[:200]!r}")
+    return code, body
 
 
 class StandIn:
     """An aiohttp server on its own thread in front of `upstream`: `answers` (path -> (status, body)) are
-    served as captured, `rewrite(path_qs, body) -> body` may alter a proxied answer, the rest is proxied."""
+    served as captured, `rewrite(path_qs, body) -> body` may alter a proxied answer, the rest is proxied.
+    It serves TLS with `ssl_context` (node 0's own identity) and reaches `upstream` pinned to its key."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: NodeAddress, ssl_context: ssl.SSLContext) -> None:
         self.upstream = upstream
+        self.ssl_context = ssl_context
+        self.pins = https.Pins()
         self.answers: dict[str, tuple[int, bytes]] = {}  # keyed by the unquoted path with its query
         self.rewrite = None
         self.hits: dict[str, int] = {}
@@ -62,7 +70,7 @@ class StandIn:
         app.router.add_route("GET", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         return runner, runner.addresses[0][1]
@@ -73,7 +81,8 @@ class StandIn:
         if asked in self.answers:
             status, body = self.answers[asked]
             return web.Response(status=status, body=body, content_type="application/json")
-        async with self.session.get(self.upstream + req.raw_path) as resp:
+        async with self.session.get(self.upstream.http_url + req.raw_path,
+                                    ssl=self.pins.aiohttp_ssl(self.upstream)) as resp:
             body = await resp.read()
             if self.rewrite is not None and resp.status == 200:
                 body = self.rewrite(req.raw_path, body)
@@ -96,7 +105,7 @@ def _wait_heights(addrs, height: int, seconds: float = 30) -> None:
         got = []
         for a in addrs:
             try:
-                got.append(json.loads(_get(a.http_url + "/status")[1])["height"])
+                got.append(json.loads(_get(a, "/status")[1])["height"])
             except OSError:
                 got.append(-1)
         if min(got) >= height:
@@ -119,12 +128,12 @@ def test_a_stand_in_with_answers_from_before_the_revocation_cannot_unrevoke(tmp_
     try:
         dev = KeyPair.generate()
         addrs = cluster.layout.addresses()
-        node0 = addrs[0].http_url
+        node0 = addrs[0]
         with admin_client(cluster) as admin:
             ensure_devices(admin, [("dev-standin", dev.did)])
             _wait_heights(addrs, admin.get_status(addrs[0].name)["height"])
-            before_proofs = _get(node0 + _proofs_path(dev.did))
-            before_key = _get(node0 + _key_path(dev.did))
+            before_proofs = _get(node0, _proofs_path(dev.did))
+            before_key = _get(node0, _key_path(dev.did))
             assert json.loads(before_key[1])["resolution"]["valid"] is True
             old_entity = {p["key"]: canonical.decode(bytes.fromhex(p["canonical"]))["value"]
                           for p in json.loads(before_proofs[1])["proofs"]}[ent_key("dev-standin")]
@@ -133,7 +142,7 @@ def test_a_stand_in_with_answers_from_before_the_revocation_cannot_unrevoke(tmp_
             _wait_heights(addrs, receipt.height)
         assert json.loads(before_proofs[1])["height"] < receipt.height
 
-        stand_in = StandIn(node0)
+        stand_in = StandIn(node0, cluster.layout.node_tls("node0").client_server)
         stand_in.answers[urllib.parse.unquote(_proofs_path(dev.did))] = before_proofs
         stand_in.answers[urllib.parse.unquote(_key_path(dev.did))] = before_key
         nodes = [replace(addrs[0], host="127.0.0.1", http_port=stand_in.port)] + addrs[1:]
