@@ -36,7 +36,7 @@ def _free_base(n_ports: int) -> int:
 
 @pytest.mark.services  # `ledger up`: node processes
 def test_cli_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = _free_base(12)
+    base = _free_base(16)
     monkeypatch.setenv("SEALSTREAM_HOME", str(tmp_path))
     monkeypatch.setenv("SEALSTREAM_LEDGER_BASE_PORT", str(base))
     monkeypatch.setenv("SEALSTREAM_LEDGER_BLOCK_TIME_MS", "20")
@@ -47,6 +47,8 @@ def test_cli_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         init = json.loads(r.output)
         assert [n["p2p_port"] for n in init["nodes"]] == [base, base + 2, base + 4, base + 6]
         assert [n["client_port"] for n in init["nodes"]] == [base + 8, base + 9, base + 10, base + 11]
+        assert [n["metrics_port"] for n in init["nodes"]] == [base + 12, base + 13, base + 14, base + 15]
+        assert {n["metrics_host"] for n in init["nodes"]} == {"127.0.0.1"}
         assert init["tls"] is True
         home = tmp_path / "ledger"
         # one directory per node with only its own key; the admin and client keys apart; 0600 / 0700
@@ -67,7 +69,9 @@ def test_cli_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert {n["state"] for n in up["nodes"]} == {"running"}
         targets = json.loads(Path(up["prometheus_targets"]).read_text())
         assert targets[0]["labels"]["job"] == "sealstream-ledger"
-        assert targets[0]["targets"] == [f"127.0.0.1:{base + 2 * i + 1}" for i in range(4)]
+        # Prometheus scrapes the plain-HTTP metrics ports; the API is HTTPS pinned to the genesis keys
+        assert targets[0]["targets"] == [f"127.0.0.1:{base + 12 + i}" for i in range(4)]
+        assert all(n["http"].startswith("https://") and n["metrics"] for n in up["nodes"])
 
         assert init["app"] == "contracts" and init["admin"].startswith("did:key:")
         assert (tmp_path / "ledger" / "contracts.json").exists()
