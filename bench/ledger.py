@@ -69,6 +69,7 @@ TARGETS = {
     "scaling_16_over_4": 0.90,  # 16 nodes >= 90% of the 4-node throughput
     "success_rate": 1.0,  # 100% success, no lost transaction
     "peer_ratio": 1.0,  # more tx/s than CometBFT
+    "secure_peer_ratio": 2.0,  # issue 16: >= 2x CometBFT with our links, client port and HTTP API secured
 }
 UNAVAILABLE = "sealstream ledger cluster not available yet: {reason}"
 
@@ -453,6 +454,10 @@ def format_report(rep: dict[str, Any]) -> str:
     for n in s["nodes"]:
         out.append(_target_line(f"{n} nodes: TLS >= 90% of plaintext tx/s", r.get(f"tls_over_plaintext_{n}"), 0.90,
                                 lambda v: f"{100 * v:.0f}%"))
+    if rep.get("peer") is not None:
+        # ours (TLS: the default row) against CometBFT, whose links are authenticated and encrypted too
+        out.append(_target_line(">= 2x CometBFT with security on (4 nodes, TLS)", r["ours_4_over_peer"],
+                                TARGETS["secure_peer_ratio"], lambda v: f"{v:.2f}x"))
     if rep.get("reputation"):
         from bench._reputation import format_reputation
 

@@ -3,7 +3,9 @@
 Static jobs scrape the stack itself (Prometheus, the Kafka broker's JMX
 exporter, MinIO). The ledger nodes and pipeline workers register by writing
 file_sd target files into ``<state>/prometheus/targets/<job>.json`` (see
-:func:`register_targets`); Prometheus picks them up without a restart.
+:func:`register_targets`); Prometheus picks them up without a restart. A ledger
+node registers its plain-HTTP metrics port (``/metrics`` only), not its HTTP API,
+which is HTTPS pinned to the node's genesis key (`ledger.https`).
 """
 
 from __future__ import annotations

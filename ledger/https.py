@@ -20,7 +20,6 @@ listener that serves ``/metrics`` only (`NodeAddress.metrics_port`), so it needs
 
 from __future__ import annotations
 
-import json
 import ssl
 import urllib.error
 import urllib.request
@@ -141,12 +140,6 @@ def get(addr: "NodeAddress", path: str, *, timeout: float = 5.0, pins: Pins | No
         if isinstance(exc.reason, PinError):
             raise exc.reason from None
         raise
-
-
-def get_json(addr: "NodeAddress", path: str, **kw: Any) -> Any:
-    """`get`, the body as JSON (ValueError if it is not)."""
-    _status, body = get(addr, path, **kw)
-    return json.loads(body)
 
 
 def describe(exc: BaseException) -> str:
