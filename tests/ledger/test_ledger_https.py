@@ -164,3 +164,19 @@ def test_a_man_in_the_middle_with_another_certificate_is_refused(cluster: LocalC
         mitm.close()
     assert mitm.accepted >= 2  # the handshakes were tried ...
     assert not mitm.received  # ... and not one byte of a request reached the impostor
+
+
+def test_a_plaintext_layout_keeps_plain_http(tmp_path) -> None:
+    """``init --plaintext`` (the bench's comparison): plain HTTP on the API port, the metrics port as well."""
+    c = LocalCluster(tmp_path / "plain", n_nodes=1, n_sealers=1, params=QUICK_PARAMS, app="kv", tls=False)
+    c.init()
+    a = c.addresses()[0]
+    assert not c.layout.tls and not a.https and a.http_url.startswith("http://") and a.metrics_port
+    c.start(timeout=60)
+    try:
+        with urllib.request.urlopen(a.http_url + "/status", timeout=10) as resp:  # no TLS, no pin
+            assert resp.status == 200 and b'"tls": false' in resp.read()
+        code, body = c.metrics_get(a.name)
+        assert code == 200 and b"sealstream_ledger_height" in body
+    finally:
+        c.stop(timeout=5)
