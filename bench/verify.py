@@ -175,6 +175,7 @@ class _Env:
         """Sign, seal, archive, store and anchor `items` = (seq, ts_ms, payload, table); a summary."""
         from pipelines.anchor import Anchorer, SealedLeaf
         from storage import StatementRecord
+        from storage.records import payload_copy
         from trust._hashes import StatementHash
         from trust.receipt import seal_receipt
         from trust.statement import Statement, sign_statement
@@ -187,7 +188,8 @@ class _Env:
             st = Statement.for_payload(dev.did, seq, ts_ms, "timeseries", ARROW, data)
             sig = sign_statement(st, dev)
             receipt = seal_receipt(st.hash(), loc, self.gw)
-            records.append(StatementRecord(st, sig, receipt=receipt, sealed_at=now))
+            # as the worker stores it: a small time series keeps its payload copy beside the statement
+            records.append(StatementRecord(st, sig, receipt=receipt, sealed_at=now, payload=payload_copy(st, data)))
             if len(sigs) < _BOUND_SAMPLE:
                 sigs.append((dev.did, st.signing_bytes(), sig, self.gw.did, receipt))
             t = table.column("ts").cast(pa.int64())

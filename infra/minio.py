@@ -308,6 +308,11 @@ class MinIO(Service):
             if not objs:
                 continue
             with psycopg.connect(s.postgres_dsn, connect_timeout=10) as conn:
+                if conn.execute("SELECT to_regclass('key_records')").fetchone() == (None,):
+                    log.warning("%d key record objects in bucket %s wait for PostgreSQL's key_records: run "
+                                "`sealstream db migrate`, then `sealstream stack provision`", len(objs), bucket,
+                                extra={"service": self.name})
+                    continue
                 for name in objs:
                     try:
                         h = bytes.fromhex(name.removeprefix("keys/"))

@@ -47,7 +47,7 @@ from ledger.errors import LedgerError
 from storage.blobs import BlobStore
 from storage.errors import BlobError, DatabaseError, RecordError, StorageError
 from storage.readers import Reader
-from storage.records import BlobRecord, KafkaPosition, StatementRecord, raw_key
+from storage.records import BlobRecord, KafkaPosition, StatementRecord, payload_copy, raw_key
 from storage.writers import ReadingsPart, SealedWrite, Writer
 from trust.identity import KeyPair, load_keypair, save_keypair
 from trust.receipt import SealReceipt, seal_receipt
@@ -469,7 +469,7 @@ class IngestProcessor:
             h = stmt.hash()
             receipt = seal_receipt(h, raw_key(stmt.payload_sha256), self.gateway)
             writes.append(SealedWrite(
-                StatementRecord(stmt, acc.signature, rec.position, receipt),
+                StatementRecord(stmt, acc.signature, rec.position, receipt, payload=payload_copy(stmt, rec.value)),
                 ReadingsPart(stmt.device, h, rows) if rows is not None else None,
                 BlobRecord.for_statement(stmt) if rows is None else None,
                 # wrapped keys apart from the signed bytes, in PostgreSQL (issue 18, `storage.key_records`)

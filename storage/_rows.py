@@ -10,11 +10,11 @@ from .records import BatchRecord, BlobRecord, KafkaPosition, Reading, StatementR
 
 STATEMENT_COLS = (
     "statement_hash, device, seq, ts, kind, content_type, size, payload_sha256, canonical, signature, "
-    "gateway, receipt_location, receipt_signature, sealed_at, kafka_topic, kafka_partition, kafka_offset"
+    "gateway, receipt_location, receipt_signature, sealed_at, kafka_topic, kafka_partition, kafka_offset, payload"
 )
 STATEMENT_TYPES = [
     "bytea", "text", "int8", "timestamptz", "text", "text", "int8", "bytea", "bytea", "bytea",
-    "text", "text", "bytea", "timestamptz", "text", "int4", "int8",
+    "text", "text", "bytea", "timestamptz", "text", "int4", "int8", "bytea",
 ]
 BLOB_COLS = "statement_hash, object_key, content_type, size, sha256"
 BATCH_COLS = (

@@ -12,7 +12,7 @@ from typing import Optional
 
 from trust._hashes import PayloadDigest, RootHash, StatementHash
 from trust.receipt import AnchorRef, SealReceipt, content_address
-from trust.statement import Statement
+from trust.statement import ENVELOPE_CONTENT_TYPE, Statement
 
 __all__ = [
     "ANCHOR_STATES",
@@ -26,6 +26,8 @@ __all__ = [
     "raw_key",
     "manifest_key",
     "ms_to_datetime",
+    "PAYLOAD_COPY_MAX",
+    "payload_copy",
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -41,6 +43,22 @@ def ms_to_datetime(ms: int) -> datetime:
 def raw_key(payload_sha256: bytes) -> str:
     """Object key of an archived payload: ``raw/<sha256 hex>`` (`trust.receipt.content_address`)."""
     return content_address(bytes(payload_sha256))
+
+
+#: The largest time-series payload kept beside its statement (migration 0011): the devices' windows
+#: (about 1.5 KB) are, whole-file uploads are not.
+PAYLOAD_COPY_MAX = 16 * 1024
+
+
+def payload_copy(statement: Statement, payload: bytes) -> Optional[bytes]:
+    """The bytes to keep beside `statement` in PostgreSQL: its payload when it is a plaintext (Arrow)
+    time series of at most `PAYLOAD_COPY_MAX` bytes (so `verify range` reads a range's payloads in
+    one query instead of one object GET each), else None (images, video and confidential envelopes
+    live in MinIO only)."""
+    if statement.kind == "timeseries" and statement.content_type != ENVELOPE_CONTENT_TYPE \
+            and len(payload) <= PAYLOAD_COPY_MAX:
+        return bytes(payload)
+    return None
 
 
 def manifest_key(batch_id: str) -> str:
@@ -67,6 +85,8 @@ class StatementRecord:
     receipt: Optional[SealReceipt] = None
     sealed_at: Optional[datetime] = None
     stored_at: Optional[datetime] = None  # set by the database
+    #: the signed payload's bytes, kept beside the statement when `payload_copy` says so (migration 0011)
+    payload: Optional[bytes] = None
 
     @property
     def hash(self) -> StatementHash:

@@ -141,6 +141,18 @@ class VerificationStore:
             out[rec.hash] = rec
         return out
 
+    def payload_copies(self, hashes: Iterable[bytes]) -> dict[bytes, bytes]:
+        """``payload_sha256 -> bytes`` of the payload copies kept beside these statements
+        (migration 0011; `storage.records.payload_copy`), as stored: unchecked (the caller compares
+        each with its digest; the verifier checks it against the signed statement)."""
+        hs = [bytes(h) for h in hashes]
+        if not hs:
+            return {}
+        with db_errors("read payload copies"), self._pool.connection() as conn:
+            rows = conn.execute("SELECT payload_sha256, payload FROM statements WHERE statement_hash = ANY(%s) "
+                                "AND payload IS NOT NULL", (hs,)).fetchall()
+        return {bytes(d): bytes(p) for d, p in rows}
+
     def memberships(self, hashes: Iterable[bytes]) -> dict[StatementHash, tuple[str, int]]:
         """``statement hash -> (batch_id, leaf_index)`` for batched statements."""
         hs = [bytes(h) for h in hashes]

@@ -177,7 +177,7 @@ def _statement_row(rec: StatementRecord) -> tuple:
         st.payload_sha256, st.to_bytes(), rec.signature,
         receipt.gateway if receipt else None, receipt.location if receipt else None,
         receipt.signature if receipt else None, sealed_at if receipt else None,
-        k.topic if k else None, k.partition if k else None, k.offset if k else None,
+        k.topic if k else None, k.partition if k else None, k.offset if k else None, rec.payload,
     )
 
 

@@ -97,6 +97,11 @@ class Statement:
     _bytes: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._check()
+        object.__setattr__(self, "_bytes", canonical.encode(self.to_dict()))
+
+    def _check(self) -> None:
+        """Raise `StatementError` unless every field is valid."""
         if self.v != VERSION or type(self.v) is not int:
             raise StatementError("unsupported-version", f"statement version {self.v!r}, want {VERSION}")
         if not isinstance(self.device, str):
@@ -118,7 +123,6 @@ class Statement:
             raise _invalid(f"content_type must be 1..255 printable ASCII chars, got {self.content_type!r}")
         if type(self.payload_sha256) is not bytes or len(self.payload_sha256) != 32:
             raise _invalid("payload_sha256 must be 32 bytes")
-        object.__setattr__(self, "_bytes", canonical.encode(self.to_dict()))
 
     @classmethod
     def for_payload(
@@ -159,7 +163,15 @@ class Statement:
             missing = sorted(set(_FIELDS) - set(doc))
             extra = sorted(set(doc) - set(_FIELDS))
             raise StatementError("invalid-field", f"missing fields {missing}, unknown fields {extra}")
-        return cls(**doc)
+        # `canonical.decode` accepts exactly the output of `canonical.encode`, so `data` already is
+        # the canonical form of `doc`: kept as it is rather than encoded again (the verifier parses
+        # one statement per record; tests/trust/test_statement.py checks the two agree)
+        stmt = cls.__new__(cls)
+        for name, value in doc.items():
+            object.__setattr__(stmt, name, value)
+        stmt._check()
+        object.__setattr__(stmt, "_bytes", bytes(data))
+        return stmt
 
     def hash(self) -> StatementHash:
         """SHA-256 of the canonical bytes: the Merkle leaf data."""

@@ -306,10 +306,11 @@ def test_provisioning_moves_key_record_objects_of_an_earlier_stack_into_postgres
     removes the object, so erasure reaches the only copy; one naming no statement stays."""
     import uuid
 
-    from storage import Writer, key_records, open_pool
+    from storage import Writer, key_records, migrate, open_pool
     from storage_helpers import statement_record
 
     s = settings
+    migrate(s.postgres_dsn)  # the stack's database, as `stack up` leaves it for the workers
     rec, _ = statement_record(int(uuid.uuid4().int % 10**9))
     orphan = os.urandom(32)
     root = minio_client(s, "admin")

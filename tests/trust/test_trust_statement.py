@@ -132,6 +132,34 @@ def test_invalid_fields(field, value):
         make(**{field: value})
 
 
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("device", "not-a-did"), ("device", None), ("seq", -1), ("seq", 2**63), ("seq", "1"), ("seq", True),
+        ("ts", -5), ("size", -1), ("kind", "audio"), ("kind", ["image"]), ("content_type", ""),
+        ("content_type", "a\nb"), ("content_type", "x" * 256), ("payload_sha256", b"\x00" * 31),
+        ("payload_sha256", "00" * 32), ("v", True),
+    ],
+)
+def test_from_bytes_checks_every_field(field, value):
+    """The parser keeps the canonical bytes it read instead of encoding them again, but checks
+    every field exactly as the constructor does."""
+    doc = make().to_dict()
+    doc[field] = value
+    with pytest.raises(StatementError):
+        Statement.from_bytes(canonical.encode(doc))
+
+
+@settings(max_examples=200, deadline=None)
+@given(seq=st.integers(0, 2**63 - 1), ts=st.integers(0, 2**63 - 1), size=st.integers(0, 2**63 - 1),
+       kind=st.sampled_from(sorted(KINDS)), digest=st.binary(min_size=32, max_size=32))
+def test_from_bytes_is_the_constructor(seq, ts, size, kind, digest):
+    built = Statement(DEVICE.did, seq, ts, kind, "application/octet-stream", size, digest)
+    parsed = Statement.from_bytes(built.to_bytes())
+    assert parsed == built and parsed.to_bytes() == built.to_bytes() == canonical.encode(built.to_dict())
+    assert parsed.hash() == built.hash() and parsed.signing_bytes() == built.signing_bytes()
+
+
 def test_kinds():
     assert KINDS == {"timeseries", "image", "video"}
     for kind in KINDS:

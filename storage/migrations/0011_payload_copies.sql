@@ -1,0 +1,12 @@
+-- 0011 a copy of each small time-series payload beside its statement (issue 14), every flavour.
+--
+-- `verify range` over statements the size devices send (about 1.5 KB of Arrow each) spent most
+-- of its time fetching each payload from MinIO, one GET per statement. The pipeline now also
+-- keeps the signed payload bytes of a time series of at most `storage.records.PAYLOAD_COPY_MAX`
+-- bytes in statements.payload, written with the statement, so the collector reads a range's
+-- payloads in one query. The copy is not trusted any more than the object is: the collector
+-- takes it only when its SHA-256 is the statement's payload_sha256 (else it reads MinIO), and the
+-- verifier checks every payload against the signed statement as before. MinIO's raw/<sha256>
+-- stays the archive (under object lock); images, video and confidential envelopes are not copied.
+-- NULL for statements stored before, and for every other payload.
+ALTER TABLE statements ADD COLUMN IF NOT EXISTS payload bytea;
