@@ -104,6 +104,26 @@ def test_overwritten_object_fails_payload_hash(dataset) -> None:
         assert report.failures[0].evidence["statement_hash"] == img.hash.hex()
 
 
+def test_a_forged_payload_copy_is_not_taken_and_a_forged_pair_fails_payload_hash(dataset) -> None:
+    """A time series' payload copy beside its statement (migration 0011) is read in bulk but trusted
+    no more than the object: a copy that does not hash to the signed digest is passed over for the
+    archived object, and when both are forged the record fails at payload-hash."""
+    _, key = dataset.device()
+    batch, records = dataset.batch(key, n_ts=2, n_img=0, rows=10)
+    ts = records[0]
+    assert _sql(dataset, "SELECT 1 FROM statements WHERE statement_hash = %s AND payload = %s",
+                (ts.hash, ts.payload)) == 1  # stored as the worker stores it
+    forged = bytearray(ts.payload)
+    forged[-1] ^= 1
+    assert _sql(dataset, "UPDATE statements SET payload = %s WHERE statement_hash = %s", (bytes(forged), ts.hash)) == 1
+    col = dataset.collector()
+    assert dataset.verify(col.batch(batch.batch_id)).ok
+    _overwrite(dataset, "raw/" + ts.statement.payload_sha256.hex(), bytes(forged))
+    report = dataset.verify(col.batch(batch.batch_id))
+    assert report.failed_step == "payload-hash", report.to_json()
+    assert report.failures[0].evidence["statement_hash"] == ts.hash.hex()
+
+
 def test_swapped_payloads_fail_payload_hash(dataset) -> None:
     _, key = dataset.device()
     batch, records = dataset.batch(key, n_ts=0, n_img=2)

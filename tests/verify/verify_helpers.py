@@ -20,7 +20,7 @@ from pipelines.collect import Collector
 from storage import BlobRecord, StatementRecord
 from storage.blobs import BlobStore
 from storage.readers import Reader
-from storage.records import BatchRecord
+from storage.records import BatchRecord, payload_copy
 from storage.verification import VerificationStore
 from storage.writers import ReadingsPart, Writer
 from trust.identity import KeyPair
@@ -102,7 +102,7 @@ class Dataset:
             loc = self.blobs.put_raw(payload, ctype)
             receipt = seal_receipt(st.hash(), loc, self.anchorer_key)
             stmts.append(StatementRecord(st, sign_statement(st, key), receipt=receipt,
-                                         sealed_at=datetime.now(timezone.utc)))
+                                         sealed_at=datetime.now(timezone.utc), payload=payload_copy(st, payload)))
             if kind == "timeseries":
                 parts.append(ReadingsPart(key.did, st.hash(), pa.ipc.open_stream(payload).read_all()))
             else:
