@@ -24,10 +24,13 @@ the open windows are only in memory: a SIGKILL loses at most one window per (sou
 
 Confidential devices (``confidential = { stream, recipients }``, issue 18): every payload is sealed
 for the stream's recipients (`edge.sdk.seal_confidential`) before it is spooled, so the spool, Kafka
-and everything after hold the envelope, never the plaintext. Their readings are therefore never
-written to ``pending_readings`` (that table holds plaintext values): their open windows are in
-memory only, as with ``durable_windows=False``, and a SIGKILL loses at most the open window of each
-(source, confidential device) -- at most ``[edge.group] readings`` readings or ``seconds``.
+and everything after hold the envelope, never the plaintext. Their open windows are durable too, but
+never in plaintext: their pending readings go to ``pending_sealed``, each sealed with AES-256-GCM
+under the spool key (`edge.pending_seal`, ``[edge.spool] pending_key``, by default
+``<spool>/pending.key``, 0600), the AAD binding source, device and row id. A sealed row that does not
+open at a restart (edited, moved, another key) is refused with its reason (logged,
+``sealstream_edge_pending_refused_total{reason}``, kept in ``pending_refused``), never crashed on.
+With ``durable_windows=False`` their windows are in memory like everyone's.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from sealstream._kafka_config import KafkaLike
 from .config import EdgeConfig, source_factory
 from .metrics import EdgeMetrics
 from .model import BlobItem, Item, Reading, Signer, Source
+from .pending_seal import PendingKey
 from .sdk import (
     MAX_SENSORS_PER_PAYLOAD,
     TIMESERIES_CONTENT_TYPE,
@@ -73,8 +77,10 @@ class _Group:
     device: str
     rows: list[Reading] = field(default_factory=list)
     started: float = 0.0
-    #: The `pending_readings` ids of `rows` (durable windows), in the same order.
+    #: The `pending_readings` ids of `rows` (durable windows).
     ids: list[int] = field(default_factory=list)
+    #: The `pending_sealed` ids of `rows` (durable windows of a confidential device).
+    sealed_ids: list[int] = field(default_factory=list)
 
 
 class _Context:
@@ -119,6 +125,10 @@ class Agent:
             sources = [source_factory(s.type, s.section)(s.name, s.section) for s in cfg.sources.values()]
         self.sources = sources
         self.spool = Spool(cfg.spool.path, cfg.spool.max_bytes, cfg.spool.max_age_s)
+        #: the spool key of sealed open windows (confidential devices, or sealed rows left from before)
+        self.pending_key: Optional[PendingKey] = None
+        if durable_windows and (self.recipients or self.spool.pending_sealed):
+            self.pending_key = PendingKey.load_or_create(cfg.spool.pending_key_path)
         self.contexts = {s.name: _Context(self, s.name) for s in sources}
         self._groups: dict[tuple[str, str], _Group] = {}
         self.durable_windows = durable_windows
@@ -182,11 +192,11 @@ class Agent:
             skew = (item.received_ms - item.ts_ms) / 1000
             self.metrics.skew.labels(ctx.source).observe(skew)
             self.metrics.skew_last.labels(item.device).set(skew)
-            if self.durable_windows and item.device not in self.recipients:  # no plaintext in the spool
+            if self.durable_windows:
                 fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
                 self._buf.append((ctx.source, item, fut))
                 self._buf_wake.set()
-                return await fut  # True once the reading is committed to pending_readings
+                return await fut  # True once the reading is committed to pending_readings/pending_sealed
             if self._add_to_group(ctx.source, item, None):
                 self._due.set()
                 await asyncio.sleep(0)  # let the flusher run before the next reading piles up
@@ -227,7 +237,7 @@ class Agent:
                                  recipients=rc.current(), received_ms=received_ms)
 
     # -- grouping --------------------------------------------------------------------------------------
-    def _add_to_group(self, source: str, r: Reading, pending_id: Optional[int]) -> bool:
+    def _add_to_group(self, source: str, r: Reading, pending_id: Optional[int], sealed: bool = False) -> bool:
         """Append to the (source, device) window; True when it is full (due)."""
         key = (source, r.device)
         g = self._groups.get(key)
@@ -235,20 +245,30 @@ class Agent:
             g = self._groups[key] = _Group(source, r.device, [], time.monotonic())
         g.rows.append(r)
         if pending_id is not None:
-            g.ids.append(pending_id)
+            (g.sealed_ids if sealed else g.ids).append(pending_id)
         return len(g.rows) >= self.cfg.group.readings
 
     def _reload_pending(self) -> int:
-        """The open windows from `pending_readings` (the database is the truth): start, and shutdown.
-        The windows of confidential devices are in memory only (never pending): kept as they are."""
-        self._groups = {k: g for k, g in self._groups.items() if k[1] in self.recipients}
+        """The open windows from `pending_readings` and `pending_sealed` (the database is the truth):
+        start, and shutdown. Plain and sealed rows of one window are never mixed in one device's
+        config life (a device is confidential or not), so each table's id order is the emit order."""
+        self._groups = {}
         n = kept = 0
-        for id_, (source, device, sensor, value, ts_ms, received_ms) in self.spool.load_pending():
+        rows: list[tuple[int, tuple[str, str, str, float, int, int], bool]] = [
+            (id_, r, False) for id_, r in self.spool.load_pending()]
+        if self.pending_key is not None:
+            opened, refused = self.spool.load_sealed(self.pending_key)
+            rows += [(id_, r, True) for id_, r in opened]
+            for id_, device, reason, detail in refused:
+                self.metrics.pending_refused.labels(reason).inc()
+                log.error("a sealed pending reading was refused (kept in pending_refused)",
+                          extra={"reason": reason, "row": id_, "device": device, "detail": detail[:300]})
+        for id_, (source, device, sensor, value, ts_ms, received_ms), sealed in rows:
             dev = self.cfg.devices.get(device)
             if device not in self.signers or dev is None or dev.kind != "timeseries":
                 kept += 1  # stays pending (never dropped) until the device is configured again
                 continue
-            self._add_to_group(source, Reading(device, sensor, value, ts_ms, received_ms), id_)
+            self._add_to_group(source, Reading(device, sensor, value, ts_ms, received_ms), id_, sealed)
             n += 1
         if kept:
             log.warning("pending readings of devices not configured (as time series) are kept, not spooled",
@@ -266,10 +286,11 @@ class Agent:
                 batch, self._buf = self._buf, []
                 rows = [(src, r.device, r.sensor, float(r.value), int(r.ts_ms), int(r.received_ms))
                         for src, r, _ in batch]
+                sealed = [r.device in self.recipients for _, r, _ in batch]  # no plaintext on disk for these
                 ids: Optional[list[int]] = None
                 while ids is None:
                     try:
-                        ids = await asyncio.to_thread(self.spool.add_pending, rows)
+                        ids = await asyncio.to_thread(self.spool.add_pending, rows, sealed, self.pending_key)
                     except Exception:
                         log.exception("writing pending readings failed; retried in 1 s")
                         if self._stopping.is_set():
@@ -280,8 +301,8 @@ class Agent:
                             return
                         await asyncio.sleep(1.0)
                 due = False
-                for (src, r, fut), id_ in zip(batch, ids):
-                    due = self._add_to_group(src, r, id_) or due
+                for (src, r, fut), id_, seal in zip(batch, ids, sealed):
+                    due = self._add_to_group(src, r, id_, seal) or due
                     if not fut.done():
                         fut.set_result(True)
                 if due:
@@ -298,9 +319,11 @@ class Agent:
             builds = []
             kinds = []
             consumed: list[int] = []
+            consumed_sealed: list[int] = []
             popped = {k: self._groups.pop(k) for k in due}
             for g in popped.values():
                 consumed.extend(g.ids)
+                consumed_sealed.extend(g.sealed_ids)
                 signer = self.signers[g.device]
                 rows = g.rows
                 for part in _split(rows, self.cfg.group.readings):
@@ -314,13 +337,14 @@ class Agent:
             if not builds:
                 return 0
             try:
-                await asyncio.to_thread(self.spool.append, builds, consumed)
+                await asyncio.to_thread(self.spool.append, builds, consumed, consumed_sealed)
             except Exception:
                 for k, g in popped.items():  # rolled back: the windows are still open, in order
                     newer = self._groups.get(k)
                     if newer is not None:
                         g.rows += newer.rows
                         g.ids += newer.ids
+                        g.sealed_ids += newer.sealed_ids
                     self._groups[k] = g
                 raise
             self.metrics.spool_writes.inc()

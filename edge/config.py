@@ -11,6 +11,8 @@
     path = "spool"                      # directory of spool.db (relative paths: to this file's folder)
     max_bytes = 1_073_741_824           # full at this many payload+header bytes ...
     max_age_s = 86400                   # ... or when the oldest message waited this long
+    pending_key = "spool/pending.key"   # optional: the AES-256-GCM key (0600, made on first use) sealing the
+                                        #   open windows of confidential devices; default <path>/pending.key
     [edge.group]
     readings = 200                      # a time-series payload is cut at N readings of a device ...
     seconds = 1.0                       # ... or T seconds after its first reading, whichever comes first
@@ -80,6 +82,12 @@ class SpoolConfig:
     path: Path
     max_bytes: int = 1 << 30
     max_age_s: float = 86400.0
+    #: the spool key of sealed open windows (`edge.pending_seal`); None: ``<path>/pending.key``
+    pending_key: Optional[Path] = None
+
+    @property
+    def pending_key_path(self) -> Path:
+        return self.pending_key if self.pending_key is not None else self.path / "pending.key"
 
 
 @dataclass(frozen=True)
@@ -223,13 +231,18 @@ def _parse(file: Path, doc: dict, *, check_sources: bool) -> tuple[Optional[Edge
     if metrics_port > 65535:
         v.bad("edge.metrics_port", f"must be a TCP port (0..65535), got {metrics_port}")
     sp = v.table(edge, "spool", "edge.spool")
-    v.unknown(sp, {"path", "max_bytes", "max_age_s"}, "edge.spool")
+    v.unknown(sp, {"path", "max_bytes", "max_age_s", "pending_key"}, "edge.spool")
     sp_path = sp.get("path", "spool")
     if not isinstance(sp_path, str) or not sp_path:
         v.bad("edge.spool.path", "must be a directory path")
         sp_path = "spool"
+    pk = sp.get("pending_key")
+    if pk is not None and (not isinstance(pk, str) or not pk):
+        v.bad("edge.spool.pending_key", "must be a file path")
+        pk = None
     spool = SpoolConfig(_resolve(base, sp_path), v.num(sp, "max_bytes", "edge.spool", 1 << 30, minimum=1024),
-                        v.num(sp, "max_age_s", "edge.spool", 86400.0, kind=float, minimum=0, strict_min=True))
+                        v.num(sp, "max_age_s", "edge.spool", 86400.0, kind=float, minimum=0, strict_min=True),
+                        None if pk is None else _resolve(base, pk))
     gr = v.table(edge, "group", "edge.group")
     v.unknown(gr, {"readings", "seconds"}, "edge.group")
     group = GroupConfig(v.num(gr, "readings", "edge.group", 200, minimum=1),

@@ -43,6 +43,9 @@ class EdgeMetrics:
                                ["source"], registry=r)
         self.blocked = Counter("sealstream_edge_spool_blocked_seconds_total",
                                "seconds sources waited for room in the spool", ["source"], registry=r)
+        self.pending_refused = Counter("sealstream_edge_pending_refused_total",
+                                       "sealed pending readings that did not open at a restart (kept in the "
+                                       "spool's pending_refused table), by reason", ["reason"], registry=r)
         self.spool_writes = Counter("sealstream_edge_spool_commits_total", "spool transactions (each fsynced)",
                                     registry=r)
         self.skew = Histogram("sealstream_edge_clock_skew_seconds",

@@ -11,7 +11,11 @@ Open windows: each reading is written to ``pending_readings`` (same file, same f
 agent batches the readings that arrive during one commit into the next) before the source's `emit`
 returns; `append(..., consumed=ids)` deletes the readings a message carries in the transaction that
 spools it, so a SIGKILL or power loss leaves every acknowledged reading either pending (reloaded
-into its window on start) or in exactly one spooled message.
+into its window on start) or in exactly one spooled message. A confidential device's pending
+readings go to ``pending_sealed`` instead, each sealed with AES-256-GCM under the spool key
+(`edge.pending_seal`; its row id, bound in the AAD, is chosen inside the inserting transaction), and
+are consumed the same way (`append(..., consumed_sealed=ids)`); a row that does not open is moved to
+``pending_refused`` with its reason, never dropped silently, never crashed on.
 
 Order: rows are sent in `id` order (insertion order, per device the seq order). A new device's first
 seq is the edge's clock in microseconds (seqs stay above any an earlier, lost spool handed out,
@@ -35,6 +39,7 @@ from typing import Callable, Iterable, Optional, Sequence
 from trust import canonical
 from trust.statement import Statement
 
+from .pending_seal import PendingKey, PendingRefused
 from .sdk import EdgeMessage
 
 __all__ = ["Spool", "Spooled", "SpoolStats", "Build", "PendingRow"]
@@ -57,6 +62,10 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pending_readings (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
     device TEXT NOT NULL, sensor TEXT NOT NULL, value REAL NOT NULL, ts_ms INTEGER NOT NULL,
     received_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_sealed (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
+    device TEXT NOT NULL, sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_refused (id INTEGER PRIMARY KEY, source TEXT, device TEXT, sealed BLOB,
+    reason TEXT NOT NULL, detail TEXT NOT NULL, at_ms INTEGER NOT NULL);
 """
 
 #: One reading of an open window as `Spool.add_pending` takes it: source, device, sensor, value, ts_ms, received_ms.
@@ -117,17 +126,40 @@ class Spool:
         self._oldest: Optional[int] = self._query_oldest()
 
     # -- writing --------------------------------------------------------------------------------------
-    def add_pending(self, rows: Sequence[PendingRow]) -> list[int]:
+    def add_pending(self, rows: Sequence[PendingRow], sealed: Optional[Sequence[bool]] = None,
+                    key: Optional[PendingKey] = None) -> list[int]:
         """Write readings of open windows in one transaction (fsynced on return, like every commit
-        here); their ids, ascending in the order given (the order a restart reloads them in)."""
+        here); their ids, ascending in the order given (the order a restart reloads them in). A row
+        whose `sealed` flag is set goes, sealed under `key`, to ``pending_sealed`` (its id is of that
+        table: each table's ids ascend in the order given)."""
         if not rows:
             return []
+        flags = list(sealed) if sealed is not None else [False] * len(rows)
+        if any(flags) and key is None:
+            raise ValueError("sealed pending readings need the spool key")
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                ids = [int(db.execute("INSERT INTO pending_readings (source, device, sensor, value, ts_ms, "
-                                      "received_ms) VALUES (?,?,?,?,?,?)", r).lastrowid or 0) for r in rows]
+                ids: list[int] = []
+                next_sealed: Optional[int] = None
+                for r, seal in zip(rows, flags, strict=True):
+                    if not seal:
+                        ids.append(int(db.execute("INSERT INTO pending_readings (source, device, sensor, value, "
+                                                  "ts_ms, received_ms) VALUES (?,?,?,?,?,?)", r).lastrowid or 0))
+                        continue
+                    if next_sealed is None:  # AUTOINCREMENT: never an id handed out before, in this file
+                        row = db.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = "
+                                         "'pending_sealed'), 0), coalesce((SELECT max(id) FROM pending_sealed), 0), "
+                                         "coalesce((SELECT max(id) FROM pending_refused), 0))").fetchone()
+                        next_sealed = int(row[0]) + 1
+                    source, device, sensor, value, ts_ms, received_ms = r
+                    assert key is not None
+                    blob = key.seal(source, device, next_sealed, sensor, value, ts_ms, received_ms)
+                    db.execute("INSERT INTO pending_sealed (id, source, device, sealed) VALUES (?,?,?,?)",
+                               (next_sealed, source, device, blob))
+                    ids.append(next_sealed)
+                    next_sealed += 1
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -141,16 +173,60 @@ class Spool:
                                     "FROM pending_readings ORDER BY id").fetchall()
         return [(int(r[0]), (str(r[1]), str(r[2]), str(r[3]), float(r[4]), int(r[5]), int(r[6]))) for r in rows]
 
+    def load_sealed(self, key: PendingKey) -> tuple[list[tuple[int, PendingRow]], list[tuple[int, str, str, str]]]:
+        """The sealed readings of open windows, opened, in id order; and the refused ones
+        ``(id, device, reason, detail)``, moved (one transaction) to ``pending_refused``: a row that
+        does not open is kept as evidence, out of the way of every later start."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, source, device, sealed FROM pending_sealed ORDER BY id").fetchall()
+        ok: list[tuple[int, PendingRow]] = []
+        refused: list[tuple[int, str, str, str]] = []
+        for id_, source, device, blob in rows:
+            try:
+                sensor, value, ts_ms, received_ms = key.open(str(source), str(device), int(id_), bytes(blob))
+            except PendingRefused as e:
+                refused.append((int(id_), str(device), e.reason, str(e)))
+                continue
+            ok.append((int(id_), (str(source), str(device), sensor, value, ts_ms, received_ms)))
+        if refused:
+            now = _now_ms()
+            with self._lock:
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    for id_, _device, reason, detail in refused:
+                        db.execute("INSERT OR REPLACE INTO pending_refused (id, source, device, sealed, reason, "
+                                   "detail, at_ms) SELECT id, source, device, sealed, ?, ?, ? FROM pending_sealed "
+                                   "WHERE id = ?", (reason, detail, now, id_))
+                        db.execute("DELETE FROM pending_sealed WHERE id = ?", (id_,))
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        return ok, refused
+
+    @property
+    def pending_sealed(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM pending_sealed").fetchone()[0])
+
+    @property
+    def pending_refused(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM pending_refused").fetchone()[0])
+
     @property
     def pending_readings(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM pending_readings").fetchone()[0])
 
-    def append(self, builds: Sequence[Build], consumed: Sequence[int] = ()) -> list[Optional[EdgeMessage]]:
+    def append(self, builds: Sequence[Build], consumed: Sequence[int] = (),
+               consumed_sealed: Sequence[int] = ()) -> list[Optional[EdgeMessage]]:
         """Spool each build in one transaction (fsynced on return): its seq is the device's next, the
         builder signs with it. A build whose `ref` is already spooled is skipped (None in the result).
         `consumed`: ids of pending readings these messages carry, deleted in the same transaction (so a
-        reading is either pending or in exactly one spooled message, never both, never neither)."""
+        reading is either pending or in exactly one spooled message, never both, never neither);
+        `consumed_sealed`: the same for ``pending_sealed``."""
         out: list[Optional[EdgeMessage]] = []
         now = _now_ms()
         with self._lock:
@@ -184,13 +260,12 @@ class Spool:
                 for did, nxt in nexts.items():
                     db.execute("INSERT INTO seqs (device, next) VALUES (?, ?) "
                                "ON CONFLICT (device) DO UPDATE SET next = excluded.next", (did, nxt))
-                ids = list(consumed)
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i:i + 500]
-                    cur = db.execute(f"DELETE FROM pending_readings WHERE id IN ({','.join('?' * len(chunk))})",
-                                     chunk)
-                    if cur.rowcount != len(chunk):
-                        raise ValueError("a consumed pending reading is not pending (spooled twice?)")
+                for table, ids in (("pending_readings", list(consumed)), ("pending_sealed", list(consumed_sealed))):
+                    for i in range(0, len(ids), 500):
+                        chunk = ids[i:i + 500]
+                        cur = db.execute(f"DELETE FROM {table} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                        if cur.rowcount != len(chunk):
+                            raise ValueError("a consumed pending reading is not pending (spooled twice?)")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

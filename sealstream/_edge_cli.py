@@ -174,6 +174,7 @@ def run_cmd(ctx: click.Context, config: Path, metrics_port: Optional[int]) -> No
     import dataclasses
 
     from edge.agent import run_agent
+    from edge.pending_seal import PendingKeyError
     from sealstream._kafka_config import factory_principal, kafka_endpoint
     from edge.signing import SignerError
 
@@ -195,6 +196,8 @@ def run_cmd(ctx: click.Context, config: Path, metrics_port: Optional[int]) -> No
         run_agent(cfg, endpoint)
     except SignerError as exc:
         fail({"error": "SignerError", "message": str(exc)}, False)
+    except PendingKeyError as exc:
+        fail({"error": "PendingKeyError", "reason": exc.reason, "message": str(exc)}, False)
     except OSError as exc:
         fail({"error": type(exc).__name__, "message": f"{exc}; free the port or set --metrics-port"}, False)
 

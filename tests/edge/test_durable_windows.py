@@ -13,15 +13,13 @@ verifies and matches its payload.
 from __future__ import annotations
 
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
 
+from durable_helpers import acked, count_rows, kill_mid_window_runs
 from edge.spool import Spool
 from ledger.cluster import free_ports
 from trust.statement import from_kafka_headers, verify_statement
@@ -56,24 +54,6 @@ ack_log = "{ack_log}"
 """
 
 
-def _acked(path: Path) -> list[tuple[str, int]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        s, v = line.split()
-        out.append((s, int(v)))
-    return out
-
-
-def _pending(db_path: Path) -> int:
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    try:
-        return int(db.execute("SELECT count(*) FROM pending_readings").fetchone()[0])
-    finally:
-        db.close()
-
-
 def test_sigkill_mid_window_loses_no_acknowledged_reading(tmp_path: Path) -> None:
     home = tmp_path / "edge"
     home.mkdir()
@@ -93,32 +73,9 @@ def test_sigkill_mid_window_loses_no_acknowledged_reading(tmp_path: Path) -> Non
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     db_path = home / "spool" / "spool.db"
-    pending_at_kill = []
-    for run in range(len(starts)):
-        write_config(run)
-        out = tmp_path / f"edge-{run}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "sealstream", "edge", "run", "--config", str(cfg)],
-                                cwd=ROOT, env=env, stdout=open(out, "ab"), stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 120
-            while True:  # until a few windows were cut and the open ones hold 10..40 readings
-                assert proc.poll() is None, out.read_text()[-3000:]
-                assert time.monotonic() < deadline, f"run {run}: not enough readings\n{out.read_text()[-3000:]}"
-                n = len(_acked(logs[run]))
-                if n > 3 * WINDOW and 10 <= n % WINDOW <= 40:
-                    break
-                time.sleep(0.001)
-            if run < len(starts) - 1:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(30)
-                pending_at_kill.append(_pending(db_path))
-            else:
-                proc.send_signal(signal.SIGTERM)
-                assert proc.wait(60) == 0, out.read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+    pending_at_kill: list[int] = []
+    kill_mid_window_runs(cfg, env, logs, WINDOW, write_config,
+                         lambda run: pending_at_kill.append(count_rows(db_path, "pending_readings")), tmp_path)
     assert all(n > 0 for n in pending_at_kill), pending_at_kill  # the kills were mid-window
 
     sp = Spool(home / "spool")
@@ -146,8 +103,8 @@ def test_sigkill_mid_window_loses_no_acknowledged_reading(tmp_path: Path) -> Non
         for start in starts:
             run_values = [v for v in values if start <= v < start + 100_000]
             assert run_values == list(range(start, start + len(run_values))), f"{s}: a gap in run from {start}"
-    acked = [r for log in logs for r in _acked(log)]
-    assert set(acked) <= set(spooled), "an acknowledged reading is not in any message"
-    assert len(set(spooled) - set(acked)) <= len(pending_at_kill)  # only the reading in flight at each kill
-    print(f"{len(acked)} acknowledged readings, {len(spooled)} spooled in {len(msgs)} messages, "
+    acknowledged = [r for log in logs for r in acked(log)]
+    assert set(acknowledged) <= set(spooled), "an acknowledged reading is not in any message"
+    assert len(set(spooled) - set(acknowledged)) <= len(pending_at_kill)  # only the reading in flight at each kill
+    print(f"{len(acknowledged)} acknowledged readings, {len(spooled)} spooled in {len(msgs)} messages, "
           f"pending at the kills {pending_at_kill}")

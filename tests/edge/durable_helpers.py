@@ -1,0 +1,61 @@
+"""The SIGKILL-mid-window runs of the durable-window tests (test_durable_windows.py,
+test_durable_confidential_windows.py): `sealstream edge run` with an `acking_source`, killed while a
+window is open, restarted, and at the end stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def acked(path: Path) -> list[tuple[str, int]]:
+    """The ``<sensor> <value>`` lines an `acking_source` wrote: the readings `emit` acknowledged."""
+    if not path.exists():
+        return []
+    return [(s, int(v)) for s, v in (line.split() for line in path.read_text().splitlines())]
+
+
+def count_rows(db_path: Path, table: str) -> int:
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        db.close()
+
+
+def kill_mid_window_runs(cfg: Path, env: dict, logs: list[Path], window: int, write_config: Callable[[int], None],
+                         after_kill: Callable[[int], None], out_dir: Path) -> None:
+    """One agent run per ack log: each waits until a few windows were cut and the open one holds 10..40
+    readings (of ``window``), then is SIGKILLed (`after_kill(run)` called), except the last: SIGTERM."""
+    for run in range(len(logs)):
+        write_config(run)
+        out = out_dir / f"edge-{run}.log"
+        proc = subprocess.Popen([sys.executable, "-m", "sealstream", "edge", "run", "--config", str(cfg)],
+                                cwd=ROOT, env=env, stdout=open(out, "ab"), stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, out.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"run {run}: not enough readings\n{out.read_text()[-3000:]}"
+                n = len(acked(logs[run]))
+                if n > 3 * window and 10 <= n % window <= 40:
+                    break
+                time.sleep(0.001)
+            if run < len(logs) - 1:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(30)
+                after_kill(run)
+            else:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(60) == 0, out.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
