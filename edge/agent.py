@@ -10,8 +10,10 @@ one, and `emit` returns only once they are durable. The sender thread (`edge.sen
 When the spool is full (`Spool.full`: size or age bound) `emit` waits until there is room (the
 source is held at its boundary: files stay in the camera folder, MQTT/OPC UA/Modbus values are not
 taken), ``sealstream_edge_spool_full{reason}`` is 1, the wait is counted per source
-(``sealstream_edge_spool_blocked_seconds_total``) and logged at the start and end. Nothing already
-spooled is dropped.
+(``sealstream_edge_spool_blocked_seconds_total``) and logged at the start and end. Room means below
+`RESUME_FRACTION` (90 %) of ``max_bytes`` and no message older than ``max_age_s`` (`Agent.spool_full`):
+then the alarm is 0 again and every held source resumes where it was held. Nothing already spooled
+is dropped.
 
 Durable windows (``durable_windows=True``, the default): `emit` of a reading returns True only once
 the reading is committed (fsynced) to the spool's ``pending_readings`` table. One writer task commits
@@ -63,9 +65,12 @@ from .sender import Sender
 from .signing import load_signer
 from .spool import Spool
 
-__all__ = ["Agent", "MAX_BYTES", "run_agent"]
+__all__ = ["Agent", "MAX_BYTES", "RESUME_FRACTION", "run_agent"]
 
 log = logging.getLogger("edge.agent")
+
+#: Once full, the sources resume when the spool is below this fraction of ``max_bytes`` (and no message is too old).
+RESUME_FRACTION = 0.9
 
 #: The pipeline's default payload limits (SEALSTREAM_MAX_*_BYTES); the agent refuses bigger blobs at the source.
 MAX_BYTES = {"timeseries": 512 * 1024, "image": 1_000_000, "video": 8 * 1024 * 1024}
@@ -138,19 +143,30 @@ class Agent:
         self._due = asyncio.Event()
         self._stopping = asyncio.Event()
         self._full_since: Optional[float] = None
+        self._full_reason: Optional[str] = None
         self.sender: Optional[Sender] = None
         self.started_ms = int(time.time() * 1000)
 
     # -- what sources call -----------------------------------------------------------------------------
+    def spool_full(self) -> Optional[str]:
+        """The spool's bound reached (``"size"``/``"age"``), or None. Once full, it stays full (the
+        sources held) until the spool is below `RESUME_FRACTION` of ``max_bytes`` and no message is
+        older than ``max_age_s``: one alarm per outage, not one per message that fits in again."""
+        reason = self.spool.full()
+        if (reason is None and self._full_since is not None
+                and self.spool.depth[1] > RESUME_FRACTION * self.cfg.spool.max_bytes):
+            reason = self._full_reason or "size"
+        return reason
+
     async def _room(self, ctx: _Context) -> bool:
         """Wait while the spool is full (the documented policy); False if the agent stops meanwhile."""
-        reason = self.spool.full()
+        reason = self.spool_full()
         if reason is None:
             return True
         began = time.monotonic()
         self.metrics.refused.labels(ctx.source).inc()
         if self._full_since is None:
-            self._full_since = began
+            self._full_since, self._full_reason = began, reason
             self.metrics.spool_full.labels(reason).set(1)
             n, b = self.spool.depth
             log.error("spool full: sources are held until Kafka drains it", extra={
@@ -158,14 +174,15 @@ class Agent:
                 "max_age_s": self.cfg.spool.max_age_s})
         while not self._stopping.is_set():
             await asyncio.sleep(0.2)
-            if self.spool.full() is None:
+            if self.spool_full() is None:
                 break
         waited = time.monotonic() - began
         self.metrics.blocked.labels(ctx.source).inc(waited)
-        if self.spool.full() is None and self._full_since is not None:
+        if self.spool_full() is None and self._full_since is not None:
+            n, b = self.spool.depth
             log.warning("spool has room again; sources resume",
-                        extra={"held_s": round(time.monotonic() - self._full_since, 1)})
-            self._full_since = None
+                        extra={"held_s": round(time.monotonic() - self._full_since, 1), "messages": n, "bytes": b})
+            self._full_since = self._full_reason = None
             for r in ("size", "age"):
                 self.metrics.spool_full.labels(r).set(0)
         return not self._stopping.is_set()
@@ -397,7 +414,7 @@ class Agent:
             "last_send_ms": self.sender.last_send_ms if self.sender else None,
             "sent": self.sender.sent if self.sender else 0,
             "spool": {"messages": st.messages, "bytes": st.bytes, "oldest_age_s": round(st.age_s(), 3),
-                      "full": self.spool.full(), "rejected": st.rejected},
+                      "full": self.spool_full(), "rejected": st.rejected},
             "sources": {n: {"state": c.current_state, "readings": c.readings, "errors": dict(c.errors)}
                         for n, c in self.contexts.items()},
         }
@@ -413,7 +430,7 @@ class Agent:
         self.metrics.spool_messages.set(st.messages)
         self.metrics.spool_bytes.set(st.bytes)
         self.metrics.spool_age.set(st.age_s())
-        full = self.spool.full()
+        full = self.spool_full()
         for r in ("size", "age"):
             self.metrics.spool_full.labels(r).set(1 if full == r else 0)
 

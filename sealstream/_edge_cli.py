@@ -265,7 +265,9 @@ def status_cmd(config: Path, as_json: bool) -> None:
     running = bool(agent) and now - int(agent.get("updated_ms", 0)) < 10_000 and _alive(agent.get("pid"))
     last_send = read_meta(cfg.spool.path, "last_send_ms")
     full = None
-    if st.bytes >= cfg.spool.max_bytes:
+    if running and "full" in agent.get("spool", {}):
+        full = agent["spool"]["full"]  # the agent's own state (held until below the resume mark)
+    elif st.bytes >= cfg.spool.max_bytes:
         full = "size"
     elif st.oldest_ms is not None and now - st.oldest_ms > cfg.spool.max_age_s * 1000:
         full = "age"
