@@ -7,7 +7,8 @@ session nothing is duplicated or reordered. A permanent refusal (e.g. a message 
 broker) moves that message to the spool's ``rejected`` table (counted, logged, never dropped); a
 fatal producer error recreates the producer and resends everything still spooled (a record acked
 but not yet deleted then reaches Kafka twice: the pipeline stores it once and dead-letters the
-copy as a ``replay``). On stop it waits up to `drain_s` for what is in flight.
+copy as a ``replay``). On stop it sends what was spooled meanwhile (the agent's final flush) and
+waits up to `drain_s` for what is in flight; what is not acked by then stays spooled.
 """
 
 from __future__ import annotations
@@ -112,6 +113,13 @@ class Sender(threading.Thread):
                 cursor, self._fatal = 0, False
             if self._inflight and not rows:
                 self.metrics.kafka_up.set(0 if self._stalled() else 1)
+        # stopping: what was spooled last (the agent's final flush of every open window) goes out too,
+        # within the same drain time; what Kafka does not ack by then stays spooled for the next start
+        if not self._fatal:
+            room = max(0, self.max_inflight - len(self._inflight))
+            for r in self.spool.pending(cursor, room) if room else []:
+                self._inflight[r.id] = r.size
+                producer.produce(r.message, self._callback(r.id, r.size, r.message.topic))
         deadline = time.monotonic() + self.drain_s
         while self._inflight and time.monotonic() < deadline:
             producer.poll(0.1)

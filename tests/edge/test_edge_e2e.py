@@ -1,14 +1,18 @@
-"""The edge agent end to end, on real services: a time-series source (the in-test `ticker_source`)
-and a camera folder, through `sealstream edge run` (a subprocess), a PRIVATE Kafka (stopped 60 s
-while the sources keep producing, then started), a pipeline worker, a 4-node contracts ledger.
-Then the agent is SIGKILLed while messages are spooled, and restarted.
+"""The edge agent end to end, on real services: a time-series source (the in-test `acking_source`,
+which logs every reading the agent acknowledged) and a camera folder, through `sealstream edge run`
+(a subprocess), a PRIVATE Kafka (stopped 60 s while the sources keep producing, then started), a
+pipeline worker, a 4-node contracts ledger. Then the agent is SIGKILLed while messages are spooled,
+and restarted.
 
 Afterwards: every message spooled is stored exactly once (per device the stored seqs are
 contiguous: no message lost; each statement once), Kafka holds them in seq order per device, every
 camera file is stored once and moved to done/, every dead letter is a `replay` copy of a stored
 statement (the resend after a crash, harmless), a deliberate re-send of a delivered message is
 dead-lettered as a replay and stored once, everything is anchored, and `sealstream verify range`
-proves each device's window.
+proves each device's window. Per READING (PostgreSQL's readings, in seq and row order): every
+reading acknowledged before, during and after the outage is stored exactly once, none twice, per
+sensor in emit order and contiguous within each agent run (at most the one reading in flight at the
+SIGKILL stored without its acknowledgement logged).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from devices_helpers import end_offsets, read_range
+from durable_helpers import acked
 from edge.sdk import EdgeMessage, Producer
 from ledger.cluster import free_ports
 from private_stack import PrivateStack
@@ -69,10 +74,12 @@ kind = "image"
 key = {{ file = "keys/cam-1.key" }}
 [sources.tick]
 type = "python"
-module = "ticker_source"
+module = "acking_source"
 device = "press-1"
 sensors = ["temperature", "pressure"]
 period_s = 0.05
+start = {start}
+ack_log = "{ack_log}"
 [sources.cam]
 type = "files"
 device = "cam-1"
@@ -134,7 +141,10 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
         (home / "camera").mkdir(parents=True)
         port = free_ports(1)[0]
         cfg = home / "edge.toml"
-        cfg.write_text(CONFIG.format(factory=factory, port=port, bootstrap=s.kafka_bootstrap))
+        acks = [tmp_path / "acked-0.log", tmp_path / "acked-1.log"]  # one per agent run
+        starts = (0, 100_000)  # the values of each run's readings count up from here
+        cfg.write_text(CONFIG.format(factory=factory, port=port, bootstrap=s.kafka_bootstrap, start=starts[0],
+                                     ack_log=acks[0]))
         env = dict(os.environ, SEALSTREAM_HOME=str(s.home), SEALSTREAM_PG_DSN=s.postgres_dsn,
                    SEALSTREAM_MINIO_ENDPOINT=s.minio_address, SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
                    PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]), SEALSTREAM_LOG_LEVEL="WARNING")
@@ -158,11 +168,14 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
             # -- Kafka away 60 s (the issue's outage) while the sources produce; at its end the agent is SIGKILLed
             # with the outage's messages spooled (and in librdkafka's queue), then both come back
             ps.stop("kafka")
+            acked_at_stop = len(acked(acks[0]))
             _images(home / "camera", "outage", 3)
             time.sleep(OUTAGE_S)
             spooled_in_outage = agent.metric("sealstream_edge_spool_messages")
             agent.proc.send_signal(signal.SIGKILL)
             agent.proc.wait(10)
+            acked_in_outage = len(acked(acks[0])) - acked_at_stop
+            assert acked_in_outage > 0  # the source kept producing while Kafka was away
             db = sqlite3.connect(home / "spool" / "spool.db")
             held = [Statement.from_bytes(bytes(r[0])).hash().hex()
                     for r in db.execute("SELECT statement FROM messages")]
@@ -170,6 +183,8 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
             assert len(held) >= spooled_in_outage > 0
             _images(home / "camera", "after", 3)
             ps.start("kafka")
+            cfg.write_text(CONFIG.format(factory=factory, port=port, bootstrap=s.kafka_bootstrap, start=starts[1],
+                                         ack_log=acks[1]))
             agent = EdgeProc(cfg, env, tmp_path / "edge2.log", port)
             agent.wait(lambda: agent.metric("sealstream_edge_spool_messages") < 5, 120, "the spool drained")
             agent.wait(lambda: agent.metric("sealstream_edge_sent_total") >= 10, 60, "sending after the restart")
@@ -207,6 +222,22 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
                                      "WHERE s.device = %s", (keys["cam-1"],)).fetchone()[0]
             assert len(rows) == len(good) == len(set(rows))  # each statement stored exactly once
             assert n_img == 9 and len(list((home / "camera" / "done").glob("*.jpg"))) == 9
+            # -- per reading: each acknowledged one stored once, in emit order per sensor, none twice
+            with open_pool(s.postgres_dsn, max_size=1) as pool, pool.connection() as conn:
+                stored = [(str(sensor), int(v)) for sensor, v in conn.execute(
+                    "SELECT r.sensor, r.value FROM readings r JOIN statements st USING (statement_hash) "
+                    "WHERE st.device = %s ORDER BY st.seq, r.row_index", (keys["press-1"],)).fetchall()]
+            acknowledged = [r for log in acks for r in acked(log)]
+            assert len(stored) == len(set(stored)), "a reading stored twice"
+            missing = set(acknowledged) - set(stored)
+            assert not missing, f"{len(missing)} acknowledged readings not stored, e.g. {sorted(missing)[:5]}"
+            assert len(set(stored) - set(acknowledged)) <= 1  # the one in flight at the SIGKILL, if any
+            for sensor in ("temperature", "pressure"):
+                values = [v for x, v in stored if x == sensor]
+                assert values == sorted(values), f"{sensor}: stored out of emit order"
+                for start in starts:
+                    run = [v for v in values if start <= v < start + 100_000]
+                    assert run == list(range(start, start + len(run))), f"{sensor}: a reading lost in run {start}"
             # -- every dead letter is a replay copy (the resend window after the SIGKILL); show one on purpose
             dlq_before = read_range(s, {}, end_offsets(s, ["iiot.deadletter"]), timeout=30)
             assert all(dict(d.headers)["ss-dlq-reason"] == b"replay" for d in dlq_before)
@@ -243,7 +274,8 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
                 assert p.stdout.strip(), (did, p.stderr[-3000:])
                 doc = json.loads(p.stdout)
                 assert p.returncode == 0 and doc["ok"], (did, p.stdout[-3000:], p.stderr[-2000:])
-            print(f"{len(good)} statements ({n_img} images), {copies} Kafka copies after the SIGKILL, "
+            print(f"{len(good)} statements ({n_img} images), {len(stored)} readings ({acked_in_outage} acknowledged "
+                  f"during the outage), {copies} Kafka copies after the SIGKILL, "
                   f"{len(held)} held in the spool at the kill, {spooled_in_outage:.0f} spooled during the outage, "
                   f"{len(batches)} batches, {len(dlq)} replay dead letters")
         finally:

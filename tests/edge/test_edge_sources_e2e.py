@@ -9,6 +9,12 @@ Kafka verifies under its device, is stored once, sealed (it has a receipt) and a
 verify range` proves each device's window, the malformed Sparkplug payload and the stale alias are
 counted by reason (in /metrics and in the status file), and OPC UA and Modbus values written after
 the malformed payload arrived too (one source's bad input does not stop the others).
+
+In the same running agent: an OPC UA node deleted from the server while subscribed
+(``opcua-node-gone``) and a second Modbus source whose device hangs (a TCP listener that accepts and
+never answers: ``modbus-timeout``, again at every reconnect) are each logged with their reason and
+counted in /metrics and the status file, while the OPC UA node that remains and the other Modbus
+device keep flowing (values written afterwards are stored readings).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from brokers import LOOPBACK, ModbusServer, OpcUaServer, mosquitto
+from brokers import LOOPBACK, ModbusServer, OpcUaServer, SilentServer, mosquitto
 from devices_helpers import end_offsets, read_range
 from edge.sources.sparkplug_b_pb import DataType, Payload
 from ledger.cluster import free_ports
@@ -69,6 +75,9 @@ sensors = ["temperature", "pressure"]
 kind = "timeseries"
 key = {{ file = "keys/mb-1.key" }}
 sensors = ["level", "flow"]
+[devices.mb-hang]
+kind = "timeseries"
+key = {{ file = "keys/mb-hang.key" }}
 
 [sources.spb]
 type = "sparkplug"
@@ -92,6 +101,7 @@ device = "spb-plc"
 type = "opcua"
 endpoint = "{opc_endpoint}"
 publishing_interval_ms = 100
+node_check_s = 1
 reconnect_min_s = 0.2
 reconnect_max_s = 1
 [[sources.plc.nodes]]
@@ -125,6 +135,22 @@ address = 2
 type = "uint32"
 device = "mb-1"
 sensor = "flow"
+
+[sources.mbhang]
+type = "modbus"
+host = "{mb_host}"
+port = {hang_port}
+unit = 1
+interval_s = 0.2
+timeout_s = 0.5
+reconnect_min_s = 0.2
+reconnect_max_s = 1
+[[sources.mbhang.registers]]
+table = "holding"
+address = 0
+type = "int16"
+device = "mb-hang"
+sensor = "level"
 """
 
 
@@ -214,6 +240,7 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
     loop = Loop()
     opc = OpcUaServer({"Temperature": 10.0, "Pressure": 1.0})
     mb = ModbusServer()
+    hung = SilentServer()  # accepts Modbus TCP connections, never answers
     with PrivateStack(tmp_path / "private", base=settings, kafka=True) as ps, \
             mosquitto(tmp_path / "mosquitto") as broker:
         s = ps.settings
@@ -221,6 +248,7 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
         loop.run(mb.set("holding", 0, [24]))  # level 12.0
         loop.run(mb.set("input", 2, [0, 1000]))  # flow 1000
         loop.run(mb.start())
+        loop.run(hung.start())
         factory = f"edgep-{uuid.uuid4().hex[:8]}"
         gateway = f"gw-{factory}"
         anchoring = Anchoring(s, gateway)
@@ -231,13 +259,13 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
         cfg = home / "edge.toml"
         cfg.write_text(CONFIG.format(factory=factory, port=port, bootstrap=s.kafka_bootstrap, mqtt_host=broker.host,
                                      mqtt_port=broker.port, opc_endpoint=opc.endpoint, mb_host=LOOPBACK,
-                                     mb_port=mb.port))
+                                     mb_port=mb.port, hang_port=hung.port))
         env = dict(os.environ, SEALSTREAM_HOME=str(s.home), SEALSTREAM_PG_DSN=s.postgres_dsn,
                    SEALSTREAM_MINIO_ENDPOINT=s.minio_address, SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
                    PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]), SEALSTREAM_LOG_LEVEL="WARNING")
         keys = {d["device"]: d["did"] for d in _cli(env, "edge", "keygen", "--config", str(cfg))["devices"]}
         assert _cli(env, "edge", "check-config", "--config", str(cfg))["problems"] == []
-        assert _cli(env, "edge", "register", "--config", str(cfg))["registered"] == 4
+        assert _cli(env, "edge", "register", "--config", str(cfg))["registered"] == 5
         man = Path(s.home) / "devices" / factory
         man.mkdir(parents=True)
         (man / "devices.json").write_text(json.dumps({"v": 1, "factory": factory, "devices": [
@@ -304,6 +332,23 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
             assert _labelled(errors, "sealstream_edge_source_errors_total", source="mb") == 0
             assert _labelled(errors, "sealstream_edge_source_restarts_total") == 0
             assert readings("spb") == len(spb_expected)
+            # -- an OPC UA node that disappears and a Modbus device that hangs, in this same agent: each
+            # logged and counted with its reason, while the remaining node and the other device flow
+            loop.run(opc.delete("Pressure"))
+            agent.wait(lambda: _labelled(page(), "sealstream_edge_source_errors_total", source="plc",
+                                         reason="opcua-node-gone") >= 1, GUARD_S, "the deleted node counted")
+            agent.wait(lambda: _labelled(page(), "sealstream_edge_source_errors_total", source="mbhang",
+                                         reason="modbus-timeout") >= 2, GUARD_S, "the hung device counted")
+            opc_write("Temperature", 13.5)
+            mb_set("holding", 0, [30], ("level", 15.0))
+            bad = page()
+            assert _labelled(bad, "sealstream_edge_source_errors_total", source="plc") == 1  # once, not per check
+            assert _labelled(bad, "sealstream_edge_readings_total", source="mbhang") == 0
+            assert connected("plc") and connected("mb")  # (mbhang: TCP accepts, so it flips connected/disconnected)
+            assert _labelled(bad, "sealstream_edge_source_restarts_total") == 0  # nothing crashed
+            text = agent.log.read_text()
+            assert "source=plc reason=opcua-node-gone" in text and "Press.Pressure" in text
+            assert "source=mbhang reason=modbus-timeout" in text
             # -- every produced value a stored reading of its device (then the agent stops: what its last
             # flush spools stays in the spool for its next run)
             names = {did: name for name, did in keys.items()}
@@ -328,7 +373,10 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
             assert agent.proc.wait(60) == 0, agent.log.read_text()[-3000:]
             status = json.loads((home / "spool" / "status.json").read_text())
             assert status["sources"]["spb"]["errors"] == {"malformed-sparkplug": 1, "sparkplug-unknown-alias": 1}
-            assert status["sources"]["plc"]["errors"] == {} and status["sources"]["mb"]["errors"] == {}
+            assert status["sources"]["plc"]["errors"] == {"opcua-node-gone": 1}
+            assert status["sources"]["mb"]["errors"] == {}
+            assert set(status["sources"]["mbhang"]["errors"]) == {"modbus-timeout"}
+            assert status["sources"]["mbhang"]["readings"] == 0
             assert status["spool"]["rejected"] == 0
 
             # -- Kafka: every record verifies under its device (signed), is stored once and sealed
@@ -342,7 +390,7 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
                 assert r.key == stmt.device.encode()
                 by_dev.setdefault(stmt.device, []).append(stmt)
                 good[stmt.hash().hex()] = Good(stmt.hash().hex(), stmt.device)
-            assert set(by_dev) == set(keys.values())
+            assert set(by_dev) == set(keys.values()) - {keys["mb-hang"]}  # the hung device never answered
             assert len(good) == len(records), "a message reached Kafka twice without a crash"
             wait_stored(s, list(good.values()), [worker], timeout=180)
             with open_pool(s.postgres_dsn, max_size=1) as pool, pool.connection() as conn:
@@ -383,4 +431,5 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
             anchoring.close()
             loop.run(opc.stop())
             loop.run(mb.stop())
+            loop.run(hung.stop())
             loop.close()
