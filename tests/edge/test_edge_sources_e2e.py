@@ -19,13 +19,11 @@ device keep flowing (values written afterwards are stored readings).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -34,9 +32,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from brokers import LOOPBACK, ModbusServer, OpcUaServer, SilentServer, mosquitto
+from brokers import LOOPBACK, LoopThread, ModbusServer, OpcUaServer, SilentServer, mosquitto, sparkplug_payload
 from devices_helpers import end_offsets, read_range
-from edge.sources.sparkplug_b_pb import DataType, Payload
+from edge.sources.sparkplug_b_pb import DataType
 from ledger.cluster import free_ports
 from private_stack import PrivateStack
 from resilience_helpers import Anchoring, WorkerProc, wait_stored
@@ -154,34 +152,6 @@ sensor = "level"
 """
 
 
-class Loop:
-    """An event loop in a thread: the OPC UA and Modbus servers and the Sparkplug publisher live in it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float = GUARD_S):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-def _payload(seq: int | None, metrics: list[dict], ts: int) -> bytes:
-    p = Payload()
-    p.timestamp = ts
-    if seq is not None:
-        p.seq = seq
-    for spec in metrics:
-        m = p.metrics.add()
-        for field, v in spec.items():
-            setattr(m, field, v)
-    return p.SerializeToString()
-
-
 NODE = "spBv1.0/plant1/{}/press1"
 DEV = "spBv1.0/plant1/{}/press1/plc1"
 
@@ -190,25 +160,25 @@ def _sparkplug_script(t0: int) -> tuple[list[tuple[str, bytes]], set[tuple[str, 
     """What the simulated edge node publishes, and the readings (device, sensor, value, ts_ms) it means."""
     D = DataType
     script = [
-        (NODE.format("NBIRTH"), _payload(0, [
+        (NODE.format("NBIRTH"), sparkplug_payload(0, [
             dict(name="bdSeq", datatype=D.Int64, long_value=1),
             dict(name="Node Control/Rebirth", datatype=D.Boolean, boolean_value=False),
             dict(name="Temperature", alias=1, datatype=D.Double, timestamp=t0 + 1, double_value=20.5),
             dict(name="Unmapped", alias=2, datatype=D.Double, double_value=99.0)], t0)),
-        (NODE.format("NDATA"), _payload(1, [dict(alias=1, timestamp=t0 + 2, double_value=21.0)], t0 + 2)),
-        (DEV.format("DBIRTH"), _payload(2, [
+        (NODE.format("NDATA"), sparkplug_payload(1, [dict(alias=1, timestamp=t0 + 2, double_value=21.0)], t0 + 2)),
+        (DEV.format("DBIRTH"), sparkplug_payload(2, [
             dict(name="Speed", alias=10, datatype=D.Float, timestamp=t0 + 3, float_value=1.5)], t0 + 3)),
-        (DEV.format("DDATA"), _payload(3, [dict(alias=10, timestamp=t0 + 4, float_value=2.5)], t0 + 4)),
+        (DEV.format("DDATA"), sparkplug_payload(3, [dict(alias=10, timestamp=t0 + 4, float_value=2.5)], t0 + 4)),
         (NODE.format("NDATA"), b"\xff\xff\xff this is not a Sparkplug B payload"),
         # a new session of the node (as after its reconnect): new bdSeq, new aliases; its device is reborn
-        (NODE.format("NBIRTH"), _payload(0, [
+        (NODE.format("NBIRTH"), sparkplug_payload(0, [
             dict(name="bdSeq", datatype=D.Int64, long_value=2),
             dict(name="Temperature", alias=5, datatype=D.Double, timestamp=t0 + 5, double_value=23.0)], t0 + 5)),
-        (DEV.format("DBIRTH"), _payload(1, [
+        (DEV.format("DBIRTH"), sparkplug_payload(1, [
             dict(name="Speed", alias=12, datatype=D.Float, timestamp=t0 + 6, float_value=3.0)], t0 + 6)),
-        (NODE.format("NDATA"), _payload(2, [dict(alias=5, timestamp=t0 + 7, double_value=24.0)], t0 + 7)),
+        (NODE.format("NDATA"), sparkplug_payload(2, [dict(alias=5, timestamp=t0 + 7, double_value=24.0)], t0 + 7)),
         # alias 10 was the old session's: unknown now; alias 12 is read
-        (DEV.format("DDATA"), _payload(3, [dict(alias=10, timestamp=t0 + 8, float_value=9.0),
+        (DEV.format("DDATA"), sparkplug_payload(3, [dict(alias=10, timestamp=t0 + 8, float_value=9.0),
                                            dict(alias=12, timestamp=t0 + 9, float_value=4.5)], t0 + 8)),
     ]
     expected = {("spb-node", "temperature", 20.5, t0 + 1), ("spb-node", "temperature", 21.0, t0 + 2),
@@ -237,7 +207,7 @@ def _labelled(page: str, name: str, **labels: str) -> float:
 
 
 def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None:
-    loop = Loop()
+    loop = LoopThread()
     opc = OpcUaServer({"Temperature": 10.0, "Pressure": 1.0})
     mb = ModbusServer()
     hung = SilentServer()  # accepts Modbus TCP connections, never answers
