@@ -147,7 +147,9 @@ class Sources:
 
     def __init__(self, workdir: Path) -> None:
         self.loop = LoopThread()
-        self._broker_cm = mosquitto(workdir / "mosquitto")
+        # a flood outruns the agent (durable windows: one fsync per MQTT message); mosquitto's default
+        # max_queued_messages (1000 per client) would drop the excess silently: the broker holds it all
+        self._broker_cm = mosquitto(workdir / "mosquitto", extra=("max_queued_messages 1000000",))
         self.broker = self._broker_cm.__enter__()
         self.opc = OpcUaServer({f"N{i}": 0.0 for i in range(OPC_NODES)})
         self.loop.run(self.opc.start())

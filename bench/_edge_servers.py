@@ -40,7 +40,7 @@ class Mosquitto:
     """A mosquitto broker on its own loopback port and config (anonymous, no persistence)."""
 
     def __init__(self, workdir: Path, port: int | None = None, *, tls: dict[str, Path] | None = None,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> None:
         from sealstream.settings import load_settings
 
         self.binary = mosquitto_binary(auto_install=load_settings().auto_install)
@@ -68,6 +68,7 @@ class Mosquitto:
             # mosquitto started as root drops to its own user before reading the password file, which
             # cannot reach pytest's 0700 tmp folders; this broker listens on loopback only
             lines.append("user root")
+        lines += extra  # more mosquitto.conf lines (e.g. the benchmark's max_queued_messages)
         self.conf.write_text("\n".join(lines) + "\n")
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
