@@ -7,7 +7,12 @@ marker) and a camera device (images carrying it) both ``confidential = { stream,
 through the real pipeline worker. While it runs and afterwards no file of the spool holds the
 marker (bytes, hex or base64), nor any record of the raw topics (key, value, headers): they are
 envelopes with a key record; the stored records open for the recipient with
-`sealstream data open blob`, and the plaintext holds the marker."""
+`sealstream data open blob`, and the plaintext holds the marker.
+
+The agent is SIGKILLed once while the time-series device's window is open (its readings sealed in
+the spool's ``pending_sealed``, edge.pending_seal) and restarted: every reading the source saw
+acknowledged, before and after the kill, is in exactly one Kafka record (opened for the recipient),
+per sensor in emit order, and no spool file held the marker at the kill either."""
 
 from __future__ import annotations
 
@@ -22,11 +27,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-from confidential.envelope import CONTENT_TYPE, KEYS_HEADER
+from confidential.envelope import CONTENT_TYPE, KEYS_HEADER, key_record_of, open_envelope
 from confidential.keys import RecipientKey, save_recipient_key
 from devices_helpers import end_offsets, read_range
+from durable_helpers import acked, count_rows
 from kafka_principals import enrol_factory
 from ledger.cluster import free_ports
 from private_stack import PrivateStack
@@ -47,8 +54,8 @@ kafka_bootstrap = "{bootstrap}"
 [edge.spool]
 path = "spool"
 [edge.group]
-readings = 10
-seconds = 0.5
+readings = 20
+seconds = 600
 [devices.press-1]
 kind = "timeseries"
 key = {{ file = "keys/press-1.key" }}
@@ -59,10 +66,12 @@ key = {{ file = "keys/cam-1.key" }}
 confidential = {{ stream = "{stream}", recipients = "recipients.json" }}
 [sources.tick]
 type = "python"
-module = "ticker_source"
+module = "acking_source"
 device = "press-1"
 sensors = ["setpoint-{mark}", "pressure"]
-period_s = 0.05
+period_s = 0.02
+start = {start}
+ack_log = "{ack_log}"
 [sources.cam]
 type = "files"
 device = "cam-1"
@@ -121,8 +130,14 @@ def test_confidential_edge_device_spools_and_sends_ciphertext_only(stack, settin
         (home / "camera").mkdir(parents=True)
         port = free_ports(1)[0]
         cfg = home / "edge.toml"
-        cfg.write_text(CONFIG.format(factory=factory, port=port, bootstrap=s.kafka_bootstrap, stream=stream,
-                                     mark=MARK))
+        acks = [tmp_path / "acked-0.log", tmp_path / "acked-1.log"]  # outside the spool: they name the sensors
+        starts = (0, 100_000)
+
+        def write_config(run: int) -> None:
+            cfg.write_text(CONFIG.format(factory=factory, port=port, bootstrap=s.kafka_bootstrap, stream=stream,
+                                         mark=MARK, start=starts[run], ack_log=acks[run]))
+
+        write_config(0)
         env = dict(os.environ, SEALSTREAM_HOME=str(s.home), SEALSTREAM_PG_DSN=s.postgres_dsn,
                    SEALSTREAM_MINIO_ENDPOINT=s.minio_address, SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
                    PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]), SEALSTREAM_LOG_LEVEL="WARNING")
@@ -155,8 +170,24 @@ def test_confidential_edge_device_spools_and_sends_ciphertext_only(stack, settin
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.3)
             worker.wait_ingesting()
-            time.sleep(3)  # a few windows of the ticker
+            deadline = time.monotonic() + 120
+            while not (len(acked(acks[0])) > 60 and 5 <= len(acked(acks[0])) % 20 <= 15):  # mid-window
+                assert agent.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.002)
             assert _spool_clean(home / "spool") == []  # while it runs (messages, pending readings, WAL)
+            agent.send_signal(signal.SIGKILL)
+            agent.wait(30)
+            assert count_rows(home / "spool" / "spool.db", "pending_sealed") > 0  # the open window, sealed
+            assert count_rows(home / "spool" / "spool.db", "pending_readings") == 0
+            assert _spool_clean(home / "spool") == []
+            write_config(1)
+            agent = subprocess.Popen([sys.executable, "-m", "sealstream", "edge", "run", "--config", str(cfg)],
+                                     cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 120
+            while len(acked(acks[1])) < 60:
+                assert agent.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+            assert _spool_clean(home / "spool") == []
             agent.send_signal(signal.SIGTERM)
             assert agent.wait(60) == 0, log.read_text()[-3000:]
             assert _spool_clean(home / "spool") == []
@@ -174,6 +205,30 @@ def test_confidential_edge_device_spools_and_sends_ciphertext_only(stack, settin
                 by_kind.setdefault(stmt.kind, stmt.hash().hex())
             assert {g.device for g in good.values()} == set(keys.values())
             assert set(by_kind) == {"timeseries", "image"}
+            # -- per reading, across the SIGKILL: each acknowledged one in exactly one record, in emit order
+            sent: list[tuple[str, int]] = []
+            firsts: dict = {}  # a record resent after the kill (acked, not yet deleted) is one copy
+            for r in records:
+                firsts.setdefault(from_kafka_headers(r.headers)[0].hash().hex(), r)
+            for r in sorted(firsts.values(), key=lambda r: from_kafka_headers(r.headers)[0].seq):
+                stmt, _ = from_kafka_headers(r.headers)
+                if stmt.kind != "timeseries":
+                    continue
+                opened = open_envelope(r.value, key_record_of(r.headers), qa.id, qa.private,
+                                       device=stmt.device, seq=stmt.seq, kind="timeseries")
+                t = pa.ipc.open_stream(opened.plaintext).read_all()
+                sent += [(str(x), int(v)) for x, v in zip(t.column("sensor").to_pylist(),
+                                                         t.column("value").to_pylist())]
+            acknowledged = [r for a in acks for r in acked(a)]
+            assert len(sent) == len(set(sent)), "a reading in two records"
+            assert set(acknowledged) <= set(sent), "an acknowledged reading never reached Kafka"
+            assert len(set(sent) - set(acknowledged)) <= 1  # the one in flight at the SIGKILL, if any
+            for sensor in (f"setpoint-{MARK}", "pressure"):
+                values = [v for x, v in sent if x == sensor]
+                assert values == sorted(values)
+                for start in starts:
+                    run = [v for v in values if start <= v < start + 100_000]
+                    assert run == list(range(start, start + len(run))), f"{sensor}: a gap in run {start}"
             wait_stored(s, list(good.values()), [worker], timeout=180)
             # the stored records open for the recipient (once anchored: the policy judged at its height)
             for kind, h in by_kind.items():
