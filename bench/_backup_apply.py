@@ -49,8 +49,8 @@ def _build(n_blocks: int, n_txs: int, tx_size: int) -> tuple[Any, list[bytes], A
     import hashlib
 
     from ledger import Block, BlockHeader, CommitCertificate, Genesis, KVExecutor, Transaction
-    from ledger._types import commit_signing_bytes, epoch_of, is_epoch_end, tx_root_of
-    from ledger.bench import BENCH_PARAMS
+    from ledger.values import commit_signing_bytes, epoch_of, is_epoch_end, tx_root_of
+    from bench._ledger_target import BENCH_PARAMS
     from ledger.executor import BlockContext
     from ledger.messages import CommittedBlock, encode_message
     from trust.identity import KeyPair
@@ -94,7 +94,7 @@ def measure(n_blocks: int, n_txs: int, tx_size: int, profile: str | None = None)
 
     With `profile`, the timed loop runs under cProfile and its stats go to that file."""
     import cProfile
-    from ledger import _types
+    from ledger import values
     from ledger._verify import CachedVerifier
     from ledger.consensus import CommitBlock, MessageReceived, Replica, Tick
     from ledger.messages import decode_message
@@ -102,7 +102,7 @@ def measure(n_blocks: int, n_txs: int, tx_size: int, profile: str | None = None)
 
     genesis, frames, backup = _build(n_blocks, n_txs, tx_size)
     senders = [decode_message(f).sender for f in frames]
-    _types._tx_from_bytes.cache_clear()
+    values._tx_from_bytes.cache_clear()
     tmp = Path(tempfile.mkdtemp(prefix="sealstream-backup-apply-"))
     try:
         store = BlockStore.open(tmp / "blocks.db", genesis)

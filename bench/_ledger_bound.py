@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger._verify import CachedVerifier
-from ledger.bench import BENCH_PARAMS, LedgerBenchTarget, process_cpu_s
+from bench._ledger_target import BENCH_PARAMS, LedgerBenchTarget, process_cpu_s
 from ledger.errors import WireError
 from ledger.layout import LedgerLayout
 from ledger.messages import ClientRequests, Request, decode_message

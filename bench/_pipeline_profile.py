@@ -29,7 +29,7 @@ __all__ = ["profile_summary", "STORE_STEPS", "LOOP_STEPS"]
 STORE_STEPS: list[tuple[str, str]] = [
     ("device signature check", r"verify_statement|nacl/"),
     ("gateway receipt signature", r"seal_receipt"),
-    ("payload SHA-256", r"matches_payload|_hashes\.py"),
+    ("payload SHA-256", r"matches_payload|trust/hashes\.py"),
     ("Arrow parse", r"pyarrow/"),
     ("MinIO archive PUT", r"put_raw|storage/blobs\.py|storage/_s3put\.py|minio/|\._archive "),
     ("PostgreSQL readings COPY", r"write_readings|ensure_partitions|_insert_readings|_readings_table"),

@@ -1,7 +1,7 @@
 """Reputation rows of `bench/ledger.py --reputation` (issue 5's measurements).
 
 Three configurations of 16 nodes, each driven by the same closed-loop load
-generator as the other rows (KV app, `ledger.bench.BENCH_PARAMS`):
+generator as the other rows (KV app, `bench._ledger_target.BENCH_PARAMS`):
 
 * ``rep-4``: reputation on (`Params.sealer_count` = 4, short epochs), so the
   4 sealers are chosen by reputation at every epoch end, the other 12 are
@@ -81,7 +81,7 @@ class _Killer:
 
 def run_reputation(args: Any, drive: Any) -> list[dict[str, Any]]:
     """The three rows; `drive(target, n_nodes, n_sealers, args)` is bench/ledger.py's."""
-    from ledger.bench import BENCH_PARAMS, LedgerBenchTarget
+    from bench._ledger_target import BENCH_PARAMS, LedgerBenchTarget
 
     rep_params = replace(BENCH_PARAMS, sealer_count=4, epoch_length=REP_EPOCH)
     rows: list[dict[str, Any]] = []

@@ -1,6 +1,6 @@
 """The small interface through which a cluster plugs into `bench/ledger.py`.
 
-Our ledger provides it in `ledger/` (default spec `ledger.bench:LedgerBenchTarget`,
+Our ledger provides it in `bench/_ledger_target.py` (default spec `bench._ledger_target:LedgerBenchTarget`,
 overridable with `bench/ledger.py --target module:attr`); the CometBFT peer in
 `bench/_cometbft.py` implements the same interface.
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 import importlib
 from typing import Protocol, runtime_checkable
 
-DEFAULT_TARGET_SPEC = "ledger.bench:LedgerBenchTarget"
+DEFAULT_TARGET_SPEC = "bench._ledger_target:LedgerBenchTarget"
 
 
 @runtime_checkable

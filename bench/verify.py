@@ -176,7 +176,7 @@ class _Env:
         from pipelines.anchor import Anchorer, SealedLeaf
         from storage import StatementRecord
         from storage.records import payload_copy
-        from trust._hashes import StatementHash
+        from trust.hashes import StatementHash
         from trust.receipt import seal_receipt
         from trust.statement import Statement, sign_statement
 

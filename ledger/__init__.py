@@ -6,12 +6,12 @@ Pure parts (no I/O): values (`Transaction`, `Block`, `CommitCertificate`,
 deterministic simulator. I/O lives at the edges, imported on demand:
 `ledger.store.BlockStore` (SQLite), `ledger.transport` (asyncio TCP),
 `ledger.node` (a node process with its HTTP API and metrics),
-`ledger.client` (`LedgerClient`, `AsyncLedgerClient`), `ledger.cluster`
-(`LocalCluster`: N local node processes) and `ledger.bench` (the benchmark
-target).
+`ledger.client` (`LedgerClient`, `AsyncLedgerClient`) and `ledger.cluster`
+(`LocalCluster`: N local node processes; the benchmark's target wrapping it is
+`bench/_ledger_target.py`, outside the product package).
 """
 
-from ._types import (
+from .values import (
     Block,
     BlockHash,
     BlockHeader,

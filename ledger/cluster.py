@@ -2,7 +2,7 @@
 
 The one place that knows how to initialise, start, stop, kill and restart
 local nodes; ``sealstream ledger init|up|down|status``, the real-cluster tests
-and the benchmark target (`ledger.bench`) all use it.
+and the benchmark target (`bench/_ledger_target.py`) all use it.
 
 Each node is ``python -m ledger.node --root ROOT --node NAME`` in its own
 session, its output appended to ``ROOT/logs/NAME.log`` and its pid in
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import https
-from ._types import Params
+from .values import Params
 from .client import AsyncLedgerClient, LedgerClient
 from .errors import LedgerError
 from .https import Pins

@@ -94,7 +94,7 @@ from ._consensus.safety import SafetyState
 from ._consensus.transfer import StateTransfer
 from ._consensus.viewchange import Views
 from ._consensus.votes import Votes
-from ._types import Block, CommitCertificate, Genesis, SealerSet, Verifier
+from .values import Block, CommitCertificate, Genesis, SealerSet, Verifier
 from .errors import CertificateError
 from .messages import (
     Blocks,

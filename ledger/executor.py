@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from trust import canonical
-from trust._hashes import sha256
+from trust.hashes import sha256
 
 from ._consensus.app import BlockContext, Execution, Executor
-from ._types import SealerSet, StateRoot, Transaction
+from .values import SealerSet, StateRoot, Transaction
 
 __all__ = ["BlockContext", "Execution", "Executor", "KVExecutor"]
 

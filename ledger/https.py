@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from .tls import client_context, peer_did
 
 if TYPE_CHECKING:
-    from ._types import Genesis
+    from .values import Genesis
     from .layout import NodeAddress
 
 __all__ = ["PinError", "PinnedContext", "pinned_context", "Pins", "get", "describe"]

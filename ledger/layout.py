@@ -52,13 +52,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from trust import canonical
-from trust._hashes import sha256
+from trust.hashes import sha256
 from trust.identity import KeyPair, load_keypair, save_keypair
 
 if TYPE_CHECKING:
     from .tls import NodeTLS
 
-from ._types import Genesis, Params
+from .values import Genesis, Params
 from .errors import LedgerError
 
 if TYPE_CHECKING:

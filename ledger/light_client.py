@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from ._merkle import InclusionError, inclusion_proof, leaf_hash, verify_inclusion
-from ._types import (
+from .values import (
     Block,
     BlockHash,
     BlockHeader,

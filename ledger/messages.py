@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from trust import canonical
 
-from ._types import (
+from .values import (
     MSG_TAG,
     Block,
     BlockHash,

@@ -48,7 +48,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from ._types import epoch_of
+from .values import epoch_of
 from .contracts.reputation import Reporter, own_score
 from .consensus import (
     Broadcast,

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 
 from trust import canonical
 
-from ._types import MSG_TAG, Verifier, _need
+from .values import MSG_TAG, Verifier, _need
 from .errors import WireError
 
 __all__ = ["TxReplies", "REPLIES_KIND", "result_key", "result_error"]

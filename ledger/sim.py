@@ -37,7 +37,7 @@ from typing import Any
 from trust import canonical
 from trust.identity import KeyPair, verify_signature
 
-from ._types import Block, CommitCertificate, Genesis, Params, Transaction
+from .values import Block, CommitCertificate, Genesis, Params, Transaction
 from .consensus import (
     Broadcast,
     CancelTimer,

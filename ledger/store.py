@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 from trust import canonical
 
-from ._types import Block, BlockHash, BlockHeader, CommitCertificate, Genesis
+from .values import Block, BlockHash, BlockHeader, CommitCertificate, Genesis
 from .errors import StoreError, WireError
 from .messages import CheckpointCertificate, _pairs
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from trust import canonical
 
-from ._types import Block, BlockHeader, CommitCertificate, Transaction
+from .values import Block, BlockHeader, CommitCertificate, Transaction
 from .errors import WireError
 from .light_client import TxProof
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Container, Iterable, Mapping, Optional, Sequence
 
 from trust import merkle
-from trust._hashes import RootHash, StatementHash
+from trust.hashes import RootHash, StatementHash
 
 __all__ = ["SealedLeaf", "BatchPlan", "AnchorCommit", "SealError", "parse_sealed", "plan_batch", "batch_id_for",
            "anchor_payload", "anchor_value", "ANCHOR_KIND", "GATEWAY", "UNBOUND", "Triage", "triage", "settle_deferred",

@@ -44,7 +44,7 @@ from storage.blobs import BlobStore
 from storage.readers import Reader
 from storage.records import BatchRecord, manifest_key, ms_to_datetime, raw_key
 from storage.writers import Writer
-from trust._hashes import StatementHash
+from trust.hashes import StatementHash
 from trust.receipt import seal_receipt
 
 from ._anchor_metrics import sweep_metrics

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from trust._hashes import sha256
+from trust.hashes import sha256
 from trust.errors import IdentityError, StatementError
 from trust.statement import Statement, from_kafka_headers, verify_statement
 

@@ -32,7 +32,7 @@ from storage.readers import Reader
 from storage.records import manifest_key, raw_key
 from storage.verification import VerificationStore
 from trust import merkle
-from trust._hashes import StatementHash
+from trust.hashes import StatementHash
 from trust.errors import SubjectError
 from trust.statement import ENVELOPE_CONTENT_TYPE
 from verify.subject import ROW_TABLES, RowSubject

@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from storage.outbox import AlertOutbox, OutboxMessage, new_alert_id
 from storage.records import ms_to_datetime
 from storage.verification import BatchVerdict, VerificationStore, VerifiedStatement
-from trust._hashes import sha256
+from trust.hashes import sha256
 from trust.statement import ENVELOPE_CONTENT_TYPE, Statement
 
 from verify import chain

@@ -69,7 +69,7 @@ def _trust(genesis_file: Optional[Path], genesis_hash: Optional[str], checkpoint
         if genesis_file is not None:
             import json
 
-            from ledger._types import Genesis
+            from ledger.values import Genesis
 
             pin = Genesis.from_wire(json.loads(genesis_file.read_text())).genesis_hash()
         elif genesis_hash is not None:
@@ -244,7 +244,7 @@ def _plaintexts(ev: Any, report: Any, key_file: Path, pool: Any, as_json: bool) 
     from confidential.keys import KeyFileError, load_recipient_key
     from pipelines.opener import prove_plaintexts
     from storage import key_records
-    from trust._hashes import sha256
+    from trust.hashes import sha256
 
     if not report.ok:
         return None

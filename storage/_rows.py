@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trust._hashes import PayloadDigest, RootHash, StatementHash
+from trust.hashes import PayloadDigest, RootHash, StatementHash
 from trust.receipt import SealReceipt
 from trust.statement import Statement
 

@@ -36,7 +36,7 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
-from trust._hashes import sha256
+from trust.hashes import sha256
 
 from ._s3put import ObjectPut, PutRefused, PutUnavailable
 from .errors import BlobConflict, BlobDigestMismatch, BlobError, BlobNotFound, BlobStoreUnavailable

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from trust import merkle
-from trust._hashes import RootHash, StatementHash
+from trust.hashes import RootHash, StatementHash
 from trust.errors import ManifestError
 from trust.manifest import MANIFEST_VERSION, encode_manifest, parse_manifest
 

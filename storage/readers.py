@@ -9,7 +9,7 @@ from typing import Iterable, Iterator, Optional
 
 from psycopg_pool import ConnectionPool
 
-from trust._hashes import StatementHash
+from trust.hashes import StatementHash
 
 from . import _rows
 from .db import db_errors, one_row

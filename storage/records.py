@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
-from trust._hashes import PayloadDigest, RootHash, StatementHash
+from trust.hashes import PayloadDigest, RootHash, StatementHash
 from trust.receipt import AnchorRef, SealReceipt, content_address
 from trust.statement import ENVELOPE_CONTENT_TYPE, Statement
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from trust._hashes import StatementHash
+from trust.hashes import StatementHash
 
 from . import _rows
 from .db import db_errors

@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 from psycopg_pool import ConnectionPool
 
 from trust import merkle
-from trust._hashes import StatementHash
+from trust.hashes import StatementHash
 from trust.receipt import SealReceipt
 from verify.rows import payload_time_us
 

@@ -35,7 +35,7 @@ Errors (every one a `TrustError`; format errors are also `ValueError`)::
         └── InclusionProofError   "inclusion"
 """
 
-from ._hashes import HASH_SIZE, LeafHash, NodeHash, PayloadDigest, RootHash, StatementHash, sha256
+from .hashes import HASH_SIZE, LeafHash, NodeHash, PayloadDigest, RootHash, StatementHash, sha256
 from .canonical import decode as canonical_decode
 from .canonical import encode as canonical_encode
 from .errors import (

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._hashes import sha256
+from .hashes import sha256
 from .errors import CanonicalError
 
 __all__ = ["encode", "decode", "digest", "CanonicalError", "MAX_DEPTH"]

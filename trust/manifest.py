@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Optional
 
-from ._hashes import RootHash, StatementHash
+from .hashes import RootHash, StatementHash
 from .errors import ManifestError
 from .merkle import leaf_hashes, root as merkle_root
 

@@ -22,7 +22,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from ._hashes import HASH_SIZE, LeafHash, NodeHash, RootHash
+from .hashes import HASH_SIZE, LeafHash, NodeHash, RootHash
 from .errors import ConsistencyError, InclusionError, ProofError
 
 __all__ = [

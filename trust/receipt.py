@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from . import canonical
-from ._hashes import RootHash, StatementHash
+from .hashes import RootHash, StatementHash
 from .errors import CanonicalError, IdentityError, ReceiptError
 from .identity import KeyPair, public_key_from_did, verify_signature
 

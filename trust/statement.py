@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence, Union
 
 from . import canonical
-from ._hashes import PayloadDigest, StatementHash, sha256
+from .hashes import PayloadDigest, StatementHash, sha256
 from .errors import CanonicalError, IdentityError, StatementError
 from .identity import KeyPair, public_key_from_did, verify_signature
 

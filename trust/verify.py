@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
-from ._hashes import sha256
+from .hashes import sha256
 from .errors import (
     CHAIN_STEPS,
     AnchorMismatchError,

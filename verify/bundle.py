@@ -47,10 +47,10 @@ from typing import Any, Callable, Optional, Union
 
 import pyarrow as pa
 
-from ledger._types import BlockHeader, CommitCertificate, Genesis
+from ledger.values import BlockHeader, CommitCertificate, Genesis
 from ledger.light_client import TxProof
 from trust import canonical
-from trust._hashes import sha256
+from trust.hashes import sha256
 
 from . import chain
 from .model import AnchorTx, BatchEvidence, Evidence, Failure, LedgerEvidence, RecordEvidence, Report, StateValue

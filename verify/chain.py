@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ledger import light_client as lc_mod
-from ledger._types import Transaction
+from ledger.values import Transaction
 from ledger.contracts import StateProofError, verify_state_proof
 from ledger.contracts.anchors import batch_key
 from ledger.contracts.confidentiality import erased_key, erasure_at
 from ledger.contracts.registry import ent_key, resolve_key
 from trust import canonical
-from trust._hashes import RootHash, sha256
+from trust.hashes import RootHash, sha256
 from trust.errors import (
     CHAIN_STEPS,
     AnchorMismatchError,

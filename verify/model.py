@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ledger._types import BlockHeader, CommitCertificate, Genesis
+from ledger.values import BlockHeader, CommitCertificate, Genesis
 from ledger.light_client import TxProof
 
 __all__ = [

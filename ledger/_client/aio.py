@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from trust.identity import KeyPair
 
-from .._types import Genesis
+from ..values import Genesis
 from .._verify import CachedVerifier
 from ..layout import LedgerLayout, NodeAddress
 from .queries import Queries

@@ -19,7 +19,7 @@ import aiohttp
 
 from trust import canonical
 
-from .._types import Block, BlockHeader, CommitCertificate, Genesis
+from ..values import Block, BlockHeader, CommitCertificate, Genesis
 from .._verify import CachedVerifier
 from ..https import Pins, describe
 from ..layout import NodeAddress

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._types import Transaction
+from ..values import Transaction
 from ..light_client import TxProof
 
 __all__ = ["Receipt", "StateProof", "StateProofs", "TxRecord"]

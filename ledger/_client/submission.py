@@ -24,7 +24,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .._types import BlockHeader, CommitCertificate, Genesis, SealerSet, Transaction, epoch_of
+from ..values import BlockHeader, CommitCertificate, Genesis, SealerSet, Transaction, epoch_of
 from .._verify import CachedVerifier
 from ..errors import WireError
 from ..layout import NodeAddress

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Iterable, Iterator, TypeVar
 
-from .._types import Block, BlockHeader, CommitCertificate, Genesis, Transaction
+from ..values import Block, BlockHeader, CommitCertificate, Genesis, Transaction
 from ..layout import LedgerLayout, NodeAddress
 from .aio import AsyncLedgerClient
 from .records import Receipt, StateProof, StateProofs, TxRecord

@@ -17,7 +17,7 @@ from typing import Any, Callable, Union
 
 from trust import canonical
 
-from .._types import SealerSet, Transaction
+from ..values import SealerSet, Transaction
 from ..replies import result_error
 from .errors import LedgerClientError, TxRefused
 from .records import Receipt

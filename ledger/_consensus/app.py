@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from .._types import CommitCertificate, Genesis, SealerSet, StateRoot, Transaction
+from ..values import CommitCertificate, Genesis, SealerSet, StateRoot, Transaction
 
 __all__ = ["BlockContext", "Execution", "Executor"]
 

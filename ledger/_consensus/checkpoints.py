@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from .._types import BlockHash, SealerSet
+from ..values import BlockHash, SealerSet
 from ..messages import Checkpoint, CheckpointCertificate
 from .events import Broadcast
 from .quotas import CHECKPOINTS, SMALL_MSG

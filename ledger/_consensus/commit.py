@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._nonces import NonceWindow
-from .._types import Block, BlockHash, CommitCertificate, Genesis, SealerSet, epoch_of, is_epoch_end
+from ..values import Block, BlockHash, CommitCertificate, Genesis, SealerSet, epoch_of, is_epoch_end
 from ..errors import CertificateError
 from ..messages import CommittedBlock
 from .app import BlockContext, Execution

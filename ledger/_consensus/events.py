@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
-from .._types import Block, CommitCertificate, Transaction, TxId
+from ..values import Block, CommitCertificate, Transaction, TxId
 from ..messages import Message
 
 if TYPE_CHECKING:

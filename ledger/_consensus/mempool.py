@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._types import Block, SealerSet, Transaction, TxId
+from ..values import Block, SealerSet, Transaction, TxId
 from ..messages import Request
 from .events import Broadcast, Reply, Send
 

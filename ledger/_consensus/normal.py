@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from .._types import Block, BlockHash, BlockHeader, CommitCertificate, SealerSet, Transaction, epoch_of, tx_root_of
+from ..values import Block, BlockHash, BlockHeader, CommitCertificate, SealerSet, Transaction, epoch_of, tx_root_of
 from ..messages import Commit, Prepare, PreparedCertificate, PrePrepare, preprepare_signing_bytes
 from .app import Execution
 from .events import CUT, Equivocation, SetTimer, timer

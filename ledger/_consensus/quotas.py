@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterable
 
-from .._types import Block
+from ..values import Block
 from ..messages import ViewChange
 
 __all__ = ["MAX_HELD_BYTES", "SMALL_MSG", "CHECKPOINTS", "block_cost", "vc_cost", "SenderQuotas"]

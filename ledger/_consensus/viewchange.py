@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from .._types import SealerSet
+from ..values import SealerSet
 from ..errors import CertificateError
 from ..messages import NewView, PreparedCertificate, PrePrepare, Status, ViewChange
 from .events import VIEW, CancelTimer, Send, SetTimer, timer

@@ -69,11 +69,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence, cast
 
 from trust import canonical
-from trust._hashes import sha256
+from trust.hashes import sha256
 from trust.identity import is_did
 
 from .._consensus.app import BlockContext, Execution
-from .._types import Genesis, SealerSet, StateRoot, Transaction
+from ..values import Genesis, SealerSet, StateRoot, Transaction
 from ..errors import LedgerError
 from . import _smt
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Collection
 
-from .._types import Transaction
+from ..values import Transaction
 from . import registry, tokens
 
 __all__ = ["admit", "NODE_KINDS"]

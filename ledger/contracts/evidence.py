@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trust import canonical
-from trust._hashes import sha256
+from trust.hashes import sha256
 
-from .._types import SealerSet, Verifier, is_did
+from ..values import SealerSet, Verifier, is_did
 from .._consensus.events import Equivocation
 from ..messages import signing_bytes
 from ._app import Refused

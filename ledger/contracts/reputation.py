@@ -51,7 +51,7 @@ from trust import canonical
 from trust.identity import verify_signature
 
 from .._consensus.app import BlockContext
-from .._types import Params, SealerSet, Transaction, epoch_of
+from ..values import Params, SealerSet, Transaction, epoch_of
 from ._app import Refused, TxContext, _TxView, check_fields, check_int, ok, refusal
 from .evidence import EquivocationEvidence, verify_evidence
 from .registry import resolve_key

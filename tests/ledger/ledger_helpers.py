@@ -47,7 +47,7 @@ def make_chain(n_blocks: int, txs_per_block: int = 3, n_sealers: int = 4, seed: 
     """A valid chain built without consensus (for store/light-client tests):
     returns (genesis, [(block, cert, results)], sealer keys)."""
     from ledger import Block, BlockHeader, CommitCertificate, Genesis, KVExecutor
-    from ledger._types import commit_signing_bytes, epoch_of, is_epoch_end, tx_root_of
+    from ledger.values import commit_signing_bytes, epoch_of, is_epoch_end, tx_root_of
     from ledger.executor import BlockContext
 
     keys = [key(f"{seed}-sealer-{i}") for i in range(n_sealers)]

@@ -110,7 +110,7 @@ import hashlib  # noqa: E402
 
 from ledger.contracts import ContractApp, ContractsGenesis  # noqa: E402
 from ledger.sim import SimConfig, Simulation  # noqa: E402
-from ledger._types import Genesis  # noqa: E402
+from ledger.values import Genesis  # noqa: E402
 from trust.identity import KeyPair  # noqa: E402
 
 _ADMIN = KeyPair.from_seed(hashlib.sha256(b"admission-admin").digest())

@@ -14,7 +14,7 @@ from ledger import (
     Tick,
     TimerFired,
 )
-from ledger._types import tx_root_of
+from ledger.values import tx_root_of
 from ledger._verify import CachedVerifier
 from ledger.messages import Commit, CommittedBlock, PrePrepare, Prepare, Status, decode_message, encode_message
 from ledger_helpers import Client, cluster, heights, key

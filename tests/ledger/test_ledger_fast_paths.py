@@ -7,15 +7,15 @@ from __future__ import annotations
 import pytest
 
 from ledger import Block, Transaction
-from ledger._types import tx_root_of
+from ledger.values import tx_root_of
 from ledger.consensus import Reply, RequestsSubmitted, RequestSubmitted, Tick
 from ledger.errors import WireError
 from ledger.messages import ClientRequests, CommittedBlock, PrePrepare, Request, decode_message, encode_message
 from ledger.replies import REPLIES_KIND, TxReplies
-from ledger._types import MSG_TAG
+from ledger.values import MSG_TAG
 from ledger_helpers import Client, cluster, heights
 from trust import canonical
-from trust._hashes import sha256
+from trust.hashes import sha256
 
 
 def _run(sim, t):
@@ -106,7 +106,7 @@ def test_a_node_decodes_a_tx_once_for_its_request_and_its_block():
 def test_certified_tx_bytes_skip_the_strict_decoder_but_not_the_memo():
     """Non-canonical tx bytes decode by the certified path (the certificate and tx root vouch for
     them there) but never through `Transaction.from_bytes`, even after the certified path saw them."""
-    from ledger._types import _tx_from_certified_bytes
+    from ledger.values import _tx_from_certified_bytes
 
     tx = Client("fast-lax").tx(1)
     w = tx.to_wire()
@@ -257,7 +257,7 @@ def test_the_certified_decoder_gives_exactly_the_strict_decoders_values_on_canon
     decoders yield the same values, types included (seeded random payloads of every canonical type)."""
     import random
 
-    from ledger._types import _tx_from_certified_bytes
+    from ledger.values import _tx_from_certified_bytes
 
     rnd = random.Random(4)
     c = Client("fast-values")

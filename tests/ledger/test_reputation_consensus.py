@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from ledger import Block, BlockHeader, CommitCertificate, Params, Transaction
-from ledger._types import tx_root_of
+from ledger.values import tx_root_of
 from ledger.consensus import Broadcast, MessageReceived
 from ledger.messages import Commit, PrePrepare, Prepare
 from ledger.sim import SimConfig, Simulation

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from ledger import CommitCertificate, Genesis, Params, Transaction
-from ledger._types import epoch_of, is_epoch_end
+from ledger.values import epoch_of, is_epoch_end
 from ledger.contracts import ContractApp, ContractsGenesis
 from ledger.contracts import reputation as rep
 from ledger.contracts.evidence import EquivocationEvidence

@@ -35,7 +35,7 @@ from pipelines.devices.timeseries import read_timeseries
 from sealstream.settings import Settings
 from storage.blobs import BlobStore
 from storage.db import open_pool
-from trust._hashes import sha256
+from trust.hashes import sha256
 from sealstream._kafka_config import kafka_endpoint
 
 __all__ = ["Anchoring", "WorkerProc", "SimRun", "pin_offsets", "wait_stored", "check_exactly_once", "check_private_run",

@@ -10,7 +10,7 @@ import pytest
 from pipelines._anchor_plan import (AnchorCommit, SealError, SealedLeaf, anchor_payload, anchor_value, batch_id_for,
                                     parse_sealed, plan_batch)
 from trust import merkle
-from trust._hashes import sha256
+from trust.hashes import sha256
 
 
 def _leaves(n: int, seed: int = 0) -> list[SealedLeaf]:

@@ -12,7 +12,7 @@ from pipelines._anchor_plan import (GATEWAY, UNBOUND, SealedLeaf, leaf_of_row, p
                                     sweep_gateways, triage)
 from pipelines.metrics import PipelineMetrics
 from storage.records import ms_to_datetime
-from trust._hashes import sha256
+from trust.hashes import sha256
 
 STATUS = {"did:key:ours": GATEWAY, "did:key:later": UNBOUND, "did:key:dev": "device", "did:key:node": "node"}
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from ledger import BlockHeader, CommitCertificate, Genesis, Params
-from ledger._types import commit_signing_bytes
+from ledger.values import commit_signing_bytes
 from ledger.client import NodeUnavailable, StateProof, StateProofs
 from ledger.contracts import ContractState, recompute_root
 from ledger.contracts import _smt

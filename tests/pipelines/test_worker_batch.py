@@ -14,7 +14,7 @@ from pipelines.checks import DeviceKey
 from pipelines.devices import generate, seal
 from pipelines.worker import DeadLetter, RawRecord, Seal
 from storage.blobs import BlobStore
-from trust._hashes import sha256
+from trust.hashes import sha256
 from trust.identity import KeyPair
 
 pytestmark = pytest.mark.services

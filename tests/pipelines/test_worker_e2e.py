@@ -33,7 +33,7 @@ from pipelines.offsets import pin_offsets
 from pipelines.worker import gateway_key
 from storage.blobs import BlobStore
 from storage.db import open_pool
-from trust._hashes import sha256
+from trust.hashes import sha256
 from trust.receipt import SealReceipt, verify_receipt
 from sealstream._kafka_config import kafka_endpoint
 

@@ -30,7 +30,7 @@ from sealstream.settings import load_settings
 from storage import BlobStore, BlobStoreUnavailable, Manifest
 from storage.blobs import minio_client
 from trust import merkle
-from trust._hashes import sha256
+from trust.hashes import sha256
 
 
 def _secured(settings) -> None:

@@ -20,7 +20,7 @@ from storage import (
     RecordError,
 )
 from trust import merkle
-from trust._hashes import sha256
+from trust.hashes import sha256
 
 pytestmark = pytest.mark.services
 

@@ -20,7 +20,7 @@ import pytest
 from storage import BlobStore
 from storage._s3put import UNSIGNED_PAYLOAD, ObjectPut, PutRefused, PutUnavailable
 from storage.blobs import minio_client
-from trust._hashes import sha256
+from trust.hashes import sha256
 
 
 def _put(settings, bucket: str, principal: str = "pipeline", **kw) -> ObjectPut:

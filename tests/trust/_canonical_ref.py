@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trust._hashes import sha256
+from trust.hashes import sha256
 from trust.errors import CanonicalError
 
 __all__ = ["encode", "decode", "digest", "CanonicalError", "MAX_DEPTH"]

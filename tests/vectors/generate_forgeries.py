@@ -51,7 +51,7 @@ from anchor_helpers import ledger_cluster, register_gateway  # noqa: E402
 from sealstream.settings import load_settings  # noqa: E402
 from storage import migrate, open_pool  # noqa: E402
 from trust import canonical  # noqa: E402
-from trust._hashes import sha256  # noqa: E402
+from trust.hashes import sha256  # noqa: E402
 from trust.identity import KeyPair  # noqa: E402
 from trust.receipt import SealReceipt, seal_receipt  # noqa: E402
 from verify.bundle import INDEX, write_bundle  # noqa: E402

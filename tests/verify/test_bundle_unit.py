@@ -16,10 +16,10 @@ from typing import Callable
 import pyarrow as pa
 import pytest
 
-from ledger._types import commit_signing_bytes
+from ledger.values import commit_signing_bytes
 from verify.bundle import INDEX, verify_bundle
 from trust import canonical, merkle
-from trust._hashes import sha256
+from trust.hashes import sha256
 from trust.identity import KeyPair
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
@@ -283,7 +283,7 @@ def test_offline_modules_import_no_service_clients() -> None:
 
 
 def test_checkpoint_is_a_trust_anchor() -> None:
-    from ledger._types import BlockHeader
+    from ledger.values import BlockHeader
     from verify.chain import TrustedCheckpoint as Checkpoint
 
     _, members = _members()

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 
 from trust import canonical
-from trust._hashes import sha256
+from trust.hashes import sha256
 from verify.bundle import INDEX, BundleError, read_bundle
 from verify.chain import verify
 

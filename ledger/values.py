@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, NewType, Sequence
 import cbor2 as _cbor2
 
 from trust import canonical
-from trust._hashes import sha256
+from trust.hashes import sha256
 from trust.identity import KeyPair, verify_signature
 from trust.identity import is_did as _is_did_uncached
 

@@ -23,10 +23,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._types import Params
-from .client import AsyncLedgerClient, LedgerClient
-from .cluster import LocalCluster
-from .layout import LedgerLayout
+from ledger.values import Params
+from ledger.client import AsyncLedgerClient, LedgerClient
+from ledger.cluster import LocalCluster
+from ledger.layout import LedgerLayout
 
 __all__ = ["LedgerBenchTarget", "BENCH_PARAMS", "process_cpu_s"]
 
