@@ -51,10 +51,11 @@ import pyarrow.csv as pacsv  # noqa: E402
 
 from sealstream._kafka_config import KafkaLike, as_endpoint, kafka_endpoint  # noqa: E402
 from storage._s3put import UNSIGNED_PAYLOAD  # noqa: E402
+from sealstream.topics import RAW  # noqa: E402
 
 __all__ = ["SCHEMA_SQL", "ensure_schema", "BaselineStore", "main"]
 
-RAW_TOPICS = ("iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw")
+RAW_TOPICS = RAW
 _HEADROOM = 1024 * 1024
 
 SCHEMA_SQL = """

@@ -88,9 +88,10 @@ if str(_HERE.parent) not in sys.path:
 from bench._pipeline_kafka import SealFollower, end_offsets, pin_offsets  # noqa: E402
 from bench._pipeline_profile import profile_summary  # noqa: E402
 from sealstream._kafka_config import kafka_endpoint, kafka_secured  # noqa: E402
+from sealstream.topics import RAW as RAW_TOPICS, SEALED  # noqa: E402
 
 ROOT = _HERE.parent
-RAW = ["iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw"]
+RAW = list(RAW_TOPICS)
 TARGET_RATIO = 0.8
 PROFILE_HZ = 100
 #: records done within this many ms of the first one count as its batch: their work preceded the timed span
@@ -254,7 +255,7 @@ class Consumer:
         from psycopg.conninfo import conninfo_to_dict
 
         Consumer.created.append((conninfo_to_dict(self.dsn)["dbname"], self.bucket))
-        self.sealed_start = end_offsets(kafka_endpoint(s, "admin"), ["iiot.sealed"])
+        self.sealed_start = end_offsets(kafka_endpoint(s, "admin"), [SEALED])
         # iiot.sealed too: the anchor agent reads it in the same group, and must not start at the
         # shared topic's beginning (other runs' seals)
         pin_offsets(kafka_endpoint(s, "admin"), self.group,

@@ -34,6 +34,7 @@ from sealstream._kafka_config import KafkaLike, as_endpoint
 from trust.statement import Statement, to_kafka_headers
 
 from .model import Signer
+from sealstream.topics import RAW_OF_KIND
 
 __all__ = ["TIMESERIES_CONTENT_TYPE", "SCHEMA", "TOPIC_OF_KIND", "EDGE_RECEIVED_HEADER", "EdgeMessage",
            "timeseries_payload", "sign_payload", "seal_confidential", "Recipients", "Producer", "producer_config",
@@ -48,7 +49,7 @@ SCHEMA = pa.schema([
     pa.field("sensor", pa.dictionary(pa.int8(), pa.string()), nullable=False),
     pa.field("value", pa.float64(), nullable=False),
 ])
-TOPIC_OF_KIND = {"timeseries": "iiot.timeseries.raw", "image": "iiot.images.raw", "video": "iiot.video.raw"}
+TOPIC_OF_KIND = dict(RAW_OF_KIND)
 #: Extra header: ASCII decimal milliseconds of the edge's clock when it received the newest value.
 EDGE_RECEIVED_HEADER = "ss-edge-received-ms"
 MAX_SENSORS_PER_PAYLOAD = 127  # the sensor column is dictionary<int8>

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sealstream._kafka_config import KafkaEndpoint, factory_principal
 from sealstream._security import pki_dir
+from sealstream.topics import ALERTS, ANCHORS, DEADLETTER, RAW as RAW_TOPICS, SEALED
 
 __all__ = ["Acl", "plan", "apply", "known_factories", "revoked_factories", "record_revocation",
            "VERIFIER_GROUP_PREFIX", "MANAGED"]
@@ -31,7 +32,7 @@ VERIFIER_GROUP_PREFIX = "sealstream-verifier"
 #: principals whose ACLs `apply` owns (factories too); admin is a super user
 MANAGED = ("pipeline", "verifier", "alerts", "analyst", "grafana")
 
-RAW = ("iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw")
+RAW = RAW_TOPICS
 
 
 @dataclass(frozen=True, order=True)
@@ -72,22 +73,22 @@ def plan(pipeline_app_id: str, factories: Iterable[str] = ()) -> list[Acl]:
     p = "pipeline"
     for t in RAW:
         out += _topic(p, t, "READ", "DESCRIBE")
-    out += _topic(p, "iiot.sealed", "READ", "WRITE", "DESCRIBE")
-    out += _topic(p, "iiot.deadletter", "READ", "WRITE", "DESCRIBE")
-    out += _topic(p, "iiot.anchors", "WRITE", "DESCRIBE")
+    out += _topic(p, SEALED, "READ", "WRITE", "DESCRIBE")
+    out += _topic(p, DEADLETTER, "READ", "WRITE", "DESCRIBE")
+    out += _topic(p, ANCHORS, "WRITE", "DESCRIBE")
     out += _topic(p, pipeline_app_id, "CREATE", "READ", "WRITE", "DESCRIBE", pattern="PREFIXED")
     out += _group(p, pipeline_app_id) + _group(p, "sealstream-dlq-lookup-")
     out += _txid(p, pipeline_app_id) + _idempotent(p)
     # the verifier agent: read anchors, write (and look up) alerts through its outbox relay
     v = "verifier"
-    out += _topic(v, "iiot.anchors", "READ", "DESCRIBE")
-    out += _topic(v, "iiot.alerts", "READ", "WRITE", "DESCRIBE")
+    out += _topic(v, ANCHORS, "READ", "DESCRIBE")
+    out += _topic(v, ALERTS, "READ", "WRITE", "DESCRIBE")
     out += _topic(v, VERIFIER_GROUP_PREFIX, "CREATE", "READ", "WRITE", "DESCRIBE", pattern="PREFIXED")
     out += _group(v, VERIFIER_GROUP_PREFIX) + _group(v, "sealstream-outbox-lookup-")
     out += _txid(v, "sealstream-outbox-") + _idempotent(v)
     # the alerts bridge: write iiot.alerts in transactions; read it back to resume after its last seq
     a = "alerts"
-    out += _topic(a, "iiot.alerts", "READ", "WRITE", "DESCRIBE")
+    out += _topic(a, ALERTS, "READ", "WRITE", "DESCRIBE")
     out += _group(a, "sealstream-alerts-resume-")
     out += _txid(a, "sealstream-alerts-") + _idempotent(a)
     # a factory: produce to the raw topics, nothing else (no READ of any topic, no group)

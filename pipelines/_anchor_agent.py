@@ -49,13 +49,12 @@ from ._anchor_metrics import sweep_metrics
 from ._anchor_plan import GATEWAY, UNBOUND, SealError, SealedLeaf, parse_sealed, settle_deferred, triage
 from .anchor import Anchorer
 from .metrics import PipelineMetrics
+from sealstream.topics import ANCHORS, SEALED
 
 __all__ = ["add_anchor_agent", "GatewayFilter", "SEALED", "ANCHORS", "SWEEP_GRACE_ENV", "SWEEP_INTERVAL_ENV",
            "sweep_settings"]
 
 log = logging.getLogger("sealstream.pipeline.anchor")
-SEALED = "iiot.sealed"
-ANCHORS = "iiot.anchors"
 _RAW: dict = dict(key_type=bytes, value_type=bytes)
 #: The sweep's grace period and interval (seconds; interval 0 = no sweep).  Environment variables named
 #: like settings (``SEALSTREAM_PIPELINE_ANCHOR_SWEEP_*``), read here until they are `Settings` fields.
@@ -190,7 +189,7 @@ def add_anchor_agent(app: Any, anchorer: Anchorer, metrics: PipelineMetrics, *, 
             kept, absent = settle_deferred(tri.defer, stored)
         # settled: count and log (only now, so a retried window is not counted twice)
         for partition, offset, err in malformed:
-            log.error("iiot.sealed %d/%d: %s; never anchored from this seal", partition, offset, err)
+            log.error("%s %d/%d: %s; never anchored from this seal", SEALED, partition, offset, err)
             skipped.labels("malformed-seal").inc()
         for leaf, kind in tri.refuse:
             log.error("seal of %s by %s: bound to a %s on this ledger, not a gateway; never anchored",

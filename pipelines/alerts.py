@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sealstream._kafka_config import KafkaLike, as_endpoint
+from sealstream.topics import ALERTS
 
 if TYPE_CHECKING:
     from ledger.client import AsyncLedgerClient
@@ -67,7 +68,7 @@ __all__ = [
 
 log = logging.getLogger("sealstream.pipelines.alerts")
 
-ALERTS_TOPIC = "iiot.alerts"
+ALERTS_TOPIC = ALERTS
 H_CHAIN, H_SEQ, H_ID, H_RULE, H_SEVERITY = "ss-chain", "ss-event-seq", "ss-event-id", "ss-rule", "ss-severity"
 _SCAN_PAGE = 1000
 

@@ -52,12 +52,11 @@ from .directory import DeviceDirectory, ManifestDirectory, ProvenDirectory
 from .dlq import PRODUCE, DeadLetterGate
 from .metrics import PipelineMetrics
 from .worker import DeadLetter, IngestProcessor, RawRecord, Retrier, Seal, gateway_key
+from sealstream.topics import DEADLETTER, SEALED
 
 __all__ = ["build_app", "build_processor", "make_anchorer", "make_directory", "run_worker"]
 
 log = logging.getLogger("sealstream.pipeline")
-DEADLETTER = "iiot.deadletter"
-SEALED = "iiot.sealed"
 _RAW: dict = dict(key_type=bytes, value_type=bytes)  # app-wide serializers are "raw"
 _HEADROOM = 1024 * 1024  # headers and batch overhead above a payload limit
 #: Test hook: SEALSTREAM_DLQ_TEST_PAUSE=acked|marked hangs a batch once its dead letters were acked by the

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from trust.hashes import sha256
 from trust.errors import IdentityError, StatementError
 from trust.statement import Statement, from_kafka_headers, verify_statement
+from sealstream.topics import KIND_OF_RAW
 
 __all__ = ["REASONS", "TOPIC_KINDS", "Limits", "DeviceKey", "Accepted", "Rejected", "check_record"]
 
@@ -41,11 +42,7 @@ REASONS: tuple[str, ...] = (
     "malformed-headers", "revoked-device", "kind-topic-mismatch", "key-mismatch", "malformed-payload", "internal-error",
 )
 #: Raw topic -> the statement kind it carries.
-TOPIC_KINDS: dict[str, str] = {
-    "iiot.timeseries.raw": "timeseries",
-    "iiot.images.raw": "image",
-    "iiot.video.raw": "video",
-}
+TOPIC_KINDS: dict[str, str] = dict(KIND_OF_RAW)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 from storage.deadletters import DeadLetterLog, DeadLetterRow
 from storage.records import KafkaPosition
 from sealstream._kafka_config import KafkaLike, as_endpoint
+from sealstream.topics import DEADLETTER
 
 __all__ = ["DeadLetterGate", "DeadLetterLookupError", "PRODUCE", "RECORDED", "IN_TOPIC", "find_dead_letters"]
 
@@ -106,7 +107,7 @@ def find_dead_letters(kafka: KafkaLike, topic: str, group: str, wanted: Sequence
 class DeadLetterGate:
     """Decides which dead letters of a batch to produce, for one consumer group (blocking; thread-safe)."""
 
-    def __init__(self, log_: DeadLetterLog, bootstrap: KafkaLike, group: str, topic: str = "iiot.deadletter",
+    def __init__(self, log_: DeadLetterLog, bootstrap: KafkaLike, group: str, topic: str = DEADLETTER,
                  lookback_s: float = 5.0, timeout_s: float = 30.0) -> None:
         self.log, self.bootstrap, self.group, self.topic = log_, bootstrap, group, topic
         self.lookback_s, self.timeout_s = lookback_s, timeout_s

@@ -54,13 +54,14 @@ from .outbox import AlertRelay, OutboxMetrics
 from verify.model import Evidence, Report
 from verify.rows import payload_rows
 from sealstream._kafka_config import kafka_endpoint
+from sealstream.topics import ALERTS, ANCHORS
 
 __all__ = ["VerifyMetrics", "BatchVerifier", "alert_value", "alert_message", "build_app", "run_verifier",
            "ANCHORS_TOPIC", "ALERTS_TOPIC"]
 
 log = logging.getLogger("sealstream.pipeline.verifier")
-ANCHORS_TOPIC = "iiot.anchors"
-ALERTS_TOPIC = "iiot.alerts"
+ANCHORS_TOPIC = ANCHORS
+ALERTS_TOPIC = ALERTS
 
 
 class VerifyMetrics:
@@ -231,7 +232,7 @@ def build_app(settings: Any, verifier: BatchVerifier, *, app_id: str, audit_inte
         async for event in stream.events():
             bid = _batch_id(event.message.value)
             if bid is None:
-                log.error("iiot.anchors %d/%d: no batch_id in the value", event.message.partition,
+                log.error("%s %d/%d: no batch_id in the value", ANCHORS, event.message.partition,
                           event.message.offset)
                 continue
             await run(functools.partial(verifier.verify_batch, bid), f"verify batch {bid}")

@@ -18,6 +18,7 @@ import click
 from ._output import emit_json, fail
 from ._output import settings_of as _settings
 from ._output import out as _out
+from sealstream.topics import ALERTS
 
 __all__ = ["alerts_bridge"]
 
@@ -26,7 +27,7 @@ __all__ = ["alerts_bridge"]
 @click.command("alerts-bridge")
 @click.option("--ledger", "ledger_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="ledger state directory (default: $SEALSTREAM_HOME/ledger)")
-@click.option("--topic", default="iiot.alerts", show_default=True, help="Kafka topic to publish to")
+@click.option("--topic", default=ALERTS, show_default=True, help="Kafka topic to publish to")
 @click.option("--from-height", type=click.IntRange(min=0), default=0, show_default=True,
               help="first start only (nothing of this chain in the topic yet): skip events below this height")
 @click.option("--verify", is_flag=True,

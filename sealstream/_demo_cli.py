@@ -40,11 +40,12 @@ from ._output import emit_json, err, fail, out
 from ._output import settings_of as _settings
 from ._kafka_config import kafka_endpoint, kafka_secured
 from .settings import Settings
+from sealstream.topics import ANCHORS, DEADLETTER, RAW, SEALED
 
 __all__ = ["demo"]
 
 _ROOT = Path(__file__).resolve().parents[1]
-_RAW = ("iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw")
+_RAW = RAW
 
 
 class DemoError(Exception):
@@ -134,7 +135,7 @@ def _deadletters(s: Settings, start: dict, positions: set[tuple[str, Optional[in
 
     from pipelines.offsets import end_offsets
 
-    end = end_offsets(kafka_endpoint(s, "admin"), ("iiot.deadletter",))
+    end = end_offsets(kafka_endpoint(s, "admin"), (DEADLETTER,))
     todo = {tp: hi for tp, hi in end.items() if hi > start.get(tp, 0)}
     reasons: dict[str, int] = {}
     seen: set[tuple[str, int, int]] = set()
@@ -274,11 +275,11 @@ def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers
 
         Stack(s).ensure_factory(factory)
     kafka = kafka_endpoint(s, "admin")
-    starts = end_offsets(kafka, (*_RAW, "iiot.sealed", "iiot.deadletter", "iiot.anchors"))
+    starts = end_offsets(kafka, (*_RAW, SEALED, DEADLETTER, ANCHORS))
     try:
         pin_offsets(kafka, group,
-                    {tp: o for tp, o in starts.items() if tp[0] not in ("iiot.deadletter", "iiot.anchors")})
-        pin_offsets(kafka, verifier_group, {tp: o for tp, o in starts.items() if tp[0] == "iiot.anchors"})
+                    {tp: o for tp, o in starts.items() if tp[0] not in (DEADLETTER, ANCHORS)})
+        pin_offsets(kafka, verifier_group, {tp: o for tp, o in starts.items() if tp[0] == ANCHORS})
     except Exception as exc:  # Kafka refused: name the step
         raise DemoError("pin the consumer group", str(exc)) from exc
     genesis_hash = layout.genesis().genesis_hash().hex()

@@ -23,18 +23,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from . import topics
+
 __all__ = ["Settings", "load_settings", "TOPICS", "PG_ROLES", "mask_dsn"]
 
-#: The project's Kafka topics (see DESIGN.md, "One message, end to end").
-TOPICS = (
-    "iiot.timeseries.raw",
-    "iiot.images.raw",
-    "iiot.video.raw",
-    "iiot.deadletter",
-    "iiot.sealed",
-    "iiot.anchors",
-    "iiot.alerts",
-)
+#: The project's Kafka topics (`sealstream.topics`; see DESIGN.md, "One message, end to end").
+TOPICS = topics.TOPICS
 
 
 def _default_cache_dir() -> Path:
@@ -374,7 +368,7 @@ class Settings(BaseSettings):
 
     def topic_configs(self, topic: str) -> dict[str, str]:
         # The dead-letter topic keeps rejected video chunks with their original bytes, so it needs the video size.
-        large = topic in ("iiot.video.raw", "iiot.deadletter")
+        large = topic in (topics.RAW_OF_KIND["video"], topics.DEADLETTER)
         size = self.kafka_video_max_message_bytes if large else self.kafka_max_message_bytes
         return {"max.message.bytes": str(size)}
 

@@ -12,7 +12,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = {"sealstream.settings", "sealstream._logging", "sealstream._security", "sealstream._kafka_config"}
+CONFIG = {"sealstream.settings", "sealstream.topics", "sealstream._logging", "sealstream._security",
+          "sealstream._kafka_config"}
 #: package -> project packages it may import (docs/architecture.md)
 MAY_IMPORT: dict[str, set[str]] = {
     "trust": set(),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sealstream.settings import Settings
 from trust.statement import KINDS
+from sealstream.topics import RAW_OF_KIND
 
 __all__ = ["KindInfo", "KIND_INFO", "ALL_KINDS", "kind_info", "max_payload_bytes", "parse_kinds"]
 
@@ -27,10 +28,10 @@ class KindInfo:
 
 
 KIND_INFO: dict[str, KindInfo] = {
-    "timeseries": KindInfo("timeseries", "iiot.timeseries.raw", "application/vnd.apache.arrow.stream", "ts",
+    "timeseries": KindInfo("timeseries", RAW_OF_KIND["timeseries"], "application/vnd.apache.arrow.stream", "ts",
                            ("temperature", "vibration", "pressure", "current")),
-    "image": KindInfo("image", "iiot.images.raw", "image/jpeg", "cam", ("camera",)),
-    "video": KindInfo("video", "iiot.video.raw", "video/mp2t", "vid", ("camera",)),
+    "image": KindInfo("image", RAW_OF_KIND["image"], "image/jpeg", "cam", ("camera",)),
+    "video": KindInfo("video", RAW_OF_KIND["video"], "video/mp2t", "vid", ("camera",)),
 }
 #: In the order runs cycle through them.
 ALL_KINDS: tuple[str, ...] = ("timeseries", "image", "video")
