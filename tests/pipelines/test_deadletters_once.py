@@ -109,8 +109,15 @@ def _dlq_of(records, group: str) -> dict:
 
 
 def _wait(cond, timeout: float, what: str, worker: WorkerProc) -> None:
+    """Until `cond()`; a poll the worker's /metrics refuses (not listening yet, or between two
+    starts) is "not yet", not a failure: the deadline and the worker's liveness decide."""
     deadline = time.monotonic() + timeout
-    while not cond():
+    while True:
+        try:
+            if cond():
+                return
+        except OSError:  # urllib's URLError included
+            pass
         if not worker.alive() or time.monotonic() > deadline:
             raise AssertionError(f"{what} (alive: {worker.alive()}):\n{worker.tail()}")
         time.sleep(0.5)
