@@ -239,37 +239,9 @@ def _all_acked(agent: Agent, n: int) -> bool:
             and agent.spool.depth[0] == 0 and agent.sender is not None and agent.sender.sent >= spooled)
 
 
-def throughput(bootstrap: Any, srcs: Sources, home: Path, kind: str, n: int, group: int,
-               durable: bool) -> tuple[float, float, int, int]:
-    """(readings/s, messages/s, readings taken, messages) for one source, as fast as it publishes."""
-    cfg = edge_config(home, group, 0.2)
-    signers = {d: FileSigner(KeyPair.generate()) for d in DEVICE.values()}
-    src = _source(kind, srcs.broker, srcs.opc)
-    agent = Agent(cfg, bootstrap, sources=[src], signers=signers, metrics_port=0, durable_windows=durable)
-    last = {"n": -1, "t": time.monotonic()}
-
-    def until(a: Agent, want: int) -> bool:
-        taken = a.contexts[kind].readings
-        if kind == "opcua" and taken < want:  # coalesced values never arrive: done once 1 s without one
-            if taken != last["n"]:
-                last["n"], last["t"] = taken, time.monotonic()
-                return False
-            if time.monotonic() - last["t"] < 1.0:
-                return False
-            want = taken
-        return _all_acked(a, want)
-
-    dt, readings, messages = _run_agent(agent, srcs, kind, n, 0.0, until)
-    if kind == "opcua":
-        dt = max(1e-9, dt - 1.0)  # the quiet second that ended it
-    return readings / dt, messages / dt, readings, messages
-
-
-def latency_run(bootstrap: Any, srcs: Sources, home: Path, cfg: EdgeConfig, signers: dict, kind: str, n: int,
-                rate: float) -> int:
-    """One paced run of `kind` (the worker is already consuming); the readings taken."""
-    src = _source(kind, srcs.broker, srcs.opc)
-    agent = Agent(cfg, bootstrap, sources=[src], signers=signers, metrics_port=0)
+def _until_done(kind: str) -> Any:
+    """The stop condition of one run of `kind`: `want` readings taken and all acknowledged; for OPC
+    UA (coalesced values never arrive) also done once 1 s passed without a new reading."""
     last = {"n": -1, "t": time.monotonic()}
 
     def until(a: Agent, want: int) -> bool:
@@ -283,7 +255,28 @@ def latency_run(bootstrap: Any, srcs: Sources, home: Path, cfg: EdgeConfig, sign
             want = taken
         return _all_acked(a, want)
 
-    _dt, readings, _m = _run_agent(agent, srcs, kind, n, rate, until)
+    return until
+
+
+def throughput(bootstrap: Any, srcs: Sources, home: Path, kind: str, n: int, group: int,
+               durable: bool) -> tuple[float, float, int, int]:
+    """(readings/s, messages/s, readings taken, messages) for one source, as fast as it publishes."""
+    cfg = edge_config(home, group, 0.2)
+    signers = {d: FileSigner(KeyPair.generate()) for d in DEVICE.values()}
+    src = _source(kind, srcs.broker, srcs.opc)
+    agent = Agent(cfg, bootstrap, sources=[src], signers=signers, metrics_port=0, durable_windows=durable)
+    dt, readings, messages = _run_agent(agent, srcs, kind, n, 0.0, _until_done(kind))
+    if kind == "opcua":
+        dt = max(1e-9, dt - 1.0)  # the quiet second that ended it
+    return readings / dt, messages / dt, readings, messages
+
+
+def latency_run(bootstrap: Any, srcs: Sources, home: Path, cfg: EdgeConfig, signers: dict, kind: str, n: int,
+                rate: float) -> int:
+    """One paced run of `kind` (the worker is already consuming); the readings taken."""
+    src = _source(kind, srcs.broker, srcs.opc)
+    agent = Agent(cfg, bootstrap, sources=[src], signers=signers, metrics_port=0)
+    _dt, readings, _m = _run_agent(agent, srcs, kind, n, rate, _until_done(kind))
     return readings
 
 
