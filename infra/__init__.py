@@ -7,7 +7,6 @@ what it started. Errors are :class:`StackError` (see ``infra._errors``).
 
 from ._errors import DownloadError, MissingToolError, PortInUseError, ServiceFailedError, StackError
 from ._service import ServiceStatus
-from .prometheus import register_targets
 from .stack import Stack
 
 __all__ = [
@@ -18,5 +17,4 @@ __all__ = [
     "MissingToolError",
     "DownloadError",
     "ServiceFailedError",
-    "register_targets",
 ]

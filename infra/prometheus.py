@@ -3,7 +3,7 @@
 Static jobs scrape the stack itself (Prometheus, the Kafka broker's JMX
 exporter, MinIO). The ledger nodes and pipeline workers register by writing
 file_sd target files into ``<state>/prometheus/targets/<job>.json`` (see
-:func:`register_targets`); Prometheus picks them up without a restart. A ledger
+:func:`sealstream.metrics_targets.register_targets`); Prometheus picks them up without a restart. A ledger
 node registers its plain-HTTP metrics port (``/metrics`` only), not its HTTP API,
 which is HTTPS pinned to the node's genesis key (`ledger.https`).
 """
@@ -14,25 +14,14 @@ import json
 import logging
 import shutil
 import urllib.request
-from pathlib import Path
 
-from ._process import spawn
+from .process import spawn
 from ._service import Health, Service, http_get
 from ._tools import require_tool
 
-__all__ = ["Prometheus", "register_targets"]
+__all__ = ["Prometheus"]
 
 log = logging.getLogger("sealstream.stack")
-
-
-def register_targets(home: Path, job: str, targets: list[str], labels: dict[str, str] | None = None) -> Path:
-    """Tell the stack's Prometheus to scrape ``targets`` (``host:port``) as ``job``."""
-    path = home / "prometheus" / "targets" / f"{job}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([{"targets": targets, "labels": {"job": job, **(labels or {})}}], indent=2))
-    tmp.replace(path)
-    return path
 
 
 class Prometheus(Service):

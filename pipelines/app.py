@@ -52,6 +52,7 @@ from .directory import DeviceDirectory, ManifestDirectory, ProvenDirectory
 from .dlq import PRODUCE, DeadLetterGate
 from .metrics import PipelineMetrics
 from .worker import DeadLetter, IngestProcessor, RawRecord, Retrier, Seal, gateway_key
+from sealstream.metrics_targets import add_target
 from sealstream.topics import DEADLETTER, SEALED
 
 __all__ = ["build_app", "build_processor", "make_anchorer", "make_directory", "run_worker"]
@@ -240,8 +241,6 @@ def run_worker(settings: Settings, directory: Optional[DeviceDirectory], *, app_
     """Run one worker until SIGTERM/SIGINT (blocking); `anchor`: also run the anchor agent
     (if a ledger is set up at ``settings.ledger_home``, see `make_anchorer`); ``ingest=False``:
     only the anchor agent (an anchorer process beside ``--no-anchor`` workers; no `directory`)."""
-    from infra import register_targets
-
     if not (ingest or anchor):
         raise ValueError("a worker must ingest, anchor or both")
     port = settings.pipeline_metrics_port if metrics_port is None else metrics_port
@@ -257,7 +256,7 @@ def run_worker(settings: Settings, directory: Optional[DeviceDirectory], *, app_
             if hasattr(directory, "collect"):  # ProvenDirectory: refused ledger answers, its floor
                 metrics.registry.register(cast(Any, directory))
         metrics.serve(port, settings.host)
-        _register(Path(settings.home).resolve(), f"{settings.host}:{port}", register_targets)
+        add_target(Path(settings.home).resolve(), "sealstream-pipeline", f"{settings.host}:{port}")
     processor, pool, gate = None, cast(Any, None), None
     if ingest:
         from storage.deadletters import DeadLetterLog
@@ -324,16 +323,3 @@ def make_anchorer(settings: Settings, metrics: Optional[PipelineMetrics] = None)
                     anchorer.ledger.key.did)
     return anchorer
 
-
-def _register(home: Path, target: str, register_targets: Any) -> None:
-    """Add this worker's /metrics to the stack's Prometheus file_sd job (other workers' kept)."""
-    import json
-
-    path = home / "prometheus" / "targets" / "sealstream-pipeline.json"
-    targets = {target}
-    try:
-        for group in json.loads(path.read_text()):
-            targets.update(group.get("targets", []))
-    except (OSError, ValueError, AttributeError):
-        pass
-    register_targets(home, "sealstream-pipeline", sorted(targets))

@@ -54,6 +54,7 @@ from .outbox import AlertRelay, OutboxMetrics
 from verify.model import Evidence, Report
 from verify.rows import payload_rows
 from sealstream._kafka_config import kafka_endpoint
+from sealstream.metrics_targets import register_targets
 from sealstream.topics import ALERTS, ANCHORS
 
 __all__ = ["VerifyMetrics", "BatchVerifier", "alert_value", "alert_message", "build_app", "run_verifier",
@@ -296,8 +297,6 @@ def run_verifier(settings: Any, *, app_id: str, ledger_root: Path, metrics_port:
         migrate(settings.postgres_dsn)
     metrics = VerifyMetrics()
     if metrics_port:
-        from infra import register_targets
-
         metrics.serve(metrics_port, settings.host)
         register_targets(Path(settings.home).resolve(), "sealstream-verifier", [f"{settings.host}:{metrics_port}"])
     verifier, relay, close = _open_verifier(settings, ledger_root, metrics)
