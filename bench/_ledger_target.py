@@ -25,7 +25,7 @@ from typing import Any
 
 from ledger.values import Params
 from ledger.client import AsyncLedgerClient, LedgerClient
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 from ledger.layout import LedgerLayout
 
 __all__ = ["LedgerBenchTarget", "BENCH_PARAMS", "process_cpu_s"]

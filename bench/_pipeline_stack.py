@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Optional
 
 from infra import Stack
-from infra._process import wait_until
+from infra.process import wait_until
 from infra._service import Service
-from ledger.cluster import free_ports
+from infra.process import free_ports
 from sealstream._kafka_config import kafka_endpoint
 from sealstream.settings import Settings, load_settings
 
@@ -146,7 +146,7 @@ class PrivateStack:
 
     @staticmethod
     def _wait_ports_free(svc: Service) -> None:
-        from infra._process import port_is_free
+        from infra.process import port_is_free
 
         host = svc.settings.host
         wait_until(lambda: all(port_is_free(host, p) for p, _ in svc.ports()), 30)

@@ -229,7 +229,7 @@ def _query(dsn: str, q: str, params: tuple = ()) -> Any:
 
 # -- the two consumers -------------------------------------------------------------------------
 def _free_port() -> int:
-    from ledger.cluster import free_ports
+    from infra.process import free_ports
 
     return free_ports(1)[0]
 
@@ -652,7 +652,7 @@ def _start_ledger(home: Path) -> Any:
     """A 4-node contracts ledger in ``<home>/ledger`` (where the worker looks) with the bench gateway
     registered and funded, so the trusted worker anchors; stop it with ``.stop()``."""
     from ledger import Params
-    from ledger.cluster import LocalCluster
+    from infra.ledger_cluster import LocalCluster
     from pipelines._anchor_ledger import ensure_gateway
     from pipelines.worker import gateway_key
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from sealstream.settings import Settings
 
 from ._errors import ServiceFailedError
-from ._process import PidFile, require_free_port, wait_until
+from .process import PidFile, require_free_port, wait_until
 
 __all__ = ["Service", "ServiceStatus", "Health", "http_get"]
 

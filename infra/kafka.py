@@ -18,7 +18,7 @@ from sealstream._kafka_config import KafkaEndpoint, factory_principal, kafka_end
 from sealstream._security import TLSFiles, pki_dir, write_private
 
 from ._errors import MissingToolError
-from ._process import spawn
+from .process import spawn
 from ._service import Health, Service
 from ._tools import require_tool, run_checked, tool_version
 

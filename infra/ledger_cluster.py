@@ -7,7 +7,7 @@ and the benchmark target (`bench/_ledger_target.py`) all use it.
 Each node is ``python -m ledger.node --root ROOT --node NAME`` in its own
 session, its output appended to ``ROOT/logs/NAME.log`` and its pid in
 ``ROOT/run/NAME.pid``. A pid file only counts while the process's command
-line still names ROOT, so `stop` never signals an unrelated process that
+line still names ROOT and NAME (`infra.process.PidFile`), so `stop` never signals an unrelated process that
 reused a stale pid. Ports: node i listens on ``base_port + 2i`` (p2p) and
 ``base_port + 2i + 1`` (HTTP; HTTPS pinned to its genesis key with TLS, `ledger.https`),
 with TLS (the default; ``tls=False`` is the plaintext transport of before) on
@@ -17,12 +17,10 @@ Prometheus (plain HTTP, ``/metrics`` only); ``base_port=0`` picks free ports.
 
 from __future__ import annotations
 
-import errno
 import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,12 +29,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import https
-from .values import Params
-from .client import AsyncLedgerClient, LedgerClient
-from .errors import LedgerError
-from .https import Pins
-from .layout import LedgerLayout, NodeAddress, init_layout
+from ledger import https
+from ledger.client import AsyncLedgerClient, LedgerClient
+from ledger.errors import LedgerError
+from ledger.https import Pins
+from ledger.layout import LedgerLayout, NodeAddress, init_layout
+from ledger.values import Params
+
+from ._errors import StackError
+from .process import PidFile, free_ports, port_is_free, signal_pid, spawn, wait_until
 
 __all__ = ["QUICK_PARAMS", "ClusterError", "LocalCluster", "free_ports"]
 
@@ -45,49 +46,13 @@ QUICK_PARAMS = Params(max_block_txs=128, block_time_ms=20, checkpoint_interval=1
                       view_change_timeout_ms=800, status_interval_ms=300, fetch_timeout_ms=800)
 
 
-class ClusterError(LedgerError):
-    """A local node could not be started, stopped or reached; the message names the fix."""
+class ClusterError(StackError, LedgerError):
+    """A local node could not be started, stopped or reached; the message names the fix.
 
+    A `StackError` of the local services and a `LedgerError` of the ledger both.
+    """
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """`n` distinct ports that were free a moment ago (held together while choosing)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-    return True
-
-
-def _wait(pred: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if pred():
-                return True
-        except ClusterError:
-            raise
-        except Exception:  # noqa: BLE001 - a failing probe is "not yet"
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    reason = "ledger-node"
 
 
 class LocalCluster:
@@ -146,15 +111,12 @@ class LocalCluster:
             if proc.poll() is None:
                 return proc.pid
             del self._procs[name]
-        try:
-            pid = int(self.layout.pid_path(name).read_text().split()[0])
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, ValueError, IndexError):
-            return None
-        if state == "Z" or str(self.root).encode() not in cmd or f"--node {name}".encode() not in cmd:
-            return None
-        return pid
+        return self._pidfile(name).running_pid()
+
+    def _pidfile(self, name: str) -> PidFile:
+        # argv is `... --root ROOT --node NAME --log-level L`: the marker names both, and the
+        # trailing space keeps node n1 from matching n10.
+        return PidFile(self.layout.pid_path(name), f"--root {self.root} --node {name} ")
 
     def start(self, names: Iterable[str] | None = None, *, wait: bool = True, timeout: float = 30.0,
               progress: Callable[[str], None] | None = None) -> None:
@@ -166,7 +128,7 @@ class LocalCluster:
             for host, port, what in ((a.host, a.p2p_port, "p2p"), (a.host, a.http_port, "HTTP"),
                                      (a.host, a.client_port, "client"),
                                      (a.metrics_host or a.host, a.metrics_port, "metrics")):
-                if port is not None and not _port_free(host, port):
+                if port is not None and not port_is_free(host, port):
                     raise ClusterError(
                         f"Port {port} on {host}, needed by ledger {name} ({what}), is already in use; "
                         f"stop that process or set {self.port_setting} to a free port and run "
@@ -179,22 +141,14 @@ class LocalCluster:
             self.wait_ready(todo, timeout=timeout, progress=progress)
 
     def _spawn(self, name: str) -> None:
-        log_path = self.layout.log_path(name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "ledger.node", "--root", str(self.root), "--node", name,
                 "--log-level", self.log_level]
         env = dict(os.environ)
         repo = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True, close_fds=True)
+        proc = spawn(argv, log_path=self.layout.log_path(name), env=env)
         self._procs[name] = proc
-        pid_path = self.layout.pid_path(name)
-        pid_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pid_path.with_suffix(".tmp")
-        tmp.write_text(f"{proc.pid}\n")
-        tmp.replace(pid_path)
+        self._pidfile(name).write(proc.pid)
 
     def wait_ready(self, names: Iterable[str] | None = None, *, timeout: float = 30.0,
                    progress: Callable[[str], None] | None = None) -> None:
@@ -210,7 +164,7 @@ class LocalCluster:
                 st = self.status(name)
                 return st is not None and len(st["peers_connected"]) >= st["peers_total"]
 
-            if not _wait(ready, max(0.1, deadline - time.monotonic())):
+            if not wait_until(ready, max(0.1, deadline - time.monotonic()), 0.1, fatal=(ClusterError,)):
                 raise ClusterError(f"ledger {name} did not become ready within {timeout:g} s; "
                                    f"see {self.layout.log_path(name)}")
 
@@ -222,15 +176,15 @@ class LocalCluster:
             return []
         pids = {n: p for n in names if (p := self.pid(n)) is not None}
         for pid in pids.values():
-            _signal(pid, signal.SIGTERM)
+            signal_pid(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for name, pid in pids.items():
             gone = functools.partial(self._gone, name)
-            if not _wait(gone, max(0.0, deadline - time.monotonic())):
-                _signal(pid, signal.SIGKILL)
-                _wait(gone, 5.0)
+            if not wait_until(gone, max(0.0, deadline - time.monotonic()), 0.1):
+                signal_pid(pid, signal.SIGKILL)
+                wait_until(gone, 5.0, 0.1)
         for name in names:
-            self.layout.pid_path(name).unlink(missing_ok=True)
+            self._pidfile(name).clear()
         return list(pids)
 
     def _gone(self, name: str) -> bool:
@@ -244,8 +198,8 @@ class LocalCluster:
         pid = self.pid(name)
         if pid is None:
             raise ClusterError(f"ledger {name} is not running")
-        _signal(pid, sig)
-        if not _wait(lambda: self._gone(name), 10.0):
+        signal_pid(pid, sig)
+        if not wait_until(lambda: self._gone(name), 10.0, 0.1):
             raise ClusterError(f"ledger {name} (pid {pid}) did not exit after signal {sig}")
 
     def restart(self, name: str, *, timeout: float = 30.0) -> None:
@@ -306,9 +260,3 @@ class LocalCluster:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

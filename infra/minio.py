@@ -30,7 +30,7 @@ from typing import Any
 from sealstream._security import SecretError, new_secret, pki_dir, read_secret, write_private
 
 from ._errors import MissingToolError
-from ._process import spawn
+from .process import spawn
 from ._service import Health, Service, http_get
 from ._tools import require_tool, run_checked, tool_version
 

@@ -6,9 +6,10 @@ Pure parts (no I/O): values (`Transaction`, `Block`, `CommitCertificate`,
 deterministic simulator. I/O lives at the edges, imported on demand:
 `ledger.store.BlockStore` (SQLite), `ledger.transport` (asyncio TCP),
 `ledger.node` (a node process with its HTTP API and metrics),
-`ledger.client` (`LedgerClient`, `AsyncLedgerClient`) and `ledger.cluster`
-(`LocalCluster`: N local node processes; the benchmark's target wrapping it is
-`bench/_ledger_target.py`, outside the product package).
+`ledger.client` (`LedgerClient`, `AsyncLedgerClient`). Local node processes are
+run from outside the package, by `infra.ledger_cluster.LocalCluster` (process
+handling lives in `infra/`; the benchmark's target wrapping it is
+`bench/_ledger_target.py`).
 """
 
 from .values import (

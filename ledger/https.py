@@ -10,7 +10,7 @@ written to, and no answer read from, a man in the middle, a node presenting anot
 certificate, or a stale certificate. No CA, no hostname: the pin is the check.
 
 Both kinds of caller get the same context: aiohttp (``session.get(url, ssl=pins.context(addr))``,
-`ledger._client.queries`, `ledger.events`) and urllib (`get`, for `ledger.cluster` and the CLI).
+`ledger._client.queries`, `ledger.events`) and urllib (`get`, for `infra.ledger_cluster` and the CLI).
 `Pins` keeps one context per node, so aiohttp pools connections per node.
 
 A plaintext layout (``ledger init --plaintext``, the bench's comparison; `NodeAddress.https`

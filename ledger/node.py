@@ -1,6 +1,6 @@
 """A ledger node process: the sans-I/O `Replica` wired to TCP, SQLite, timers and HTTP.
 
-Run as ``python -m ledger.node --root DIR --node NAME`` (`ledger.cluster` and
+Run as ``python -m ledger.node --root DIR --node NAME`` (`infra.ledger_cluster` and
 ``sealstream ledger up`` do). The node:
 
 * loads genesis, its key (0600) and the peers' addresses from the state

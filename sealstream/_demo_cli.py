@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -190,44 +189,31 @@ class _Workers:
 
     def __init__(self, s: Settings, group: str, gateways: list[str], log_dir: Path,
                  verifier_group: str | None = None) -> None:
-        from ledger.cluster import free_ports
+        from infra.process import Child, free_ports
 
-        self.procs: list[subprocess.Popen] = []
-        self.logs: list[Path] = []
-        self.names: list[str] = []
+        self.children: list[Child] = []
         log_dir.mkdir(parents=True, exist_ok=True)
         ports = free_ports(len(gateways) + 1)
         for gw, port in zip(gateways, ports):
-            self._start("pipeline worker", log_dir / f"worker-{gw}.log", _env(s, SEALSTREAM_PIPELINE_GATEWAY=gw),
-                        ["pipeline", "worker", "--app-id", group, "--directory", "ledger", "--metrics-port", str(port)])
+            self.children.append(Child.sealstream(
+                "pipeline worker", ["pipeline", "worker", "--app-id", group, "--directory", "ledger"],
+                log_path=log_dir / f"worker-{gw}.log", home=s.home, env={"SEALSTREAM_PIPELINE_GATEWAY": gw},
+                metrics_port=port))
         if verifier_group is not None:  # no audit: the demo's batches are checked once, as they are anchored
-            self._start("pipeline verifier", log_dir / "verifier.log", _env(s),
-                        ["pipeline", "verifier", "--app-id", verifier_group, "--audit-interval", "0",
-                         "--metrics-port", str(ports[-1])])
-
-    def _start(self, name: str, log: Path, env: dict[str, str], args: list[str]) -> None:
-        self.procs.append(subprocess.Popen([sys.executable, "-m", "sealstream", *args], cwd=_ROOT, env=env,
-                                           stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True))
-        self.logs.append(log)
-        self.names.append(name)
+            self.children.append(Child.sealstream(
+                "pipeline verifier", ["pipeline", "verifier", "--app-id", verifier_group, "--audit-interval", "0"],
+                log_path=log_dir / "verifier.log", home=s.home, metrics_port=ports[-1]))
 
     def check(self) -> None:
-        for p, log, name in zip(self.procs, self.logs, self.names):
-            if p.poll() is not None:
-                tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-                raise DemoError(name, f"exited {p.returncode}: {tail[0]} (log: {log})")
+        for child in self.children:
+            if not child.alive():
+                tail = child.tail().strip().splitlines()[-1:] or ["(no output)"]
+                raise DemoError(child.name, f"exited {child.returncode}: {tail[0]} (log: {child.log})")
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for p in self.procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        from infra.process import stop_all
+
+        stop_all(self.children, timeout=15)
 
 
 def run_demo(s: Settings, *, duration: float, devices: int, rate: float, workers: int, factory: str,

@@ -2,7 +2,7 @@
 registry, anchor, reputation, events, audit, tokens).
 
 State lives in ``$SEALSTREAM_HOME/ledger`` (see `ledger.layout`); the processes
-are run by `ledger.cluster.LocalCluster`, the same code the tests and the
+are run by `infra.ledger_cluster.LocalCluster`, the same code the tests and the
 benchmark use. Exit codes: 0 ok, 1 error (one sentence naming the fix),
 3 when `status` finds a node that is not running.
 """
@@ -33,7 +33,7 @@ JOB = "sealstream-ledger"
 def _cluster(s: Settings, n_nodes: int | None = None, n_sealers: int | None = None, app: str = "contracts",
              tls: bool | None = None) -> Any:
     from ledger import Params
-    from ledger.cluster import LocalCluster
+    from infra.ledger_cluster import LocalCluster
 
     params = Params(max_block_txs=s.ledger_max_block_txs, block_time_ms=s.ledger_block_time_ms,
                     checkpoint_interval=s.ledger_checkpoint_interval,
@@ -218,7 +218,7 @@ def ledger_init(ctx: click.Context, n_nodes: int | None, n_sealers: int | None, 
 @click.pass_context
 def ledger_up(ctx: click.Context, timeout: float, as_json: bool) -> None:
     """Start every node (initialising the ledger first if needed) and wait until all are ready."""
-    from infra.prometheus import register_targets
+    from sealstream.metrics_targets import register_targets
 
     s = _settings(ctx)
     cluster = _cluster(s)

@@ -12,7 +12,7 @@ import struct
 import time
 
 from ledger import Transaction
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 from ledger.messages import ClientRequests, Status, encode_message
 from ledger.tls import client_context
 from ledger.transport import Limits, hello

@@ -34,9 +34,10 @@ import pytest
 from confluent_kafka import Producer
 
 from devices_helpers import end_offsets
-from infra import register_targets
+from sealstream.metrics_targets import register_targets
 from ledger import Params
-from ledger.cluster import LocalCluster, free_ports
+from infra.process import free_ports
+from infra.ledger_cluster import LocalCluster
 from panel_queries import finite_samples, panel_queries, prom_query, promql, sql, targets_up
 from ledger_refusals import provoke_refusals
 from pipelines._anchor_ledger import ensure_devices, ensure_gateway

@@ -16,7 +16,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from ledger import Params
-from ledger.cluster import LocalCluster, free_ports
+from infra.process import free_ports
+from infra.ledger_cluster import LocalCluster
 from pipelines.devices import Factory
 from sealstream.settings import load_settings
 from sealstream._kafka_config import kafka_endpoint

@@ -7,7 +7,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 
 
 def header_hashes(cluster: LocalCluster, name: str, upto: int) -> list[str]:

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 from ledger.client import AsyncLedgerClient, Receipt
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 
 
 class Load:

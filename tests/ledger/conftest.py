@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ledger import Params
-from ledger.cluster import QUICK_PARAMS, LocalCluster
+from infra.ledger_cluster import QUICK_PARAMS, LocalCluster
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from cluster_checks import assert_same_chain, metric, wait_converged
 from cluster_load import Load
 from ledger import LightClient, LightClientError
 from ledger.client import AsyncLedgerClient, TxRefused
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 from ledger.light_client import TxProof
 from ledger.messages import Status, encode_message
 from ledger.tls import client_context

@@ -9,7 +9,7 @@ import pytest
 
 from cluster_checks import assert_same_chain, metric, wait_converged
 from cluster_load import Load
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 
 pytestmark = pytest.mark.timeout(180)
 

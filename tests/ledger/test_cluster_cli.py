@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ledger.cluster import LocalCluster, free_ports
+from infra.process import free_ports
+
+from infra.ledger_cluster import LocalCluster
 from sealstream.cli import cli
 from trust.identity import KeyPair, save_keypair
 

@@ -19,7 +19,7 @@ import pytest
 from cluster_checks import wait_converged
 from ledger import LightClient
 from ledger.client import AsyncLedgerClient, LedgerClientError, Receipt
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 from ledger.contracts import StateProofError, verify_state_proof
 from ledger.layout import LayoutError
 from trust import canonical

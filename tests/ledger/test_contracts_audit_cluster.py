@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.client import AsyncLedgerClient, Receipt
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 from ledger.events import AuditEvent, Tip
 from sealstream.cli import cli
 from trust.identity import KeyPair, save_keypair

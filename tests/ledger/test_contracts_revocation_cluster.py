@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from ledger.client import AsyncLedgerClient, Receipt, TxRefused
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 from ledger.contracts import registry
 from trust import canonical
 from trust.errors import DeviceKeyError

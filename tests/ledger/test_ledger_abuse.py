@@ -21,7 +21,7 @@ import pytest
 
 from ledger import BlockHash, Transaction
 from trust.identity import KeyPair
-from ledger.cluster import QUICK_PARAMS, LocalCluster
+from infra.ledger_cluster import QUICK_PARAMS, LocalCluster
 from ledger.messages import ClientRequests, FetchBlocks, Prepare, Request, Status, encode_message
 from ledger.tls import client_context, pinned
 from ledger.transport import HELLO_ACK, hello

@@ -76,7 +76,7 @@ def test_a_real_cluster_refuses_a_busy_submitter_and_serves_the_others(make_clus
     from dataclasses import replace
 
     from ledger.client import TxRefused
-    from ledger.cluster import QUICK_PARAMS
+    from infra.ledger_cluster import QUICK_PARAMS
     from ledger_helpers import key
 
     cluster_ = make_cluster(4, 4, params=replace(QUICK_PARAMS, max_pending_per_submitter=8))

@@ -14,7 +14,7 @@ import pytest
 
 from cluster_checks import metric
 from ledger import Transaction
-from ledger.cluster import QUICK_PARAMS, LocalCluster
+from infra.ledger_cluster import QUICK_PARAMS, LocalCluster
 from ledger.messages import ClientRequests, encode_message
 from ledger.tls import client_context, pinned
 from ledger.transport import hello

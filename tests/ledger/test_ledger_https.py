@@ -22,7 +22,7 @@ import pytest
 
 from ledger import https
 from ledger.client import LedgerClient, NodeUnavailable
-from ledger.cluster import QUICK_PARAMS, LocalCluster
+from infra.ledger_cluster import QUICK_PARAMS, LocalCluster
 from ledger.tls import NodeTLS, client_context, peer_did
 from trust.identity import KeyPair
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from ledger.client import LedgerClient
-from ledger.cluster import QUICK_PARAMS, LocalCluster, free_ports
+from infra.process import free_ports
+from infra.ledger_cluster import QUICK_PARAMS, LocalCluster
 from ledger.layout import write_key
 from ledger.messages import Status, encode_message
 from ledger.tls import NodeTLS, client_context, node_certificate, pinned

@@ -217,7 +217,7 @@ def test_byte_limit_counts_proposal_blocks():
 
 
 def test_node_writes_persist_to_its_state_table_and_restarts_from_it(tmp_path):
-    from ledger.cluster import LocalCluster
+    from infra.ledger_cluster import LocalCluster
     from ledger.node import Node
 
     layout = LocalCluster(tmp_path / "ledger", n_nodes=4, n_sealers=4).init()

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from cluster_checks import metric, wait_converged
 from cluster_load import Load
-from ledger.cluster import QUICK_PARAMS, LocalCluster
+from infra.ledger_cluster import QUICK_PARAMS, LocalCluster
 from sealstream.cli import cli
 
 pytestmark = pytest.mark.timeout(300)

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from ledger import Params
 from ledger.client import LedgerClient
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 from pipelines.alerts import ALERTS_TOPIC, H_CHAIN, H_ID, H_SEQ, last_published_seq
 from sealstream.settings import TOPICS
 from sealstream._kafka_config import kafka_endpoint

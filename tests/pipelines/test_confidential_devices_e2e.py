@@ -26,7 +26,7 @@ from psycopg.conninfo import make_conninfo
 
 from confidential.envelope import KeyRecord
 from confidential.keys import RecipientKey, save_recipient_key
-from ledger.cluster import free_ports
+from infra.process import free_ports
 from pipelines.devices import Factory
 from pipelines.devices.confidential import RecipientsInForce
 from kafka_principals import enrol_factory

@@ -33,7 +33,7 @@ from psycopg.conninfo import make_conninfo
 
 from confidential.envelope import open_envelope
 from confidential.keys import RecipientKey
-from ledger.cluster import free_ports
+from infra.process import free_ports
 from pipelines.devices import Factory, open_sink
 from pipelines.devices.confidential import seal_confidential
 from pipelines.devices.payloads import Payload

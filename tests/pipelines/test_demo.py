@@ -22,7 +22,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from ledger.cluster import LocalCluster
+from infra.ledger_cluster import LocalCluster
 from ledger.layout import LedgerLayout
 from pipelines.devices import read_sent_log
 from storage import migrate

@@ -402,7 +402,7 @@ def test_a_running_cluster_follows_the_security_setting(settings: Settings, tmp_
 
     from infra import Stack
     from infra.pki import server_spec
-    from ledger.cluster import free_ports
+    from infra.process import free_ports
 
     home, own = tmp_path / "pg", tmp_path / "stack"
     for sub in ("data", "logs", "run", "conf"):
