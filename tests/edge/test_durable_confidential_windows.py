@@ -40,7 +40,7 @@ from edge.config import ConfidentialConfig, DeviceConfig, EdgeConfig, GroupConfi
 from edge.pending_seal import PendingKey, PendingKeyError
 from edge.signing import FileSigner
 from edge.spool import Spool
-from ledger.cluster import free_ports
+from infra.process import free_ports
 from trust.identity import KeyPair
 from trust.statement import from_kafka_headers, verify_statement
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from durable_helpers import acked, count_rows, kill_mid_window_runs
 from edge.spool import Spool
-from ledger.cluster import free_ports
+from infra.process import free_ports
 from trust.statement import from_kafka_headers, verify_statement
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -35,9 +35,10 @@ from confidential.keys import RecipientKey, save_recipient_key
 from devices_helpers import end_offsets, read_range
 from durable_helpers import acked, count_rows
 from kafka_principals import enrol_factory
-from ledger.cluster import free_ports
+from infra.process import free_ports
 from private_stack import PrivateStack
-from resilience_helpers import Anchoring, WorkerProc, wait_stored
+from support.workers import WorkerProc
+from resilience_helpers import Anchoring, wait_stored
 from trust.statement import from_kafka_headers
 
 pytestmark = pytest.mark.services
@@ -155,7 +156,7 @@ def test_confidential_edge_device_spools_and_sends_ciphertext_only(stack, settin
              "key_file": str(home / "keys" / "press-1.key")},
             {"did": keys["cam-1"], "kind": "image", "name": "cam-1", "sensors": [],
              "key_file": str(home / "keys" / "cam-1.key")}]}))
-        worker = WorkerProc(s, f"sealstream-pipeline-test-edgec-{uuid.uuid4().hex[:8]}", factory,
+        worker = WorkerProc.manifest(s, f"sealstream-pipeline-test-edgec-{uuid.uuid4().hex[:8]}", factory,
                             tmp_path / "worker.log", gateway)
         log = tmp_path / "edge.log"
         agent = subprocess.Popen([sys.executable, "-m", "sealstream", "edge", "run", "--config", str(cfg)],

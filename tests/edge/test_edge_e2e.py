@@ -35,9 +35,10 @@ import pytest
 from devices_helpers import end_offsets, read_range
 from durable_helpers import acked
 from edge.sdk import EdgeMessage, Producer
-from ledger.cluster import free_ports
+from infra.process import free_ports
 from private_stack import PrivateStack
-from resilience_helpers import Anchoring, WorkerProc, metric_total, wait_stored
+from support.workers import WorkerProc, metric_total
+from resilience_helpers import Anchoring, wait_stored
 from storage.db import open_pool
 from trust.statement import Statement, from_kafka_headers
 from kafka_principals import enrol_factory
@@ -159,7 +160,7 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
              "key_file": str(home / "keys" / "press-1.key")},
             {"did": keys["cam-1"], "kind": "image", "name": "cam-1", "sensors": [],
              "key_file": str(home / "keys" / "cam-1.key")}]}))
-        worker = WorkerProc(s, f"sealstream-pipeline-test-edge-{uuid.uuid4().hex[:8]}", factory,
+        worker = WorkerProc.manifest(s, f"sealstream-pipeline-test-edge-{uuid.uuid4().hex[:8]}", factory,
                             tmp_path / "worker.log", gateway)
         agent = EdgeProc(cfg, env, tmp_path / "edge.log", port)
         try:

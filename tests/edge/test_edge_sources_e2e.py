@@ -35,9 +35,10 @@ import pytest
 from brokers import LOOPBACK, LoopThread, ModbusServer, OpcUaServer, SilentServer, mosquitto, sparkplug_payload
 from devices_helpers import end_offsets, read_range
 from edge.sources.sparkplug_b_pb import DataType
-from ledger.cluster import free_ports
+from infra.process import free_ports
 from private_stack import PrivateStack
-from resilience_helpers import Anchoring, WorkerProc, wait_stored
+from support.workers import WorkerProc
+from resilience_helpers import Anchoring, wait_stored
 from storage.db import open_pool
 from test_edge_e2e import EdgeProc, Good, _cli
 from trust.statement import from_kafka_headers, verify_statement
@@ -242,7 +243,7 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
             {"did": did, "kind": "timeseries", "name": name, "sensors": [],
              "key_file": str(home / "keys" / f"{name}.key")}
             for name, did in keys.items()]}))
-        worker = WorkerProc(s, f"sealstream-pipeline-test-edgep-{uuid.uuid4().hex[:8]}", factory,
+        worker = WorkerProc.manifest(s, f"sealstream-pipeline-test-edgep-{uuid.uuid4().hex[:8]}", factory,
                             tmp_path / "worker.log", gateway)
         agent = EdgeProc(cfg, env, tmp_path / "edge.log", port)
         expected: set[tuple[str, str, float, int | None]] = set()

@@ -15,7 +15,7 @@ from edge.agent import RESUME_FRACTION, Agent
 from edge.config import DeviceConfig, EdgeConfig, GroupConfig, SpoolConfig
 from edge.signing import FileSigner
 from edge.spool import Spool
-from ledger.cluster import free_ports
+from infra.process import free_ports
 from ticker_source import Ticker
 from trust.identity import KeyPair
 

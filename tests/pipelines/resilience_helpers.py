@@ -1,8 +1,8 @@
 """Harness for the resilience tests: worker subprocesses, a background simulator run, and the
 "every accepted record stored exactly once" check against the simulator's sent-log.
 
-`WorkerProc` runs `sealstream pipeline worker --directory manifest` with the
-services of a given `Settings` (shared or private Kafka/MinIO), a fresh group
+The workers are `support.workers.WorkerProc.manifest`: `sealstream pipeline worker --directory
+manifest` with the services of a given `Settings` (shared or private Kafka/MinIO), a fresh group
 and factory; with `Anchoring` (a 4-node contracts ledger in the worker's home,
 the gateway registered and funded) its anchor agent runs too, and
 `Anchoring.check` asserts every record is the leaf of exactly one batch, each
@@ -16,30 +16,25 @@ no dead letter.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench._pipeline_kafka import pin_offsets as _pin
+from pipelines.offsets import pin_offsets as _pin
 from devices_helpers import end_offsets, read_range, read_records
-from ledger.cluster import free_ports
 from pipelines.devices import RunConfig, RunSummary, SentRecord, Simulator, read_sent_log
 from pipelines.devices.timeseries import read_timeseries
 from sealstream.settings import Settings
+from support.workers import WorkerProc
 from storage.blobs import BlobStore
 from storage.db import open_pool
 from trust.hashes import sha256
 from sealstream._kafka_config import kafka_endpoint
 
-__all__ = ["Anchoring", "WorkerProc", "SimRun", "pin_offsets", "wait_stored", "check_exactly_once", "check_private_run",
-           "metric_total", "stored_count", "Outcome"]
+__all__ = ["Anchoring", "SimRun", "pin_offsets", "wait_stored", "check_exactly_once", "check_private_run",
+           "stored_count", "Outcome"]
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-resilience"
@@ -48,72 +43,6 @@ GATEWAY = "gw-resilience"
 def pin_offsets(settings: Settings, group: str, offsets: dict, timeout: float = 40.0) -> None:
     """Commit `offsets` for the (empty) consumer `group`, so its workers start exactly there."""
     _pin(kafka_endpoint(settings, "admin"), group, offsets, timeout)
-
-
-class WorkerProc:
-    """One `sealstream pipeline worker` subprocess on the services of `settings`."""
-
-    def __init__(self, settings: Settings, app_id: str, factory: str, log: Path, gateway: str = GATEWAY) -> None:
-        self.port = free_ports(1)[0]
-        env = dict(os.environ, SEALSTREAM_HOME=str(settings.home),
-                   SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap,
-                   SEALSTREAM_MINIO_ENDPOINT=settings.minio_address, SEALSTREAM_PG_DSN=settings.postgres_dsn,
-                   SEALSTREAM_PIPELINE_GATEWAY=gateway, SEALSTREAM_PIPELINE_SESSION_TIMEOUT_S="6",
-                   SEALSTREAM_PIPELINE_ANCHOR_WINDOW_S="1")
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", app_id, "--directory",
-             "manifest", "--factory", factory, "--metrics-port", str(self.port),
-             "--loglevel", os.environ.get("SS_TEST_WORKER_LOGLEVEL", "warn")],
-            cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-
-    def metrics(self) -> str:
-        return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
-
-    def ingested(self) -> float:
-        """Records this worker stored and sealed so far (0 while its /metrics is not up yet)."""
-        try:
-            return metric_total(self.metrics(), "sealstream_pipeline_ingested_total")
-        except OSError:
-            return 0.0
-
-    def wait_ingesting(self, timeout: float = 90.0) -> float:
-        """Until this worker has stored a record (it joined the group and got partitions)."""
-        deadline = time.monotonic() + timeout
-        while (n := self.ingested()) == 0:
-            if not self.alive() or time.monotonic() > deadline:
-                raise AssertionError(f"worker stored nothing (alive: {self.alive()}):\n{self.tail()}")
-            time.sleep(0.5)
-        return n
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, n: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-n:]
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (a clean leave: the group rebalances at once), SIGKILL if it hangs."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-
-def metric_total(text: str, name: str) -> float:
-    """Sum of every sample of metric `name` (all label sets) in a /metrics page."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 class SimRun:

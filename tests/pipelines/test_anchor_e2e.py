@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from anchor_helpers import WorkerProc, ledger_cluster, register_factory, wait_for
+from support.workers import WorkerProc
+
+from anchor_helpers import ledger_cluster, register_factory, wait_for
 from devices_helpers import end_offsets, read_range
 from pipelines.devices import Factory, RunConfig, read_sent_log, run
 from pipelines.devices.kinds import KIND_INFO
@@ -35,7 +37,7 @@ from storage import Manifest
 from storage.blobs import BlobStore
 from storage.db import open_pool
 from storage.readers import Reader
-from test_worker_e2e import _pin_offsets
+from resilience_helpers import pin_offsets as _pin_offsets
 from trust import merkle
 from sealstream._kafka_config import kafka_endpoint
 
@@ -136,7 +138,7 @@ def _check_batches(s, cluster, pool, gateway, good: list[str], anchors_start: di
 def test_every_record_in_one_anchored_batch(env, tmp_path) -> None:
     s, cluster, pool = env
     name, factory, gateway, app_id, anchors_start = _setup(s, cluster, "ae")
-    worker = WorkerProc(s, app_id, gateway, tmp_path / "worker.log",
+    worker = WorkerProc.ledger(s, app_id, gateway, tmp_path / "worker.log",
                         extra_env={"SEALSTREAM_PIPELINE_ANCHOR_MAX_LEAVES": "16"})
     try:
         summary = run(s, RunConfig(name, devices=2, rate=3, duration=4, seed=5))
@@ -166,8 +168,9 @@ def test_anchor_agent_in_its_own_process(env, tmp_path) -> None:
     anchor_group = f"{app_id}-anchor"
     _pin_offsets(s, anchor_group, end_offsets(s, ["iiot.sealed"]))
     env_ = {"SEALSTREAM_PIPELINE_ANCHOR_MAX_LEAVES": "16"}
-    ingest = WorkerProc(s, app_id, gateway, tmp_path / "ingest.log", extra_env=env_, args=("--no-anchor",))
-    anchorer = WorkerProc(s, anchor_group, gateway, tmp_path / "anchor.log", extra_env=env_, args=("--anchor-only",))
+    ingest = WorkerProc.ledger(s, app_id, gateway, tmp_path / "ingest.log", extra_env=env_, args=("--no-anchor",))
+    anchorer = WorkerProc.ledger(s, anchor_group, gateway, tmp_path / "anchor.log", extra_env=env_,
+                                 args=("--anchor-only",))
     try:
         summary = run(s, RunConfig(name, devices=2, rate=3, duration=3, seed=9))
         good = [r.statement_hash for r in read_sent_log(summary.sent_log, summary.run_id)]
@@ -204,7 +207,7 @@ def test_sigkill_mid_batch_anchors_each_batch_once(env, tmp_path) -> None:
     name, factory, gateway, app_id, anchors_start = _setup(s, cluster, "ak")
     marker = tmp_path / "paused"
     hook = {"SEALSTREAM_ANCHOR_TEST_PAUSE_FILE": str(marker)}
-    worker = WorkerProc(s, app_id, gateway, tmp_path / "w1.log",
+    worker = WorkerProc.ledger(s, app_id, gateway, tmp_path / "w1.log",
                         extra_env={**hook, "SEALSTREAM_ANCHOR_TEST_PAUSE": "manifest"})
     try:
         summary = run(s, RunConfig(name, devices=2, rate=3, duration=3, seed=6))
@@ -218,7 +221,7 @@ def test_sigkill_mid_batch_anchors_each_batch_once(env, tmp_path) -> None:
             assert c.get_anchor(first) is None
         # 2. restarted: killed after the ledger committed the ANCHOR, before the worker recorded it
         marker.unlink()
-        worker = WorkerProc(s, app_id, gateway, tmp_path / "w2.log",
+        worker = WorkerProc.ledger(s, app_id, gateway, tmp_path / "w2.log",
                             extra_env={**hook, "SEALSTREAM_ANCHOR_TEST_PAUSE": "committed"})
         second = wait_for(lambda: marker.exists() and marker.read_text(), 90, "pause after commit", worker)
         worker.kill()
@@ -228,7 +231,7 @@ def test_sigkill_mid_batch_anchors_each_batch_once(env, tmp_path) -> None:
             committed = c.get_anchor(second)
         assert committed is not None
         # 3. restarted without the hook: everything anchored, the committed batch resolved by lookup
-        worker = WorkerProc(s, app_id, gateway, tmp_path / "w3.log")
+        worker = WorkerProc.ledger(s, app_id, gateway, tmp_path / "w3.log")
         wait_for(lambda: _all_anchored(pool, good), 120, "every statement anchored", worker)
         wait_for(lambda: all(st == "anchored" for st, _ in _open(pool, gateway).values()), 60,
                  "every batch anchored", worker)
@@ -253,7 +256,7 @@ def test_ledger_without_quorum_batches_fail_and_are_retried(env, tmp_path) -> No
     anchored once (a timed-out tx that committed later is found through DUPLICATE_BATCH / lookup)."""
     s, cluster, pool = env
     name, factory, gateway, app_id, anchors_start = _setup(s, cluster, "aq")
-    worker = WorkerProc(s, app_id, gateway, tmp_path / "worker.log")
+    worker = WorkerProc.ledger(s, app_id, gateway, tmp_path / "worker.log")
     down = cluster.names[2:]
     try:
         summary = run(s, RunConfig(name, devices=1, rate=2, duration=2, seed=7))
@@ -290,14 +293,14 @@ def test_a_worker_gone_for_good_its_batches_are_adopted(env, tmp_path) -> None:
     marker = tmp_path / "paused"
     adopt = {"SEALSTREAM_PIPELINE_ANCHOR_ADOPT_AFTER_S": "4"}
     # B first, so it owns iiot.sealed (one partition by default: one worker of a group anchors at a time)
-    b = WorkerProc(s, app_id, gw_b, tmp_path / "b.log", extra_env={
+    b = WorkerProc.ledger(s, app_id, gw_b, tmp_path / "b.log", extra_env={
         **adopt, "SEALSTREAM_ANCHOR_TEST_PAUSE": "manifest", "SEALSTREAM_ANCHOR_TEST_PAUSE_FILE": str(marker)})
     a = None
     try:
         summary = run(s, RunConfig(name, devices=2, rate=3, duration=4, seed=9))
         good = [r.statement_hash for r in read_sent_log(summary.sent_log, summary.run_id)]
         orphan = wait_for(lambda: marker.exists() and marker.read_text(), 90, "B paused after a manifest", b)
-        a = WorkerProc(s, app_id, gw_a, tmp_path / "a.log", extra_env=adopt)  # joins the group, B still in it
+        a = WorkerProc.ledger(s, app_id, gw_a, tmp_path / "a.log", extra_env=adopt)  # joins the group, B still in it
         time.sleep(3)
         b.kill()  # for good
         assert _open(pool, gw_b)[orphan] == ("pending", 0)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from anchor_helpers import WorkerProc, ledger_cluster, register_gateway, wait_for
+from support.workers import WorkerProc
+
+from anchor_helpers import ledger_cluster, register_gateway, wait_for
 from devices_helpers import end_offsets
 from pipelines.devices import Factory
 from pipelines.worker import gateway_key
@@ -24,7 +26,7 @@ from storage.db import open_pool
 from storage.readers import Reader
 from sweep_helpers import anchored_once, check_on_ledger, hashes_of, leaves_of, produce_seals, store_sealed
 from test_anchor_e2e import _committed
-from test_worker_e2e import _pin_offsets
+from resilience_helpers import pin_offsets as _pin_offsets
 
 pytestmark = pytest.mark.services
 SWEEP = {"SEALSTREAM_PIPELINE_ANCHOR_SWEEP_GRACE_S": "2", "SEALSTREAM_PIPELINE_ANCHOR_SWEEP_INTERVAL_S": "1",
@@ -56,7 +58,7 @@ def _anchor_worker(s, tmp_path: Path, gateway: str, tag: str) -> WorkerProc:
     """An ``--anchor-only`` worker of `gateway` in a fresh group pinned to the end of ``iiot.sealed``."""
     group = f"sealstream-pipeline-test-{tag}-{uuid.uuid4().hex[:8]}"
     _pin_offsets(s, group, end_offsets(s, ["iiot.sealed"]))
-    w = WorkerProc(s, group, gateway, tmp_path / f"{tag}.log", extra_env=SWEEP, args=("--anchor-only",))
+    w = WorkerProc.ledger(s, group, gateway, tmp_path / f"{tag}.log", extra_env=SWEEP, args=("--anchor-only",))
     w.group = group  # type: ignore[attr-defined]
     return w
 
@@ -89,7 +91,7 @@ def test_seals_before_their_gateway_is_registered_are_anchored_once_it_is(env, t
         assert sorted(done) == sorted(hashes)  # none lost, each in exactly one batch
         check_on_ledger(cluster, Reader(pool), done.values(), {anchorer_gw})
         assert _sample(worker, "sealstream_pipeline_anchor_sweep_found_total") >= len(hashes)
-        worker.alive()
+        worker.check()
     finally:
         worker.kill()
 
@@ -106,7 +108,7 @@ def test_statements_without_a_seal_message_are_swept_once_by_two_agents(env, tmp
         seals = store_sealed(s, sealer, Factory.ensure(s, _name("swn"), 1), 6)  # 18 statements
         hashes = hashes_of(seals)
         done = wait_for(lambda: anchored_once(pool, hashes), 120, "every statement anchored", one)
-        two.alive()
+        two.check()
         assert sorted(done) == sorted(hashes)
         with pool.connection() as conn:
             n, distinct = conn.execute(

@@ -26,7 +26,8 @@ from pipelines.devices import FAULTS, Factory, FaultPlan, RunConfig, read_sent_l
 from pipelines.dlq import IN_TOPIC, PRODUCE, RECORDED, DeadLetterGate, find_dead_letters
 from pipelines.worker import RawRecord, _dead
 from private_stack import PrivateStack
-from resilience_helpers import WorkerProc, check_exactly_once, metric_total, wait_stored
+from support.workers import WorkerProc, metric_total
+from resilience_helpers import check_exactly_once, wait_stored
 from storage import migrate
 from storage.blobs import BlobStore
 from storage.db import open_pool
@@ -87,7 +88,7 @@ def test_gate_resolves_unmarked_rows_against_the_topic(private) -> None:
 
 
 def test_lookup_on_an_unreachable_broker_raises_for_a_retry() -> None:
-    from ledger.cluster import free_ports
+    from infra.process import free_ports
 
     from pipelines.dlq import DeadLetterLookupError
 
@@ -143,7 +144,7 @@ def test_worker_killed_at_the_dead_letter_pause_points(private, tmp_path: Path, 
     try:
         # -- 1: killed after the broker acked a batch's dead letters, before they were marked produced
         monkeypatch.setenv("SEALSTREAM_DLQ_TEST_PAUSE", "acked")
-        workers.append(WorkerProc(s, group, name, tmp_path / "w1.log"))
+        workers.append(WorkerProc.manifest(s, group, name, tmp_path / "w1.log"))
         sent = _faulty_run(s, name, seed=21)
         _wait(marker.exists, 90, "worker 1 never paused after producing dead letters", workers[-1])
         time.sleep(2)  # let the other agents reach their pause too
@@ -156,7 +157,7 @@ def test_worker_killed_at_the_dead_letter_pause_points(private, tmp_path: Path, 
 
         # -- 2: restarted in the same group; killed after a new batch's dead letters were marked
         monkeypatch.setenv("SEALSTREAM_DLQ_TEST_PAUSE", "marked")
-        workers.append(WorkerProc(s, group, name, tmp_path / "w2.log"))
+        workers.append(WorkerProc.manifest(s, group, name, tmp_path / "w2.log"))
         sent += _faulty_run(s, name, seed=22)
         _wait(marker.exists, 120, "worker 2 never paused after marking dead letters", workers[-1])
         time.sleep(2)
@@ -167,7 +168,7 @@ def test_worker_killed_at_the_dead_letter_pause_points(private, tmp_path: Path, 
 
         # -- 3: restarted without the hook: everything processed, nothing dead-lettered twice
         monkeypatch.delenv("SEALSTREAM_DLQ_TEST_PAUSE")
-        workers.append(WorkerProc(s, group, name, tmp_path / "w3.log"))
+        workers.append(WorkerProc.manifest(s, group, name, tmp_path / "w3.log"))
         faults = {(r.topic, r.partition, r.offset): r for r in sent if r.fault}
         good = [r for r in sent if r.fault is None]
         wait_stored(s, good, workers[-1:], timeout=180)

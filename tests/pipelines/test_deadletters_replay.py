@@ -31,7 +31,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from devices_helpers import end_offsets, read_range
 from pipelines.devices import Factory, FaultPlan, RunConfig, read_sent_log, run
 from pipelines.replay import REPLAY_NONCE, REPLAY_OF, dead_letter_id
-from resilience_helpers import ROOT, WorkerProc, metric_total, pin_offsets, wait_stored
+from support.workers import WorkerProc, metric_total
+from resilience_helpers import ROOT, pin_offsets, wait_stored
 from storage import migrate
 from storage.db import open_pool
 from storage.deadletters import DeadLetterLog, DeadLetterReplays
@@ -278,20 +279,9 @@ def test_replay_killed_before_the_mark_then_rerun(s, topic, tmp_path: Path, stag
     assert _json(_cli(s, "--reason", "revoked-device", "--group", group, "--json"))["replayed"] == 0
 
 
-class _Worker(WorkerProc):
-    """`WorkerProc` trusting several factories, without anchoring."""
-
-    def __init__(self, s, app_id: str, factories: list[str], log: Path) -> None:
-        from ledger.cluster import free_ports
-
-        self.port, self.log = free_ports(1)[0], log
-        env = dict(os.environ, **_env(s), SEALSTREAM_MINIO_ENDPOINT=s.minio_address,
-                   SEALSTREAM_PIPELINE_GATEWAY="gw-replay", SEALSTREAM_PIPELINE_SESSION_TIMEOUT_S="6")
-        flags = [a for f in factories for a in ("--factory", f)]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", app_id, "--directory",
-             "manifest", *flags, "--no-anchor", "--metrics-port", str(self.port)],
-            cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+def _worker(s, app_id: str, factories: list[str], log: Path) -> WorkerProc:
+    """A worker trusting several factories, without anchoring."""
+    return WorkerProc.manifest(s, app_id, factories, log, "gw-replay", args=("--no-anchor",))
 
 
 def _rows(s, group: str) -> dict:
@@ -314,7 +304,7 @@ def test_worker_stores_the_copies_once_fixed_and_dead_letters_a_bad_one_again(s,
     Factory.ensure(s, unknown, 1, ("timeseries",))
     raw = ["iiot.timeseries.raw", "iiot.images.raw", "iiot.video.raw"]
     pin_offsets(s, group, end_offsets(s, raw))  # the new group starts at the end of the raw topics
-    worker = _Worker(s, group, [known], tmp_path / "w1.log")
+    worker = _worker(s, group, [known], tmp_path / "w1.log")
     try:
         summary = run(s, RunConfig(unknown, devices=1, count=4, rate=0, kinds=("timeseries",), seed=32,
                                    faults=FaultPlan.parse(["bad-signature:1"])))
@@ -330,7 +320,7 @@ def test_worker_stores_the_copies_once_fixed_and_dead_letters_a_bad_one_again(s,
         worker.stop()
 
         # the cause fixed: the worker now trusts the factory; then the replay
-        worker = _Worker(s, group, [known, unknown], tmp_path / "w2.log")
+        worker = _worker(s, group, [known, unknown], tmp_path / "w2.log")
         dlq_start = end_offsets(s, [DLQ])
         res = _json(_cli(s, "--reason", "unknown-device", "--group", group, "--json"))
         # (on the shared broker the group also dead-letters other tests' records meanwhile: replayed too)

@@ -16,13 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from anchor_helpers import WorkerProc, admin_client, ledger_cluster, wait_for
+from support.workers import WorkerProc
+
+from anchor_helpers import admin_client, ledger_cluster, wait_for
 from devices_helpers import end_offsets, read_range, read_records
 from pipelines._anchor_ledger import ensure_devices
 from pipelines.devices import Factory, RunConfig, read_sent_log, run
 from pipelines.devices.kinds import KIND_INFO
 from storage.db import open_pool
-from test_worker_e2e import _dlq_position, _pin_offsets
+from resilience_helpers import pin_offsets as _pin_offsets
+from test_worker_e2e import _dlq_position
 
 pytestmark = pytest.mark.services
 RAW = [k.topic for k in KIND_INFO.values()]
@@ -44,7 +47,7 @@ def test_worker_resolves_devices_on_the_ledger(dev_settings, tmp_path) -> None:
         app_id = f"sealstream-pipeline-test-{uuid.uuid4().hex[:8]}"
         _pin_offsets(s, app_id, end_offsets(s, RAW))
         dlq_start = end_offsets(s, ["iiot.deadletter"])
-        worker = WorkerProc(s, app_id, f"gw-{name}", tmp_path / "worker.log", args=("--no-anchor",))
+        worker = WorkerProc.ledger(s, app_id, f"gw-{name}", tmp_path / "worker.log", args=("--no-anchor",))
 
         def stored(hashes):
             with pool.connection() as conn:

@@ -27,7 +27,8 @@ import pytest
 from devices_helpers import end_offsets
 from pipelines.devices import Factory, RunConfig
 from private_stack import PrivateStack
-from resilience_helpers import Anchoring, SimRun, WorkerProc, check_private_run, stored_count, wait_stored
+from support.workers import WorkerProc
+from resilience_helpers import Anchoring, SimRun, check_private_run, stored_count, wait_stored
 
 pytestmark = pytest.mark.services
 
@@ -43,7 +44,7 @@ def test_kafka_broker_killed_and_restarted(stack, settings, tmp_path: Path) -> N
         anchoring = Anchoring(s, gateway)
         assert set(end_offsets(s, ["iiot.sealed", "iiot.deadletter"]).values()) == {0}  # all on it is ours
         app_id = f"sealstream-pipeline-test-kk-{uuid.uuid4().hex[:8]}"
-        worker = WorkerProc(s, app_id, name, tmp_path / "worker.log", gateway)
+        worker = WorkerProc.manifest(s, app_id, name, tmp_path / "worker.log", gateway)
         try:
             sim = SimRun(s, RunConfig(name, devices=2, rate=2, duration=10, seed=7))
             worker.wait_ingesting()  # up and storing before the crash

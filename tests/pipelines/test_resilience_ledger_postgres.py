@@ -29,11 +29,13 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from anchor_helpers import WorkerProc, ledger_cluster, register_factory
+from support.workers import WorkerProc
+
+from anchor_helpers import ledger_cluster, register_factory
 from devices_helpers import end_offsets
 from infra import Stack
-from infra._process import wait_until
-from ledger.cluster import free_ports
+from infra.process import wait_until
+from infra.process import free_ports
 from pipelines.devices import Factory, RunConfig
 from pipelines.devices.kinds import KIND_INFO
 from private_stack import PrivateStack
@@ -105,7 +107,7 @@ def _until(pred, timeout: float, what: str, worker: WorkerProc, interval: float 
         got = pred()
         if got:
             return got
-        worker.alive()  # raises with the log tail if it exited
+        worker.check()  # raises with the log tail if it exited
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}\n{worker.log.read_text()[-4000:]}")
         time.sleep(interval)
@@ -132,7 +134,7 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
         pin_offsets(s, app_id, end_offsets(s, RAW))
         sealed_start = end_offsets(s, ["iiot.sealed"])
         dlq_start = end_offsets(s, ["iiot.deadletter"])
-        worker = WorkerProc(s, app_id, f"gw-{name}", tmp_path / "worker.log",
+        worker = WorkerProc.ledger(s, app_id, f"gw-{name}", tmp_path / "worker.log",
                             extra_env={"SEALSTREAM_PG_DSN": s.postgres_dsn,
                                        "SEALSTREAM_MINIO_ENDPOINT": s.minio_address},
                             args=("--no-anchor",))
@@ -175,7 +177,7 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
         assert _dead_lettered(worker) == {}
         assert by_cause["ledger"] > 0 and by_cause["database"] > 0
         assert by_cause["unexpected"] == 0, "an outage was not recognised as one (see the worker log)"
-        worker.alive()
+        worker.check()
     finally:
         if sim is not None:
             sim.stop()

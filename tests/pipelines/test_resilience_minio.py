@@ -24,7 +24,8 @@ import pytest
 
 from pipelines.devices import Factory, RunConfig
 from private_stack import PrivateStack
-from resilience_helpers import Anchoring, SimRun, WorkerProc, check_private_run, metric_total, stored_count, wait_stored
+from support.workers import WorkerProc, metric_total
+from resilience_helpers import Anchoring, SimRun, check_private_run, stored_count, wait_stored
 
 pytestmark = pytest.mark.services
 
@@ -39,7 +40,7 @@ def test_minio_outage_waits_and_loses_nothing(stack, settings, tmp_path: Path) -
         gateway = f"gw-{name}"
         anchoring = Anchoring(s, gateway)
         app_id = f"sealstream-pipeline-test-mo-{uuid.uuid4().hex[:8]}"
-        worker = WorkerProc(s, app_id, name, tmp_path / "worker.log", gateway)
+        worker = WorkerProc.manifest(s, app_id, name, tmp_path / "worker.log", gateway)
         try:
             sim = SimRun(s, RunConfig(name, devices=2, rate=2, duration=12, seed=9))
             worker.wait_ingesting()

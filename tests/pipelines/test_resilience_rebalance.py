@@ -27,7 +27,8 @@ import pytest
 
 from pipelines.devices import Factory, RunConfig
 from private_stack import PrivateStack
-from resilience_helpers import Anchoring, SimRun, WorkerProc, check_private_run, wait_stored
+from support.workers import WorkerProc
+from resilience_helpers import Anchoring, SimRun, check_private_run, wait_stored
 
 pytestmark = pytest.mark.services
 
@@ -40,12 +41,12 @@ def test_two_workers_share_partitions_through_rebalances(stack, settings, tmp_pa
         Factory.ensure(s, name, 2)
         gateway = f"gw-{name}"
         anchoring = Anchoring(s, gateway)
-        a = WorkerProc(s, app_id, name, tmp_path / "worker-a.log", gateway)
+        a = WorkerProc.manifest(s, app_id, name, tmp_path / "worker-a.log", gateway)
         b = None
         try:
             sim = SimRun(s, RunConfig(name, devices=2, rate=2, duration=120, seed=5))  # stopped below
             a.wait_ingesting()
-            b = WorkerProc(s, app_id, name, tmp_path / "worker-b.log", gateway)
+            b = WorkerProc.manifest(s, app_id, name, tmp_path / "worker-b.log", gateway)
             b.wait_ingesting()  # B got partitions while A still holds the others
             a_before_leaving = a.ingested()
             a.stop()

@@ -13,13 +13,7 @@ re-emitted byte for byte.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -29,13 +23,13 @@ from devices_helpers import end_offsets, read_range, read_records
 from pipelines.devices import FAULTS, Factory, FaultPlan, RunConfig, read_sent_log, run
 from pipelines.devices.kinds import KIND_INFO
 from pipelines.devices.timeseries import read_timeseries
-from pipelines.offsets import pin_offsets
 from pipelines.worker import gateway_key
 from storage.blobs import BlobStore
+from resilience_helpers import pin_offsets
+from support.workers import WorkerProc
 from storage.db import open_pool
 from trust.hashes import sha256
 from trust.receipt import SealReceipt, verify_receipt
-from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.services
 RAW = [k.topic for k in KIND_INFO.values()]
@@ -43,48 +37,14 @@ ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pin_offsets(settings, group: str, offsets: dict, timeout: float = 40.0) -> None:
-    """Set `group`'s committed offsets (the group must be empty: retried until its members expired)."""
-    pin_offsets(kafka_endpoint(settings, "admin"), group, offsets, timeout)
-
-
-class Worker:
-    def __init__(self, settings, app_id: str, factory: str, log: Path) -> None:
-        self.port = _free_port()
-        env = dict(os.environ, SEALSTREAM_HOME=str(settings.home),
-                   SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap,
-                   SEALSTREAM_PIPELINE_GATEWAY=GATEWAY, SEALSTREAM_PIPELINE_SESSION_TIMEOUT_S="6")
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", app_id, "--directory",
-             "manifest", "--factory", factory, "--metrics-port", str(self.port),
-             "--loglevel", os.environ.get("SS_TEST_WORKER_LOGLEVEL", "warn")],
-            cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-
-    def metrics(self) -> str:
-        return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-
-def _collect(settings, start: dict, want, timeout: float, what: str, worker: Worker):
+def _collect(settings, start: dict, want, timeout: float, what: str, worker: WorkerProc):
     """Poll [start, end) of the output topics until `want(records)` holds."""
     deadline = time.monotonic() + timeout
     while True:
         records = read_range(settings, start, end_offsets(settings, list({t for t, _ in start})))
         if want(records):
             return records
-        if worker.proc.poll() is not None:
-            raise AssertionError(f"worker exited {worker.proc.returncode}:\n{worker.log.read_text()[-4000:]}")
+        worker.check()
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}:\n{worker.log.read_text()[-3000:]}\n"
                                  + "\n".join(ln for ln in worker.metrics().splitlines() if ln.startswith("sealstream")))
@@ -105,8 +65,8 @@ def test_ingest_store_seal_and_replay(dev_settings, tmp_path) -> None:
     gw = gateway_key(Path(s.home), GATEWAY)
     raw_start = end_offsets(s, RAW)
     out_start = end_offsets(s, ["iiot.sealed", "iiot.deadletter"])
-    _pin_offsets(s, app_id, raw_start)
-    worker = Worker(s, app_id, name, tmp_path / "worker.log")
+    pin_offsets(s, app_id, raw_start)
+    worker = WorkerProc.manifest(s, app_id, name, tmp_path / "worker.log", GATEWAY)
     try:
         summary = run(s, RunConfig(name, devices=2, rate=3, duration=3, seed=11,
                                    faults=FaultPlan.parse([f"{f}:1" for f in FAULTS])))
@@ -185,8 +145,8 @@ def test_ingest_store_seal_and_replay(dev_settings, tmp_path) -> None:
 
             # -- kill -9, reset the group to before the run, restart: re-read everything
             worker.kill()
-            _pin_offsets(s, app_id, raw_start)
-            worker = Worker(s, app_id, name, tmp_path / "worker2.log")
+            pin_offsets(s, app_id, raw_start)
+            worker = WorkerProc.manifest(s, app_id, name, tmp_path / "worker2.log", GATEWAY)
 
             def twice(records):
                 hashes = [json.loads(r.value)["statement_hash"] for r in ours_sealed(records)]

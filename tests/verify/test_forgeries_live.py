@@ -162,7 +162,9 @@ def test_gateway_key_signs_statement_stored_and_anchored(dataset) -> None:
 def test_gateway_key_signs_statement_sent_through_kafka(dataset, settings, tmp_path) -> None:
     from confluent_kafka import Producer
 
-    from anchor_helpers import WorkerProc, wait_for
+    from support.workers import WorkerProc
+
+    from anchor_helpers import wait_for
     from devices_helpers import end_offsets, read_range
     from pipelines.devices import KIND_INFO, generate, seal
     from pipelines.offsets import pin_offsets
@@ -177,7 +179,7 @@ def test_gateway_key_signs_statement_sent_through_kafka(dataset, settings, tmp_p
     app_id = f"sealstream-pipeline-test-{uuid.uuid4().hex[:8]}"
     pin_offsets(kafka_endpoint(s, "admin"), app_id, end_offsets(s, raw))
     dlq_start = end_offsets(s, ["iiot.deadletter"])
-    worker = WorkerProc(s, app_id, f"gw-fl-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log",
+    worker = WorkerProc.ledger(s, app_id, f"gw-fl-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log",
                         extra_env={"SEALSTREAM_PG_DSN": dataset.pool.conninfo}, args=("--no-anchor",))
     try:
         now = int(time.time() * 1000)
@@ -226,7 +228,7 @@ def test_gateway_key_signs_statement_sent_through_kafka(dataset, settings, tmp_p
         assert "unknown-device" in dead_reasons(fh)
         assert not stored([fh])
         assert ours(gh) == []
-        worker.alive()
+        worker.check()
     finally:
         worker.kill()
 
