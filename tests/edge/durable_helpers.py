@@ -19,7 +19,9 @@ def acked(path: Path) -> list[tuple[str, int]]:
     """The ``<sensor> <value>`` lines an `acking_source` wrote: the readings `emit` acknowledged."""
     if not path.exists():
         return []
-    return [(s, int(v)) for s, v in (line.split() for line in path.read_text().splitlines())]
+    # only whole lines: read while the agent appends, the last one may not have its newline yet
+    lines = path.read_text().split("\n")[:-1]
+    return [(s, int(v)) for s, v in (line.split() for line in lines)]
 
 
 def count_rows(db_path: Path, table: str) -> int:
