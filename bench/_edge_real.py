@@ -28,7 +28,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from bench._edge_servers import LOOPBACK, LoopThread, OpcUaServer, mosquitto, sparkplug_payload
+from edge.simulators import LOOPBACK, LoopThread, OpcUaServer, sparkplug_payload
+from infra.mosquitto import mosquitto
 from edge.agent import Agent
 from edge.config import DeviceConfig, EdgeConfig, GroupConfig, SpoolConfig
 from edge.signing import FileSigner

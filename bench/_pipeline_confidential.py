@@ -142,7 +142,7 @@ def build_confidential_report(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     try:
         if args.kafka == "private":
-            from bench._pipeline_stack import PrivateStack
+            from infra.private_stack import PrivateStack
 
             private = PrivateStack(home / "private", base=base, kafka=True).__enter__()
         bootstrap = private.settings.kafka_bootstrap if private is not None else base.kafka_bootstrap

@@ -287,7 +287,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--real-seconds", type=float, default=10.0, help="seconds of each real-source latency run")
     ap.add_argument("--only-real", action="store_true", help="the ceiling and the real sources only")
     a = ap.parse_args(argv)
-    from bench._pipeline_stack import PrivateStack
+    from infra.private_stack import PrivateStack
     from sealstream.settings import load_settings
 
     load_before = os.getloadavg()

@@ -532,7 +532,7 @@ def build_report(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()
     try:
         if args.kafka == "private":
-            from bench._pipeline_stack import PrivateStack
+            from infra.private_stack import PrivateStack
 
             # --security on|off: Kafka, MinIO and PostgreSQL all private, each secured or not with the
             # mode (the stack's own MinIO and PostgreSQL stay secured whatever the mode)

@@ -158,7 +158,7 @@ def main() -> None:
     else:
         import tempfile
 
-        from bench._pipeline_stack import PrivateStack
+        from infra.private_stack import PrivateStack
 
         tmp = tempfile.TemporaryDirectory(prefix="ss-bench-producers-")
         modes = ["on", "off"] if args.security == "both" else [args.security]

@@ -57,8 +57,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT, ROOT / "tests" / "pipelines"):
-    sys.path.insert(0, str(_p))
+sys.path.insert(0, str(ROOT))
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
@@ -127,7 +126,7 @@ class _Env:
     """A started ledger, a migrated throwaway database, MinIO, one gateway; `close` undoes it."""
 
     def __init__(self, settings, tmp: Path) -> None:
-        from anchor_helpers import ledger_cluster
+        from infra.ledger_cluster import QUICK_PARAMS, LocalCluster
 
         self.settings = settings
         self.name = f"ss_bench_verify_{uuid.uuid4().hex[:8]}"
@@ -137,14 +136,16 @@ class _Env:
         self.dsn = make_conninfo(settings.postgres_dsn, dbname=self.name)
         self.cluster = self.pool = self.client = None
         try:
-            self.cluster = ledger_cluster(tmp / "ledger")
+            self.cluster = LocalCluster(tmp / "ledger", n_nodes=4, n_sealers=4, params=QUICK_PARAMS, app="contracts")
+            self.cluster.init()
+            self.cluster.start(timeout=60)
             self._open()
         except BaseException:
             self.close()  # never leave node processes or a database behind a failed setup
             raise
 
     def _open(self) -> None:
-        from anchor_helpers import register_gateway
+        from pipelines._anchor_ledger import ensure_gateway
         from storage import migrate, open_pool
         from storage.blobs import BlobStore
         from storage.readers import Reader
@@ -157,15 +158,15 @@ class _Env:
         self.writer, self.reader = Writer(self.pool), Reader(self.pool)
         self.gw = KeyPair.generate()
         self.gw_name = f"gw-bench-{uuid.uuid4().hex[:6]}"
-        register_gateway(self.cluster, self.gw_name, self.gw)
+        with self.cluster.client(key=self.cluster.layout.admin_key()) as admin:
+            ensure_gateway(admin, self.gw_name, self.gw.did, fund=100_000)
         self.client = self.cluster.client(key=self.gw)
 
     def device(self):
-        from anchor_helpers import admin_client
         from trust.identity import KeyPair
 
         dev = KeyPair.generate()
-        with admin_client(self.cluster) as admin:
+        with self.cluster.client(key=self.cluster.layout.admin_key()) as admin:
             r = admin.submit("registry.register_device", {"id": f"dev-{uuid.uuid4().hex[:8]}", "org": "operator",
                                                           "key": dev.did})
             assert r.refusal is None, r.refusal
@@ -307,11 +308,15 @@ def build_report(args: argparse.Namespace) -> dict:
             profiles = {}
             with env.cluster.client() as client:
 
-                def one(shape: str, prof=None) -> None:
+                def one(shape: str, prof=None, prof_collect=None) -> None:
                     d = data[shape]
                     col = Collector(VerificationStore(env.pool), env.reader, env.blobs, client)
                     t = time.perf_counter()
+                    if prof_collect is not None:
+                        prof_collect.enable()
                     ev = col.range(d["device"], d["start"], d["end"])
+                    if prof_collect is not None:
+                        prof_collect.disable()
                     t1 = time.perf_counter()
                     if prof is not None:
                         prof.enable()
@@ -340,10 +345,11 @@ def build_report(args: argparse.Namespace) -> dict:
                             samples[shape]["baseline"].append(per * data[shape]["statements"])
                         one(shape)
                 if args.profile and "realistic" in shapes:
-                    prof = cProfile.Profile()
-                    one("realistic", prof)
+                    prof, prof_collect = cProfile.Profile(), cProfile.Profile()
+                    one("realistic", prof, prof_collect)
                     prof.dump_stats(args.profile)
                     profiles["realistic_verify"] = _profile_top(prof)
+                    profiles["realistic_collect"] = _profile_top(prof_collect, 12)
         finally:
             env.close()
     for shape in shapes:
@@ -401,6 +407,9 @@ def format_report(doc: dict) -> str:
         lines.append("cProfile of chain.verify, realistic shape (top by own time):")
         for p in doc["profile"]["realistic_verify"]:
             lines.append(f"  {p['tottime_s']:>8.3f} s {p['cumtime_s']:>8.3f} s {p['calls']:>9,}  {p['function']}")
+        lines.append("cProfile of Collector.range, realistic shape (its calling thread; top by own time):")
+        for p in doc["profile"]["realistic_collect"]:
+            lines.append(f"  {p['tottime_s']:>8.3f} s {p['cumtime_s']:>8.3f} s {p['calls']:>9,}  {p['function']}")
     lines.append(f"load average before/after: {doc['loadavg_before'][0]:.2f} / {doc['loadavg_after'][0]:.2f}")
     return "\n".join(lines)
 
@@ -415,7 +424,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-leaves", type=int, default=0,
                     help="realistic shape: statements per anchored batch (default: pipeline_anchor_max_leaves)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--profile", metavar="PATH", help="also cProfile one chain.verify of the realistic shape")
+    ap.add_argument("--profile", metavar="PATH", help="also cProfile one verify range of the realistic shape "
+                    "(chain.verify, saved to PATH, and the collection)")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = ap.parse_args(argv)
     if args.rows_per_statement % len(SENSORS):

@@ -31,9 +31,9 @@ SERVICE_FIXTURES = frozenset({
     "cluster",  # the same, per module (tests/verify/conftest.py, test_reputation_cluster.py)
     "hsm",  # a SoftHSM token (tests/edge/test_pkcs11.py)
 })
-#: Test helper modules whose functions start real servers (tests/edge/brokers.py, which re-exports
-#: bench/_edge_servers.py, and _pkcs11_token.py).
-SERVER_HELPERS = frozenset({"brokers", "bench._edge_servers", "_pkcs11_token"})
+#: Modules whose functions start real servers: a private mosquitto, the device stand-ins of
+#: edge/simulators.py (OPC UA, Modbus) and tests/edge/_pkcs11_token.py (SoftHSM).
+SERVER_HELPERS = frozenset({"infra.mosquitto", "edge.simulators", "_pkcs11_token"})
 #: ``SEALSTREAM_TEST_TIER`` value of ``make check``: no service may be started.
 CHECK_TIER = "check"
 

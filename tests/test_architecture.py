@@ -86,3 +86,35 @@ def test_the_table_is_the_documented_one() -> None:
     doc = (ROOT / "docs" / "architecture.md").read_text("utf-8")
     for pkg in MAY_IMPORT:
         assert f"| `{pkg}/` |" in doc, pkg
+
+
+def _test_helper_modules() -> set[str]:
+    """Names a module of tests/ is imported by (its folders are on sys.path: `support`, `anchor_helpers`)."""
+    names = {"tests", "conftest"}
+    for path in (ROOT / "tests").rglob("*.py"):
+        rel = path.relative_to(ROOT / "tests")
+        names.add(rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] == "support" else path.stem)
+    return names - {"__init__"}
+
+
+def test_tests_and_benchmarks_share_helpers_only_through_the_product() -> None:
+    """Tests never import bench/ (its modules are the benchmarks' own; tests/bench/, the benchmarks'
+    own tests, excepted), and benchmarks never import a
+    test helper (a helper both need lives in a product package: `infra.private_stack`,
+    `infra.mosquitto`, `edge.simulators`). Both directions broke things before: a benchmark that
+    imported a test helper stopped running when the helper moved, and nothing noticed."""
+    bad = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path.parent.name == "bench":
+            continue
+        for name in _imports(path, path.stem):
+            if name.split(".")[0] == "bench":
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    helpers = _test_helper_modules()
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        for name in _imports(path, f"bench.{path.stem}"):
+            if name.split(".")[0] in helpers:
+                bad.append(f"{path.relative_to(ROOT)} imports the test helper {name}")
+        if "\"tests\"" in path.read_text("utf-8"):
+            bad.append(f"{path.relative_to(ROOT)} names the tests folder (a sys.path entry for test helpers?)")
+    assert not bad, "\n".join(bad)

@@ -36,7 +36,7 @@ from devices_helpers import end_offsets, read_range
 from durable_helpers import acked, count_rows
 from kafka_principals import enrol_factory
 from infra.process import free_ports
-from private_stack import PrivateStack
+from infra.private_stack import PrivateStack
 from support.workers import WorkerProc
 from resilience_helpers import Anchoring, wait_stored
 from trust.statement import from_kafka_headers

@@ -36,7 +36,7 @@ from devices_helpers import end_offsets, read_range
 from durable_helpers import acked
 from edge.sdk import EdgeMessage, Producer
 from infra.process import free_ports
-from private_stack import PrivateStack
+from infra.private_stack import PrivateStack
 from support.workers import WorkerProc, metric_total
 from resilience_helpers import Anchoring, wait_stored
 from storage.db import open_pool

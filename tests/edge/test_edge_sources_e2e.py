@@ -32,11 +32,12 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from brokers import LOOPBACK, LoopThread, ModbusServer, OpcUaServer, SilentServer, mosquitto, sparkplug_payload
+from edge.simulators import LOOPBACK, LoopThread, ModbusServer, OpcUaServer, SilentServer, sparkplug_payload
+from infra.mosquitto import mosquitto
 from devices_helpers import end_offsets, read_range
 from edge.sources.sparkplug_b_pb import DataType
 from infra.process import free_ports
-from private_stack import PrivateStack
+from infra.private_stack import PrivateStack
 from support.workers import WorkerProc
 from resilience_helpers import Anchoring, wait_stored
 from storage.db import open_pool

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from brokers import ModbusServer, SilentServer
+from edge.simulators import ModbusServer, SilentServer
 from edge.sources import modbus
 from sources_helpers import RecordingContext, running
 

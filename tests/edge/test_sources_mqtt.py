@@ -7,7 +7,7 @@ import asyncio
 
 import aiomqtt
 
-from brokers import make_tls, mosquitto
+from infra.mosquitto import make_tls, mosquitto
 from edge.sources import mqtt
 from sources_helpers import RecordingContext, running
 

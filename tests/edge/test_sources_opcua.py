@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from brokers import OpcUaServer, opcua_certificate
+from edge.simulators import OpcUaServer, opcua_certificate
 from edge.sources import opcua
 from sources_helpers import RecordingContext, running
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiomqtt
 from google.protobuf import descriptor_pb2
 
-from brokers import mosquitto
+from infra.mosquitto import mosquitto
 from edge.sources import sparkplug
 from edge.sources.sparkplug_b_pb import FILE_DESCRIPTOR, DataType, Payload
 from sources_helpers import WAIT_S, RecordingContext, running

@@ -74,7 +74,7 @@ def test_alarm_clears_and_the_source_resumes_when_kafka_returns(stack, settings,
     resumes where it was held, and Kafka holds every message spooled, in seq order, contiguous, once."""
     from devices_helpers import end_offsets, read_range
     from kafka_principals import enrol_factory
-    from private_stack import PrivateStack
+    from infra.private_stack import PrivateStack
     from sealstream._kafka_config import factory_principal, kafka_endpoint
     from trust.statement import from_kafka_headers
 

@@ -30,7 +30,7 @@ from infra.process import free_ports
 from pipelines.devices import Factory
 from pipelines.devices.confidential import RecipientsInForce
 from kafka_principals import enrol_factory
-from private_stack import PrivateStack
+from infra.private_stack import PrivateStack
 from resilience_helpers import Anchoring
 from storage import key_records, migrate
 from storage.db import open_pool

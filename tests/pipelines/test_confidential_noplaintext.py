@@ -38,7 +38,7 @@ from pipelines.devices import Factory, open_sink
 from pipelines.devices.confidential import seal_confidential
 from pipelines.devices.payloads import Payload
 from pipelines.devices.signing import OutMessage, seal
-from private_stack import PrivateStack
+from infra.private_stack import PrivateStack
 from resilience_helpers import Anchoring
 from storage import key_records, migrate
 from storage.blobs import BlobStore

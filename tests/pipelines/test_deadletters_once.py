@@ -25,7 +25,7 @@ from devices_helpers import end_offsets, read_range, read_records
 from pipelines.devices import FAULTS, Factory, FaultPlan, RunConfig, read_sent_log, run
 from pipelines.dlq import IN_TOPIC, PRODUCE, RECORDED, DeadLetterGate, find_dead_letters
 from pipelines.worker import RawRecord, _dead
-from private_stack import PrivateStack
+from infra.private_stack import PrivateStack
 from support.workers import WorkerProc, metric_total
 from resilience_helpers import check_exactly_once, wait_stored
 from storage import migrate

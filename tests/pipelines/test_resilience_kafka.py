@@ -1,7 +1,7 @@
 """The Kafka broker is killed (SIGKILL) and restarted mid-run: no record lost or duplicated.
 
 A PRIVATE single-node Kafka (the project's `infra.Kafka` on free ports with
-its own data dir, see `private_stack`) so the shared broker is never touched;
+its own data dir, see `infra.private_stack`) so the shared broker is never touched;
 PostgreSQL and MinIO are the shared ones; a 4-node contracts ledger in the
 test's home lets the worker's anchor agent run (it reads iiot.sealed from the
 private broker too). A fresh factory produces for ~10 s;
@@ -26,7 +26,7 @@ import pytest
 
 from devices_helpers import end_offsets
 from pipelines.devices import Factory, RunConfig
-from private_stack import PrivateStack
+from infra.private_stack import PrivateStack
 from support.workers import WorkerProc
 from resilience_helpers import Anchoring, SimRun, check_private_run, stored_count, wait_stored
 

@@ -3,7 +3,7 @@
 sent record is stored exactly once.
 
 A PRIVATE PostgreSQL (the project's `infra.PostgreSQL` on a free port, its own data dir, migrated), a
-private Kafka (`private_stack`: on the shared broker other tests' records reach our group too and are
+private Kafka (`infra.private_stack`: on the shared broker other tests' records reach our group too and are
 rightly dead-lettered ``unknown-device``, which would hide ours) and a private 4-node contracts ledger (in
 the test's home) that the worker's directory asks (``--directory ledger``, cache TTL 1 s,
 ``--no-anchor``); MinIO is the shared one (never stopped). Four devices produce
@@ -38,7 +38,7 @@ from infra.process import wait_until
 from infra.process import free_ports
 from pipelines.devices import Factory, RunConfig
 from pipelines.devices.kinds import KIND_INFO
-from private_stack import PrivateStack
+from infra.private_stack import PrivateStack
 from resilience_helpers import SimRun, check_exactly_once, pin_offsets, stored_count
 from sealstream.settings import Settings, load_settings
 from storage.blobs import BlobStore

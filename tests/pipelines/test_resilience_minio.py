@@ -2,7 +2,7 @@
 dead-letters, and nothing is lost or duplicated.
 
 A PRIVATE MinIO and Kafka (the project's `infra.MinIO`/`infra.Kafka` on free
-ports with their own data dirs, see `private_stack`), so the shared services
+ports with their own data dirs, see `infra.private_stack`), so the shared services
 are never touched and the private dead-letter topic holds only this test's
 records; PostgreSQL is the shared one; a 4-node contracts ledger in the test's
 home lets the worker's anchor agent run (its manifests go to the same MinIO). A fresh factory produces for ~12 s; at
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.devices import Factory, RunConfig
-from private_stack import PrivateStack
+from infra.private_stack import PrivateStack
 from support.workers import WorkerProc, metric_total
 from resilience_helpers import Anchoring, SimRun, check_private_run, stored_count, wait_stored
 

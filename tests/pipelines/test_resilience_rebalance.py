@@ -1,7 +1,7 @@
 """Two workers in one consumer group share the raw partitions; a rebalance loses and duplicates nothing.
 
 Real Kafka, PostgreSQL and MinIO, and a 4-node contracts ledger both workers
-anchor on with one gateway key. The broker is a PRIVATE one (`private_stack`,
+anchor on with one gateway key. The broker is a PRIVATE one (`infra.private_stack`,
 nothing is stopped here): on the shared broker other helpers' workers, in
 their own groups, read our records too and dead-letter them as
 ``unknown-device``, so "never dead-lettered" could not be checked there.
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.devices import Factory, RunConfig
-from private_stack import PrivateStack
+from infra.private_stack import PrivateStack
 from support.workers import WorkerProc
 from resilience_helpers import Anchoring, SimRun, check_private_run, wait_stored
 

@@ -1,6 +1,6 @@
-"""A private Kafka, MinIO and/or PostgreSQL: for tests that kill, stop or restart them, and for the
-pipeline benchmark, whose drains must see only their own records (and whose security on/off
-comparison runs every service of each mode privately).
+"""A private Kafka, MinIO and/or PostgreSQL beside the stack: for tests that kill, stop or restart
+them, and for the benchmarks, whose drains must see only their own records (and whose security
+on/off comparison runs every service of each mode privately).
 
 The shared stack (Kafka :9092, MinIO :9000) is used by every other test and
 helper, so a test that takes a broker or the object store away starts its own
@@ -28,12 +28,13 @@ import signal
 from pathlib import Path
 from typing import Optional
 
-from infra import Stack
-from infra.process import wait_until
-from infra._service import Service
-from infra.process import free_ports
 from sealstream._kafka_config import kafka_endpoint
 from sealstream.settings import Settings, load_settings
+
+from ._errors import ServiceFailedError
+from ._service import Service
+from .process import free_ports, port_is_free, wait_until
+from .stack import Stack
 
 __all__ = ["PrivateStack"]
 
@@ -123,7 +124,7 @@ class PrivateStack:
 
         try:
             if not wait_until(ready, timeout, interval=0.5):
-                raise RuntimeError(f"private Kafka topics have no leaders after {timeout:.0f} s")
+                raise ServiceFailedError(f"private Kafka topics have no leaders after {timeout:.0f} s", service="kafka")
         finally:
             c.close()
 
@@ -132,10 +133,10 @@ class PrivateStack:
         svc = self.services[name]
         pid = svc.running_pid()
         if pid is None:
-            raise RuntimeError(f"private {name} is not running")
+            raise ServiceFailedError(f"private {name} is not running", service=name)
         os.kill(pid, signal.SIGKILL)
         if not wait_until(lambda: svc.running_pid() is None, 30):
-            raise RuntimeError(f"private {name} (pid {pid}) survived SIGKILL")
+            raise ServiceFailedError(f"private {name} (pid {pid}) survived SIGKILL", service=name)
         self._wait_ports_free(svc)
 
     def stop(self, name: str) -> None:
@@ -146,8 +147,6 @@ class PrivateStack:
 
     @staticmethod
     def _wait_ports_free(svc: Service) -> None:
-        from infra.process import port_is_free
-
         host = svc.settings.host
         wait_until(lambda: all(port_is_free(host, p) for p, _ in svc.ports()), 30)
 
