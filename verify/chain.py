@@ -311,14 +311,20 @@ class _Run:
         self.passed.update(steps)
 
     def fail(self, step: str, message: str, **evidence: Any) -> None:
+        self.fail_at(len(self.failures), step, message, **evidence)
+
+    def fail_at(self, at: int, step: str, message: str, **evidence: Any) -> None:
+        """A failure reported as the `at`-th (a record's last step, checked after all records, keeps
+        the place it would have had: the first failure is the verdict's)."""
         while True:  # errors prefix their step ("step: ..."), and wrapped ones once more
             head, sep, rest = message.partition(": ")
             if not sep or head not in (step, *_LC_NAMES):
                 break
             message = rest
         self.failed_count += 1
-        if len(self.failures) < _MAX_FAILURES:
-            self.failures.append(Failure(step, message, evidence))
+        if at < _MAX_FAILURES:
+            self.failures.insert(at, Failure(step, message, evidence))
+            del self.failures[_MAX_FAILURES:]
 
     def passed_steps(self) -> tuple[str, ...]:
         failed = {f.step for f in self.failures}
@@ -397,8 +403,9 @@ def verify(evidence: Evidence, *, trusted_genesis_hash: Optional[bytes] = None,
     signed_rows: dict[bytes, Any] = {}
     checked: list[_Checked] = []
     seen: set[bytes] = set()
+    pending: list[_RowsPending] = []
     for n, rec_ev in enumerate(evidence.records):
-        c = _verify_record(run, view, batches, rec_ev, signed_rows, evidence.rows is not None)
+        c = _verify_record(run, view, batches, rec_ev, pending, evidence.rows is not None)
         if c.statement_hash in seen:
             run.fail(SubjectError.step, f"statement {c.statement_hash.hex()} is given twice",
                      statement_hash=c.statement_hash.hex())
@@ -407,6 +414,7 @@ def verify(evidence: Evidence, *, trusted_genesis_hash: Optional[bytes] = None,
         checked.append(c)
         if progress is not None:
             progress(n + 1)
+    _signed_rows(run, pending, signed_rows)
     if evidence.rows is not None:
         devices = {c.statement_hash: c.stmt.device for c in checked if c.verified and c.stmt is not None}
         _verify_rows(run, evidence.rows, subject, signed_rows, devices)
@@ -502,10 +510,37 @@ def _verify_complete(run: _Run, batches: _Batches, records: tuple[RecordEvidence
             run.ok(EvidenceMissingError.step)
 
 
-def _verify_record(run: _Run, view: LedgerView, batches: _Batches, rec_ev: RecordEvidence,
-                   signed_rows: dict[bytes, Any], want_rows: bool) -> _Checked:
-    from .rows import payload_rows
+@dataclass
+class _RowsPending:
+    """A verified time-series record whose payload rows are still to be read (`_signed_rows`)."""
 
+    checked: _Checked
+    record: RecordEvidence
+    payload: bytes
+    failure_at: int  # where its failure goes in the report: after those of the records before it
+
+
+def _signed_rows(run: _Run, pending: list[_RowsPending], signed_rows: dict[bytes, Any]) -> None:
+    """The last step of each verified time-series record, for all of them at once (`payload_rows_many`:
+    its per-payload answers, computed together): its signed rows, or the record fails at
+    ``payload-format``, placed in the report where checking it record by record would have put it."""
+    from .rows import payload_rows_many
+
+    shift = 0
+    for p, got in zip(pending, payload_rows_many([p.payload for p in pending])):
+        signed_rows[p.checked.statement_hash] = got
+        if isinstance(got, PayloadFormatError):
+            p.checked.verified = False
+            r = p.record
+            run.fail_at(p.failure_at + shift, got.step, str(got), statement_hash=p.checked.statement_hash.hex(),
+                        batch_id=r.batch_id, leaf_index=r.leaf_index)
+            shift += 1
+        else:
+            run.ok("payload-format")
+
+
+def _verify_record(run: _Run, view: LedgerView, batches: _Batches, rec_ev: RecordEvidence,
+                   pending: list[_RowsPending], want_rows: bool) -> _Checked:
     stmt_hash = sha256(rec_ev.statement)
     hx = stmt_hash.hex()
     out = _Checked(stmt_hash, None, rec_ev.batch_id, rec_ev.leaf_index, False)
@@ -554,14 +589,9 @@ def _verify_record(run: _Run, view: LedgerView, batches: _Batches, rec_ev: Recor
         result.raise_for_failure()
         _check_receipt(view, out.stmt, receipt, anchor)
         run.ok("leaf", "receipt-location", "receipt-gateway")
-        if want_rows and out.stmt.kind == "timeseries" and out.stmt.content_type != ENVELOPE_CONTENT_TYPE:
-            try:
-                signed_rows[stmt_hash] = payload_rows(rec_ev.payload)
-                run.ok("payload-format")
-            except PayloadFormatError as exc:
-                signed_rows[stmt_hash] = exc
-                raise
         out.verified = True
+        if want_rows and out.stmt.kind == "timeseries" and out.stmt.content_type != ENVELOPE_CONTENT_TYPE:
+            pending.append(_RowsPending(out, rec_ev, rec_ev.payload, len(run.failures)))
     except VerificationError as exc:
         _record_failure(run, exc, rec_ev, hx)
     return out

@@ -19,6 +19,7 @@ Failures, each with the step of `trust.errors`:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import pyarrow as pa
@@ -28,7 +29,8 @@ from trust.errors import PayloadFormatError, RowMissingError, RowUnsignedError, 
 
 from .model import Failure
 
-__all__ = ["ROW_SCHEMA", "payload_rows", "payload_time_us", "plain", "compare_rows", "all_identical", "empty_rows"]
+__all__ = ["ROW_SCHEMA", "payload_rows", "payload_rows_many", "payload_time_us", "plain", "compare_rows",
+           "all_identical", "empty_rows"]
 
 #: Columns of the stored rows under test (what `collect` reads from ``readings``); ``device``
 #: is the device the database attributes the row to (checked against its statement's signer).
@@ -93,26 +95,84 @@ def _one_array(column: Any) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, OSError)
+
+
+def _read(payload: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.BufferReader(payload)).read_all()
+
+
+def _normalise(table: pa.Table) -> pa.Table:
+    """``time_us, sensor, value`` of a payload table (or of several of one schema, concatenated)."""
+    ts = _one_array(table.column("ts"))
+    time_us = _fast_time_us(ts)
+    if time_us is None:
+        try:
+            time_us = payload_time_us(ts).cast(pa.int64())
+        except TypeError as exc:
+            raise PayloadFormatError(str(exc)) from None
+    sensor, value = table.column("sensor"), table.column("value")
+    # cast before combining: the chunks of a dictionary column may each have their own dictionary
+    return pa.table({
+        "time_us": time_us,
+        "sensor": _one_array(sensor if sensor.type == pa.string() else sensor.cast(pa.string())),
+        "value": _one_array(value if value.type == pa.float64() else value.cast(pa.float64())),
+    })
+
+
+def _format_error(exc: BaseException) -> PayloadFormatError:
+    return PayloadFormatError(f"not an Arrow stream with ts, sensor, value: {exc}")
+
+
 def payload_rows(payload: bytes) -> pa.Table:
     """``time_us, sensor, value`` of a signed Arrow payload, in row order (`payload_time_us`)."""
     try:
-        table = pa.ipc.open_stream(pa.BufferReader(payload)).read_all()
-        ts = _one_array(table.column("ts"))
-        time_us = _fast_time_us(ts)
-        if time_us is None:
-            try:
-                time_us = payload_time_us(ts).cast(pa.int64())
-            except TypeError as exc:
-                raise PayloadFormatError(str(exc)) from None
-        sensor = _one_array(table.column("sensor"))
-        value = _one_array(table.column("value"))
-        return pa.table({
-            "time_us": time_us,
-            "sensor": sensor if sensor.type == pa.string() else sensor.cast(pa.string()),
-            "value": value if value.type == pa.float64() else value.cast(pa.float64()),
-        })
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, OSError) as exc:
-        raise PayloadFormatError(f"not an Arrow stream with ts, sensor, value: {exc}") from None
+        return _normalise(_read(payload))
+    except _ARROW_ERRORS as exc:
+        raise _format_error(exc) from None
+
+
+def payload_rows_many(payloads: Sequence[bytes]) -> list[pa.Table | PayloadFormatError]:
+    """`payload_rows` of each payload: its table, or the `PayloadFormatError` it raises.
+
+    The same answers, computed together: each payload is read on its own, then the payloads of one
+    schema are concatenated and converted once, and each gets its slice back. On device-sized
+    payloads (tens of rows) the per-call cost of the conversions is most of `payload_rows`; a
+    group whose conversion fails is converted payload by payload, which names the bad ones."""
+    out: list[pa.Table | PayloadFormatError | None] = [None] * len(payloads)
+    groups: dict[pa.Schema, list[tuple[int, pa.Table]]] = {}
+    last: tuple[pa.Schema, list[tuple[int, pa.Table]]] | None = None  # a device's payloads share one schema
+    for i, payload in enumerate(payloads):
+        try:
+            table = _read(payload)
+            for name in ("ts", "sensor", "value"):
+                table.column(name)
+        except _ARROW_ERRORS as exc:
+            out[i] = _format_error(exc)
+            continue
+        schema = table.schema
+        if last is None or not last[0].equals(schema, check_metadata=True):
+            last = (schema, groups.setdefault(schema, []))
+        last[1].append((i, table))
+    for members in groups.values():
+        try:
+            rows = _normalise(pa.concat_tables([t for _, t in members]))
+        except (PayloadFormatError, *_ARROW_ERRORS):
+            for i, table in members:
+                try:
+                    out[i] = _normalise(table)
+                except PayloadFormatError as exc:
+                    out[i] = exc
+                except _ARROW_ERRORS as exc:
+                    out[i] = _format_error(exc)
+            continue
+        at = 0
+        for i, table in members:
+            out[i] = rows.slice(at, table.num_rows)
+            at += table.num_rows
+    done = [r for r in out if r is not None]
+    assert len(done) == len(payloads)  # every payload was read, or failed to be, above
+    return done
 
 
 def _eq(a: pa.Array, b: pa.Array) -> pa.Array:

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from trust.errors import PayloadFormatError
-from verify.rows import payload_rows, payload_time_us
+from verify.rows import payload_rows, payload_rows_many, payload_time_us
 
 _BIG = 2**62
 
@@ -71,3 +71,46 @@ def test_sensor_and_value_types_are_normalised() -> None:
 def test_a_ts_of_another_type_is_a_payload_format_error() -> None:
     with pytest.raises(PayloadFormatError):
         payload_rows(_payload(pa.array(["x", "y"], pa.string())))
+
+
+def _one(payload: bytes) -> pa.Table | str:
+    try:
+        return payload_rows(payload)
+    except PayloadFormatError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_payload_rows_many_gives_each_payload_what_payload_rows_gives() -> None:
+    """The batched conversion is a differential twin of the single one: payloads of several schemas
+    (dictionary sensors with different dictionaries), an overflow inside a group of good ones, a value
+    column that casts for some payloads of its schema and not for others, garbage and a missing column."""
+    def ts(n: int, first: int = 1_700_000_000_000, typ: pa.DataType | None = None) -> pa.Array:
+        return pa.array(range(first, first + n), pa.int64()).cast(typ or pa.timestamp("ms", tz="UTC"))
+
+    dict_a = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0], pa.int8()), pa.array(["a", "b"]))
+    dict_b = pa.DictionaryArray.from_arrays(pa.array([1, 0, 1], pa.int8()), pa.array(["x", "y"]))
+    no_value = pa.BufferOutputStream()
+    batch = pa.record_batch([ts(2), pa.array(["s", "t"])], names=["ts", "sensor"])
+    with pa.ipc.new_stream(no_value, batch.schema) as w:
+        w.write_batch(batch)
+    payloads = [
+        _payload(ts(3), dict_a),
+        _payload(pa.array([5, 6], pa.int64())),
+        _payload(ts(3), dict_b),
+        _payload(pa.array([1, _BIG], pa.int64())),  # overflows: the general rule, in a group of good ones
+        _payload(pa.array([7, 8], pa.int64())),
+        _payload(ts(2), value=pa.array(["1.5", "2"], pa.string())),
+        _payload(ts(2), value=pa.array(["1.5", "not a number"], pa.string())),
+        _payload(pa.array(["x", "y"], pa.string())),
+        b"not arrow at all",
+        no_value.getvalue().to_pybytes(),
+        _payload(ts(0, typ=pa.timestamp("s"))),
+    ]
+    got = payload_rows_many(payloads)
+    assert len(got) == len(payloads)
+    for p, g in zip(payloads, got):
+        want = _one(p)
+        if isinstance(want, str):
+            assert isinstance(g, PayloadFormatError) and f"{type(g).__name__}: {g}" == want
+        else:
+            assert isinstance(g, pa.Table) and g.equals(want), (g, want)
