@@ -1,6 +1,9 @@
 # The two commands of the README, and a few helpers. Everything installs itself.
 SEALSTREAM := .venv/bin/sealstream
 PYTEST_ARGS ?=
+# pytest-xdist workers of `make check` (its tests need no service and share nothing): two per core,
+# since some (the edge agent's durable windows, SIGKILLed subprocesses) mostly wait
+CHECK_JOBS ?= $(shell echo $$(( $$(nproc) * 2 )))
 
 .PHONY: demo check lint types test soak install up down status bench-merkle clean-state
 
@@ -11,10 +14,14 @@ demo: install
 	$(SEALSTREAM) demo
 
 ## check: what to run between changes, no service started: lint, types, and the tests not marked
-## `services` (unit tests, the ledger simulator, the pure verifier; tests/conftest.py derives the marks)
-check: lint types
-	@SEALSTREAM_TEST_TIER=check .venv/bin/pytest -m "not services" $(PYTEST_ARGS); rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "check: PYTEST_ARGS selected no test of this tier"; exit 0; fi; exit $$rc
+## `services` (unit tests, the ledger simulator, the pure verifier; tests/conftest.py derives the marks);
+## the tests on every core (CHECK_JOBS), mypy beside them, its output after theirs
+check: lint
+	@log=$$(mktemp); .venv/bin/mypy > $$log 2>&1 & types=$$!; \
+	  SEALSTREAM_TEST_TIER=check .venv/bin/pytest -m "not services" -n $(CHECK_JOBS) $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "check: PYTEST_ARGS selected no test of this tier"; rc=0; fi; \
+	  wait $$types; trc=$$?; echo "check: types (mypy, run beside the tests):"; cat $$log; rm -f $$log; \
+	  [ $$rc -eq 0 ] && [ $$trc -eq 0 ]
 
 lint: install
 	.venv/bin/ruff check .
@@ -25,7 +32,8 @@ types: install
 ## test: `make check`, then bring the stack up and run every test against it
 test: check
 	$(SEALSTREAM) stack up
-	.venv/bin/pytest $(PYTEST_ARGS)
+	.venv/bin/pytest -m services $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "test: PYTEST_ARGS selected no test of the services tier"; exit 0; fi; exit $$rc
 
 ## soak: SOAK_SEEDS (20,000) seeds of the ledger simulator beyond the 1,500 of `make check`, plus
 ## SOAK_LONG (200) long chaos runs, one pytest per core; each failing seed prints its replay line
