@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,7 +35,7 @@ from confluent_kafka import Producer
 from devices_helpers import end_offsets
 from sealstream.metrics_targets import register_targets
 from ledger import Params
-from infra.process import free_ports
+from infra.process import Child, free_ports
 from infra.ledger_cluster import LocalCluster
 from panel_queries import finite_samples, panel_queries, prom_query, promql, sql, targets_up
 from ledger_refusals import provoke_refusals
@@ -73,35 +72,21 @@ class _LedgerLoad(threading.Thread):
                 self.stop.wait(0.2)
 
 
-class _Proc:
+class _Proc(Child):
     """A `python -m sealstream ...` subprocess with its log and /metrics port."""
 
     def __init__(self, args: list[str], env: dict, log: Path) -> None:
-        self.port = free_ports(1)[0]
-        self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "sealstream", *args, "--metrics-port", str(self.port)],
-                                     cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-
-    def alive(self) -> None:
-        assert self.proc.poll() is None, f"{self.log.name} exited:\n{self.log.read_text(errors='replace')[-3000:]}"
+        port = free_ports(1)[0]
+        super().__init__(log.name, [sys.executable, "-m", "sealstream", *args, "--metrics-port", str(port)],
+                         log_path=log, env=env, metrics_port=port)
+        self.port = port
 
     def diagnostics(self) -> str:
         try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
-            metrics = "\n".join(line for line in body.splitlines() if line.startswith("sealstream_"))
+            metrics = "\n".join(line for line in self.metrics().splitlines() if line.startswith("sealstream_"))
         except OSError as exc:
             metrics = f"(/metrics: {exc})"
-        return (f"--- {self.log.name} metrics:\n{metrics[-3000:]}\n"
-                f"--- log:\n{self.log.read_text(errors='replace')[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        return f"--- {self.name} metrics:\n{metrics[-3000:]}\n--- log:\n{self.tail(2000)}"
 
 
 def _drop_a_frame(host: str, port: int) -> None:
@@ -116,7 +101,7 @@ def _wait(what: str, pred, procs: list[_Proc], deadline: float):
         if got:
             return got
         for p in procs:
-            p.alive()
+            p.check()
         assert time.monotonic() < deadline, (f"timed out waiting for {what}\n"
                                              + "\n".join(p.diagnostics() for p in procs))
         time.sleep(1)
@@ -276,7 +261,7 @@ def test_every_panel_query_returns_data(stack, settings, tmp_path) -> None:
             load.stop.set()
             load.join(15)
         for p in procs:
-            p.stop()
+            p.stop(15)
         if target_file is not None:
             target_file.unlink(missing_ok=True)
         cluster.stop(timeout=5)

@@ -3,20 +3,16 @@ a pipeline worker opens no /metrics port and registers no Prometheus target when
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from ledger import Params
-from infra.process import free_ports
+from infra.process import Child, free_ports
 from infra.ledger_cluster import LocalCluster
 from pipelines.devices import Factory
 from sealstream.settings import load_settings
@@ -65,18 +61,16 @@ def test_pipeline_worker_without_metrics_serves_nothing(stack, settings, tmp_pat
     factory, group = f"off-{uuid.uuid4().hex[:8]}", f"sealstream-pipeline-metricsoff-{uuid.uuid4().hex[:8]}"
     Factory.ensure(s, factory, 1)
     port = free_ports(1)[0]
-    env = dict(os.environ, SEALSTREAM_HOME=str(home), SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap,
-               SEALSTREAM_METRICS="0", SEALSTREAM_PIPELINE_OFFSET_RESET="latest")
-    log = tmp_path / "worker.log"
-    proc = subprocess.Popen([sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id", group,
-                             "--directory", "manifest", "--factory", factory, "--metrics-port", str(port),
-                             "--no-anchor"], cwd=Path(__file__).resolve().parents[2], env=env,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    proc = Child.sealstream("pipeline worker", ["pipeline", "worker", "--app-id", group, "--directory", "manifest",
+                                                "--factory", factory, "--no-anchor"],
+                            log_path=tmp_path / "worker.log", home=home, metrics_port=port,
+                            env={"SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap, "SEALSTREAM_METRICS": "0",
+                                 "SEALSTREAM_PIPELINE_OFFSET_RESET": "latest"})
     admin = AdminClient(kafka_endpoint(s, "admin").confluent())
     try:
         deadline = time.monotonic() + 90
         while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.check()
             try:
                 desc = admin.describe_consumer_groups([group])[group].result(10)
             except KafkaException as exc:  # e.g. the coordinator still loading on a fresh broker
@@ -84,15 +78,10 @@ def test_pipeline_worker_without_metrics_serves_nothing(stack, settings, tmp_pat
             else:
                 if desc.members:
                     break
-            assert time.monotonic() < deadline, f"worker never joined its group\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"worker never joined its group\n{proc.tail()}"
             time.sleep(1)
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, "a /metrics server listens although metrics are off"
         assert not (home / "prometheus" / "targets" / "sealstream-pipeline.json").exists()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        proc.stop(15)

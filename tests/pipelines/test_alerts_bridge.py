@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,13 +18,13 @@ from confluent_kafka import Consumer, TopicPartition
 from ledger import Params
 from ledger.client import LedgerClient
 from infra.ledger_cluster import LocalCluster
+from infra.process import Child, sealstream_command
 from pipelines.alerts import ALERTS_TOPIC, H_CHAIN, H_ID, H_SEQ, last_published_seq
 from sealstream.settings import TOPICS
 from sealstream._kafka_config import kafka_endpoint
 
 pytestmark = pytest.mark.timeout(240)
 
-ROOT = Path(__file__).resolve().parents[2]
 PARAMS = Params(max_block_txs=128, block_time_ms=20, checkpoint_interval=10, view_change_timeout_ms=800,
                 status_interval_ms=300, fetch_timeout_ms=800)
 
@@ -68,24 +65,14 @@ def _alerts(settings, start: dict[int, int], chain: str) -> list:
     return out
 
 
-class Bridge:
+class Bridge(Child):
+    """``sealstream pipeline alerts-bridge`` on the ledger under `root` (`stop`: SIGTERM, then its exit code)."""
+
     def __init__(self, root: Path, settings, log: Path) -> None:
-        env = dict(os.environ, SEALSTREAM_HOME=str(root / "home"),
-                   SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap)
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sealstream", "pipeline", "alerts-bridge", "--ledger", str(root / "ledger"),
-             "--json"], cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(20)
+        argv, env = sealstream_command(["pipeline", "alerts-bridge", "--ledger", str(root / "ledger"), "--json"],
+                                       home=root / "home",
+                                       env={"SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap})
+        super().__init__("alerts bridge", argv, log_path=log, env=env)
 
 
 def _wait_alerts(settings, start, chain, n: int, bridge: Bridge, timeout: float = 60) -> list:
@@ -94,10 +81,10 @@ def _wait_alerts(settings, start, chain, n: int, bridge: Bridge, timeout: float 
         got = _alerts(settings, start, chain)
         if len(got) >= n:
             return got
-        if bridge.proc.poll() is not None:
-            raise AssertionError(f"bridge exited {bridge.proc.returncode}:\n{bridge.log.read_text()[-4000:]}")
+        if not bridge.alive():
+            raise AssertionError(f"bridge exited {bridge.returncode}:\n{bridge.tail(4000)}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(got)} of {n} alerts after {timeout} s:\n{bridge.log.read_text()[-3000:]}")
+            raise AssertionError(f"{len(got)} of {n} alerts after {timeout} s:\n{bridge.tail()}")
         time.sleep(0.3)
 
 

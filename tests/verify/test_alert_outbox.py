@@ -334,13 +334,9 @@ def _message(prefix: str) -> OutboxMessage:
 def test_verifier_agent_relays_its_alerts(dataset, settings, tmp_path) -> None:
     """`sealstream pipeline verifier` (a subprocess on real Kafka): a failed batch's alert goes
     through the outbox (marked sent) to iiot.alerts once, with its ss-alert-id; outbox metrics."""
-    import os
-    import subprocess
-    import sys
-    import urllib.request
-    from pathlib import Path
-
     from confluent_kafka import Producer
+
+    from infra.process import Child, free_ports
 
     since = datetime.now(timezone.utc) - timedelta(seconds=5)
     batch = _failed_batch(dataset, 4)
@@ -348,17 +344,11 @@ def test_verifier_agent_relays_its_alerts(dataset, settings, tmp_path) -> None:
     p.produce("iiot.anchors", key=batch.batch_id.encode(), value=json.dumps({"v": 1,
                                                                              "batch_id": batch.batch_id}).encode())
     assert p.flush(10) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, SEALSTREAM_PG_DSN=dataset.pool.conninfo, SEALSTREAM_HOME=str(tmp_path / "home"))
-    log = tmp_path / "verifier.log"
-    proc = subprocess.Popen([sys.executable, "-m", "sealstream", "pipeline", "verifier", "--app-id",
-                             f"{VERIFIER_GROUP_PREFIX}-outbox-test-{uuid.uuid4().hex[:8]}",
-                             "--ledger", str(dataset.cluster.root),
-                             "--metrics-port", str(port), "--audit-interval", "0"], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    proc = Child.sealstream("verifier", ["pipeline", "verifier", "--app-id",
+                                         f"{VERIFIER_GROUP_PREFIX}-outbox-test-{uuid.uuid4().hex[:8]}",
+                                         "--ledger", str(dataset.cluster.root), "--audit-interval", "0"],
+                            log_path=tmp_path / "verifier.log", home=tmp_path / "home",
+                            env={"SEALSTREAM_PG_DSN": dataset.pool.conninfo}, metrics_port=free_ports(1)[0])
     try:
         rows: list = []
         deadline = time.monotonic() + 90
@@ -366,19 +356,14 @@ def test_verifier_agent_relays_its_alerts(dataset, settings, tmp_path) -> None:
             rows = _outbox_rows(dataset, batch.batch_id)
             if rows and rows[0][2] is not None:
                 break
-            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.check()
             time.sleep(0.5)
-        assert len(rows) == 1 and rows[0][2] is not None, log.read_text()[-3000:]
+        assert len(rows) == 1 and rows[0][2] is not None, proc.tail()
         (msg,) = committed_alerts(settings, rows[0][0], since)
         assert msg.key() == batch.batch_id.encode() and json.loads(msg.value())["step"] == "row-value"
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        metrics = proc.metrics()
         assert "sealstream_alert_outbox_sent_total" in metrics and "sealstream_alert_outbox_backlog" in metrics
         sent = [ln for ln in metrics.splitlines() if ln.startswith("sealstream_alert_outbox_sent_total ")]
         assert sent and float(sent[0].split()[1]) >= 1
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        proc.stop(20)

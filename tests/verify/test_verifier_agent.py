@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from infra.process import Child, free_ports
 from pipelines.verifier import BatchVerifier, VerifyMetrics
 from verify_helpers import T0
 from sealstream._kafka_config import kafka_endpoint
@@ -85,12 +84,6 @@ def test_verdicts_views_export_and_audit(dataset, tmp_path) -> None:
     assert reg.get_sample_value("sealstream_verify_last_failure_timestamp_seconds") > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_faust_agent_verifies_anchored_batches(dataset, settings, tmp_path) -> None:
     from confluent_kafka import Consumer, Producer
 
@@ -107,24 +100,23 @@ def test_faust_agent_verifies_anchored_batches(dataset, settings, tmp_path) -> N
         producer.produce("iiot.anchors", key=b.batch_id.encode(),
                          value=json.dumps({"v": 1, "batch_id": b.batch_id}).encode())
     producer.flush(10)
-    port = _free_port()
-    env = dict(os.environ, SEALSTREAM_PG_DSN=dataset.pool.conninfo, SEALSTREAM_HOME=str(tmp_path / "home"))
+    port = free_ports(1)[0]
     app_id = f"sealstream-verifier-test-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.Popen([sys.executable, "-m", "sealstream", "pipeline", "verifier", "--app-id", app_id,
-                             "--ledger", str(dataset.cluster.root), "--metrics-port", str(port),
-                             "--audit-interval", "0"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "verifier.log", "wb"))
+    proc = Child.sealstream("verifier", ["pipeline", "verifier", "--app-id", app_id, "--ledger",
+                                         str(dataset.cluster.root), "--audit-interval", "0"],
+                            log_path=tmp_path / "verifier.log", home=tmp_path / "home",
+                            env={"SEALSTREAM_PG_DSN": dataset.pool.conninfo}, metrics_port=port)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             got = {b: dataset.store.verdict(b.batch_id) for b in (good, bad)}
             if all(got.values()):
                 break
-            assert proc.poll() is None, (tmp_path / "verifier.log").read_text()[-3000:]
+            proc.check()
             time.sleep(0.5)
-        assert got[good] is not None and got[good].verdict == "verified", (tmp_path / "verifier.log").read_text()
+        assert got[good] is not None and got[good].verdict == "verified", proc.tail()
         assert got[bad] is not None and got[bad].verdict == "failed" and got[bad].failed_step == "payload-hash"
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        metrics = proc.metrics()
         assert 'sealstream_verify_batches_total{verdict="failed"} 1.0' in metrics
         assert 'sealstream_verify_failures_total{step="payload-hash"} 1.0' in metrics
         consumer = Consumer({**kafka_endpoint(settings, "admin").confluent(), "group.id": f"t-{uuid.uuid4().hex}",
@@ -139,8 +131,4 @@ def test_faust_agent_verifies_anchored_batches(dataset, settings, tmp_path) -> N
         consumer.close()
         assert found is not None and found["step"] == "payload-hash" and found["source"] == "verifier"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        proc.stop(20)
