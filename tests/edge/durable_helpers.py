@@ -4,15 +4,12 @@ window is open, restarted, and at the end stopped with SIGTERM."""
 
 from __future__ import annotations
 
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
+from support.edge import EdgeAgent
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def acked(path: Path) -> list[tuple[str, int]]:
@@ -38,26 +35,20 @@ def kill_mid_window_runs(cfg: Path, env: dict, logs: list[Path], window: int, wr
     readings (of ``window``), then is SIGKILLed (`after_kill(run)` called), except the last: SIGTERM."""
     for run in range(len(logs)):
         write_config(run)
-        out = out_dir / f"edge-{run}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "sealstream", "edge", "run", "--config", str(cfg)],
-                                cwd=ROOT, env=env, stdout=open(out, "ab"), stderr=subprocess.STDOUT)
+        agent = EdgeAgent(cfg, env, out_dir / f"edge-{run}.log")
         try:
             deadline = time.monotonic() + 120
             while True:
-                assert proc.poll() is None, out.read_text()[-3000:]
-                assert time.monotonic() < deadline, f"run {run}: not enough readings\n{out.read_text()[-3000:]}"
+                agent.check()
+                assert time.monotonic() < deadline, f"run {run}: not enough readings\n{agent.tail()}"
                 n = len(acked(logs[run]))
                 if n > 3 * window and 10 <= n % window <= 40:
                     break
                 time.sleep(0.001)
             if run < len(logs) - 1:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(30)
+                agent.kill()
                 after_kill(run)
             else:
-                proc.send_signal(signal.SIGTERM)
-                assert proc.wait(60) == 0, out.read_text()[-3000:]
+                agent.stop_ok()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+            agent.kill()

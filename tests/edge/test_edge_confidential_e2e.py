@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from infra.private_stack import PrivateStack
 from support.workers import WorkerProc
 from resilience_helpers import Anchoring, wait_stored
 from trust.statement import from_kafka_headers
+from support.edge import EdgeAgent
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,38 +159,36 @@ def test_confidential_edge_device_spools_and_sends_ciphertext_only(stack, settin
         worker = WorkerProc.manifest(s, f"sealstream-pipeline-test-edgec-{uuid.uuid4().hex[:8]}", factory,
                             tmp_path / "worker.log", gateway)
         log = tmp_path / "edge.log"
-        agent = subprocess.Popen([sys.executable, "-m", "sealstream", "edge", "run", "--config", str(cfg)],
-                                 cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        agent = EdgeAgent(cfg, env, log)
         try:
             for i in range(3):
                 (home / "camera" / f"img-{i}.jpg").write_bytes(b"\xff\xd8\xff" + (MARK * 4).encode()
                                                                + os.urandom(256))
             deadline = time.monotonic() + 90
             while list((home / "camera").glob("*.jpg")) or not (home / "spool" / "spool.db").exists():
-                assert agent.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                agent.check()
+                assert time.monotonic() < deadline, agent.tail()
                 time.sleep(0.3)
             worker.wait_ingesting()
             deadline = time.monotonic() + 120
             while not (len(acked(acks[0])) > 60 and 5 <= len(acked(acks[0])) % 20 <= 15):  # mid-window
-                assert agent.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                agent.check()
+                assert time.monotonic() < deadline, agent.tail()
                 time.sleep(0.002)
             assert _spool_clean(home / "spool") == []  # while it runs (messages, pending readings, WAL)
-            agent.send_signal(signal.SIGKILL)
-            agent.wait(30)
+            agent.kill()
             assert count_rows(home / "spool" / "spool.db", "pending_sealed") > 0  # the open window, sealed
             assert count_rows(home / "spool" / "spool.db", "pending_readings") == 0
             assert _spool_clean(home / "spool") == []
             write_config(1)
-            agent = subprocess.Popen([sys.executable, "-m", "sealstream", "edge", "run", "--config", str(cfg)],
-                                     cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+            agent = EdgeAgent(cfg, env, log)
             deadline = time.monotonic() + 120
             while len(acked(acks[1])) < 60:
-                assert agent.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                agent.check()
+                assert time.monotonic() < deadline, agent.tail()
                 time.sleep(0.05)
             assert _spool_clean(home / "spool") == []
-            agent.send_signal(signal.SIGTERM)
-            assert agent.wait(60) == 0, log.read_text()[-3000:]
+            agent.stop_ok()
             assert _spool_clean(home / "spool") == []
             assert not _holds(log.read_bytes())
 
@@ -246,7 +244,6 @@ def test_confidential_edge_device_spools_and_sends_ciphertext_only(stack, settin
                     time.sleep(2)
                 assert MARK.encode() in out.read_bytes(), kind
         finally:
-            if agent.poll() is None:
-                agent.kill()
+            agent.kill()
             worker.kill()
             anchoring.close()

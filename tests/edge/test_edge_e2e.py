@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -37,12 +35,13 @@ from durable_helpers import acked
 from edge.sdk import EdgeMessage, Producer
 from infra.process import free_ports
 from infra.private_stack import PrivateStack
-from support.workers import WorkerProc, metric_total
+from support.workers import WorkerProc
 from resilience_helpers import Anchoring, wait_stored
 from storage.db import open_pool
 from trust.statement import Statement, from_kafka_headers
 from kafka_principals import enrol_factory
 from sealstream._kafka_config import factory_principal, kafka_endpoint
+from support.edge import EdgeAgent
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,32 +87,6 @@ path = "camera"
 stable_s = 0.3
 poll_s = 0.1
 """
-
-
-class EdgeProc:
-    def __init__(self, cfg: Path, env: dict, log: Path, port: int) -> None:
-        self.port = port
-        self.proc = subprocess.Popen([sys.executable, "-m", "sealstream", "edge", "run", "--config", str(cfg)],
-                                     cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-        self.log = log
-
-    def metric(self, name: str) -> float:
-        for _ in range(100):
-            try:
-                page = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
-                return metric_total(page, name)
-            except OSError:
-                assert self.proc.poll() is None, self.log.read_text()[-3000:]
-                time.sleep(0.2)
-        raise AssertionError("the edge agent's /metrics never answered")
-
-    def wait(self, pred, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} not within {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.3)
 
 
 def _cli(env: dict, *args: str) -> dict:
@@ -162,7 +135,7 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
              "key_file": str(home / "keys" / "cam-1.key")}]}))
         worker = WorkerProc.manifest(s, f"sealstream-pipeline-test-edge-{uuid.uuid4().hex[:8]}", factory,
                             tmp_path / "worker.log", gateway)
-        agent = EdgeProc(cfg, env, tmp_path / "edge.log", port)
+        agent = EdgeAgent(cfg, env, tmp_path / "edge.log", port)
         try:
             _images(home / "camera", "before", 3)
             worker.wait_ingesting()
@@ -173,8 +146,7 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
             _images(home / "camera", "outage", 3)
             time.sleep(OUTAGE_S)
             spooled_in_outage = agent.metric("sealstream_edge_spool_messages")
-            agent.proc.send_signal(signal.SIGKILL)
-            agent.proc.wait(10)
+            agent.kill()
             acked_in_outage = len(acked(acks[0])) - acked_at_stop
             assert acked_in_outage > 0  # the source kept producing while Kafka was away
             db = sqlite3.connect(home / "spool" / "spool.db")
@@ -186,12 +158,11 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
             ps.start("kafka")
             cfg.write_text(CONFIG.format(factory=factory, port=port, bootstrap=s.kafka_bootstrap, start=starts[1],
                                          ack_log=acks[1]))
-            agent = EdgeProc(cfg, env, tmp_path / "edge2.log", port)
+            agent = EdgeAgent(cfg, env, tmp_path / "edge2.log", port)
             agent.wait(lambda: agent.metric("sealstream_edge_spool_messages") < 5, 120, "the spool drained")
             agent.wait(lambda: agent.metric("sealstream_edge_sent_total") >= 10, 60, "sending after the restart")
             agent.wait(lambda: not list((home / "camera").glob("*.jpg")), 60, "every camera file taken")
-            agent.proc.send_signal(signal.SIGTERM)
-            assert agent.proc.wait(60) == 0, agent.log.read_text()[-3000:]
+            agent.stop_ok()
 
             # -- what Kafka holds: per device in seq order (first copies), duplicates only as identical copies
             records = read_range(s, {}, end_offsets(s, RAW), timeout=60)
@@ -280,7 +251,6 @@ def test_edge_outage_kill_and_verified(stack, settings, tmp_path: Path) -> None:
                   f"{len(held)} held in the spool at the kill, {spooled_in_outage:.0f} spooled during the outage, "
                   f"{len(batches)} batches, {len(dlq)} replay dead letters")
         finally:
-            if agent.proc.poll() is None:
-                agent.proc.kill()
+            agent.kill()
             worker.kill()
             anchoring.close()

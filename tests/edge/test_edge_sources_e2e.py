@@ -41,7 +41,8 @@ from infra.private_stack import PrivateStack
 from support.workers import WorkerProc
 from resilience_helpers import Anchoring, wait_stored
 from storage.db import open_pool
-from test_edge_e2e import EdgeProc, Good, _cli
+from support.edge import EdgeAgent
+from test_edge_e2e import Good, _cli
 from trust.statement import from_kafka_headers, verify_statement
 from kafka_principals import enrol_factory
 
@@ -246,7 +247,7 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
             for name, did in keys.items()]}))
         worker = WorkerProc.manifest(s, f"sealstream-pipeline-test-edgep-{uuid.uuid4().hex[:8]}", factory,
                             tmp_path / "worker.log", gateway)
-        agent = EdgeProc(cfg, env, tmp_path / "edge.log", port)
+        agent = EdgeAgent(cfg, env, tmp_path / "edge.log", port)
         expected: set[tuple[str, str, float, int | None]] = set()
 
         def page() -> str:
@@ -341,8 +342,7 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
             while left := missing():
                 assert time.monotonic() < deadline and worker.alive(), (left, worker.tail())
                 time.sleep(1)
-            agent.proc.send_signal(15)
-            assert agent.proc.wait(60) == 0, agent.log.read_text()[-3000:]
+            agent.stop_ok()
             status = json.loads((home / "spool" / "status.json").read_text())
             assert status["sources"]["spb"]["errors"] == {"malformed-sparkplug": 1, "sparkplug-unknown-alias": 1}
             assert status["sources"]["plc"]["errors"] == {"opcua-node-gone": 1}
@@ -397,8 +397,7 @@ def test_protocol_sources_to_the_ledger(stack, settings, tmp_path: Path) -> None
             print(f"{len(good)} statements, {len(rows)} readings, {len(batches)} batches; "
                   f"per device {[(names[d], len(v)) for d, v in by_dev.items()]}")
         finally:
-            if agent.proc.poll() is None:
-                agent.proc.kill()
+            agent.kill()
             worker.kill()
             anchoring.close()
             loop.run(opc.stop())
