@@ -284,16 +284,19 @@ class Consumer:
             ensure_schema(self.dsn)
             argv = [sys.executable, str(_HERE / "_pipeline_baseline.py"), "--group", self.group, "--dsn", self.dsn,
                     "--bucket", self.bucket]
+        from infra.process import Child
+
         self.log = log
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        self.children = [Child(f"{kind} consumer", argv, log_path=log, env=env, cwd=ROOT)]
+        self.proc = self.children[0].proc
         self.anchor_proc = None
         if kind == "trusted" and anchor and anchor_process == "separate":
             group = f"{self.group}-anchor"  # its own group: it reads only iiot.sealed
             pin_offsets(kafka_endpoint(s, "admin"), group, self.sealed_start)
-            self.anchor_proc = subprocess.Popen(
-                [sys.executable, "-m", "sealstream", "pipeline", "worker", "--anchor-only", "--app-id", group,
-                 "--metrics-port", "0", "--loglevel", "warn"],
-                cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+            self.children.append(Child("anchor agent", [sys.executable, "-m", "sealstream", "pipeline", "worker",
+                                                        "--anchor-only", "--app-id", group, "--metrics-port", "0",
+                                                        "--loglevel", "warn"], log_path=log, env=env, cwd=ROOT))
+            self.anchor_proc = self.children[1].proc
         self.follower = SealFollower(kafka_endpoint(s, "admin"), self.sealed_start, set(load.devices)) \
             if kind == "trusted" else None
         self.anchor = anchor and kind == "trusted"
@@ -366,14 +369,9 @@ class Consumer:
         return {"records": recs[0], "readings": rows[0]}
 
     def close(self, keep: bool = False) -> None:
-        for proc in (self.proc, self.anchor_proc):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+        from infra.process import stop_all
+
+        stop_all(self.children, timeout=20)
         if self.follower is not None:
             self.follower.close()
         if not keep:

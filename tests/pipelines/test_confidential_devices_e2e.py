@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from psycopg.conninfo import make_conninfo
 
 from confidential.envelope import KeyRecord
 from confidential.keys import RecipientKey, save_recipient_key
-from infra.process import free_ports
+from infra.process import Child, free_ports
 from pipelines.devices import Factory
 from pipelines.devices.confidential import RecipientsInForce
 from kafka_principals import enrol_factory
@@ -86,11 +85,11 @@ def test_devices_run_confidential_is_stored_as_ciphertext_and_opens_for_the_reci
                            SEALSTREAM_PIPELINE_GATEWAY=gateway, SEALSTREAM_PIPELINE_ANCHOR_WINDOW_S="1",
                            SEALSTREAM_LOG_LEVEL="WARNING")
                 log = tmp_path / "worker.log"
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id",
-                     f"{settings.pipeline_app_id}-cd-{uuid.uuid4().hex[:6]}",
-                     "--directory", "manifest", "--factory", fac_name, "--metrics-port", str(free_ports(1)[0])],
-                    cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+                proc = Child("pipeline worker", [
+                    sys.executable, "-m", "sealstream", "pipeline", "worker", "--app-id",
+                    f"{settings.pipeline_app_id}-cd-{uuid.uuid4().hex[:6]}",
+                    "--directory", "manifest", "--factory", fac_name, "--metrics-port", str(free_ports(1)[0])],
+                    log_path=log, env=env)
                 try:
                     # the recipients file an edge agent would read: the same proven answer
                     out = tmp_path / "recipients.json"
@@ -119,7 +118,7 @@ def test_devices_run_confidential_is_stored_as_ciphertext_and_opens_for_the_reci
                                                   (hashes,)).fetchall()
                         if anchored == len(hashes):
                             break
-                        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+                        assert proc.alive(), proc.tail()
                         assert time.monotonic() < deadline, (anchored, log.read_text(errors="replace")[-3000:])
                         time.sleep(1)
                     # everything the pipeline stored is an envelope, with a key record for the recipient
@@ -144,12 +143,7 @@ def test_devices_run_confidential_is_stored_as_ciphertext_and_opens_for_the_reci
                     hits = _kafka_scan(s, markers)
                     assert all(hits[m] == [] for m in markers), hits
                 finally:
-                    if proc.poll() is None:
-                        proc.send_signal(signal.SIGTERM)
-                        try:
-                            proc.wait(30)
-                        except subprocess.TimeoutExpired:
-                            proc.kill()
+                    proc.stop(30)
 
                 # a grant takes effect once the refresh period has passed (the proven path again)
                 now = [0.0]

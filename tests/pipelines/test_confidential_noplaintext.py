@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -33,7 +31,7 @@ from psycopg.conninfo import make_conninfo
 
 from confidential.envelope import open_envelope
 from confidential.keys import RecipientKey
-from infra.process import free_ports
+from infra.process import Child, free_ports
 from pipelines.devices import Factory, open_sink
 from pipelines.devices.confidential import seal_confidential
 from pipelines.devices.payloads import Payload
@@ -190,11 +188,11 @@ def test_no_plaintext_of_a_confidential_stream_in_kafka_minio_postgres_logs_metr
                        SEALSTREAM_MINIO_ENDPOINT=s.minio_address, SEALSTREAM_PG_DSN=dsn,
                        SEALSTREAM_PIPELINE_GATEWAY=gateway, SEALSTREAM_PIPELINE_ANCHOR_WINDOW_S="1",
                        SEALSTREAM_LOG_LEVEL="DEBUG")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "sealstream", "pipeline", "worker",
-                 "--app-id", f"{settings.pipeline_app_id}-np-{uuid.uuid4().hex[:6]}",
-                 "--directory", "manifest", "--factory", fac_name, "--metrics-port", str(port), "--loglevel", "debug"],
-                cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+            proc = Child("pipeline worker", [
+                sys.executable, "-m", "sealstream", "pipeline", "worker",
+                "--app-id", f"{settings.pipeline_app_id}-np-{uuid.uuid4().hex[:6]}",
+                "--directory", "manifest", "--factory", fac_name, "--metrics-port", str(port), "--loglevel", "debug"],
+                log_path=log, env=env, metrics_port=port)
             try:
                 now = int(time.time() * 1000)
                 rc = [(qa.id, qa.public)]
@@ -234,7 +232,7 @@ def test_no_plaintext_of_a_confidential_stream_in_kafka_minio_postgres_logs_metr
                         dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
                     if anchored == len(good) and dead >= 1:
                         break
-                    assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+                    assert proc.alive(), proc.tail()
                     assert time.monotonic() < deadline, (anchored, dead, log.read_text(errors="replace")[-3000:])
                     time.sleep(1)
                 metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
@@ -263,12 +261,7 @@ def test_no_plaintext_of_a_confidential_stream_in_kafka_minio_postgres_logs_metr
                 opened = open_envelope(stored, record, qa.id, qa.private, device=img.device, seq=0, kind="image")
                 assert SECRET in opened.plaintext
             finally:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+                proc.stop(30)
                 anchoring.close()
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -2,9 +2,9 @@
 (an outage while checking a record is not a dead letter), no valid record is dead-lettered, and every
 sent record is stored exactly once.
 
-A PRIVATE PostgreSQL (the project's `infra.PostgreSQL` on a free port, its own data dir, migrated), a
-private Kafka (`infra.private_stack`: on the shared broker other tests' records reach our group too and are
-rightly dead-lettered ``unknown-device``, which would hide ours) and a private 4-node contracts ledger (in
+A PRIVATE PostgreSQL and a PRIVATE Kafka (`infra.private_stack`: the project's services on free ports with
+their own data dirs; on the shared broker other tests' records reach our group too and are rightly
+dead-lettered ``unknown-device``, which would hide ours) and a private 4-node contracts ledger (in
 the test's home) that the worker's directory asks (``--directory ledger``, cache TTL 1 s,
 ``--no-anchor``); MinIO is the shared one (never stopped). Four devices produce
 for ~30 s. Once records are stored, every ledger node is stopped until the worker has counted ledger
@@ -19,71 +19,28 @@ cause ``ledger`` and ``database``, none ``unexpected``; the worker is still up.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from support.workers import WorkerProc
 
 from anchor_helpers import ledger_cluster, register_factory
 from devices_helpers import end_offsets
-from infra import Stack
-from infra.process import wait_until
-from infra.process import free_ports
 from pipelines.devices import Factory, RunConfig
 from pipelines.devices.kinds import KIND_INFO
 from infra.private_stack import PrivateStack
 from resilience_helpers import SimRun, check_exactly_once, pin_offsets, stored_count
-from sealstream.settings import Settings, load_settings
+from sealstream.settings import load_settings
 from storage.blobs import BlobStore
 from storage.migrate import migrate
 
 pytestmark = pytest.mark.services
 RAW = [k.topic for k in KIND_INFO.values()]
 RETRIES = "sealstream_pipeline_store_retries_total"
-
-
-class PrivatePostgres:
-    """Own PostgreSQL cluster on a free port under `home` (the shared one is never touched)."""
-
-    def __init__(self, home: Path, base: Settings) -> None:
-        self.home = Path(home).resolve()
-        port = free_ports(1)[0]
-        dsn = make_conninfo(base.postgres_dsn, port=str(port), dbname=base.pg_database)  # with security: TLS, secret
-        self.settings = load_settings(home=self.home, cache_dir=base.cache_dir, pg_port=port, pg_dsn=dsn,
-                                      kafka_bootstrap_servers=base.kafka_bootstrap, minio_endpoint=base.minio_address)
-        self.svc = Stack(self.settings).postgres  # only the service object: never `up`/`down`
-
-    def start(self) -> None:
-        for sub in ("data", "logs", "run", "conf"):
-            (self.home / sub).mkdir(parents=True, exist_ok=True)
-        if self.svc.running_pid() is None:
-            self.svc.check_ports()
-            self.svc.install()
-            self.svc.launch()
-        self.svc.wait_healthy()
-        self.svc.provision()
-
-    def stop(self) -> None:
-        """``pg_ctl stop -m fast`` (clients are cut off), until the postmaster is gone."""
-        svc = self.svc
-        assert svc.running_pid() is not None, "private PostgreSQL is not running"
-        proc = subprocess.run(svc._as_owner([str(svc.bin / "pg_ctl"), "-D", str(svc.data_dir), "-m", "fast", "-w",
-                                             "-t", "60", "stop"]), capture_output=True, text=True, timeout=90)
-        assert proc.returncode == 0, (proc.stdout, proc.stderr)
-        assert wait_until(lambda: svc.running_pid() is None, 30), "private PostgreSQL still running"
-
-    def close(self) -> None:
-        try:
-            self.svc.stop()
-        finally:
-            shutil.rmtree(self.home, ignore_errors=True)
 
 
 def _labelled(text: str, name: str, cause: str) -> float:
@@ -116,14 +73,13 @@ def _until(pred, timeout: float, what: str, worker: WorkerProc, interval: float 
 def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stack, settings, tmp_path: Path) -> None:
     # Not under pytest's tmp_path: every pytest session (others run beside us) makes /tmp/pytest-of-<user>
     # 0700 again, and PostgreSQL runs as its own OS user when we are root, so it needs a path it can reach.
-    pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="ss-test-pg-")), settings)
-    pg.start()
-    ps = cluster = worker = sim = None
+    ps = PrivateStack(Path(tempfile.mkdtemp(prefix="ss-test-pg-")), base=settings, kafka=True, postgres=True)
+    ps.__enter__()  # started (or closed again when a service fails to start)
+    cluster = worker = sim = None
     try:
-        migrate(pg.settings.postgres_dsn)
-        ps = PrivateStack(tmp_path / "kafka", base=settings, kafka=True, minio=False).__enter__()
+        migrate(ps.settings.postgres_dsn)
         s = load_settings(home=tmp_path / "home", kafka_bootstrap_servers=ps.settings.kafka_bootstrap,
-                          minio_endpoint=settings.minio_address, pg_dsn=pg.settings.postgres_dsn)
+                          minio_endpoint=settings.minio_address, pg_dsn=ps.settings.postgres_dsn)
         cluster = ledger_cluster(Path(s.home) / "ledger")
         name = f"lp-{uuid.uuid4().hex[:6]}"
         kinds = ("timeseries", "image")
@@ -156,11 +112,12 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
         _until(lambda: stored_count(s, dids) > stalled_to, 90, "records stored after the ledger came back", worker)
 
         # -- PostgreSQL stopped; the worker waits on the database
-        pg.stop()
+        ps.stop("postgres")
+        assert ps.pid("postgres") is None, "private PostgreSQL still running"
         _until(lambda: _labelled(worker.metrics(), RETRIES, "database") > 0, 60, "database retries", worker)
         time.sleep(3)
         assert _dead_lettered(worker) == {}
-        pg.start()
+        ps.start("postgres")
 
         sent = sim.join(timeout=120)
         assert sent and all(r.error is None for r in sent)
@@ -185,6 +142,4 @@ def test_ledger_then_postgres_outage_dead_letters_nothing_and_loses_nothing(stac
             worker.kill()
         if cluster is not None:
             cluster.stop(timeout=5)
-        if ps is not None:
-            ps.close()
-        pg.close()
+        ps.close()
