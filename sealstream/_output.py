@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
-from sealstream.settings import Settings, load_settings
+from sealstream.settings import Settings, home_search, load_settings
 
 __all__ = ["err", "out", "emit_json", "fail", "settings_of"]
 
@@ -34,3 +34,11 @@ def settings_of(ctx: click.Context) -> Settings:
     """The settings of the running command: the root group's (``--home`` and the rest applied), or
     freshly loaded when a sub-command runs on its own (tests invoke groups directly)."""
     return getattr(ctx.obj, "settings", None) or load_settings()
+
+
+def missing_home(settings: Settings) -> str | None:
+    """One sentence saying where the state directory was looked for, when there is none (else None)."""
+    if settings.home.is_dir():
+        return None
+    return (f"no state directory at {settings.home.resolve()} (looked at {home_search()}): run the command "
+            "from the stack's directory, set SEALSTREAM_HOME, or start a stack here with `sealstream stack up`")

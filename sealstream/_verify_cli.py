@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ._output import emit_json, err, out
 from ._output import settings_of as _settings
-from .settings import Settings
+from .settings import Settings, home_search
 
 __all__ = ["verify", "evidence", "export", "pipeline_verifier"]
 
@@ -82,10 +82,9 @@ def _trust(genesis_file: Optional[Path], genesis_hash: Optional[str], checkpoint
             try:
                 pin = LedgerLayout(ledger_dir).genesis().genesis_hash()
             except LayoutError:
-                _stop(f"no ledger genesis at {Path(ledger_dir).resolve()} (the state directory is the nearest "
-                      f".sealstream from {Path.cwd()} upward, or $SEALSTREAM_HOME, or --ledger): run from the "
-                      "stack's directory, set SEALSTREAM_HOME, or pin --genesis-hash/--genesis", as_json,
-                      error_code="no-ledger")
+                _stop(f"no ledger genesis at {Path(ledger_dir).resolve()} (the state directory is "
+                      f"{home_search()}; or give --ledger): run from the stack's directory, set SEALSTREAM_HOME, "
+                      "or pin --genesis-hash/--genesis", as_json, error_code="no-ledger")
         cp = TrustedCheckpoint.parse(checkpoint) if checkpoint else None
     except (ValueError, OSError, KeyError, TypeError) as exc:
         _stop(f"trust anchor: {exc}", as_json)

@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from ._output import emit_json as _emit_json
-from ._output import err, fail, out
+from ._output import err, fail, missing_home, out
 from .settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -326,10 +326,13 @@ def stack_status(obj: _Context, as_json: bool) -> None:
 
     st = Stack(obj.settings)
     rows = _with_schema(st.status(), obj.settings)
+    missing = missing_home(obj.settings)
     if as_json:
-        _emit_json({"home": str(st.home), "services": [r.to_dict() for r in rows]})
+        _emit_json({"home": str(st.home), "home_found": missing is None, "services": [r.to_dict() for r in rows]})
     else:
         out.print(_status_table(rows))
+        if missing:
+            err.print(f"[yellow]{missing}[/]")
     if any(r.state != "running" for r in rows):
         sys.exit(3)
 
@@ -453,11 +456,15 @@ def status_cmd(obj: _Context, as_json: bool) -> None:
     services = _with_schema(Stack(obj.settings).status(), obj.settings)
     cluster = _cluster(obj.settings)
     nodes = _rows(cluster) if cluster.layout.exists() else []
+    missing = missing_home(obj.settings)
     if as_json:
-        _emit_json({"services": [r.to_dict() for r in services], "ledger": nodes})
+        _emit_json({"home": str(obj.settings.home.resolve()), "home_found": missing is None,
+                    "services": [r.to_dict() for r in services], "ledger": nodes})
     else:
         out.print(_status_table(services))
         out.print(_table(nodes) if nodes else "ledger: not initialised (sealstream ledger up)")
+        if missing:
+            err.print(f"[yellow]{missing}[/]")
     if any(r.state != "running" for r in services) or any(n["state"] != "running" for n in nodes):
         sys.exit(3)
 

@@ -68,6 +68,12 @@ def _default_home() -> Path:
     return Path(".sealstream")
 
 
+def home_search() -> str:
+    """Where the state directory is looked for, in one clause (for messages that found none)."""
+    return (f"$SEALSTREAM_HOME if set, else the nearest .sealstream from {Path.cwd()} upward, "
+            "else ./.sealstream")
+
+
 class Settings(BaseSettings):
     """Every knob of the local stack and of the components that talk to it."""
 

@@ -55,3 +55,20 @@ def test_every_secret_field_is_masked_whatever_its_service() -> None:
     dumped = json.dumps(load_settings(**values).public_dict())
     for value in values.values():
         assert value not in dumped
+
+
+def test_status_without_a_state_directory_says_where_it_looked(tmp_path) -> None:
+    """From a directory with no `.sealstream` above it, `status` says in one sentence where it looked
+    (human: on stderr, beside the table; JSON: ``home_found`` false), and exits 3 (nothing runs there)."""
+    env = {k: v for k, v in os.environ.items() if k != "SEALSTREAM_HOME"}
+    assert not any((d / ".sealstream").is_dir() for d in (tmp_path, *tmp_path.parents))
+    human = subprocess.run([sys.executable, "-m", "sealstream", "status"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert human.returncode == 3, human.stderr
+    said = " ".join(human.stderr.split())
+    assert f"no state directory at {tmp_path / '.sealstream'}" in said and f"from {tmp_path} upward" in said
+    assert "SEALSTREAM_HOME" in said
+    doc = subprocess.run([sys.executable, "-m", "sealstream", "status", "--json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    got = json.loads(doc.stdout)
+    assert got["home_found"] is False and got["home"] == str(tmp_path / ".sealstream")
