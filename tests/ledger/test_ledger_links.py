@@ -273,10 +273,10 @@ def test_a_node_started_with_a_key_not_in_genesis_cannot_join(cluster: LocalClus
         shutil.copy(src / f, root / f)
     shutil.copytree(src / "certs", root / "certs")
     addrs = json.loads((src / "addresses.json").read_text())
-    p2p, http, client = free_ports(3)
+    p2p, http, client, metrics = free_ports(4)
     for a in addrs:
-        if a["name"] == "node3":
-            a.update(p2p_port=p2p, http_port=http, client_port=client)
+        if a["name"] == "node3":  # every port its own: on node3's metrics port the impostor could not start at all
+            a.update(p2p_port=p2p, http_port=http, client_port=client, metrics_port=metrics)
     (root / "addresses.json").write_text(json.dumps(addrs))
     write_key(root / "nodes" / "node3" / "node.key", KeyPair.generate())
     before = {n: _failures(cluster, n) for n in ("node0", "node1", "node2")}
