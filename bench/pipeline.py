@@ -287,23 +287,20 @@ class Consumer:
         from infra.process import Child
 
         self.log = log
-        self.children = [Child(f"{kind} consumer", argv, log_path=log, env=env, cwd=ROOT)]
-        self.proc = self.children[0].proc
-        self.anchor_proc = None
+        self.children = [Child(f"{kind} consumer", argv, log_path=log, env=env, cwd=ROOT)]  # then the anchor agent
         if kind == "trusted" and anchor and anchor_process == "separate":
             group = f"{self.group}-anchor"  # its own group: it reads only iiot.sealed
             pin_offsets(kafka_endpoint(s, "admin"), group, self.sealed_start)
             self.children.append(Child("anchor agent", [sys.executable, "-m", "sealstream", "pipeline", "worker",
                                                         "--anchor-only", "--app-id", group, "--metrics-port", "0",
                                                         "--loglevel", "warn"], log_path=log, env=env, cwd=ROOT))
-            self.anchor_proc = self.children[1].proc
         self.follower = SealFollower(kafka_endpoint(s, "admin"), self.sealed_start, set(load.devices)) \
             if kind == "trusted" else None
         self.anchor = anchor and kind == "trusted"
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.children[0].pid
 
     def done_times(self, positions: Optional[list] = None) -> dict[Any, tuple[int, int]]:
         """Records done so far: key -> (device ts ms, done ms). Trusted: by statement hash; baseline: by position."""
@@ -325,8 +322,8 @@ class Consumer:
             got = self.done_times()
             if len(got) >= n:
                 return got
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.kind} consumer exited {self.proc.returncode}:\n"
+            if not self.children[0].alive():
+                raise SystemExit(f"{self.kind} consumer exited {self.children[0].returncode}:\n"
                                  + self.log.read_text(errors="replace")[-3000:])
             if time.monotonic() > deadline:
                 raise SystemExit(f"{self.kind} consumer: {len(got)} of {n} records done after {timeout:.0f} s; "
@@ -349,11 +346,10 @@ class Consumer:
             got = self.anchored()
             if all(h in got for h in hashes):
                 return got
-            dead = self.proc.poll() is not None or (self.anchor_proc is not None
-                                                    and self.anchor_proc.poll() is not None)
+            dead = not all(c.alive() for c in self.children)
             if dead or time.monotonic() > deadline:
                 raise SystemExit(f"trusted worker: {sum(h in got for h in hashes)} of {len(hashes)} statements "
-                                 f"anchored (exit code {self.proc.poll()}); log {self.log}")
+                                 f"anchored (exit code {self.children[0].returncode}); log {self.log}")
             time.sleep(0.5)
 
     def counts(self) -> dict[str, int]:

@@ -515,7 +515,6 @@ class _RowsPending:
     """A verified time-series record whose payload rows are still to be read (`_signed_rows`)."""
 
     checked: _Checked
-    record: RecordEvidence
     payload: bytes
     failure_at: int  # where its failure goes in the report: after those of the records before it
 
@@ -530,10 +529,10 @@ def _signed_rows(run: _Run, pending: list[_RowsPending], signed_rows: dict[bytes
     for p, got in zip(pending, payload_rows_many([p.payload for p in pending])):
         signed_rows[p.checked.statement_hash] = got
         if isinstance(got, PayloadFormatError):
-            p.checked.verified = False
-            r = p.record
-            run.fail_at(p.failure_at + shift, got.step, str(got), statement_hash=p.checked.statement_hash.hex(),
-                        batch_id=r.batch_id, leaf_index=r.leaf_index)
+            c = p.checked
+            c.verified = False
+            run.fail_at(p.failure_at + shift, got.step, str(got), statement_hash=c.statement_hash.hex(),
+                        batch_id=c.batch_id, leaf_index=c.leaf_index)
             shift += 1
         else:
             run.ok("payload-format")
@@ -591,7 +590,7 @@ def _verify_record(run: _Run, view: LedgerView, batches: _Batches, rec_ev: Recor
         run.ok("leaf", "receipt-location", "receipt-gateway")
         out.verified = True
         if want_rows and out.stmt.kind == "timeseries" and out.stmt.content_type != ENVELOPE_CONTENT_TYPE:
-            pending.append(_RowsPending(out, rec_ev, rec_ev.payload, len(run.failures)))
+            pending.append(_RowsPending(out, rec_ev.payload, len(run.failures)))
     except VerificationError as exc:
         _record_failure(run, exc, rec_ev, hx)
     return out

@@ -6,8 +6,6 @@ that must exit 0, ``check`` fails the test with the log's tail once the agent is
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,12 +50,6 @@ class EdgeAgent(Child):
             time.sleep(interval)
 
     def stop_ok(self, timeout: float = 60.0) -> None:
-        """SIGTERM and wait: the agent must drain and exit 0 within `timeout`."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"edge agent did not stop within {timeout:.0f} s of SIGTERM:\n{self.tail()}") \
-                from None
-        assert code == 0, f"edge agent exited {code} on SIGTERM:\n{self.tail()}"
+        """SIGTERM: the agent must drain and exit 0 within `timeout` (else it is killed, exit -9)."""
+        code = self.stop(timeout)
+        assert code == 0, f"edge agent exited {code} on SIGTERM within {timeout:.0f} s:\n{self.tail()}"
