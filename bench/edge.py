@@ -258,7 +258,7 @@ def real_latency(ps, bootstrap: KafkaLike, srcs, home: Path, a: argparse.Namespa
                     if len(rows) >= taken[kind] + (warm if kind == "mqtt" else 0) and \
                             all(an is not None for *_, an in rows):
                         break
-                    if worker.proc.poll() is not None or time.monotonic() > deadline:
+                    if not worker.children[0].alive() or time.monotonic() > deadline:
                         raise SystemExit(f"{kind}: {len(rows)} of {taken[kind]} readings stored, "
                                          f"{sum(an is not None for *_, an in rows)} anchored; worker log {worker.log}")
                     time.sleep(1)
