@@ -274,3 +274,40 @@ def test_an_org_revoked_after_the_anchor_keeps_its_earlier_batches_verified(data
     assert dataset.verify(col.batch(before.batch_id)).ok
     report = dataset.verify(col.batch(after.batch_id))
     assert report.failed_step == "device-key", report.to_json()
+
+
+def test_a_signed_payload_that_is_not_arrow_fails_payload_format_in_record_order(dataset) -> None:
+    """A device that signs garbage as a time series (anchored like any record) fails at
+    ``payload-format``; its failure sits where record-by-record checking would put it: after the
+    records before it and before a later record's own failure (the rows are read all at once)."""
+    from datetime import datetime, timezone
+
+    from storage import StatementRecord
+    from trust.identity import KeyPair
+    from trust.receipt import seal_receipt
+    from trust.statement import Statement, sign_statement
+    from verify_helpers import ARROW, Record, arrow_payload
+
+    dev_id, key = dataset.device()
+    t0 = T0 + timedelta(minutes=30)
+    ms = int((t0 - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(milliseconds=1))
+    (honest,) = dataset.store_records(key, [("timeseries", arrow_payload(ms, 8))], t0=t0)
+    garbage = b"ARROW1 but not an IPC stream"
+    st = Statement.for_payload(key.did, 1, ms + 1000, "timeseries", ARROW, garbage)
+    dataset.writer.write_statements([StatementRecord(
+        st, sign_statement(st, key), receipt=seal_receipt(st.hash(), dataset.blobs.put_raw(garbage, ARROW),
+                                                          dataset.anchorer_key),
+        sealed_at=datetime.now(timezone.utc))])
+    bad = Record(st, garbage)
+    (stranger,) = dataset.store_records(KeyPair.generate(), [("timeseries", arrow_payload(ms + 2000, 8))],
+                                        t0=t0 + timedelta(seconds=2))
+    (batch,) = dataset.anchor([honest, bad, stranger])
+    report = dataset.verify(dataset.collector().batch(batch.batch_id))
+    assert not report.ok
+    steps = [(f.step, f.evidence.get("statement_hash")) for f in report.failures]
+    assert steps[:2] == [("payload-format", bad.hash.hex()), ("device-key", stranger.hash.hex())], \
+        report.to_json()
+    assert "payload-format" not in report.passed  # a failed step is never also listed as passed
+    # the stranger's stored rows are then unsigned; the honest record, before both, is in no failure
+    assert {f.evidence.get("statement_hash") for f in report.failures} == {bad.hash.hex(), stranger.hash.hex()}, \
+        report.to_json()
